@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+)
+
+// clientFlags are the connection flags shared by the client commands.
+type clientFlags struct {
+	server  string
+	timeout time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
+	fs.StringVar(&c.server, "server", envOr("RECOMMENDER_SERVER", "127.0.0.1:50051"),
+		"address of the recommender gRPC server, host:port (env RECOMMENDER_SERVER)")
+	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline for the whole call; 0 means none")
+}
+
+func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), error) {
+	if c.server == "" {
+		return nil, nil, usageError{"--server is empty"}
+	}
+	conn, err := grpc.NewClient(c.server,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", c.server, err)
+	}
+	return recommenderv1.NewRecommenderServiceClient(conn), func() { _ = conn.Close() }, nil
+}
+
+// rpcError renders a gRPC error for a person: the code, the message and each field violation.
+func rpcError(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", st.Code(), st.Message())
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fmt.Fprintf(&b, "\n  %s: %s", v.GetField(), v.GetDescription())
+			}
+		}
+	}
+	return errors.New(b.String())
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/server"
+	"github.com/paperrec/recommender/internal/store/embedded"
+)
+
+const serveHelp = `
+Runs the recommender gRPC service on the embedded store: papers are kept on disk under the data
+directory (durable once a write returns) and recommended by BM25 over titles and abstracts.
+The gRPC health service and server reflection are on, so grpcurl works against it.
+
+Every flag can also be set by the environment variable named in its description; a flag given
+on the command line wins.`
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg := server.DefaultConfig()
+	fs := newFlags("serve", "[flags]", serveHelp, stderr)
+	fs.StringVar(&cfg.Addr, "grpc-addr", envOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
+		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
+	dataDir := fs.String("data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
+		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
+	reflectionDefault, err := strconv.ParseBool(envOr("RECOMMENDER_REFLECTION", "true"))
+	if err != nil {
+		return usageError{"RECOMMENDER_REFLECTION must be true or false"}
+	}
+	fs.BoolVar(&cfg.Reflection, "reflection", reflectionDefault,
+		"serve gRPC reflection so tools like grpcurl need no .proto files (env RECOMMENDER_REFLECTION)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
+		"on SIGTERM, how long in-flight RPCs may run before they are cut")
+	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
+	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+
+	st, err := embedded.Open(ctx, embedded.Options{Dir: *dataDir})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "error", err)
+		}
+	}()
+	svc := server.NewService(st)
+	if *loadDemo {
+		if err := loadDemoCorpus(ctx, svc, log); err != nil {
+			return err
+		}
+	}
+	srv, err := server.Listen(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	stats, err := st.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "grpc_addr", srv.Addr().String(), "store", stats.Backend, "data_dir", *dataDir,
+		"papers", stats.PaperCount, "retrieval", server.LexicalModel, "reflection", cfg.Reflection)
+	if err := srv.Serve(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func loadDemoCorpus(ctx context.Context, svc *server.Service, log *slog.Logger) error {
+	papers, err := demo.Papers()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	resp, err := svc.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers})
+	if err != nil {
+		return fmt.Errorf("load demo corpus: %w", err)
+	}
+	log.Info("demo corpus loaded", "inserted", resp.GetInserted(), "updated", resp.GetUpdated(),
+		"unchanged", resp.GetUnchanged(), "duration", time.Since(start))
+	return nil
+}
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, usageError{fmt.Sprintf("--log-format must be text or json, got %q", format)}
+}

@@ -1,0 +1,18 @@
+module github.com/paperrec/recommender
+
+go 1.26.0
+
+require (
+	github.com/kljensen/snowball v0.10.0
+	go.etcd.io/bbolt v1.4.3
+	golang.org/x/term v0.46.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.13-0.20261016172727-e9ee2a76ab8e
+)
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+)

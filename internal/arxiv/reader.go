@@ -1,0 +1,185 @@
+package arxiv
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+)
+
+// LineError is a line that could not be parsed; reading can go on after it.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Reader reads papers, one JSON object per line. Blank lines are skipped.
+type Reader struct {
+	r    *bufio.Reader
+	line int
+}
+
+// NewReader returns a Reader over r, decompressing it when it starts with the gzip magic bytes
+// (so a file's name need not end in .gz).
+func NewReader(r io.Reader) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("open gzip stream: %w", err)
+		}
+		br = bufio.NewReaderSize(zr, 1<<20)
+	}
+	return &Reader{r: br}, nil
+}
+
+// Line is the number of the line last read, counting from 1.
+func (r *Reader) Line() int { return r.line }
+
+// Next returns the next paper, io.EOF at the end, or a *LineError for a malformed line (call
+// Next again to go on). Other errors come from the underlying reader and end reading.
+func (r *Reader) Next() (*recommenderv1.Paper, error) {
+	for {
+		raw, err := r.r.ReadBytes('\n')
+		if len(raw) == 0 && err != nil {
+			return nil, err
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		r.line++
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 {
+			continue
+		}
+		p, perr := parse(raw)
+		if perr != nil {
+			return nil, &LineError{Line: r.line, Err: perr}
+		}
+		return p, nil
+	}
+}
+
+// record is the union of the fields we read from the arXiv snapshot and from the shared sample
+// (which has year and topics); unknown fields are ignored.
+type record struct {
+	ID            flexString                 `json:"id"`
+	Title         string                     `json:"title"`
+	Abstract      string                     `json:"abstract"`
+	Authors       flexList                   `json:"authors"`
+	AuthorsParsed [][]string                 `json:"authors_parsed"`
+	Categories    flexList                   `json:"categories"`
+	Topics        []string                   `json:"topics"`
+	Year          int32                      `json:"year"`
+	UpdateDate    string                     `json:"update_date"`
+	Versions      []struct{ Created string } `json:"versions"`
+}
+
+func parse(raw []byte) (*recommenderv1.Paper, error) {
+	var rec record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("malformed JSON: %w", err)
+	}
+	p := &recommenderv1.Paper{
+		Id:         string(rec.ID),
+		Title:      squash(rec.Title),
+		Abstract:   squash(rec.Abstract),
+		Categories: rec.Categories.split(strings.Fields),
+		Topics:     rec.Topics,
+		Year:       rec.Year,
+		Date:       firstDate(&rec),
+	}
+	if len(rec.AuthorsParsed) > 0 {
+		for _, parts := range rec.AuthorsParsed {
+			// arXiv gives [last, first, suffix]; names read first-name first.
+			if len(parts) >= 2 {
+				parts = append([]string{parts[1], parts[0]}, parts[2:]...)
+			}
+			if name := squash(strings.Join(parts, " ")); name != "" {
+				p.Authors = append(p.Authors, name)
+			}
+		}
+	} else {
+		p.Authors = rec.Authors.split(splitAuthors)
+	}
+	return p, nil
+}
+
+// firstDate is the date of the first version (the publication date), else the last update.
+func firstDate(rec *record) string {
+	if len(rec.Versions) > 0 {
+		if t, err := time.Parse(time.RFC1123, rec.Versions[0].Created); err == nil {
+			return t.Format(time.DateOnly)
+		}
+	}
+	if _, err := time.Parse(time.DateOnly, rec.UpdateDate); err == nil {
+		return rec.UpdateDate
+	}
+	return ""
+}
+
+// splitAuthors splits arXiv's authors string: "A. One, B. Two and C. Three".
+func splitAuthors(s string) []string {
+	var out []string
+	for _, part := range strings.Split(squash(s), ",") {
+		for _, name := range strings.Split(part, " and ") {
+			if name = strings.TrimSpace(name); name != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// squash collapses runs of white space (arXiv titles and abstracts carry hard line breaks).
+func squash(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// flexString accepts a JSON string or number (some dumps write numeric ids).
+type flexString string
+
+func (f *flexString) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*f = flexString(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("id must be a string or number")
+	}
+	*f = flexString(n.String())
+	return nil
+}
+
+// flexList accepts one string (to be split) or a list of strings.
+type flexList struct {
+	one  string
+	list []string
+}
+
+func (f *flexList) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		return json.Unmarshal(b, &f.list)
+	}
+	return json.Unmarshal(b, &f.one)
+}
+
+func (f flexList) split(fn func(string) []string) []string {
+	if f.list != nil {
+		return f.list
+	}
+	return fn(f.one)
+}

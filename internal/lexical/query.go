@@ -1,0 +1,52 @@
+package lexical
+
+import (
+	"maps"
+	"math"
+	"slices"
+)
+
+// NegativeWeight scales negative seeds against positive ones: a paper close to a negative seed
+// should drop, but a term shared by both sides should not be cancelled out entirely.
+const NegativeWeight = 0.5
+
+// SeedQuery turns a stored document vector into query weights: 1 + ln(tf), the same saturation
+// Query applies to free text, so a seed behaves like its text pasted as a query.
+func SeedQuery(doc Vector) Vector {
+	out := Vector{Indices: slices.Clone(doc.Indices), Values: make([]float32, len(doc.Values))}
+	for i, tf := range doc.Values {
+		if tf > 0 {
+			out.Values[i] = 1 + float32(math.Log(float64(tf)))
+		}
+	}
+	return out
+}
+
+// Combine merges query vectors into one: the mean of the positives minus NegativeWeight times the
+// mean of the negatives. Averaging gives each seed an equal say whatever its length, so several
+// seeds find papers about what they share.
+func Combine(positive, negative []Vector) Vector {
+	sum := map[uint32]float32{}
+	for _, side := range []struct {
+		vs    []Vector
+		scale float32
+	}{{positive, 1}, {negative, -NegativeWeight}} {
+		if len(side.vs) == 0 {
+			continue
+		}
+		w := side.scale / float32(len(side.vs))
+		for _, v := range side.vs {
+			for i, t := range v.Indices {
+				sum[t] += w * v.Values[i]
+			}
+		}
+	}
+	out := Vector{}
+	for _, t := range slices.Sorted(maps.Keys(sum)) {
+		if sum[t] != 0 {
+			out.Indices = append(out.Indices, t)
+			out.Values = append(out.Values, sum[t])
+		}
+	}
+	return out
+}

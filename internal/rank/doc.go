@@ -1,0 +1,2 @@
+// Package rank orders candidates: deterministic top-k selection and rank fusion.
+package rank

@@ -1,0 +1,84 @@
+package rank
+
+import "slices"
+
+// TopK keeps the k best items seen, by a strict total order, in O(n log k). The order must be
+// total (break score ties by id) so that the same inputs always give the same list, whatever
+// order they arrive in.
+type TopK[T any] struct {
+	k      int
+	better func(a, b T) bool
+	heap   []T // min-heap by better: the root is the worst kept item
+}
+
+// NewTopK returns a TopK keeping k items; better(a, b) reports whether a ranks before b.
+func NewTopK[T any](k int, better func(a, b T) bool) *TopK[T] {
+	return &TopK[T]{k: k, better: better, heap: make([]T, 0, min(k, 1024))}
+}
+
+// Full reports whether k items are kept, so Worst is the bar a new item must beat.
+func (t *TopK[T]) Full() bool { return len(t.heap) == t.k }
+
+// Worst returns the worst kept item; call only when Full.
+func (t *TopK[T]) Worst() T { return t.heap[0] }
+
+// Push offers an item.
+func (t *TopK[T]) Push(x T) {
+	if t.k <= 0 {
+		return
+	}
+	if len(t.heap) < t.k {
+		t.heap = append(t.heap, x)
+		t.up(len(t.heap) - 1)
+		return
+	}
+	if t.better(x, t.heap[0]) {
+		t.heap[0] = x
+		t.down(0)
+	}
+}
+
+// Sorted returns the kept items, best first.
+func (t *TopK[T]) Sorted() []T {
+	out := slices.Clone(t.heap)
+	slices.SortFunc(out, func(a, b T) int {
+		if t.better(a, b) {
+			return -1
+		}
+		if t.better(b, a) {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (t *TopK[T]) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !t.better(t.heap[p], t.heap[i]) {
+			return
+		}
+		t.heap[p], t.heap[i] = t.heap[i], t.heap[p]
+		i = p
+	}
+}
+
+func (t *TopK[T]) down(i int) {
+	n := len(t.heap)
+	for {
+		worst := i
+		l, r := 2*i+1, 2*i+2
+		if l < n && t.better(t.heap[worst], t.heap[l]) {
+			worst = l
+		}
+		if r < n && t.better(t.heap[worst], t.heap[r]) {
+			worst = r
+		}
+		if worst == i {
+			return
+		}
+		t.heap[i], t.heap[worst] = t.heap[worst], t.heap[i]
+		i = worst
+	}
+}

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+)
+
+// Config configures the gRPC server.
+type Config struct {
+	// Addr is the listen address, host:port; port 0 picks a free port.
+	Addr string
+	// Reflection registers the server reflection service, so grpcurl works without .proto files.
+	Reflection bool
+	// ShutdownTimeout bounds how long a graceful stop waits for in-flight RPCs.
+	ShutdownTimeout time.Duration
+	// MaxRecvMsgBytes bounds one request message: a full IngestPapers batch is about 2 MB.
+	MaxRecvMsgBytes int
+}
+
+// DefaultConfig returns the defaults the CLI starts from.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:50051",
+		Reflection:      true,
+		ShutdownTimeout: 20 * time.Second,
+		MaxRecvMsgBytes: 16 << 20,
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("grpc address %q: %w", c.Addr, err))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown timeout must be positive"))
+	}
+	if c.MaxRecvMsgBytes < 1<<20 {
+		errs = append(errs, errors.New("max receive message size must be at least 1 MiB"))
+	}
+	return errors.Join(errs...)
+}
+
+// ServiceName is the name the health service reports for the recommender.
+const ServiceName = "recommender.v1.RecommenderService"
+
+// Server is a running gRPC server.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+}
+
+// Listen binds the listener and builds the gRPC server with the service registered.
+func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer()}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		// Explicit keepalive policy: grpc-go's default enforcement (5 min) closes connections of
+		// clients that ping more often, which load balancers and some client libraries do.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	)
+	recommenderv1.RegisterRecommenderServiceServer(s.grpc, svc)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if cfg.Reflection {
+		reflection.Register(s.grpc)
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// Serve serves until ctx is done, then shuts down gracefully: health turns NOT_SERVING so load
+// balancers stop routing here, in-flight RPCs finish, and after ShutdownTimeout the rest are cut.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.log.Warn("graceful shutdown timed out; cutting remaining RPCs", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-stopped
+	}
+	return nil
+}
+
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	defer func() { err = s.finish(ctx, info.FullMethod, start, recover(), err) }()
+	return handler(ctx, req)
+}
+
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	start := time.Now()
+	defer func() { err = s.finish(ss.Context(), info.FullMethod, start, recover(), err) }()
+	return handler(srv, ss)
+}
+
+// finish turns a panic into INTERNAL (the process keeps serving), maps the error to a status
+// and logs one line per RPC. Request contents are never logged: abstracts are large and queries
+// may be private.
+func (s *Server) finish(ctx context.Context, method string, start time.Time, panicked any, err error) error {
+	if panicked != nil {
+		s.log.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(panicked), "stack", string(debug.Stack()))
+		err = status.Error(codes.Internal, "internal error")
+	}
+	err = toStatus(s.log, method, err)
+	code := status.Code(err)
+	level := slog.LevelInfo
+	if code == codes.Internal || code == codes.Unknown || code == codes.DataLoss {
+		level = slog.LevelError
+	}
+	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", time.Since(start))
+	return err
+}

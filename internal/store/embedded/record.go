@@ -1,0 +1,160 @@
+package embedded
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// recordVersion leads every encoded record so the format can evolve without a migration of
+// records already on disk.
+const recordVersion = 1
+
+var errCorrupt = errors.New("corrupt record")
+
+// encodeRecord serialises a paper compactly: varint lengths, raw little-endian floats. It is
+// deterministic, so equal papers encode to equal bytes, which is how Upsert detects "unchanged".
+func encodeRecord(p *store.Paper) []byte {
+	b := make([]byte, 0, 64+len(p.Title)+len(p.Abstract)+8*p.Lexical.Len()+4*len(p.Dense))
+	b = append(b, recordVersion)
+	for _, s := range []string{p.ID, p.Title, p.Abstract, p.Date} {
+		b = appendString(b, s)
+	}
+	for _, ss := range [][]string{p.Authors, p.Categories, p.Topics} {
+		b = binary.AppendUvarint(b, uint64(len(ss)))
+		for _, s := range ss {
+			b = appendString(b, s)
+		}
+	}
+	b = binary.AppendVarint(b, int64(p.Year))
+	b = binary.AppendUvarint(b, uint64(p.Lexical.Len()))
+	for i, id := range p.Lexical.Indices {
+		b = binary.LittleEndian.AppendUint32(b, id)
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(p.Lexical.Values[i]))
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.Dense)))
+	for _, x := range p.Dense {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeRecord is the inverse of encodeRecord. The returned paper does not alias buf (bbolt's
+// buffers are only valid inside their transaction).
+func decodeRecord(buf []byte) (store.Paper, error) {
+	d := decoder{buf: buf}
+	if v := d.byte(); v != recordVersion {
+		return store.Paper{}, fmt.Errorf("%w: version %d", errCorrupt, v)
+	}
+	var p store.Paper
+	for _, s := range []*string{&p.ID, &p.Title, &p.Abstract, &p.Date} {
+		*s = d.string()
+	}
+	for _, ss := range []*[]string{&p.Authors, &p.Categories, &p.Topics} {
+		n := d.count(1)
+		for range n {
+			*ss = append(*ss, d.string())
+		}
+	}
+	p.Year = int32(d.varint())
+	if n := d.count(8); n > 0 {
+		p.Lexical = lexical.Vector{Indices: make([]uint32, n), Values: make([]float32, n)}
+		for i := range n {
+			p.Lexical.Indices[i] = d.uint32()
+			p.Lexical.Values[i] = math.Float32frombits(d.uint32())
+		}
+	}
+	if n := d.count(4); n > 0 {
+		p.Dense = make([]float32, n)
+		for i := range n {
+			p.Dense[i] = math.Float32frombits(d.uint32())
+		}
+	}
+	if d.err != nil {
+		return store.Paper{}, d.err
+	}
+	if len(d.buf) != 0 {
+		return store.Paper{}, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(d.buf))
+	}
+	return p, nil
+}
+
+// decoder reads from buf, remembering the first error so callers check once at the end.
+type decoder struct {
+	buf []byte
+	err error
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated", errCorrupt)
+	}
+	d.buf = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.buf) < 1 {
+		d.fail()
+		return 0
+	}
+	c := d.buf[0]
+	d.buf = d.buf[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.buf)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.buf)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+// count reads an element count and checks that the rest of the buffer can hold that many
+// elements of at least size bytes, so a corrupt count cannot cause a huge allocation.
+func (d *decoder) count(size int) int {
+	n := d.uvarint()
+	if n > uint64(len(d.buf)/size) {
+		d.fail()
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) string() string {
+	n := d.count(1)
+	s := string(d.buf[:n])
+	d.buf = d.buf[n:]
+	return s
+}
+
+func (d *decoder) uint32() uint32 {
+	if len(d.buf) < 4 {
+		d.fail()
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(d.buf)
+	d.buf = d.buf[4:]
+	return v
+}

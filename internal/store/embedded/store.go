@@ -1,0 +1,344 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// Backend is the name GetIndexInfo reports for this store.
+const Backend = "embedded"
+
+// FileName is the database file inside the data directory.
+const FileName = "papers.db"
+
+var (
+	bucketPapers = []byte("papers")
+	bucketMeta   = []byte("meta")
+	keyVersion   = []byte("index_version")
+)
+
+// Options configures the embedded store.
+type Options struct {
+	// Dir is the data directory; it is created if missing.
+	Dir string
+}
+
+// Validate reports every problem with the options at once.
+func (o Options) Validate() error {
+	if o.Dir == "" {
+		return errors.New("embedded store: data directory is empty")
+	}
+	return nil
+}
+
+// Store is the embedded store.
+//
+// Papers are persisted in bbolt (go.etcd.io/bbolt), the B+tree key-value store behind etcd: one
+// file, copy-on-write pages and an fsync on every commit. A batch is one transaction, so once
+// Upsert returns the whole batch survives kill -9 or power loss and a torn batch is impossible,
+// with no recovery code of ours to get wrong; readers never block the writer. A write-ahead log of
+// our own would add snapshotting and replay for no gain at batched-upsert rates. Retrieval state
+// (inverted index, vectors, filter fields) is rebuilt in memory from the file at Open, so the
+// disk format stays one record per paper.
+type Store struct {
+	db      *bolt.DB
+	writeMu sync.Mutex // serialises writers so memory is updated in commit order
+
+	mu      sync.RWMutex // guards everything below
+	idx     *index
+	version uint64
+	closed  bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (or creates) the store in opts.Dir and loads its index into memory.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(opts.Dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        time.Second,
+		NoFreelistSync: true, // as etcd does: the freelist is rebuilt at open instead of written per commit
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("data directory %s is in use by another process", opts.Dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db, idx: newIndex()}
+	if err := s.load(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) load(ctx context.Context) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		papers, err := tx.CreateBucketIfNotExists(bucketPapers)
+		if err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(keyVersion); len(v) == 8 {
+			s.version = binary.BigEndian.Uint64(v)
+		}
+		c := papers.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("load paper %q: %w", k, err)
+			}
+			s.idx.put(&p)
+		}
+		return nil
+	})
+}
+
+// change is one committed write, applied to memory after the commit.
+type change struct {
+	id      string
+	oldLex  lexical.Vector // terms of the replaced record, if any
+	hadOld  bool
+	paper   *store.Paper // nil for a delete
+	deleted bool
+}
+
+// Upsert implements store.Store.
+func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outcome, error) {
+	outcomes := make([]store.Outcome, len(papers))
+	err := s.write(ctx, func(b *bolt.Bucket) ([]change, error) {
+		var changes []change
+		for i := range papers {
+			p := &papers[i]
+			enc := encodeRecord(p)
+			old := b.Get([]byte(p.ID))
+			if old != nil && bytes.Equal(old, enc) {
+				outcomes[i] = store.Unchanged
+				continue
+			}
+			c := change{id: p.ID, paper: p}
+			outcomes[i] = store.Inserted
+			if old != nil {
+				prev, err := decodeRecord(old)
+				if err != nil {
+					return nil, fmt.Errorf("read stored paper %q: %w", p.ID, err)
+				}
+				c.oldLex, c.hadOld = prev.Lexical, true
+				outcomes[i] = store.Updated
+			}
+			if err := b.Put([]byte(p.ID), enc); err != nil {
+				return nil, err
+			}
+			changes = append(changes, c)
+		}
+		return changes, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upsert %d papers: %w", len(papers), err)
+	}
+	return outcomes, nil
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
+	var notFound []string
+	err := s.write(ctx, func(b *bolt.Bucket) ([]change, error) {
+		var changes []change
+		for _, id := range ids {
+			old := b.Get([]byte(id))
+			if old == nil {
+				if !slices.Contains(notFound, id) {
+					notFound = append(notFound, id)
+				}
+				continue
+			}
+			prev, err := decodeRecord(old)
+			if err != nil {
+				return nil, fmt.Errorf("read stored paper %q: %w", id, err)
+			}
+			if err := b.Delete([]byte(id)); err != nil {
+				return nil, err
+			}
+			changes = append(changes, change{id: id, oldLex: prev.Lexical, hadOld: true, deleted: true})
+		}
+		return changes, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete %d papers: %w", len(ids), err)
+	}
+	return notFound, nil
+}
+
+// write runs fn in one durable transaction, bumps the index version when fn changed anything,
+// then applies the changes to the in-memory index in commit order.
+func (s *Store) write(ctx context.Context, fn func(*bolt.Bucket) ([]change, error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	var changes []change
+	var version uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if changes, err = fn(tx.Bucket(bucketPapers)); err != nil || len(changes) == 0 {
+			return err
+		}
+		s.mu.RLock()
+		version = s.version + 1
+		s.mu.RUnlock()
+		return tx.Bucket(bucketMeta).Put(keyVersion, binary.BigEndian.AppendUint64(nil, version))
+	})
+	if err != nil || len(changes) == 0 {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range changes {
+		if c.hadOld {
+			s.idx.remove(c.id, c.oldLex)
+		}
+		if !c.deleted {
+			s.idx.put(c.paper)
+		}
+	}
+	s.idx.maybeCompact()
+	s.version = version
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, ids []string) ([]store.Paper, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	out := make([]store.Paper, 0, len(ids))
+	var missing []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPapers)
+		for _, id := range ids {
+			v := b.Get([]byte(id))
+			if v == nil {
+				missing = append(missing, id)
+				continue
+			}
+			p, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("read paper %q: %w", id, err)
+			}
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, &store.NotFoundError{IDs: missing}
+	}
+	return out, nil
+}
+
+// Search implements store.Store.
+func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock() // held while reading records so hits and index agree
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	ranked, err := s.idx.search(ctx, q)
+	if err != nil || len(ranked) == 0 {
+		return nil, err
+	}
+	hits := make([]store.Hit, 0, len(ranked))
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPapers)
+		for _, r := range ranked {
+			v := b.Get([]byte(r.ID))
+			if v == nil {
+				return fmt.Errorf("indexed paper %q missing on disk", r.ID)
+			}
+			p, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("read paper %q: %w", r.ID, err)
+			}
+			p.Lexical, p.Dense = lexical.Vector{}, nil
+			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return hits, nil
+}
+
+// Stats implements store.Store.
+func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Stats{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return store.Stats{}, store.ErrClosed
+	}
+	return store.Stats{Backend: Backend, PaperCount: int64(s.idx.live), IndexVersion: s.version}, nil
+}
+
+// Close implements store.Store. Every acknowledged write is already on disk; Close releases the
+// file lock so another process can open the directory.
+func (s *Store) Close() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.db.Close()
+}

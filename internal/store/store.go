@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/paperrec/recommender/internal/lexical"
+)
+
+// Paper is a stored paper: its fields plus the representations retrieval uses.
+type Paper struct {
+	ID         string
+	Title      string
+	Abstract   string
+	Authors    []string
+	Categories []string
+	Topics     []string
+	Year       int32
+	Date       string // "YYYY-MM-DD" or empty
+
+	// Lexical holds the paper's term frequencies (lexical.Document of title and abstract).
+	Lexical lexical.Vector
+	// Dense is the paper's embedding; nil when no embedding model is configured.
+	Dense []float32
+}
+
+// Outcome is what an upsert did to one paper.
+type Outcome int
+
+// Upsert outcomes.
+const (
+	Inserted Outcome = iota + 1
+	Updated
+	Unchanged
+)
+
+// Filter restricts search results; the zero value matches every paper.
+type Filter struct {
+	MinYear, MaxYear int32    // inclusive bounds; 0 is unbounded
+	Categories       []string // any-of, exact match
+	Authors          []string // any-of, compared with NormalizeAuthor
+	ExcludeIDs       []string
+}
+
+// Query is a top-k search. At least one of Lexical and Dense is set; with both, the backend
+// fuses the two candidate lists (hybrid).
+type Query struct {
+	// Lexical holds query term weights; negative weights push papers with those terms down.
+	Lexical lexical.Vector
+	// Dense is the query embedding; it need not be normalised.
+	Dense  []float32
+	Filter Filter
+	// Limit is how many hits to return at most.
+	Limit int
+}
+
+// Hit is one search result.
+type Hit struct {
+	Paper Paper // Lexical and Dense are not filled in
+	Score float32
+}
+
+// Stats describes a store.
+type Stats struct {
+	Backend      string
+	PaperCount   int64
+	IndexVersion uint64
+}
+
+// Store is a durable paper store with top-k retrieval. Every method is safe for concurrent use.
+// Results are ordered by score, best first, ties broken by ascending paper id, so equal requests
+// against an unchanged store return the same order.
+type Store interface {
+	// Upsert stores papers, keyed by id, durably before it returns. The outcome of each paper
+	// is returned in input order; an unchanged paper is not rewritten. When an id repeats within
+	// the batch, the last occurrence wins.
+	Upsert(ctx context.Context, papers []Paper) ([]Outcome, error)
+	// Get returns the papers with the given ids, in that order, with their representations. A
+	// missing id fails the call with a *NotFoundError.
+	Get(ctx context.Context, ids []string) ([]Paper, error)
+	// Delete removes papers and returns the ids that were not stored.
+	Delete(ctx context.Context, ids []string) (notFound []string, err error)
+	// Search returns the best Limit papers for the query that pass the filter.
+	Search(ctx context.Context, q Query) ([]Hit, error)
+	// Stats describes the store.
+	Stats(ctx context.Context) (Stats, error)
+	// Close flushes and releases the store.
+	Close() error
+}
+
+// ErrNotFound matches every *NotFoundError.
+var ErrNotFound = errors.New("not found")
+
+// ErrClosed is returned by calls on a closed store.
+var ErrClosed = errors.New("store is closed")
+
+// NotFoundError names the papers that do not exist.
+type NotFoundError struct{ IDs []string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("paper not found: %s", strings.Join(e.IDs, ", "))
+}
+
+// Is makes errors.Is(err, ErrNotFound) hold.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// NormalizeAuthor folds an author name for matching: lower case, single spaces.
+func NormalizeAuthor(name string) string {
+	return strings.Join(strings.Fields(strings.ToLower(name)), " ")
+}
