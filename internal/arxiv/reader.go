@@ -118,7 +118,8 @@ func parse(raw []byte) (*recommenderv1.Paper, error) {
 // firstDate is the date of the first version (the publication date), else the last update.
 func firstDate(rec *record) string {
 	if len(rec.Versions) > 0 {
-		if t, err := time.Parse(time.RFC1123, rec.Versions[0].Created); err == nil {
+		// arXiv writes "Mon, 2 Apr 2007 19:18:42 GMT": RFC 1123 but with one-digit days.
+		if t, err := time.Parse("Mon, 2 Jan 2006 15:04:05 MST", rec.Versions[0].Created); err == nil {
 			return t.Format(time.DateOnly)
 		}
 	}

@@ -1,0 +1,76 @@
+package lexical_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/lexical"
+)
+
+func TestTerms(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{"Graph Neural Networks", []string{"graph", "neural", "network"}},
+		{"We propose a novel method for the networks", []string{"network"}},
+		{"GPT-4 beats BERT in 2023!", []string{"gpt", "beat", "bert"}},
+		{"x y 42 3.14", nil},
+		{"Übersetzung résumé", []string{"übersetzung", "résumé"}},
+		{"running runs ran", []string{"run", "run", "ran"}},
+	}
+	for _, tc := range cases {
+		if got := lexical.Terms(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("Terms(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func weight(v lexical.Vector, term string) float32 {
+	i, ok := slices.BinarySearch(v.Indices, lexical.TermID(term))
+	if !ok {
+		return 0
+	}
+	return v.Values[i]
+}
+
+func TestDocumentWeighsTitleTerms(t *testing.T) {
+	v := lexical.Document("Graph networks", "A graph of graphs.")
+	if !slices.IsSorted(v.Indices) {
+		t.Fatal("indices not sorted")
+	}
+	if got := weight(v, "graph"); got != lexical.TitleWeight+2 {
+		t.Errorf("graph tf = %v, want title weight %d + 2", got, lexical.TitleWeight)
+	}
+	if got := weight(v, "network"); got != lexical.TitleWeight {
+		t.Errorf("network tf = %v, want %d", got, lexical.TitleWeight)
+	}
+	if v.Sum() != 2*lexical.TitleWeight+2 {
+		t.Errorf("length = %v", v.Sum())
+	}
+}
+
+func TestQuerySaturatesRepeats(t *testing.T) {
+	v := lexical.Query("graph graph graph graph retrieval")
+	if g, r := weight(v, "graph"), weight(v, "retriev"); !(g > r && g < 4*r) {
+		t.Errorf("graph %v vs retrieval %v: want more weight, sublinear", g, r)
+	}
+}
+
+func TestCombine(t *testing.T) {
+	a, b := lexical.Query("speech recognition"), lexical.Query("speech synthesis")
+	neg := lexical.Query("synthesis")
+	v := lexical.Combine([]lexical.Vector{a, b}, []lexical.Vector{neg})
+	if got := weight(v, "speech"); got != 1 {
+		t.Errorf("speech (in both seeds) = %v, want 1", got)
+	}
+	if got := weight(v, "recognit"); got != 0.5 {
+		t.Errorf("recognition (one seed of two) = %v, want 0.5", got)
+	}
+	if got := weight(v, "synthesi"); got != 0.5-lexical.NegativeWeight {
+		t.Errorf("synthesis = %v, want %v", got, 0.5-lexical.NegativeWeight)
+	}
+	if !slices.IsSorted(v.Indices) {
+		t.Error("indices not sorted")
+	}
+}

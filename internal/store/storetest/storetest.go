@@ -1,0 +1,420 @@
+// Package storetest is the conformance suite every store.Store backend must pass. It lives in a
+// non-test file so each backend's tests can import it; the embedded store runs it in every
+// `go test`.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// Opener returns a new, empty store that the suite may use until the test ends.
+type Opener func(t *testing.T) store.Store
+
+// Run runs the whole suite against the backend that open creates.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"UpsertGetRoundTrip", testUpsertGet},
+		{"ReupsertIsIdempotent", testReupsert},
+		{"UpdateReplacesTerms", testUpdate},
+		{"DeleteAndUnknownIDs", testDelete},
+		{"LexicalTopK", testLexicalTopK},
+		{"NegativeWeightsPushDown", testNegativeWeights},
+		{"TiesBrokenByID", testTies},
+		{"Filters", testFilters},
+		{"DenseExact", testDense},
+		{"Hybrid", testHybrid},
+		{"ManyDeletes", testManyDeletes},
+		{"ConcurrentWritersAndReaders", testConcurrent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+// Paper builds a paper with its lexical vector, as the service would store it.
+func Paper(id, title, abstract string) store.Paper {
+	return store.Paper{ID: id, Title: title, Abstract: abstract, Lexical: lexical.Document(title, abstract)}
+}
+
+func upsert(t *testing.T, s store.Store, papers ...store.Paper) []store.Outcome {
+	t.Helper()
+	out, err := s.Upsert(ctx, papers)
+	if err != nil {
+		t.Fatalf("upsert: %v", err)
+	}
+	return out
+}
+
+func search(t *testing.T, s store.Store, q store.Query) []store.Hit {
+	t.Helper()
+	hits, err := s.Search(ctx, q)
+	if err != nil {
+		t.Fatalf("search: %v", err)
+	}
+	for i := 1; i < len(hits); i++ {
+		a, b := hits[i-1], hits[i]
+		if a.Score < b.Score || a.Score == b.Score && a.Paper.ID >= b.Paper.ID {
+			t.Fatalf("hits out of order at %d: %s %v then %s %v", i, a.Paper.ID, a.Score, b.Paper.ID, b.Score)
+		}
+	}
+	if len(hits) > q.Limit {
+		t.Fatalf("%d hits, limit %d", len(hits), q.Limit)
+	}
+	return hits
+}
+
+func hitIDs(hits []store.Hit) []string {
+	out := make([]string, len(hits))
+	for i, h := range hits {
+		out[i] = h.Paper.ID
+	}
+	return out
+}
+
+func textQuery(text string, limit int) store.Query {
+	return store.Query{Lexical: lexical.Query(text), Limit: limit}
+}
+
+func testUpsertGet(t *testing.T, s store.Store) {
+	p := Paper("a", "Graph neural networks", "Message passing on graphs.")
+	p.Authors, p.Categories, p.Topics = []string{"Ada Lovelace", "Alan Turing"}, []string{"cs.LG"}, []string{"GNN"}
+	p.Year, p.Date = 2021, "2021-03-04"
+	p.Dense = []float32{0.5, -1, 2}
+	if got := upsert(t, s, p, Paper("b", "Other", "Text.")); !slices.Equal(got, []store.Outcome{store.Inserted, store.Inserted}) {
+		t.Fatalf("outcomes %v, want inserted twice", got)
+	}
+	got, err := s.Get(ctx, []string{"b", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != "b" || got[1].ID != "a" {
+		t.Fatalf("get returned %v, want b then a", hitIDsOf(got))
+	}
+	a := got[1]
+	if a.Title != p.Title || a.Abstract != p.Abstract || !slices.Equal(a.Authors, p.Authors) ||
+		!slices.Equal(a.Categories, p.Categories) || !slices.Equal(a.Topics, p.Topics) || a.Year != p.Year ||
+		a.Date != p.Date || !slices.Equal(a.Dense, p.Dense) ||
+		!slices.Equal(a.Lexical.Indices, p.Lexical.Indices) || !slices.Equal(a.Lexical.Values, p.Lexical.Values) {
+		t.Fatalf("round trip changed the paper:\n got %+v\nwant %+v", a, p)
+	}
+	st, err := s.Stats(ctx)
+	if err != nil || st.PaperCount != 2 || st.IndexVersion == 0 {
+		t.Fatalf("stats = %+v, %v; want 2 papers and a version", st, err)
+	}
+}
+
+func hitIDsOf(ps []store.Paper) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.ID
+	}
+	return out
+}
+
+func testReupsert(t *testing.T, s store.Store) {
+	ps := []store.Paper{Paper("a", "One", "First."), Paper("b", "Two", "Second.")}
+	upsert(t, s, ps...)
+	v1, _ := s.Stats(ctx)
+	if got := upsert(t, s, ps...); !slices.Equal(got, []store.Outcome{store.Unchanged, store.Unchanged}) {
+		t.Fatalf("re-upsert outcomes %v, want unchanged", got)
+	}
+	v2, _ := s.Stats(ctx)
+	if v1.IndexVersion != v2.IndexVersion || v2.PaperCount != 2 {
+		t.Fatalf("unchanged re-upsert changed stats %+v -> %+v", v1, v2)
+	}
+	// Within one batch the last occurrence of an id wins.
+	out := upsert(t, s, Paper("c", "Three", "x"), Paper("c", "Three", "y"))
+	if out[0] != store.Inserted || out[1] != store.Updated {
+		t.Fatalf("repeated id outcomes %v, want inserted then updated", out)
+	}
+	got, err := s.Get(ctx, []string{"c"})
+	if err != nil || got[0].Abstract != "y" {
+		t.Fatalf("repeated id stored %v, %v; want the last", got, err)
+	}
+}
+
+func testUpdate(t *testing.T, s store.Store) {
+	upsert(t, s, Paper("a", "Quantum annealing", "Qubits."), Paper("b", "Filler", "Nothing relevant."))
+	if got := upsert(t, s, Paper("a", "Protein folding", "Amino acids.")); got[0] != store.Updated {
+		t.Fatalf("outcome %v, want updated", got[0])
+	}
+	if hits := search(t, s, textQuery("quantum annealing qubits", 10)); len(hits) != 0 {
+		t.Fatalf("old terms still match: %v", hitIDs(hits))
+	}
+	if hits := search(t, s, textQuery("protein folding", 10)); !slices.Equal(hitIDs(hits), []string{"a"}) {
+		t.Fatalf("new terms match %v, want [a]", hitIDs(hits))
+	}
+	if st, _ := s.Stats(ctx); st.PaperCount != 2 {
+		t.Fatalf("count %d after update, want 2", st.PaperCount)
+	}
+}
+
+func testDelete(t *testing.T, s store.Store) {
+	upsert(t, s, Paper("a", "Alpha topic", "Alpha."), Paper("b", "Beta topic", "Beta."))
+	notFound, err := s.Delete(ctx, []string{"a", "zzz"})
+	if err != nil || !slices.Equal(notFound, []string{"zzz"}) {
+		t.Fatalf("delete = %v, %v; want [zzz] not found", notFound, err)
+	}
+	_, err = s.Get(ctx, []string{"b", "a", "q"})
+	var nf *store.NotFoundError
+	if !errors.As(err, &nf) || !errors.Is(err, store.ErrNotFound) || !slices.Equal(nf.IDs, []string{"a", "q"}) {
+		t.Fatalf("get of deleted/unknown ids: %v; want NotFoundError naming a and q", err)
+	}
+	if hits := search(t, s, textQuery("alpha topic", 10)); slices.Contains(hitIDs(hits), "a") {
+		t.Fatal("deleted paper still found")
+	}
+	if st, _ := s.Stats(ctx); st.PaperCount != 1 {
+		t.Fatalf("count %d, want 1", st.PaperCount)
+	}
+	// Re-inserting a deleted id is an insert.
+	if got := upsert(t, s, Paper("a", "Alpha topic", "Alpha.")); got[0] != store.Inserted {
+		t.Fatalf("re-insert outcome %v", got[0])
+	}
+}
+
+func testLexicalTopK(t *testing.T, s store.Store) {
+	upsert(t, s,
+		Paper("exact", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion."),
+		Paper("partial", "Rank aggregation", "Combining rankings."),
+		Paper("title-only-fusion", "Fusion reactors", "Plasma confinement."),
+		Paper("unrelated", "Soil chemistry", "Nitrogen in soil."),
+	)
+	hits := search(t, s, textQuery("reciprocal rank fusion", 10))
+	ids := hitIDs(hits)
+	if len(ids) == 0 || ids[0] != "exact" {
+		t.Fatalf("best hit %v, want exact first", ids)
+	}
+	if slices.Contains(ids, "unrelated") {
+		t.Fatalf("paper sharing no term returned: %v", ids)
+	}
+	for _, h := range hits {
+		if h.Score <= 0 || h.Paper.Title == "" || h.Paper.Lexical.Len() != 0 || h.Paper.Dense != nil {
+			t.Fatalf("hit %+v: want a positive score, fields, and no representations", h)
+		}
+	}
+	if got := search(t, s, textQuery("reciprocal rank fusion", 1)); len(got) != 1 || got[0].Paper.ID != "exact" {
+		t.Fatalf("limit 1 = %v", hitIDs(got))
+	}
+}
+
+func testNegativeWeights(t *testing.T, s store.Store) {
+	upsert(t, s,
+		Paper("a", "Speech recognition transformers", "Transformers for speech."),
+		Paper("b", "Speech recognition with hidden Markov models", "Hidden Markov models for speech."))
+	q := lexical.Combine([]lexical.Vector{lexical.Query("speech recognition")}, nil)
+	plain := hitIDs(search(t, s, store.Query{Lexical: q, Limit: 10}))
+	neg := lexical.Combine([]lexical.Vector{lexical.Query("speech recognition")}, []lexical.Vector{lexical.Query("hidden markov models")})
+	pushed := hitIDs(search(t, s, store.Query{Lexical: neg, Limit: 10}))
+	if len(plain) != 2 || len(pushed) == 0 || pushed[0] != "a" || slices.Index(pushed, "b") == 0 {
+		t.Fatalf("without negative %v, with negative %v: want b pushed below a", plain, pushed)
+	}
+}
+
+func testTies(t *testing.T, s store.Store) {
+	var ps []store.Paper
+	for _, i := range rand.New(rand.NewPCG(7, 7)).Perm(40) {
+		ps = append(ps, Paper(fmt.Sprintf("tie-%02d", i), "Same title", "Same abstract."))
+	}
+	upsert(t, s, ps...)
+	got := hitIDs(search(t, s, textQuery("same title", 15)))
+	want := make([]string, 15)
+	for i := range want {
+		want[i] = fmt.Sprintf("tie-%02d", i)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("tied hits %v, want the 15 smallest ids in order", got)
+	}
+}
+
+func testFilters(t *testing.T, s store.Store) {
+	mk := func(id string, year int32, cats, authors []string) store.Paper {
+		p := Paper(id, "Filtered topic", "Filtered abstract.")
+		p.Year, p.Categories, p.Authors = year, cats, authors
+		return p
+	}
+	upsert(t, s,
+		mk("y2019", 2019, []string{"cs.LG"}, []string{"Ada Lovelace"}),
+		mk("y2020", 2020, []string{"cs.IR"}, []string{"Alan Turing"}),
+		mk("y2021", 2021, []string{"cs.IR", "cs.DB"}, []string{"Grace Hopper", "Ada Lovelace"}),
+		mk("nodate", 0, nil, nil),
+	)
+	cases := []struct {
+		name string
+		f    store.Filter
+		want []string
+	}{
+		{"none", store.Filter{}, []string{"nodate", "y2019", "y2020", "y2021"}},
+		{"min year", store.Filter{MinYear: 2020}, []string{"y2020", "y2021"}},
+		{"max year", store.Filter{MaxYear: 2020}, []string{"y2019", "y2020"}},
+		{"year range", store.Filter{MinYear: 2020, MaxYear: 2020}, []string{"y2020"}},
+		{"categories any of", store.Filter{Categories: []string{"cs.DB", "cs.LG"}}, []string{"y2019", "y2021"}},
+		{"authors any of, folded", store.Filter{Authors: []string{"ada  LOVELACE"}}, []string{"y2019", "y2021"}},
+		{"exclusions", store.Filter{ExcludeIDs: []string{"y2019", "nodate", "unknown"}}, []string{"y2020", "y2021"}},
+		{"all together", store.Filter{MinYear: 2019, Categories: []string{"cs.IR"}, Authors: []string{"Grace Hopper"}}, []string{"y2021"}},
+	}
+	for _, tc := range cases {
+		q := textQuery("filtered topic", 10)
+		q.Filter = tc.f
+		got := hitIDs(search(t, s, q))
+		sort.Strings(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// randomVectors returns n papers with seeded random dense vectors.
+func randomVectors(n, dims int, seed uint64) []store.Paper {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	ps := make([]store.Paper, n)
+	for i := range ps {
+		ps[i] = Paper(fmt.Sprintf("v%03d", i), fmt.Sprintf("Vector paper %d", i), "Shared words.")
+		ps[i].Dense = make([]float32, dims)
+		for j := range ps[i].Dense {
+			ps[i].Dense[j] = float32(rng.NormFloat64())
+		}
+	}
+	return ps
+}
+
+func cosine(a, b []float32) float64 {
+	var dot, na, nb float64
+	for i := range a {
+		dot += float64(a[i]) * float64(b[i])
+		na += float64(a[i]) * float64(a[i])
+		nb += float64(b[i]) * float64(b[i])
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+func testDense(t *testing.T, s store.Store) {
+	ps := randomVectors(200, 16, 1)
+	upsert(t, s, ps...)
+	q := slices.Clone(ps[0].Dense)
+	q[0] += 0.3 // near p0, not identical
+	type sc struct {
+		id string
+		s  float64
+	}
+	var want []sc
+	for _, p := range ps {
+		want = append(want, sc{p.ID, cosine(q, p.Dense)})
+	}
+	sort.Slice(want, func(i, j int) bool { return want[i].s > want[j].s })
+	hits := search(t, s, store.Query{Dense: q, Limit: 10})
+	if len(hits) != 10 {
+		t.Fatalf("%d dense hits, want 10", len(hits))
+	}
+	for i, h := range hits {
+		if h.Paper.ID != want[i].id || math.Abs(float64(h.Score)-want[i].s) > 1e-4 {
+			t.Fatalf("dense hit %d = %s %.5f, want %s %.5f (exact cosine)", i, h.Paper.ID, h.Score, want[i].id, want[i].s)
+		}
+	}
+	// Papers without a vector are never dense hits; filters apply.
+	upsert(t, s, Paper("novec", "Vector paper", "Shared words."))
+	qf := store.Query{Dense: q, Limit: 300, Filter: store.Filter{ExcludeIDs: []string{"v000"}}}
+	got := hitIDs(search(t, s, qf))
+	if len(got) != 199 || slices.Contains(got, "novec") || slices.Contains(got, "v000") {
+		t.Fatalf("filtered dense search returned %d hits (novec or v000 present?)", len(got))
+	}
+}
+
+func testHybrid(t *testing.T, s store.Store) {
+	ps := randomVectors(50, 8, 2)
+	ps[7].Title, ps[7].Lexical = "Zebra crossing", lexical.Document("Zebra crossing", "Shared words.")
+	upsert(t, s, ps...)
+	// v007 is first lexically (only it has "zebra") and first by vector (the query is its vector).
+	hits := search(t, s, store.Query{Lexical: lexical.Query("zebra"), Dense: ps[7].Dense, Limit: 5})
+	if len(hits) == 0 || hits[0].Paper.ID != "v007" {
+		t.Fatalf("hybrid top = %v, want v007 first", hitIDs(hits))
+	}
+	// Papers found only by the dense side still appear.
+	if len(hits) != 5 {
+		t.Fatalf("hybrid returned %d hits, want 5", len(hits))
+	}
+}
+
+func testManyDeletes(t *testing.T, s store.Store) {
+	var ps []store.Paper
+	for i := range 3000 {
+		topic := "even"
+		if i%2 == 1 {
+			topic = "odd"
+		}
+		ps = append(ps, Paper(fmt.Sprintf("m%04d", i), "Number "+topic, fmt.Sprintf("An %s number.", topic)))
+	}
+	for i := 0; i < len(ps); i += 500 {
+		upsert(t, s, ps[i:i+500]...)
+	}
+	var del []string
+	for i := 0; i < 2900; i++ {
+		del = append(del, ps[i].ID)
+	}
+	for i := 0; i < len(del); i += 500 {
+		if _, err := s.Delete(ctx, del[i:min(i+500, len(del))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := hitIDs(search(t, s, textQuery("odd", 1000)))
+	if len(got) != 50 || got[0] != "m2901" {
+		t.Fatalf("after deletes: %d odd hits starting %v, want the 50 surviving odd papers", len(got), got[:min(3, len(got))])
+	}
+	if st, _ := s.Stats(ctx); st.PaperCount != 100 {
+		t.Fatalf("count %d, want 100", st.PaperCount)
+	}
+}
+
+func testConcurrent(t *testing.T, s store.Store) {
+	const writers, perWriter = 4, 50
+	var wg sync.WaitGroup
+	errc := make(chan error, writers*2)
+	for w := range writers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				p := Paper(fmt.Sprintf("w%d-%03d", w, i), "Concurrent writes", fmt.Sprintf("Writer %d paper %d.", w, i))
+				if _, err := s.Upsert(ctx, []store.Paper{p}); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range perWriter {
+				if _, err := s.Search(ctx, textQuery("concurrent writes", 20)); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if st, _ := s.Stats(ctx); st.PaperCount != writers*perWriter {
+		t.Fatalf("count %d, want %d", st.PaperCount, writers*perWriter)
+	}
+	if got := search(t, s, textQuery("concurrent writes", 1000)); len(got) != writers*perWriter {
+		t.Fatalf("%d papers found, want %d", len(got), writers*perWriter)
+	}
+}
