@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/testutil"
+)
+
+// binary is the recommender binary built once for the process-level tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "recommender-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "recommender")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build recommender: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a `recommender serve` child process.
+type process struct {
+	cmd    *exec.Cmd
+	addr   string
+	client recommenderv1.RecommenderServiceClient
+	conn   *grpc.ClientConn
+	exited chan struct{}
+}
+
+var servingAddr = regexp.MustCompile(`msg=serving grpc_addr=(\S+)`)
+
+// startServe starts the binary on a free loopback port with the data directory and waits for it
+// to log the address it serves on.
+func startServe(t *testing.T, dataDir string, extra ...string) *process {
+	t.Helper()
+	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
+	cmd := exec.Command(binary, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	addrc := make(chan string, 1)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			mu.Lock()
+			logs.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if m := servingAddr.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case p.addr = <-addrc:
+	case <-p.exited:
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("serve exited before serving:\n%s", logs.String())
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("serve did not report its address within 30s")
+	}
+	p.conn, err = grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.client = recommenderv1.NewRecommenderServiceClient(p.conn)
+	t.Cleanup(func() { p.kill(t) })
+	return p
+}
+
+// kill sends SIGKILL: no shutdown code of ours runs.
+func (p *process) kill(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.conn.Close()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+}
+
+func extraPapers(prefix string, from, n int) []*recommenderv1.Paper {
+	out := make([]*recommenderv1.Paper, n)
+	for i := range out {
+		out[i] = &recommenderv1.Paper{Id: fmt.Sprintf("%s-%05d", prefix, from+i),
+			Title: fmt.Sprintf("Filler paper %d on tessellations", from+i), Abstract: "Tilings of the plane by polygons.", Year: 2020}
+	}
+	return out
+}
+
+func top10(t *testing.T, c recommenderv1.RecommenderServiceClient) []string {
+	t.Helper()
+	resp, err := c.Recommend(context.Background(), &recommenderv1.RecommendRequest{Query: "graph neural networks for speech and robots", PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range resp.GetResults() {
+		ids = append(ids, r.GetPaper().GetId())
+	}
+	if len(ids) != 10 {
+		t.Fatalf("%d results, want 10", len(ids))
+	}
+	return ids
+}
+
+func wantPapers(t *testing.T, c recommenderv1.RecommenderServiceClient, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := c.GetPaper(context.Background(), &recommenderv1.GetPaperRequest{PaperId: id}); err != nil {
+			t.Fatalf("acknowledged paper %s lost: %v", id, err)
+		}
+	}
+}
+
+// TestSIGKILLLosesNoAcknowledgedWrite kills the server process with SIGKILL, first right after
+// acknowledged writes, then while writes are in flight, and restarts it on the same data
+// directory each time.
+func TestSIGKILLLosesNoAcknowledgedWrite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	p := startServe(t, dir)
+	papers, err := demo.Papers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	papers = append(papers, extraPapers("a", 0, 200)...)
+	var acked []string
+	for i := 0; i < len(papers); i += 25 {
+		batch := papers[i:min(i+25, len(papers))]
+		if _, err := p.client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: batch}); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range batch {
+			acked = append(acked, b.GetId())
+		}
+	}
+	before := top10(t, p.client)
+	p.kill(t)
+
+	p = startServe(t, dir)
+	wantPapers(t, p.client, acked)
+	if after := top10(t, p.client); !slices.Equal(before, after) {
+		t.Fatalf("top 10 changed across kill -9:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// Now kill while a writer is mid-stream; every batch acknowledged before the kill survives.
+	var mu sync.Mutex
+	writerDone := make(chan struct{})
+	thirtyBatches := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i += 10 {
+			batch := extraPapers("b", i, 10)
+			if _, err := p.client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: batch}); err != nil {
+				return // the server is gone
+			}
+			mu.Lock()
+			for _, b := range batch {
+				acked = append(acked, b.GetId())
+			}
+			mu.Unlock()
+			if i == 290 {
+				close(thirtyBatches) // the writer keeps going: the kill lands mid-stream
+			}
+		}
+	}()
+	<-thirtyBatches
+	p.kill(t)
+	<-writerDone
+
+	p = startServe(t, dir)
+	wantPapers(t, p.client, acked)
+	info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The batch in flight at the kill may or may not have committed, but never in part.
+	if n := info.GetPaperCount(); n != int64(len(acked)) && n != int64(len(acked)+10) {
+		t.Fatalf("%d papers after the kill, want %d acknowledged (+10 if the in-flight batch committed)", n, len(acked))
+	}
+	t.Logf("%d acknowledged papers survived two SIGKILLs; %d stored", len(acked), info.GetPaperCount())
+}
+
+// runCLI runs the binary and returns its stdout, stderr and exit code.
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+var summary = regexp.MustCompile(`inserted (\d+), updated (\d+), unchanged (\d+), rejected (\d+), malformed lines (\d+)`)
+
+func backfillCounts(t *testing.T, addr, file string) string {
+	t.Helper()
+	out, errOut, code := runCLI(t, "backfill", "--server", addr, "--file", file)
+	if code != 0 {
+		t.Fatalf("backfill exit %d:\n%s%s", code, out, errOut)
+	}
+	m := summary.FindString(out)
+	if m == "" {
+		t.Fatalf("no summary in backfill output:\n%s", out)
+	}
+	t.Log(strings.TrimSpace(out))
+	return m
+}
+
+func TestBackfillSharedSampleTwice(t *testing.T) {
+	sample := filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz")
+	p := startServe(t, t.TempDir())
+	if got := backfillCounts(t, p.addr, sample); got != "inserted 4082, updated 0, unchanged 0, rejected 0, malformed lines 0" {
+		t.Fatalf("first backfill: %s", got)
+	}
+	info1, err := p.client.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backfillCounts(t, p.addr, sample); got != "inserted 0, updated 0, unchanged 4082, rejected 0, malformed lines 0" {
+		t.Fatalf("second backfill: %s", got)
+	}
+	info2, err := p.client.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info1.GetPaperCount() != 4082 || info2.GetIndexVersion() != info1.GetIndexVersion() {
+		t.Fatalf("index info %v then %v: want 4082 papers and an unchanged version", info1, info2)
+	}
+}
+
+func TestBackfillReportsBadLinesAndGoesOn(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "papers.jsonl")
+	content := `{"id":"good-1","title":"Good"}
+{"id":"bad json
+{"id":"good-2","abstract":"Also good"}
+{"id":"","title":"No id"}
+`
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, t.TempDir())
+	out, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", file, "--batch-size", "1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "inserted 2, updated 0, unchanged 0, rejected 1, malformed lines 1") {
+		t.Errorf("summary:\n%s", out)
+	}
+	if !strings.Contains(errOut, "line 2: malformed JSON") || !strings.Contains(errOut, `line 4 (id "") rejected`) {
+		t.Errorf("problems not reported by line:\n%s", errOut)
+	}
+}
+
+func TestRecommendCommand(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--demo")
+	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--seed", "demo-0013", "--limit", "3")
+	if code != 0 || !strings.HasPrefix(out, "3 results (lexical)") || !strings.Contains(out, "next page: --page-token ") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
+	}
+	out, _, code = runCLI(t, "recommend", "--server", p.addr, "--query", "speech recognition", "--json", "--limit", "2")
+	if code != 0 || !strings.Contains(out, `"mode": "RETRIEVAL_MODE_LEXICAL"`) || strings.Count(out, `"paper":`) != 2 {
+		t.Fatalf("json output, exit %d:\n%s", code, out)
+	}
+	_, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--seed", "no-such-paper")
+	if code != 1 || !strings.Contains(errOut, "NotFound: paper not found: no-such-paper") {
+		t.Fatalf("unknown seed: exit %d, %s", code, errOut)
+	}
+	_, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--query", "   ")
+	if code != 1 || !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, "\n  query: ") {
+		t.Fatalf("blank query: exit %d, %s", code, errOut)
+	}
+	out, _, code = runCLI(t, "info", "--server", p.addr)
+	if code != 0 || !strings.Contains(out, "papers:     48") {
+		t.Fatalf("info: exit %d, %s", code, out)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "Commands:"},
+		{[]string{"--help"}, 0, "Commands:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"serve", "--help"}, 0, "--data-dir"},
+		{[]string{"backfill", "--help"}, 0, "arXiv metadata snapshot"},
+		{[]string{"backfill"}, 2, "--file is required"},
+		{[]string{"recommend"}, 2, "give --query or at least one --seed"},
+		{[]string{"recommend", "--query", "x", "--mode", "fuzzy"}, 2, "--mode must be"},
+		{[]string{"serve", "--log-format", "xml"}, 2, "--log-format must be"},
+		{[]string{"serve", "stray"}, 2, `unexpected argument "stray"`},
+	} {
+		_, errOut, code := runCLI(t, tc.args...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("recommender %v: exit %d, stderr:\n%s\nwant exit %d and %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+	}
+}
+
+// TestServeRefusesABusyDataDir shows a second server on the same directory fails clearly
+// instead of corrupting it.
+func TestServeRefusesABusyDataDir(t *testing.T) {
+	dir := t.TempDir()
+	startServe(t, dir)
+	cmd := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another process") {
+		t.Fatalf("second serve: %v\n%s", err, out)
+	}
+}
