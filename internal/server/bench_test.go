@@ -1,0 +1,57 @@
+package server_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/testutil"
+)
+
+func samplePapers(b *testing.B) []*recommenderv1.Paper {
+	return testutil.ReadPapers(b, filepath.Join(testutil.SharedDir(b), "data", "arxiv-cs-sample.jsonl.gz"))
+}
+
+// BenchmarkRecommendBySeed measures Recommend over gRPC on loopback with each paper of the shared
+// sample as the seed in turn, and reports latency percentiles.
+func BenchmarkRecommendBySeed(b *testing.B) {
+	papers := samplePapers(b)
+	srv := testutil.StartServer(b)
+	testutil.Ingest(b, srv.Client, papers)
+	lat := make([]time.Duration, 0, b.N)
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		_, err := srv.Client.Recommend(context.Background(), &recommenderv1.RecommendRequest{
+			PositivePaperIds: []string{papers[i%len(papers)].GetId()}, PageSize: 10})
+		lat = append(lat, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkIngestSample streams the whole shared sample through IngestPapers into a fresh
+// embedded store (fsync per 500-paper batch) and reports papers per second.
+func BenchmarkIngestSample(b *testing.B) {
+	papers := samplePapers(b)
+	var total time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		srv := testutil.StartServer(b)
+		b.StartTimer()
+		start := time.Now()
+		if resp := testutil.Ingest(b, srv.Client, papers); resp.GetInserted() != int64(len(papers)) {
+			b.Fatalf("inserted %d of %d", resp.GetInserted(), len(papers))
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(len(papers)*b.N)/total.Seconds(), "papers/s")
+}
