@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
@@ -305,8 +306,10 @@ func TestRecommendCommand(t *testing.T) {
 		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
 	}
 	out, _, code = runCLI(t, "recommend", "--server", p.addr, "--query", "speech recognition", "--json", "--limit", "2")
-	if code != 0 || !strings.Contains(out, `"mode": "RETRIEVAL_MODE_LEXICAL"`) || strings.Count(out, `"paper":`) != 2 {
-		t.Fatalf("json output, exit %d:\n%s", code, out)
+	var resp recommenderv1.RecommendResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); code != 0 || err != nil ||
+		resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL || len(resp.GetResults()) != 2 {
+		t.Fatalf("json output (exit %d, %v):\n%s", code, err, out)
 	}
 	_, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--seed", "no-such-paper")
 	if code != 1 || !strings.Contains(errOut, "NotFound: paper not found: no-such-paper") {
