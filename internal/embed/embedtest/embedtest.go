@@ -1,0 +1,261 @@
+// Package embedtest is a local HTTP server that speaks the OpenAI embeddings protocol, with
+// deterministic vectors and injectable faults, for tests and benchmarks of the embedding path.
+package embedtest
+
+import (
+	"encoding/json"
+	"hash/fnv"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+)
+
+// Fault is what the server does to one request instead of answering it normally.
+type Fault struct {
+	Status     int    // reply with this HTTP status and an OpenAI error body
+	Code       string // the error's code, e.g. "rate_limit_exceeded", "insufficient_quota"
+	RetryAfter string // Retry-After header value
+	Hang       bool   // never answer: block until the client gives up
+	Reset      bool   // close the connection without a response
+	WrongDims  bool   // answer with vectors one dimension short
+	NaN        bool   // answer with a NaN in the first vector
+	WrongCount bool   // answer with one vector too few
+	Reorder    bool   // answer with the first two indices swapped
+}
+
+// Request is what the server saw of one embeddings request.
+type Request struct {
+	Inputs     []string
+	Model      string
+	Dimensions int
+	Path       string
+	APIKey     string // the bearer token or api-key header
+	At         time.Time
+}
+
+// Server is the fake API. Its zero latency and empty fault queue answer at once.
+type Server struct {
+	*httptest.Server
+	dims int
+
+	mu       sync.Mutex
+	faults   []Fault
+	requests []Request
+	latency  time.Duration
+	release  chan struct{} // closed by Close to free hung handlers
+}
+
+// New starts a server producing vectors of dims dimensions (the request's dimensions parameter
+// wins when set). Its base URL for clients is URL()+"/v1".
+func New(dims int) *Server {
+	s := &Server{dims: dims, release: make(chan struct{})}
+	s.Server = httptest.NewServer(http.HandlerFunc(s.handle))
+	return s
+}
+
+// BaseURL is the OpenAI-style base URL.
+func (s *Server) BaseURL() string { return s.URL + "/v1" }
+
+// Close frees hung handlers and stops the server.
+func (s *Server) Close() {
+	s.mu.Lock()
+	select {
+	case <-s.release:
+	default:
+		close(s.release)
+	}
+	s.mu.Unlock()
+	s.Server.CloseClientConnections()
+	s.Server.Close()
+}
+
+// Inject queues faults for the next requests, one each, in order.
+func (s *Server) Inject(f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, f...)
+}
+
+// SetLatency delays every answer.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// Requests returns the requests received so far.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Inputs counts the texts received so far, over all requests.
+func (s *Server) Inputs() int {
+	n := 0
+	for _, r := range s.Requests() {
+		n += len(r.Inputs)
+	}
+	return n
+}
+
+type embeddingRequest struct {
+	Input      []string `json:"input"`
+	Model      string   `json:"model"`
+	Dimensions int      `json:"dimensions"`
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/embeddings") || r.Method != http.MethodPost {
+		http.NotFound(w, r)
+		return
+	}
+	var req embeddingRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "bad JSON: "+err.Error(), "")
+		return
+	}
+	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if k := r.Header.Get("api-key"); k != "" {
+		key = k
+	}
+	s.mu.Lock()
+	s.requests = append(s.requests, Request{Inputs: req.Input, Model: req.Model, Dimensions: req.Dimensions,
+		Path: r.URL.String(), APIKey: key, At: time.Now()})
+	var f Fault
+	if len(s.faults) > 0 {
+		f, s.faults = s.faults[0], s.faults[1:]
+	}
+	latency := s.latency
+	s.mu.Unlock()
+
+	if latency > 0 {
+		t := time.NewTimer(latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	switch {
+	case f.Hang:
+		select {
+		case <-r.Context().Done():
+		case <-s.release:
+		}
+		return
+	case f.Reset:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+			}
+		}
+		return
+	case f.Status != 0:
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		writeError(w, f.Status, errorType(f.Status, f.Code), "injected fault", f.Code)
+		return
+	}
+
+	dims := s.dims
+	if req.Dimensions > 0 {
+		dims = req.Dimensions
+	}
+	type datum struct {
+		Object    string    `json:"object"`
+		Embedding []float32 `json:"embedding"`
+		Index     int       `json:"index"`
+	}
+	data := make([]datum, len(req.Input))
+	for i, in := range req.Input {
+		v := Vector(in, dims)
+		if f.WrongDims {
+			v = v[:dims-1]
+		}
+		data[i] = datum{Object: "embedding", Embedding: v, Index: i}
+	}
+	const nanMarker = 12345.5
+	if f.NaN && len(data) > 0 {
+		data[0].Embedding[0] = nanMarker
+	}
+	if f.WrongCount && len(data) > 0 {
+		data = data[1:]
+	}
+	if f.Reorder && len(data) > 1 {
+		data[0].Index, data[1].Index = 1, 0
+	}
+	body, err := json.Marshal(map[string]any{"object": "list", "data": data, "model": req.Model,
+		"usage": map[string]int{"prompt_tokens": 0, "total_tokens": 0}})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if f.NaN {
+		// What Python servers emit with json.dumps' default allow_nan=True.
+		body = []byte(strings.Replace(string(body), "12345.5", "NaN", 1))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+}
+
+func errorType(status int, code string) string {
+	switch {
+	case code == "insufficient_quota":
+		return "insufficient_quota"
+	case status == http.StatusTooManyRequests:
+		return "requests"
+	case status >= 500:
+		return "server_error"
+	}
+	return "invalid_request_error"
+}
+
+func writeError(w http.ResponseWriter, status int, typ, msg, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	body := map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": nilIfEmpty(code)}}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Vector is the deterministic embedding of text: a hashed bag of lower-cased words, normalised.
+// Texts that share words get similar vectors, so dense retrieval over it behaves sensibly.
+func Vector(text string, dims int) []float32 {
+	v := make([]float32, dims)
+	for _, w := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(w))
+		x := h.Sum64()
+		sign := float32(1)
+		if x&1 == 1 {
+			sign = -1
+		}
+		v[int((x>>1)%uint64(dims))] += sign
+	}
+	var ss float64
+	for _, x := range v {
+		ss += float64(x) * float64(x)
+	}
+	if ss == 0 {
+		v[0] = 1
+		return v
+	}
+	inv := float32(1 / math.Sqrt(ss))
+	for i := range v {
+		v[i] *= inv
+	}
+	return v
+}
