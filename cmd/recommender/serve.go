@@ -10,6 +10,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store/embedded"
 )
@@ -18,6 +19,11 @@ const serveHelp = `
 Runs the recommender gRPC service on the embedded store: papers are kept on disk under the data
 directory (durable once a write returns) and recommended by BM25 over titles and abstracts.
 The gRPC health service and server reflection are on, so grpcurl works against it.
+
+With an embedding API configured (EMBEDDING_BASE_URL, EMBEDDING_MODEL, EMBEDDING_API_KEY),
+papers are embedded as they are ingested and recommendations are hybrid by default: dense
+cosine similarity fused with BM25. A data directory stays bound to the first model it is used
+with; starting with another model or size is refused.
 
 Every flag can also be set by the environment variable named in its description; a flag given
 on the command line wins.`
@@ -39,7 +45,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
 	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
+	var ef embeddingFlags
+	ef.register(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	embCfg, useEmbedder, err := ef.config()
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(*logFormat, stderr)
@@ -59,7 +71,20 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			log.Error("close store", "error", err)
 		}
 	}()
-	svc := server.NewService(st)
+	var emb embed.Embedder
+	retrieval := server.LexicalModel
+	if useEmbedder {
+		client, err := embed.New(embCfg)
+		if err != nil {
+			return err
+		}
+		emb, retrieval = client, "hybrid"
+		log.Info("embedding model configured", "embedding", embCfg)
+	}
+	svc, err := server.NewService(ctx, st, emb)
+	if err != nil {
+		return err
+	}
 	if *loadDemo {
 		if err := loadDemoCorpus(ctx, svc, log); err != nil {
 			return err
@@ -74,7 +99,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log.Info("serving", "grpc_addr", srv.Addr().String(), "store", stats.Backend, "data_dir", *dataDir,
-		"papers", stats.PaperCount, "retrieval", server.LexicalModel, "reflection", cfg.Reflection)
+		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection)
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}

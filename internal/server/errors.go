@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -62,6 +63,8 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		verr *ValidationError
 		nf   *store.NotFoundError
 		pe   *PreconditionError
+		ee   *embed.Error
+		mm   *store.EmbeddingMismatchError
 	)
 	switch {
 	case errors.As(err, &verr):
@@ -79,6 +82,18 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.NotFound, nf.Error())
 	case errors.As(err, &pe):
 		return status.Error(codes.FailedPrecondition, pe.Error())
+	case errors.As(err, &mm):
+		return status.Error(codes.FailedPrecondition, mm.Error())
+	case errors.As(err, &ee):
+		// The upstream message may quote inputs or account details: operators get it in the
+		// log, clients get the kind.
+		log.Warn("embedding failed", "method", method, "error", err)
+		switch ee.Kind {
+		case embed.KindUnavailable, embed.KindBadResponse:
+			return status.Error(codes.Unavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later")
+		default:
+			return status.Error(codes.FailedPrecondition, "embedding service refused the request ("+ee.Kind.String()+"); an operator must fix its configuration")
+		}
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
-	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -19,14 +20,51 @@ const LexicalModel = "lexical"
 const maxListedRejections = 1_000
 
 // Service implements RecommenderService over a store. Handlers return plain Go errors; the
-// interceptors installed by NewGRPCServer turn them into statuses (see toStatus).
+// interceptors installed by Listen turn them into statuses (see toStatus).
 type Service struct {
 	recommenderv1.UnimplementedRecommenderServiceServer
 	store store.Store
+	emb   embed.Embedder      // nil: lexical only
+	spec  store.EmbeddingSpec // the store's binding when emb is set
 }
 
-// NewService returns a Service over st.
-func NewService(st store.Store) *Service { return &Service{store: st} }
+// probeTimeout bounds the one embedding call NewService may make to learn the model's size.
+const probeTimeout = 30 * time.Second
+
+// NewService returns a Service over st. With an embedder, it binds the store to the embedder's
+// model: the dimensions come from the embedder's configuration, else from the store's earlier
+// binding, else from one probe call; a store bound to another model or size is refused.
+func NewService(ctx context.Context, st store.Store, emb embed.Embedder) (*Service, error) {
+	s := &Service{store: st, emb: emb}
+	if emb == nil {
+		return s, nil
+	}
+	spec := store.EmbeddingSpec{Model: emb.Model(), Dimensions: emb.Dimensions()}
+	if spec.Dimensions == 0 {
+		stats, err := st.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if stats.Embedding.Model == spec.Model {
+			spec.Dimensions = stats.Embedding.Dimensions
+		}
+	}
+	if spec.Dimensions == 0 {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		vecs, err := emb.Embed(pctx, []string{"dimension probe"})
+		if err != nil {
+			return nil, fmt.Errorf("learn the dimensions of model %q (set EMBEDDING_DIMENSIONS to skip this call): %w", spec.Model, err)
+		}
+		spec.Dimensions = len(vecs[0])
+	}
+	bound, err := st.BindEmbedding(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	s.spec = bound
+	return s, nil
+}
 
 // Recommend implements RecommenderService.
 func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendRequest) (*recommenderv1.RecommendResponse, error) {
@@ -34,21 +72,20 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	if err != nil {
 		return nil, err
 	}
-	switch r.mode {
-	case recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID:
-		return nil, &PreconditionError{Reason: fmt.Sprintf(
-			"retrieval mode %s needs an embedding model, and this server has none configured (set EMBEDDING_BASE_URL)", r.mode)}
-	}
-	q, err := s.lexicalQuery(ctx, r)
+	mode, err := s.resolveMode(r.mode)
 	if err != nil {
 		return nil, err
 	}
-	limit := min(r.offset+r.pageSize, MaxResults)
-	hits, err := s.store.Search(ctx, store.Query{Lexical: q, Filter: r.filter, Limit: limit})
+	q, err := s.buildQuery(ctx, r, mode)
 	if err != nil {
 		return nil, err
 	}
-	resp := &recommenderv1.RecommendResponse{Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL}
+	q.Limit = min(r.offset+r.pageSize, MaxResults)
+	hits, err := s.store.Search(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	resp := &recommenderv1.RecommendResponse{Mode: mode}
 	if r.offset < len(hits) {
 		for _, h := range hits[r.offset:] {
 			resp.Results = append(resp.Results, &recommenderv1.Recommendation{Paper: toProtoPaper(&h.Paper), Score: h.Score})
@@ -56,39 +93,58 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	}
 	// A full page short of the paging bound may have a successor; an empty next page is
 	// possible and fine (AIP-158 allows it).
-	if len(hits) == limit && limit < MaxResults {
-		resp.NextPageToken = r.pageToken.encode(limit)
+	if len(hits) == q.Limit && q.Limit < MaxResults {
+		resp.NextPageToken = r.pageToken.encode(q.Limit)
 	}
 	return resp, nil
 }
 
-// lexicalQuery builds the query vector from the text and the seeds.
-func (s *Service) lexicalQuery(ctx context.Context, r *recommendRequest) (lexical.Vector, error) {
-	var positive, negative []lexical.Vector
-	if r.query != "" {
-		qv := lexical.Query(r.query)
-		if qv.Len() == 0 {
-			return lexical.Vector{}, &ValidationError{Violations: []Violation{{Field: "query",
-				Description: "contains no searchable words (only stop words, numbers or punctuation)"}}}
-		}
-		positive = append(positive, qv)
+// attachVectors gives each paper its dense vector: a stored paper whose embedded text is
+// unchanged keeps its vector without an API call; the others are embedded in one call (when an
+// embedder is configured). On any embedding failure nothing is attached, so nothing of the
+// batch is stored.
+func (s *Service) attachVectors(ctx context.Context, papers []store.Paper) error {
+	ids := make([]string, len(papers))
+	for i := range papers {
+		ids[i] = papers[i].ID
 	}
-	for _, seeds := range []struct {
-		ids []string
-		out *[]lexical.Vector
-	}{{r.positive, &positive}, {r.negative, &negative}} {
-		if len(seeds.ids) == 0 {
+	existing, err := s.store.Lookup(ctx, ids)
+	if err != nil {
+		return err
+	}
+	stored := make(map[string]*store.Paper, len(existing))
+	for i := range existing {
+		stored[existing[i].ID] = &existing[i]
+	}
+	var todo []int
+	var texts []string
+	for i := range papers {
+		p := &papers[i]
+		text := embed.PaperText(p.Title, p.Abstract)
+		hash := embed.TextHash(text)
+		if old := stored[p.ID]; old != nil && old.DenseHash == hash && len(old.Dense) > 0 {
+			p.Dense, p.DenseHash = old.Dense, hash
 			continue
 		}
-		papers, err := s.store.Get(ctx, seeds.ids)
-		if err != nil {
-			return lexical.Vector{}, fmt.Errorf("load seed papers: %w", err)
-		}
-		for _, p := range papers {
-			*seeds.out = append(*seeds.out, lexical.SeedQuery(p.Lexical))
+		if s.emb != nil {
+			todo = append(todo, i)
+			texts = append(texts, text)
 		}
 	}
-	return lexical.Combine(positive, negative), nil
+	if len(texts) == 0 {
+		return nil
+	}
+	vecs, err := s.emb.Embed(ctx, texts)
+	if err != nil {
+		return fmt.Errorf("embed %d papers: %w", len(texts), err)
+	}
+	if err := s.checkDims(vecs); err != nil {
+		return err
+	}
+	for j, i := range todo {
+		papers[i].Dense, papers[i].DenseHash = vecs[j], embed.TextHash(texts[j])
+	}
+	return nil
 }
 
 // GetPaper implements RecommenderService.
@@ -124,6 +180,9 @@ func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPap
 		papers = append(papers, p)
 	}
 	if err := v.errOrNil(); err != nil {
+		return nil, err
+	}
+	if err := s.attachVectors(ctx, papers); err != nil {
 		return nil, err
 	}
 	outcomes, err := s.store.Upsert(ctx, papers)
@@ -167,24 +226,58 @@ func (s *Service) DeletePapers(ctx context.Context, req *recommenderv1.DeletePap
 	return &recommenderv1.DeletePapersResponse{Deleted: int32(len(ids) - len(notFound)), NotFoundPaperIds: notFound}, nil
 }
 
-// IngestPapers implements RecommenderService. Each message is validated paper by paper and its
-// valid papers stored in one durable write before the next message is read, so a client that
-// dies mid-stream loses only the batch in flight.
+// IngestPapers implements RecommenderService. It is a two-stage pipeline: this goroutine
+// receives, validates and embeds batch n+1 while a second one writes batch n durably, so the
+// embedding API stays busy while the store keeps up. A client that dies mid-stream loses only
+// the batches not yet written; re-sending them is cheap, since unchanged papers are skipped.
 func (s *Service) IngestPapers(stream recommenderv1.RecommenderService_IngestPapersServer) error {
-	ctx := stream.Context()
-	resp := &recommenderv1.IngestPapersResponse{}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	ready := make(chan []store.Paper, 1)
 	var c counts
+	written := make(chan error, 1)
+	go func() {
+		var err error
+		for papers := range ready {
+			if err != nil {
+				continue // drain after a failure
+			}
+			var outcomes []store.Outcome
+			if outcomes, err = s.store.Upsert(ctx, papers); err != nil {
+				cancel(err)
+				continue
+			}
+			c.add(outcomes)
+		}
+		written <- err
+	}()
+	resp, err := s.receiveBatches(ctx, stream, ready)
+	close(ready)
+	if werr := <-written; werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	resp.Inserted, resp.Updated, resp.Unchanged = c.inserted, c.updated, c.unchanged
+	return stream.SendAndClose(resp)
+}
+
+// receiveBatches is the first pipeline stage: it reads messages until the client closes the
+// stream, rejects invalid papers one by one, embeds the rest and hands them to the writer.
+func (s *Service) receiveBatches(ctx context.Context, stream recommenderv1.RecommenderService_IngestPapersServer, ready chan<- []store.Paper) (*recommenderv1.IngestPapersResponse, error) {
+	resp := &recommenderv1.IngestPapersResponse{}
 	var position int64
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			break
+			return resp, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n := len(msg.GetPapers()); n > MaxBatch {
-			return &ValidationError{Violations: []Violation{{Field: "papers",
+			return nil, &ValidationError{Violations: []Violation{{Field: "papers",
 				Description: fmt.Sprintf("a message holds %d papers, more than the limit of %d", n, MaxBatch)}}}
 		}
 		papers := make([]store.Paper, 0, len(msg.GetPapers()))
@@ -205,14 +298,15 @@ func (s *Service) IngestPapers(stream recommenderv1.RecommenderService_IngestPap
 		if len(papers) == 0 {
 			continue
 		}
-		outcomes, err := s.store.Upsert(ctx, papers)
-		if err != nil {
-			return err
+		if err := s.attachVectors(ctx, papers); err != nil {
+			return nil, err
 		}
-		c.add(outcomes)
+		select {
+		case ready <- papers:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
 	}
-	resp.Inserted, resp.Updated, resp.Unchanged = c.inserted, c.updated, c.unchanged
-	return stream.SendAndClose(resp)
 }
 
 // GetIndexInfo implements RecommenderService.
@@ -221,10 +315,14 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 	if err != nil {
 		return nil, err
 	}
-	return &recommenderv1.GetIndexInfoResponse{
+	info := &recommenderv1.GetIndexInfoResponse{
 		PaperCount:     st.PaperCount,
 		StoreBackend:   st.Backend,
 		EmbeddingModel: LexicalModel,
 		IndexVersion:   st.IndexVersion,
-	}, nil
+	}
+	if s.emb != nil {
+		info.EmbeddingModel, info.EmbeddingDimensions = s.spec.Model, int32(s.spec.Dimensions)
+	}
+	return info, nil
 }

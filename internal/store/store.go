@@ -24,6 +24,25 @@ type Paper struct {
 	Lexical lexical.Vector
 	// Dense is the paper's embedding; nil when no embedding model is configured.
 	Dense []float32
+	// DenseHash identifies the text Dense was computed from (embed.TextHash), so an unchanged
+	// paper keeps its vector without another embedding call.
+	DenseHash string
+}
+
+// EmbeddingSpec names the embedding model a store's vectors come from.
+type EmbeddingSpec struct {
+	Model      string
+	Dimensions int
+}
+
+// EmbeddingMismatchError is returned when a store's vectors come from another model or size
+// than the one configured: mixing them would make similarities meaningless.
+type EmbeddingMismatchError struct{ Stored, Configured EmbeddingSpec }
+
+func (e *EmbeddingMismatchError) Error() string {
+	return fmt.Sprintf("the store holds vectors of model %q with %d dimensions, but model %q with %d dimensions is configured; "+
+		"use the store's model, or a new data directory / collection (re-embedding in place is not supported yet)",
+		e.Stored.Model, e.Stored.Dimensions, e.Configured.Model, e.Configured.Dimensions)
 }
 
 // Outcome is what an upsert did to one paper.
@@ -67,6 +86,7 @@ type Stats struct {
 	Backend      string
 	PaperCount   int64
 	IndexVersion uint64
+	Embedding    EmbeddingSpec // zero when no model is bound
 }
 
 // Store is a durable paper store with top-k retrieval. Every method is safe for concurrent use.
@@ -80,10 +100,17 @@ type Store interface {
 	// Get returns the papers with the given ids, in that order, with their representations. A
 	// missing id fails the call with a *NotFoundError.
 	Get(ctx context.Context, ids []string) ([]Paper, error)
+	// Lookup is Get without the error for missing ids: it returns the papers that exist, in
+	// the order asked.
+	Lookup(ctx context.Context, ids []string) ([]Paper, error)
 	// Delete removes papers and returns the ids that were not stored.
 	Delete(ctx context.Context, ids []string) (notFound []string, err error)
 	// Search returns the best Limit papers for the query that pass the filter.
 	Search(ctx context.Context, q Query) ([]Hit, error)
+	// BindEmbedding ties the store's vectors to an embedding model. The first call records spec
+	// (whose Dimensions must be known); later calls return the recorded spec, or an
+	// *EmbeddingMismatchError when spec names another model or, when set, another size.
+	BindEmbedding(ctx context.Context, spec EmbeddingSpec) (EmbeddingSpec, error)
 	// Stats describes the store.
 	Stats(ctx context.Context) (Stats, error)
 	// Close flushes and releases the store.

@@ -14,6 +14,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store/embedded"
 )
@@ -25,19 +26,35 @@ type Server struct {
 	Addr   string
 }
 
+// Options adjusts StartServerWith.
+type Options struct {
+	Embedder embed.Embedder // nil: lexical only
+	Dir      string         // data directory; empty: a fresh temporary one
+}
+
 // StartServer serves a fresh embedded store from a temporary directory on 127.0.0.1:0 until the
 // test ends.
-func StartServer(tb testing.TB) *Server {
+func StartServer(tb testing.TB) *Server { return StartServerWith(tb, Options{}) }
+
+// StartServerWith is StartServer with options.
+func StartServerWith(tb testing.TB, o Options) *Server {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := embedded.Open(ctx, embedded.Options{Dir: tb.TempDir()})
+	if o.Dir == "" {
+		o.Dir = tb.TempDir()
+	}
+	st, err := embedded.Open(ctx, embedded.Options{Dir: o.Dir})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.Listen(cfg, server.NewService(st), log)
+	svc, err := server.NewService(ctx, st, o.Embedder)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := server.Listen(cfg, svc, log)
 	if err != nil {
 		tb.Fatal(err)
 	}

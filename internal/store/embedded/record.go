@@ -40,7 +40,7 @@ func encodeRecord(p *store.Paper) []byte {
 	for _, x := range p.Dense {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
 	}
-	return b
+	return appendString(b, p.DenseHash)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -79,6 +79,7 @@ func decodeRecord(buf []byte) (store.Paper, error) {
 			p.Dense[i] = math.Float32frombits(d.uint32())
 		}
 	}
+	p.DenseHash = d.string()
 	if d.err != nil {
 		return store.Paper{}, d.err
 	}

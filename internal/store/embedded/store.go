@@ -29,6 +29,9 @@ var (
 	bucketPapers = []byte("papers")
 	bucketMeta   = []byte("meta")
 	keyVersion   = []byte("index_version")
+
+	keyEmbeddingModel = []byte("embedding_model")
+	keyEmbeddingDims  = []byte("embedding_dimensions")
 )
 
 // Options configures the embedded store.
@@ -58,10 +61,11 @@ type Store struct {
 	db      *bolt.DB
 	writeMu sync.Mutex // serialises writers so memory is updated in commit order
 
-	mu      sync.RWMutex // guards everything below
-	idx     *index
-	version uint64
-	closed  bool
+	mu        sync.RWMutex // guards everything below
+	idx       *index
+	version   uint64
+	embedding store.EmbeddingSpec
+	closed    bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -107,6 +111,7 @@ func (s *Store) load(ctx context.Context) error {
 		if v := meta.Get(keyVersion); len(v) == 8 {
 			s.version = binary.BigEndian.Uint64(v)
 		}
+		s.embedding, _ = readSpec(meta)
 		c := papers.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if err := ctx.Err(); err != nil {
@@ -246,15 +251,31 @@ func (s *Store) isClosed() bool {
 
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, ids []string) ([]store.Paper, error) {
-	if err := ctx.Err(); err != nil {
+	found, missing, err := s.read(ctx, ids)
+	if err != nil {
 		return nil, err
 	}
-	if s.isClosed() {
-		return nil, store.ErrClosed
+	if len(missing) > 0 {
+		return nil, &store.NotFoundError{IDs: missing}
 	}
-	out := make([]store.Paper, 0, len(ids))
-	var missing []string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	return found, nil
+}
+
+// Lookup implements store.Store.
+func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error) {
+	found, _, err := s.read(ctx, ids)
+	return found, err
+}
+
+func (s *Store) read(ctx context.Context, ids []string) (found []store.Paper, missing []string, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if s.isClosed() {
+		return nil, nil, store.ErrClosed
+	}
+	found = make([]store.Paper, 0, len(ids))
+	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPapers)
 		for _, id := range ids {
 			v := b.Get([]byte(id))
@@ -266,17 +287,60 @@ func (s *Store) Get(ctx context.Context, ids []string) ([]store.Paper, error) {
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", id, err)
 			}
-			out = append(out, p)
+			found = append(found, p)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if len(missing) > 0 {
-		return nil, &store.NotFoundError{IDs: missing}
+	return found, missing, nil
+}
+
+// BindEmbedding implements store.Store. The binding is kept in the meta bucket.
+func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (store.EmbeddingSpec, error) {
+	if err := ctx.Err(); err != nil {
+		return store.EmbeddingSpec{}, err
 	}
-	return out, nil
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return store.EmbeddingSpec{}, store.ErrClosed
+	}
+	var bound store.EmbeddingSpec
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if stored, ok := readSpec(meta); ok {
+			if stored.Model != spec.Model || (spec.Dimensions != 0 && spec.Dimensions != stored.Dimensions) {
+				return &store.EmbeddingMismatchError{Stored: stored, Configured: spec}
+			}
+			bound = stored
+			return nil
+		}
+		if spec.Model == "" || spec.Dimensions <= 0 {
+			return fmt.Errorf("bind embedding: model and dimensions are required, got %+v", spec)
+		}
+		bound = spec
+		if err := meta.Put(keyEmbeddingModel, []byte(spec.Model)); err != nil {
+			return err
+		}
+		return meta.Put(keyEmbeddingDims, binary.BigEndian.AppendUint32(nil, uint32(spec.Dimensions)))
+	})
+	if err != nil {
+		return store.EmbeddingSpec{}, err
+	}
+	s.mu.Lock()
+	s.embedding = bound
+	s.mu.Unlock()
+	return bound, nil
+}
+
+func readSpec(meta *bolt.Bucket) (store.EmbeddingSpec, bool) {
+	model, dims := meta.Get(keyEmbeddingModel), meta.Get(keyEmbeddingDims)
+	if model == nil || len(dims) != 4 {
+		return store.EmbeddingSpec{}, false
+	}
+	return store.EmbeddingSpec{Model: string(model), Dimensions: int(binary.BigEndian.Uint32(dims))}, true
 }
 
 // Search implements store.Store.
@@ -326,7 +390,7 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	if s.closed {
 		return store.Stats{}, store.ErrClosed
 	}
-	return store.Stats{Backend: Backend, PaperCount: int64(s.idx.live), IndexVersion: s.version}, nil
+	return store.Stats{Backend: Backend, PaperCount: int64(s.idx.live), IndexVersion: s.version, Embedding: s.embedding}, nil
 }
 
 // Close implements store.Store. Every acknowledged write is already on disk; Close releases the

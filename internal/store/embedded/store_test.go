@@ -50,6 +50,9 @@ func TestReopenRestoresEverything(t *testing.T) {
 	if _, err := s.Delete(ctx, []string{"beta"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := s.BindEmbedding(ctx, store.EmbeddingSpec{Model: "m", Dimensions: 3}); err != nil {
+		t.Fatal(err)
+	}
 	q := store.Query{Lexical: lexical.Query("paper gamma"), Limit: 10}
 	before, _ := s.Search(ctx, q)
 	stats, _ := s.Stats(ctx)

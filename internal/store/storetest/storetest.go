@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"DenseExact", testDense},
 		{"Hybrid", testHybrid},
 		{"ManyDeletes", testManyDeletes},
+		{"BindEmbedding", testBindEmbedding},
 		{"ConcurrentWritersAndReaders", testConcurrent},
 	}
 	for _, tc := range tests {
@@ -95,7 +96,7 @@ func testUpsertGet(t *testing.T, s store.Store) {
 	p := Paper("a", "Graph neural networks", "Message passing on graphs.")
 	p.Authors, p.Categories, p.Topics = []string{"Ada Lovelace", "Alan Turing"}, []string{"cs.LG"}, []string{"GNN"}
 	p.Year, p.Date = 2021, "2021-03-04"
-	p.Dense = []float32{0.5, -1, 2}
+	p.Dense, p.DenseHash = []float32{0.5, -1, 2}, "0123abcd"
 	if got := upsert(t, s, p, Paper("b", "Other", "Text.")); !slices.Equal(got, []store.Outcome{store.Inserted, store.Inserted}) {
 		t.Fatalf("outcomes %v, want inserted twice", got)
 	}
@@ -109,7 +110,7 @@ func testUpsertGet(t *testing.T, s store.Store) {
 	a := got[1]
 	if a.Title != p.Title || a.Abstract != p.Abstract || !slices.Equal(a.Authors, p.Authors) ||
 		!slices.Equal(a.Categories, p.Categories) || !slices.Equal(a.Topics, p.Topics) || a.Year != p.Year ||
-		a.Date != p.Date || !slices.Equal(a.Dense, p.Dense) ||
+		a.Date != p.Date || !slices.Equal(a.Dense, p.Dense) || a.DenseHash != p.DenseHash ||
 		!slices.Equal(a.Lexical.Indices, p.Lexical.Indices) || !slices.Equal(a.Lexical.Values, p.Lexical.Values) {
 		t.Fatalf("round trip changed the paper:\n got %+v\nwant %+v", a, p)
 	}
@@ -175,6 +176,10 @@ func testDelete(t *testing.T, s store.Store) {
 	var nf *store.NotFoundError
 	if !errors.As(err, &nf) || !errors.Is(err, store.ErrNotFound) || !slices.Equal(nf.IDs, []string{"a", "q"}) {
 		t.Fatalf("get of deleted/unknown ids: %v; want NotFoundError naming a and q", err)
+	}
+	found, err := s.Lookup(ctx, []string{"q", "b", "a"})
+	if err != nil || len(found) != 1 || found[0].ID != "b" {
+		t.Fatalf("lookup = %v, %v; want only b", hitIDsOf(found), err)
 	}
 	if hits := search(t, s, textQuery("alpha topic", 10)); slices.Contains(hitIDs(hits), "a") {
 		t.Fatal("deleted paper still found")
@@ -416,5 +421,31 @@ func testConcurrent(t *testing.T, s store.Store) {
 	}
 	if got := search(t, s, textQuery("concurrent writes", 1000)); len(got) != writers*perWriter {
 		t.Fatalf("%d papers found, want %d", len(got), writers*perWriter)
+	}
+}
+
+func testBindEmbedding(t *testing.T, s store.Store) {
+	if st, _ := s.Stats(ctx); st.Embedding != (store.EmbeddingSpec{}) {
+		t.Fatalf("new store bound to %+v", st.Embedding)
+	}
+	if _, err := s.BindEmbedding(ctx, store.EmbeddingSpec{Model: "m1"}); err == nil {
+		t.Fatal("first binding without dimensions accepted")
+	}
+	m1 := store.EmbeddingSpec{Model: "m1", Dimensions: 8}
+	if got, err := s.BindEmbedding(ctx, m1); err != nil || got != m1 {
+		t.Fatalf("bind = %+v, %v", got, err)
+	}
+	// The same model without dimensions learns them from the store.
+	if got, err := s.BindEmbedding(ctx, store.EmbeddingSpec{Model: "m1"}); err != nil || got != m1 {
+		t.Fatalf("rebind = %+v, %v", got, err)
+	}
+	for _, other := range []store.EmbeddingSpec{{Model: "m2", Dimensions: 8}, {Model: "m1", Dimensions: 16}} {
+		var mm *store.EmbeddingMismatchError
+		if _, err := s.BindEmbedding(ctx, other); !errors.As(err, &mm) || mm.Stored != m1 {
+			t.Fatalf("bind %+v over %+v: %v, want a mismatch", other, m1, err)
+		}
+	}
+	if st, _ := s.Stats(ctx); st.Embedding != m1 {
+		t.Fatalf("stats embedding %+v, want %+v", st.Embedding, m1)
 	}
 }

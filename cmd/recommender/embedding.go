@@ -1,0 +1,91 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paperrec/recommender/internal/embed"
+)
+
+// embeddingFlags are serve's embedding settings. Each reads an environment variable for its
+// default; the API key is read only from EMBEDDING_API_KEY or a file, never a flag, so it cannot
+// leak through the process list or shell history.
+type embeddingFlags struct {
+	cfg     embed.Config
+	keyFile string
+	errs    []error
+}
+
+func (e *embeddingFlags) register(fs *flag.FlagSet) {
+	d := embed.Defaults()
+	fs.StringVar(&e.cfg.BaseURL, "embedding-base-url", os.Getenv("EMBEDDING_BASE_URL"),
+		"OpenAI-compatible API base URL, e.g. https://api.openai.com/v1; empty: lexical retrieval only (env EMBEDDING_BASE_URL)")
+	fs.StringVar(&e.cfg.Model, "embedding-model", os.Getenv("EMBEDDING_MODEL"),
+		"embedding model, e.g. text-embedding-3-small (env EMBEDDING_MODEL)")
+	e.intVar(fs, &e.cfg.Dimensions, "embedding-dimensions", "EMBEDDING_DIMENSIONS", 0,
+		"vector size to ask for (text-embedding-3 models); 0: the model's own, learned with one call at start (env EMBEDDING_DIMENSIONS)")
+	fs.StringVar(&e.keyFile, "embedding-api-key-file", os.Getenv("EMBEDDING_API_KEY_FILE"),
+		"file holding the API key (env EMBEDDING_API_KEY_FILE); or set EMBEDDING_API_KEY")
+	fs.StringVar(&e.cfg.AzureDeployment, "embedding-azure-deployment", os.Getenv("EMBEDDING_AZURE_DEPLOYMENT"),
+		"Azure OpenAI deployment name; set to use Azure (env EMBEDDING_AZURE_DEPLOYMENT)")
+	fs.StringVar(&e.cfg.AzureAPIVersion, "embedding-azure-api-version", envOr("EMBEDDING_AZURE_API_VERSION", d.AzureAPIVersion),
+		"Azure OpenAI api-version (env EMBEDDING_AZURE_API_VERSION)")
+	e.intVar(fs, &e.cfg.MaxConcurrency, "embedding-max-concurrency", "EMBEDDING_MAX_CONCURRENCY", d.MaxConcurrency,
+		"embedding requests in flight at once (env EMBEDDING_MAX_CONCURRENCY)")
+	e.intVar(fs, &e.cfg.RequestsPerMinute, "embedding-requests-per-minute", "EMBEDDING_REQUESTS_PER_MINUTE", 0,
+		"pace requests to stay under the provider's rate limit; 0: unpaced (env EMBEDDING_REQUESTS_PER_MINUTE)")
+	e.intVar(fs, &e.cfg.MaxInputs, "embedding-max-inputs", "EMBEDDING_MAX_INPUTS", d.MaxInputs,
+		"inputs per request (env EMBEDDING_MAX_INPUTS)")
+	e.intVar(fs, &e.cfg.MaxTokens, "embedding-max-tokens", "EMBEDDING_MAX_TOKENS", d.MaxTokens,
+		"estimated tokens per request (env EMBEDDING_MAX_TOKENS)")
+	e.intVar(fs, &e.cfg.MaxInputTokens, "embedding-max-input-tokens", "EMBEDDING_MAX_INPUT_TOKENS", d.MaxInputTokens,
+		"the model's per-input token limit; longer texts are truncated at a word (env EMBEDDING_MAX_INPUT_TOKENS)")
+	timeout := d.RequestTimeout
+	if v := os.Getenv("EMBEDDING_TIMEOUT"); v != "" {
+		var err error
+		if timeout, err = time.ParseDuration(v); err != nil {
+			e.errs = append(e.errs, fmt.Errorf("EMBEDDING_TIMEOUT: %w", err))
+		}
+	}
+	fs.DurationVar(&e.cfg.RequestTimeout, "embedding-timeout", timeout, "timeout of one embedding request (env EMBEDDING_TIMEOUT)")
+}
+
+func (e *embeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
+	if v := os.Getenv(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s must be a whole number, got %q", env, v))
+		} else {
+			def = n
+		}
+	}
+	fs.IntVar(p, name, def, usage)
+}
+
+// config returns the embedder configuration, or ok=false when no base URL is set (lexical only).
+func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
+	if len(e.errs) > 0 {
+		return cfg, false, usageError{errors.Join(e.errs...).Error()}
+	}
+	if e.cfg.BaseURL == "" {
+		return cfg, false, nil
+	}
+	cfg = e.cfg
+	cfg.APIKey = os.Getenv("EMBEDDING_API_KEY")
+	if e.keyFile != "" {
+		b, err := os.ReadFile(e.keyFile)
+		if err != nil {
+			return cfg, false, fmt.Errorf("read embedding API key: %w", err)
+		}
+		cfg.APIKey = strings.TrimSpace(string(b))
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, usageError{err.Error()}
+	}
+	return cfg, true, nil
+}
