@@ -75,7 +75,7 @@ func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
 	if e.cfg.BaseURL == "" {
 		return cfg, false, nil
 	}
-	cfg = e.cfg
+	cfg = e.cfg.WithDefaults()
 	cfg.APIKey = os.Getenv("EMBEDDING_API_KEY")
 	if e.keyFile != "" {
 		b, err := os.ReadFile(e.keyFile)

@@ -22,6 +22,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -46,6 +47,7 @@ func TestMain(m *testing.M) {
 
 // process is a `recommender serve` child process.
 type process struct {
+	logs   func() string // everything the process logged so far
 	cmd    *exec.Cmd
 	addr   string
 	client recommenderv1.RecommenderServiceClient
@@ -59,8 +61,15 @@ var servingAddr = regexp.MustCompile(`msg=serving grpc_addr=(\S+)`)
 // to log the address it serves on.
 func startServe(t *testing.T, dataDir string, extra ...string) *process {
 	t.Helper()
+	return startServeEnv(t, nil, dataDir, extra...)
+}
+
+// startServeEnv is startServe with extra environment variables.
+func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) *process {
+	t.Helper()
 	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +81,11 @@ func startServe(t *testing.T, dataDir string, extra ...string) *process {
 	addrc := make(chan string, 1)
 	var logs bytes.Buffer
 	var mu sync.Mutex
+	p.logs = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.String()
+	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -358,5 +372,37 @@ func TestServeRefusesABusyDataDir(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "in use by another process") {
 		t.Fatalf("second serve: %v\n%s", err, out)
+	}
+}
+
+// TestServeWithEmbeddingAPI configures the binary through the EMBEDDING_* variables against a
+// local fake of the OpenAI embeddings API.
+func TestServeWithEmbeddingAPI(t *testing.T) {
+	api := embedtest.New(32)
+	defer api.Close()
+	const key = "sk-do-not-log-me"
+	env := []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake-model", "EMBEDDING_API_KEY=" + key}
+	p := startServeEnv(t, env, t.TempDir(), "--demo")
+	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "speech recognition", "--mode", "dense", "--limit", "3")
+	if code != 0 || !strings.HasPrefix(out, "3 results (dense)") {
+		t.Fatalf("dense recommend: exit %d\n%s%s", code, out, errOut)
+	}
+	out, _, _ = runCLI(t, "info", "--server", p.addr)
+	if !strings.Contains(out, "model:      fake-model") || !strings.Contains(out, "dimensions: 32") {
+		t.Fatalf("info:\n%s", out)
+	}
+	if reqs := api.Requests(); len(reqs) == 0 || reqs[0].APIKey != key {
+		t.Fatalf("the API did not receive the key")
+	}
+	if logs := p.logs(); strings.Contains(logs, key) || !strings.Contains(logs, "api_key_set=true") {
+		t.Fatalf("logs leak the key or do not say it is set:\n%s", logs)
+	}
+	// A data directory bound to one model refuses another.
+	dir := t.TempDir()
+	startServeEnv(t, env, dir).kill(t)
+	cmd := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
+	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=other-model")
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `holds vectors of model "fake-model"`) {
+		t.Fatalf("serve with another model: %v\n%s", err, b)
 	}
 }

@@ -32,7 +32,7 @@ var _ Embedder = (*Client)(nil)
 
 // New returns a client for cfg; zero tuning fields take their defaults.
 func New(cfg Config) (*Client, error) {
-	cfg = withDefaults(cfg)
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -58,7 +58,8 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func withDefaults(c Config) Config {
+// WithDefaults returns c with each zero tuning field set to its default.
+func (c Config) WithDefaults() Config {
 	d := Defaults()
 	if c.AzureAPIVersion == "" {
 		c.AzureAPIVersion = d.AzureAPIVersion

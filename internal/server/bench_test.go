@@ -8,6 +8,8 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -54,4 +56,38 @@ func BenchmarkIngestSample(b *testing.B) {
 		total += time.Since(start)
 	}
 	b.ReportMetric(float64(len(papers)*b.N)/total.Seconds(), "papers/s")
+}
+
+// BenchmarkBackfillRateLimited ingests the shared sample through IngestPapers with embeddings
+// from the fake API, which answers each request after 50 ms, while the client paces itself to
+// 1,200 requests per minute. It reports how much of that budget the pipeline used: the
+// fraction falls below 1 when embedding waits on the store or on the stream.
+func BenchmarkBackfillRateLimited(b *testing.B) {
+	const rpm = 1200
+	papers := samplePapers(b)
+	var requests int
+	var elapsed time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		api := embedtest.New(64)
+		api.SetLatency(50 * time.Millisecond)
+		emb, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: "fake", Dimensions: 64,
+			MaxInputs: 32, MaxConcurrency: 4, RequestsPerMinute: rpm})
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := testutil.StartServerWith(b, testutil.Options{Embedder: emb})
+		b.StartTimer()
+		start := time.Now()
+		if resp := testutil.Ingest(b, srv.Client, papers); resp.GetInserted() != int64(len(papers)) {
+			b.Fatalf("inserted %d of %d", resp.GetInserted(), len(papers))
+		}
+		elapsed += time.Since(start)
+		requests += len(api.Requests())
+		api.Close()
+	}
+	achieved := float64(requests) / elapsed.Minutes()
+	b.ReportMetric(achieved, "requests/min")
+	b.ReportMetric(achieved/rpm, "fraction-of-rpm")
+	b.ReportMetric(float64(len(papers)*b.N)/elapsed.Seconds(), "papers/s")
 }

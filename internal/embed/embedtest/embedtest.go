@@ -80,6 +80,13 @@ func (s *Server) Inject(f ...Fault) {
 	s.faults = append(s.faults, f...)
 }
 
+// ClearFaults drops the faults not yet applied.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // SetLatency delays every answer.
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()

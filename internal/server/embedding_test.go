@@ -1,0 +1,208 @@
+package server_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/server"
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/testutil"
+)
+
+const testDims = 64
+
+func newEmbedder(t *testing.T, api *embedtest.Server, model string) *embed.Client {
+	t.Helper()
+	c, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: model, APIKey: "sk-test",
+		InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, MaxAttempts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// hybridServer serves the demo corpus, embedded through a fake API whose calls are counted.
+func hybridServer(t *testing.T) (*testutil.Server, *embedtest.Server) {
+	t.Helper()
+	api := embedtest.New(testDims)
+	t.Cleanup(api.Close)
+	srv := testutil.StartServerWith(t, testutil.Options{Embedder: newEmbedder(t, api, "fake-embed")})
+	papers, err := demo.Papers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := api.Inputs()
+	if resp := testutil.Ingest(t, srv.Client, papers); resp.GetInserted() != int64(len(papers)) {
+		t.Fatalf("ingest %v", resp)
+	}
+	if n := api.Inputs() - before; n != len(papers) {
+		t.Fatalf("ingest embedded %d texts, want %d", n, len(papers))
+	}
+	return srv, api
+}
+
+func TestModesOverGRPC(t *testing.T) {
+	srv, api := hybridServer(t)
+	info, err := srv.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetEmbeddingModel() != "fake-embed" || info.GetEmbeddingDimensions() != testDims {
+		t.Fatalf("index info %v, %v", info, err)
+	}
+	for _, mode := range []recommenderv1.RetrievalMode{
+		recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED, recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL,
+		recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID,
+	} {
+		want := mode
+		if mode == recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED {
+			want = recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID // the default with an embedder
+		}
+		// Seed requests use stored vectors: no embedding call.
+		before := len(api.Requests())
+		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0019"}, Mode: mode, PageSize: 5})
+		if err != nil {
+			t.Fatalf("%v by seed: %v", mode, err)
+		}
+		if n := len(api.Requests()) - before; n != 0 {
+			t.Errorf("%v by seed made %d embedding calls, want 0", mode, n)
+		}
+		if resp.GetMode() != want || len(resp.GetResults()) != 5 {
+			t.Fatalf("%v by seed: mode %v, %d results", mode, resp.GetMode(), len(resp.GetResults()))
+		}
+		// demo-0019 is about speech recognition; its closest paper in every mode is another
+		// speech recognition paper.
+		if top := resp.GetResults()[0].GetPaper(); !strings.Contains(strings.ToLower(top.GetTitle()+top.GetAbstract()), "speech") {
+			t.Errorf("%v: top result %q is not about speech", mode, top.GetTitle())
+		}
+
+		// A text query embeds the text once (lexical mode: never).
+		before = len(api.Requests())
+		resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "robot manipulation with reinforcement learning", Mode: mode})
+		if err != nil {
+			t.Fatalf("%v by text: %v", mode, err)
+		}
+		calls := api.Requests()[before:]
+		wantCalls := 1
+		if want == recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL {
+			wantCalls = 0
+		}
+		if len(calls) != wantCalls || (wantCalls == 1 && len(calls[0].Inputs) != 1) {
+			t.Errorf("%v by text: %d embedding calls, want %d of one input", mode, len(calls), wantCalls)
+		}
+		if resp.GetMode() != want || len(resp.GetResults()) == 0 {
+			t.Fatalf("%v by text: mode %v, %d results", mode, resp.GetMode(), len(resp.GetResults()))
+		}
+	}
+}
+
+func TestUnchangedReingestMakesNoEmbeddingCall(t *testing.T) {
+	srv, api := hybridServer(t)
+	papers, err := demo.Papers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(api.Requests())
+	if resp := testutil.Ingest(t, srv.Client, papers); resp.GetUnchanged() != int64(len(papers)) {
+		t.Fatalf("re-ingest %v", resp)
+	}
+	if n := len(api.Requests()) - before; n != 0 {
+		t.Fatalf("unchanged re-ingest made %d embedding calls", n)
+	}
+	// A changed abstract is re-embedded; a changed author list alone is not.
+	papers[0].Abstract += " Revised."
+	papers[1].Authors = append(papers[1].Authors, "New Author")
+	before = api.Inputs()
+	resp := testutil.Ingest(t, srv.Client, papers[:2])
+	if resp.GetUpdated() != 2 || api.Inputs()-before != 1 {
+		t.Fatalf("ingest of one changed text and one changed author list: %v, %d texts embedded; want 2 updated, 1 embedded", resp, api.Inputs()-before)
+	}
+	// The re-embedded vector is the one of the new text.
+	got, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{papers[1].GetId()},
+		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, PageSize: 1})
+	if err != nil || len(got.GetResults()) != 1 {
+		t.Fatalf("dense by a paper whose vector was kept: %v, %v", got, err)
+	}
+}
+
+func TestBadEmbeddingsStoreNothing(t *testing.T) {
+	srv, api := hybridServer(t)
+	for _, f := range []embedtest.Fault{{WrongDims: true}, {NaN: true}, {Status: 500}} {
+		api.Inject(f, f) // the client tries twice
+		_, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
+			{Id: "fresh-1", Title: "A fresh paper", Abstract: "Never stored."}, {Id: "fresh-2", Title: "Another"}}})
+		wantCode(t, err, codes.Unavailable)
+		for _, id := range []string{"fresh-1", "fresh-2"} {
+			_, err := srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: id})
+			wantCode(t, err, codes.NotFound)
+		}
+		api.ClearFaults() // bad responses are not retried, so one of each pair is left
+	}
+	api.Inject(embedtest.Fault{Status: 429, Code: "insufficient_quota"})
+	_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"})
+	wantCode(t, err, codes.FailedPrecondition)
+}
+
+func TestSeedWithoutVectorIsAPrecondition(t *testing.T) {
+	api := embedtest.New(testDims)
+	defer api.Close()
+	dir := t.TempDir()
+	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lexicalOnly, err := server.NewService(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lexicalOnly.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
+		{Id: "old", Title: "Ingested before embeddings were configured"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	srv := testutil.StartServerWith(t, testutil.Options{Dir: dir, Embedder: newEmbedder(t, api, "fake-embed")})
+	_, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
+		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
+	wantCode(t, err, codes.FailedPrecondition)
+	// Lexical still works for it, and re-ingesting gives it a vector.
+	if _, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
+		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{{Id: "old", Title: "Ingested before embeddings were configured"}})
+	if _, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
+		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE}); err != nil {
+		t.Fatalf("dense by a re-ingested seed: %v", err)
+	}
+}
+
+func TestModelMismatchIsRefused(t *testing.T) {
+	api := embedtest.New(testDims)
+	defer api.Close()
+	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := server.NewService(ctx, st, newEmbedder(t, api, "model-a")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = server.NewService(ctx, st, newEmbedder(t, api, "model-b"))
+	var mm *store.EmbeddingMismatchError
+	if !errors.As(err, &mm) || !strings.Contains(err.Error(), `vectors of model "model-a"`) {
+		t.Fatalf("second model: %v, want a mismatch naming model-a", err)
+	}
+	// The same model again needs no probe: its size comes from the store.
+	before := len(api.Requests())
+	if _, err := server.NewService(ctx, st, newEmbedder(t, api, "model-a")); err != nil || len(api.Requests()) != before {
+		t.Fatalf("reopen with the same model: %v, %d probe calls", err, len(api.Requests())-before)
+	}
+}
