@@ -9,6 +9,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/store"
@@ -65,6 +66,8 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		pe   *PreconditionError
 		ee   *embed.Error
 		mm   *store.EmbeddingMismatchError
+		ue   *store.UnavailableError
+		re   *store.ResourceExhaustedError
 	)
 	switch {
 	case errors.As(err, &verr):
@@ -82,6 +85,18 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.NotFound, nf.Error())
 	case errors.As(err, &pe):
 		return status.Error(codes.FailedPrecondition, pe.Error())
+	case errors.As(err, &ue):
+		log.Warn("store unavailable", "method", method, "error", err)
+		return status.Error(codes.Unavailable, "store unavailable; retry later")
+	case errors.As(err, &re):
+		log.Warn("store overloaded", "method", method, "error", err)
+		st := status.New(codes.ResourceExhausted, "store overloaded; retry later")
+		if re.RetryAfter > 0 {
+			if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(re.RetryAfter)}); derr == nil {
+				st = d
+			}
+		}
+		return st.Err()
 	case errors.As(err, &mm):
 		return status.Error(codes.FailedPrecondition, mm.Error())
 	case errors.As(err, &ee):

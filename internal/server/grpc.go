@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 // Config configures the gRPC server.
@@ -100,6 +101,40 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 
 // Addr is the address the server listens on (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// WatchStore polls a store that depends on a remote service and reports NOT_SERVING through
+// the health service while it is unreachable, SERVING once it answers again, without a
+// restart. It returns when ctx is done.
+func (s *Server) WatchStore(ctx context.Context, hc store.HealthChecker, every time.Duration) {
+	serving := true
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := hc.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if ok := err == nil; ok != serving {
+			serving = ok
+			st := healthpb.HealthCheckResponse_SERVING
+			if !ok {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+				s.log.Warn("store unreachable: health is NOT_SERVING", "error", err)
+			} else {
+				s.log.Info("store reachable again: health is SERVING")
+			}
+			s.health.SetServingStatus("", st)
+			s.health.SetServingStatus(ServiceName, st)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // Serve serves until ctx is done, then shuts down gracefully: health turns NOT_SERVING so load
 // balancers stop routing here, in-flight RPCs finish, and after ShutdownTimeout the rest are cut.

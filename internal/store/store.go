@@ -2,9 +2,16 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"math"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/paperrec/recommender/internal/lexical"
 )
@@ -132,6 +139,64 @@ func (e *NotFoundError) Error() string {
 
 // Is makes errors.Is(err, ErrNotFound) hold.
 func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// UnavailableError means the backend cannot serve now (down, unreachable, or missing its
+// collection); retrying later may work.
+type UnavailableError struct{ Err error }
+
+func (e *UnavailableError) Error() string { return "store unavailable: " + e.Err.Error() }
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// ResourceExhaustedError means the backend is shedding load; RetryAfter is its hint (0: none).
+type ResourceExhaustedError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *ResourceExhaustedError) Error() string {
+	return fmt.Sprintf("store overloaded (retry after %v): %v", e.RetryAfter, e.Err)
+}
+func (e *ResourceExhaustedError) Unwrap() error { return e.Err }
+
+// HealthChecker is implemented by stores that depend on a remote service, so the server can
+// report NOT_SERVING while it is unreachable.
+type HealthChecker interface {
+	Ping(ctx context.Context) error
+}
+
+// ContentHash identifies everything stored for a paper, so backends that cannot compare
+// records byte for byte can still tell an unchanged re-upsert.
+func ContentHash(p *Paper) string {
+	h := sha256.New()
+	for _, s := range []string{p.ID, p.Title, p.Abstract, p.Date, p.DenseHash, strconv.Itoa(int(p.Year))} {
+		writeField(h, s)
+	}
+	for _, list := range [][]string{p.Authors, p.Categories, p.Topics} {
+		writeField(h, strconv.Itoa(len(list)))
+		for _, s := range list {
+			writeField(h, s)
+		}
+	}
+	var buf [4]byte
+	for i, id := range p.Lexical.Indices {
+		binary.LittleEndian.PutUint32(buf[:], id)
+		h.Write(buf[:])
+		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(p.Lexical.Values[i]))
+		h.Write(buf[:])
+	}
+	for _, x := range p.Dense {
+		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(x))
+		h.Write(buf[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// writeField writes a length-prefixed string, so field boundaries cannot be forged by content.
+func writeField(h hash.Hash, s string) {
+	var buf [binary.MaxVarintLen64]byte
+	h.Write(buf[:binary.PutUvarint(buf[:], uint64(len(s)))])
+	h.Write([]byte(s))
+}
 
 // NormalizeAuthor folds an author name for matching: lower case, single spaces.
 func NormalizeAuthor(name string) string {

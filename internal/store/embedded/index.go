@@ -11,12 +11,6 @@ import (
 	"github.com/paperrec/recommender/internal/store"
 )
 
-// BM25 parameters: the values Robertson and Zaragoza recommend, and Lucene's defaults.
-const (
-	bm25K1 = 1.2
-	bm25B  = 0.75
-)
-
 // maxQueryTerms bounds how many query terms are scored: the highest |weight| x idf ones. A seed
 // paper has 100-200 distinct terms; the rest add posting-list work but barely change the top 10.
 const maxQueryTerms = 64
@@ -202,7 +196,7 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 		if !ok || qv.Values[i] == 0 {
 			continue
 		}
-		idf := float32(math.Log(1 + (n-float64(df)+0.5)/(float64(df)+0.5)))
+		idf := float32(lexical.IDF(n, float64(df)))
 		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: x.postings[t]})
 	}
 	if len(terms) > maxQueryTerms {
@@ -223,8 +217,7 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 			if !d.alive {
 				continue
 			}
-			norm := bm25K1 * (1 - bm25B + bm25B*d.length/avgLen)
-			contrib := qt.weight * p.tf * (bm25K1 + 1) / (p.tf + norm)
+			contrib := qt.weight * lexical.BM25Weight(p.tf, d.length, avgLen)
 			if s.mark[p.doc] != s.epoch {
 				s.mark[p.doc] = s.epoch
 				s.acc[p.doc] = 0

@@ -1,0 +1,458 @@
+package qdrant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	qc "github.com/qdrant/go-client/qdrant"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// Backend is the name GetIndexInfo reports for this store.
+const Backend = "qdrant"
+
+// Vector names in the collection.
+const (
+	DenseVector   = "dense"
+	LexicalVector = "lexical"
+)
+
+// Collection metadata keys.
+const (
+	metaModel  = "embedding_model"
+	metaAvgLen = "bm25_average_length"
+	metaSchema = "schema_version"
+)
+
+// pointNamespace is the UUIDv5 namespace of point ids: Qdrant ids are UUIDs or integers, paper
+// ids are strings, and a name-based UUID maps each paper to one point from any replica.
+var pointNamespace = uuid.MustParse("6f1c1d0e-3f5e-4c55-9a55-2d0c4c8f6a11")
+
+// PointID returns the Qdrant point id of a paper.
+func PointID(paperID string) string {
+	return uuid.NewSHA1(pointNamespace, []byte(paperID)).String()
+}
+
+// Store is a store.Store over a Qdrant collection, through one pooled go-client.
+type Store struct {
+	opts   Options
+	client *qc.Client
+
+	mu        sync.Mutex // guards the bootstrap state below
+	ready     bool
+	embedding store.EmbeddingSpec
+	avgLen    float64
+}
+
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.HealthChecker = (*Store)(nil)
+)
+
+// Open connects to Qdrant. The connection is lazy: Open succeeds while Qdrant is down, and the
+// collection is created or checked on first use, so replicas start in any order.
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	ep, _ := opts.endpoint()
+	client, err := qc.NewClient(&qc.Config{
+		Host: ep.host, Port: ep.port, APIKey: opts.APIKey, UseTLS: ep.tls,
+		// Our health watcher reports an unreachable Qdrant; go-client's own start-up version
+		// check would make a blocking call here instead.
+		SkipCompatibilityCheck: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("qdrant client: %w", err)
+	}
+	return &Store{opts: opts, client: client, avgLen: opts.AverageLength}, nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error { return s.client.Close() }
+
+// Ping implements store.HealthChecker.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	_, err := s.client.HealthCheck(ctx)
+	return mapErr(s.opts.Collection, err)
+}
+
+// bound applies our per-call timeout unless the caller's deadline is sooner.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opts.Timeout)
+}
+
+// ensure creates the collection when missing (lexical only, or with the dense vector of spec)
+// and loads its configuration; it is idempotent across replicas.
+func (s *Store) ensure(ctx context.Context, spec store.EmbeddingSpec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready {
+		return nil
+	}
+	exists, err := s.client.CollectionExists(ctx, s.opts.Collection)
+	if err != nil {
+		return mapErr(s.opts.Collection, err)
+	}
+	if !exists {
+		if err := s.create(ctx, spec); err != nil {
+			return err
+		}
+	}
+	info, err := s.client.GetCollectionInfo(ctx, s.opts.Collection)
+	if err != nil {
+		return mapErr(s.opts.Collection, err)
+	}
+	s.embedding, s.avgLen = specOf(info, s.opts.AverageLength)
+	s.ready = true
+	return nil
+}
+
+// create makes the collection: a sparse lexical vector with Qdrant's IDF modifier (idf is
+// applied at query time from live corpus statistics), a cosine dense vector when the size is
+// known, payload indexes for every filtered field, and metadata recording the model.
+func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
+	req := &qc.CreateCollection{
+		CollectionName:    s.opts.Collection,
+		ShardNumber:       ptr(s.opts.Shards),
+		ReplicationFactor: ptr(s.opts.Replicas),
+		SparseVectorsConfig: qc.NewSparseVectorsConfig(map[string]*qc.SparseVectorParams{
+			LexicalVector: {Modifier: qc.Modifier_Idf.Enum()},
+		}),
+		Metadata: qc.NewValueMap(map[string]any{metaAvgLen: s.opts.AverageLength, metaSchema: 1}),
+	}
+	if spec.Dimensions > 0 {
+		req.VectorsConfig = qc.NewVectorsConfigMap(map[string]*qc.VectorParams{
+			DenseVector: {Size: uint64(spec.Dimensions), Distance: qc.Distance_Cosine},
+		})
+		req.Metadata[metaModel] = qc.NewValueString(spec.Model)
+	}
+	if err := s.client.CreateCollection(ctx, req); err != nil {
+		if status.Code(errors.Unwrap(err)) == codes.AlreadyExists || status.Code(err) == codes.AlreadyExists {
+			return nil // another replica won the race
+		}
+		return mapErr(s.opts.Collection, err)
+	}
+	wait := true
+	for _, f := range []struct {
+		name string
+		typ  qc.FieldType
+	}{
+		{"paper_id", qc.FieldType_FieldTypeKeyword}, {"categories", qc.FieldType_FieldTypeKeyword},
+		{"authors_norm", qc.FieldType_FieldTypeKeyword}, {"year", qc.FieldType_FieldTypeInteger},
+	} {
+		if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{
+			CollectionName: s.opts.Collection, FieldName: f.name, FieldType: f.typ.Enum(), Wait: &wait,
+		}); err != nil {
+			return mapErr(s.opts.Collection, err)
+		}
+	}
+	return nil
+}
+
+// specOf reads the model binding and BM25 average length from a collection's configuration.
+func specOf(info *qc.CollectionInfo, defAvg float64) (store.EmbeddingSpec, float64) {
+	var spec store.EmbeddingSpec
+	params := info.GetConfig().GetParams()
+	if v, ok := params.GetVectorsConfig().GetParamsMap().GetMap()[DenseVector]; ok {
+		spec.Dimensions = int(v.GetSize())
+	}
+	meta := info.GetConfig().GetMetadata()
+	spec.Model = meta[metaModel].GetStringValue()
+	avg := defAvg
+	if v, ok := meta[metaAvgLen]; ok && v.GetDoubleValue() > 0 {
+		avg = v.GetDoubleValue()
+	}
+	return spec, avg
+}
+
+// BindEmbedding implements store.Store. A new collection is created with the dense vector;
+// an existing one must have been created for the same model and size.
+func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (store.EmbeddingSpec, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if spec.Model == "" {
+		return store.EmbeddingSpec{}, errors.New("bind embedding: model is required")
+	}
+	if err := s.ensure(ctx, spec); err != nil {
+		return store.EmbeddingSpec{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stored := s.embedding
+	if stored.Dimensions == 0 {
+		return store.EmbeddingSpec{}, fmt.Errorf("qdrant collection %q was created without a dense vector (lexical only); "+
+			"use a new collection for embeddings", s.opts.Collection)
+	}
+	if stored.Model != spec.Model || (spec.Dimensions != 0 && spec.Dimensions != stored.Dimensions) {
+		return store.EmbeddingSpec{}, &store.EmbeddingMismatchError{Stored: stored, Configured: spec}
+	}
+	return stored, nil
+}
+
+// Stats implements store.Store. Qdrant keeps no write counter we could expose as
+// IndexVersion, so it is reported as 0.
+func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+		return store.Stats{}, err
+	}
+	exact := true
+	n, err := s.client.Count(ctx, &qc.CountPoints{CollectionName: s.opts.Collection, Exact: &exact})
+	if err != nil {
+		return store.Stats{}, mapErr(s.opts.Collection, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return store.Stats{Backend: Backend, PaperCount: int64(n), Embedding: s.embedding}, nil
+}
+
+// Upsert implements store.Store. Existing points' content hashes are read first, so unchanged
+// papers are counted and not rewritten; changed ones are written with wait=true, in batches,
+// so an OK means Qdrant has applied them.
+func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outcome, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(papers))
+	for i := range papers {
+		ids[i] = papers[i].ID
+	}
+	existing, err := s.fetch(ctx, ids, qc.NewWithPayloadInclude("paper_id", "content_hash"), false)
+	if err != nil {
+		return nil, fmt.Errorf("upsert %d papers: %w", len(papers), err)
+	}
+	hashes := map[string]string{}
+	for _, p := range existing {
+		hashes[p.GetPayload()["paper_id"].GetStringValue()] = p.GetPayload()["content_hash"].GetStringValue()
+	}
+	outcomes := make([]store.Outcome, len(papers))
+	var points []*qc.PointStruct
+	s.mu.Lock()
+	avgLen := s.avgLen
+	s.mu.Unlock()
+	for i := range papers {
+		p := &papers[i]
+		h := store.ContentHash(p)
+		old, had := hashes[p.ID]
+		switch {
+		case had && old == h:
+			outcomes[i] = store.Unchanged
+			continue
+		case had:
+			outcomes[i] = store.Updated
+		default:
+			outcomes[i] = store.Inserted
+		}
+		hashes[p.ID] = h // a repeat later in the batch compares against this version
+		points = append(points, toPoint(p, h, avgLen))
+	}
+	wait := true
+	for start := 0; start < len(points); start += s.opts.BatchSize {
+		batch := points[start:min(start+s.opts.BatchSize, len(points))]
+		if _, err := s.client.Upsert(ctx, &qc.UpsertPoints{CollectionName: s.opts.Collection, Wait: &wait, Points: batch}); err != nil {
+			return nil, fmt.Errorf("upsert %d papers: %w", len(papers), mapErr(s.opts.Collection, err))
+		}
+	}
+	return outcomes, nil
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, ids []string) ([]store.Paper, error) {
+	found, err := s.Lookup(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) < len(ids) {
+		have := map[string]bool{}
+		for _, p := range found {
+			have[p.ID] = true
+		}
+		var missing []string
+		for _, id := range ids {
+			if !have[id] {
+				missing = append(missing, id)
+			}
+		}
+		return nil, &store.NotFoundError{IDs: missing}
+	}
+	return found, nil
+}
+
+// Lookup implements store.Store.
+func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+		return nil, err
+	}
+	points, err := s.fetch(ctx, ids, qc.NewWithPayload(true), true)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]store.Paper{}
+	for _, pt := range points {
+		p := fromPayload(pt.GetPayload())
+		p.Lexical, p.Dense = vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+		byID[p.ID] = p
+	}
+	out := make([]store.Paper, 0, len(byID))
+	for _, id := range ids { // in the order asked, as the interface promises
+		if p, ok := byID[id]; ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) fetch(ctx context.Context, ids []string, payload *qc.WithPayloadSelector, vectors bool) ([]*qc.RetrievedPoint, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pids := make([]*qc.PointId, len(ids))
+	for i, id := range ids {
+		pids[i] = qc.NewID(PointID(id))
+	}
+	points, err := s.client.Get(ctx, &qc.GetPoints{CollectionName: s.opts.Collection, Ids: pids,
+		WithPayload: payload, WithVectors: qc.NewWithVectors(vectors)})
+	return points, mapErr(s.opts.Collection, err)
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+		return nil, err
+	}
+	existing, err := s.fetch(ctx, ids, qc.NewWithPayloadInclude("paper_id"), false)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	var pids []*qc.PointId
+	for _, p := range existing {
+		have[p.GetPayload()["paper_id"].GetStringValue()] = true
+		pids = append(pids, p.GetId())
+	}
+	var notFound []string
+	for _, id := range ids {
+		if !have[id] && !slices.Contains(notFound, id) {
+			notFound = append(notFound, id)
+		}
+	}
+	if len(pids) > 0 {
+		wait := true
+		if _, err := s.client.Delete(ctx, &qc.DeletePoints{CollectionName: s.opts.Collection, Wait: &wait,
+			Points: qc.NewPointsSelector(pids...)}); err != nil {
+			return nil, fmt.Errorf("delete %d papers: %w", len(pids), mapErr(s.opts.Collection, err))
+		}
+	}
+	return notFound, nil
+}
+
+// minLexicalScore drops points that share no positively weighted term with the query, as the
+// embedded store does.
+const minLexicalScore = 1e-6
+
+// Search implements store.Store through the Query API: a sparse or dense nearest query, or
+// for hybrid a prefetch of both fused by RRF with k = rank.RRFK, as the embedded store fuses.
+func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		return nil, nil
+	}
+	filter := toFilter(q.Filter)
+	limit := uint64(q.Limit)
+	req := &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
+		WithPayload: qc.NewWithPayloadExclude("content_hash", "lexical_length")}
+	lexicalQuery := func() *qc.Query { return qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values) }
+	dense, lex := DenseVector, LexicalVector
+	switch {
+	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
+		depth := uint64(max(q.Limit, 100))
+		threshold := float32(minLexicalScore)
+		req.Prefetch = []*qc.PrefetchQuery{
+			{Query: lexicalQuery(), Using: &lex, Filter: filter, Limit: &depth, ScoreThreshold: &threshold},
+			{Query: qc.NewQueryDense(q.Dense), Using: &dense, Filter: filter, Limit: &depth},
+		}
+		k := uint32(rank.RRFK)
+		req.Query = qc.NewQueryRRF(&qc.Rrf{K: &k})
+	case len(q.Dense) > 0:
+		req.Query, req.Using = qc.NewQueryDense(q.Dense), &dense
+	default:
+		threshold := float32(minLexicalScore)
+		req.Query, req.Using, req.ScoreThreshold = lexicalQuery(), &lex, &threshold
+	}
+	points, err := s.client.Query(ctx, req)
+	if err != nil {
+		return nil, mapErr(s.opts.Collection, err)
+	}
+	hits := make([]store.Hit, len(points))
+	for i, pt := range points {
+		hits[i] = store.Hit{Paper: fromPayload(pt.GetPayload()), Score: pt.GetScore()}
+	}
+	// Qdrant orders by score; ties get the store-wide tie-break (ascending paper id).
+	slices.SortStableFunc(hits, func(a, b store.Hit) int {
+		if rank.Better(rank.Scored{ID: a.Paper.ID, Score: a.Score}, rank.Scored{ID: b.Paper.ID, Score: b.Score}) {
+			return -1
+		}
+		return 1
+	})
+	return hits, nil
+}
+
+// mapErr turns Qdrant's gRPC errors into the store's typed errors.
+func mapErr(collection string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *qc.QdrantResourceExhaustedError
+	if errors.As(err, &re) {
+		return &store.ResourceExhaustedError{RetryAfter: time.Duration(re.RetryAfterS) * time.Second, Err: err}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		if inner := errors.Unwrap(err); inner != nil {
+			st, ok = status.FromError(inner)
+		}
+	}
+	if !ok {
+		return err
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+		return &store.UnavailableError{Err: err}
+	case codes.ResourceExhausted:
+		return &store.ResourceExhaustedError{Err: err}
+	case codes.NotFound:
+		// Points that do not exist are not errors in Qdrant; a NotFound is the collection.
+		return &store.UnavailableError{Err: fmt.Errorf("qdrant collection %q not found: %w", collection, err)}
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return &store.UnavailableError{Err: fmt.Errorf("qdrant refused our credentials: %w", err)}
+	}
+	return err
+}
+
+// lexicalLength is a paper's weighted term count, kept in the payload so stored BM25 weights
+// can be turned back into term frequencies (see vectorsOf).
+func lexicalLength(v lexical.Vector) float64 { return float64(v.Sum()) }
