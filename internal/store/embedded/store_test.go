@@ -29,7 +29,7 @@ func TestConformance(t *testing.T) {
 		s := open(t, t.TempDir())
 		t.Cleanup(func() { _ = s.Close() })
 		return s
-	})
+	}, storetest.Features{IndexVersion: true})
 }
 
 // TestReopenRestoresEverything closes and reopens the store: papers, deletions, the index and

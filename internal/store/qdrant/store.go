@@ -94,30 +94,35 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, s.opts.Timeout)
 }
 
-// ensure creates the collection when missing (lexical only, or with the dense vector of spec)
-// and loads its configuration; it is idempotent across replicas.
-func (s *Store) ensure(ctx context.Context, spec store.EmbeddingSpec) error {
+// state reports whether the collection exists, loading its configuration the first time it
+// does. With create, a missing collection is created first (with the dense vector of spec when
+// its size is known). A missing collection reads as an empty store, so replicas can start, and
+// answer, before the first write.
+func (s *Store) state(ctx context.Context, spec store.EmbeddingSpec, create bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ready {
-		return nil
+		return true, nil
 	}
 	exists, err := s.client.CollectionExists(ctx, s.opts.Collection)
 	if err != nil {
-		return mapErr(s.opts.Collection, err)
+		return false, mapErr(s.opts.Collection, err)
 	}
 	if !exists {
+		if !create {
+			return false, nil
+		}
 		if err := s.create(ctx, spec); err != nil {
-			return err
+			return false, err
 		}
 	}
 	info, err := s.client.GetCollectionInfo(ctx, s.opts.Collection)
 	if err != nil {
-		return mapErr(s.opts.Collection, err)
+		return false, mapErr(s.opts.Collection, err)
 	}
 	s.embedding, s.avgLen = specOf(info, s.opts.AverageLength)
 	s.ready = true
-	return nil
+	return true, nil
 }
 
 // create makes the collection: a sparse lexical vector with Qdrant's IDF modifier (idf is
@@ -186,8 +191,12 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 	if spec.Model == "" {
 		return store.EmbeddingSpec{}, errors.New("bind embedding: model is required")
 	}
-	if err := s.ensure(ctx, spec); err != nil {
+	exists, err := s.state(ctx, spec, spec.Dimensions > 0)
+	if err != nil {
 		return store.EmbeddingSpec{}, err
+	}
+	if !exists {
+		return store.EmbeddingSpec{}, fmt.Errorf("bind embedding: dimensions are required to create collection %q", s.opts.Collection)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -207,8 +216,8 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
-		return store.Stats{}, err
+	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
+		return store.Stats{Backend: Backend}, err
 	}
 	exact := true
 	n, err := s.client.Count(ctx, &qc.CountPoints{CollectionName: s.opts.Collection, Exact: &exact})
@@ -226,7 +235,7 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outcome, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+	if _, err := s.state(ctx, store.EmbeddingSpec{}, true); err != nil {
 		return nil, err
 	}
 	ids := make([]string, len(papers))
@@ -298,7 +307,7 @@ func (s *Store) Get(ctx context.Context, ids []string) ([]store.Paper, error) {
 func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
 		return nil, err
 	}
 	points, err := s.fetch(ctx, ids, qc.NewWithPayload(true), true)
@@ -337,8 +346,10 @@ func (s *Store) fetch(ctx context.Context, ids []string, payload *qc.WithPayload
 func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil {
 		return nil, err
+	} else if !exists {
+		return slices.Compact(slices.Clone(ids)), nil
 	}
 	existing, err := s.fetch(ctx, ids, qc.NewWithPayloadInclude("paper_id"), false)
 	if err != nil {
@@ -370,27 +381,30 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 // embedded store does.
 const minLexicalScore = 1e-6
 
+// tieWindow is how many extra candidates a search fetches (ids and scores only) so that papers
+// tied with the last one kept are ordered by paper id, as in every backend: Qdrant breaks ties
+// by its internal order, which would make pages differ between replicas and over time.
+const tieWindow = 64
+
 // Search implements store.Store through the Query API: a sparse or dense nearest query, or
 // for hybrid a prefetch of both fused by RRF with k = rank.RRFK, as the embedded store fuses.
+// It ranks ids and scores first, then reads the payloads of the hits kept.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.ensure(ctx, store.EmbeddingSpec{}); err != nil {
+	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists || q.Limit <= 0 {
 		return nil, err
 	}
-	if q.Limit <= 0 {
-		return nil, nil
-	}
 	filter := toFilter(q.Filter)
-	limit := uint64(q.Limit)
+	limit := uint64(q.Limit + tieWindow)
 	req := &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
-		WithPayload: qc.NewWithPayloadExclude("content_hash", "lexical_length")}
+		WithPayload: qc.NewWithPayloadInclude("paper_id")}
 	lexicalQuery := func() *qc.Query { return qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values) }
 	dense, lex := DenseVector, LexicalVector
+	threshold := float32(minLexicalScore)
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
 		depth := uint64(max(q.Limit, 100))
-		threshold := float32(minLexicalScore)
 		req.Prefetch = []*qc.PrefetchQuery{
 			{Query: lexicalQuery(), Using: &lex, Filter: filter, Limit: &depth, ScoreThreshold: &threshold},
 			{Query: qc.NewQueryDense(q.Dense), Using: &dense, Filter: filter, Limit: &depth},
@@ -400,24 +414,42 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	case len(q.Dense) > 0:
 		req.Query, req.Using = qc.NewQueryDense(q.Dense), &dense
 	default:
-		threshold := float32(minLexicalScore)
 		req.Query, req.Using, req.ScoreThreshold = lexicalQuery(), &lex, &threshold
 	}
 	points, err := s.client.Query(ctx, req)
 	if err != nil {
 		return nil, mapErr(s.opts.Collection, err)
 	}
-	hits := make([]store.Hit, len(points))
+	ranked := make([]rank.Scored, len(points))
 	for i, pt := range points {
-		hits[i] = store.Hit{Paper: fromPayload(pt.GetPayload()), Score: pt.GetScore()}
+		ranked[i] = rank.Scored{ID: pt.GetPayload()["paper_id"].GetStringValue(), Score: pt.GetScore()}
 	}
-	// Qdrant orders by score; ties get the store-wide tie-break (ascending paper id).
-	slices.SortStableFunc(hits, func(a, b store.Hit) int {
-		if rank.Better(rank.Scored{ID: a.Paper.ID, Score: a.Score}, rank.Scored{ID: b.Paper.ID, Score: b.Score}) {
+	slices.SortFunc(ranked, func(a, b rank.Scored) int {
+		if rank.Better(a, b) {
 			return -1
 		}
 		return 1
 	})
+	ranked = ranked[:min(len(ranked), q.Limit)]
+	ids := make([]string, len(ranked))
+	for i, r := range ranked {
+		ids[i] = r.ID
+	}
+	found, err := s.fetch(ctx, ids, qc.NewWithPayloadExclude("content_hash", "lexical_length"), false)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]store.Paper, len(found))
+	for _, pt := range found {
+		p := fromPayload(pt.GetPayload())
+		byID[p.ID] = p
+	}
+	hits := make([]store.Hit, 0, len(ranked))
+	for _, r := range ranked {
+		if p, ok := byID[r.ID]; ok { // deleted between the two calls: skip it
+			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
+		}
+	}
 	return hits, nil
 }
 

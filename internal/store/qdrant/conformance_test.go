@@ -1,0 +1,47 @@
+package qdrant_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	qc "github.com/qdrant/go-client/qdrant"
+
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/qdrant"
+	"github.com/paperrec/recommender/internal/store/storetest"
+)
+
+// TestConformance runs the store conformance suite against a real Qdrant. Bring one up with
+// `docker compose -f deploy/docker-compose.yml up -d qdrant`, then:
+//
+//	QDRANT_URL=http://localhost:6334 go test ./internal/store/...
+//
+// (QDRANT_API_KEY is sent when set; over http it needs QDRANT_ALLOW_INSECURE_API_KEY=true.)
+// Each subtest uses a collection of its own and drops it afterwards.
+func TestConformance(t *testing.T) {
+	url := os.Getenv("QDRANT_URL")
+	if url == "" {
+		t.Skip("set QDRANT_URL=http://localhost:6334 to run the conformance suite against a real Qdrant (see deploy/docker-compose.yml)")
+	}
+	storetest.Run(t, func(t *testing.T) store.Store {
+		o := qdrant.Defaults()
+		o.URL, o.APIKey = url, os.Getenv("QDRANT_API_KEY")
+		o.AllowInsecureAPIKey = os.Getenv("QDRANT_ALLOW_INSECURE_API_KEY") == "true"
+		o.Collection = fmt.Sprintf("conformance_%08x", rand.Uint32())
+		s, err := qdrant.Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = s.Close()
+			admin, err := qc.NewClient(&qc.Config{Host: hostOf(t, url), Port: portOf(t, url), APIKey: o.APIKey, SkipCompatibilityCheck: true})
+			if err == nil {
+				_ = admin.DeleteCollection(ctx, o.Collection)
+				_ = admin.Close()
+			}
+		})
+		return s
+	}, storetest.Features{})
+}
