@@ -18,11 +18,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -404,5 +406,72 @@ func TestServeWithEmbeddingAPI(t *testing.T) {
 	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=other-model")
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `holds vectors of model "fake-model"`) {
 		t.Fatalf("serve with another model: %v\n%s", err, b)
+	}
+}
+
+// TestServeOnQdrantDouble runs the binary with --store qdrant against the Qdrant contract double:
+// ingest and recommend work end to end over gRPC, and the health service follows Qdrant going
+// away and coming back, without a restart.
+func TestServeOnQdrantDouble(t *testing.T) {
+	d, err := qdranttest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	p := startServe(t, t.TempDir(), "--store", "qdrant", "--qdrant-url", d.URL(), "--qdrant-health-interval", "50ms", "--demo")
+	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--seed", "demo-0013", "--limit", "3")
+	if code != 0 || !strings.HasPrefix(out, "3 results (lexical)") {
+		t.Fatalf("recommend on qdrant: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, line := range strings.Split(out, "\n")[1:] {
+		if strings.Contains(line, "demo-0013") {
+			t.Fatalf("seed recommended itself: %s", line)
+		}
+	}
+	sample := filepath.Join(t.TempDir(), "more.jsonl")
+	if err := os.WriteFile(sample, []byte(`{"id":"q-1","title":"Federated learning on a Qdrant backend","abstract":"Clients train together."}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := backfillCounts(t, p.addr, sample); got != "inserted 1, updated 0, unchanged 0, rejected 0, malformed lines 0" {
+		t.Fatalf("backfill on qdrant: %s", got)
+	}
+	out, _, _ = runCLI(t, "info", "--server", p.addr)
+	if !strings.Contains(out, "papers:     49") || !strings.Contains(out, "backend:    qdrant") {
+		t.Fatalf("info on qdrant:\n%s", out)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(p.conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "recommender.v1.RecommenderService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		for {
+			resp, err := watch.Recv()
+			if err != nil {
+				t.Fatalf("waiting for %v: %v", want, err)
+			}
+			if resp.GetStatus() == want {
+				return
+			}
+		}
+	}
+	next(healthpb.HealthCheckResponse_SERVING)
+	d.Stop()
+	next(healthpb.HealthCheckResponse_NOT_SERVING)
+	_, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--query", "federated")
+	// The client learns the store is down, not Qdrant's own error text.
+	if code != 1 || !strings.Contains(errOut, "Unavailable: store unavailable; retry later") || strings.Contains(errOut, "rpc error") {
+		t.Fatalf("recommend while Qdrant is down: exit %d, %s", code, errOut)
+	}
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	next(healthpb.HealthCheckResponse_SERVING)
+	if out, _, code := runCLI(t, "recommend", "--server", p.addr, "--query", "federated"); code != 0 || !strings.Contains(out, "q-1") {
+		_, e, _ := runCLI(t, "recommend", "--server", p.addr, "--query", "federated")
+		t.Fatalf("recommend after Qdrant is back: exit %d\n%s%s", code, out, e)
 	}
 }

@@ -12,12 +12,14 @@ import (
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/server"
-	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 const serveHelp = `
-Runs the recommender gRPC service on the embedded store: papers are kept on disk under the data
-directory (durable once a write returns) and recommended by BM25 over titles and abstracts.
+Runs the recommender gRPC service. By default papers are kept in the embedded store on disk
+under the data directory (durable once a write returns); with --store qdrant they are kept in a
+Qdrant collection, and any number of replicas can serve it. Without an embedding API papers are
+recommended by BM25 over titles and abstracts.
 The gRPC health service and server reflection are on, so grpcurl works against it.
 
 With an embedding API configured (EMBEDDING_BASE_URL, EMBEDDING_MODEL, EMBEDDING_API_KEY),
@@ -33,8 +35,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlags("serve", "[flags]", serveHelp, stderr)
 	fs.StringVar(&cfg.Addr, "grpc-addr", envOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
 		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
-	dataDir := fs.String("data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
-		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
+	var sf storeFlags
+	sf.register(fs)
 	reflectionDefault, err := strconv.ParseBool(envOr("RECOMMENDER_REFLECTION", "true"))
 	if err != nil {
 		return usageError{"RECOMMENDER_REFLECTION must be true or false"}
@@ -62,7 +64,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{err.Error()}
 	}
 
-	st, err := embedded.Open(ctx, embedded.Options{Dir: *dataDir})
+	st, err := sf.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -98,7 +100,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "grpc_addr", srv.Addr().String(), "store", stats.Backend, "data_dir", *dataDir,
+	if hc, ok := st.(store.HealthChecker); ok {
+		go srv.WatchStore(ctx, hc, sf.healthInterval)
+	}
+	log.Info("serving", "grpc_addr", srv.Addr().String(), "store", stats.Backend,
 		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection)
 	if err := srv.Serve(ctx); err != nil {
 		return err

@@ -57,7 +57,9 @@ func toStatus(log *slog.Logger, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Pass through only statuses made by our own handlers. status.FromError would also accept
+	// a wrapped status from a dependency (Qdrant) and hand its message to the client.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	var (

@@ -71,6 +71,7 @@ func Open(opts Options) (*Store, error) {
 		// Our health watcher reports an unreachable Qdrant; go-client's own start-up version
 		// check would make a blocking call here instead.
 		SkipCompatibilityCheck: true,
+		PoolSize:               poolSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("qdrant client: %w", err)
@@ -81,12 +82,20 @@ func Open(opts Options) (*Store, error) {
 // Close implements store.Store.
 func (s *Store) Close() error { return s.client.Close() }
 
-// Ping implements store.HealthChecker.
+// poolSize is the number of gRPC connections go-client spreads calls over, round robin.
+const poolSize = 3
+
+// Ping implements store.HealthChecker. It checks every pooled connection (calls go round
+// robin), so "healthy" means the next call will not land on one still reconnecting.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	_, err := s.client.HealthCheck(ctx)
-	return mapErr(s.opts.Collection, err)
+	for range poolSize {
+		if _, err := s.client.HealthCheck(ctx); err != nil {
+			return mapErr(s.opts.Collection, err)
+		}
+	}
+	return nil
 }
 
 // bound applies our per-call timeout unless the caller's deadline is sooner.

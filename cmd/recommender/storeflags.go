@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/store/qdrant"
+)
+
+// storeFlags choose and configure the store backend.
+type storeFlags struct {
+	backend        string
+	dataDir        string
+	qdrant         qdrant.Options
+	qdrantKeyFile  string
+	healthInterval time.Duration
+	errs           []string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	d := qdrant.Defaults()
+	fs.StringVar(&f.backend, "store", envOr("RECOMMENDER_STORE", "embedded"),
+		"store backend: embedded (on disk, one process) or qdrant (shared by any number of replicas) (env RECOMMENDER_STORE)")
+	fs.StringVar(&f.dataDir, "data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
+		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
+	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
+		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
+	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", envOr("QDRANT_COLLECTION", d.Collection),
+		"Qdrant collection holding the papers (env QDRANT_COLLECTION)")
+	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", os.Getenv("QDRANT_API_KEY_FILE"),
+		"file holding the Qdrant API key (env QDRANT_API_KEY_FILE); or set QDRANT_API_KEY")
+	allow, err := strconv.ParseBool(envOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
+	if err != nil {
+		f.errs = append(f.errs, "QDRANT_ALLOW_INSECURE_API_KEY must be true or false")
+	}
+	fs.BoolVar(&f.qdrant.AllowInsecureAPIKey, "qdrant-allow-insecure-api-key", allow,
+		"allow sending the Qdrant API key over a plaintext http:// connection (env QDRANT_ALLOW_INSECURE_API_KEY)")
+	shards, err := strconv.ParseUint(envOr("QDRANT_SHARDS", "1"), 10, 32)
+	if err != nil {
+		f.errs = append(f.errs, "QDRANT_SHARDS must be a whole number")
+	}
+	replicas, err := strconv.ParseUint(envOr("QDRANT_REPLICAS", "1"), 10, 32)
+	if err != nil {
+		f.errs = append(f.errs, "QDRANT_REPLICAS must be a whole number")
+	}
+	fs.Func("qdrant-shards", "shards of a new collection (env QDRANT_SHARDS, default 1)", setUint32(&f.qdrant.Shards))
+	fs.Func("qdrant-replicas", "replication factor of a new collection (env QDRANT_REPLICAS, default 1)", setUint32(&f.qdrant.Replicas))
+	f.qdrant.Shards, f.qdrant.Replicas = uint32(shards), uint32(replicas)
+	fs.DurationVar(&f.qdrant.Timeout, "qdrant-timeout", d.Timeout, "timeout of one call to Qdrant")
+	fs.DurationVar(&f.healthInterval, "qdrant-health-interval", 5*time.Second,
+		"how often Qdrant is pinged; while it is unreachable the gRPC health service reports NOT_SERVING")
+	f.qdrant.BatchSize, f.qdrant.AverageLength = d.BatchSize, d.AverageLength
+}
+
+func setUint32(p *uint32) func(string) error {
+	return func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("want a positive whole number, got %q", s)
+		}
+		*p = uint32(n)
+		return nil
+	}
+}
+
+// open opens the chosen store.
+func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
+	if len(f.errs) > 0 {
+		return nil, usageError{strings.Join(f.errs, "; ")}
+	}
+	switch f.backend {
+	case "embedded":
+		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir})
+	case "qdrant":
+		if f.qdrant.URL == "" {
+			return nil, usageError{"--store qdrant needs --qdrant-url (or QDRANT_URL)"}
+		}
+		o := f.qdrant
+		o.APIKey = os.Getenv("QDRANT_API_KEY")
+		if f.qdrantKeyFile != "" {
+			b, err := os.ReadFile(f.qdrantKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("read Qdrant API key: %w", err)
+			}
+			o.APIKey = strings.TrimSpace(string(b))
+		}
+		if err := o.Validate(); err != nil {
+			return nil, usageError{err.Error()}
+		}
+		return qdrant.Open(o)
+	}
+	return nil, usageError{fmt.Sprintf("--store must be embedded or qdrant, got %q", f.backend)}
+}
