@@ -1,0 +1,266 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// These tests parse every deployment file and check the fields a typo would silently break:
+// images, probes, ports, secret references, shutdown timing, the backfill's concurrency policy.
+
+type doc = map[string]any
+
+// get walks a parsed YAML document: string keys for maps, ints for lists.
+func get(t *testing.T, v any, path ...any) any {
+	t.Helper()
+	for _, p := range path {
+		if v == nil {
+			return nil
+		}
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(doc)
+			if !ok {
+				t.Fatalf("at %v: not a map", path)
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("at %v: not a list of more than %d", path, k)
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func str(t *testing.T, v any, path ...any) string {
+	t.Helper()
+	s, _ := get(t, v, path...).(string)
+	return s
+}
+
+func num(t *testing.T, v any, path ...any) int {
+	t.Helper()
+	n, _ := get(t, v, path...).(int)
+	return n
+}
+
+// load parses every document of every YAML file under k8s/, by kind and name.
+func load(t *testing.T) map[string]doc {
+	t.Helper()
+	files, err := filepath.Glob("k8s/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	out := map[string]doc{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d doc
+			err := dec.Decode(&d)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if str(t, d, "apiVersion") == "" || str(t, d, "kind") == "" {
+				t.Fatalf("%s: a document without apiVersion or kind", f)
+			}
+			key := str(t, d, "kind") + "/" + str(t, d, "metadata", "name")
+			if key == "Kustomization/" {
+				for _, r := range get(t, d, "resources").([]any) {
+					if _, err := os.Stat(filepath.Join("k8s", r.(string))); err != nil {
+						t.Errorf("kustomization lists a missing file: %v", err)
+					}
+				}
+			}
+			out[key] = d
+		}
+	}
+	return out
+}
+
+func container(t *testing.T, d doc, path ...any) doc {
+	t.Helper()
+	return get(t, d, append(path, "containers", 0)...).(doc)
+}
+
+func envRef(t *testing.T, c doc, name string) (value string, secret string) {
+	t.Helper()
+	for _, e := range get(t, c, "env").([]any) {
+		if str(t, e, "name") == name {
+			if ref, ok := get(t, e, "valueFrom", "secretKeyRef").(doc); ok {
+				return "", str(t, ref, "name") + "/" + str(t, ref, "key")
+			}
+			return str(t, e, "value"), ""
+		}
+	}
+	return "", ""
+}
+
+// imageRef is an image pinned to a version tag (not "latest").
+var imageRef = regexp.MustCompile(`^[a-z0-9./-]+:v?[0-9][\w.-]*$`)
+
+func TestKubernetesManifests(t *testing.T) {
+	m := load(t)
+	for _, want := range []string{"Deployment/recommender", "Service/recommender", "HorizontalPodAutoscaler/recommender",
+		"PodDisruptionBudget/recommender", "CronJob/recommender-backfill", "StatefulSet/qdrant", "Service/qdrant"} {
+		if m[want] == nil {
+			t.Fatalf("missing %s", want)
+		}
+	}
+
+	dep := m["Deployment/recommender"]
+	labels := get(t, dep, "spec", "template", "metadata", "labels").(doc)
+	if sel := get(t, dep, "spec", "selector", "matchLabels").(doc); str(t, sel, "app.kubernetes.io/name") != str(t, labels, "app.kubernetes.io/name") {
+		t.Error("deployment selector does not match its pod labels")
+	}
+	c := container(t, dep, "spec", "template", "spec")
+	image := str(t, c, "image")
+	if !imageRef.MatchString(image) {
+		t.Errorf("image %q is not pinned to a version", image)
+	}
+	if num(t, c, "ports", 0, "containerPort") != 50051 || str(t, c, "ports", 0, "name") != "grpc" {
+		t.Errorf("container port: %v", get(t, c, "ports"))
+	}
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if num(t, c, probe, "grpc", "port") != 50051 {
+			t.Errorf("%s is not a gRPC probe on 50051: %v", probe, get(t, c, probe))
+		}
+	}
+	if s := str(t, c, "readinessProbe", "grpc", "service"); s != "recommender.v1.RecommenderService" {
+		t.Errorf("readiness probes service %q", s)
+	}
+	if get(t, c, "resources", "requests", "cpu") == nil || get(t, c, "resources", "requests", "memory") == nil {
+		t.Error("no resource requests")
+	}
+	for env, want := range map[string]string{"EMBEDDING_API_KEY": "recommender-secrets/embedding-api-key", "QDRANT_API_KEY": "recommender-secrets/qdrant-api-key"} {
+		if _, secret := envRef(t, c, env); secret != want {
+			t.Errorf("%s comes from %q, want the Secret %s", env, secret, want)
+		}
+	}
+	if v, _ := envRef(t, c, "RECOMMENDER_STORE"); v != "qdrant" {
+		t.Errorf("RECOMMENDER_STORE = %q", v)
+	}
+	if v, _ := envRef(t, c, "QDRANT_URL"); v != "http://qdrant:6334" {
+		t.Errorf("QDRANT_URL = %q, want the qdrant Service's gRPC port", v)
+	}
+	args := get(t, c, "args").([]any)
+	i := slices.Index(args, any("--shutdown-timeout"))
+	if i < 0 || i+1 >= len(args) {
+		t.Fatal("args do not set --shutdown-timeout")
+	}
+	shutdown, err := time.ParseDuration(args[i+1].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grace := time.Duration(num(t, dep, "spec", "template", "spec", "terminationGracePeriodSeconds")) * time.Second; grace <= shutdown {
+		t.Errorf("terminationGracePeriodSeconds %v is not longer than the shutdown timeout %v", grace, shutdown)
+	}
+
+	svc := m["Service/recommender"]
+	if str(t, svc, "spec", "ports", 0, "targetPort") != "grpc" || str(t, svc, "spec", "selector", "app.kubernetes.io/name") != "recommender" {
+		t.Errorf("service: %v", get(t, svc, "spec"))
+	}
+	hpa := m["HorizontalPodAutoscaler/recommender"]
+	if str(t, hpa, "spec", "scaleTargetRef", "kind") != "Deployment" || str(t, hpa, "spec", "scaleTargetRef", "name") != "recommender" ||
+		num(t, hpa, "spec", "minReplicas") < 2 {
+		t.Errorf("hpa: %v", get(t, hpa, "spec"))
+	}
+	if pdb := m["PodDisruptionBudget/recommender"]; str(t, pdb, "spec", "selector", "matchLabels", "app.kubernetes.io/name") != "recommender" {
+		t.Error("pdb selects no recommender pods")
+	}
+
+	cron := m["CronJob/recommender-backfill"]
+	if str(t, cron, "spec", "concurrencyPolicy") != "Forbid" {
+		t.Error("backfill CronJob may overlap: concurrencyPolicy is not Forbid")
+	}
+	bc := container(t, cron, "spec", "jobTemplate", "spec", "template", "spec")
+	if str(t, bc, "image") != image || str(t, bc, "args", 0) != "backfill" || !slices.Contains(get(t, bc, "args").([]any), any("recommender:50051")) {
+		t.Errorf("backfill container: %v", bc)
+	}
+
+	sts := m["StatefulSet/qdrant"]
+	qcn := container(t, sts, "spec", "template", "spec")
+	if !imageRef.MatchString(str(t, qcn, "image")) || str(t, sts, "spec", "volumeClaimTemplates", 0, "metadata", "name") != "storage" ||
+		str(t, qcn, "volumeMounts", 0, "mountPath") != "/qdrant/storage" {
+		t.Errorf("qdrant statefulset: image %q, volumes %v", str(t, qcn, "image"), get(t, sts, "spec", "volumeClaimTemplates"))
+	}
+	if _, secret := envRef(t, qcn, "QDRANT__SERVICE__API_KEY"); secret != "recommender-secrets/qdrant-api-key" {
+		t.Errorf("qdrant API key from %q", secret)
+	}
+	var ports []int
+	for _, p := range get(t, m["Service/qdrant"], "spec", "ports").([]any) {
+		ports = append(ports, num(t, p, "port"))
+	}
+	if !slices.Contains(ports, 6334) {
+		t.Errorf("qdrant service ports %v lack gRPC 6334", ports)
+	}
+}
+
+func TestCompose(t *testing.T) {
+	b, err := os.ReadFile("docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d doc
+	if err := yaml.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	q := get(t, d, "services", "qdrant").(doc)
+	if !imageRef.MatchString(str(t, q, "image")) || !slices.Contains(get(t, q, "ports").([]any), any("6334:6334")) ||
+		!strings.HasSuffix(str(t, q, "volumes", 0), ":/qdrant/storage") {
+		t.Errorf("qdrant service: %v", q)
+	}
+	r := get(t, d, "services", "recommender").(doc)
+	env := get(t, r, "environment").(doc)
+	if str(t, env, "RECOMMENDER_STORE") != "qdrant" || str(t, env, "QDRANT_URL") != "http://qdrant:6334" ||
+		str(t, r, "build", "dockerfile") != "deploy/Dockerfile" || !slices.Contains(get(t, r, "ports").([]any), any("50051:50051")) {
+		t.Errorf("recommender service: %v", r)
+	}
+	if e := get(t, d, "services", "embeddings").(doc); !slices.Contains(get(t, e, "profiles").([]any), any("embeddings")) {
+		t.Error("the embedding server is not optional (no profile)")
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	if n := strings.Count(s, "\nFROM ") + strings.Count(s[:min(len(s), 5)], "FROM "); n < 2 {
+		t.Errorf("%d stages, want a multi-stage build", n)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "USER nonroot", "EXPOSE 50051", "RECOMMENDER_GRPC_ADDR=0.0.0.0:50051", "./cmd/recommender"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	// The Go version of the build stage matches go.mod's.
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+	if goVersion == nil || !strings.Contains(s, "FROM golang:"+string(goVersion[1])) {
+		t.Errorf("build stage does not use Go %s", goVersion[1])
+	}
+}

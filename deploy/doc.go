@@ -1,0 +1,3 @@
+// Package deploy holds the deployment files (Dockerfile, docker-compose.yml, Kubernetes
+// manifests under k8s/) and the tests that parse them.
+package deploy
