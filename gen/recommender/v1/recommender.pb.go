@@ -1045,7 +1045,7 @@ type GetIndexInfoResponse struct {
 	// Dimensions of the embedding vectors; 0 when lexical.
 	EmbeddingDimensions int32 `protobuf:"varint,4,opt,name=embedding_dimensions,json=embeddingDimensions,proto3" json:"embedding_dimensions,omitempty"`
 	// Increases with every write that changes the index, so clients can tell when cached results
-	// may be stale.
+	// may be stale. 0 when the backend keeps no write counter (Qdrant).
 	IndexVersion  uint64 `protobuf:"varint,5,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
