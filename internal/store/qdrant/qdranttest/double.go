@@ -619,4 +619,3 @@ func outputVectors(p *qc.PointStruct, sel *qc.WithVectorsSelector) *qc.VectorsOu
 	}
 	return &qc.VectorsOutput{VectorsOptions: &qc.VectorsOutput_Vectors{Vectors: &qc.NamedVectorsOutput{Vectors: named}}}
 }
-
