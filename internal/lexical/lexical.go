@@ -45,16 +45,31 @@ func TermID(term string) uint32 {
 	return h.Sum32()
 }
 
-// Terms returns the analyzed terms of text in order, repeats kept: lower-cased alphanumeric
-// tokens that contain a letter, stop words removed, stemmed with the Snowball English stemmer.
-func Terms(text string) []string {
-	var out []string
+// Token is one analyzed word: the term used for matching and the word as written (lower-cased).
+type Token struct {
+	Term, Surface string
+}
+
+// Analyze returns the tokens of text in order, repeats kept: lower-cased alphanumeric words
+// that contain a letter, stop words removed, terms stemmed with the Snowball English stemmer.
+func Analyze(text string) []Token {
+	var out []Token
 	forEachToken(text, func(tok string) {
 		if _, stop := stopWords[tok]; stop {
 			return
 		}
-		out = append(out, stem(tok))
+		out = append(out, Token{Term: stem(tok), Surface: tok})
 	})
+	return out
+}
+
+// Terms returns the terms of Analyze.
+func Terms(text string) []string {
+	toks := Analyze(text)
+	out := make([]string, len(toks))
+	for i, t := range toks {
+		out[i] = t.Term
+	}
 	return out
 }
 

@@ -171,13 +171,16 @@ func TestPageSizeDefaultsAndCap(t *testing.T) {
 	}
 }
 
-// twinPapers returns n papers with identical text, so every score ties and only the paper id
+// twinPapers returns n papers with the same terms, so every score ties and only the paper id
 // can order them.
 func twinPapers(n int) []*recommenderv1.Paper {
 	out := make([]*recommenderv1.Paper, n)
 	for i := range out {
 		// Ids deliberately not inserted in sorted order.
-		out[i] = &recommenderv1.Paper{Id: fmt.Sprintf("twin-%03d", (i*37)%n), Title: "Identical twins", Abstract: "Every twin has the same abstract."}
+		// Numbers are not terms: every twin has the same term vector, so scores tie, but the
+		// titles differ, so they are not folded together as duplicates.
+		id := (i * 37) % n
+		out[i] = &recommenderv1.Paper{Id: fmt.Sprintf("twin-%03d", id), Title: fmt.Sprintf("Identical twins %03d", id), Abstract: "Every twin has the same abstract."}
 	}
 	return out
 }

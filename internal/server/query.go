@@ -28,31 +28,34 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 
 // buildQuery turns the request into a store query for the mode. Seeds are read once and serve
 // both signals; seed-only requests make no embedding call, and a text query is embedded once.
-func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, error) {
+// It also returns the positive seeds, for explanations.
+func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, error) {
 	q := store.Query{Filter: r.filter}
 	var positive, negative []store.Paper
 	var err error
 	if len(r.positive) > 0 {
 		if positive, err = s.store.Get(ctx, r.positive); err != nil {
-			return q, fmt.Errorf("load seed papers: %w", err)
+			return q, nil, fmt.Errorf("load seed papers: %w", err)
 		}
 	}
 	if len(r.negative) > 0 {
 		if negative, err = s.store.Get(ctx, r.negative); err != nil {
-			return q, fmt.Errorf("load seed papers: %w", err)
+			return q, nil, fmt.Errorf("load seed papers: %w", err)
 		}
 	}
-	if mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE {
-		if q.Lexical, err = lexicalQuery(r.query, positive, negative); err != nil {
-			return q, err
+	if mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE || r.explain {
+		lex, err := lexicalQuery(r.query, positive, negative)
+		if err != nil && mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE {
+			return q, nil, err
 		}
+		q.Lexical = lex // in DENSE mode only for explanations; cleared before searching
 	}
 	if mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL {
 		if q.Dense, err = s.denseQuery(ctx, r.query, positive, negative); err != nil {
-			return q, err
+			return q, nil, err
 		}
 	}
-	return q, nil
+	return q, positive, nil
 }
 
 // lexicalQuery combines the query text and the seeds' terms (see lexical.Combine).

@@ -66,39 +66,6 @@ func NewService(ctx context.Context, st store.Store, emb embed.Embedder) (*Servi
 	return s, nil
 }
 
-// Recommend implements RecommenderService.
-func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendRequest) (*recommenderv1.RecommendResponse, error) {
-	r, err := parseRecommend(req)
-	if err != nil {
-		return nil, err
-	}
-	mode, err := s.resolveMode(r.mode)
-	if err != nil {
-		return nil, err
-	}
-	q, err := s.buildQuery(ctx, r, mode)
-	if err != nil {
-		return nil, err
-	}
-	q.Limit = min(r.offset+r.pageSize, MaxResults)
-	hits, err := s.store.Search(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	resp := &recommenderv1.RecommendResponse{Mode: mode}
-	if r.offset < len(hits) {
-		for _, h := range hits[r.offset:] {
-			resp.Results = append(resp.Results, &recommenderv1.Recommendation{Paper: toProtoPaper(&h.Paper), Score: h.Score})
-		}
-	}
-	// A full page short of the paging bound may have a successor; an empty next page is
-	// possible and fine (AIP-158 allows it).
-	if len(hits) == q.Limit && q.Limit < MaxResults {
-		resp.NextPageToken = r.pageToken.encode(q.Limit)
-	}
-	return resp, nil
-}
-
 // attachVectors gives each paper its dense vector: a stored paper whose embedded text is
 // unchanged keeps its vector without an API call; the others are embedded in one call (when an
 // embedder is configured). On any embedding failure nothing is attached, so nothing of the

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ const (
 	MaxAbstractChars = 20_000
 	MaxQueryChars    = 10_000
 	MaxSeeds         = 100
+	MaxCandidates    = 1_000
 	MaxBatch         = 1_000
 	MaxAuthors       = 20_000 // physics collaborations list thousands
 	MaxCategories    = 100
@@ -140,14 +142,18 @@ func toProtoPaper(p *store.Paper) *recommenderv1.Paper {
 
 // recommendRequest is a validated RecommendRequest.
 type recommendRequest struct {
-	query     string
-	positive  []string
-	negative  []string
-	filter    store.Filter
-	pageSize  int
-	offset    int
-	mode      recommenderv1.RetrievalMode
-	pageToken pageToken
+	query      string
+	positive   []string
+	negative   []string
+	candidates []string // nil: the whole corpus
+	filter     store.Filter
+	pageSize   int
+	offset     int
+	mode       recommenderv1.RetrievalMode
+	pageToken  pageToken
+	diversity  float64
+	halfLife   time.Duration
+	explain    bool
 }
 
 func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, error) {
@@ -207,6 +213,25 @@ func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, err
 	if _, ok := recommenderv1.RetrievalMode_name[int32(r.mode)]; !ok {
 		v.add("mode", "unknown retrieval mode %d", r.mode)
 	}
+
+	if n := len(req.GetCandidatePaperIds()); n > MaxCandidates {
+		v.add("candidate_paper_ids", "%d candidates, more than the limit of %d", n, MaxCandidates)
+	} else if n > 0 {
+		r.candidates = seedIDs(v, "candidate_paper_ids", req.GetCandidatePaperIds())
+	}
+	switch d := float64(req.GetDiversity()); {
+	case math.IsNaN(d) || d < 0 || d > 1:
+		v.add("diversity", "must be between 0 and 1, got %v", d)
+	default:
+		r.diversity = d
+	}
+	switch h := float64(req.GetRecencyHalfLifeDays()); {
+	case math.IsNaN(h) || math.IsInf(h, 0) || h < 0:
+		v.add("recency_half_life_days", "must be 0 (off) or a positive number of days, got %v", h)
+	default:
+		r.halfLife = time.Duration(h * float64(24*time.Hour))
+	}
+	r.explain = req.GetExplain()
 
 	r.pageToken = newPageToken(req)
 	if t := req.GetPageToken(); t != "" {

@@ -68,6 +68,8 @@ type Filter struct {
 	Categories       []string // any-of, exact match
 	Authors          []string // any-of, compared with NormalizeAuthor
 	ExcludeIDs       []string
+	// OnlyIDs, when set, restricts results to these papers (a candidate list to rank).
+	OnlyIDs []string
 }
 
 // Query is a top-k search. At least one of Lexical and Dense is set; with both, the backend
@@ -80,11 +82,13 @@ type Query struct {
 	Filter Filter
 	// Limit is how many hits to return at most.
 	Limit int
+	// WithVectors fills in the hits' Lexical and Dense, for re-ranking and explanations.
+	WithVectors bool
 }
 
 // Hit is one search result.
 type Hit struct {
-	Paper Paper // Lexical and Dense are not filled in
+	Paper Paper // Lexical and Dense only with Query.WithVectors
 	Score float32
 }
 

@@ -297,7 +297,21 @@ type RecommendRequest struct {
 	// Tokens are opaque; a token from a different request or an altered token is INVALID_ARGUMENT.
 	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Retrieval mode; UNSPECIFIED lets the service choose.
-	Mode          RetrievalMode `protobuf:"varint,7,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	Mode RetrievalMode `protobuf:"varint,7,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	// Rank only these papers (a reading list, a frontend's own candidates) instead of the whole
+	// corpus; at most 1,000. Ids that are not stored are listed in the response's
+	// unknown_candidate_ids, not an error. Filters still apply.
+	CandidatePaperIds []string `protobuf:"bytes,8,rep,name=candidate_paper_ids,json=candidatePaperIds,proto3" json:"candidate_paper_ids,omitempty"`
+	// Diversity in [0, 1]: re-rank with maximal marginal relevance, trading relevance for
+	// dissimilarity to the results above. 0 (the default) keeps the relevance order. The re-ranked
+	// pool is the best max(100, 3 x (offset + page_size)) results, so pages stay consistent.
+	Diversity float32 `protobuf:"fixed32,9,opt,name=diversity,proto3" json:"diversity,omitempty"`
+	// Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
+	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. Papers of
+	// unknown date count as one half-life old.
+	RecencyHalfLifeDays float32 `protobuf:"fixed32,10,opt,name=recency_half_life_days,json=recencyHalfLifeDays,proto3" json:"recency_half_life_days,omitempty"`
+	// Explain each result: the score of each signal, the closest seed and the shared terms.
+	Explain       bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -381,20 +395,202 @@ func (x *RecommendRequest) GetMode() RetrievalMode {
 	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
 }
 
+func (x *RecommendRequest) GetCandidatePaperIds() []string {
+	if x != nil {
+		return x.CandidatePaperIds
+	}
+	return nil
+}
+
+func (x *RecommendRequest) GetDiversity() float32 {
+	if x != nil {
+		return x.Diversity
+	}
+	return 0
+}
+
+func (x *RecommendRequest) GetRecencyHalfLifeDays() float32 {
+	if x != nil {
+		return x.RecencyHalfLifeDays
+	}
+	return 0
+}
+
+func (x *RecommendRequest) GetExplain() bool {
+	if x != nil {
+		return x.Explain
+	}
+	return false
+}
+
+// SharedTerm is a word a result shares with the query or the seeds.
+type SharedTerm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The word as it appears in the result's title or abstract.
+	Term string `protobuf:"bytes,1,opt,name=term,proto3" json:"term,omitempty"`
+	// How much it contributed: its weight in the query times its weight in the result, times
+	// how rare it is among the candidates considered. Comparable within one result.
+	Weight        float32 `protobuf:"fixed32,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedTerm) Reset() {
+	*x = SharedTerm{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedTerm) ProtoMessage() {}
+
+func (x *SharedTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedTerm.ProtoReflect.Descriptor instead.
+func (*SharedTerm) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SharedTerm) GetTerm() string {
+	if x != nil {
+		return x.Term
+	}
+	return ""
+}
+
+func (x *SharedTerm) GetWeight() float32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// Explanation says why a paper was recommended.
+type Explanation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// BM25 score of the paper for the lexical query; 0 when lexical retrieval did not find it.
+	LexicalScore float32 `protobuf:"fixed32,1,opt,name=lexical_score,json=lexicalScore,proto3" json:"lexical_score,omitempty"`
+	// Cosine similarity of the paper to the dense query; 0 when dense retrieval did not run or
+	// did not find it.
+	DenseScore float32 `protobuf:"fixed32,2,opt,name=dense_score,json=denseScore,proto3" json:"dense_score,omitempty"`
+	// The relevance score before diversity and recency: the fused RRF score in HYBRID mode, else
+	// the score of the one signal.
+	FusedScore float32 `protobuf:"fixed32,3,opt,name=fused_score,json=fusedScore,proto3" json:"fused_score,omitempty"`
+	// The positive seed the paper is most similar to (empty without seeds).
+	ClosestSeedId string `protobuf:"bytes,4,opt,name=closest_seed_id,json=closestSeedId,proto3" json:"closest_seed_id,omitempty"`
+	// Cosine similarity to that seed: of embeddings when both have one, else of term vectors.
+	ClosestSeedSimilarity float32 `protobuf:"fixed32,5,opt,name=closest_seed_similarity,json=closestSeedSimilarity,proto3" json:"closest_seed_similarity,omitempty"`
+	// Up to 5 words shared with the query text or the positive seeds, heaviest first.
+	SharedTerms   []*SharedTerm `protobuf:"bytes,6,rep,name=shared_terms,json=sharedTerms,proto3" json:"shared_terms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Explanation) Reset() {
+	*x = Explanation{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Explanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Explanation) ProtoMessage() {}
+
+func (x *Explanation) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Explanation.ProtoReflect.Descriptor instead.
+func (*Explanation) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Explanation) GetLexicalScore() float32 {
+	if x != nil {
+		return x.LexicalScore
+	}
+	return 0
+}
+
+func (x *Explanation) GetDenseScore() float32 {
+	if x != nil {
+		return x.DenseScore
+	}
+	return 0
+}
+
+func (x *Explanation) GetFusedScore() float32 {
+	if x != nil {
+		return x.FusedScore
+	}
+	return 0
+}
+
+func (x *Explanation) GetClosestSeedId() string {
+	if x != nil {
+		return x.ClosestSeedId
+	}
+	return ""
+}
+
+func (x *Explanation) GetClosestSeedSimilarity() float32 {
+	if x != nil {
+		return x.ClosestSeedSimilarity
+	}
+	return 0
+}
+
+func (x *Explanation) GetSharedTerms() []*SharedTerm {
+	if x != nil {
+		return x.SharedTerms
+	}
+	return nil
+}
+
 // Recommendation is one recommended paper.
 type Recommendation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The paper.
 	Paper *Paper `protobuf:"bytes,1,opt,name=paper,proto3" json:"paper,omitempty"`
 	// Relevance score; higher is better. Comparable only within one response's mode.
-	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	Score float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	// Papers with the same normalised title as this one (other versions or re-submissions),
+	// folded into this result.
+	DuplicatePaperIds []string `protobuf:"bytes,3,rep,name=duplicate_paper_ids,json=duplicatePaperIds,proto3" json:"duplicate_paper_ids,omitempty"`
+	// Why it was recommended; set when the request asked to explain.
+	Explanation   *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +602,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +615,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Recommendation) GetPaper() *Paper {
@@ -436,6 +632,20 @@ func (x *Recommendation) GetScore() float32 {
 	return 0
 }
 
+func (x *Recommendation) GetDuplicatePaperIds() []string {
+	if x != nil {
+		return x.DuplicatePaperIds
+	}
+	return nil
+}
+
+func (x *Recommendation) GetExplanation() *Explanation {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
 // RecommendResponse is one page of recommendations.
 type RecommendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -445,14 +655,16 @@ type RecommendResponse struct {
 	// results.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The retrieval mode that produced the results.
-	Mode          RetrievalMode `protobuf:"varint,3,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mode RetrievalMode `protobuf:"varint,3,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	// Requested candidate ids that are not stored.
+	UnknownCandidateIds []string `protobuf:"bytes,4,rep,name=unknown_candidate_ids,json=unknownCandidateIds,proto3" json:"unknown_candidate_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RecommendResponse) Reset() {
 	*x = RecommendResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +676,7 @@ func (x *RecommendResponse) String() string {
 func (*RecommendResponse) ProtoMessage() {}
 
 func (x *RecommendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +689,7 @@ func (x *RecommendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommendResponse.ProtoReflect.Descriptor instead.
 func (*RecommendResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{4}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecommendResponse) GetResults() []*Recommendation {
@@ -501,6 +713,13 @@ func (x *RecommendResponse) GetMode() RetrievalMode {
 	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
 }
 
+func (x *RecommendResponse) GetUnknownCandidateIds() []string {
+	if x != nil {
+		return x.UnknownCandidateIds
+	}
+	return nil
+}
+
 // GetPaperRequest names one paper.
 type GetPaperRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -512,7 +731,7 @@ type GetPaperRequest struct {
 
 func (x *GetPaperRequest) Reset() {
 	*x = GetPaperRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +743,7 @@ func (x *GetPaperRequest) String() string {
 func (*GetPaperRequest) ProtoMessage() {}
 
 func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +756,7 @@ func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperRequest.ProtoReflect.Descriptor instead.
 func (*GetPaperRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{5}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetPaperRequest) GetPaperId() string {
@@ -558,7 +777,7 @@ type GetPaperResponse struct {
 
 func (x *GetPaperResponse) Reset() {
 	*x = GetPaperResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +789,7 @@ func (x *GetPaperResponse) String() string {
 func (*GetPaperResponse) ProtoMessage() {}
 
 func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +802,7 @@ func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperResponse.ProtoReflect.Descriptor instead.
 func (*GetPaperResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{6}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetPaperResponse) GetPaper() *Paper {
@@ -604,7 +823,7 @@ type UpsertPapersRequest struct {
 
 func (x *UpsertPapersRequest) Reset() {
 	*x = UpsertPapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +835,7 @@ func (x *UpsertPapersRequest) String() string {
 func (*UpsertPapersRequest) ProtoMessage() {}
 
 func (x *UpsertPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +848,7 @@ func (x *UpsertPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertPapersRequest.ProtoReflect.Descriptor instead.
 func (*UpsertPapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{7}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpsertPapersRequest) GetPapers() []*Paper {
@@ -654,7 +873,7 @@ type UpsertPapersResponse struct {
 
 func (x *UpsertPapersResponse) Reset() {
 	*x = UpsertPapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +885,7 @@ func (x *UpsertPapersResponse) String() string {
 func (*UpsertPapersResponse) ProtoMessage() {}
 
 func (x *UpsertPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +898,7 @@ func (x *UpsertPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertPapersResponse.ProtoReflect.Descriptor instead.
 func (*UpsertPapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{8}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpsertPapersResponse) GetInserted() int32 {
@@ -714,7 +933,7 @@ type DeletePapersRequest struct {
 
 func (x *DeletePapersRequest) Reset() {
 	*x = DeletePapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +945,7 @@ func (x *DeletePapersRequest) String() string {
 func (*DeletePapersRequest) ProtoMessage() {}
 
 func (x *DeletePapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +958,7 @@ func (x *DeletePapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePapersRequest.ProtoReflect.Descriptor instead.
 func (*DeletePapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{9}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeletePapersRequest) GetPaperIds() []string {
@@ -762,7 +981,7 @@ type DeletePapersResponse struct {
 
 func (x *DeletePapersResponse) Reset() {
 	*x = DeletePapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +993,7 @@ func (x *DeletePapersResponse) String() string {
 func (*DeletePapersResponse) ProtoMessage() {}
 
 func (x *DeletePapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +1006,7 @@ func (x *DeletePapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePapersResponse.ProtoReflect.Descriptor instead.
 func (*DeletePapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{10}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeletePapersResponse) GetDeleted() int32 {
@@ -815,7 +1034,7 @@ type IngestPapersRequest struct {
 
 func (x *IngestPapersRequest) Reset() {
 	*x = IngestPapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1046,7 @@ func (x *IngestPapersRequest) String() string {
 func (*IngestPapersRequest) ProtoMessage() {}
 
 func (x *IngestPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1059,7 @@ func (x *IngestPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestPapersRequest.ProtoReflect.Descriptor instead.
 func (*IngestPapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{11}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IngestPapersRequest) GetPapers() []*Paper {
@@ -865,7 +1084,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1096,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1109,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{12}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rejection) GetPaperId() string {
@@ -933,7 +1152,7 @@ type IngestPapersResponse struct {
 
 func (x *IngestPapersResponse) Reset() {
 	*x = IngestPapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1164,7 @@ func (x *IngestPapersResponse) String() string {
 func (*IngestPapersResponse) ProtoMessage() {}
 
 func (x *IngestPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1177,7 @@ func (x *IngestPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestPapersResponse.ProtoReflect.Descriptor instead.
 func (*IngestPapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{13}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IngestPapersResponse) GetInserted() int64 {
@@ -1005,7 +1224,7 @@ type GetIndexInfoRequest struct {
 
 func (x *GetIndexInfoRequest) Reset() {
 	*x = GetIndexInfoRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1236,7 @@ func (x *GetIndexInfoRequest) String() string {
 func (*GetIndexInfoRequest) ProtoMessage() {}
 
 func (x *GetIndexInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1249,7 @@ func (x *GetIndexInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIndexInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetIndexInfoRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{14}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{16}
 }
 
 // GetIndexInfoResponse describes the index.
@@ -1053,7 +1272,7 @@ type GetIndexInfoResponse struct {
 
 func (x *GetIndexInfoResponse) Reset() {
 	*x = GetIndexInfoResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1284,7 @@ func (x *GetIndexInfoResponse) String() string {
 func (*GetIndexInfoResponse) ProtoMessage() {}
 
 func (x *GetIndexInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1297,7 @@ func (x *GetIndexInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIndexInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetIndexInfoResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{15}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetIndexInfoResponse) GetPaperCount() int64 {
@@ -1139,7 +1358,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"categories\x18\x03 \x03(\tR\n" +
 	"categories\x12\x18\n" +
 	"\aauthors\x18\x04 \x03(\tR\aauthors\x12*\n" +
-	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\xa3\x02\n" +
+	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\xc0\x03\n" +
 	"\x10RecommendRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x12positive_paper_ids\x18\x02 \x03(\tR\x10positivePaperIds\x12,\n" +
@@ -1148,14 +1367,35 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\x121\n" +
-	"\x04mode\x18\a \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\"S\n" +
+	"\x04mode\x18\a \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x12.\n" +
+	"\x13candidate_paper_ids\x18\b \x03(\tR\x11candidatePaperIds\x12\x1c\n" +
+	"\tdiversity\x18\t \x01(\x02R\tdiversity\x123\n" +
+	"\x16recency_half_life_days\x18\n" +
+	" \x01(\x02R\x13recencyHalfLifeDays\x12\x18\n" +
+	"\aexplain\x18\v \x01(\bR\aexplain\"8\n" +
+	"\n" +
+	"SharedTerm\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x02R\x06weight\"\x93\x02\n" +
+	"\vExplanation\x12#\n" +
+	"\rlexical_score\x18\x01 \x01(\x02R\flexicalScore\x12\x1f\n" +
+	"\vdense_score\x18\x02 \x01(\x02R\n" +
+	"denseScore\x12\x1f\n" +
+	"\vfused_score\x18\x03 \x01(\x02R\n" +
+	"fusedScore\x12&\n" +
+	"\x0fclosest_seed_id\x18\x04 \x01(\tR\rclosestSeedId\x126\n" +
+	"\x17closest_seed_similarity\x18\x05 \x01(\x02R\x15closestSeedSimilarity\x12=\n" +
+	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\"\xc2\x01\n" +
 	"\x0eRecommendation\x12+\n" +
 	"\x05paper\x18\x01 \x01(\v2\x15.recommender.v1.PaperR\x05paper\x12\x14\n" +
-	"\x05score\x18\x02 \x01(\x02R\x05score\"\xa8\x01\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
+	"\x13duplicate_paper_ids\x18\x03 \x03(\tR\x11duplicatePaperIds\x12=\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\"\xdc\x01\n" +
 	"\x11RecommendResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
-	"\x04mode\x18\x03 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\",\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x122\n" +
+	"\x15unknown_candidate_ids\x18\x04 \x03(\tR\x13unknownCandidateIds\",\n" +
 	"\x0fGetPaperRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\"?\n" +
 	"\x10GetPaperResponse\x12+\n" +
@@ -1219,53 +1459,57 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 }
 
 var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_recommender_v1_recommender_proto_goTypes = []any{
 	(RetrievalMode)(0),           // 0: recommender.v1.RetrievalMode
 	(*Paper)(nil),                // 1: recommender.v1.Paper
 	(*Filter)(nil),               // 2: recommender.v1.Filter
 	(*RecommendRequest)(nil),     // 3: recommender.v1.RecommendRequest
-	(*Recommendation)(nil),       // 4: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),    // 5: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),      // 6: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),     // 7: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),  // 8: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil), // 9: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),  // 10: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil), // 11: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),  // 12: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),            // 13: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil), // 14: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),  // 15: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil), // 16: recommender.v1.GetIndexInfoResponse
+	(*SharedTerm)(nil),           // 4: recommender.v1.SharedTerm
+	(*Explanation)(nil),          // 5: recommender.v1.Explanation
+	(*Recommendation)(nil),       // 6: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),    // 7: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),      // 8: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),     // 9: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),  // 10: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil), // 11: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),  // 12: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil), // 13: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),  // 14: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),            // 15: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil), // 16: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),  // 17: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil), // 18: recommender.v1.GetIndexInfoResponse
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
 	2,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 1: recommender.v1.RecommendRequest.mode:type_name -> recommender.v1.RetrievalMode
-	1,  // 2: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
-	4,  // 3: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
-	0,  // 4: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
-	1,  // 5: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
-	1,  // 6: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
-	1,  // 7: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
-	13, // 8: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	3,  // 9: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	6,  // 10: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	8,  // 11: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	10, // 12: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	12, // 13: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	15, // 14: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	5,  // 15: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	7,  // 16: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	9,  // 17: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	11, // 18: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	14, // 19: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	16, // 20: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 2: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
+	1,  // 3: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
+	5,  // 4: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
+	6,  // 5: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
+	0,  // 6: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
+	1,  // 7: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
+	1,  // 8: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
+	1,  // 9: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
+	15, // 10: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
+	3,  // 11: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	8,  // 12: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	10, // 13: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	12, // 14: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	14, // 15: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	17, // 16: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	7,  // 17: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	9,  // 18: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	11, // 19: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	13, // 20: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	16, // 21: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	18, // 22: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -1279,7 +1523,7 @@ func file_recommender_v1_recommender_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -272,6 +272,7 @@ func (x *index) getScratch() *scratch {
 type matcher struct {
 	x          *index
 	f          store.Filter
+	only       map[uint32]bool // nil: no restriction
 	excluded   map[uint32]bool
 	categories map[string]bool
 	authors    map[string]bool
@@ -279,6 +280,14 @@ type matcher struct {
 
 func (x *index) matcher(f store.Filter) *matcher {
 	m := &matcher{x: x, f: f, excluded: map[uint32]bool{}}
+	if f.OnlyIDs != nil {
+		m.only = map[uint32]bool{}
+		for _, id := range f.OnlyIDs {
+			if n, ok := x.byID[id]; ok {
+				m.only[n] = true
+			}
+		}
+	}
 	for _, id := range f.ExcludeIDs {
 		if n, ok := x.byID[id]; ok {
 			m.excluded[n] = true
@@ -301,7 +310,7 @@ func (x *index) matcher(f store.Filter) *matcher {
 
 func (m *matcher) match(n uint32) bool {
 	d := &m.x.docs[n]
-	if !d.alive || m.excluded[n] {
+	if !d.alive || m.excluded[n] || (m.only != nil && !m.only[n]) {
 		return false
 	}
 	if (m.f.MinYear != 0 || m.f.MaxYear != 0) && d.year == 0 {

@@ -369,7 +369,9 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", r.ID, err)
 			}
-			p.Lexical, p.Dense = lexical.Vector{}, nil
+			if !q.WithVectors {
+				p.Lexical, p.Dense = lexical.Vector{}, nil
+			}
 			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
 		}
 		return nil

@@ -104,12 +104,11 @@ func toFilter(f store.Filter) *qc.Filter {
 		}
 		must = append(must, qc.NewMatchKeywords("authors_norm", norm...))
 	}
+	if f.OnlyIDs != nil {
+		must = append(must, qc.NewHasID(pointIDs(f.OnlyIDs)...))
+	}
 	if len(f.ExcludeIDs) > 0 {
-		ids := make([]*qc.PointId, len(f.ExcludeIDs))
-		for i, id := range f.ExcludeIDs {
-			ids[i] = qc.NewID(PointID(id))
-		}
-		mustNot = append(mustNot, qc.NewHasID(ids...))
+		mustNot = append(mustNot, qc.NewHasID(pointIDs(f.ExcludeIDs)...))
 	}
 	if must == nil && mustNot == nil {
 		return nil
@@ -118,3 +117,11 @@ func toFilter(f store.Filter) *qc.Filter {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func pointIDs(paperIDs []string) []*qc.PointId {
+	ids := make([]*qc.PointId, len(paperIDs))
+	for i, id := range paperIDs {
+		ids[i] = qc.NewID(PointID(id))
+	}
+	return ids
+}

@@ -444,13 +444,16 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	for i, r := range ranked {
 		ids[i] = r.ID
 	}
-	found, err := s.fetch(ctx, ids, qc.NewWithPayloadExclude("content_hash", "lexical_length"), false)
+	found, err := s.fetch(ctx, ids, qc.NewWithPayloadExclude("content_hash"), q.WithVectors)
 	if err != nil {
 		return nil, err
 	}
 	byID := make(map[string]store.Paper, len(found))
 	for _, pt := range found {
 		p := fromPayload(pt.GetPayload())
+		if q.WithVectors {
+			p.Lexical, p.Dense = vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+		}
 		byID[p.ID] = p
 	}
 	hits := make([]store.Hit, 0, len(ranked))

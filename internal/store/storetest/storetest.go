@@ -237,6 +237,12 @@ func testLexicalTopK(t *testing.T, s store.Store) {
 	if got := search(t, s, textQuery("reciprocal rank fusion", 1)); len(got) != 1 || got[0].Paper.ID != "exact" {
 		t.Fatalf("limit 1 = %v", hitIDs(got))
 	}
+	q := textQuery("reciprocal rank fusion", 1)
+	q.WithVectors = true
+	want := Paper("exact", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion.").Lexical
+	if got := search(t, s, q); !slices.Equal(got[0].Paper.Lexical.Indices, want.Indices) || !slices.Equal(got[0].Paper.Lexical.Values, want.Values) {
+		t.Fatalf("hit with vectors: %+v, want lexical %v", got[0].Paper.Lexical, want)
+	}
 }
 
 func testNegativeWeights(t *testing.T, s store.Store) {
@@ -293,6 +299,8 @@ func testFilters(t *testing.T, s store.Store) {
 		{"authors any of, folded", store.Filter{Authors: []string{"ada  LOVELACE"}}, []string{"y2019", "y2021"}},
 		{"exclusions", store.Filter{ExcludeIDs: []string{"y2019", "nodate", "unknown"}}, []string{"y2020", "y2021"}},
 		{"all together", store.Filter{MinYear: 2019, Categories: []string{"cs.IR"}, Authors: []string{"Grace Hopper"}}, []string{"y2021"}},
+		{"only these ids", store.Filter{OnlyIDs: []string{"y2019", "y2021", "unknown"}}, []string{"y2019", "y2021"}},
+		{"only these ids, filtered", store.Filter{OnlyIDs: []string{"y2019", "y2021"}, MinYear: 2020}, []string{"y2021"}},
 	}
 	for _, tc := range cases {
 		q := textQuery("filtered topic", 10)
