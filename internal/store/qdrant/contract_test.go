@@ -272,7 +272,9 @@ func TestQdrantErrorsBecomeStoreErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Stop()
-	if err := s.Ping(ctx); !errors.As(err, &ue) {
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := s.Ping(short); !errors.As(err, &ue) {
 		t.Fatalf("ping of a stopped Qdrant: %v", err)
 	}
 	if err := d.Restart(); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	qc "github.com/qdrant/go-client/qdrant"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -86,12 +87,14 @@ func (s *Store) Close() error { return s.client.Close() }
 const poolSize = 3
 
 // Ping implements store.HealthChecker. It checks every pooled connection (calls go round
-// robin), so "healthy" means the next call will not land on one still reconnecting.
+// robin), so "healthy" means the next call will not land on one still reconnecting, and it
+// waits for a reconnecting connection until ctx's deadline, so only a Qdrant that stays away
+// counts as down.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	for range poolSize {
-		if _, err := s.client.HealthCheck(ctx); err != nil {
+		if _, err := s.client.GetQdrantClient().HealthCheck(ctx, &qc.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 			return mapErr(s.opts.Collection, err)
 		}
 	}
