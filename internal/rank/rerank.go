@@ -61,14 +61,23 @@ func CollapseDuplicates(cands []Candidate) []Candidate {
 }
 
 // ApplyRecency multiplies each score by 0.5^(age / halfLife) and re-sorts. Age runs from the
-// paper's date, or the middle of its year, to now; an unknown date counts as one half-life.
+// paper's date, or the middle of its year, to now. A paper of unknown date gets the factor of
+// the oldest dated candidate: no boost, but no penalty for missing metadata either.
 func ApplyRecency(cands []Candidate, halfLife time.Duration, now time.Time) {
+	factors := make([]float64, len(cands))
+	oldest := 1.0
 	for i := range cands {
-		age := halfLife
+		factors[i] = -1
 		if t, ok := paperTime(&cands[i]); ok {
-			age = max(now.Sub(t), 0)
+			factors[i] = math.Pow(0.5, float64(max(now.Sub(t), 0))/float64(halfLife))
+			oldest = min(oldest, factors[i])
 		}
-		cands[i].Score *= float32(math.Pow(0.5, float64(age)/float64(halfLife)))
+	}
+	for i := range cands {
+		if factors[i] < 0 {
+			factors[i] = oldest
+		}
+		cands[i].Score *= float32(factors[i])
 	}
 	slices.SortStableFunc(cands, func(a, b Candidate) int {
 		if Better(Scored{a.ID, a.Score}, Scored{b.ID, b.Score}) {

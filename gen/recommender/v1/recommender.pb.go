@@ -307,8 +307,8 @@ type RecommendRequest struct {
 	// pool is the best max(100, 3 x (offset + page_size)) results, so pages stay consistent.
 	Diversity float32 `protobuf:"fixed32,9,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	// Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
-	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. Papers of
-	// unknown date count as one half-life old.
+	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. A paper of
+	// unknown date gets the factor of the oldest dated candidate.
 	RecencyHalfLifeDays float32 `protobuf:"fixed32,10,opt,name=recency_half_life_days,json=recencyHalfLifeDays,proto3" json:"recency_half_life_days,omitempty"`
 	// Explain each result: the score of each signal, the closest seed and the shared terms.
 	Explain       bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`

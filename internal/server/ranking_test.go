@@ -1,0 +1,281 @@
+package server_test
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/testutil"
+)
+
+// sampleServer serves the shared arXiv sample.
+func sampleServer(t *testing.T) (*testutil.Server, []*recommenderv1.Paper) {
+	t.Helper()
+	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	srv := testutil.StartServer(t)
+	testutil.Ingest(t, srv.Client, papers)
+	return srv, papers
+}
+
+// meanPairwiseSimilarity is the mean cosine similarity of the results' term vectors.
+func meanPairwiseSimilarity(results []*recommenderv1.Recommendation) float64 {
+	var sum float64
+	n := 0
+	for i := range results {
+		for j := i + 1; j < len(results); j++ {
+			a, b := results[i].GetPaper(), results[j].GetPaper()
+			sum += rank.LexicalCosine(lexical.Document(a.GetTitle(), a.GetAbstract()), lexical.Document(b.GetTitle(), b.GetAbstract()))
+			n++
+		}
+	}
+	return sum / float64(n)
+}
+
+func TestDiversitySpreadsTheTopTen(t *testing.T) {
+	srv, _ := sampleServer(t)
+	ask := func(d float32) []*recommenderv1.Recommendation {
+		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "federated learning privacy", PageSize: 10, Diversity: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetResults()) != 10 {
+			t.Fatalf("diversity %v: %d results", d, len(resp.GetResults()))
+		}
+		return resp.GetResults()
+	}
+	plain, diverse := ask(0), ask(0.5)
+	if plain[0].GetPaper().GetId() != diverse[0].GetPaper().GetId() {
+		t.Fatalf("diversity changed the top result: %s -> %s", plain[0].GetPaper().GetId(), diverse[0].GetPaper().GetId())
+	}
+	before, after := meanPairwiseSimilarity(plain), meanPairwiseSimilarity(diverse)
+	t.Logf("mean pairwise similarity of the top 10: %.3f without diversity, %.3f with 0.5", before, after)
+	if after >= before {
+		t.Fatalf("diversity did not spread the results: %.3f -> %.3f", before, after)
+	}
+	// Paging through the diverse list is consistent: page 2 continues page 1.
+	first, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "federated learning privacy", PageSize: 5, Diversity: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "federated learning privacy", PageSize: 5, Diversity: 0.5, PageToken: first.GetNextPageToken()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(first)[:5:5], ids(&recommenderv1.RecommendResponse{Results: diverse})[:5]; !slices.Equal(got, want) {
+		t.Fatalf("page 1 %v, want %v", got, want)
+	}
+	if got, want := ids(second), ids(&recommenderv1.RecommendResponse{Results: diverse})[5:]; !slices.Equal(got, want) {
+		t.Fatalf("page 2 %v, want %v", got, want)
+	}
+}
+
+func TestRecencyMovesANewerEquallySimilarPaperUp(t *testing.T) {
+	srv := testutil.StartServer(t)
+	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{
+		// Same terms (numbers are not terms), so the same score; the older one has the smaller id.
+		{Id: "a-old", Title: "Sparse retrieval 2015", Abstract: "Inverted indexes for sparse retrieval.", Date: "2015-03-01"},
+		{Id: "b-new", Title: "Sparse retrieval 2024", Abstract: "Inverted indexes for sparse retrieval.", Date: "2024-03-01"},
+		{Id: "c-undated", Title: "Sparse retrieval", Abstract: "Inverted indexes for sparse retrieval."},
+	})
+	order := func(halfLife float32) []string {
+		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "sparse retrieval", RecencyHalfLifeDays: halfLife})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids(resp)
+	}
+	if got := order(0); !slices.Equal(got, []string{"a-old", "b-new", "c-undated"}) {
+		t.Fatalf("without recency %v: want ties by id", got)
+	}
+	if got := order(365); got[0] != "b-new" {
+		t.Fatalf("with a one-year half-life %v: want the 2024 paper first", got)
+	}
+	_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "sparse", RecencyHalfLifeDays: -1})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "sparse", Diversity: 1.5})
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestDuplicateTitlesCollapse(t *testing.T) {
+	srv := testutil.StartServer(t)
+	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{
+		{Id: "1706.03762", Title: "Attention Is All You Need", Abstract: "The Transformer, based solely on attention mechanisms."},
+		{Id: "attention-copy", Title: "Attention is all you need.", Abstract: "The Transformer, based solely on attention mechanisms, dispensing with recurrence."},
+		{Id: "other", Title: "Attention in recurrent networks", Abstract: "Attention mechanisms for recurrence."},
+	})
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "attention transformer", PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(resp); len(got) != 2 || !slices.Contains(got, "other") {
+		t.Fatalf("results %v: want the two versions folded into one, and the other paper", got)
+	}
+	first := resp.GetResults()[0]
+	if first.GetPaper().GetTitle() == "Attention in recurrent networks" {
+		first = resp.GetResults()[1]
+	}
+	if dups := first.GetDuplicatePaperIds(); len(dups) != 1 || dups[0] == first.GetPaper().GetId() {
+		t.Fatalf("kept %s with duplicates %v", first.GetPaper().GetId(), dups)
+	}
+}
+
+// words is the set of lower-cased words of text.
+func words(text string) map[string]bool {
+	out := map[string]bool{}
+	for _, w := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127)
+	}) {
+		out[w] = true
+	}
+	return out
+}
+
+func TestExplanationsNameRealSharedTerms(t *testing.T) {
+	srv, papers := sampleServer(t)
+	byID := map[string]*recommenderv1.Paper{}
+	for _, p := range papers {
+		byID[p.GetId()] = p
+	}
+	seed := papers[0]
+	query := "semantic segmentation of buildings"
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: query, PositivePaperIds: []string{seed.GetId()}, PageSize: 10, Explain: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shared term is a word of the result whose term (stem) is a term of the query or seed.
+	asked := map[string]bool{}
+	for _, term := range lexical.Terms(query + " " + seed.GetTitle() + " " + seed.GetAbstract()) {
+		asked[term] = true
+	}
+	for _, r := range resp.GetResults() {
+		e := r.GetExplanation()
+		if e == nil || len(e.GetSharedTerms()) == 0 || len(e.GetSharedTerms()) > 5 {
+			t.Fatalf("%s: explanation %v", r.GetPaper().GetId(), e)
+		}
+		text := words(r.GetPaper().GetTitle() + " " + r.GetPaper().GetAbstract())
+		for i, st := range e.GetSharedTerms() {
+			if terms := lexical.Terms(st.GetTerm()); !text[st.GetTerm()] || len(terms) != 1 || !asked[terms[0]] {
+				t.Errorf("%s: shared term %q is not a word of the result with a term of the query or seed", r.GetPaper().GetId(), st.GetTerm())
+			}
+			if i > 0 && st.GetWeight() > e.GetSharedTerms()[i-1].GetWeight() {
+				t.Errorf("%s: shared terms not heaviest first", r.GetPaper().GetId())
+			}
+		}
+		if e.GetClosestSeedId() != seed.GetId() || e.GetClosestSeedSimilarity() <= 0 || e.GetLexicalScore() != r.GetScore() || e.GetFusedScore() != r.GetScore() {
+			t.Errorf("%s: explanation %v (score %v)", r.GetPaper().GetId(), e, r.GetScore())
+		}
+	}
+	// Without explain, no explanation is sent.
+	plain, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: query, PageSize: 3})
+	if err != nil || plain.GetResults()[0].GetExplanation() != nil {
+		t.Fatalf("unasked explanation: %v, %v", plain, err)
+	}
+}
+
+func TestNegativeSeedPushesItsNeighboursOut(t *testing.T) {
+	srv, papers := sampleServer(t)
+	top := func(req *recommenderv1.RecommendRequest) []string {
+		req.PageSize = 10
+		resp, err := srv.Client.Recommend(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids(resp)
+	}
+	// For a seed, take its second-best neighbour as the negative seed; that neighbour's own
+	// nearest papers among the seed's top 10 must leave the top 10.
+	checked := 0
+	for _, p := range papers[:40] {
+		seedTop := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}})
+		if len(seedTop) < 10 {
+			continue
+		}
+		neg := seedTop[1]
+		negTop := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{neg}})
+		var near []string // the negative seed's 3 nearest papers that the seed also ranks top 10
+		for _, id := range negTop {
+			if slices.Contains(seedTop, id) && id != p.GetId() && len(near) < 3 {
+				near = append(near, id)
+			}
+		}
+		if len(near) == 0 {
+			continue
+		}
+		pushed := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}, NegativePaperIds: []string{neg}})
+		if slices.Contains(pushed, neg) {
+			t.Fatalf("negative seed %s returned", neg)
+		}
+		stayed := 0
+		for _, id := range near {
+			if slices.Contains(pushed, id) {
+				stayed++
+			}
+		}
+		checked++
+		if stayed == len(near) {
+			t.Errorf("seed %s, negative %s: none of its neighbours %v left the top 10 %v", p.GetId(), neg, near, pushed)
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d seeds had a usable negative", checked)
+	}
+}
+
+func TestCandidateListsAreRanked(t *testing.T) {
+	srv := demoServer(t)
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{
+		PositivePaperIds:  []string{"demo-0019"},
+		CandidatePaperIds: []string{"demo-0001", "demo-0021", "demo-0024", "nope", "demo-0043"},
+		PageSize:          10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ids(resp)
+	for _, id := range got {
+		if !slices.Contains([]string{"demo-0001", "demo-0021", "demo-0024", "demo-0043"}, id) {
+			t.Fatalf("result %s is not a candidate", id)
+		}
+	}
+	// The two speech papers rank first for a speech seed.
+	if len(got) < 2 || !slices.Contains(got[:2], "demo-0021") || !slices.Contains(got[:2], "demo-0024") {
+		t.Fatalf("ranked candidates %v", got)
+	}
+	if !slices.Equal(resp.GetUnknownCandidateIds(), []string{"nope"}) {
+		t.Fatalf("unknown candidates %v, want [nope]", resp.GetUnknownCandidateIds())
+	}
+	// Only unknown candidates: an empty answer that says so.
+	resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech", CandidatePaperIds: []string{"x", "y"}})
+	if err != nil || len(resp.GetResults()) != 0 || len(resp.GetUnknownCandidateIds()) != 2 {
+		t.Fatalf("only unknown candidates: %v, %v", resp, err)
+	}
+}
+
+func TestSeveralSeedsFindWhatTheyShare(t *testing.T) {
+	srv := demoServer(t)
+	// Two seeds from different areas: a robot-learning paper and a speech paper. Averaging
+	// gives each an equal say, so both areas are represented in the top 6.
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0025", "demo-0019"}, PageSize: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var robot, speech int
+	for _, r := range resp.GetResults() {
+		text := strings.ToLower(r.GetPaper().GetTitle() + " " + r.GetPaper().GetAbstract())
+		if strings.Contains(text, "robot") {
+			robot++
+		}
+		if strings.Contains(text, "speech") {
+			speech++
+		}
+	}
+	if robot == 0 || speech == 0 {
+		t.Fatalf("two seeds gave %d robot and %d speech papers in %v", robot, speech, ids(resp))
+	}
+}
