@@ -45,8 +45,12 @@ func TestDocumentWeighsTitleTerms(t *testing.T) {
 	if got := weight(v, "network"); got != lexical.TitleWeight {
 		t.Errorf("network tf = %v, want %d", got, lexical.TitleWeight)
 	}
-	if v.Sum() != 2*lexical.TitleWeight+2 {
-		t.Errorf("length = %v", v.Sum())
+	if got := weight(v, "graph network"); got != lexical.TitleWeight*lexical.BigramWeight {
+		t.Errorf("pair tf = %v, want %v", got, lexical.TitleWeight*lexical.BigramWeight)
+	}
+	// Title: 2 terms and 1 pair, twice; abstract: 2 terms and 1 pair ("graph graph").
+	if want := float32(lexical.TitleWeight*(2+lexical.BigramWeight) + 2 + lexical.BigramWeight); v.Sum() != want {
+		t.Errorf("length = %v, want %v", v.Sum(), want)
 	}
 }
 

@@ -1,21 +1,23 @@
 package server_test
 
 import (
-	"context"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
-// minTopicPrecision is the quality bar for lexical recommendations on the shared arXiv sample.
-const minTopicPrecision = 0.60
+// Quality bars for lexical recommendations, measured through the gRPC API. Run with -v to see
+// the figures; `recommender eval` prints them for every mode.
+const (
+	minTopicPrecision = 0.60
+	minCSFCubeNDCG    = 0.56
+)
 
-// TestTopicPrecisionAt10 recommends by each paper of the shared arXiv sample as the only seed,
-// through the gRPC API, and counts a result as relevant when it shares a topic label with the
-// seed. Run with -v to see the figure.
+// TestTopicPrecisionAt10 recommends by each paper of the shared arXiv sample as the only seed
+// and counts a result as relevant when it shares a topic label with the seed.
 func TestTopicPrecisionAt10(t *testing.T) {
 	if testing.Short() {
 		t.Skip("ingests 4,082 papers; skipped with -short")
@@ -23,37 +25,42 @@ func TestTopicPrecisionAt10(t *testing.T) {
 	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, papers)
-	p := topicPrecision(t, srv.Client, papers)
+	p, err := eval.TopicPrecision(ctx, srv.Client, papers)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("topic precision@10 over %d seed papers: %.4f (bar %.2f)", len(papers), p, minTopicPrecision)
 	if p < minTopicPrecision {
 		t.Fatalf("topic precision@10 = %.4f, below %.2f", p, minTopicPrecision)
 	}
 }
 
-// topicPrecision is the mean, over seeds, of the share of the top 10 that shares a topic with the
-// seed. A seed with fewer than 10 results counts the missing ones as misses.
-func topicPrecision(tb testing.TB, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper) float64 {
-	topics := map[string][]string{}
-	for _, p := range papers {
-		topics[p.GetId()] = p.GetTopics()
+// TestCSFCubeLexical ranks every CSFCube pool by similarity to its query paper, lexically,
+// and scores the dev split.
+func TestCSFCubeLexical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ingests 4,205 papers; skipped with -short")
 	}
-	var sum float64
-	for _, p := range papers {
-		resp, err := c.Recommend(context.Background(), &recommenderv1.RecommendRequest{
-			PositivePaperIds: []string{p.GetId()}, PageSize: 10})
-		if err != nil {
-			tb.Fatalf("recommend by %s: %v", p.GetId(), err)
-		}
-		hits := 0
-		for _, r := range resp.GetResults() {
-			for _, topic := range topics[r.GetPaper().GetId()] {
-				if slices.Contains(p.GetTopics(), topic) {
-					hits++
-					break
-				}
-			}
-		}
-		sum += float64(hits) / 10
+	c, err := eval.LoadCSFCube(filepath.Join(testutil.SharedDir(t), "eval", "csfcube"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return sum / float64(len(papers))
+	srv := testutil.StartServer(t)
+	testutil.Ingest(t, srv.Client, c.Corpus)
+	s, rankings, err := c.Evaluate(ctx, srv.Client, recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("CSFCube dev, lexical, %d rows: NDCG%%20 %.4f, NDCG@20 %.4f (bar %.2f)", s.Rows, s.NDCGPct20, s.NDCG20, minCSFCubeNDCG)
+	for i, r := range rankings {
+		if len(r.Ranked) != len(c.Pools[i].Candidates) {
+			t.Fatalf("row %s/%s: %d ranked of %d candidates", r.QueryID, r.Facet, len(r.Ranked), len(c.Pools[i].Candidates))
+		}
+	}
+	if len(rankings) != 50 || s.Rows != 24 {
+		t.Fatalf("%d rankings, %d dev rows; want 50 and 24", len(rankings), s.Rows)
+	}
+	if s.NDCGPct20 < minCSFCubeNDCG {
+		t.Fatalf("NDCG%%20 = %.4f, below %.2f", s.NDCGPct20, minCSFCubeNDCG)
+	}
 }

@@ -189,41 +189,45 @@ func TestNegativeSeedPushesItsNeighboursOut(t *testing.T) {
 		return ids(resp)
 	}
 	// For a seed, take its second-best neighbour as the negative seed; that neighbour's own
-	// nearest papers among the seed's top 10 must leave the top 10.
-	checked := 0
-	for _, p := range papers[:40] {
+	// nearest papers among the seed's top 10 should leave the top 10.
+	var seeds, seedsUnmoved, near, pushedOut int
+	for _, p := range papers[:60] {
 		seedTop := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}})
 		if len(seedTop) < 10 {
 			continue
 		}
 		neg := seedTop[1]
-		negTop := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{neg}})
-		var near []string // the negative seed's 3 nearest papers that the seed also ranks top 10
-		for _, id := range negTop {
-			if slices.Contains(seedTop, id) && id != p.GetId() && len(near) < 3 {
-				near = append(near, id)
+		var neighbours []string // the negative seed's 3 nearest papers that the seed ranks top 10
+		for _, id := range top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{neg}}) {
+			if slices.Contains(seedTop, id) && id != p.GetId() && len(neighbours) < 3 {
+				neighbours = append(neighbours, id)
 			}
 		}
-		if len(near) == 0 {
+		if len(neighbours) == 0 {
 			continue
 		}
-		pushed := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}, NegativePaperIds: []string{neg}})
-		if slices.Contains(pushed, neg) {
+		after := top(&recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}, NegativePaperIds: []string{neg}})
+		if slices.Contains(after, neg) {
 			t.Fatalf("negative seed %s returned", neg)
 		}
-		stayed := 0
-		for _, id := range near {
-			if slices.Contains(pushed, id) {
-				stayed++
+		out := 0
+		for _, id := range neighbours {
+			if !slices.Contains(after, id) {
+				out++
 			}
 		}
-		checked++
-		if stayed == len(near) {
-			t.Errorf("seed %s, negative %s: none of its neighbours %v left the top 10 %v", p.GetId(), neg, near, pushed)
+		seeds++
+		near += len(neighbours)
+		pushedOut += out
+		if out == 0 {
+			seedsUnmoved++
 		}
 	}
-	if checked < 10 {
-		t.Fatalf("only %d seeds had a usable negative", checked)
+	share := float64(pushedOut) / float64(near)
+	t.Logf("%d seeds: %d of %d near neighbours of the negative seed left the top 10 (%.0f%%); %d seeds kept all of them",
+		seeds, pushedOut, near, 100*share, seedsUnmoved)
+	if seeds < 20 || share < 0.75 || seedsUnmoved > seeds/10 {
+		t.Fatalf("negative seeds too weak: %.0f%% of near neighbours pushed out, %d of %d seeds unmoved", 100*share, seedsUnmoved, seeds)
 	}
 }
 

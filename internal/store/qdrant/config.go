@@ -23,8 +23,8 @@ type Options struct {
 	Timeout time.Duration
 	// BatchSize bounds points per upsert request.
 	BatchSize int
-	// AverageLength is the average document length (in weighted terms) that BM25's length
-	// normalisation assumes. Qdrant applies idf at query time but cannot renormalise stored
+	// AverageLength is the average document length (in weighted terms and pairs) that BM25's
+	// length normalisation assumes; 180 is the arXiv sample's. Qdrant applies idf at query time but cannot renormalise stored
 	// term weights as the corpus grows, so the collection fixes it at creation.
 	AverageLength float64
 	// Shards and Replicas are used when the collection is created.
@@ -33,7 +33,7 @@ type Options struct {
 
 // Defaults returns the default options.
 func Defaults() Options {
-	return Options{Collection: "papers", Timeout: 10 * time.Second, BatchSize: 256, AverageLength: 120, Shards: 1, Replicas: 1}
+	return Options{Collection: "papers", Timeout: 10 * time.Second, BatchSize: 256, AverageLength: 180, Shards: 1, Replicas: 1}
 }
 
 // endpoint is a parsed Options.URL.

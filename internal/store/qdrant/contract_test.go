@@ -161,7 +161,7 @@ func TestUpsertSendsPointsWithWait(t *testing.T) {
 	// Sparse values are BM25 document weights, not raw term frequencies.
 	length := papers[0].Lexical.Sum()
 	for i, w := range vecs[qdrant.LexicalVector].GetSparse().GetValues() {
-		if want := lexical.BM25Weight(papers[0].Lexical.Values[i], length, 120); w != want {
+		if want := lexical.BM25Weight(papers[0].Lexical.Values[i], length, float32(qdrant.Defaults().AverageLength)); w != want {
 			t.Fatalf("sparse value %d = %v, want BM25 weight %v", i, w, want)
 		}
 	}
