@@ -475,3 +475,31 @@ func TestServeOnQdrantDouble(t *testing.T) {
 		t.Fatalf("recommend after Qdrant is back: exit %d\n%s%s", code, out, e)
 	}
 }
+
+// TestEvalCommand runs the quality benchmark end to end with the fake embedding API, so every
+// mode is measured, and checks the rankings file covers all 50 rows.
+func TestEvalCommand(t *testing.T) {
+	shared := testutil.SharedDir(t)
+	api := embedtest.New(32)
+	defer api.Close()
+	out := filepath.Join(t.TempDir(), "rankings.jsonl")
+	cmd := exec.Command(binary, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out)
+	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("eval: %v\n%s", err, b)
+	}
+	t.Logf("\n%s", b)
+	for _, mode := range []string{"lexical", "dense", "hybrid"} {
+		if !regexp.MustCompile(`(?m)^  ` + mode + ` +0\.\d{4} +0\.\d{4} +\(24 dev rows\)$`).Match(b) {
+			t.Errorf("no NDCG line for %s", mode)
+		}
+	}
+	rows, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(rows), "\n"); n != 50 {
+		t.Fatalf("%d ranking rows, want 50", n)
+	}
+}

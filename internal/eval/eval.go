@@ -54,6 +54,9 @@ func LoadCSFCube(dir string) (*CSFCube, error) {
 		if err := json.Unmarshal(line, &p); err != nil {
 			return err
 		}
+		if p.Year < 1000 || p.Year > 9999 {
+			p.Year = 0 // the corpus has a few impossible years (801); the API would reject them
+		}
 		c.Corpus = append(c.Corpus, &recommenderv1.Paper{Id: p.ID, Title: p.Title, Abstract: p.Abstract, Year: p.Year})
 		return nil
 	})

@@ -46,7 +46,9 @@ func TestCSFCubeLexical(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := testutil.StartServer(t)
-	testutil.Ingest(t, srv.Client, c.Corpus)
+	if resp := testutil.Ingest(t, srv.Client, c.Corpus); resp.GetInserted() != int64(len(c.Corpus)) {
+		t.Fatalf("ingested %d of %d papers: %v", resp.GetInserted(), len(c.Corpus), resp.GetRejections())
+	}
 	s, rankings, err := c.Evaluate(ctx, srv.Client, recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL)
 	if err != nil {
 		t.Fatal(err)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
@@ -39,42 +37,27 @@ func StartServer(tb testing.TB) *Server { return StartServerWith(tb, Options{}) 
 // StartServerWith is StartServer with options.
 func StartServerWith(tb testing.TB, o Options) *Server {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
-	st, err := embedded.Open(ctx, embedded.Options{Dir: o.Dir})
+	st, err := embedded.Open(context.Background(), embedded.Options{Dir: o.Dir})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := server.NewService(ctx, st, o.Embedder)
+	lb, err := server.StartLoopback(context.Background(), st, o.Embedder)
 	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := server.Listen(cfg, svc, log)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+		_ = st.Close()
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("serve: %v", err)
+		if err := lb.Close(); err != nil {
+			tb.Errorf("stop server: %v", err)
 		}
 		if err := st.Close(); err != nil {
 			tb.Errorf("close store: %v", err)
 		}
 	})
-	return &Server{Client: recommenderv1.NewRecommenderServiceClient(conn), Conn: conn, Addr: srv.Addr().String()}
+	return &Server{Client: recommenderv1.NewRecommenderServiceClient(lb.Conn), Conn: lb.Conn, Addr: lb.Addr}
 }
 
 // SharedDir returns the shared data directory: $RECOMMENDER_SHARED_DIR, or ../shared beside the

@@ -1,0 +1,52 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// Loopback is a Service served over real gRPC on 127.0.0.1, with a client connected to it: for
+// tests, benchmarks and the eval command, which measure the service through its API.
+type Loopback struct {
+	Conn *grpc.ClientConn
+	Addr string
+	stop func() error
+}
+
+// StartLoopback serves st on 127.0.0.1:0 until Close. The caller still owns st.
+func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder) (*Loopback, error) {
+	svc, err := NewService(ctx, st, emb)
+	if err != nil {
+		return nil, err
+	}
+	cfg := DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	srv, err := Listen(cfg, svc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		cancel()
+		return nil, errors.Join(err, <-done)
+	}
+	return &Loopback{Conn: conn, Addr: srv.Addr().String(), stop: func() error {
+		cerr := conn.Close()
+		cancel()
+		return errors.Join(cerr, <-done)
+	}}, nil
+}
+
+// Close stops the server and closes the client connection.
+func (l *Loopback) Close() error { return l.stop() }
