@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -17,23 +16,28 @@ import (
 
 // clientFlags are the connection flags shared by the client commands.
 type clientFlags struct {
-	server  string
-	timeout time.Duration
+	server   string
+	timeout  time.Duration
+	security clientSecurity
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
 	fs.StringVar(&c.server, "server", envOr("RECOMMENDER_SERVER", "127.0.0.1:50051"),
 		"address of the recommender gRPC server, host:port (env RECOMMENDER_SERVER)")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline for the whole call; 0 means none")
+	c.security.register(fs)
 }
 
 func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), error) {
 	if c.server == "" {
-		return nil, nil, usageError{"--server is empty"}
+		return nil, nil, usageError{errNoServer.Error()}
 	}
-	conn, err := grpc.NewClient(c.server,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20)))
+	opts, err := c.security.dialOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient(c.server, append(opts,
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20)))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", c.server, err)
 	}

@@ -2,15 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
+	"net"
+	"net/http"
+	"os"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 )
@@ -37,18 +41,22 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
 	var sf storeFlags
 	sf.register(fs)
-	reflectionDefault, err := strconv.ParseBool(envOr("RECOMMENDER_REFLECTION", "true"))
-	if err != nil {
-		return usageError{"RECOMMENDER_REFLECTION must be true or false"}
-	}
-	fs.BoolVar(&cfg.Reflection, "reflection", reflectionDefault,
+	var sec serverSecurity
+	sec.register(fs)
+	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION") || os.Getenv("RECOMMENDER_REFLECTION") == ""
+	fs.BoolVar(&cfg.Reflection, "reflection", cfg.Reflection,
 		"serve gRPC reflection so tools like grpcurl need no .proto files (env RECOMMENDER_REFLECTION)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
+	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")
+	metricsAddr := fs.String("metrics-addr", os.Getenv("RECOMMENDER_METRICS_ADDR"),
+		"serve Prometheus metrics at http://ADDR/metrics; empty: off (env RECOMMENDER_METRICS_ADDR)")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
 	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
 	var ef embeddingFlags
 	ef.register(fs)
+	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL"),
+		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -60,22 +68,38 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Keys, err = sec.keys(); err != nil {
+		return err
+	}
+	if cfg.TLS, err = sec.tlsConfig(); err != nil {
+		return err
+	}
+	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
+	if *metricsAddr != "" {
+		cfg.Metrics = metrics.New()
+	}
 
-	st, err := sf.open(ctx)
+	raw, err := sf.open(ctx)
 	if err != nil {
 		return err
 	}
+	// Closed last: by then every in-flight RPC has finished, so every acknowledged write is in.
 	defer func() {
-		if err := st.Close(); err != nil {
+		if err := raw.Close(); err != nil {
 			log.Error("close store", "error", err)
 		}
 	}()
+	st := cfg.Metrics.InstrumentStore(raw, sf.backend)
+	cfg.Metrics.PaperCount(st)
 	var emb embed.Embedder
 	retrieval := server.LexicalModel
 	if useEmbedder {
+		if cfg.Metrics != nil {
+			embCfg.Observer = cfg.Metrics
+		}
 		client, err := embed.New(embCfg)
 		if err != nil {
 			return err
@@ -83,7 +107,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		emb, retrieval = client, "hybrid"
 		log.Info("embedding model configured", "embedding", embCfg)
 	}
-	svc, err := server.NewService(ctx, st, emb)
+	opts := []server.Option{server.WithMetrics(cfg.Metrics)}
+	if *fallback {
+		opts = append(opts, server.WithLexicalFallback())
+	}
+	svc, err := server.NewService(ctx, st, emb, opts...)
 	if err != nil {
 		return err
 	}
@@ -96,6 +124,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *metricsAddr != "" {
+		stop, err := serveMetrics(*metricsAddr, cfg.Metrics, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	stats, err := st.Stats(ctx)
 	if err != nil {
 		return err
@@ -103,13 +138,46 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if hc, ok := st.(store.HealthChecker); ok {
 		go srv.WatchStore(ctx, hc, sf.healthInterval)
 	}
-	log.Info("serving", "grpc_addr", srv.Addr().String(), "store", stats.Backend,
-		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection)
+	authMode := "none: loopback only"
+	switch {
+	case cfg.Keys != nil:
+		authMode = fmt.Sprintf("%d API keys", cfg.Keys.Len())
+	case cfg.AllowUnauthenticated:
+		authMode = "none, allowed on a reachable address"
+	}
+	if cfg.Keys == nil {
+		log.Warn("no API keys configured: every caller may read and write")
+	}
+	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
+		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
+		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr)
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves /metrics until the returned stop is called.
+func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "error", err)
+		}
+	}()
+	log.Info("metrics", "addr", lis.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+	}, nil
 }
 
 func loadDemoCorpus(ctx context.Context, svc *server.Service, log *slog.Logger) error {

@@ -55,6 +55,17 @@ type Config struct {
 	MaxAttempts int
 	// InitialBackoff and MaxBackoff shape the exponential backoff between tries.
 	InitialBackoff, MaxBackoff time.Duration
+	// Observer, when set, is told of every request and retry (for metrics).
+	Observer Observer
+}
+
+// Observer receives the client's events.
+type Observer interface {
+	// ObserveRequest reports one HTTP request: its latency, and on success its inputs and
+	// estimated tokens.
+	ObserveRequest(d time.Duration, inputs, tokens int, err error)
+	// ObserveRetry reports a retry after a transient failure.
+	ObserveRetry()
 }
 
 // Defaults returns a Config with every tuning field set to its default.

@@ -178,20 +178,26 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 		}
 		info := &callInfo{}
 		callCtx, cancel := context.WithTimeout(context.WithValue(ctx, callInfoKey{}, info), c.cfg.RequestTimeout)
+		start := time.Now()
 		resp, err := c.api.CreateEmbeddings(callCtx, req)
 		cancel()
 		c.stats.requests.Add(1)
 		if err == nil {
 			vecs, verr := c.check(&resp, len(inputs))
 			if verr != nil {
+				c.observe(start, 0, 0, verr)
 				return nil, &Error{Kind: KindBadResponse, Status: info.status, Attempts: attempt, Err: verr}
 			}
-			c.stats.inputs.Add(int64(len(inputs)))
+			tokens := 0
 			for _, in := range inputs {
-				c.stats.tokens.Add(int64(EstimateTokens(in)))
+				tokens += EstimateTokens(in)
 			}
+			c.stats.inputs.Add(int64(len(inputs)))
+			c.stats.tokens.Add(int64(tokens))
+			c.observe(start, len(inputs), tokens, nil)
 			return vecs, nil
 		}
+		c.observe(start, 0, 0, err)
 		if ctx.Err() != nil { // the caller gave up: not the API's fault
 			return nil, context.Cause(ctx)
 		}
@@ -209,6 +215,9 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 			return nil, e
 		}
 		c.stats.retries.Add(1)
+		if c.cfg.Observer != nil {
+			c.cfg.Observer.ObserveRetry()
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -216,6 +225,12 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 			t.Stop()
 			return nil, context.Cause(ctx)
 		}
+	}
+}
+
+func (c *Client) observe(start time.Time, inputs, tokens int, err error) {
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.ObserveRequest(time.Since(start), inputs, tokens, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,14 +11,19 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/auth"
+	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -29,8 +35,23 @@ type Config struct {
 	Reflection bool
 	// ShutdownTimeout bounds how long a graceful stop waits for in-flight RPCs.
 	ShutdownTimeout time.Duration
-	// MaxRecvMsgBytes bounds one request message: a full IngestPapers batch is about 2 MB.
+	// MaxRecvMsgBytes bounds one request message; larger ones are refused with
+	// RESOURCE_EXHAUSTED before they are read. `backfill` keeps its batches under 3 MiB.
 	MaxRecvMsgBytes int
+
+	// Keys authenticates callers; nil serves without authentication, which Validate allows only
+	// on a loopback address unless AllowUnauthenticated is set.
+	Keys *auth.Keys
+	// AllowUnauthenticated permits serving without keys on a non-loopback address.
+	AllowUnauthenticated bool
+	// RateLimit is each caller's sustained requests per second (0: unlimited); RateBurst its
+	// burst. A caller is its API key, or without keys its address.
+	RateLimit float64
+	RateBurst int
+	// TLS, when set, serves over TLS (with ClientAuth set, mutual TLS).
+	TLS *tls.Config
+	// Metrics records RPC counts and latencies; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // DefaultConfig returns the defaults the CLI starts from.
@@ -39,7 +60,8 @@ func DefaultConfig() Config {
 		Addr:            "127.0.0.1:50051",
 		Reflection:      true,
 		ShutdownTimeout: 20 * time.Second,
-		MaxRecvMsgBytes: 16 << 20,
+		MaxRecvMsgBytes: 4 << 20,
+		RateBurst:       20,
 	}
 }
 
@@ -55,7 +77,62 @@ func (c Config) Validate() error {
 	if c.MaxRecvMsgBytes < 1<<20 {
 		errs = append(errs, errors.New("max receive message size must be at least 1 MiB"))
 	}
+	if host, _, err := net.SplitHostPort(c.Addr); err == nil && c.Keys == nil && !c.AllowUnauthenticated && !isLoopback(host) {
+		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
+			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
+	}
+	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
+		errs = append(errs, errors.New("rate limit must be 0 (off) or positive, with a burst of at least 1"))
+	}
 	return errors.Join(errs...)
+}
+
+// isLoopback reports whether host only accepts connections from this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// methodScopes is the scope each RPC needs; methods not listed (health, reflection) are open.
+var methodScopes = map[string]auth.Scope{
+	recommenderv1.RecommenderService_Recommend_FullMethodName:    auth.Read,
+	recommenderv1.RecommenderService_GetPaper_FullMethodName:     auth.Read,
+	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName: auth.Read,
+	recommenderv1.RecommenderService_UpsertPapers_FullMethodName: auth.Write,
+	recommenderv1.RecommenderService_DeletePapers_FullMethodName: auth.Write,
+	recommenderv1.RecommenderService_IngestPapers_FullMethodName: auth.Write,
+}
+
+// admit authenticates and rate-limits a call to a guarded method, returning the caller.
+func (s *Server) admit(ctx context.Context, method string) (string, error) {
+	need, guarded := methodScopes[method]
+	if !guarded {
+		return "", nil
+	}
+	var p auth.Principal
+	if s.cfg.Keys != nil {
+		var err error
+		if p, err = s.cfg.Keys.Authenticate(ctx); err != nil {
+			return "", status.Error(codes.Unauthenticated, err.Error())
+		}
+		if p.Scope < need {
+			return p.ID, status.Errorf(codes.PermissionDenied, "API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need)
+		}
+	}
+	caller := auth.Caller(ctx, p)
+	if s.limiter != nil {
+		if ok, retry := s.limiter.Allow(caller); !ok {
+			st := status.New(codes.ResourceExhausted, "rate limit exceeded; retry later")
+			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); err == nil {
+				st = d
+			}
+			return caller, st.Err()
+		}
+	}
+	return caller, nil
 }
 
 // ServiceName is the name the health service reports for the recommender.
@@ -63,11 +140,12 @@ const ServiceName = "recommender.v1.RecommenderService"
 
 // Server is a running gRPC server.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	lis    net.Listener
+	cfg     Config
+	log     *slog.Logger
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
+	limiter *auth.Limiter // nil: unlimited
 }
 
 // Listen binds the listener and builds the gRPC server with the service registered.
@@ -80,7 +158,14 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer()}
-	s.grpc = grpc.NewServer(
+	if cfg.RateLimit > 0 {
+		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
+	var opts []grpc.ServerOption
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
@@ -88,7 +173,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		// clients that ping more often, which load balancers and some client libraries do.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-	)
+	)...)
 	recommenderv1.RegisterRecommenderServiceServer(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if cfg.Reflection {
@@ -164,20 +249,28 @@ func (s *Server) Serve(ctx context.Context) error {
 
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	defer func() { err = s.finish(ctx, info.FullMethod, start, recover(), err) }()
+	var caller string
+	defer func() { err = s.finish(ctx, info.FullMethod, caller, start, recover(), err) }()
+	if caller, err = s.admit(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
 	return handler(ctx, req)
 }
 
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	start := time.Now()
-	defer func() { err = s.finish(ss.Context(), info.FullMethod, start, recover(), err) }()
+	var caller string
+	defer func() { err = s.finish(ss.Context(), info.FullMethod, caller, start, recover(), err) }()
+	if caller, err = s.admit(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
 	return handler(srv, ss)
 }
 
 // finish turns a panic into INTERNAL (the process keeps serving), maps the error to a status
 // and logs one line per RPC. Request contents are never logged: abstracts are large and queries
 // may be private.
-func (s *Server) finish(ctx context.Context, method string, start time.Time, panicked any, err error) error {
+func (s *Server) finish(ctx context.Context, method, caller string, start time.Time, panicked any, err error) error {
 	if panicked != nil {
 		s.log.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(panicked), "stack", string(debug.Stack()))
 		err = status.Error(codes.Internal, "internal error")
@@ -188,6 +281,8 @@ func (s *Server) finish(ctx context.Context, method string, start time.Time, pan
 	if code == codes.Internal || code == codes.Unknown || code == codes.DataLoss {
 		level = slog.LevelError
 	}
-	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", time.Since(start))
+	d := time.Since(start)
+	s.cfg.Metrics.ObserveRPC(method, code.String(), d)
+	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", d, "caller", caller)
 	return err
 }

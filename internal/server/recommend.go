@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
@@ -32,6 +34,12 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 		return nil, err
 	}
 	q, seeds, err := s.buildQuery(ctx, r, mode)
+	var ee *embed.Error
+	if err != nil && s.fallback && r.mode == recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED &&
+		errors.As(err, &ee) && ee.Kind == embed.KindUnavailable {
+		mode = recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL
+		q, seeds, err = s.buildQuery(ctx, r, mode)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -23,10 +24,23 @@ const maxListedRejections = 1_000
 // interceptors installed by Listen turn them into statuses (see toStatus).
 type Service struct {
 	recommenderv1.UnimplementedRecommenderServiceServer
-	store store.Store
-	emb   embed.Embedder      // nil: lexical only
-	spec  store.EmbeddingSpec // the store's binding when emb is set
+	store    store.Store
+	emb      embed.Embedder      // nil: lexical only
+	spec     store.EmbeddingSpec // the store's binding when emb is set
+	metrics  *metrics.Metrics
+	fallback bool
 }
+
+// Option adjusts a Service.
+type Option func(*Service)
+
+// WithMetrics records ingest outcomes.
+func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metrics = m } }
+
+// WithLexicalFallback answers requests that leave the mode to the server lexically when the
+// embedding API is unavailable, instead of failing them with UNAVAILABLE. The response's mode
+// says LEXICAL. Requests that ask for DENSE or HYBRID still fail.
+func WithLexicalFallback() Option { return func(s *Service) { s.fallback = true } }
 
 // probeTimeout bounds the one embedding call NewService may make to learn the model's size.
 const probeTimeout = 30 * time.Second
@@ -34,8 +48,11 @@ const probeTimeout = 30 * time.Second
 // NewService returns a Service over st. With an embedder, it binds the store to the embedder's
 // model: the dimensions come from the embedder's configuration, else from the store's earlier
 // binding, else from one probe call; a store bound to another model or size is refused.
-func NewService(ctx context.Context, st store.Store, emb embed.Embedder) (*Service, error) {
+func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Service, error) {
 	s := &Service{store: st, emb: emb}
+	for _, o := range opts {
+		o(s)
+	}
 	if emb == nil {
 		return s, nil
 	}
@@ -158,10 +175,19 @@ func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPap
 	}
 	var c counts
 	c.add(outcomes)
+	c.observe(s.metrics, 0)
 	return &recommenderv1.UpsertPapersResponse{Inserted: int32(c.inserted), Updated: int32(c.updated), Unchanged: int32(c.unchanged)}, nil
 }
 
 type counts struct{ inserted, updated, unchanged int64 }
+
+// observe exports the counts (and the rejected ones) as metrics.
+func (c *counts) observe(m *metrics.Metrics, rejected int64) {
+	m.ObserveIngest("inserted", c.inserted)
+	m.ObserveIngest("updated", c.updated)
+	m.ObserveIngest("unchanged", c.unchanged)
+	m.ObserveIngest("rejected", rejected)
+}
 
 func (c *counts) add(outcomes []store.Outcome) {
 	for _, o := range outcomes {
@@ -227,6 +253,7 @@ func (s *Service) IngestPapers(stream recommenderv1.RecommenderService_IngestPap
 		return err
 	}
 	resp.Inserted, resp.Updated, resp.Unchanged = c.inserted, c.updated, c.unchanged
+	c.observe(s.metrics, resp.Rejected)
 	return stream.SendAndClose(resp)
 }
 

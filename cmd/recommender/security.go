@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/paperrec/recommender/internal/auth"
+)
+
+// serverSecurity are serve's authentication, TLS and rate-limit flags.
+type serverSecurity struct {
+	keysFile             string
+	allowUnauthenticated bool
+	rateLimit            float64
+	rateBurst            int
+	tlsCert, tlsKey      string
+	tlsClientCA          string
+	errs                 []string
+}
+
+func (f *serverSecurity) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.keysFile, "api-keys-file", os.Getenv("RECOMMENDER_API_KEYS_FILE"),
+		"file of API keys, one per line as \"read <key>\" or \"write <key>\" (env RECOMMENDER_API_KEYS_FILE); "+
+			"or RECOMMENDER_API_KEYS=\"write:<key>,read:<key>\"")
+	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED")
+	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", f.allowUnauthenticated,
+		"serve without API keys on a non-loopback address (env RECOMMENDER_ALLOW_UNAUTHENTICATED)")
+	rl, err := strconv.ParseFloat(envOr("RECOMMENDER_RATE_LIMIT", "0"), 64)
+	if err != nil {
+		f.errs = append(f.errs, "RECOMMENDER_RATE_LIMIT must be a number")
+	}
+	fs.Float64Var(&f.rateLimit, "rate-limit", rl,
+		"requests per second allowed to each API key (or address, without keys); 0: unlimited (env RECOMMENDER_RATE_LIMIT)")
+	fs.IntVar(&f.rateBurst, "rate-burst", 20, "requests a caller may send at once above its rate")
+	fs.StringVar(&f.tlsCert, "tls-cert", os.Getenv("RECOMMENDER_TLS_CERT"), "serve TLS with this PEM certificate (env RECOMMENDER_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", os.Getenv("RECOMMENDER_TLS_KEY"), "PEM private key of --tls-cert (env RECOMMENDER_TLS_KEY)")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", os.Getenv("RECOMMENDER_TLS_CLIENT_CA"),
+		"require client certificates signed by this PEM CA: mutual TLS (env RECOMMENDER_TLS_CLIENT_CA)")
+}
+
+func (f *serverSecurity) boolEnv(name string) bool {
+	v, err := strconv.ParseBool(envOr(name, "false"))
+	if err != nil {
+		f.errs = append(f.errs, name+" must be true or false")
+	}
+	return v
+}
+
+// keys loads the API keys, or returns nil when none are configured.
+func (f *serverSecurity) keys() (*auth.Keys, error) {
+	if len(f.errs) > 0 {
+		return nil, usageError{strings.Join(f.errs, "; ")}
+	}
+	switch {
+	case f.keysFile != "":
+		file, err := os.Open(f.keysFile)
+		if err != nil {
+			return nil, fmt.Errorf("API keys: %w", err)
+		}
+		defer file.Close()
+		return auth.ParseKeys(file)
+	case os.Getenv("RECOMMENDER_API_KEYS") != "":
+		var lines []string
+		for _, entry := range strings.Split(os.Getenv("RECOMMENDER_API_KEYS"), ",") {
+			scope, key, ok := strings.Cut(strings.TrimSpace(entry), ":")
+			if !ok {
+				return nil, usageError{"RECOMMENDER_API_KEYS entries look like write:<key> or read:<key>"}
+			}
+			lines = append(lines, scope+" "+key)
+		}
+		return auth.ParseKeys(strings.NewReader(strings.Join(lines, "\n")))
+	}
+	return nil, nil
+}
+
+// tlsConfig builds the listener's TLS configuration, or nil for plaintext.
+func (f *serverSecurity) tlsConfig() (*tls.Config, error) {
+	if f.tlsCert == "" && f.tlsKey == "" {
+		if f.tlsClientCA != "" {
+			return nil, usageError{"--tls-client-ca needs --tls-cert and --tls-key"}
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.tlsClientCA != "" {
+		pool, err := loadPool(f.tlsClientCA)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificates: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA certificates: no PEM certificate in %s", path)
+	}
+	return pool, nil
+}
+
+// clientSecurity are the client commands' TLS and API key flags.
+type clientSecurity struct {
+	useTLS               bool
+	ca, cert, key, sname string
+	keyFile              string
+}
+
+func (c *clientSecurity) register(fs *flag.FlagSet) {
+	fs.BoolVar(&c.useTLS, "tls", false, "connect with TLS (implied by the other --tls flags)")
+	fs.StringVar(&c.ca, "tls-ca", "", "verify the server with this PEM CA instead of the system roots")
+	fs.StringVar(&c.cert, "tls-cert", "", "client certificate (PEM) for mutual TLS")
+	fs.StringVar(&c.key, "tls-key", "", "private key (PEM) of --tls-cert")
+	fs.StringVar(&c.sname, "tls-server-name", "", "expected server name, when it differs from the address")
+	fs.StringVar(&c.keyFile, "api-key-file", os.Getenv("RECOMMENDER_API_KEY_FILE"),
+		"file holding the API key to send (env RECOMMENDER_API_KEY_FILE); or set RECOMMENDER_API_KEY")
+}
+
+func (c *clientSecurity) dialOptions() ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	if c.useTLS || c.ca != "" || c.cert != "" || c.sname != "" {
+		cfg := &tls.Config{ServerName: c.sname, MinVersion: tls.VersionTLS12}
+		if c.ca != "" {
+			pool, err := loadPool(c.ca)
+			if err != nil {
+				return nil, err
+			}
+			cfg.RootCAs = pool
+		}
+		if c.cert != "" || c.key != "" {
+			cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+			if err != nil {
+				return nil, fmt.Errorf("client certificate: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	} else {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	key := os.Getenv("RECOMMENDER_API_KEY")
+	if c.keyFile != "" {
+		b, err := os.ReadFile(c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("API key: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if key != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(key)))
+	}
+	return opts, nil
+}
+
+// bearer sends an API key as "authorization: Bearer <key>".
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false so a key can reach a server on loopback without TLS; the
+// server refuses to run keyless on a reachable address, not the other way round.
+func (b bearer) RequireTransportSecurity() bool { return false }
+
+var errNoServer = errors.New("--server is empty")
