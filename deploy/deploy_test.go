@@ -151,10 +151,15 @@ func TestKubernetesManifests(t *testing.T) {
 	if get(t, c, "resources", "requests", "cpu") == nil || get(t, c, "resources", "requests", "memory") == nil {
 		t.Error("no resource requests")
 	}
-	for env, want := range map[string]string{"EMBEDDING_API_KEY": "recommender-secrets/embedding-api-key", "QDRANT_API_KEY": "recommender-secrets/qdrant-api-key"} {
+	for env, want := range map[string]string{"EMBEDDING_API_KEY": "recommender-secrets/embedding-api-key",
+		"QDRANT_API_KEY": "recommender-secrets/qdrant-api-key", "RECOMMENDER_API_KEYS": "recommender-secrets/api-keys"} {
 		if _, secret := envRef(t, c, env); secret != want {
 			t.Errorf("%s comes from %q, want the Secret %s", env, secret, want)
 		}
+	}
+	if v, _ := envRef(t, c, "RECOMMENDER_METRICS_ADDR"); !strings.HasSuffix(v, ":9464") || num(t, c, "ports", 1, "containerPort") != 9464 ||
+		str(t, dep, "spec", "template", "metadata", "annotations", "prometheus.io/port") != "9464" {
+		t.Errorf("metrics: RECOMMENDER_METRICS_ADDR %q, ports %v", v, get(t, c, "ports"))
 	}
 	if v, _ := envRef(t, c, "RECOMMENDER_STORE"); v != "qdrant" {
 		t.Errorf("RECOMMENDER_STORE = %q", v)
@@ -193,8 +198,12 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Error("backfill CronJob may overlap: concurrencyPolicy is not Forbid")
 	}
 	bc := container(t, cron, "spec", "jobTemplate", "spec", "template", "spec")
-	if str(t, bc, "image") != image || str(t, bc, "args", 0) != "backfill" || !slices.Contains(get(t, bc, "args").([]any), any("recommender:50051")) {
+	if args := get(t, bc, "args").([]any); str(t, bc, "image") != image || str(t, bc, "args", 0) != "backfill" ||
+		!slices.Contains(args, any("recommender:50051")) || !slices.Contains(args, any("--checkpoint")) {
 		t.Errorf("backfill container: %v", bc)
+	}
+	if _, secret := envRef(t, bc, "RECOMMENDER_API_KEY"); secret != "recommender-secrets/backfill-api-key" {
+		t.Errorf("backfill API key from %q", secret)
 	}
 
 	sts := m["StatefulSet/qdrant"]

@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/term"
+	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
@@ -23,17 +26,25 @@ read too, and unknown fields are ignored.
 
 Malformed lines are reported with their line number and skipped; papers the server rejects are
 reported with the reason. Re-running a backfill is safe: unchanged papers are counted and not
-rewritten. Progress is shown when standard error is a terminal; a summary is printed at the end.`
+rewritten, and cost no embedding call. With --checkpoint, the papers go in streams of
+--stream-papers, each acknowledged by the server, and the checkpoint file records the last line
+acknowledged: a backfill that is killed and run again with the same checkpoint resumes after it.
+Progress is shown when standard error is a terminal; a summary is printed at the end.`
 
 // maxReported bounds the per-line problems printed; the summary still counts them all.
 const maxReported = 20
+
+// maxMessageBytes keeps each IngestPapers message under the server's 4 MiB default.
+const maxMessageBytes = 3 << 20
 
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	fs := newFlags("backfill", "--file PATH [flags]", backfillHelp, stderr)
 	cf.register(fs, 0)
 	file := fs.String("file", "", "JSON-lines file to read, plain or .gz; - for standard input (required)")
-	batchSize := fs.Int("batch-size", 500, "papers per IngestPapers message (1 to 1000)")
+	batchSize := fs.Int("batch-size", 500, "papers per IngestPapers message (1 to 1000); messages also stay under 3 MiB")
+	checkpoint := fs.String("checkpoint", "", "file recording progress, to resume an interrupted backfill from it")
+	streamPapers := fs.Int("stream-papers", 5000, "with --checkpoint: papers per acknowledged stream")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,18 +54,34 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *batchSize < 1 || *batchSize > 1000 {
 		return usageError{fmt.Sprintf("--batch-size must be 1 to 1000, got %d", *batchSize)}
 	}
+	if *checkpoint != "" && (*file == "-" || *streamPapers < 1) {
+		return usageError{"--checkpoint needs a --file (not standard input) and a positive --stream-papers"}
+	}
 	in := io.Reader(os.Stdin)
+	var source sourceID
 	if *file != "-" {
 		f, err := os.Open(*file)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if source, err = identify(f, *file); err != nil {
+			return err
+		}
 		in = f
 	}
 	reader, err := arxiv.NewReader(in)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *file, err)
+	}
+	resumeAfter := 0
+	if *checkpoint != "" {
+		if resumeAfter, err = readCheckpoint(*checkpoint, source); err != nil {
+			return err
+		}
+		if resumeAfter > 0 {
+			fmt.Fprintf(stderr, "resuming after line %d (checkpoint %s)\n", resumeAfter, *checkpoint)
+		}
 	}
 
 	client, closeConn, err := cf.dial()
@@ -64,16 +91,24 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer closeConn()
 	ctx, cancel := withTimeout(ctx, cf.timeout)
 	defer cancel()
-	stream, err := client.IngestPapers(ctx)
-	if err != nil {
-		return rpcError(err)
-	}
 
 	b := &backfill{stderr: stderr, start: time.Now(), tty: isTerminal(stderr)}
-	batch := make([]*recommenderv1.Paper, 0, *batchSize)
+	perStream := int(^uint(0) >> 1) // without a checkpoint, one stream for everything
+	if *checkpoint != "" {
+		perStream = *streamPapers
+	}
+	var stream recommenderv1.RecommenderService_IngestPapersClient
+	var batch []*recommenderv1.Paper
+	var batchBytes, inStream int
+	var lines []int32 // line of each paper of the current stream, by position
 	send := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if stream == nil {
+			if stream, err = client.IngestPapers(ctx); err != nil {
+				return rpcError(err)
+			}
 		}
 		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: batch}); err != nil {
 			if errors.Is(err, io.EOF) { // the server ended the stream; its status says why
@@ -82,8 +117,27 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return rpcError(err)
 		}
 		b.sent += len(batch)
-		batch = batch[:0]
+		batch, batchBytes = batch[:0], 0
 		b.progress(false)
+		return nil
+	}
+	// finish closes the current stream; once the server has acknowledged it, everything up to
+	// line is stored and the checkpoint moves there.
+	finish := func(line int) error {
+		if err := send(); err != nil {
+			return err
+		}
+		if stream != nil {
+			resp, err := stream.CloseAndRecv()
+			if err != nil {
+				return rpcError(err)
+			}
+			b.add(resp, lines)
+			stream, inStream, lines = nil, 0, lines[:0]
+		}
+		if *checkpoint != "" && line > resumeAfter {
+			return writeCheckpoint(*checkpoint, source, line)
+		}
 		return nil
 	}
 	for {
@@ -93,40 +147,46 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		var lerr *arxiv.LineError
 		if errors.As(err, &lerr) {
-			b.malformed++
-			b.report("line %d: %v", lerr.Line, lerr.Err)
+			if lerr.Line > resumeAfter {
+				b.malformed++
+				b.report("line %d: %v", lerr.Line, lerr.Err)
+			}
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", *file, err)
 		}
-		b.lines = append(b.lines, int32(reader.Line()))
-		batch = append(batch, p)
-		if len(batch) == cap(batch) {
+		if reader.Line() <= resumeAfter {
+			continue
+		}
+		size := proto.Size(p)
+		if size > maxMessageBytes {
+			b.malformed++
+			b.report("line %d: paper of %d bytes is larger than a message may be", reader.Line(), size)
+			continue
+		}
+		if len(batch) == *batchSize || batchBytes+size > maxMessageBytes {
 			if err := send(); err != nil {
 				return err
 			}
 		}
+		batch = append(batch, p)
+		batchBytes += size
+		lines = append(lines, int32(reader.Line()))
+		if inStream++; inStream == perStream {
+			if err := finish(reader.Line()); err != nil {
+				return err
+			}
+		}
 	}
-	if err := send(); err != nil {
+	if err := finish(reader.Line()); err != nil {
 		return err
 	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return rpcError(err)
-	}
 	b.progress(true)
-	for _, r := range resp.GetRejections() {
-		line := int32(0)
-		if r.GetPosition() < int64(len(b.lines)) {
-			line = b.lines[r.GetPosition()]
-		}
-		b.report("line %d (id %q) rejected: %s", line, r.GetPaperId(), r.GetReason())
-	}
 	elapsed := time.Since(b.start)
 	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%.0f papers/s)\n", b.sent, elapsed.Seconds(), float64(b.sent)/elapsed.Seconds())
 	fmt.Fprintf(stdout, "inserted %d, updated %d, unchanged %d, rejected %d, malformed lines %d\n",
-		resp.GetInserted(), resp.GetUpdated(), resp.GetUnchanged(), resp.GetRejected(), b.malformed)
+		b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed)
 	return nil
 }
 
@@ -139,7 +199,22 @@ type backfill struct {
 	sent      int
 	malformed int
 	reported  int
-	lines     []int32 // line number of each paper sent, by stream position
+	total     recommenderv1.IngestPapersResponse
+}
+
+// add counts a stream's summary and reports its rejections by line.
+func (b *backfill) add(resp *recommenderv1.IngestPapersResponse, lines []int32) {
+	b.total.Inserted += resp.GetInserted()
+	b.total.Updated += resp.GetUpdated()
+	b.total.Unchanged += resp.GetUnchanged()
+	b.total.Rejected += resp.GetRejected()
+	for _, r := range resp.GetRejections() {
+		line := int32(0)
+		if r.GetPosition() < int64(len(lines)) {
+			line = lines[r.GetPosition()]
+		}
+		b.report("line %d (id %q) rejected: %s", line, r.GetPaperId(), r.GetReason())
+	}
 }
 
 func (b *backfill) progress(final bool) {
@@ -170,4 +245,74 @@ func (b *backfill) report(format string, args ...any) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// sourceID identifies an input file, so a checkpoint is only used for the file it was made for.
+type sourceID struct {
+	Path    string `json:"path"`
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mod_time_unix_nano"`
+}
+
+func identify(f *os.File, path string) (sourceID, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return sourceID{}, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return sourceID{}, err
+	}
+	return sourceID{Path: abs, Size: fi.Size(), ModTime: fi.ModTime().UnixNano()}, nil
+}
+
+type checkpointFile struct {
+	Source sourceID `json:"source"`
+	Line   int      `json:"line"` // every line up to this one is acknowledged by the server
+}
+
+// readCheckpoint returns the line to resume after: 0 when there is no checkpoint, or it was made
+// for another file (or the file changed since).
+func readCheckpoint(path string, src sourceID) (int, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read checkpoint: %w", err)
+	}
+	var cp checkpointFile
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return 0, fmt.Errorf("checkpoint %s is corrupt (delete it to start over): %w", path, err)
+	}
+	if cp.Source != src {
+		return 0, nil
+	}
+	return cp.Line, nil
+}
+
+// writeCheckpoint replaces the checkpoint atomically (write, fsync, rename), so a kill at any
+// moment leaves the old checkpoint or the new one, never a torn file.
+func writeCheckpoint(path string, src sourceID, line int) error {
+	b, err := json.Marshal(checkpointFile{Source: src, Line: line})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return os.Rename(tmp, path)
 }

@@ -49,12 +49,13 @@ func TestMain(m *testing.M) {
 
 // process is a `recommender serve` child process.
 type process struct {
-	logs   func() string // everything the process logged so far
-	cmd    *exec.Cmd
-	addr   string
-	client recommenderv1.RecommenderServiceClient
-	conn   *grpc.ClientConn
-	exited chan struct{}
+	dataDir string
+	logs    func() string // everything the process logged so far
+	cmd     *exec.Cmd
+	addr    string
+	client  recommenderv1.RecommenderServiceClient
+	conn    *grpc.ClientConn
+	exited  chan struct{}
 }
 
 var servingAddr = regexp.MustCompile(`msg=serving grpc_addr=(\S+)`)
@@ -79,7 +80,7 @@ func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, exited: make(chan struct{})}
+	p := &process{dataDir: dataDir, cmd: cmd, exited: make(chan struct{})}
 	addrc := make(chan string, 1)
 	var logs bytes.Buffer
 	var mu sync.Mutex

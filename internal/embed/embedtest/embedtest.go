@@ -3,7 +3,9 @@
 package embedtest
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"math"
 	"net/http"
@@ -47,12 +49,13 @@ type Server struct {
 	requests []Request
 	latency  time.Duration
 	release  chan struct{} // closed by Close to free hung handlers
+	notify   chan struct{} // signalled after each request is recorded
 }
 
 // New starts a server producing vectors of dims dimensions (the request's dimensions parameter
 // wins when set). Its base URL for clients is URL()+"/v1".
 func New(dims int) *Server {
-	s := &Server{dims: dims, release: make(chan struct{})}
+	s := &Server{dims: dims, release: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.handle))
 	return s
 }
@@ -101,6 +104,18 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.requests...)
 }
 
+// WaitInputs blocks until the server has received at least n texts, or ctx ends.
+func (s *Server) WaitInputs(ctx context.Context, n int) error {
+	for s.Inputs() < n {
+		select {
+		case <-s.notify:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d inputs, have %d: %w", n, s.Inputs(), ctx.Err())
+		}
+	}
+	return nil
+}
+
 // Inputs counts the texts received so far, over all requests.
 func (s *Server) Inputs() int {
 	n := 0
@@ -139,6 +154,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	latency := s.latency
 	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
 
 	if latency > 0 {
 		t := time.NewTimer(latency)

@@ -1,0 +1,501 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
+)
+
+// The reliability tests of the README: each runs the real binary and talks to it over gRPC on
+// loopback.
+
+const (
+	writeKey = "write-key-0123456789abcdef"
+	readKey  = "read-key-0123456789abcdef0"
+	readKey2 = "read-key-2-0123456789abcdef"
+)
+
+var keysEnv = "RECOMMENDER_API_KEYS=write:" + writeKey + ",read:" + readKey + ",read:" + readKey2
+
+// clientWithKey connects to addr sending key ("" sends none).
+func clientWithKey(t *testing.T, addr, key string) (recommenderv1.RecommenderServiceClient, *grpc.ClientConn) {
+	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}
+	if key != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(key)))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return recommenderv1.NewRecommenderServiceClient(conn), conn
+}
+
+func wantStatus(t *testing.T, err error, code codes.Code, what string) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("%s: %v, want %v", what, err, code)
+	}
+}
+
+var onePaper = &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "auth-1", Title: "Keys and scopes"}}}
+
+// 1. No key, wrong key, a read key writing: the right codes; health still answers.
+func TestAuthCodes(t *testing.T) {
+	p := startServeEnv(t, []string{keysEnv}, t.TempDir(), "--demo")
+	ctx := context.Background()
+	anon, anonConn := clientWithKey(t, p.addr, "")
+	_, err := anon.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"})
+	wantStatus(t, err, codes.Unauthenticated, "no key")
+	wrong, _ := clientWithKey(t, p.addr, "wrong-key-0123456789abcdef")
+	_, err = wrong.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	wantStatus(t, err, codes.Unauthenticated, "wrong key")
+	reader, _ := clientWithKey(t, p.addr, readKey)
+	if _, err := reader.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"}); err != nil {
+		t.Fatalf("read key reading: %v", err)
+	}
+	_, err = reader.UpsertPapers(ctx, onePaper)
+	wantStatus(t, err, codes.PermissionDenied, "read key writing")
+	stream, err := reader.IngestPapers(ctx)
+	if err == nil {
+		_, err = stream.CloseAndRecv()
+	}
+	wantStatus(t, err, codes.PermissionDenied, "read key ingesting")
+	writer, _ := clientWithKey(t, p.addr, writeKey)
+	if _, err := writer.UpsertPapers(ctx, onePaper); err != nil {
+		t.Fatalf("write key writing: %v", err)
+	}
+	h, err := healthpb.NewHealthClient(anonConn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health without a key: %v, %v", h, err)
+	}
+	// The CLI sends RECOMMENDER_API_KEY.
+	cmd := exec.Command(binary, "recommend", "--server", p.addr, "--query", "speech")
+	cmd.Env = append(os.Environ(), "RECOMMENDER_API_KEY="+readKey)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "results (lexical)") {
+		t.Fatalf("recommend with RECOMMENDER_API_KEY: %v\n%s", err, out)
+	}
+	if logs := p.logs(); strings.Contains(logs, writeKey) || strings.Contains(logs, readKey) {
+		t.Fatal("a key appears in the server log")
+	}
+}
+
+// Without keys the server refuses a reachable address unless told otherwise.
+func TestNoKeysMeansLoopbackOnly(t *testing.T) {
+	out, err := exec.Command(binary, "serve", "--grpc-addr", "0.0.0.0:0", "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refusing to serve without API keys") {
+		t.Fatalf("keyless on 0.0.0.0: %v\n%s", err, out)
+	}
+	p := startServe(t, t.TempDir())
+	if logs := p.logs(); !strings.Contains(logs, "no API keys configured") || !strings.Contains(logs, `auth="none: loopback only"`) {
+		t.Fatalf("start-up does not say it runs without keys:\n%s", logs)
+	}
+}
+
+// 2. A client over its budget gets RESOURCE_EXHAUSTED with retry info; another key is unaffected.
+func TestRateLimitPerKey(t *testing.T) {
+	p := startServeEnv(t, []string{keysEnv}, t.TempDir(), "--demo", "--rate-limit", "2", "--rate-burst", "3")
+	ctx := context.Background()
+	greedy, _ := clientWithKey(t, p.addr, readKey)
+	var limited error
+	for i := 0; i < 20 && limited == nil; i++ {
+		if _, err := greedy.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil {
+			limited = err
+		}
+	}
+	wantStatus(t, limited, codes.ResourceExhausted, "21st request within a second")
+	var retry *errdetails.RetryInfo
+	for _, d := range status.Convert(limited).Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("no retry delay in %v", status.Convert(limited).Details())
+	}
+	other, _ := clientWithKey(t, p.addr, readKey2)
+	if _, err := other.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil {
+		t.Fatalf("another key was limited too: %v", err)
+	}
+}
+
+// peakRSS reads a process's peak resident memory from /proc.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no VmHWM in /proc status")
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
+}
+
+// 3. A 5 MB message and a 1 MB query are refused with the right codes, and memory stays bounded.
+func TestOversizedRequestsAreRefused(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--demo")
+	ctx := context.Background()
+	c, _ := clientWithKey(t, p.addr, "")
+	big := &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "big", Title: "Big", Abstract: strings.Repeat("word ", 1<<20)}}}
+	query := strings.Repeat("query ", 1<<20/6)
+	before := peakRSS(t, p.cmd.Process.Pid)
+	for range 10 {
+		_, err := c.UpsertPapers(ctx, big)
+		wantStatus(t, err, codes.ResourceExhausted, "5 MB message")
+		_, err = c.Recommend(ctx, &recommenderv1.RecommendRequest{Query: query})
+		wantStatus(t, err, codes.InvalidArgument, "1 MB query")
+	}
+	after := peakRSS(t, p.cmd.Process.Pid)
+	t.Logf("server peak RSS %d MiB before, %d MiB after 10 refused 5 MB messages and 10 refused 1 MB queries", before>>20, after>>20)
+	if after-before > 64<<20 {
+		t.Fatalf("peak memory grew by %d MiB", (after-before)>>20)
+	}
+	if _, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"}); err != nil {
+		t.Fatalf("server unwell after the refusals: %v", err)
+	}
+}
+
+// 4. SIGTERM during traffic: a call in flight completes, new calls are refused, and the process
+// exits 0 within the shutdown timeout.
+func TestSIGTERMDrainsInFlightCalls(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--demo", "--shutdown-timeout", "10s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, conn := clientWithKey(t, p.addr, "")
+	// An ingest stream is a call that stays in flight across the signal.
+	stream, err := c.IngestPapers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: []*recommenderv1.Paper{{Id: "inflight-1", Title: "Before the signal"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A stream of Recommend calls from other clients runs throughout.
+	var wg sync.WaitGroup
+	stopLoad := make(chan struct{})
+	var mu sync.Mutex
+	unexpected := []error{}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lc, _ := clientWithKey(t, p.addr, "")
+			for {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				_, err := lc.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition"})
+				if code := status.Code(err); err != nil && code != codes.Unavailable {
+					mu.Lock()
+					unexpected = append(unexpected, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// The watch is itself an in-flight call: it is closed once it has shown NOT_SERVING, or the
+	// graceful stop would wait for it until the hard-stop timeout.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watch, err := healthpb.NewHealthClient(conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil { // SERVING
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		h, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("health watch ended before NOT_SERVING: %v", err)
+		}
+		if h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+	}
+	stopWatch()
+	// The in-flight stream goes on and completes.
+	if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: []*recommenderv1.Paper{{Id: "inflight-2", Title: "After the signal"}}}); err != nil {
+		t.Fatalf("in-flight stream cut: %v", err)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil || resp.GetInserted() != 2 {
+		t.Fatalf("in-flight stream: %v, %v; want 2 inserted", resp, err)
+	}
+	// New connections are refused.
+	fresh, _ := clientWithKey(t, p.addr, "")
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	_, err = fresh.Recommend(short, &recommenderv1.RecommendRequest{Query: "speech"})
+	if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+		t.Fatalf("new call after SIGTERM: %v, want it refused", err)
+	}
+	close(stopLoad)
+	wg.Wait()
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		t.Fatal("the process did not exit")
+	}
+	elapsed := time.Since(start)
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	t.Logf("exited 0 %v after SIGTERM", elapsed.Round(time.Millisecond))
+	if elapsed >= 10*time.Second {
+		t.Fatalf("shutdown took the whole timeout (%v): in-flight calls were cut, not drained", elapsed)
+	}
+	if len(unexpected) > 0 {
+		t.Fatalf("%d calls failed with something else than UNAVAILABLE, first: %v", len(unexpected), unexpected[0])
+	}
+	// What the stream acknowledged is on disk.
+	q := startServe(t, p.dataDir)
+	if _, err := q.client.GetPaper(context.Background(), &recommenderv1.GetPaperRequest{PaperId: "inflight-2"}); err != nil {
+		t.Fatalf("acknowledged paper lost: %v", err)
+	}
+}
+
+// writePapers writes n distinct papers as JSON lines.
+func writePapers(t *testing.T, n int) string {
+	t.Helper()
+	topics := []string{"graph neural networks", "speech recognition", "federated learning", "robot manipulation", "query optimization"}
+	path := filepath.Join(t.TempDir(), "papers.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(f)
+	for i := range n {
+		topic := topics[i%len(topics)]
+		fmt.Fprintf(w, `{"id":"bf-%05d","title":"Paper %d on %s","abstract":"We study %s, variant %d, with method %d."}`+"\n", i, i, topic, topic, i, i*7%13)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	return path
+}
+
+// 5. The backfill process SIGKILLed three times at random points, then completed: every paper
+// is stored exactly once with its vector, and the embedding calls show it resumed.
+func TestBackfillSurvivesSIGKILL(t *testing.T) {
+	const n = 3000
+	api := embedtest.New(16)
+	defer api.Close()
+	api.SetLatency(5 * time.Millisecond)
+	env := []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake", "EMBEDDING_DIMENSIONS=16"}
+	p := startServeEnv(t, env, t.TempDir(), "--embedding-max-inputs", "50", "--embedding-max-concurrency", "2")
+	file := writePapers(t, n)
+	checkpoint := filepath.Join(t.TempDir(), "backfill.checkpoint")
+	args := []string{"backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint, "--batch-size", "100", "--stream-papers", "300"}
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	t.Logf("kill points drawn with seed %d", seed)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for kill := 1; kill <= 3; kill++ {
+		cmd := exec.Command(binary, args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill once the API has embedded a random number of further texts.
+		at := api.Inputs() + 100 + rng.IntN(600)
+		if err := api.WaitInputs(ctx, at); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		t.Logf("kill %d after %d texts embedded", kill, api.Inputs())
+	}
+	out, errOut, code := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("final backfill: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "resuming after line") {
+		t.Fatalf("the final run did not resume from the checkpoint:\n%s", errOut)
+	}
+	t.Logf("final run: %s%s", errOut, out)
+	info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetPaperCount() != n {
+		t.Fatalf("index info %v, %v; want %d papers, each once", info, err, n)
+	}
+	// Each paper has its vector: a dense request by it as the seed needs it.
+	for i := 0; i < n; i += 7 {
+		_, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{fmt.Sprintf("bf-%05d", i)},
+			Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, PageSize: 1})
+		if err != nil {
+			t.Fatalf("paper bf-%05d: %v", i, err)
+		}
+	}
+	embedded := api.Inputs()
+	t.Logf("%d texts embedded for %d papers across 3 kills and a resume (%.2f per paper)", embedded, n, float64(embedded)/n)
+	// Without resuming, each run would have started over; the waste is bounded by what was in
+	// flight at each kill (at most one stream of 300).
+	if embedded > n+3*300 {
+		t.Fatalf("%d texts embedded for %d papers: the backfill did not resume", embedded, n)
+	}
+}
+
+// 6. The embedding API down during serving: text queries get UNAVAILABLE (or, with the fallback
+// configured, lexical results) and seed queries keep working.
+func TestEmbeddingAPIDownWhileServing(t *testing.T) {
+	api := embedtest.New(16)
+	env := []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake", "EMBEDDING_DIMENSIONS=16"}
+	strict := startServeEnv(t, env, t.TempDir(), "--demo")
+	lenient := startServeEnv(t, env, t.TempDir(), "--demo", "--embedding-fallback-lexical")
+	api.Close() // down from here on
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := strict.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition"})
+	wantStatus(t, err, codes.Unavailable, "text query with the API down")
+	for _, p := range []*process{strict, lenient} {
+		resp, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0019"}})
+		if err != nil || resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID || len(resp.GetResults()) == 0 {
+			t.Fatalf("seed query with the API down: %v, %v", resp, err)
+		}
+	}
+	resp, err := lenient.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition"})
+	if err != nil || resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL || len(resp.GetResults()) == 0 {
+		t.Fatalf("text query with the fallback: %v, %v", resp, err)
+	}
+}
+
+// 7. 32 concurrent clients mixing Recommend and Upsert: no unexpected error; latency printed.
+// RECOMMENDER_LOAD_SECONDS sets the duration (default 30).
+func TestConcurrentLoad(t *testing.T) {
+	seconds := 30
+	if v, err := strconv.Atoi(os.Getenv("RECOMMENDER_LOAD_SECONDS")); err == nil && v > 0 {
+		seconds = v
+	}
+	if testing.Short() {
+		seconds = 3
+	}
+	p := startServe(t, t.TempDir(), "--demo")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var recLat, upLat []time.Duration
+	var failures []error
+	var wg sync.WaitGroup
+	papers, _ := demo.Papers()
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, _ := clientWithKey(t, p.addr, "")
+			for i := 0; ctx.Err() == nil; i++ {
+				start := time.Now()
+				var err error
+				upsert := i%5 == 0
+				if upsert {
+					_, err = c.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
+						{Id: fmt.Sprintf("load-%02d-%06d", w, i), Title: papers[i%len(papers)].GetTitle(), Abstract: papers[i%len(papers)].GetAbstract()}}})
+				} else {
+					_, err = c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{papers[(w+i)%len(papers)].GetId()}})
+				}
+				d := time.Since(start)
+				mu.Lock()
+				switch {
+				case err != nil && ctx.Err() != nil: // the test's own end
+				case err != nil:
+					failures = append(failures, err)
+				case upsert:
+					upLat = append(upLat, d)
+				default:
+					recLat = append(recLat, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	pct := func(l []time.Duration, q float64) time.Duration {
+		slices.Sort(l)
+		return l[int(float64(len(l)-1)*q)]
+	}
+	t.Logf("%ds, 32 clients: %d Recommend p50 %v p99 %v; %d Upsert p50 %v p99 %v; %.0f calls/s",
+		seconds, len(recLat), pct(recLat, 0.5), pct(recLat, 0.99), len(upLat), pct(upLat, 0.5), pct(upLat, 0.99),
+		float64(len(recLat)+len(upLat))/float64(seconds))
+	if len(failures) > 0 {
+		t.Fatalf("%d unexpected errors, first: %v", len(failures), failures[0])
+	}
+}
+
+// 8. /metrics exposes RPC, embedding, store and ingest metrics.
+func TestMetricsEndpoint(t *testing.T) {
+	api := embedtest.New(16)
+	defer api.Close()
+	env := []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake"}
+	p := startServeEnv(t, env, t.TempDir(), "--demo", "--metrics-addr", "127.0.0.1:0")
+	m := regexp.MustCompile(`msg=metrics addr=(\S+)`).FindStringSubmatch(p.logs())
+	if m == nil {
+		t.Fatalf("no metrics address in the log:\n%s", p.logs())
+	}
+	ctx := context.Background()
+	if _, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	text := string(body)
+	for _, want := range []string{
+		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/Recommend"} 1`,
+		`recommender_rpcs_total{code="InvalidArgument",method="/recommender.v1.RecommenderService/Recommend"} 1`,
+		`recommender_rpc_duration_seconds_bucket{code="OK",method="/recommender.v1.RecommenderService/Recommend"`,
+		`recommender_embedding_requests_total{outcome="ok"}`,
+		`recommender_embedding_request_duration_seconds_count`,
+		`recommender_embedding_inputs_total 50`, // the start-up probe, the 48 demo papers, the query
+		`recommender_embedding_tokens_total`,
+		`recommender_embedding_retries_total 0`,
+		`recommender_store_operation_duration_seconds_count{backend="embedded",operation="search"}`,
+		`recommender_ingested_papers_total{outcome="inserted"} 48`,
+		`recommender_papers 48`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
