@@ -49,13 +49,14 @@ func TestMain(m *testing.M) {
 
 // process is a `recommender serve` child process.
 type process struct {
-	dataDir string
-	logs    func() string // everything the process logged so far
-	cmd     *exec.Cmd
-	addr    string
-	client  recommenderv1.RecommenderServiceClient
-	conn    *grpc.ClientConn
-	exited  chan struct{}
+	httpAddr string
+	dataDir  string
+	logs     func() string // everything the process logged so far
+	cmd      *exec.Cmd
+	addr     string
+	client   recommenderv1.RecommenderServiceClient
+	conn     *grpc.ClientConn
+	exited   chan struct{}
 }
 
 var servingAddr = regexp.MustCompile(`msg=serving grpc_addr=(\S+)`)
@@ -70,7 +71,7 @@ func startServe(t *testing.T, dataDir string, extra ...string) *process {
 // startServeEnv is startServe with extra environment variables.
 func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) *process {
 	t.Helper()
-	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
+	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
@@ -111,6 +112,9 @@ func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) 
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
 		t.Fatal("serve did not report its address within 30s")
+	}
+	if m := regexp.MustCompile(`msg=http addr=(\S+)`).FindStringSubmatch(p.logs()); m != nil {
+		p.httpAddr = m[1]
 	}
 	p.conn, err = grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,11 +10,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/httpapi"
 	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
@@ -49,6 +52,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")
+	httpAddr := fs.String("http-addr", envOr("RECOMMENDER_HTTP_ADDR", "127.0.0.1:8080"),
+		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off (env RECOMMENDER_HTTP_ADDR)")
+	corsOrigins := fs.String("cors-origins", os.Getenv("RECOMMENDER_CORS_ORIGINS"),
+		"comma-separated origins allowed to call the JSON API from a browser; none by default (env RECOMMENDER_CORS_ORIGINS)")
 	metricsAddr := fs.String("metrics-addr", os.Getenv("RECOMMENDER_METRICS_ADDR"),
 		"serve Prometheus metrics at http://ADDR/metrics; empty: off (env RECOMMENDER_METRICS_ADDR)")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
@@ -77,6 +84,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if *httpAddr != "" {
+		httpCfg := cfg
+		httpCfg.Addr = *httpAddr
+		if err := httpCfg.Validate(); err != nil {
+			return usageError{"--http-addr: " + err.Error()}
+		}
 	}
 	if *metricsAddr != "" {
 		cfg.Metrics = metrics.New()
@@ -125,11 +139,25 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if *metricsAddr != "" {
-		stop, err := serveMetrics(*metricsAddr, cfg.Metrics, log)
+		stop, err := serveHTTP("metrics", *metricsAddr, nil, metricsMux(cfg.Metrics), log)
 		if err != nil {
 			return err
 		}
 		defer stop()
+	}
+	if *httpAddr != "" {
+		var origins []string
+		for _, o := range strings.Split(*corsOrigins, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				origins = append(origins, o)
+			}
+		}
+		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes)})
+		stop, err := serveHTTP("http", *httpAddr, cfg.TLS, h, log)
+		if err != nil {
+			return err
+		}
+		defer stop() // after the gRPC server has drained: both stop on the same signal
 	}
 	stats, err := st.Stats(ctx)
 	if err != nil {
@@ -158,21 +186,29 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return nil
 }
 
-// serveMetrics serves /metrics until the returned stop is called.
-func serveMetrics(addr string, m *metrics.Metrics, log *slog.Logger) (func(), error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
+func metricsMux(m *metrics.Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.Handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux
+}
+
+// serveHTTP serves h on addr (over TLS when tlsCfg is set) until the returned stop is called,
+// which lets requests in flight finish for up to 5 seconds.
+func serveHTTP(name, addr string, tlsCfg *tls.Config, h http.Handler, log *slog.Logger) (func(), error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener: %w", name, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "error", err)
+			log.Error(name+" server", "error", err)
 		}
 	}()
-	log.Info("metrics", "addr", lis.Addr().String())
+	log.Info(name, "addr", lis.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -184,6 +184,10 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// UnaryInterceptor is the chain every unary RPC goes through (admission, panic recovery, error
+// mapping, logging, metrics), for other transports of the same API (HTTP/JSON) to apply too.
+func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor { return s.unaryInterceptor }
+
 // Addr is the address the server listens on (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 

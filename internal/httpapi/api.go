@@ -1,0 +1,228 @@
+package httpapi
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+)
+
+// Config configures the HTTP API.
+type Config struct {
+	// CORSOrigins may call the API from a browser ("https://app.example.com"); none by default.
+	CORSOrigins []string
+	// MaxBodyBytes bounds a request body, like the gRPC message limit.
+	MaxBodyBytes int64
+}
+
+//go:embed web openapi.json
+var assets embed.FS
+
+// Handler serves:
+//   - POST /v1/<Method> for every unary RPC of RecommenderService (Recommend, GetPaper,
+//     UpsertPapers, DeletePapers, GetIndexInfo): the request message as protobuf JSON in, the
+//     response as protobuf JSON out, through the same interceptor chain as gRPC (auth with
+//     "Authorization: Bearer <key>", rate limits, logging, metrics, error mapping);
+//   - GET /openapi.json, the API's OpenAPI description, generated from the .proto;
+//   - GET / and its assets, the page.
+//
+// IngestPapers streams and is served over gRPC only.
+func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryServerInterceptor, cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	desc := recommenderv1.RecommenderService_ServiceDesc
+	methods := map[string]*method{}
+	for _, m := range desc.Methods {
+		methods[m.MethodName] = &method{svc: svc, desc: m, full: "/" + desc.ServiceName + "/" + m.MethodName,
+			interceptor: interceptor, maxBody: cfg.MaxBodyBytes}
+	}
+	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
+		m, ok := methods[r.PathValue("method")]
+		if !ok {
+			writeError(w, status.Errorf(codes.NotFound, "no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")))
+			return
+		}
+		m.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		b, _ := assets.ReadFile("openapi.json")
+		_, _ = w.Write(b)
+	})
+	web, _ := fs.Sub(assets, "web")
+	mux.Handle("GET /", http.FileServerFS(web))
+	return cors(cfg.CORSOrigins, securityHeaders(mux))
+}
+
+// method serves one unary RPC.
+type method struct {
+	svc         recommenderv1.RecommenderServiceServer
+	desc        grpc.MethodDesc
+	full        string
+	interceptor grpc.UnaryServerInterceptor
+	maxBody     int64
+}
+
+func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.maxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeError(w, status.Errorf(codes.ResourceExhausted, "request body larger than %d bytes", m.maxBody))
+		return
+	case err != nil:
+		writeError(w, status.Error(codes.InvalidArgument, "cannot read the request body"))
+		return
+	}
+	ctx := incomingContext(r)
+	// dec is how generated handlers fill in the request message: here, from protobuf JSON.
+	dec := func(v any) error {
+		if len(body) == 0 {
+			return nil // an empty body is the empty message
+		}
+		if err := (protojson.UnmarshalOptions{}).Unmarshal(body, v.(proto.Message)); err != nil {
+			return status.Errorf(codes.InvalidArgument, "request body is not a valid %s in JSON: %v",
+				strings.TrimPrefix(m.full, "/"), err)
+		}
+		return nil
+	}
+	resp, err := m.desc.Handler(m.svc, ctx, dec, m.interceptor)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	b, err := protojson.Marshal(resp.(proto.Message))
+	if err != nil {
+		writeError(w, status.Error(codes.Internal, "internal error"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// incomingContext carries what the gRPC interceptors read: the authorization header as
+// metadata, and the client's address for per-address rate limits.
+func incomingContext(r *http.Request) context.Context {
+	md := metadata.MD{}
+	if a := r.Header.Get("Authorization"); a != "" {
+		md.Set("authorization", a)
+	}
+	ctx := metadata.NewIncomingContext(r.Context(), md)
+	if addr, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
+	}
+	return ctx
+}
+
+// errorBody is the JSON of an error: the gRPC code by name and number, the message, and the
+// details (field violations, retry info) in protobuf JSON.
+type errorBody struct {
+	Code     string            `json:"code"`
+	GRPCCode int               `json:"grpcCode"`
+	Message  string            `json:"message"`
+	Details  []json.RawMessage `json:"details,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	st := status.Convert(err)
+	body := errorBody{Code: st.Code().String(), GRPCCode: int(st.Code()), Message: st.Message()}
+	for _, d := range st.Proto().GetDetails() {
+		if b, err := protojson.Marshal(d); err == nil {
+			body.Details = append(body.Details, b)
+		}
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			secs := int(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(HTTPStatus(st.Code()))
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// HTTPStatus maps gRPC codes to HTTP statuses as Google's API design guide (and grpc-gateway) do.
+func HTTPStatus(c codes.Code) int {
+	switch c {
+	case codes.OK:
+		return http.StatusOK
+	case codes.Canceled:
+		return 499
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.AlreadyExists, codes.Aborted:
+		return http.StatusConflict
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// securityHeaders keeps the page from being framed or sniffed.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors answers browsers' cross-origin checks for the allowed origins only.
+func cors(origins []string, next http.Handler) http.Handler {
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[strings.TrimRight(o, "/")] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && allowed[origin] {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Max-Age", strconv.Itoa(600))
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			if !allowed[origin] {
+				w.WriteHeader(http.StatusForbidden)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,265 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/auth"
+	"github.com/paperrec/recommender/internal/demo"
+	"github.com/paperrec/recommender/internal/httpapi"
+	"github.com/paperrec/recommender/internal/server"
+	"github.com/paperrec/recommender/internal/store/embedded"
+)
+
+const (
+	writeKey = "write-key-0123456789abcdef"
+	readKey  = "read-key-0123456789abcdef0"
+	allowed  = "https://app.example.com"
+)
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (b bearer) RequireTransportSecurity() bool { return false }
+
+// setup serves the demo corpus over gRPC and HTTP from one service, with API keys.
+func setup(t *testing.T) (recommenderv1.RecommenderServiceClient, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := server.NewService(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	papers, _ := demo.Papers()
+	if _, err := svc.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.ParseKeys(strings.NewReader("write " + writeKey + "\nread " + readKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.DefaultConfig()
+	cfg.Addr, cfg.Keys = "127.0.0.1:0", keys
+	srv, err := server.Listen(cfg, svc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	web := httptest.NewServer(httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: []string{allowed}, MaxBodyBytes: 1 << 20}))
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(readKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		web.Close()
+		cancel()
+		<-done
+		_ = st.Close()
+	})
+	return recommenderv1.NewRecommenderServiceClient(conn), web.URL
+}
+
+// post sends a JSON request and returns the status and body.
+func post(t *testing.T, url, key, body string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestJSONMatchesGRPC(t *testing.T) {
+	grpcClient, base := setup(t)
+	first, err := grpcClient.Recommend(context.Background(), &recommenderv1.RecommendRequest{Query: "speech recognition", PageSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*recommenderv1.RecommendRequest{
+		{Query: "speech recognition", PageSize: 3},
+		{Query: "speech recognition", PageSize: 3, PageToken: first.GetNextPageToken()},
+		{PositivePaperIds: []string{"demo-0013"}, NegativePaperIds: []string{"demo-0014"}, Explain: true, Diversity: 0.3},
+		{Query: "learning", Filter: &recommenderv1.Filter{MinYear: 2021, Categories: []string{"cs.LG"}}, PageSize: 20},
+	} {
+		want, err := grpcClient.Recommend(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := protojson.Marshal(req)
+		resp, b := post(t, base+"/v1/Recommend", readKey, string(body))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("HTTP %d: %s", resp.StatusCode, b)
+		}
+		var got recommenderv1.RecommendResponse
+		if err := protojson.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, want) || len(want.GetResults()) == 0 {
+			t.Fatalf("request %v: JSON answer differs from gRPC's\n got %v\nwant %v", req, &got, want)
+		}
+	}
+	// Other methods too.
+	resp, b := post(t, base+"/v1/GetPaper", readKey, `{"paperId":"demo-0001"}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"title":"Message Passing on Heterogeneous Citation Graphs"`) {
+		t.Fatalf("GetPaper: %d %s", resp.StatusCode, b)
+	}
+	resp, b = post(t, base+"/v1/GetIndexInfo", readKey, ``)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"paperCount":"48"`) {
+		t.Fatalf("GetIndexInfo: %d %s", resp.StatusCode, b)
+	}
+	resp, b = post(t, base+"/v1/UpsertPapers", writeKey, `{"papers":[{"id":"http-1","title":"Posted over HTTP"}]}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"inserted":1`) {
+		t.Fatalf("UpsertPapers: %d %s", resp.StatusCode, b)
+	}
+}
+
+type errorBody struct {
+	Code     string `json:"code"`
+	GRPCCode int    `json:"grpcCode"`
+	Message  string `json:"message"`
+	Details  []struct {
+		Type            string `json:"@type"`
+		FieldViolations []struct{ Field, Description string }
+	} `json:"details"`
+}
+
+func TestErrorsCarryStatusAndCode(t *testing.T) {
+	_, base := setup(t)
+	cases := []struct {
+		name, method, key, body string
+		status                  int
+		code                    string
+		grpcCode                int
+		field                   string
+	}{
+		{"blank query", "Recommend", readKey, `{"query":"  "}`, 400, "InvalidArgument", 3, "query"},
+		{"negative page size", "Recommend", readKey, `{"query":"speech","pageSize":-1}`, 400, "InvalidArgument", 3, "page_size"},
+		{"not JSON", "Recommend", readKey, `{"query":`, 400, "InvalidArgument", 3, ""},
+		{"unknown field", "Recommend", readKey, `{"qeury":"speech"}`, 400, "InvalidArgument", 3, ""},
+		{"unknown seed", "Recommend", readKey, `{"positivePaperIds":["nope"]}`, 404, "NotFound", 5, ""},
+		{"dense without a model", "Recommend", readKey, `{"query":"speech","mode":"RETRIEVAL_MODE_DENSE"}`, 400, "FailedPrecondition", 9, ""},
+		{"no key", "Recommend", "", `{"query":"speech"}`, 401, "Unauthenticated", 16, ""},
+		{"read key writing", "DeletePapers", readKey, `{"paperIds":["demo-0001"]}`, 403, "PermissionDenied", 7, ""},
+		{"body too large", "UpsertPapers", writeKey, `{"papers":[{"id":"x","abstract":"` + strings.Repeat("a", 2<<20) + `"}]}`, 429, "ResourceExhausted", 8, ""},
+		{"streaming method", "IngestPapers", writeKey, `{}`, 404, "NotFound", 5, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b := post(t, base+"/v1/"+tc.method, tc.key, tc.body)
+			var e errorBody
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("error body is not JSON: %s", b)
+			}
+			if resp.StatusCode != tc.status || e.Code != tc.code || e.GRPCCode != tc.grpcCode || e.Message == "" ||
+				resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("HTTP %d %+v, want %d %s (%d)", resp.StatusCode, e, tc.status, tc.code, tc.grpcCode)
+			}
+			if tc.field != "" {
+				if len(e.Details) == 0 || e.Details[0].Type != "type.googleapis.com/google.rpc.BadRequest" ||
+					e.Details[0].FieldViolations[0].Field != tc.field {
+					t.Fatalf("details %+v, want a field violation on %s", e.Details, tc.field)
+				}
+			}
+		})
+	}
+}
+
+func TestCORSAllowList(t *testing.T) {
+	_, base := setup(t)
+	preflight := func(origin string) *http.Response {
+		req, _ := http.NewRequest(http.MethodOptions, base+"/v1/Recommend", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := preflight(allowed); r.StatusCode != http.StatusNoContent || r.Header.Get("Access-Control-Allow-Origin") != allowed ||
+		!strings.Contains(r.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("allowed preflight: %d %v", r.StatusCode, r.Header)
+	}
+	if r := preflight("https://evil.example.com"); r.StatusCode != http.StatusForbidden || r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("other origin's preflight: %d %v", r.StatusCode, r.Header)
+	}
+	resp, _ := post(t, base+"/v1/GetIndexInfo", readKey, ``, "Origin", allowed)
+	if resp.Header.Get("Access-Control-Allow-Origin") != allowed {
+		t.Fatal("allowed origin's request lacks Access-Control-Allow-Origin")
+	}
+	resp, _ = post(t, base+"/v1/GetIndexInfo", readKey, ``, "Origin", "https://evil.example.com")
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatal("another origin got Access-Control-Allow-Origin")
+	}
+}
+
+func TestPageAndOpenAPI(t *testing.T) {
+	_, base := setup(t)
+	for path, want := range map[string]string{"/": "<title>Paper recommender</title>", "/app.js": "POST /v1/Recommend", "/style.css": ".card"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(want)) || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Fatalf("GET %s: %d, %q missing or no CSP", path, resp.StatusCode, want)
+		}
+	}
+	resp, err := http.Get(base + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		OpenAPI string                     `json:"openapi"`
+		Paths   map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range recommenderv1.RecommenderService_ServiceDesc.Methods {
+		if _, ok := doc.Paths["/v1/"+m.MethodName]; !ok {
+			t.Errorf("openapi.json lacks /v1/%s", m.MethodName)
+		}
+	}
+	if doc.OpenAPI != "3.0.3" || len(doc.Paths) != len(recommenderv1.RecommenderService_ServiceDesc.Methods) {
+		t.Fatalf("openapi %s with %d paths", doc.OpenAPI, len(doc.Paths))
+	}
+}
