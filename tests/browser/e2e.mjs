@@ -1,0 +1,118 @@
+// End-to-end test of the page in a real browser (Debian's Chromium, driven by Playwright):
+// search, open similar papers, toggle explain, page forward, the empty state, a narrow screen,
+// the keyboard, and a screenshot. Run by cmd/recommender's TestBrowserPage:
+//
+//   node e2e.mjs http://127.0.0.1:8080 screenshot.png
+//
+// It exits non-zero, saying which step failed, when the page does not show what it should.
+import { chromium } from "playwright-core";
+
+const [base, screenshot] = process.argv.slice(2);
+if (!base || !screenshot) {
+  console.error("usage: node e2e.mjs BASE_URL SCREENSHOT.png");
+  process.exit(2);
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error("check failed: " + what);
+  console.log("ok  " + what);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
+  const consoleErrors = [];
+  // Script errors only: the browser also logs the HTTP errors this test provokes on purpose.
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) consoleErrors.push(m.text());
+  });
+  page.on("response", (r) => { if (r.status() === 404) consoleErrors.push("404 for " + r.url()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+  await page.goto(base + "/");
+  check((await page.title()) === "Paper recommender", "the page loads");
+
+  // Search.
+  await page.fill("#query", "speech recognition");
+  await page.press("#query", "Enter");
+  await page.waitForSelector("#results .card");
+  const titles = await page.locator("#results .card h3").allTextContents();
+  check(titles.length >= 3, "a search shows result cards (" + titles.length + ")");
+  check(/speech/i.test(titles[0]), "the first result is about speech: " + titles[0]);
+  check((await page.textContent("#status")).startsWith(titles.length + " papers"), "the status says how many papers");
+  const meta = await page.locator("#results .card .meta").first().textContent();
+  check(/score \d\.\d{3}/.test(meta) && /\b20\d\d\b/.test(meta) && /,/.test(meta), "cards show authors, year and score: " + meta);
+
+  // Similar papers for the first result.
+  const seedId = await page.locator("#results .card").first().getAttribute("data-id");
+  await page.locator("#results .card").first().getByRole("button", { name: /Papers similar to/ }).click();
+  await page.waitForFunction(() => document.querySelector("#context").textContent.startsWith("Papers similar to"));
+  await page.waitForSelector("#results .card");
+  const similarIds = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
+  check(similarIds.length > 0 && !similarIds.includes(seedId), "similar papers are shown, without the seed " + seedId);
+  check((await page.evaluate(() => document.activeElement.id)) === "context", "focus moves to the new results' heading");
+
+  // Explain.
+  await page.check("#explain");
+  await page.waitForSelector("#results .card .why .term");
+  const cardsWithTerms = await page.locator("#results .card").evaluateAll((cards) =>
+    cards.filter((c) => c.querySelectorAll(".why .term").length > 0).length);
+  check(cardsWithTerms === similarIds.length, "explain shows shared terms on every card");
+  const term = await page.locator("#results .card .why .term").first().textContent();
+  const text = (await page.locator("#results .card").first().textContent()).toLowerCase();
+  check(text.includes(term.toLowerCase()), "a shared term appears in its card: " + term);
+  await page.screenshot({ path: screenshot });
+  console.log("ok  screenshot saved to " + screenshot);
+
+  // Page forward and back.
+  check(await page.isEnabled("#next"), "there is a next page");
+  await page.click("#next");
+  await page.waitForFunction(() => document.querySelector("#page").textContent === "Page 2");
+  await page.waitForSelector("#results .card");
+  const page2 = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
+  check(page2.length > 0 && page2.every((id) => !similarIds.includes(id)), "page 2 shows other papers");
+  check(await page.isEnabled("#prev"), "page 2 can go back");
+  await page.click("#prev");
+  await page.waitForFunction(() => document.querySelector("#page").textContent === "Page 1");
+  const back = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
+  check(JSON.stringify(back) === JSON.stringify(similarIds), "going back shows page 1 again");
+
+  // Empty state.
+  await page.fill("#query", "zzyzx qwfp");
+  await page.press("#query", "Enter");
+  await page.waitForFunction(() => /No papers found/.test(document.querySelector("#status").textContent));
+  check((await page.locator("#results .card").count()) === 0, "a search that matches nothing says so");
+
+  // Error state: a search of only stop words is refused by the API with a field violation.
+  await page.fill("#query", "the of and");
+  await page.press("#query", "Enter");
+  await page.waitForFunction(() => document.querySelector("#status").classList.contains("error"));
+  const err = await page.textContent("#status");
+  check(/InvalidArgument/.test(err) && /query/.test(err), "an API error is shown with its code and field: " + err);
+  check((await page.getAttribute("#status", "role")) === "alert", "errors are announced as alerts");
+
+  // Keyboard only: Tab reaches the search box, Enter searches.
+  await page.goto(base + "/");
+  await page.keyboard.press("Tab");
+  check((await page.evaluate(() => document.activeElement.id)) === "query", "Tab reaches the search box first");
+  await page.keyboard.type("federated learning");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#results .card");
+  check(true, "Enter in the search box searches");
+
+  // Narrow screen: nothing overflows sideways.
+  await page.setViewportSize({ width: 360, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, "no horizontal scrolling at 360px (overflow " + overflow + "px)");
+
+  check(consoleErrors.length === 0, "no console errors" + (consoleErrors.length ? ": " + consoleErrors.join("; ") : ""));
+} catch (e) {
+  console.error(String(e && e.stack || e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
