@@ -20,6 +20,7 @@ import (
 	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/tracing"
 )
 
 const serveHelp = `
@@ -35,7 +36,9 @@ cosine similarity fused with BM25. A data directory stays bound to the first mod
 with; starting with another model or size is refused.
 
 Every flag can also be set by the environment variable named in its description; a flag given
-on the command line wins.`
+on the command line wins. With OTEL_EXPORTER_OTLP_ENDPOINT set, every RPC is traced with
+OpenTelemetry and the spans are sent there over OTLP/gRPC (the other OTEL_EXPORTER_OTLP_*
+variables apply).`
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg := server.DefaultConfig()
@@ -94,6 +97,21 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if *metricsAddr != "" {
 		cfg.Metrics = metrics.New()
+	}
+	if tracing.Enabled() {
+		opt, shutdown, err := tracing.Setup(ctx, "recommender")
+		if err != nil {
+			return err
+		}
+		cfg.ExtraOptions = append(cfg.ExtraOptions, opt)
+		defer func() { // last: flush the spans of the final RPCs
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("flush traces", "error", err)
+			}
+		}()
+		log.Info("tracing to OTLP", "endpoint", envOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
 	}
 
 	raw, err := sf.open(ctx)

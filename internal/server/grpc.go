@@ -52,6 +52,8 @@ type Config struct {
 	TLS *tls.Config
 	// Metrics records RPC counts and latencies; nil records nothing.
 	Metrics *metrics.Metrics
+	// ExtraOptions are added to the gRPC server's (the tracing stats handler, say).
+	ExtraOptions []grpc.ServerOption
 }
 
 // DefaultConfig returns the defaults the CLI starts from.
@@ -161,7 +163,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	if cfg.RateLimit > 0 {
 		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
-	var opts []grpc.ServerOption
+	opts := append([]grpc.ServerOption(nil), cfg.ExtraOptions...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
