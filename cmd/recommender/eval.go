@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -144,19 +143,9 @@ func readAll(path string) ([]*recommenderv1.Paper, error) {
 		return nil, err
 	}
 	defer f.Close()
-	r, err := arxiv.NewReader(f)
+	papers, err := arxiv.ReadAll(f)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var out []*recommenderv1.Paper
-	for {
-		p, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, p)
-	}
+	return papers, nil
 }

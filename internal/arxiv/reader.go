@@ -184,3 +184,23 @@ func (f flexList) split(fn func(string) []string) []string {
 	}
 	return fn(f.one)
 }
+
+// ReadAll reads every paper of r, failing on the first malformed line: for inputs we trust
+// (the demo corpus, test data), where a bad line is a bug rather than something to skip.
+func ReadAll(r io.Reader) ([]*recommenderv1.Paper, error) {
+	rd, err := NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	var out []*recommenderv1.Paper
+	for {
+		p, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+}

@@ -3,7 +3,6 @@ package testutil
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,21 +102,11 @@ func ReadPapers(tb testing.TB, path string) []*recommenderv1.Paper {
 		tb.Fatal(err)
 	}
 	defer f.Close()
-	r, err := arxiv.NewReader(f)
+	papers, err := arxiv.ReadAll(f)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("%s: %v", path, err)
 	}
-	var out []*recommenderv1.Paper
-	for {
-		p, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, p)
-	}
+	return papers
 }
 
 // Ingest streams papers through IngestPapers in batches of 500 and returns the summary.

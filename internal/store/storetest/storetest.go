@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -327,16 +328,6 @@ func randomVectors(n, dims int, seed uint64) []store.Paper {
 	return ps
 }
 
-func cosine(a, b []float32) float64 {
-	var dot, na, nb float64
-	for i := range a {
-		dot += float64(a[i]) * float64(b[i])
-		na += float64(a[i]) * float64(a[i])
-		nb += float64(b[i]) * float64(b[i])
-	}
-	return dot / math.Sqrt(na*nb)
-}
-
 func testDense(t *testing.T, s store.Store) {
 	bind(t, s, 16)
 	ps := randomVectors(200, 16, 1)
@@ -349,7 +340,7 @@ func testDense(t *testing.T, s store.Store) {
 	}
 	var want []sc
 	for _, p := range ps {
-		want = append(want, sc{p.ID, cosine(q, p.Dense)})
+		want = append(want, sc{p.ID, rank.Cosine(q, p.Dense)})
 	}
 	sort.Slice(want, func(i, j int) bool { return want[i].s > want[j].s })
 	hits := search(t, s, store.Query{Dense: q, Limit: 10})

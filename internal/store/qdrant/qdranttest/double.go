@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/paperrec/recommender/internal/rank"
 )
 
 // Call is one request the double received.
@@ -401,7 +403,9 @@ func (c *collection) nearest(q *qc.Query, using string, filter *qc.Filter, limit
 				continue // Qdrant returns only points sharing an index with a sparse query
 			}
 		} else {
-			score = cosine(in.GetDense().GetData(), v.GetDense().GetData())
+			if a, b := in.GetDense().GetData(), v.GetDense().GetData(); len(a) == len(b) {
+				score = float32(rank.Cosine(a, b))
+			}
 		}
 		if threshold != nil && score < *threshold {
 			continue
@@ -471,22 +475,6 @@ func sortScored(s []scored) {
 		}
 		return idKey(s[i].p.GetId()) < idKey(s[j].p.GetId())
 	})
-}
-
-func cosine(a, b []float32) float32 {
-	if len(a) != len(b) {
-		return 0
-	}
-	var dot, na, nb float64
-	for i := range a {
-		dot += float64(a[i]) * float64(b[i])
-		na += float64(a[i]) * float64(a[i])
-		nb += float64(b[i]) * float64(b[i])
-	}
-	if na == 0 || nb == 0 {
-		return 0
-	}
-	return float32(dot / math.Sqrt(na*nb))
 }
 
 // matches evaluates the subset of Qdrant filters the adapter uses; anything else is refused,
