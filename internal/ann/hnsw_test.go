@@ -1,0 +1,194 @@
+package ann_test
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/ann"
+)
+
+// clustered returns n unit vectors around c random centres, seeded.
+func clustered(n, dims, c int, seed uint64) [][]float32 {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	centres := make([][]float32, c)
+	for i := range centres {
+		centres[i] = make([]float32, dims)
+		for j := range centres[i] {
+			centres[i][j] = float32(rng.NormFloat64())
+		}
+	}
+	out := make([][]float32, n)
+	for i := range out {
+		v := make([]float32, dims)
+		ctr := centres[rng.IntN(c)]
+		var ss float64
+		for j := range v {
+			v[j] = ctr[j] + 0.6*float32(rng.NormFloat64())
+			ss += float64(v[j]) * float64(v[j])
+		}
+		for j := range v {
+			v[j] /= float32(math.Sqrt(ss))
+		}
+		out[i] = v
+	}
+	return out
+}
+
+func exact(vecs [][]float32, q []float32, k int, accept func(uint32) bool) []uint32 {
+	type sc struct {
+		id uint32
+		s  float32
+	}
+	var all []sc
+	for i, v := range vecs {
+		if accept != nil && !accept(uint32(i)) {
+			continue
+		}
+		var d float32
+		for j := range v {
+			d += v[j] * q[j]
+		}
+		all = append(all, sc{uint32(i), d})
+	}
+	slices.SortFunc(all, func(a, b sc) int {
+		if a.s > b.s {
+			return -1
+		}
+		if a.s < b.s {
+			return 1
+		}
+		return 0
+	})
+	var ids []uint32
+	for _, a := range all[:min(k, len(all))] {
+		ids = append(ids, a.id)
+	}
+	return ids
+}
+
+func recall(got []ann.Result, want []uint32) float64 {
+	hit := 0
+	for _, r := range got {
+		if slices.Contains(want, r.ID) {
+			hit++
+		}
+	}
+	return float64(hit) / float64(len(want))
+}
+
+func build(vecs [][]float32) *ann.Index {
+	x := ann.New(ann.DefaultOptions())
+	for _, v := range vecs {
+		x.Add(v)
+	}
+	return x
+}
+
+func TestRecallAgainstExact(t *testing.T) {
+	vecs := clustered(6000, 32, 40, 1)
+	queries := clustered(200, 32, 40, 2)
+	x := build(vecs)
+	var sum float64
+	for _, q := range queries {
+		sum += recall(x.Search(q, 10, 64, nil), exact(vecs, q, 10, nil))
+	}
+	r := sum / float64(len(queries))
+	t.Logf("recall@10 at ef 64 over %d queries: %.4f", len(queries), r)
+	if r < 0.95 {
+		t.Fatalf("recall@10 %.4f < 0.95", r)
+	}
+}
+
+func TestFilteredSearchKeepsRecall(t *testing.T) {
+	vecs := clustered(6000, 32, 40, 3)
+	x := build(vecs)
+	accept := func(id uint32) bool { return id%10 == 3 } // one paper in ten passes
+	var sum float64
+	queries := clustered(100, 32, 40, 4)
+	for _, q := range queries {
+		got := x.Search(q, 10, 64, accept)
+		for _, r := range got {
+			if !accept(r.ID) {
+				t.Fatalf("filtered search returned %d", r.ID)
+			}
+		}
+		sum += recall(got, exact(vecs, q, 10, accept))
+	}
+	r := sum / float64(len(queries))
+	t.Logf("filtered (10%%) recall@10 at ef 64: %.4f", r)
+	if r < 0.95 {
+		t.Fatalf("filtered recall@10 %.4f < 0.95", r)
+	}
+}
+
+func TestDeleteAndSaveLoad(t *testing.T) {
+	vecs := clustered(2000, 16, 20, 5)
+	x := build(vecs)
+	q := vecs[7]
+	if got := x.Search(q, 1, 32, nil); got[0].ID != 7 {
+		t.Fatalf("nearest to vector 7 is %d", got[0].ID)
+	}
+	var buf bytes.Buffer
+	if err := x.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	y, err := ann.Load(bytes.NewReader(buf.Bytes()), ann.DefaultOptions(), func(id uint32) []float32 { return vecs[id] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range clustered(50, 16, 20, 6) {
+		if a, b := x.Search(q, 10, 50, nil), y.Search(q, 10, 50, nil); !slices.Equal(a, b) {
+			t.Fatalf("loaded index answers differently:\n%v\n%v", a, b)
+		}
+	}
+	x.Delete(7)
+	if got := x.Search(q, 5, 32, nil); slices.ContainsFunc(got, func(r ann.Result) bool { return r.ID == 7 }) || x.Len() != 1999 {
+		t.Fatalf("deleted node returned: %v (len %d)", got, x.Len())
+	}
+	if err := x.Save(&buf); err == nil {
+		t.Fatal("an index with tombstones was saved")
+	}
+	if _, err := ann.Load(bytes.NewReader(buf.Bytes()[:40]), ann.DefaultOptions(), func(id uint32) []float32 { return vecs[id] }); err == nil {
+		t.Fatal("a truncated file loaded")
+	}
+	if _, err := ann.Load(bytes.NewReader(buf.Bytes()), ann.Options{M: 8, EfConstruction: 100}, func(id uint32) []float32 { return vecs[id] }); err == nil {
+		t.Fatal("a file built with other options loaded")
+	}
+}
+
+func TestConcurrentAddDeleteSearch(t *testing.T) {
+	vecs := clustered(3000, 16, 20, 8)
+	x := build(vecs[:1000])
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for _, v := range vecs[1000:] {
+			x.Add(v)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := uint32(0); i < 500; i++ {
+			x.Delete(i * 2)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range 500 {
+			for _, r := range x.Search(vecs[i], 10, 32, nil) {
+				if r.ID >= uint32(x.Nodes()) {
+					t.Errorf("result %d out of range", r.ID)
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	if x.Len() != 2500 {
+		t.Fatalf("len %d, want 2500", x.Len())
+	}
+}
