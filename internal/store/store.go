@@ -84,6 +84,8 @@ type Query struct {
 	Limit int
 	// WithVectors fills in the hits' Lexical and Dense, for re-ranking and explanations.
 	WithVectors bool
+	// Exact asks for an exact dense search where the backend would use an approximate index.
+	Exact bool
 }
 
 // Hit is one search result.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/paperrec/recommender/internal/ann"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
@@ -26,6 +27,7 @@ type doc struct {
 	length     float32  // lexical.Vector.Sum of the document
 	dense      []float32
 	alive      bool
+	ann        int32 // node in the ANN graph; -1 when none
 }
 
 type posting struct {
@@ -37,6 +39,9 @@ type posting struct {
 // are lazy (the doc is marked dead and its postings skipped) and compacted in bulk once dead docs
 // are a large share, so a write costs O(terms of the paper), not O(posting-list length).
 type index struct {
+	ann      *ann.Index // nil while loading: built or read once every paper is in
+	annDocs  []uint32   // doc number of each ANN node
+	annCfg   ANNOptions
 	docs     []doc
 	byID     map[string]uint32
 	postings map[uint32][]posting
@@ -55,8 +60,8 @@ type scratch struct {
 	hits  []uint32
 }
 
-func newIndex() *index {
-	return &index{byID: map[string]uint32{}, postings: map[uint32][]posting{}, df: map[uint32]int32{}}
+func newIndex(cfg ANNOptions) *index {
+	return &index{byID: map[string]uint32{}, postings: map[uint32][]posting{}, df: map[uint32]int32{}, annCfg: cfg}
 }
 
 // put adds a paper; the caller removes any older version first.
@@ -67,8 +72,9 @@ func (x *index) put(p *store.Paper) {
 		authors[i] = store.NormalizeAuthor(a)
 	}
 	d := doc{id: p.ID, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
-		length: p.Lexical.Sum(), dense: normalized(p.Dense), alive: true}
+		length: p.Lexical.Sum(), dense: normalized(p.Dense), alive: true, ann: -1}
 	x.docs = append(x.docs, d)
+	x.addToANN(n)
 	x.byID[p.ID] = n
 	for i, t := range p.Lexical.Indices {
 		x.postings[t] = append(x.postings[t], posting{doc: n, tf: p.Lexical.Values[i]})
@@ -89,7 +95,9 @@ func (x *index) remove(id string, terms lexical.Vector) {
 	delete(x.byID, id)
 	d := &x.docs[n]
 	d.alive = false
-	d.dense = nil
+	if d.ann >= 0 {
+		x.ann.Delete(uint32(d.ann))
+	}
 	x.live--
 	x.dead++
 	x.sumLen -= float64(d.length)
@@ -130,6 +138,12 @@ func (x *index) maybeCompact() {
 	}
 	x.docs = docs
 	x.dead = 0
+	for i, n := range x.annDocs {
+		x.annDocs[i] = remap[n] // nodes of deleted docs are tombstones; their entry is never read
+	}
+	if x.ann != nil && x.ann.Deleted() > x.ann.Len()/2 {
+		x.buildANN() // too many tombstones slow every search
+	}
 }
 
 type scored struct {
@@ -149,13 +163,13 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error
 		if err != nil {
 			return nil, err
 		}
-		dense, err := x.searchDense(ctx, q.Dense, m, depth)
+		dense, err := x.searchDense(ctx, q.Dense, m, depth, q.Exact)
 		if err != nil {
 			return nil, err
 		}
 		return rank.FuseRRF(q.Limit, lex, dense), nil
 	case len(q.Dense) > 0:
-		return x.searchDense(ctx, q.Dense, m, q.Limit)
+		return x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact)
 	default:
 		return x.searchLexical(ctx, q.Lexical, m, q.Limit)
 	}
@@ -236,23 +250,73 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 	return x.toScored(top.Sorted()), nil
 }
 
-// searchDense is an exact cosine scan over the live papers that pass the filter.
-func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int) ([]rank.Scored, error) {
+// searchDense finds the k papers whose vectors are most similar to qv: with the ANN graph, or
+// exactly when the store is small, when the request asks, when the filter names the candidates,
+// or when a filtered graph search finds fewer than k papers (the filter was too selective for the
+// walk), so a filter never costs results.
+func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool) ([]rank.Scored, error) {
 	q := normalized(qv)
+	if x.ann == nil || exact || m.only != nil || x.live < x.annCfg.ExactBelow {
+		return x.scanDense(ctx, q, m, k)
+	}
+	res := x.ann.Search(q, k, max(x.annCfg.EfSearch, k), func(id uint32) bool {
+		n := x.annDocs[id]
+		return len(x.docs[n].dense) == len(q) && m.match(n)
+	})
+	if len(res) < k && m.restricts() {
+		return x.scanDense(ctx, q, m, k)
+	}
 	top := rank.NewTopK(k, x.better)
+	for _, r := range res {
+		top.Push(scored{doc: x.annDocs[r.ID], score: r.Score})
+	}
+	return x.toScored(top.Sorted()), nil
+}
+
+// scanDense is the exact cosine scan over the live papers that pass the filter.
+func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int) ([]rank.Scored, error) {
+	top := rank.NewTopK(k, x.better)
+	visit := func(i uint32) {
+		d := &x.docs[i]
+		if d.alive && len(d.dense) == len(q) && m.match(i) {
+			top.Push(scored{doc: i, score: dot(q, d.dense)})
+		}
+	}
+	if m.only != nil { // a candidate list: look at those papers only
+		for i := range m.only {
+			visit(i)
+		}
+		return x.toScored(top.Sorted()), nil
+	}
 	for i := range x.docs {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 		}
-		d := &x.docs[i]
-		if !d.alive || len(d.dense) != len(q) || !m.match(uint32(i)) {
-			continue
-		}
-		top.Push(scored{doc: uint32(i), score: dot(q, d.dense)})
+		visit(uint32(i))
 	}
 	return x.toScored(top.Sorted()), nil
+}
+
+// addToANN links doc n into the graph, when there is one and the doc has a vector.
+func (x *index) addToANN(n uint32) {
+	if x.ann == nil || x.docs[n].dense == nil {
+		return
+	}
+	x.docs[n].ann = int32(x.ann.Add(x.docs[n].dense))
+	x.annDocs = append(x.annDocs, n)
+}
+
+// buildANN builds the graph afresh from the live papers' vectors.
+func (x *index) buildANN() {
+	x.ann, x.annDocs = ann.New(x.annCfg.Graph), nil
+	for i := range x.docs {
+		x.docs[i].ann = -1
+		if x.docs[i].alive {
+			x.addToANN(uint32(i))
+		}
+	}
 }
 
 func (x *index) getScratch() *scratch {
@@ -307,6 +371,13 @@ func (x *index) matcher(f store.Filter) *matcher {
 		}
 	}
 	return m
+}
+
+// restricts reports whether the filter excludes more than a few named papers (seeds), that is,
+// whether it may leave a graph walk short of results.
+func (m *matcher) restricts() bool {
+	f := m.f
+	return f.MinYear != 0 || f.MaxYear != 0 || len(f.Categories) > 0 || len(f.Authors) > 0 || len(m.excluded) > 100
 }
 
 func (m *matcher) match(n uint32) bool {

@@ -38,6 +38,8 @@ var (
 type Options struct {
 	// Dir is the data directory; it is created if missing.
 	Dir string
+	// ANN configures the approximate index of dense vectors; zero fields take DefaultANN's.
+	ANN ANNOptions
 }
 
 // Validate reports every problem with the options at once.
@@ -58,6 +60,7 @@ func (o Options) Validate() error {
 // (inverted index, vectors, filter fields) is rebuilt in memory from the file at Open, so the
 // disk format stays one record per paper.
 type Store struct {
+	dir     string
 	db      *bolt.DB
 	writeMu sync.Mutex // serialises writers so memory is updated in commit order
 
@@ -90,10 +93,24 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, idx: newIndex()}
+	cfg, d := opts.ANN, DefaultANN()
+	if cfg.Graph.M == 0 {
+		cfg.Graph = d.Graph
+	}
+	if cfg.EfSearch == 0 {
+		cfg.EfSearch = d.EfSearch
+	}
+	if cfg.ExactBelow == 0 {
+		cfg.ExactBelow = d.ExactBelow
+	}
+	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg)}
 	if err := s.load(ctx); err != nil {
 		_ = db.Close()
 		return nil, err
+	}
+	if _, err := s.loadANN(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("load vector index: %w", err)
 	}
 	return s, nil
 }
@@ -406,5 +423,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	return s.db.Close()
+	// The graph is saved on a clean close only; after a crash it is rebuilt at the next start.
+	annErr := s.saveANN()
+	if annErr != nil {
+		annErr = fmt.Errorf("save vector index (it will be rebuilt): %w", annErr)
+	}
+	return errors.Join(annErr, s.db.Close())
 }

@@ -94,7 +94,14 @@ func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	for range poolSize {
-		if _, err := s.client.GetQdrantClient().HealthCheck(ctx, &qc.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		qcl := s.client.GetQdrantClient()
+		_, err := qcl.HealthCheck(ctx, &qc.HealthCheckRequest{}, grpc.WaitForReady(true))
+		if err != nil && ctx.Err() == nil {
+			// A connection can look ready for a moment after the server dropped it; the call
+			// on it fails at once, and the retry waits for the reconnection.
+			_, err = qcl.HealthCheck(ctx, &qc.HealthCheckRequest{}, grpc.WaitForReady(true))
+		}
+		if err != nil {
 			return mapErr(s.opts.Collection, err)
 		}
 	}

@@ -1,0 +1,141 @@
+package embedded
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/paperrec/recommender/internal/ann"
+)
+
+// ANNOptions configure the approximate index of dense vectors.
+type ANNOptions struct {
+	// Graph shapes the HNSW graph (M, ef_construction).
+	Graph ann.Options
+	// EfSearch is the candidate list of a graph search (at least the number of results asked).
+	EfSearch int
+	// ExactBelow: with fewer live papers than this, searches scan exactly, which is as fast.
+	ExactBelow int
+}
+
+// DefaultANN returns the defaults: M 16, ef_construction 200, ef_search 64, exact below 10,000.
+func DefaultANN() ANNOptions {
+	return ANNOptions{Graph: ann.DefaultOptions(), EfSearch: 64, ExactBelow: 10_000}
+}
+
+// annFile keeps the graph between runs, so a restart does not rebuild it.
+const annFile = "ann.idx"
+
+const annMagic = "RECSTORE-ANN1\n"
+
+// saveANN writes the graph with the store version it matches and the paper id of each node
+// (doc numbers change between runs). Write, fsync, rename: a crash leaves the old file or the
+// new one, and a stale one is recognised by its version.
+func (s *Store) saveANN() error {
+	x := s.idx
+	if x.ann == nil || x.ann.Nodes() == 0 || x.ann.Deleted() > 0 {
+		return nil
+	}
+	path := filepath.Join(s.dir, annFile)
+	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(annMagic)
+	var buf []byte
+	buf = binary.BigEndian.AppendUint64(buf, s.version)
+	buf = binary.AppendUvarint(buf, uint64(len(x.annDocs)))
+	for _, n := range x.annDocs {
+		buf = binary.AppendUvarint(buf, uint64(len(x.docs[n].id)))
+		buf = append(buf, x.docs[n].id...)
+	}
+	w.Write(buf)
+	if err := x.ann.Save(w); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// loadANN reads the saved graph when it matches the store's version; otherwise (no file, an
+// older version, any damage) it builds the graph from the vectors.
+func (s *Store) loadANN() (loaded bool, err error) {
+	x := s.idx
+	f, err := os.Open(filepath.Join(s.dir, annFile))
+	if errors.Is(err, os.ErrNotExist) {
+		x.buildANN()
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := s.readANN(bufio.NewReaderSize(f, 1<<20)); err != nil {
+		x.buildANN()
+		return false, nil
+	}
+	return true, nil
+}
+
+func (s *Store) readANN(r *bufio.Reader) error {
+	x := s.idx
+	magic := make([]byte, len(annMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != annMagic {
+		return errors.New("not an index file")
+	}
+	var ver [8]byte
+	if _, err := io.ReadFull(r, ver[:]); err != nil || binary.BigEndian.Uint64(ver[:]) != s.version {
+		return errors.New("stale index")
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > uint64(len(x.docs)) {
+		return errors.New("bad node count")
+	}
+	docs := make([]uint32, n)
+	for i := range docs {
+		l, err := binary.ReadUvarint(r)
+		if err != nil || l > MaxIDLen {
+			return errors.New("bad id")
+		}
+		id := make([]byte, l)
+		if _, err := io.ReadFull(r, id); err != nil {
+			return err
+		}
+		d, ok := x.byID[string(id)]
+		if !ok || x.docs[d].dense == nil {
+			return fmt.Errorf("node %d: paper %q has no vector", i, id)
+		}
+		docs[i] = d
+	}
+	g, err := ann.Load(r, x.annCfg.Graph, func(id uint32) []float32 { return x.docs[docs[id]].dense })
+	if err != nil {
+		return err
+	}
+	for i := range x.docs {
+		x.docs[i].ann = -1
+	}
+	for i, d := range docs {
+		x.docs[d].ann = int32(i)
+	}
+	x.ann, x.annDocs = g, docs
+	return nil
+}
+
+// MaxIDLen bounds paper ids read from files.
+const MaxIDLen = 1024
