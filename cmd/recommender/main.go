@@ -25,6 +25,8 @@ var commands = []command{
 	{"recommend", "ask a running server for papers similar to a text or to seed papers", runRecommend},
 	{"info", "show a running server's index: size, backend, model, version", runInfo},
 	{"eval", "measure quality: NDCG on CSFCube, topic precision on the arXiv sample", runEval},
+	{"bench-ann", "benchmark the vector index against hnswlib on the same vectors", runBenchANN},
+	{"bench-grpc", "load-test Recommend over gRPC with synthetic papers", runBenchGRPC},
 }
 
 func main() {

@@ -30,7 +30,7 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 // both signals; seed-only requests make no embedding call, and a text query is embedded once.
 // It also returns the positive seeds, for explanations.
 func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, error) {
-	q := store.Query{Filter: r.filter}
+	q := store.Query{Filter: r.filter, Exact: r.exact}
 	var positive, negative []store.Paper
 	var err error
 	if len(r.positive) > 0 {

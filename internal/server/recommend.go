@@ -166,7 +166,7 @@ func (s *Service) signals(ctx context.Context, q store.Query, mode recommenderv1
 		set func(*signalScores, float32)
 	}{
 		{store.Query{Lexical: q.Lexical, Filter: q.Filter, Limit: depth}, func(s *signalScores, v float32) { s.lexical = v }},
-		{store.Query{Dense: q.Dense, Filter: q.Filter, Limit: depth}, func(s *signalScores, v float32) { s.dense = v }},
+		{store.Query{Dense: q.Dense, Filter: q.Filter, Limit: depth, Exact: q.Exact}, func(s *signalScores, v float32) { s.dense = v }},
 	} {
 		hits, err := s.store.Search(ctx, side.q)
 		if err != nil {

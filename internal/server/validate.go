@@ -154,6 +154,7 @@ type recommendRequest struct {
 	diversity  float64
 	halfLife   time.Duration
 	explain    bool
+	exact      bool
 }
 
 func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, error) {
@@ -231,7 +232,7 @@ func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, err
 	default:
 		r.halfLife = time.Duration(h * float64(24*time.Hour))
 	}
-	r.explain = req.GetExplain()
+	r.explain, r.exact = req.GetExplain(), req.GetExact()
 
 	r.pageToken = newPageToken(req)
 	if t := req.GetPageToken(); t != "" {

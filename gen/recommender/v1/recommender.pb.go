@@ -311,7 +311,10 @@ type RecommendRequest struct {
 	// unknown date gets the factor of the oldest dated candidate.
 	RecencyHalfLifeDays float32 `protobuf:"fixed32,10,opt,name=recency_half_life_days,json=recencyHalfLifeDays,proto3" json:"recency_half_life_days,omitempty"`
 	// Explain each result: the score of each signal, the closest seed and the shared terms.
-	Explain       bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
+	Explain bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
+	// Search embeddings exactly instead of with the approximate index: slower on large stores,
+	// never misses a neighbour. Small stores (under 10,000 papers) are always searched exactly.
+	Exact         bool `protobuf:"varint,12,opt,name=exact,proto3" json:"exact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +422,13 @@ func (x *RecommendRequest) GetRecencyHalfLifeDays() float32 {
 func (x *RecommendRequest) GetExplain() bool {
 	if x != nil {
 		return x.Explain
+	}
+	return false
+}
+
+func (x *RecommendRequest) GetExact() bool {
+	if x != nil {
+		return x.Exact
 	}
 	return false
 }
@@ -1358,7 +1368,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"categories\x18\x03 \x03(\tR\n" +
 	"categories\x12\x18\n" +
 	"\aauthors\x18\x04 \x03(\tR\aauthors\x12*\n" +
-	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\xc0\x03\n" +
+	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\xd6\x03\n" +
 	"\x10RecommendRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x12positive_paper_ids\x18\x02 \x03(\tR\x10positivePaperIds\x12,\n" +
@@ -1372,7 +1382,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\tdiversity\x18\t \x01(\x02R\tdiversity\x123\n" +
 	"\x16recency_half_life_days\x18\n" +
 	" \x01(\x02R\x13recencyHalfLifeDays\x12\x18\n" +
-	"\aexplain\x18\v \x01(\bR\aexplain\"8\n" +
+	"\aexplain\x18\v \x01(\bR\aexplain\x12\x14\n" +
+	"\x05exact\x18\f \x01(\bR\x05exact\"8\n" +
 	"\n" +
 	"SharedTerm\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +

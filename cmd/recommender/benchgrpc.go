@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/server"
+	"github.com/paperrec/recommender/internal/store/embedded"
+)
+
+const benchGRPCHelp = `
+Load-tests Recommend over real gRPC on loopback: the whole service (embedded store with its
+vector index, hybrid retrieval) serving --papers synthetic papers, whose embeddings come from a
+local fake OpenAI-compatible API (hashed bag-of-words vectors, so no model is needed). For 1, 8
+and 32 concurrent clients it sends seed requests (stored vectors, no embedding call) and text
+requests (one embedding call each) for --seconds each, and prints p50, p99 and throughput.`
+
+func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench-grpc", "[flags]", benchGRPCHelp, stderr)
+	n := fs.Int("papers", 100_000, "synthetic papers to serve")
+	dims := fs.Int("dims", 384, "embedding dimensions")
+	seconds := fs.Float64("seconds", 10, "duration of each load level")
+	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	api := embedtest.New(*dims)
+	defer api.Close()
+	emb, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: "fake-hash", Dimensions: *dims, MaxInputs: 512})
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "bench-grpc")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lb, err := server.StartLoopback(ctx, st, emb)
+	if err != nil {
+		return err
+	}
+	defer lb.Close()
+	client := recommenderv1.NewRecommenderServiceClient(lb.Conn)
+
+	start := time.Now()
+	papers := syntheticPapers(*n)
+	stream, err := client.IngestPapers(ctx)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(papers); i += 500 {
+		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: papers[i:min(i+500, len(papers))]}); err != nil {
+			return err
+		}
+	}
+	if _, err := stream.CloseAndRecv(); err != nil {
+		return rpcError(err)
+	}
+	fmt.Fprintf(stdout, "%d papers ingested (embedded, indexed) in %.1fs; hybrid retrieval, %d dimensions\n\n",
+		*n, time.Since(start).Seconds(), *dims)
+	fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
+	for _, kind := range []string{"seed", "text"} {
+		for _, c := range strings.Split(*levels, ",") {
+			var clients int
+			if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
+				return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
+			}
+			lat, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*seconds*float64(time.Second)))
+			if err != nil {
+				return err
+			}
+			slices.Sort(lat)
+			fmt.Fprintf(stdout, "%-8s %8d %10s %10s %12.0f\n", kind, clients, round(lat[len(lat)/2]), round(lat[len(lat)*99/100]),
+				float64(len(lat))/(*seconds))
+		}
+	}
+	return nil
+}
+
+func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
+
+// loadLevel runs clients goroutines sending requests back to back for d.
+func loadLevel(ctx context.Context, client recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, kind string, clients int, d time.Duration) ([]time.Duration, error) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 3))
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				p := papers[rng.IntN(len(papers))]
+				req := &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}}
+				if kind == "text" {
+					req = &recommenderv1.RecommendRequest{Query: p.GetTitle()}
+				}
+				start := time.Now()
+				_, err := client.Recommend(ctx, req)
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(start))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, rpcError(firstErr)
+	}
+	return lat, nil
+}
+
+// syntheticPapers writes n papers about 200 topics, each with words of its own and shared ones,
+// in a Zipf-like mix, so both retrieval signals have structure to find.
+func syntheticPapers(n int) []*recommenderv1.Paper {
+	rng := rand.New(rand.NewPCG(42, 42))
+	common := make([]string, 2000)
+	for i := range common {
+		common[i] = fmt.Sprintf("term%04d", i)
+	}
+	zipf := rand.NewZipf(rng, 1.1, 1, uint64(len(common)-1))
+	words := func(topic, count int) string {
+		var b strings.Builder
+		for range count {
+			if rng.IntN(3) == 0 {
+				fmt.Fprintf(&b, "topic%03dword%02d ", topic, rng.IntN(30))
+			} else {
+				b.WriteString(common[zipf.Uint64()] + " ")
+			}
+		}
+		return strings.TrimSpace(b.String())
+	}
+	out := make([]*recommenderv1.Paper, n)
+	for i := range out {
+		topic := rng.IntN(200)
+		out[i] = &recommenderv1.Paper{Id: fmt.Sprintf("syn-%06d", i), Title: words(topic, 8), Abstract: words(topic, 120),
+			Year: int32(2000 + rng.IntN(26))}
+	}
+	return out
+}
