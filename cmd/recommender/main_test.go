@@ -74,6 +74,15 @@ func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) 
 	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
+	p := watchServe(t, cmd)
+	p.dataDir = dataDir
+	return p
+}
+
+// watchServe starts a serve command and waits for it to log the address it serves on; the
+// returned process has a plaintext client connected.
+func watchServe(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +90,7 @@ func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{dataDir: dataDir, cmd: cmd, exited: make(chan struct{})}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
 	addrc := make(chan string, 1)
 	var logs bytes.Buffer
 	var mu sync.Mutex
