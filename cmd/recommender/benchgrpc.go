@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,8 +13,6 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
-	"github.com/paperrec/recommender/internal/server"
-	"github.com/paperrec/recommender/internal/store/embedded"
 )
 
 const benchGRPCHelp = `
@@ -40,56 +37,29 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "bench-grpc")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	lb, err := server.StartLoopback(ctx, st, emb)
-	if err != nil {
-		return err
-	}
-	defer lb.Close()
-	client := recommenderv1.NewRecommenderServiceClient(lb.Conn)
-
 	start := time.Now()
 	papers := syntheticPapers(*n)
-	stream, err := client.IngestPapers(ctx)
-	if err != nil {
-		return err
-	}
-	for i := 0; i < len(papers); i += 500 {
-		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: papers[i:min(i+500, len(papers))]}); err != nil {
-			return err
-		}
-	}
-	if _, err := stream.CloseAndRecv(); err != nil {
-		return rpcError(err)
-	}
-	fmt.Fprintf(stdout, "%d papers ingested (embedded, indexed) in %.1fs; hybrid retrieval, %d dimensions\n\n",
-		*n, time.Since(start).Seconds(), *dims)
-	fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
-	for _, kind := range []string{"seed", "text"} {
-		for _, c := range strings.Split(*levels, ",") {
-			var clients int
-			if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
-				return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
+	return withLoopback(ctx, emb, papers, func(client recommenderv1.RecommenderServiceClient) error {
+		fmt.Fprintf(stdout, "%d papers ingested (embedded, indexed) in %.1fs; hybrid retrieval, %d dimensions\n\n",
+			*n, time.Since(start).Seconds(), *dims)
+		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
+		for _, kind := range []string{"seed", "text"} {
+			for _, c := range strings.Split(*levels, ",") {
+				var clients int
+				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
+					return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
+				}
+				lat, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*seconds*float64(time.Second)))
+				if err != nil {
+					return err
+				}
+				slices.Sort(lat)
+				fmt.Fprintf(stdout, "%-8s %8d %10s %10s %12.0f\n", kind, clients, round(lat[len(lat)/2]), round(lat[len(lat)*99/100]),
+					float64(len(lat))/(*seconds))
 			}
-			lat, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*seconds*float64(time.Second)))
-			if err != nil {
-				return err
-			}
-			slices.Sort(lat)
-			fmt.Fprintf(stdout, "%-8s %8d %10s %10s %12.0f\n", kind, clients, round(lat[len(lat)/2]), round(lat[len(lat)*99/100]),
-				float64(len(lat))/(*seconds))
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
