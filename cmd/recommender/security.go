@@ -33,7 +33,7 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.keysFile, "api-keys-file", os.Getenv("RECOMMENDER_API_KEYS_FILE"),
 		"file of API keys, one per line as \"read <key>\" or \"write <key>\" (env RECOMMENDER_API_KEYS_FILE); "+
 			"or RECOMMENDER_API_KEYS=\"write:<key>,read:<key>\"")
-	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED")
+	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED", false)
 	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", f.allowUnauthenticated,
 		"serve without API keys on a non-loopback address (env RECOMMENDER_ALLOW_UNAUTHENTICATED)")
 	rl, err := strconv.ParseFloat(envOr("RECOMMENDER_RATE_LIMIT", "0"), 64)
@@ -49,8 +49,10 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 		"require client certificates signed by this PEM CA: mutual TLS (env RECOMMENDER_TLS_CLIENT_CA)")
 }
 
-func (f *serverSecurity) boolEnv(name string) bool {
-	v, err := strconv.ParseBool(envOr(name, "false"))
+// boolEnv reads a true/false environment variable, def when unset; a bad value is reported
+// with the other usage errors.
+func (f *serverSecurity) boolEnv(name string, def bool) bool {
+	v, err := strconv.ParseBool(envOr(name, strconv.FormatBool(def)))
 	if err != nil {
 		f.errs = append(f.errs, name+" must be true or false")
 	}

@@ -49,7 +49,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	sf.register(fs)
 	var sec serverSecurity
 	sec.register(fs)
-	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION") || os.Getenv("RECOMMENDER_REFLECTION") == ""
+	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION", true)
 	fs.BoolVar(&cfg.Reflection, "reflection", cfg.Reflection,
 		"serve gRPC reflection so tools like grpcurl need no .proto files (env RECOMMENDER_REFLECTION)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
@@ -65,7 +65,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
 	var ef embeddingFlags
 	ef.register(fs)
-	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL"),
+	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL", false),
 		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
