@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	"github.com/viterin/vek/vek32"
 
 	"github.com/paperrec/recommender/internal/ann"
+	"github.com/paperrec/recommender/internal/ann/anntest"
 )
 
 const benchANNHelp = `
@@ -73,7 +72,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 
 	start := time.Now()
-	base, queries := clusteredVectors(*n, *nq, *dims, *clusters, float32(*noise), *seed)
+	base, queries := anntest.Clustered(*n, *nq, *dims, *clusters, float32(*noise), *seed)
 	gt := groundTruth(base, queries, *k)
 	if err := writeBenchFiles(*dir, base, queries, gt, *dims, *k); err != nil {
 		return err
@@ -151,43 +150,6 @@ func measure(idx *ann.Index, queries [][]float32, gt [][]int32, k, ef int) bench
 	}
 	secs := time.Since(start).Seconds()
 	return benchPoint{ef: ef, recall: float64(hits) / float64(len(queries)*k), qps: float64(len(queries)) / secs}
-}
-
-// clusteredVectors draws unit vectors around random centres: base vectors and queries from the
-// same clusters, so a query's neighbours are a crowd of near-equals, which is what makes the
-// search hard.
-func clusteredVectors(n, nq, dims, clusters int, noise float32, seed uint64) (base, queries [][]float32) {
-	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	centres := make([][]float32, clusters)
-	for i := range centres {
-		centres[i] = make([]float32, dims)
-		for j := range centres[i] {
-			centres[i][j] = float32(rng.NormFloat64())
-		}
-	}
-	draw := func() []float32 {
-		c := centres[rng.IntN(clusters)]
-		v := make([]float32, dims)
-		var ss float64
-		for j := range v {
-			v[j] = c[j] + noise*float32(rng.NormFloat64())
-			ss += float64(v[j]) * float64(v[j])
-		}
-		inv := float32(1 / math.Sqrt(ss))
-		for j := range v {
-			v[j] *= inv
-		}
-		return v
-	}
-	base = make([][]float32, n)
-	for i := range base {
-		base[i] = draw()
-	}
-	queries = make([][]float32, nq)
-	for i := range queries {
-		queries[i] = draw()
-	}
-	return base, queries
 }
 
 // groundTruth is the exact top k of each query, by brute force on every core.

@@ -2,40 +2,18 @@ package ann_test
 
 import (
 	"bytes"
-	"math"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 
 	"github.com/paperrec/recommender/internal/ann"
+	"github.com/paperrec/recommender/internal/ann/anntest"
 )
 
-// clustered returns n unit vectors around c random centres, seeded.
-func clustered(n, dims, c int, seed uint64) [][]float32 {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	centres := make([][]float32, c)
-	for i := range centres {
-		centres[i] = make([]float32, dims)
-		for j := range centres[i] {
-			centres[i][j] = float32(rng.NormFloat64())
-		}
-	}
-	out := make([][]float32, n)
-	for i := range out {
-		v := make([]float32, dims)
-		ctr := centres[rng.IntN(c)]
-		var ss float64
-		for j := range v {
-			v[j] = ctr[j] + 0.6*float32(rng.NormFloat64())
-			ss += float64(v[j]) * float64(v[j])
-		}
-		for j := range v {
-			v[j] /= float32(math.Sqrt(ss))
-		}
-		out[i] = v
-	}
-	return out
+// clustered returns base vectors and queries from the same clusters, spread wide enough
+// (noise 1.6) that recall at ef 64 is below 1 and the recall bar is a real check.
+func clustered(n, nq, dims, c int, seed uint64) ([][]float32, [][]float32) {
+	return anntest.Clustered(n, nq, dims, c, 1.6, seed)
 }
 
 func exact(vecs [][]float32, q []float32, k int, accept func(uint32) bool) []uint32 {
@@ -89,8 +67,7 @@ func build(vecs [][]float32) *ann.Index {
 }
 
 func TestRecallAgainstExact(t *testing.T) {
-	vecs := clustered(6000, 32, 40, 1)
-	queries := clustered(200, 32, 40, 2)
+	vecs, queries := clustered(6000, 200, 32, 40, 1)
 	x := build(vecs)
 	var sum float64
 	for _, q := range queries {
@@ -104,11 +81,10 @@ func TestRecallAgainstExact(t *testing.T) {
 }
 
 func TestFilteredSearchKeepsRecall(t *testing.T) {
-	vecs := clustered(6000, 32, 40, 3)
+	vecs, queries := clustered(6000, 100, 32, 40, 3)
 	x := build(vecs)
 	accept := func(id uint32) bool { return id%10 == 3 } // one paper in ten passes
 	var sum float64
-	queries := clustered(100, 32, 40, 4)
 	for _, q := range queries {
 		got := x.Search(q, 10, 64, accept)
 		for _, r := range got {
@@ -126,7 +102,7 @@ func TestFilteredSearchKeepsRecall(t *testing.T) {
 }
 
 func TestDeleteAndSaveLoad(t *testing.T) {
-	vecs := clustered(2000, 16, 20, 5)
+	vecs, queries := clustered(2000, 50, 16, 20, 5)
 	x := build(vecs)
 	q := vecs[7]
 	if got := x.Search(q, 1, 32, nil); got[0].ID != 7 {
@@ -140,7 +116,7 @@ func TestDeleteAndSaveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range clustered(50, 16, 20, 6) {
+	for _, q := range queries {
 		if a, b := x.Search(q, 10, 50, nil), y.Search(q, 10, 50, nil); !slices.Equal(a, b) {
 			t.Fatalf("loaded index answers differently:\n%v\n%v", a, b)
 		}
@@ -161,7 +137,7 @@ func TestDeleteAndSaveLoad(t *testing.T) {
 }
 
 func TestConcurrentAddDeleteSearch(t *testing.T) {
-	vecs := clustered(3000, 16, 20, 8)
+	vecs, _ := clustered(3000, 0, 16, 20, 8)
 	x := build(vecs[:1000])
 	var wg sync.WaitGroup
 	wg.Add(3)
