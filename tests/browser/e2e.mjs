@@ -13,6 +13,14 @@ if (!base || !screenshot) {
   process.exit(2);
 }
 
+// settled waits until the page has rendered the answer to the last action: the results list is
+// aria-busy from the click or key press until the new cards (or error) are in, and the old cards
+// stay on screen meanwhile, so waiting for "a card" alone could read the previous list.
+async function settled(page) {
+  await page.waitForFunction(() => !document.querySelector("#results").hasAttribute("aria-busy")
+    && !document.querySelector("#status").textContent.startsWith("Loading"));
+}
+
 function check(cond, what) {
   if (!cond) throw new Error("check failed: " + what);
   console.log("ok  " + what);
@@ -39,7 +47,7 @@ try {
   // Search.
   await page.fill("#query", "speech recognition");
   await page.press("#query", "Enter");
-  await page.waitForSelector("#results .card");
+  await settled(page);
   const titles = await page.locator("#results .card h3").allTextContents();
   check(titles.length >= 3, "a search shows result cards (" + titles.length + ")");
   check(/speech/i.test(titles[0]), "the first result is about speech: " + titles[0]);
@@ -50,15 +58,15 @@ try {
   // Similar papers for the first result.
   const seedId = await page.locator("#results .card").first().getAttribute("data-id");
   await page.locator("#results .card").first().getByRole("button", { name: /Papers similar to/ }).click();
-  await page.waitForFunction(() => document.querySelector("#context").textContent.startsWith("Papers similar to"));
-  await page.waitForSelector("#results .card");
+  await settled(page);
+  check((await page.textContent("#context")).startsWith("Papers similar to"), "the heading says whose similar papers these are");
   const similarIds = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(similarIds.length > 0 && !similarIds.includes(seedId), "similar papers are shown, without the seed " + seedId);
   check((await page.evaluate(() => document.activeElement.id)) === "context", "focus moves to the new results' heading");
 
   // Explain.
   await page.check("#explain");
-  await page.waitForSelector("#results .card .why .term");
+  await settled(page);
   const cardsWithTerms = await page.locator("#results .card").evaluateAll((cards) =>
     cards.filter((c) => c.querySelectorAll(".why .term").length > 0).length);
   check(cardsWithTerms === similarIds.length, "explain shows shared terms on every card");
@@ -71,26 +79,28 @@ try {
   // Page forward and back.
   check(await page.isEnabled("#next"), "there is a next page");
   await page.click("#next");
-  await page.waitForFunction(() => document.querySelector("#page").textContent === "Page 2");
-  await page.waitForSelector("#results .card");
+  await settled(page);
+  check((await page.textContent("#page")) === "Page 2", "the pager says page 2");
   const page2 = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(page2.length > 0 && page2.every((id) => !similarIds.includes(id)), "page 2 shows other papers");
   check(await page.isEnabled("#prev"), "page 2 can go back");
   await page.click("#prev");
-  await page.waitForFunction(() => document.querySelector("#page").textContent === "Page 1");
+  await settled(page);
   const back = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(JSON.stringify(back) === JSON.stringify(similarIds), "going back shows page 1 again");
 
   // Empty state.
   await page.fill("#query", "zzyzx qwfp");
   await page.press("#query", "Enter");
-  await page.waitForFunction(() => /No papers found/.test(document.querySelector("#status").textContent));
+  await settled(page);
+  check(/No papers found/.test(await page.textContent("#status")), "the empty state is shown");
   check((await page.locator("#results .card").count()) === 0, "a search that matches nothing says so");
 
   // Error state: a search of only stop words is refused by the API with a field violation.
   await page.fill("#query", "the of and");
   await page.press("#query", "Enter");
-  await page.waitForFunction(() => document.querySelector("#status").classList.contains("error"));
+  await settled(page);
+  check(await page.evaluate(() => document.querySelector("#status").classList.contains("error")), "the error state is shown");
   const err = await page.textContent("#status");
   check(/InvalidArgument/.test(err) && /query/.test(err), "an API error is shown with its code and field: " + err);
   check((await page.getAttribute("#status", "role")) === "alert", "errors are announced as alerts");
@@ -101,8 +111,8 @@ try {
   check((await page.evaluate(() => document.activeElement.id)) === "query", "Tab reaches the search box first");
   await page.keyboard.type("federated learning");
   await page.keyboard.press("Enter");
-  await page.waitForSelector("#results .card");
-  check(true, "Enter in the search box searches");
+  await settled(page);
+  check((await page.locator("#results .card").count()) > 0, "Enter in the search box searches");
 
   // Narrow screen: nothing overflows sideways.
   await page.setViewportSize({ width: 360, height: 800 });
