@@ -3,7 +3,7 @@
 same vectors with the same M and ef_construction, queries with one thread, and prints one JSON
 object per line for the Go command to tabulate.
 
-usage: hnswlib_bench.py DIR M EF_CONSTRUCTION EF[,EF...]
+usage: hnswlib_bench.py DIR M EF_CONSTRUCTION EF[,EF...] [BUILD_THREADS]
 DIR holds meta.json, base.f32, queries.f32 and gt.i32 as written by bench-ann.
 """
 import json
@@ -26,6 +26,7 @@ def rss_mib():
 
 def main():
     d, m, efc, efs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), [int(e) for e in sys.argv[4].split(",")]
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     meta = json.load(open(os.path.join(d, "meta.json")))
     n, q, dims, k = meta["n"], meta["queries"], meta["dims"], meta["k"]
     base = np.fromfile(os.path.join(d, "base.f32"), dtype=np.float32).reshape(n, dims)
@@ -35,10 +36,11 @@ def main():
     before = rss_mib()
     index = hnswlib.Index(space="ip", dim=dims)  # the vectors are unit length: ip is cosine
     index.init_index(max_elements=n, M=m, ef_construction=efc, random_seed=1)
-    index.set_num_threads(1)
+    index.set_num_threads(threads)
     start = time.perf_counter()
     index.add_items(base, np.arange(n))
     build = time.perf_counter() - start
+    index.set_num_threads(1)
     after = rss_mib()
     print(json.dumps({"peer": "hnswlib", "build_seconds": build, "index_mib": after - before,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)

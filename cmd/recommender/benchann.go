@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,8 +31,9 @@ same run. It generates seeded, clustered unit vectors (and queries near them), c
 exact top k of every query, writes everything as raw little-endian files the peer reads
 (meta.json, base.f32, queries.f32, gt.i32), then for our index and for hnswlib (Debian's
 python3-hnswlib, through scripts/hnswlib_bench.py) with the same M and ef_construction, built
-and queried on one thread: build time, index memory, recall@k and queries/second for each ef,
-and the time to reload a saved index.`
+on --threads threads and queried on one: build time, index memory, recall@k and queries/second
+for each ef, and the time to reload a saved index. Our graph is also searched with int8 codes
+and rescoring, the float vectors memory-mapped from base.f32 (read only to rescore).`
 
 func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench-ann", "[flags]", benchANNHelp, stderr)
@@ -45,6 +47,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	m := fs.Int("m", 16, "HNSW M")
 	efc := fs.Int("ef-construction", 200, "HNSW ef_construction")
 	efList := fs.String("ef", "16,32,64,128,256", "search ef values")
+	threads := fs.Int("threads", runtime.GOMAXPROCS(0), "threads building each index (queries always run on one)")
 	dir := fs.String("dir", "", "where to write the vectors (default: a temporary folder, removed after)")
 	python := fs.String("python", "/usr/bin/python3", "Python with hnswlib and numpy; empty: skip the peer")
 	peer := fs.String("peer-script", "scripts/hnswlib_bench.py", "the hnswlib side")
@@ -77,51 +80,139 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := writeBenchFiles(*dir, base, queries, gt, *dims, *k); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "vectors: %d x %d, %d clusters, noise %.2f, seed %d; %d queries, k %d; M %d, ef_construction %d; one thread\n",
-		*n, *dims, *clusters, *noise, *seed, *nq, *k, *m, *efc)
+	fmt.Fprintf(stdout, "vectors: %d x %d, %d clusters, noise %.2f, seed %d; %d queries, k %d; M %d, ef_construction %d; built on %d threads, queried on one\n",
+		*n, *dims, *clusters, *noise, *seed, *nq, *k, *m, *efc, *threads)
 	fmt.Fprintf(stdout, "(generated with exact ground truth in %.1fs, files in %s)\n\n", time.Since(start).Seconds(), *dir)
 
+	progress := func(what string) { fmt.Fprintf(stderr, "%s %s\n", time.Now().Format(time.TimeOnly), what) }
+	progress("building ours")
 	// Ours.
 	opts := ann.Options{M: *m, EfConstruction: *efc, Seed: *seed}
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	start = time.Now()
-	idx := ann.New(opts)
-	for _, v := range base {
-		idx.Add(v)
-	}
-	build := time.Since(start)
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	graphMiB := float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
 	rawMiB := float64(*n**dims*4) / (1 << 20)
-	ours := benchRow{name: "ours (Go, internal/ann)", build: build.Seconds(), indexMiB: graphMiB}
+	var idx *ann.Index
+	graphMiB, build := heapGrowth(func() {
+		idx = ann.New(opts)
+		idx.AddBatch(base, *threads)
+	})
+	progress("querying ours")
+	ours := benchRow{name: "ours, float32", build: build.Seconds(), indexMiB: rawMiB + graphMiB}
 	for _, ef := range efs {
 		ours.points = append(ours.points, measure(idx, queries, gt, *k, ef))
 	}
-	var buf bytes.Buffer
-	if err := idx.Save(&buf); err != nil {
+	graphPath := filepath.Join(*dir, "ours.graph")
+	if err := saveGraph(idx, graphPath); err != nil {
 		return err
 	}
-	start = time.Now()
-	if _, err := ann.Load(bytes.NewReader(buf.Bytes()), opts, func(id uint32) []float32 { return base[id] }); err != nil {
+	idx = nil
+	// Reload: the vectors file read into memory and the graph file.
+	var err error
+	var vecs [][]float32
+	_, reload := heapGrowth(func() {
+		var raw []float32
+		if raw, err = readFloats(filepath.Join(*dir, "base.f32")); err == nil {
+			vecs = split(raw, *dims)
+			idx, err = loadGraph(graphPath, opts, vecs)
+		}
+	})
+	if err != nil {
 		return err
 	}
-	ours.reload = time.Since(start).Seconds()
-	ours.peakRSS = peakRSSMiB()
+	ours.reload = reload.Seconds()
+	idx, vecs = nil, nil
 
-	rows := []benchRow{ours}
+	progress("querying ours, int8")
+	// Int8: the same graph, codes in memory, float vectors memory-mapped for the rescoring.
+	mapped, unmap, err := mapFloats(filepath.Join(*dir, "base.f32"))
+	if err != nil {
+		return err
+	}
+	defer unmap()
+	mvecs := split(mapped, *dims)
+	q8 := opts
+	q8.Int8 = true
+	int8MiB, reload8 := heapGrowth(func() { idx, err = loadGraph(graphPath, q8, mvecs) })
+	if err != nil {
+		return err
+	}
+	quant := benchRow{name: "ours, int8 + rescoring", build: build.Seconds(), indexMiB: int8MiB, reload: reload8.Seconds()}
+	for _, ef := range efs {
+		quant.points = append(quant.points, measure(idx, queries, gt, *k, ef))
+	}
+	ours.peakRSS = peakRSSMiB()
+	quant.peakRSS = ours.peakRSS
+
+	rows := []benchRow{ours, quant}
 	if *python != "" {
-		peerRow, err := runPeer(ctx, *python, *peer, *dir, *m, *efc, *efList)
+		progress("building and querying hnswlib")
+		peerRow, err := runPeer(ctx, *python, *peer, *dir, *m, *efc, *efList, *threads)
 		if err != nil {
 			return fmt.Errorf("hnswlib: %w", err)
 		}
 		rows = append(rows, peerRow)
 	}
+	progress("done")
 	printBench(stdout, rows, rawMiB, efs)
 	return nil
+}
+
+// heapGrowth runs fn and returns how much the live heap grew and how long fn took.
+func heapGrowth(fn func()) (float64, time.Duration) {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	fn()
+	took := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / (1 << 20), took
+}
+
+func saveGraph(idx *ann.Index, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := idx.Save(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func loadGraph(path string, opts ann.Options, vecs [][]float32) (*ann.Index, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ann.Load(f, opts, func(id uint32) []float32 {
+		if int(id) >= len(vecs) {
+			return nil
+		}
+		return vecs[id]
+	})
+}
+
+// readFloats reads a file of little-endian float32s.
+func readFloats(path string) ([]float32, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(le.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out, nil
+}
+
+func split(flat []float32, dims int) [][]float32 {
+	out := make([][]float32, len(flat)/dims)
+	for i := range out {
+		out[i] = flat[i*dims : (i+1)*dims : (i+1)*dims]
+	}
+	return out
 }
 
 type benchPoint struct {
@@ -235,14 +326,14 @@ func writeBenchFiles(dir string, base, queries [][]float32, gt [][]int32, dims, 
 }
 
 // runPeer runs the hnswlib script and reads its JSON lines.
-func runPeer(ctx context.Context, python, script, dir string, m, efc int, efs string) (benchRow, error) {
-	cmd := exec.CommandContext(ctx, python, script, dir, strconv.Itoa(m), strconv.Itoa(efc), efs)
+func runPeer(ctx context.Context, python, script, dir string, m, efc int, efs string, threads int) (benchRow, error) {
+	cmd := exec.CommandContext(ctx, python, script, dir, strconv.Itoa(m), strconv.Itoa(efc), efs, strconv.Itoa(threads))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
 		return benchRow{}, err
 	}
-	row := benchRow{name: "hnswlib (C++, Debian python3-hnswlib)"}
+	row := benchRow{name: "hnswlib (Debian python3-hnswlib)"}
 	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
 		var r struct {
 			EF         int     `json:"ef"`
@@ -269,23 +360,30 @@ func runPeer(ctx context.Context, python, script, dir string, m, efc int, efs st
 }
 
 func printBench(w io.Writer, rows []benchRow, rawMiB float64, efs []int) {
-	fmt.Fprintf(w, "%-40s %9s %12s %9s %10s\n", "", "build s", "index MiB", "reload s", "peak RSS")
+	fmt.Fprintf(w, "%-32s %8s %11s %9s %10s %12s\n", "", "build s", "index MiB", "x raw", "reload s", "peak RSS")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-40s %9.1f %12.1f %9.3f %8.0f MiB\n", r.name, r.build, r.indexMiB, r.reload, r.peakRSS)
+		fmt.Fprintf(w, "%-32s %8.1f %11.1f %8.2fx %10.3f %8.0f MiB\n", r.name, r.build, r.indexMiB, r.indexMiB/rawMiB, r.reload, r.peakRSS)
 	}
-	fmt.Fprintf(w, "raw float32 vectors: %.1f MiB; ours in memory = vectors + graph = %.2fx raw\n\n",
-		rawMiB, (rawMiB+rows[0].indexMiB)/rawMiB)
-	fmt.Fprintf(w, "%5s  %12s %10s", "ef", "ours recall", "ours QPS")
-	if len(rows) > 1 {
-		fmt.Fprintf(w, "  %14s %12s  %9s", "hnswlib recall", "hnswlib QPS", "QPS ratio")
+	fmt.Fprintf(w, "raw float32 vectors: %.1f MiB (int8: codes and graph in memory, vectors memory-mapped for rescoring)\n\n", rawMiB)
+	peer := len(rows) > 2
+	fmt.Fprintf(w, "%5s", "ef")
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %26s", strings.SplitN(r.name, " (", 2)[0]+" recall / QPS")
+	}
+	if peer {
+		fmt.Fprintf(w, "  %13s %13s", "float/hnswlib", "int8/hnswlib")
 	}
 	fmt.Fprintln(w)
 	for i, ef := range efs {
-		o := rows[0].points[i]
-		fmt.Fprintf(w, "%5d  %12.4f %10.0f", ef, o.recall, o.qps)
-		if len(rows) > 1 && i < len(rows[1].points) {
-			p := rows[1].points[i]
-			fmt.Fprintf(w, "  %14.4f %12.0f  %8.2fx", p.recall, p.qps, o.qps/p.qps)
+		fmt.Fprintf(w, "%5d", ef)
+		for _, r := range rows {
+			if i < len(r.points) {
+				fmt.Fprintf(w, "  %17.4f / %6.0f", r.points[i].recall, r.points[i].qps)
+			}
+		}
+		if peer && i < len(rows[2].points) {
+			p := rows[2].points[i].qps
+			fmt.Fprintf(w, "  %12.2fx %12.2fx", rows[0].points[i].qps/p, rows[1].points[i].qps/p)
 		}
 		fmt.Fprintln(w)
 	}

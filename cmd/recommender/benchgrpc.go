@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +30,9 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	dims := fs.Int("dims", 384, "embedding dimensions")
 	seconds := fs.Float64("seconds", 10, "duration of each load level")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
+	kinds := fs.String("requests", "seed,text", "request kinds to run: seed, text")
+	dataDir := fs.String("data-dir", "", "keep the store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -39,11 +44,25 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	start := time.Now()
 	papers := syntheticPapers(*n)
-	return withLoopback(ctx, emb, papers, func(client recommenderv1.RecommenderServiceClient) error {
+	run := func(client recommenderv1.RecommenderServiceClient) error {
 		fmt.Fprintf(stdout, "%d papers ingested (embedded, indexed) in %.1fs; hybrid retrieval, %d dimensions\n\n",
 			*n, time.Since(start).Seconds(), *dims)
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
 		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
-		for _, kind := range []string{"seed", "text"} {
+		for _, kind := range strings.Split(*kinds, ",") {
+			if kind != "seed" && kind != "text" {
+				return usageError{"--requests takes seed, text or both"}
+			}
 			for _, c := range strings.Split(*levels, ",") {
 				var clients int
 				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
@@ -59,7 +78,11 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 		}
 		return nil
-	})
+	}
+	if *dataDir != "" {
+		return withLoopbackIn(ctx, *dataDir, emb, papers, run)
+	}
+	return withLoopback(ctx, emb, papers, run)
 }
 
 func round(d time.Duration) string { return d.Round(time.Microsecond).String() }

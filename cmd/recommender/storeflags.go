@@ -18,6 +18,7 @@ import (
 type storeFlags struct {
 	backend        string
 	dataDir        string
+	ann            embedded.ANNOptions
 	qdrant         qdrant.Options
 	qdrantKeyFile  string
 	healthInterval time.Duration
@@ -30,6 +31,11 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 		"store backend: embedded (on disk, one process) or qdrant (shared by any number of replicas) (env RECOMMENDER_STORE)")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
 		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
+	da := embedded.DefaultANN()
+	fs.StringVar(&f.ann.Quantization, "ann-quantization", envOr("RECOMMENDER_ANN_QUANTIZATION", da.Quantization),
+		"embedded store: vectors the nearest-neighbour graph walks on, int8 (faster, candidates rescored exactly) or none (env RECOMMENDER_ANN_QUANTIZATION)")
+	fs.IntVar(&f.ann.EfSearch, "ann-ef-search", da.EfSearch,
+		"embedded store: candidates a graph search explores (at least the results asked); higher is more exact and slower")
 	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
 		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
 	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", envOr("QDRANT_COLLECTION", d.Collection),
@@ -77,7 +83,10 @@ func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
 	}
 	switch f.backend {
 	case "embedded":
-		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir})
+		if f.ann.EfSearch < 1 {
+			return nil, usageError{"--ann-ef-search must be at least 1"}
+		}
+		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann})
 	case "qdrant":
 		if f.qdrant.URL == "" {
 			return nil, usageError{"--store qdrant needs --qdrant-url (or QDRANT_URL)"}

@@ -1,7 +1,9 @@
 // Package ann is an approximate nearest-neighbour index for unit-length vectors (cosine
 // similarity as a dot product): a hierarchical navigable small world graph (Malkov and Yashunin,
-// 2018) with the neighbour-selection heuristic, deletions as tombstones, searches that honour a
-// filter, and persistence of the graph alone (the vectors belong to the store).
+// 2018) with the neighbour-selection heuristic, parallel batch insertion, deletions as
+// tombstones, searches that honour a filter, optional int8 codes with exact rescoring (AVX2
+// assembly with a portable fallback), and persistence of the graph alone (the vectors belong
+// to the store).
 package ann
 
 import (
@@ -9,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/viterin/vek/vek32"
 )
@@ -22,6 +25,11 @@ type Options struct {
 	EfConstruction int
 	// Seed makes node levels, and so the graph, reproducible.
 	Seed uint64
+	// Int8 keeps an int8 code of every vector (a quarter of its float32 bytes) and walks the
+	// graph on codes, then rescores the ef candidates found with the float vectors and returns
+	// the best k of those. The float vectors are still read, but only ef per search, so they can
+	// live on disk (memory-mapped). Insertions link with the float vectors.
+	Int8 bool
 }
 
 // DefaultOptions are hnswlib's usual settings.
@@ -34,7 +42,7 @@ type node struct {
 }
 
 // Index is the graph. It is safe for concurrent use: searches share a read lock, insertions and
-// deletions take the write lock.
+// deletions take the write lock (AddBatch's workers then share the graph under node locks).
 type Index struct {
 	mu        sync.RWMutex
 	opts      Options
@@ -44,7 +52,16 @@ type Index struct {
 	live      int
 	rng       *rand.Rand
 	levelMult float64
+	codes     []int8    // with Options.Int8: node i's code at [i*dims, (i+1)*dims)
+	scales    []float32 // with Options.Int8: node i's code scale
+	dims      int
 	visited   sync.Pool // *visitSet
+
+	// During AddBatch only (the write lock held, so no Search runs): workers insert in
+	// parallel, each friend list read or written under its node's lock, and entry/maxLevel
+	// under entryMu.
+	locks   []sync.Mutex
+	entryMu sync.Mutex
 }
 
 // New returns an empty index.
@@ -90,24 +107,122 @@ type Result struct {
 func (x *Index) Add(vec []float32) uint32 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	id := x.newNode(vec)
+	x.insert(id)
+	return id
+}
+
+// AddBatch inserts vecs, the ids consecutive from the returned one, on up to threads goroutines
+// (as hnswlib's add_items does: a parallel build is not reproducible, a sequential one is).
+// Searches wait for the whole batch.
+func (x *Index) AddBatch(vecs [][]float32, threads int) uint32 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	first := uint32(len(x.nodes))
+	for _, v := range vecs {
+		x.newNode(v)
+	}
+	next := first
+	// Sequential until the graph has some body, so parallel inserts do not all start from
+	// one lonely entry point.
+	for ; next < uint32(len(x.nodes)) && (threads <= 1 || next < 1024); next++ {
+		x.insert(next)
+	}
+	if next == uint32(len(x.nodes)) {
+		return first
+	}
+	x.locks = make([]sync.Mutex, len(x.nodes))
+	defer func() { x.locks = nil }()
+	var wg sync.WaitGroup
+	cursor := atomic.Uint32{}
+	cursor.Store(next)
+	for range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				id := cursor.Add(1) - 1
+				if id >= uint32(len(x.nodes)) {
+					return
+				}
+				x.insert(id)
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// newNode appends a node with a random level and no links yet.
+func (x *Index) newNode(vec []float32) uint32 {
 	level := int(-math.Log(1-x.rng.Float64()) * x.levelMult)
 	id := uint32(len(x.nodes))
 	x.nodes = append(x.nodes, node{vec: vec, friends: make([][]uint32, level+1)})
 	x.live++
-	if x.entry < 0 {
+	x.encode(vec)
+	return id
+}
+
+// encode appends vec's int8 code, with Options.Int8.
+func (x *Index) encode(vec []float32) {
+	if !x.opts.Int8 {
+		return
+	}
+	if x.dims == 0 {
+		x.dims = len(vec)
+	}
+	var scale float32
+	x.codes, scale = quantize(x.codes, vec[:x.dims])
+	x.scales = append(x.scales, scale)
+}
+
+// query is a search's view of its vector: the float32 one, and with Options.Int8 its code.
+type query struct {
+	vec   []float32
+	code  []int8
+	scale float32
+}
+
+func (x *Index) sim(q *query, id uint32) float32 {
+	if q.code != nil {
+		d := x.dims
+		return q.scale * x.scales[id] * float32(dotInt8(q.code, x.codes[int(id)*d:int(id)*d+d]))
+	}
+	return vek32.Dot(q.vec, x.nodes[id].vec)
+}
+
+// insert links node id into the graph.
+func (x *Index) insert(id uint32) {
+	vec, level := x.nodes[id].vec, len(x.nodes[id].friends)-1
+	parallel := x.locks != nil
+	if parallel {
+		x.entryMu.Lock()
+	}
+	entry, maxLevel := x.entry, x.maxLevel
+	if parallel && level <= maxLevel {
+		x.entryMu.Unlock() // else held to the end: this node becomes the entry point
+	}
+	if entry < 0 {
 		x.entry, x.maxLevel = int32(id), level
-		return id
+		if parallel {
+			x.entryMu.Unlock()
+		}
+		return
 	}
-	ep := []Result{{ID: uint32(x.entry), Score: vek32.Dot(vec, x.nodes[x.entry].vec)}}
-	for l := x.maxLevel; l > level; l-- {
-		ep = x.searchLayer(vec, ep, 1, l, nil, false)
+	q := &query{vec: vec}
+	ep := []Result{{ID: uint32(entry), Score: x.sim(q, uint32(entry))}}
+	for l := maxLevel; l > level; l-- {
+		ep = x.searchLayer(q, ep, 1, l, nil, false)
 	}
-	for l := min(level, x.maxLevel); l >= 0; l-- {
-		found := x.searchLayer(vec, ep, x.opts.EfConstruction, l, nil, false)
+	for l := min(level, maxLevel); l >= 0; l-- {
+		found := x.searchLayer(q, ep, x.opts.EfConstruction, l, nil, false)
 		limit := x.maxFriends(l)
 		friends := x.selectNeighbours(found, x.opts.M)
+		x.lock(id)
 		x.nodes[id].friends[l] = friends
+		x.unlock(id)
 		for _, f := range friends {
+			x.lock(f)
 			fn := &x.nodes[f]
 			fn.friends[l] = append(fn.friends[l], id)
 			if len(fn.friends[l]) > limit {
@@ -118,13 +233,40 @@ func (x *Index) Add(vec []float32) uint32 {
 				sortResults(cands)
 				fn.friends[l] = x.selectNeighbours(cands, limit)
 			}
+			x.unlock(f)
 		}
 		ep = found
 	}
-	if level > x.maxLevel {
+	if level > maxLevel {
 		x.entry, x.maxLevel = int32(id), level
+		if parallel {
+			x.entryMu.Unlock()
+		}
 	}
-	return id
+}
+
+func (x *Index) lock(id uint32) {
+	if x.locks != nil {
+		x.locks[id].Lock()
+	}
+}
+
+func (x *Index) unlock(id uint32) {
+	if x.locks != nil {
+		x.locks[id].Unlock()
+	}
+}
+
+// neighbours is node id's friend list on layer; during a parallel batch a copy into buf, taken
+// under the node's lock.
+func (x *Index) neighbours(id uint32, layer int, buf []uint32) []uint32 {
+	if x.locks == nil {
+		return x.nodes[id].friends[layer]
+	}
+	x.locks[id].Lock()
+	buf = append(buf[:0], x.nodes[id].friends[layer]...)
+	x.locks[id].Unlock()
+	return buf
 }
 
 func (x *Index) maxFriends(layer int) int {
@@ -155,18 +297,28 @@ func (x *Index) Search(q []float32, k, ef int, accept func(uint32) bool) []Resul
 		return nil
 	}
 	ef = max(ef, k)
-	ep := []Result{{ID: uint32(x.entry), Score: vek32.Dot(q, x.nodes[x.entry].vec)}}
-	for l := x.maxLevel; l > 0; l-- {
-		ep = x.searchLayer(q, ep, 1, l, nil, false)
+	qq := &query{vec: q}
+	if x.opts.Int8 && len(q) >= x.dims {
+		qq.code, qq.scale = quantize(make([]int8, 0, x.dims), q[:x.dims])
 	}
-	found := x.searchLayer(q, ep, ef, 0, accept, true)
+	ep := []Result{{ID: uint32(x.entry), Score: x.sim(qq, uint32(x.entry))}}
+	for l := x.maxLevel; l > 0; l-- {
+		ep = x.searchLayer(qq, ep, 1, l, nil, false)
+	}
+	found := x.searchLayer(qq, ep, ef, 0, accept, true)
+	if qq.code != nil { // rescore the candidates exactly
+		for i := range found {
+			found[i].Score = vek32.Dot(q, x.nodes[found[i].ID].vec)
+		}
+		sortResults(found)
+	}
 	return found[:min(k, len(found))]
 }
 
 // searchLayer is the beam search of one layer: it returns up to ef nodes by descending
 // similarity. With results set, only live nodes that accept allows are returned (the others
 // are still walked through).
-func (x *Index) searchLayer(q []float32, entry []Result, ef, layer int, accept func(uint32) bool, results bool) []Result {
+func (x *Index) searchLayer(q *query, entry []Result, ef, layer int, accept func(uint32) bool, results bool) []Result {
 	vs := x.visitSet()
 	defer x.visited.Put(vs)
 	var cand, best heap // cand: best first; best: worst first, at most ef
@@ -185,16 +337,18 @@ func (x *Index) searchLayer(q []float32, entry []Result, ef, layer int, accept f
 			best.push(e, worse)
 		}
 	}
+	var buf []uint32
 	for len(cand) > 0 {
 		c := cand.pop(better)
 		if len(best) >= ef && c.Score < best[0].Score {
 			break
 		}
-		for _, f := range x.nodes[c.ID].friends[layer] {
+		buf = x.neighbours(c.ID, layer, buf)
+		for _, f := range buf {
 			if !vs.visit(f) {
 				continue
 			}
-			s := vek32.Dot(q, x.nodes[f].vec)
+			s := x.sim(q, f)
 			if len(best) < ef || s > best[0].Score {
 				cand.push(Result{ID: f, Score: s}, better)
 				if ok(f) {

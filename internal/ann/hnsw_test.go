@@ -80,6 +80,91 @@ func TestRecallAgainstExact(t *testing.T) {
 	}
 }
 
+// A parallel batch build links every node and finds neighbours as well as a sequential one,
+// while searches wait for it (run with -race: the workers share friend lists under node locks).
+func TestParallelBatchBuild(t *testing.T) {
+	vecs, queries := clustered(6000, 200, 32, 40, 1)
+	x := ann.New(ann.DefaultOptions())
+	x.Add(vecs[0])
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 50 {
+			if got := x.Search(vecs[0], 1, 16, nil); len(got) != 1 || got[0].ID != 0 {
+				t.Errorf("search during the batch: %v", got)
+				return
+			}
+		}
+	}()
+	if first := x.AddBatch(vecs[1:], 4); first != 1 {
+		t.Fatalf("first id %d, want 1", first)
+	}
+	wg.Wait()
+	if x.Len() != len(vecs) {
+		t.Fatalf("len %d, want %d", x.Len(), len(vecs))
+	}
+	var sum float64
+	for _, q := range queries {
+		sum += recall(x.Search(q, 10, 64, nil), exact(vecs, q, 10, nil))
+	}
+	r := sum / float64(len(queries))
+	t.Logf("recall@10 at ef 64 after a 4-way parallel build: %.4f", r)
+	if r < 0.95 {
+		t.Fatalf("recall@10 %.4f < 0.95", r)
+	}
+	for i, v := range vecs[:300] { // every node is reachable: it finds itself
+		if got := x.Search(v, 1, 64, nil); got[0].ID != uint32(i) {
+			t.Fatalf("node %d not found by its own vector: %v", i, got)
+		}
+	}
+}
+
+// With int8 codes the walk is approximate twice over, and the rescoring with float vectors
+// brings the recall back: scores returned are exact dot products.
+func TestInt8SearchRescores(t *testing.T) {
+	vecs, queries := clustered(6000, 200, 64, 40, 1)
+	opts := ann.DefaultOptions()
+	opts.Int8 = true
+	x := ann.New(opts)
+	x.AddBatch(vecs, 2)
+	var sum float64
+	for _, q := range queries {
+		got := x.Search(q, 10, 64, nil)
+		for _, r := range got {
+			var d float32
+			for j := range q {
+				d += q[j] * vecs[r.ID][j]
+			}
+			if diff := d - r.Score; diff > 1e-4 || diff < -1e-4 {
+				t.Fatalf("node %d scored %v, exact %v", r.ID, r.Score, d)
+			}
+		}
+		sum += recall(got, exact(vecs, q, 10, nil))
+	}
+	r := sum / float64(len(queries))
+	t.Logf("int8 recall@10 at ef 64 with rescoring: %.4f", r)
+	if r < 0.95 {
+		t.Fatalf("int8 recall@10 %.4f < 0.95", r)
+	}
+	// A graph built on floats loads as an int8 index.
+	var buf bytes.Buffer
+	if err := build(vecs).Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	y, err := ann.Load(&buf, opts, func(id uint32) []float32 { return vecs[id] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum = 0
+	for _, q := range queries {
+		sum += recall(y.Search(q, 10, 64, nil), exact(vecs, q, 10, nil))
+	}
+	if r := sum / float64(len(queries)); r < 0.95 {
+		t.Fatalf("loaded int8 recall@10 %.4f < 0.95", r)
+	}
+}
+
 func TestFilteredSearchKeepsRecall(t *testing.T) {
 	vecs, queries := clustered(6000, 100, 32, 40, 3)
 	x := build(vecs)

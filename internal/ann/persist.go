@@ -100,6 +100,7 @@ func Load(r io.Reader, opts Options, vec func(id uint32) []float32) (*Index, err
 		if x.nodes[i].vec = vec(uint32(i)); x.nodes[i].vec == nil {
 			return nil, fmt.Errorf("ann: no vector for node %d", i)
 		}
+		x.encode(x.nodes[i].vec)
 	}
 	x.live = int(n)
 	return x, nil

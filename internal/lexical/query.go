@@ -28,6 +28,16 @@ func SeedQuery(doc Vector) Vector {
 // mean of the negatives. Averaging gives each seed an equal say whatever its length, so several
 // seeds find papers about what they share.
 func Combine(positive, negative []Vector) Vector {
+	if len(positive) == 1 && len(negative) == 0 { // the usual case, without the map
+		out := Vector{}
+		for i, t := range positive[0].Indices {
+			if v := positive[0].Values[i]; v != 0 {
+				out.Indices = append(out.Indices, t)
+				out.Values = append(out.Values, v)
+			}
+		}
+		return out
+	}
 	sum := map[uint32]float32{}
 	for _, side := range []struct {
 		vs    []Vector

@@ -22,7 +22,11 @@ func Better(a, b Scored) bool {
 // sum(1 / (RRFK + rank)) over the lists it appears in, rank counted from 1. It returns the best
 // limit ids.
 func FuseRRF(limit int, lists ...[]Scored) []Scored {
-	fused := map[string]float32{}
+	n := 0
+	for _, list := range lists {
+		n += len(list)
+	}
+	fused := make(map[string]float32, n)
 	for _, list := range lists {
 		for i, s := range list {
 			fused[s.ID] += 1 / float32(RRFK+i+1)

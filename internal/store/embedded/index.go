@@ -1,9 +1,12 @@
 package embedded
 
 import (
+	"cmp"
 	"context"
 	"math"
+	"runtime"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/paperrec/recommender/internal/ann"
@@ -30,6 +33,13 @@ type doc struct {
 	ann        int32 // node in the ANN graph; -1 when none
 }
 
+// term is one term's postings (in doc order, dead docs' included until compaction) and its
+// live document frequency.
+type term struct {
+	df int32
+	ps []posting
+}
+
 type posting struct {
 	doc uint32
 	tf  float32
@@ -39,29 +49,37 @@ type posting struct {
 // are lazy (the doc is marked dead and its postings skipped) and compacted in bulk once dead docs
 // are a large share, so a write costs O(terms of the paper), not O(posting-list length).
 type index struct {
-	ann      *ann.Index // nil while loading: built or read once every paper is in
-	annDocs  []uint32   // doc number of each ANN node
-	annCfg   ANNOptions
-	docs     []doc
-	byID     map[string]uint32
-	postings map[uint32][]posting
-	df       map[uint32]int32 // live documents per term
-	live     int
-	dead     int
-	sumLen   float64
+	ann     *ann.Index // nil while loading: built or read once every paper is in
+	annDocs []uint32   // doc number of each ANN node
+	annCfg  ANNOptions
+	docs    []doc
+	lengths []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
+	byID    map[string]uint32
+	termOf  map[uint32]int32 // term id → index in terms (no pointers: the GC skips the map)
+	terms   []term
+	live    int
+	dead    int
+	sumLen  float64
 
 	scratch sync.Pool // *scratch, sized to len(docs)
 }
 
 type scratch struct {
-	acc   []float32
-	mark  []uint32 // mark[d] == epoch: acc[d] is valid for this query
+	acc   []slot
 	epoch uint32
-	hits  []uint32
+	hits  []uint32 // docs scored, in the lower half of the doc range when split
+	hits2 []uint32 // docs scored in the upper half
+}
+
+// slot is a doc's score accumulator, valid for the query whose epoch it carries (one cache
+// line read per posting, not two).
+type slot struct {
+	epoch uint32
+	score float32
 }
 
 func newIndex(cfg ANNOptions) *index {
-	return &index{byID: map[string]uint32{}, postings: map[uint32][]posting{}, df: map[uint32]int32{}, annCfg: cfg}
+	return &index{byID: map[string]uint32{}, termOf: map[uint32]int32{}, annCfg: cfg}
 }
 
 // put adds a paper; the caller removes any older version first.
@@ -74,14 +92,27 @@ func (x *index) put(p *store.Paper) {
 	d := doc{id: p.ID, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
 		length: p.Lexical.Sum(), dense: normalized(p.Dense), alive: true, ann: -1}
 	x.docs = append(x.docs, d)
+	x.lengths = append(x.lengths, d.length)
 	x.addToANN(n)
 	x.byID[p.ID] = n
 	for i, t := range p.Lexical.Indices {
-		x.postings[t] = append(x.postings[t], posting{doc: n, tf: p.Lexical.Values[i]})
-		x.df[t]++
+		e := x.term(t)
+		e.ps = append(e.ps, posting{doc: n, tf: p.Lexical.Values[i]})
+		e.df++
 	}
 	x.live++
 	x.sumLen += float64(d.length)
+}
+
+// term returns term t's entry, adding an empty one if it is new.
+func (x *index) term(t uint32) *term {
+	i, ok := x.termOf[t]
+	if !ok {
+		i = int32(len(x.terms))
+		x.termOf[t] = i
+		x.terms = append(x.terms, term{})
+	}
+	return &x.terms[i]
 }
 
 // remove deletes a paper if present. terms is the paper's stored lexical vector: the index
@@ -95,6 +126,7 @@ func (x *index) remove(id string, terms lexical.Vector) {
 	delete(x.byID, id)
 	d := &x.docs[n]
 	d.alive = false
+	x.lengths[n] = -1
 	if d.ann >= 0 {
 		x.ann.Delete(uint32(d.ann))
 	}
@@ -102,8 +134,8 @@ func (x *index) remove(id string, terms lexical.Vector) {
 	x.dead++
 	x.sumLen -= float64(d.length)
 	for _, t := range terms.Indices {
-		if x.df[t]--; x.df[t] <= 0 {
-			delete(x.df, t)
+		if i, ok := x.termOf[t]; ok {
+			x.terms[i].df--
 		}
 	}
 }
@@ -116,27 +148,33 @@ func (x *index) maybeCompact() {
 	}
 	remap := make([]uint32, len(x.docs))
 	docs := make([]doc, 0, x.live)
+	lengths := make([]float32, 0, x.live)
 	for i, d := range x.docs {
 		if d.alive {
 			remap[i] = uint32(len(docs))
 			x.byID[d.id] = uint32(len(docs))
 			docs = append(docs, d)
+			lengths = append(lengths, d.length)
 		}
 	}
-	for t, ps := range x.postings {
-		kept := ps[:0]
-		for _, p := range ps {
+	terms := make([]term, 0, len(x.terms))
+	for t, i := range x.termOf {
+		e := x.terms[i]
+		kept := e.ps[:0]
+		for _, p := range e.ps {
 			if x.docs[p.doc].alive {
 				kept = append(kept, posting{doc: remap[p.doc], tf: p.tf})
 			}
 		}
 		if len(kept) == 0 {
-			delete(x.postings, t)
+			delete(x.termOf, t)
 		} else {
-			x.postings[t] = slices.Clip(kept)
+			x.termOf[t] = int32(len(terms))
+			terms = append(terms, term{df: e.df, ps: slices.Clip(kept)})
 		}
 	}
-	x.docs = docs
+	x.terms = terms
+	x.docs, x.lengths = docs, lengths
 	x.dead = 0
 	for i, n := range x.annDocs {
 		x.annDocs[i] = remap[n] // nodes of deleted docs are tombstones; their entry is never read
@@ -158,13 +196,19 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
 		// Hybrid: fuse deeper candidate lists than the page needs, so papers ranked moderately
 		// by both signals can surface.
+		// The two searches run side by side: a request's latency is the slower one, not the
+		// sum (both only read the index, under the caller's read lock).
 		depth := max(q.Limit, 100)
-		lex, err := x.searchLexical(ctx, q.Lexical, m, depth)
-		if err != nil {
-			return nil, err
-		}
+		var lex []rank.Scored
+		var lexErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lex, lexErr = x.searchLexical(ctx, q.Lexical, m, depth)
+		}()
 		dense, err := x.searchDense(ctx, q.Dense, m, depth, q.Exact)
-		if err != nil {
+		<-done
+		if err = cmp.Or(lexErr, err); err != nil {
 			return nil, err
 		}
 		return rank.FuseRRF(q.Limit, lex, dense), nil
@@ -207,12 +251,13 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 	avgLen := float32(x.sumLen / n)
 	terms := make([]queryTerm, 0, qv.Len())
 	for i, t := range qv.Indices {
-		df, ok := x.df[t]
-		if !ok || qv.Values[i] == 0 {
+		ti, ok := x.termOf[t]
+		if !ok || x.terms[ti].df <= 0 || qv.Values[i] == 0 {
 			continue
 		}
-		idf := float32(lexical.IDF(n, float64(df)))
-		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: x.postings[t]})
+		e := &x.terms[ti]
+		idf := float32(lexical.IDF(n, float64(e.df)))
+		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: e.ps})
 	}
 	if len(terms) > maxQueryTerms {
 		slices.SortStableFunc(terms, func(a, b queryTerm) int {
@@ -223,31 +268,101 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 
 	s := x.getScratch()
 	defer x.scratch.Put(s)
+	// Long posting lists are scored in two halves of the doc range side by side (postings are
+	// in doc order; each half owns its accumulators and picks its own top k), halving the
+	// latency of a seed query when a core is idle.
+	total := 0
 	for _, qt := range terms {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		for _, p := range qt.ps {
-			d := &x.docs[p.doc]
-			if !d.alive {
-				continue
-			}
-			contrib := qt.weight * lexical.BM25Weight(p.tf, d.length, avgLen)
-			if s.mark[p.doc] != s.epoch {
-				s.mark[p.doc] = s.epoch
-				s.acc[p.doc] = 0
-				s.hits = append(s.hits, p.doc)
-			}
-			s.acc[p.doc] += contrib
-		}
+		total += len(qt.ps)
+	}
+	bm25 := lexical.NewBM25(avgLen)
+	var halves [2]rangeResult
+	if total >= parallelPostings && runtime.GOMAXPROCS(0) > 1 {
+		mid := uint32(len(x.docs) / 2)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			halves[1] = x.scoreRange(ctx, terms, bm25, s, mid, math.MaxUint32, s.hits2[:0], m, k)
+		}()
+		halves[0] = x.scoreRange(ctx, terms, bm25, s, 0, mid, s.hits[:0], m, k)
+		<-done
+	} else {
+		halves[0] = x.scoreRange(ctx, terms, bm25, s, 0, math.MaxUint32, s.hits[:0], m, k)
+	}
+	s.hits, s.hits2 = halves[0].hits, halves[1].hits
+	if err := cmp.Or(halves[0].err, halves[1].err); err != nil {
+		return nil, err
 	}
 	top := rank.NewTopK(k, x.better)
-	for _, d := range s.hits {
-		if sc := s.acc[d]; sc > 0 && m.match(d) {
-			top.Push(scored{doc: d, score: sc})
+	for _, h := range halves {
+		for _, sc := range h.top {
+			top.Push(sc)
 		}
 	}
 	return x.toScored(top.Sorted()), nil
+}
+
+// parallelPostings is the posting count from which a lexical query is scored on two cores.
+const parallelPostings = 20_000
+
+type rangeResult struct {
+	top  []scored
+	hits []uint32
+	err  error
+}
+
+// scoreRange scores the docs in [lo, hi): the best k that match the filter, and the docs it
+// scored (appended to hits, a reusable buffer).
+func (x *index) scoreRange(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
+	hits, err := x.accumulate(ctx, terms, bm25, s, lo, hi, hits)
+	if err != nil {
+		return rangeResult{hits: hits, err: err}
+	}
+	// The filter is checked only for papers that would enter the top k: with a seed's frequent
+	// terms most of the collection has a score, and a filter check costs a map lookup or two.
+	top := rank.NewTopK(k, x.better)
+	for _, d := range hits {
+		sc := scored{doc: d, score: s.acc[d].score}
+		if sc.score <= 0 || top.Full() && !x.better(sc, top.Worst()) {
+			continue
+		}
+		if m.match(d) {
+			top.Push(sc)
+		}
+	}
+	return rangeResult{top: top.Sorted(), hits: hits}
+}
+
+// accumulate adds the BM25 scores of the postings of docs in [lo, hi) into s.acc and appends
+// each doc it scores first to hits.
+func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32) ([]uint32, error) {
+	acc, lengths, epoch := s.acc, x.lengths, s.epoch
+	for _, qt := range terms {
+		if err := ctx.Err(); err != nil {
+			return hits, err
+		}
+		ps := qt.ps
+		if lo > 0 {
+			ps = ps[sort.Search(len(ps), func(i int) bool { return ps[i].doc >= lo }):]
+		}
+		for _, p := range ps {
+			if p.doc >= hi {
+				break
+			}
+			l := lengths[p.doc]
+			if l < 0 { // dead
+				continue
+			}
+			contrib := qt.weight * bm25.Weight(p.tf, l)
+			a := &acc[p.doc]
+			if a.epoch != epoch {
+				*a = slot{epoch: epoch}
+				hits = append(hits, p.doc)
+			}
+			a.score += contrib
+		}
+	}
+	return hits, nil
 }
 
 // searchDense finds the k papers whose vectors are most similar to qv: with the ANN graph, or
@@ -308,28 +423,31 @@ func (x *index) addToANN(n uint32) {
 	x.annDocs = append(x.annDocs, n)
 }
 
-// buildANN builds the graph afresh from the live papers' vectors.
+// buildANN builds the graph afresh from the live papers' vectors, on every core.
 func (x *index) buildANN() {
 	x.ann, x.annDocs = ann.New(x.annCfg.Graph), nil
+	var vecs [][]float32
 	for i := range x.docs {
 		x.docs[i].ann = -1
-		if x.docs[i].alive {
-			x.addToANN(uint32(i))
+		if x.docs[i].alive && x.docs[i].dense != nil {
+			x.docs[i].ann = int32(len(x.annDocs))
+			x.annDocs = append(x.annDocs, uint32(i))
+			vecs = append(vecs, x.docs[i].dense)
 		}
 	}
+	x.ann.AddBatch(vecs, runtime.GOMAXPROCS(0))
 }
 
 func (x *index) getScratch() *scratch {
 	s, _ := x.scratch.Get().(*scratch)
 	if s == nil || len(s.acc) < len(x.docs) {
-		s = &scratch{acc: make([]float32, len(x.docs)), mark: make([]uint32, len(x.docs))}
+		s = &scratch{acc: make([]slot, len(x.docs))}
 	}
 	s.epoch++
 	if s.epoch == 0 { // wrapped: old marks could alias the new epoch
-		clear(s.mark)
+		clear(s.acc)
 		s.epoch = 1
 	}
-	s.hits = s.hits[:0]
 	return s
 }
 

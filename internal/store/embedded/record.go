@@ -50,33 +50,64 @@ func appendString(b []byte, s string) []byte {
 
 // decodeRecord is the inverse of encodeRecord. The returned paper does not alias buf (bbolt's
 // buffers are only valid inside their transaction).
-func decodeRecord(buf []byte) (store.Paper, error) {
+func decodeRecord(buf []byte) (store.Paper, error) { return decode(buf, true, true) }
+
+// decodeMetadata is decodeRecord without the lexical and dense vectors, which a search hit
+// usually does not need and which are most of a record's bytes.
+func decodeMetadata(buf []byte) (store.Paper, error) { return decode(buf, false, true) }
+
+// decodeForIndex is decodeRecord without the title, abstract, date and topics, which the
+// in-memory index does not keep: what opening a store reads.
+func decodeForIndex(buf []byte) (store.Paper, error) { return decode(buf, true, false) }
+
+func decode(buf []byte, vectors, text bool) (store.Paper, error) {
 	d := decoder{buf: buf}
 	if v := d.byte(); v != recordVersion {
 		return store.Paper{}, fmt.Errorf("%w: version %d", errCorrupt, v)
 	}
 	var p store.Paper
-	for _, s := range []*string{&p.ID, &p.Title, &p.Abstract, &p.Date} {
-		*s = d.string()
+	str := func(s *string) {
+		if text {
+			*s = d.string()
+		} else {
+			d.skip(d.count(1))
+		}
 	}
-	for _, ss := range []*[]string{&p.Authors, &p.Categories, &p.Topics} {
+	p.ID = d.string()
+	for _, s := range []*string{&p.Title, &p.Abstract, &p.Date} {
+		str(s)
+	}
+	for _, ss := range []*[]string{&p.Authors, &p.Categories} {
 		n := d.count(1)
 		for range n {
 			*ss = append(*ss, d.string())
 		}
 	}
-	p.Year = int32(d.varint())
-	if n := d.count(8); n > 0 {
-		p.Lexical = lexical.Vector{Indices: make([]uint32, n), Values: make([]float32, n)}
-		for i := range n {
-			p.Lexical.Indices[i] = d.uint32()
-			p.Lexical.Values[i] = math.Float32frombits(d.uint32())
+	for range d.count(1) {
+		var topic string
+		str(&topic)
+		if text {
+			p.Topics = append(p.Topics, topic)
 		}
 	}
-	if n := d.count(4); n > 0 {
-		p.Dense = make([]float32, n)
-		for i := range n {
-			p.Dense[i] = math.Float32frombits(d.uint32())
+	p.Year = int32(d.varint())
+	switch {
+	case !vectors:
+		d.skip(d.count(8) * 8)
+		d.skip(d.count(4) * 4)
+	default:
+		if n := d.count(8); n > 0 {
+			p.Lexical = lexical.Vector{Indices: make([]uint32, n), Values: make([]float32, n)}
+			for i := range n {
+				p.Lexical.Indices[i] = d.uint32()
+				p.Lexical.Values[i] = math.Float32frombits(d.uint32())
+			}
+		}
+		if n := d.count(4); n > 0 {
+			p.Dense = make([]float32, n)
+			for i := range n {
+				p.Dense[i] = math.Float32frombits(d.uint32())
+			}
 		}
 	}
 	p.DenseHash = d.string()
@@ -142,6 +173,9 @@ func (d *decoder) count(size int) int {
 	}
 	return int(n)
 }
+
+// skip drops n bytes (count has checked they are there).
+func (d *decoder) skip(n int) { d.buf = d.buf[n:] }
 
 func (d *decoder) string() string {
 	n := d.count(1)

@@ -22,6 +22,16 @@ func TestRecordRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, p) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, p)
 		}
+		forIndex, err := decodeForIndex(encodeRecord(&p))
+		want := store.Paper{ID: p.ID, Authors: p.Authors, Categories: p.Categories, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, DenseHash: p.DenseHash}
+		if err != nil || !reflect.DeepEqual(forIndex, want) {
+			t.Fatalf("for the index (%v):\n got %+v\nwant %+v", err, forIndex, want)
+		}
+		meta, err := decodeMetadata(encodeRecord(&p))
+		p.Lexical, p.Dense = lexical.Vector{}, nil
+		if err != nil || !reflect.DeepEqual(meta, p) {
+			t.Fatalf("metadata (%v):\n got %+v\nwant %+v", err, meta, p)
+		}
 	}
 }
 
@@ -31,6 +41,8 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(encodeRecord(&store.Paper{ID: "a", Title: "b", Lexical: lexical.Document("b", "c"), Dense: []float32{1}}))
 	f.Add([]byte{recordVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = decodeMetadata(b)
+		_, _ = decodeForIndex(b)
 		p, err := decodeRecord(b)
 		if err != nil {
 			return

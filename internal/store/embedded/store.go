@@ -103,6 +103,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if cfg.ExactBelow == 0 {
 		cfg.ExactBelow = d.ExactBelow
 	}
+	switch cfg.Quantization {
+	case "":
+		cfg.Quantization = d.Quantization
+	case "int8", "none":
+	default:
+		_ = db.Close()
+		return nil, fmt.Errorf("ANN quantization must be int8 or none, got %q", cfg.Quantization)
+	}
+	cfg.Graph.Int8 = cfg.Quantization == "int8"
 	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg)}
 	if err := s.load(ctx); err != nil {
 		_ = db.Close()
@@ -134,7 +143,7 @@ func (s *Store) load(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			p, err := decodeRecord(v)
+			p, err := decodeForIndex(v)
 			if err != nil {
 				return fmt.Errorf("load paper %q: %w", k, err)
 			}
@@ -382,12 +391,13 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			if v == nil {
 				return fmt.Errorf("indexed paper %q missing on disk", r.ID)
 			}
-			p, err := decodeRecord(v)
+			decodeHit := decodeMetadata
+			if q.WithVectors {
+				decodeHit = decodeRecord
+			}
+			p, err := decodeHit(v)
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", r.ID, err)
-			}
-			if !q.WithVectors {
-				p.Lexical, p.Dense = lexical.Vector{}, nil
 			}
 			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
 		}

@@ -34,16 +34,25 @@ func TestConformance(t *testing.T) {
 }
 
 // TestConformanceWithANN runs the suite with the approximate index used for every dense search
-// (normally stores under 10,000 papers scan exactly).
+// (normally stores under 10,000 papers scan exactly), walking int8 codes (the default) and
+// float32 vectors.
 func TestConformanceWithANN(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir(), ANN: embedded.ANNOptions{ExactBelow: 1}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}, storetest.Features{IndexVersion: true})
+	for _, quant := range []string{"int8", "none"} {
+		t.Run(quant, func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) store.Store {
+				s, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir(),
+					ANN: embedded.ANNOptions{ExactBelow: 1, Quantization: quant}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = s.Close() })
+				return s
+			}, storetest.Features{IndexVersion: true})
+		})
+	}
+	if _, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir(), ANN: embedded.ANNOptions{Quantization: "pq"}}); err == nil {
+		t.Fatal("an unknown quantization was accepted")
+	}
 }
 
 // TestANNIsSavedAndReloaded: a clean close saves the graph, a reopen loads it and answers the
