@@ -8,7 +8,6 @@ DIR holds meta.json, base.f32, queries.f32 and gt.i32 as written by bench-ann.
 """
 import json
 import os
-import resource
 import sys
 import time
 
@@ -16,10 +15,10 @@ import hnswlib
 import numpy as np
 
 
-def rss_mib():
+def rss_mib(field="VmRSS:"):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -43,17 +42,22 @@ def main():
     index.set_num_threads(1)
     after = rss_mib()
     print(json.dumps({"peer": "hnswlib", "build_seconds": build, "index_mib": after - before,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+                      "peak_rss_mib": rss_mib("VmHWM:")}), flush=True)
 
     for ef in efs:
         index.set_ef(ef)
         start = time.perf_counter()
-        hits = 0
-        for i in range(q):  # one query at a time, one thread, as the Go side does
-            labels, _ = index.knn_query(queries[i], k=k)
-            hits += len(set(labels[0].tolist()) & set(gt[i].tolist()))
+        hits, runs = 0, 0
+        # One query at a time, one thread, the set again until a second has passed, as the Go
+        # side does; recall from the first pass.
+        while runs == 0 or time.perf_counter() - start < 1.0:
+            for i in range(q):
+                labels, _ = index.knn_query(queries[i], k=k)
+                if runs == 0:
+                    hits += len(set(labels[0].tolist()) & set(gt[i].tolist()))
+            runs += 1
         secs = time.perf_counter() - start
-        print(json.dumps({"peer": "hnswlib", "ef": ef, "recall": hits / (q * k), "qps": q / secs}), flush=True)
+        print(json.dumps({"peer": "hnswlib", "ef": ef, "recall": hits / (q * k), "qps": runs * q / secs}), flush=True)
 
     path = os.path.join(d, "hnswlib.bin")
     index.save_index(path)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/paperrec/recommender/internal/ann"
 	"github.com/paperrec/recommender/internal/ann/anntest"
+	"github.com/paperrec/recommender/internal/mmap"
 )
 
 const benchANNHelp = `
@@ -122,7 +123,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 	progress("querying ours, int8")
 	// Int8: the same graph, codes in memory, float vectors memory-mapped for the rescoring.
-	mapped, unmap, err := mapFloats(filepath.Join(*dir, "base.f32"))
+	mapped, unmap, err := mmap.Floats(filepath.Join(*dir, "base.f32"))
 	if err != nil {
 		return err
 	}
@@ -228,19 +229,27 @@ type benchRow struct {
 	points                  []benchPoint
 }
 
-// measure runs every query once, one at a time, on this goroutine.
+// measure runs the queries one at a time on this goroutine, the whole set again until a second
+// has passed (short runs are noisy); recall is from the first pass.
 func measure(idx *ann.Index, queries [][]float32, gt [][]int32, k, ef int) benchPoint {
-	hits := 0
+	hits, runs := 0, 0
 	start := time.Now()
-	for i, q := range queries {
-		for _, r := range idx.Search(q, k, ef, nil) {
-			if slices.Contains(gt[i], int32(r.ID)) {
-				hits++
+	for runs == 0 || time.Since(start) < time.Second {
+		for i, q := range queries {
+			res := idx.Search(q, k, ef, nil)
+			if runs > 0 {
+				continue
+			}
+			for _, r := range res {
+				if slices.Contains(gt[i], int32(r.ID)) {
+					hits++
+				}
 			}
 		}
+		runs++
 	}
 	secs := time.Since(start).Seconds()
-	return benchPoint{ef: ef, recall: float64(hits) / float64(len(queries)*k), qps: float64(len(queries)) / secs}
+	return benchPoint{ef: ef, recall: float64(hits) / float64(len(queries)*k), qps: float64(runs*len(queries)) / secs}
 }
 
 // groundTruth is the exact top k of each query, by brute force on every core.

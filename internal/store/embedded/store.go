@@ -16,6 +16,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/mmap"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -69,6 +70,7 @@ type Store struct {
 	version   uint64
 	embedding store.EmbeddingSpec
 	closed    bool
+	unmap     func() error // releases the vectors file mapped at Open
 }
 
 var _ store.Store = (*Store)(nil)
@@ -117,7 +119,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if err := s.mapVectors(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("map vectors: %w", err)
+	}
 	if _, err := s.loadANN(); err != nil {
+		_ = s.unmap()
 		_ = db.Close()
 		return nil, fmt.Errorf("load vector index: %w", err)
 	}
@@ -438,5 +445,39 @@ func (s *Store) Close() error {
 	if annErr != nil {
 		annErr = fmt.Errorf("save vector index (it will be rebuilt): %w", annErr)
 	}
-	return errors.Join(annErr, s.db.Close())
+	return errors.Join(annErr, s.db.Close(), s.unmap())
+}
+
+// vectorsFile holds the vectors of the papers loaded at Open, memory-mapped: they sit in the
+// page cache rather than the Go heap, read on demand (a graph search on int8 codes rescores ef
+// of them) and droppable under memory pressure. It is derived data, rewritten at every Open;
+// vectors written while running stay on the heap until the next one.
+const vectorsFile = "vectors.f32"
+
+func (s *Store) mapVectors() error {
+	x := s.idx
+	var vecs [][]float32
+	for i := range x.docs {
+		if x.docs[i].alive && x.docs[i].dense != nil {
+			vecs = append(vecs, x.docs[i].dense)
+		}
+	}
+	path := filepath.Join(s.dir, vectorsFile)
+	if err := mmap.WriteFloats(path, vecs); err != nil {
+		return err
+	}
+	flat, unmap, err := mmap.Floats(path)
+	if err != nil {
+		return err
+	}
+	s.unmap = unmap
+	off := 0
+	for i := range x.docs {
+		if d := &x.docs[i]; d.alive && d.dense != nil {
+			n := len(d.dense)
+			d.dense = flat[off : off+n : off+n]
+			off += n
+		}
+	}
+	return nil
 }

@@ -1,0 +1,31 @@
+//go:build unix
+
+package mmap
+
+import (
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// Floats maps the file of float32s at path read-only. The returned function unmaps it; the
+// slice must not be used after.
+func Floats(path string) ([]float32, func() error, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close() // the mapping outlives the descriptor
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() < 4 {
+		return nil, func() error { return nil }, nil
+	}
+	b, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), func() error { return syscall.Munmap(b) }, nil
+}
