@@ -194,19 +194,19 @@ func (x *Index) sim(q *query, id uint32) float32 {
 // insert links node id into the graph.
 func (x *Index) insert(id uint32) {
 	vec, level := x.nodes[id].vec, len(x.nodes[id].friends)-1
-	parallel := x.locks != nil
-	if parallel {
+	if x.locks != nil {
 		x.entryMu.Lock()
 	}
 	entry, maxLevel := x.entry, x.maxLevel
-	if parallel && level <= maxLevel {
-		x.entryMu.Unlock() // else held to the end: this node becomes the entry point
+	if x.locks != nil {
+		if level > maxLevel || entry < 0 {
+			defer x.entryMu.Unlock() // held to the end: this node becomes the entry point
+		} else {
+			x.entryMu.Unlock()
+		}
 	}
 	if entry < 0 {
 		x.entry, x.maxLevel = int32(id), level
-		if parallel {
-			x.entryMu.Unlock()
-		}
 		return
 	}
 	q := &query{vec: vec}
@@ -239,9 +239,6 @@ func (x *Index) insert(id uint32) {
 	}
 	if level > maxLevel {
 		x.entry, x.maxLevel = int32(id), level
-		if parallel {
-			x.entryMu.Unlock()
-		}
 	}
 }
 
