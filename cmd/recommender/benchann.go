@@ -52,6 +52,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	dir := fs.String("dir", "", "where to write the vectors (default: a temporary folder, removed after)")
 	python := fs.String("python", "/usr/bin/python3", "Python with hnswlib and numpy; empty: skip the peer")
 	peer := fs.String("peer-script", "scripts/hnswlib_bench.py", "the hnswlib side")
+	peerOnly := fs.Bool("peer-only", false, "skip our index: write the vectors and run the peer alone (to calibrate a data set quickly)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -86,63 +87,17 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "(generated with exact ground truth in %.1fs, files in %s)\n\n", time.Since(start).Seconds(), *dir)
 
 	progress := func(what string) { fmt.Fprintf(stderr, "%s %s\n", time.Now().Format(time.TimeOnly), what) }
-	progress("building ours")
-	// Ours.
-	opts := ann.Options{M: *m, EfConstruction: *efc, Seed: *seed}
 	rawMiB := float64(*n**dims*4) / (1 << 20)
-	var idx *ann.Index
-	graphMiB, build := heapGrowth(func() {
-		idx = ann.New(opts)
-		idx.AddBatch(base, *threads)
-	})
-	progress("querying ours")
-	ours := benchRow{name: "ours, float32", build: build.Seconds(), indexMiB: rawMiB + graphMiB}
-	for _, ef := range efs {
-		ours.points = append(ours.points, measure(idx, queries, gt, *k, ef))
-	}
-	graphPath := filepath.Join(*dir, "ours.graph")
-	if err := saveGraph(idx, graphPath); err != nil {
-		return err
-	}
-	idx = nil
-	// Reload: the vectors file read into memory and the graph file.
-	var err error
-	var vecs [][]float32
-	_, reload := heapGrowth(func() {
-		var raw []float32
-		if raw, err = readFloats(filepath.Join(*dir, "base.f32")); err == nil {
-			vecs = split(raw, *dims)
-			idx, err = loadGraph(graphPath, opts, vecs)
+	var rows []benchRow
+	if !*peerOnly {
+		progress("building ours")
+		ours, err := benchOurs(ann.Options{M: *m, EfConstruction: *efc, Seed: *seed}, *dir, *dims, *threads, base, queries, gt, *k, efs, progress)
+		if err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return err
+		rows = ours
 	}
-	ours.reload = reload.Seconds()
-	idx, vecs = nil, nil
-
-	progress("querying ours, int8")
-	// Int8: the same graph, codes in memory, float vectors memory-mapped for the rescoring.
-	mapped, unmap, err := mmap.Floats(filepath.Join(*dir, "base.f32"))
-	if err != nil {
-		return err
-	}
-	defer unmap()
-	mvecs := split(mapped, *dims)
-	q8 := opts
-	q8.Int8 = true
-	int8MiB, reload8 := heapGrowth(func() { idx, err = loadGraph(graphPath, q8, mvecs) })
-	if err != nil {
-		return err
-	}
-	quant := benchRow{name: "ours, int8 + rescoring", build: build.Seconds(), indexMiB: int8MiB, reload: reload8.Seconds()}
-	for _, ef := range efs {
-		quant.points = append(quant.points, measure(idx, queries, gt, *k, ef))
-	}
-	ours.peakRSS = peakRSSMiB()
-	quant.peakRSS = ours.peakRSS
-
-	rows := []benchRow{ours, quant}
+	base = nil // the peer reads the files; let the collector have the vectors back
 	if *python != "" {
 		progress("building and querying hnswlib")
 		peerRow, err := runPeer(ctx, *python, *peer, *dir, *m, *efc, *efList, *threads)
@@ -154,6 +109,65 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	progress("done")
 	printBench(stdout, rows, rawMiB, efs)
 	return nil
+}
+
+// benchOurs builds our graph on the float32 vectors and measures it, then reloads the saved graph
+// as the store does (int8 codes in memory, float vectors memory-mapped for rescoring) and measures
+// that: one row each.
+func benchOurs(opts ann.Options, dir string, dims, threads int, base, queries [][]float32, gt [][]int32, k int, efs []int, progress func(string)) ([]benchRow, error) {
+	rawMiB := float64(len(base)*dims*4) / (1 << 20)
+	var idx *ann.Index
+	graphMiB, build := heapGrowth(func() {
+		idx = ann.New(opts)
+		idx.AddBatch(base, threads)
+	})
+	progress("querying ours")
+	ours := benchRow{name: "ours, float32", build: build.Seconds(), indexMiB: rawMiB + graphMiB}
+	for _, ef := range efs {
+		ours.points = append(ours.points, measure(idx, queries, gt, k, ef))
+	}
+	graphPath := filepath.Join(dir, "ours.graph")
+	if err := saveGraph(idx, graphPath); err != nil {
+		return nil, err
+	}
+	idx = nil
+	// Reload: the vectors file read into memory and the graph file.
+	var err error
+	var vecs [][]float32
+	_, reload := heapGrowth(func() {
+		var raw []float32
+		if raw, err = readFloats(filepath.Join(dir, "base.f32")); err == nil {
+			vecs = split(raw, dims)
+			idx, err = loadGraph(graphPath, opts, vecs)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	ours.reload = reload.Seconds()
+	idx, vecs = nil, nil
+
+	progress("querying ours, int8")
+	// Int8: the same graph, codes in memory, float vectors memory-mapped for the rescoring.
+	mapped, unmap, err := mmap.Floats(filepath.Join(dir, "base.f32"))
+	if err != nil {
+		return nil, err
+	}
+	defer unmap()
+	mvecs := split(mapped, dims)
+	q8 := opts
+	q8.Int8 = true
+	int8MiB, reload8 := heapGrowth(func() { idx, err = loadGraph(graphPath, q8, mvecs) })
+	if err != nil {
+		return nil, err
+	}
+	quant := benchRow{name: "ours, int8 + rescoring", build: build.Seconds(), indexMiB: int8MiB, reload: reload8.Seconds()}
+	for _, ef := range efs {
+		quant.points = append(quant.points, measure(idx, queries, gt, k, ef))
+	}
+	ours.peakRSS = peakRSSMiB()
+	quant.peakRSS = ours.peakRSS
+	return []benchRow{ours, quant}, nil
 }
 
 // heapGrowth runs fn and returns how much the live heap grew and how long fn took.
@@ -374,12 +388,13 @@ func printBench(w io.Writer, rows []benchRow, rawMiB float64, efs []int) {
 		fmt.Fprintf(w, "%-32s %8.1f %11.1f %8.2fx %10.3f %8.0f MiB\n", r.name, r.build, r.indexMiB, r.indexMiB/rawMiB, r.reload, r.peakRSS)
 	}
 	fmt.Fprintf(w, "raw float32 vectors: %.1f MiB (int8: codes and graph in memory, vectors memory-mapped for rescoring)\n\n", rawMiB)
-	peer := len(rows) > 2
+	// With all three rows the last is the peer: each of ours is also given as a ratio of its QPS.
+	compare := len(rows) == 3
 	fmt.Fprintf(w, "%5s", "ef")
 	for _, r := range rows {
 		fmt.Fprintf(w, "  %26s", strings.SplitN(r.name, " (", 2)[0]+" recall / QPS")
 	}
-	if peer {
+	if compare {
 		fmt.Fprintf(w, "  %13s %13s", "float/hnswlib", "int8/hnswlib")
 	}
 	fmt.Fprintln(w)
@@ -390,12 +405,52 @@ func printBench(w io.Writer, rows []benchRow, rawMiB float64, efs []int) {
 				fmt.Fprintf(w, "  %17.4f / %6.0f", r.points[i].recall, r.points[i].qps)
 			}
 		}
-		if peer && i < len(rows[2].points) {
+		if compare && i < len(rows[2].points) {
 			p := rows[2].points[i].qps
 			fmt.Fprintf(w, "  %12.2fx %12.2fx", rows[0].points[i].qps/p, rows[1].points[i].qps/p)
 		}
 		fmt.Fprintln(w)
 	}
+	// The goal is stated at equal recall, not equal ef: read each curve at recall 0.95.
+	const target = 0.95
+	fmt.Fprintf(w, "\nQPS at recall@k %.2f (interpolated between ef points):", target)
+	var peerQPS float64
+	if compare {
+		peerQPS, _ = qpsAtRecall(rows[2].points, target)
+	}
+	for _, r := range rows {
+		q, ok := qpsAtRecall(r.points, target)
+		name := strings.SplitN(r.name, " (", 2)[0]
+		switch {
+		case !ok:
+			fmt.Fprintf(w, "  %s not reached;", name)
+		case compare && peerQPS > 0 && r.name != rows[2].name:
+			fmt.Fprintf(w, "  %s %.0f (%.2fx);", name, q, q/peerQPS)
+		default:
+			fmt.Fprintf(w, "  %s %.0f;", name, q)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// qpsAtRecall reads a recall/QPS curve (points in rising ef) at the given recall, interpolating
+// linearly between the two points around it; false when no point reaches it.
+func qpsAtRecall(points []benchPoint, recall float64) (float64, bool) {
+	for i, p := range points {
+		if p.recall < recall {
+			continue
+		}
+		if i == 0 {
+			return p.qps, true
+		}
+		prev := points[i-1]
+		if p.recall == prev.recall {
+			return p.qps, true
+		}
+		t := (recall - prev.recall) / (p.recall - prev.recall)
+		return prev.qps + t*(p.qps-prev.qps), true
+	}
+	return 0, false
 }
 
 // peakRSSMiB is this process's peak resident memory.

@@ -2,10 +2,19 @@
 
 package ann
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 //go:noescape
 func dotInt8AVX2(a, b *int8, n int) int32
+
+// prefetchLines asks the processor to start loading lines cache lines from p.
+//
+//go:noescape
+func prefetchLines(p unsafe.Pointer, lines int)
 
 var hasAVX2 = cpu.X86.HasAVX2
 

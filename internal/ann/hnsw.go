@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/viterin/vek/vek32"
 )
@@ -35,18 +36,20 @@ type Options struct {
 // DefaultOptions are hnswlib's usual settings.
 func DefaultOptions() Options { return Options{M: 16, EfConstruction: 200, Seed: 1} }
 
-type node struct {
-	vec     []float32
-	friends [][]uint32 // by layer
-	deleted bool
-}
-
 // Index is the graph. It is safe for concurrent use: searches share a read lock, insertions and
 // deletions take the write lock (AddBatch's workers then share the graph under node locks).
 type Index struct {
-	mu        sync.RWMutex
-	opts      Options
-	nodes     []node
+	mu   sync.RWMutex
+	opts Options
+	// Per node, by id. The bottom layer's friend lists are one flat array, hnswlib's layout:
+	// a count then 2M slots per node, so reading a list is one cache miss, not three. Node
+	// state lives in separate dense arrays for the same reason: the walk touches only what it
+	// reads.
+	vecs      [][]float32
+	links0    []uint32     // node i's list at [i*stride0]: count, then up to 2M ids
+	upper     [][][]uint32 // node i's friend lists on layers 1..level (nil on layer 0 only)
+	dead      []bool
+	stride0   int
 	entry     int32 // -1 when empty
 	maxLevel  int
 	live      int
@@ -73,7 +76,7 @@ func New(opts Options) *Index {
 		opts.EfConstruction = opts.M
 	}
 	return &Index{opts: opts, entry: -1, rng: rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
-		levelMult: 1 / math.Log(float64(opts.M))}
+		levelMult: 1 / math.Log(float64(opts.M)), stride0: 1 + 2*opts.M}
 }
 
 // Len is the number of live (not deleted) nodes.
@@ -83,18 +86,25 @@ func (x *Index) Len() int {
 	return x.live
 }
 
+// Dims is the length of the vectors in the graph (0 while it is empty).
+func (x *Index) Dims() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.dims
+}
+
 // Nodes is the number of nodes, deleted ones included: the next id Add returns.
 func (x *Index) Nodes() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.nodes)
+	return len(x.vecs)
 }
 
 // Deleted is the number of tombstones.
 func (x *Index) Deleted() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.nodes) - x.live
+	return len(x.vecs) - x.live
 }
 
 // Result is a node and its similarity to the query.
@@ -118,20 +128,21 @@ func (x *Index) Add(vec []float32) uint32 {
 func (x *Index) AddBatch(vecs [][]float32, threads int) uint32 {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	first := uint32(len(x.nodes))
+	first := uint32(len(x.vecs))
+	x.grow(len(vecs))
 	for _, v := range vecs {
 		x.newNode(v)
 	}
 	next := first
 	// Sequential until the graph has some body, so parallel inserts do not all start from
 	// one lonely entry point.
-	for ; next < uint32(len(x.nodes)) && (threads <= 1 || next < 1024); next++ {
+	for ; next < uint32(len(x.vecs)) && (threads <= 1 || next < 1024); next++ {
 		x.insert(next)
 	}
-	if next == uint32(len(x.nodes)) {
+	if next == uint32(len(x.vecs)) {
 		return first
 	}
-	x.locks = make([]sync.Mutex, len(x.nodes))
+	x.locks = make([]sync.Mutex, len(x.vecs))
 	defer func() { x.locks = nil }()
 	var wg sync.WaitGroup
 	cursor := atomic.Uint32{}
@@ -142,7 +153,7 @@ func (x *Index) AddBatch(vecs [][]float32, threads int) uint32 {
 			defer wg.Done()
 			for {
 				id := cursor.Add(1) - 1
-				if id >= uint32(len(x.nodes)) {
+				if id >= uint32(len(x.vecs)) {
 					return
 				}
 				x.insert(id)
@@ -153,23 +164,67 @@ func (x *Index) AddBatch(vecs [][]float32, threads int) uint32 {
 	return first
 }
 
+// grow makes room for n more nodes, so a batch appends without copying the arrays again.
+func (x *Index) grow(n int) {
+	x.vecs = slices.Grow(x.vecs, n)
+	x.links0 = slices.Grow(x.links0, n*x.stride0)
+	x.upper = slices.Grow(x.upper, n)
+	x.dead = slices.Grow(x.dead, n)
+}
+
 // newNode appends a node with a random level and no links yet.
 func (x *Index) newNode(vec []float32) uint32 {
 	level := int(-math.Log(1-x.rng.Float64()) * x.levelMult)
-	id := uint32(len(x.nodes))
-	x.nodes = append(x.nodes, node{vec: vec, friends: make([][]uint32, level+1)})
+	id := uint32(len(x.vecs))
+	x.appendNode(vec, level)
+	return id
+}
+
+// appendNode appends a node of the given level with empty friend lists.
+func (x *Index) appendNode(vec []float32, level int) {
+	if x.dims == 0 {
+		x.dims = len(vec)
+	}
+	x.vecs = append(x.vecs, vec)
+	n := len(x.links0)
+	x.links0 = slices.Grow(x.links0, x.stride0)[:n+x.stride0]
+	clear(x.links0[n:])
+	var up [][]uint32
+	if level > 0 {
+		up = make([][]uint32, level)
+	}
+	x.upper = append(x.upper, up)
+	x.dead = append(x.dead, false)
 	x.live++
 	x.encode(vec)
-	return id
+}
+
+// level is the top layer node id is on.
+func (x *Index) level(id uint32) int { return len(x.upper[id]) }
+
+// friends is node id's friend list on layer, in place.
+func (x *Index) friends(id uint32, layer int) []uint32 {
+	if layer == 0 {
+		b := int(id) * x.stride0
+		return x.links0[b+1 : b+1+int(x.links0[b]) : b+x.stride0]
+	}
+	return x.upper[id][layer-1]
+}
+
+// setFriends replaces node id's friend list on layer (ids is kept on upper layers).
+func (x *Index) setFriends(id uint32, layer int, ids []uint32) {
+	if layer == 0 {
+		b := int(id) * x.stride0
+		x.links0[b] = uint32(copy(x.links0[b+1:b+x.stride0], ids))
+		return
+	}
+	x.upper[id][layer-1] = ids
 }
 
 // encode appends vec's int8 code, with Options.Int8.
 func (x *Index) encode(vec []float32) {
 	if !x.opts.Int8 {
 		return
-	}
-	if x.dims == 0 {
-		x.dims = len(vec)
 	}
 	var scale float32
 	x.codes, scale = quantize(x.codes, vec[:x.dims])
@@ -188,12 +243,12 @@ func (x *Index) sim(q *query, id uint32) float32 {
 		d := x.dims
 		return q.scale * x.scales[id] * float32(dotInt8(q.code, x.codes[int(id)*d:int(id)*d+d]))
 	}
-	return vek32.Dot(q.vec, x.nodes[id].vec)
+	return vek32.Dot(q.vec, x.vecs[id])
 }
 
 // insert links node id into the graph.
 func (x *Index) insert(id uint32) {
-	vec, level := x.nodes[id].vec, len(x.nodes[id].friends)-1
+	vec, level := x.vecs[id], x.level(id)
 	if x.locks != nil {
 		x.entryMu.Lock()
 	}
@@ -219,19 +274,22 @@ func (x *Index) insert(id uint32) {
 		limit := x.maxFriends(l)
 		friends := x.selectNeighbours(found, x.opts.M)
 		x.lock(id)
-		x.nodes[id].friends[l] = friends
+		x.setFriends(id, l, friends)
 		x.unlock(id)
 		for _, f := range friends {
 			x.lock(f)
-			fn := &x.nodes[f]
-			fn.friends[l] = append(fn.friends[l], id)
-			if len(fn.friends[l]) > limit {
-				cands := make([]Result, len(fn.friends[l]))
-				for i, g := range fn.friends[l] {
-					cands[i] = Result{ID: g, Score: vek32.Dot(fn.vec, x.nodes[g].vec)}
+			if cur := x.friends(f, l); len(cur) < limit {
+				x.setFriends(f, l, append(cur, id)) // in place on layer 0: the slot is free
+			} else {
+				// Full: keep the best spread of the old friends and the new node.
+				fv := x.vecs[f]
+				cands := make([]Result, 0, len(cur)+1)
+				cands = append(cands, Result{ID: id, Score: vek32.Dot(fv, vec)})
+				for _, g := range cur {
+					cands = append(cands, Result{ID: g, Score: vek32.Dot(fv, x.vecs[g])})
 				}
 				sortResults(cands)
-				fn.friends[l] = x.selectNeighbours(cands, limit)
+				x.setFriends(f, l, x.selectNeighbours(cands, limit))
 			}
 			x.unlock(f)
 		}
@@ -258,10 +316,10 @@ func (x *Index) unlock(id uint32) {
 // under the node's lock.
 func (x *Index) neighbours(id uint32, layer int, buf []uint32) []uint32 {
 	if x.locks == nil {
-		return x.nodes[id].friends[layer]
+		return x.friends(id, layer)
 	}
 	x.locks[id].Lock()
-	buf = append(buf[:0], x.nodes[id].friends[layer]...)
+	buf = append(buf[:0], x.friends(id, layer)...)
 	x.locks[id].Unlock()
 	return buf
 }
@@ -278,8 +336,8 @@ func (x *Index) maxFriends(layer int) int {
 func (x *Index) Delete(id uint32) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if int(id) < len(x.nodes) && !x.nodes[id].deleted {
-		x.nodes[id].deleted = true
+	if int(id) < len(x.vecs) && !x.dead[id] {
+		x.dead[id] = true
 		x.live--
 	}
 }
@@ -304,8 +362,13 @@ func (x *Index) Search(q []float32, k, ef int, accept func(uint32) bool) []Resul
 	}
 	found := x.searchLayer(qq, ep, ef, 0, accept, true)
 	if qq.code != nil { // rescore the candidates exactly
+		// The float vectors are often memory-mapped and cold: ask for all of them first.
+		for _, r := range found {
+			v := x.vecs[r.ID]
+			prefetchLines(unsafe.Pointer(unsafe.SliceData(v)), (len(v)*4+63)/64)
+		}
 		for i := range found {
-			found[i].Score = vek32.Dot(q, x.nodes[found[i].ID].vec)
+			found[i].Score = vek32.Dot(q, x.vecs[found[i].ID])
 		}
 		sortResults(found)
 	}
@@ -325,7 +388,7 @@ func (x *Index) searchLayer(q *query, entry []Result, ef, layer int, accept func
 		if !results {
 			return true
 		}
-		return !x.nodes[id].deleted && (accept == nil || accept(id))
+		return !x.dead[id] && (accept == nil || accept(id))
 	}
 	for _, e := range entry {
 		vs.visit(e.ID)
@@ -335,16 +398,23 @@ func (x *Index) searchLayer(q *query, entry []Result, ef, layer int, accept func
 		}
 	}
 	var buf []uint32
+	fresh := vs.fresh[:0]
 	for len(cand) > 0 {
 		c := cand.pop(better)
 		if len(best) >= ef && c.Score < best[0].Score {
 			break
 		}
 		buf = x.neighbours(c.ID, layer, buf)
+		fresh = fresh[:0]
 		for _, f := range buf {
-			if !vs.visit(f) {
-				continue
+			if vs.visit(f) {
+				fresh = append(fresh, f)
 			}
+		}
+		// Ask for every new neighbour's vector before comparing any: the cache misses, the
+		// cost of a walk over a large graph, then overlap instead of queueing.
+		x.prefetch(q, fresh)
+		for _, f := range fresh {
 			s := x.sim(q, f)
 			if len(best) < ef || s > best[0].Score {
 				cand.push(Result{ID: f, Score: s}, better)
@@ -357,10 +427,34 @@ func (x *Index) searchLayer(q *query, entry []Result, ef, layer int, accept func
 			}
 		}
 	}
+	vs.fresh = fresh
 	out := []Result(best)
 	sortResults(out)
 	return out
 }
+
+// prefetch starts loading what sim reads for ids.
+func (x *Index) prefetch(q *query, ids []uint32) {
+	if q.code != nil {
+		lines := (x.dims + 63) / 64
+		for _, id := range ids {
+			prefetchLines(unsafe.Pointer(&x.codes[int(id)*x.dims]), lines)
+			prefetchLines(unsafe.Pointer(&x.scales[id]), 1)
+		}
+		return
+	}
+	// The slice headers first (one miss each, all in flight together), then the vectors.
+	for _, id := range ids {
+		prefetchLines(unsafe.Pointer(&x.vecs[id]), 1)
+	}
+	for _, id := range ids {
+		prefetchLines(unsafe.Pointer(unsafe.SliceData(x.vecs[id])), prefetchFloatLines)
+	}
+}
+
+// prefetchFloatLines is how many cache lines of a float32 vector are asked for ahead; the
+// hardware's stream prefetcher fetches the rest once the dot product starts reading.
+const prefetchFloatLines = 2
 
 // selectNeighbours is the heuristic of the HNSW paper: take candidates best first, keeping one
 // only if it is closer to the new node than to every neighbour kept so far, so links spread
@@ -373,7 +467,7 @@ func (x *Index) selectNeighbours(cands []Result, m int) []uint32 {
 		}
 		keep := true
 		for _, s := range out {
-			if vek32.Dot(x.nodes[c.ID].vec, x.nodes[s].vec) > c.Score {
+			if vek32.Dot(x.vecs[c.ID], x.vecs[s]) > c.Score {
 				keep = false
 				break
 			}
@@ -401,6 +495,7 @@ func sortResults(r []Result) {
 type visitSet struct {
 	mark  []uint32
 	epoch uint32
+	fresh []uint32 // scratch: a node's unvisited neighbours
 }
 
 func (x *Index) visitSet() *visitSet {
@@ -408,8 +503,8 @@ func (x *Index) visitSet() *visitSet {
 	if vs == nil {
 		vs = &visitSet{}
 	}
-	if len(vs.mark) < len(x.nodes) {
-		vs.mark = append(vs.mark, make([]uint32, len(x.nodes)-len(vs.mark)+1024)...)
+	if len(vs.mark) < len(x.vecs) {
+		vs.mark = append(vs.mark, make([]uint32, len(x.vecs)-len(vs.mark)+1024)...)
 	}
 	vs.epoch++
 	if vs.epoch == 0 {

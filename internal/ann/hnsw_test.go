@@ -253,3 +253,36 @@ func TestConcurrentAddDeleteSearch(t *testing.T) {
 		t.Fatalf("len %d, want 2500", x.Len())
 	}
 }
+
+// TestLoadSurvivesCorruptFiles: a damaged graph file is refused or loads into an index that
+// searches without panicking (a saved graph is read at every store open).
+func TestLoadSurvivesCorruptFiles(t *testing.T) {
+	vecs, queries := clustered(300, 5, 8, 5, 9)
+	x := build(vecs)
+	var buf bytes.Buffer
+	if err := x.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	refused := 0
+	for i := 0; i < len(good); i += 1 + i/64 { // every header byte, then sparser
+		for _, b := range []byte{0x00, 0x7f, 0xff} {
+			bad := slices.Clone(good)
+			if bad[i] == b {
+				continue
+			}
+			bad[i] = b
+			y, err := ann.Load(bytes.NewReader(bad), ann.DefaultOptions(), func(id uint32) []float32 { return vecs[id] })
+			if err != nil {
+				refused++
+				continue
+			}
+			for _, q := range queries {
+				y.Search(q, 10, 32, nil)
+			}
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no corruption was detected")
+	}
+}

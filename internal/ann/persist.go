@@ -16,7 +16,7 @@ const fileMagic = "RECANN1\n"
 func (x *Index) Save(w io.Writer) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	if x.live != len(x.nodes) {
+	if x.live != len(x.vecs) {
 		return errors.New("ann: an index with deleted nodes is rebuilt, not saved")
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
@@ -26,11 +26,13 @@ func (x *Index) Save(w io.Writer) error {
 	buf = binary.AppendUvarint(buf, uint64(x.opts.EfConstruction))
 	buf = binary.AppendVarint(buf, int64(x.entry))
 	buf = binary.AppendUvarint(buf, uint64(x.maxLevel))
-	buf = binary.AppendUvarint(buf, uint64(len(x.nodes)))
+	buf = binary.AppendUvarint(buf, uint64(len(x.vecs)))
 	bw.Write(buf)
-	for i := range x.nodes {
-		buf = binary.AppendUvarint(buf[:0], uint64(len(x.nodes[i].friends)))
-		for _, fr := range x.nodes[i].friends {
+	for i := range x.vecs {
+		layers := x.level(uint32(i)) + 1
+		buf = binary.AppendUvarint(buf[:0], uint64(layers))
+		for l := range layers {
+			fr := x.friends(uint32(i), l)
 			buf = binary.AppendUvarint(buf, uint64(len(fr)))
 			for _, f := range fr {
 				buf = binary.AppendUvarint(buf, uint64(f))
@@ -72,16 +74,20 @@ func Load(r io.Reader, opts Options, vec func(id uint32) []float32) (*Index, err
 	}
 	x := New(opts)
 	x.entry, x.maxLevel = int32(entry), int(maxLevel)
-	x.nodes = make([]node, n)
-	for i := range x.nodes {
+	if n > 1<<32-1 {
+		return nil, errors.New("ann: corrupt node count")
+	}
+	x.grow(int(min(n, 1<<20))) // a corrupt count must not allocate terabytes up front
+	lists := make([][]uint32, 0, 8)
+	for i := range n {
 		layers := next()
-		if err != nil || layers > 64 {
+		if err != nil || layers == 0 || layers > 64 {
 			return nil, fmt.Errorf("ann: node %d: corrupt (%v)", i, err)
 		}
-		x.nodes[i].friends = make([][]uint32, layers)
-		for l := range x.nodes[i].friends {
+		lists = lists[:0]
+		for l := range int(layers) {
 			cnt := next()
-			if cnt > uint64(4*opts.M) {
+			if cnt > uint64(x.maxFriends(l)) {
 				return nil, fmt.Errorf("ann: node %d: corrupt neighbour count", i)
 			}
 			fr := make([]uint32, cnt)
@@ -92,16 +98,32 @@ func Load(r io.Reader, opts Options, vec func(id uint32) []float32) (*Index, err
 				}
 				fr[j] = uint32(id)
 			}
-			x.nodes[i].friends[l] = fr
+			lists = append(lists, fr)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ann: node %d: %w", i, err)
 		}
-		if x.nodes[i].vec = vec(uint32(i)); x.nodes[i].vec == nil {
+		v := vec(uint32(i))
+		if v == nil {
 			return nil, fmt.Errorf("ann: no vector for node %d", i)
 		}
-		x.encode(x.nodes[i].vec)
+		x.appendNode(v, int(layers)-1)
+		for l, fr := range lists {
+			x.setFriends(uint32(i), l, fr)
+		}
 	}
-	x.live = int(n)
+	if n == 0 && entry != -1 || n > 0 && (entry < 0 || entry >= int64(n) || x.level(uint32(entry)) != x.maxLevel) {
+		return nil, errors.New("ann: corrupt entry point")
+	}
+	// A search follows a link on layer l into the friend list of its target on layer l.
+	for i := range x.upper {
+		for l, fr := range x.upper[i] {
+			for _, f := range fr {
+				if x.level(f) < l+1 {
+					return nil, fmt.Errorf("ann: node %d: link on layer %d to node %d, which is not on it", i, l+1, f)
+				}
+			}
+		}
+	}
 	return x, nil
 }
