@@ -177,10 +177,11 @@ func (x *Index) newNode(vec []float32) uint32 {
 	level := int(-math.Log(1-x.rng.Float64()) * x.levelMult)
 	id := uint32(len(x.vecs))
 	x.appendNode(vec, level)
+	x.encode(vec)
 	return id
 }
 
-// appendNode appends a node of the given level with empty friend lists.
+// appendNode appends a node of the given level with empty friend lists (and no code yet).
 func (x *Index) appendNode(vec []float32, level int) {
 	if x.dims == 0 {
 		x.dims = len(vec)
@@ -196,7 +197,6 @@ func (x *Index) appendNode(vec []float32, level int) {
 	x.upper = append(x.upper, up)
 	x.dead = append(x.dead, false)
 	x.live++
-	x.encode(vec)
 }
 
 // level is the top layer node id is on.

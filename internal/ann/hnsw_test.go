@@ -163,6 +163,30 @@ func TestInt8SearchRescores(t *testing.T) {
 	if r := sum / float64(len(queries)); r < 0.95 {
 		t.Fatalf("loaded int8 recall@10 %.4f < 0.95", r)
 	}
+	// An int8 index saves its codes: reloaded as int8 it answers exactly as before; the file
+	// also loads as a float32 index (the codes skipped).
+	var buf8 bytes.Buffer
+	if err := x.Save(&buf8); err != nil {
+		t.Fatal(err)
+	}
+	if buf8.Len() < 6000*64 {
+		t.Fatalf("int8 index file of %d bytes holds no codes", buf8.Len())
+	}
+	for _, o := range []ann.Options{opts, ann.DefaultOptions()} {
+		z, err := ann.Load(bytes.NewReader(buf8.Bytes()), o, func(id uint32) []float32 { return vecs[id] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range queries[:50] {
+			a, b := x.Search(q, 10, 64, nil), z.Search(q, 10, 64, nil)
+			if o.Int8 && !slices.Equal(a, b) {
+				t.Fatalf("reloaded int8 index answers differently:\n%v\n%v", a, b)
+			}
+			if recall(b, exact(vecs, q, 10, nil)) < 0.5 {
+				t.Fatalf("reloaded index (int8 %v) lost its way: %v", o.Int8, b)
+			}
+		}
+	}
 }
 
 func TestFilteredSearchKeepsRecall(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"sync/atomic"
 
 	"github.com/paperrec/recommender/internal/ann"
 	"github.com/paperrec/recommender/internal/lexical"
@@ -38,10 +37,7 @@ type doc struct {
 // live document frequency.
 type term struct {
 	df int32
-	// The largest term frequency and the shortest document among the postings (deletions do not
-	// lower them): with them a query term's contribution has an upper bound, for pruning.
-	maxTF, minLen float32
-	ps            []posting
+	ps []posting
 }
 
 type posting struct {
@@ -65,9 +61,7 @@ type index struct {
 	dead    int
 	sumLen  float64
 
-	scratch sync.Pool    // *scratch, sized to len(docs)
-	noPrune bool         // tests: score every posting, to check pruning against
-	pruned  atomic.Int64 // lexical searches (halves) that pruned
+	scratch sync.Pool // *scratch, sized to len(docs)
 }
 
 type scratch struct {
@@ -103,20 +97,11 @@ func (x *index) put(p *store.Paper) {
 	x.byID[p.ID] = n
 	for i, t := range p.Lexical.Indices {
 		e := x.term(t)
-		e.add(posting{doc: n, tf: p.Lexical.Values[i]}, d.length)
+		e.ps = append(e.ps, posting{doc: n, tf: p.Lexical.Values[i]})
 		e.df++
 	}
 	x.live++
 	x.sumLen += float64(d.length)
-}
-
-// add appends a posting of a doc of length docLen.
-func (e *term) add(p posting, docLen float32) {
-	if len(e.ps) == 0 {
-		e.maxTF, e.minLen = p.tf, docLen
-	}
-	e.maxTF, e.minLen = max(e.maxTF, p.tf), min(e.minLen, docLen)
-	e.ps = append(e.ps, p)
 }
 
 // term returns term t's entry, adding an empty one if it is new.
@@ -175,18 +160,17 @@ func (x *index) maybeCompact() {
 	terms := make([]term, 0, len(x.terms))
 	for t, i := range x.termOf {
 		e := x.terms[i]
-		kept := term{df: e.df, ps: e.ps[:0]}
+		kept := e.ps[:0]
 		for _, p := range e.ps {
 			if x.docs[p.doc].alive {
-				kept.add(posting{doc: remap[p.doc], tf: p.tf}, x.docs[p.doc].length)
+				kept = append(kept, posting{doc: remap[p.doc], tf: p.tf})
 			}
 		}
-		if len(kept.ps) == 0 {
+		if len(kept) == 0 {
 			delete(x.termOf, t)
 		} else {
 			x.termOf[t] = int32(len(terms))
-			kept.ps = slices.Clip(kept.ps)
-			terms = append(terms, kept)
+			terms = append(terms, term{df: e.df, ps: slices.Clip(kept)})
 		}
 	}
 	x.terms = terms
@@ -253,7 +237,6 @@ func (x *index) toScored(hits []scored) []rank.Scored {
 // queryTerm is one query term ready for scoring.
 type queryTerm struct {
 	weight float32 // query weight x idf
-	bound  float32 // the most the term adds to a doc's score (with a positive weight)
 	ps     []posting
 }
 
@@ -265,7 +248,7 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 		return nil, nil
 	}
 	n := float64(x.live)
-	bm25 := lexical.NewBM25(float32(x.sumLen / n))
+	avgLen := float32(x.sumLen / n)
 	terms := make([]queryTerm, 0, qv.Len())
 	for i, t := range qv.Indices {
 		ti, ok := x.termOf[t]
@@ -273,8 +256,8 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 			continue
 		}
 		e := &x.terms[ti]
-		w := qv.Values[i] * float32(lexical.IDF(n, float64(e.df)))
-		terms = append(terms, queryTerm{weight: w, bound: w * bm25.Weight(e.maxTF, e.minLen), ps: e.ps})
+		idf := float32(lexical.IDF(n, float64(e.df)))
+		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: e.ps})
 	}
 	if len(terms) > maxQueryTerms {
 		slices.SortStableFunc(terms, func(a, b queryTerm) int {
@@ -282,10 +265,6 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 		})
 		terms = terms[:maxQueryTerms]
 	}
-	// Biggest possible contribution first: pruning (see accumulate) can start once the terms
-	// left could not lift an unseen paper into the top k, and those are the common terms with
-	// the longest posting lists.
-	slices.SortStableFunc(terms, func(a, b queryTerm) int { return cmpFloat(b.bound, a.bound) })
 
 	s := x.getScratch()
 	defer x.scratch.Put(s)
@@ -296,6 +275,7 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 	for _, qt := range terms {
 		total += len(qt.ps)
 	}
+	bm25 := lexical.NewBM25(avgLen)
 	var halves [2]rangeResult
 	if total >= parallelPostings && runtime.GOMAXPROCS(0) > 1 {
 		mid := uint32(len(x.docs) / 2)
@@ -334,7 +314,7 @@ type rangeResult struct {
 // scoreRange scores the docs in [lo, hi): the best k that match the filter, and the docs it
 // scored (appended to hits, a reusable buffer).
 func (x *index) scoreRange(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
-	hits, err := x.accumulate(ctx, terms, bm25, s, lo, hi, hits, m, k)
+	hits, err := x.accumulate(ctx, terms, bm25, s, lo, hi, hits)
 	if err != nil {
 		return rangeResult{hits: hits, err: err}
 	}
@@ -353,40 +333,14 @@ func (x *index) scoreRange(ctx context.Context, terms []queryTerm, bm25 lexical.
 	return rangeResult{top: top.Sorted(), hits: hits}
 }
 
-// accumulate adds the BM25 scores of the postings of docs in [lo, hi) into s.acc and returns
-// the docs that may be among the best k that m accepts, with their complete scores (appended to
-// hits, a reusable buffer).
-//
-// It is term at a time with MaxScore-style pruning (Turtle and Flood, 1995): terms come in
-// falling order of their bound, and once the bounds of the terms left add up to less than the
-// k-th best score so far (among accepted docs), no doc unseen yet can reach the top k. From
-// there only the docs that still can are scored, each looked up in the remaining posting lists
-// by galloping search, instead of walking those lists, the longest ones, whole.
-func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) ([]uint32, error) {
+// accumulate adds the BM25 scores of the postings of docs in [lo, hi) into s.acc and appends
+// each doc it scores first to hits.
+func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32) ([]uint32, error) {
 	acc, lengths, epoch := s.acc, x.lengths, s.epoch
-	// rest[j]: the most terms j.. can add to a score. Pruning needs every weight positive.
-	rest := make([]float32, len(terms)+1)
-	prune := !x.noPrune && k > 0
-	remaining := 0
-	for j := len(terms) - 1; j >= 0; j-- {
-		rest[j] = rest[j+1] + terms[j].bound
-		prune = prune && terms[j].weight > 0
-		remaining += len(terms[j].ps)
-	}
-	sinceCheck := 0
-	for j, qt := range terms {
+	for _, qt := range terms {
 		if err := ctx.Err(); err != nil {
 			return hits, err
 		}
-		// A threshold costs a pass over the docs seen: take one only when the postings walked
-		// since the last one, and those left, outweigh it.
-		if prune && j > 0 && sinceCheck >= len(hits) && remaining >= 2*len(hits) {
-			sinceCheck = 0
-			if theta := x.kthScore(s, hits, m, k); reach(0, rest[j]) < theta {
-				return x.refine(ctx, terms[j:], rest[j:], theta, bm25, s, hits)
-			}
-		}
-		remaining -= len(qt.ps)
 		ps := qt.ps
 		if lo > 0 {
 			ps = ps[sort.Search(len(ps), func(i int) bool { return ps[i].doc >= lo }):]
@@ -395,7 +349,6 @@ func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.
 			if p.doc >= hi {
 				break
 			}
-			sinceCheck++
 			l := lengths[p.doc]
 			if l < 0 { // dead
 				continue
@@ -410,88 +363,6 @@ func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.
 		}
 	}
 	return hits, nil
-}
-
-// reach is the most a doc with score can end with when up to rest is still to come, with a
-// margin for float32 rounding (sums in another order), so pruning never drops a true top-k doc.
-func reach(score, rest float32) float32 { return (score + rest) * (1 + 1e-4) }
-
-// kthScore is the k-th best score among the docs in hits that m accepts (0 with fewer): a lower
-// bound of the final k-th best, as scores only grow.
-func (x *index) kthScore(s *scratch, hits []uint32, m *matcher, k int) float32 {
-	top := rank.NewTopK(k, x.better)
-	for _, d := range hits {
-		sc := scored{doc: d, score: s.acc[d].score}
-		if top.Full() && !x.better(sc, top.Worst()) {
-			continue
-		}
-		if m.match(d) {
-			top.Push(sc)
-		}
-	}
-	if !top.Full() {
-		return 0
-	}
-	return top.Worst().score
-}
-
-// refine completes the scores of the docs in hits that can still reach theta with terms (whose
-// bounds from each on are rest) and returns those that still can at the end.
-func (x *index) refine(ctx context.Context, terms []queryTerm, rest []float32, theta float32, bm25 lexical.BM25, s *scratch, hits []uint32) ([]uint32, error) {
-	x.pruned.Add(1)
-	acc, lengths := s.acc, x.lengths
-	cands := hits[:0] // filtered in place: hits is not read again
-	for _, d := range hits {
-		if reach(acc[d].score, rest[0]) >= theta {
-			cands = append(cands, d)
-		}
-	}
-	slices.Sort(cands)
-	for j, qt := range terms {
-		if err := ctx.Err(); err != nil {
-			return cands, err
-		}
-		ps, at := qt.ps, 0
-		for _, d := range cands {
-			if at = seek(ps, at, d); at == len(ps) {
-				break
-			}
-			if ps[at].doc == d {
-				acc[d].score += qt.weight * bm25.Weight(ps[at].tf, lengths[d])
-			}
-		}
-		kept := cands[:0]
-		for _, d := range cands {
-			if reach(acc[d].score, rest[j+1]) >= theta {
-				kept = append(kept, d)
-			}
-		}
-		cands = kept
-	}
-	return cands, nil
-}
-
-// seek returns the first position at or after from whose doc is at least d (len(ps) if none),
-// galloping: the cost grows with the log of the distance, not the length of the list.
-func seek(ps []posting, from int, d uint32) int {
-	if from >= len(ps) || ps[from].doc >= d {
-		return from
-	}
-	lo, step := from, 1 // ps[lo].doc < d throughout
-	for lo+step < len(ps) && ps[lo+step].doc < d {
-		lo += step
-		step *= 2
-	}
-	hi := min(lo+step, len(ps)) // ps[hi].doc >= d, or hi is the end
-	for lo+1 < hi {
-		mid := int(uint(lo+hi) >> 1)
-		if ps[mid].doc < d {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return hi
 }
 
 // searchDense finds the k papers whose vectors are most similar to qv: with the ANN graph, or
