@@ -87,7 +87,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "(generated with exact ground truth in %.1fs, files in %s)\n\n", time.Since(start).Seconds(), *dir)
 
 	progress := func(what string) { fmt.Fprintf(stderr, "%s %s\n", time.Now().Format(time.TimeOnly), what) }
-	rawMiB := float64(*n**dims*4) / (1 << 20)
+	rawMiB := vectorsMiB(*n, *dims)
 	var rows []benchRow
 	if !*peerOnly {
 		progress("building ours")
@@ -115,7 +115,7 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // as the store does (int8 codes in memory, float vectors memory-mapped for rescoring) and measures
 // that: one row each.
 func benchOurs(opts ann.Options, dir string, dims, threads int, base, queries [][]float32, gt [][]int32, k int, efs []int, progress func(string)) ([]benchRow, error) {
-	rawMiB := float64(len(base)*dims*4) / (1 << 20)
+	rawMiB := vectorsMiB(len(base), dims)
 	var idx *ann.Index
 	graphMiB, build := heapGrowth(func() {
 		idx = ann.New(opts)
@@ -182,16 +182,15 @@ func benchOurs(opts ann.Options, dir string, dims, threads int, base, queries []
 
 // heapGrowth runs fn and returns how much the live heap grew and how long fn took.
 func heapGrowth(fn func()) (float64, time.Duration) {
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := liveHeapMiB()
 	start := time.Now()
 	fn()
 	took := time.Since(start)
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / (1 << 20), took
+	return liveHeapMiB() - before, took
 }
+
+// vectorsMiB is the size of n float32 vectors of dims dimensions.
+func vectorsMiB(n, dims int) float64 { return float64(n*dims*4) / (1 << 20) }
 
 func saveGraph(idx *ann.Index, path string) error {
 	f, err := os.Create(path)
@@ -252,6 +251,9 @@ type benchRow struct {
 	peakRSS                 float64
 	points                  []benchPoint
 }
+
+// shortName is the row's name without its parenthesis, for column headings.
+func (r benchRow) shortName() string { return strings.SplitN(r.name, " (", 2)[0] }
 
 // measure runs the queries one at a time on this goroutine, the whole set again until a second
 // has passed (short runs are noisy); recall is from the first pass.
@@ -402,7 +404,7 @@ func printBench(w io.Writer, rows []benchRow, rawMiB float64, efs []int) {
 	compare := len(rows) == 3
 	fmt.Fprintf(w, "%5s", "ef")
 	for _, r := range rows {
-		fmt.Fprintf(w, "  %26s", strings.SplitN(r.name, " (", 2)[0]+" recall / QPS")
+		fmt.Fprintf(w, "  %26s", r.shortName()+" recall / QPS")
 	}
 	if compare {
 		fmt.Fprintf(w, "  %13s %13s", "float/hnswlib", "int8/hnswlib")
@@ -430,7 +432,7 @@ func printBench(w io.Writer, rows []benchRow, rawMiB float64, efs []int) {
 	}
 	for _, r := range rows {
 		q, ok := qpsAtRecall(r.points, target)
-		name := strings.SplitN(r.name, " (", 2)[0]
+		name := r.shortName()
 		switch {
 		case !ok:
 			fmt.Fprintf(w, "  %s not reached;", name)

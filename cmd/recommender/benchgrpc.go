@@ -50,7 +50,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "%d papers ingested or loaded (embedded store, vector index) in %.1fs; hybrid retrieval, %d dimensions\n",
 			*n, time.Since(start).Seconds(), *dims)
 		fmt.Fprintf(stdout, "store on the Go heap: %.0f MiB (raw float32 vectors: %.0f MiB, memory-mapped if loaded at open, on the heap if ingested by this run)\n\n",
-			liveHeapMiB()-heapBefore, float64(*n**dims*4)/(1<<20))
+			liveHeapMiB()-heapBefore, vectorsMiB(*n, *dims))
 		if *cpuProfile != "" {
 			f, err := os.Create(*cpuProfile)
 			if err != nil {

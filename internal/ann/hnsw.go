@@ -364,8 +364,7 @@ func (x *Index) Search(q []float32, k, ef int, accept func(uint32) bool) []Resul
 	if qq.code != nil { // rescore the candidates exactly
 		// The float vectors are often memory-mapped and cold: ask for all of them first.
 		for _, r := range found {
-			v := x.vecs[r.ID]
-			prefetchLines(unsafe.Pointer(unsafe.SliceData(v)), (len(v)*4+63)/64)
+			prefetchFloats(x.vecs[r.ID], cacheLines(4*x.dims))
 		}
 		for i := range found {
 			found[i].Score = vek32.Dot(q, x.vecs[found[i].ID])
@@ -436,7 +435,7 @@ func (x *Index) searchLayer(q *query, entry []Result, ef, layer int, accept func
 // prefetch starts loading what sim reads for ids.
 func (x *Index) prefetch(q *query, ids []uint32) {
 	if q.code != nil {
-		lines := (x.dims + 63) / 64
+		lines := cacheLines(x.dims)
 		for _, id := range ids {
 			prefetchLines(unsafe.Pointer(&x.codes[int(id)*x.dims]), lines)
 			prefetchLines(unsafe.Pointer(&x.scales[id]), 1)
@@ -448,9 +447,16 @@ func (x *Index) prefetch(q *query, ids []uint32) {
 		prefetchLines(unsafe.Pointer(&x.vecs[id]), 1)
 	}
 	for _, id := range ids {
-		prefetchLines(unsafe.Pointer(unsafe.SliceData(x.vecs[id])), prefetchFloatLines)
+		prefetchFloats(x.vecs[id], prefetchFloatLines)
 	}
 }
+
+func prefetchFloats(v []float32, lines int) {
+	prefetchLines(unsafe.Pointer(unsafe.SliceData(v)), lines)
+}
+
+// cacheLines is how many 64-byte cache lines hold n bytes.
+func cacheLines(n int) int { return (n + 63) / 64 }
 
 // prefetchFloatLines is how many cache lines of a float32 vector are asked for ahead; the
 // hardware's stream prefetcher fetches the rest once the dot product starts reading.
