@@ -23,7 +23,12 @@ Load-tests Recommend over real gRPC on loopback: the whole service (embedded sto
 vector index, hybrid retrieval) serving --papers synthetic papers, whose embeddings come from a
 local fake OpenAI-compatible API (hashed bag-of-words vectors, so no model is needed). For 1, 8
 and 32 concurrent clients it sends seed requests (stored vectors, no embedding call) and text
-requests (one embedding call each) for --seconds each, and prints p50, p99 and throughput.`
+requests (one embedding call each, a paper's title as the query) for --seconds each, and prints
+p50, p99 and throughput.
+
+With --arxiv FILE it serves those papers instead, and with an embedding API configured (the
+EMBEDDING_* variables or flags of serve, e.g. the local model of tests/embedserver) embeds them
+and every text query with it, so text latencies include the real embedding call.`
 
 func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench-grpc", "[flags]", benchGRPCHelp, stderr)
@@ -34,23 +39,39 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	kinds := fs.String("requests", "seed,text", "request kinds to run: seed, text")
 	dataDir := fs.String("data-dir", "", "keep the store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
+	arxivFile := fs.String("arxiv", "", "serve the papers of this JSON-lines file (plain or .gz) instead of synthetic ones")
+	var ef embeddingFlags
+	ef.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	api := embedtest.New(*dims)
-	defer api.Close()
-	emb, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: "fake-hash", Dimensions: *dims, MaxInputs: 512})
+	embCfg, realAPI, err := ef.config()
+	if err != nil {
+		return err
+	}
+	if !realAPI {
+		api := embedtest.New(*dims)
+		defer api.Close()
+		embCfg = embed.Config{BaseURL: api.BaseURL(), Model: "fake-hash", Dimensions: *dims, MaxInputs: 512}
+	}
+	emb, err := embed.New(embCfg)
 	if err != nil {
 		return err
 	}
 	papers := syntheticPapers(*n)
+	if *arxivFile != "" {
+		if papers, err = readAll(*arxivFile); err != nil {
+			return err
+		}
+		*n = len(papers)
+	}
 	heapBefore := liveHeapMiB()
 	start := time.Now()
 	run := func(client recommenderv1.RecommenderServiceClient) error {
-		fmt.Fprintf(stdout, "%d papers ingested or loaded (embedded store, vector index) in %.1fs; hybrid retrieval, %d dimensions\n",
-			*n, time.Since(start).Seconds(), *dims)
+		fmt.Fprintf(stdout, "%d papers ingested or loaded (embedded store, vector index) in %.1fs; hybrid retrieval, model %s, %d dimensions\n",
+			*n, time.Since(start).Seconds(), emb.Model(), emb.Dimensions())
 		fmt.Fprintf(stdout, "store on the Go heap: %.0f MiB (raw float32 vectors: %.0f MiB, memory-mapped if loaded at open, on the heap if ingested by this run)\n\n",
-			liveHeapMiB()-heapBefore, vectorsMiB(*n, *dims))
+			liveHeapMiB()-heapBefore, vectorsMiB(*n, emb.Dimensions()))
 		if *cpuProfile != "" {
 			f, err := os.Create(*cpuProfile)
 			if err != nil {
@@ -83,10 +104,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	}
-	if *dataDir != "" {
-		return withLoopbackIn(ctx, *dataDir, emb, papers, run)
-	}
-	return withLoopback(ctx, emb, papers, run)
+	return withEvalStore(ctx, *dataDir, "", emb, nil, papers, run)
 }
 
 // liveHeapMiB is the live heap after a collection.

@@ -16,9 +16,35 @@ import (
 // default; the API key is read only from EMBEDDING_API_KEY or a file, never a flag, so it cannot
 // leak through the process list or shell history.
 type embeddingFlags struct {
-	cfg     embed.Config
-	keyFile string
-	errs    []error
+	cfg                         embed.Config
+	keyFile                     string
+	queryPrefix, documentPrefix optionalString
+	errs                        []error
+}
+
+// optionalString is a string flag that tells "set to empty" from "not set": an explicit empty
+// prefix overrides the model's preset.
+type optionalString struct {
+	v   string
+	set bool
+}
+
+func (o *optionalString) String() string { return o.v }
+
+func (o *optionalString) Set(v string) error { o.v, o.set = v, true; return nil }
+
+// fromEnv takes the variable's value, when set (even empty), as the default.
+func (o *optionalString) fromEnv(name string) *optionalString {
+	o.v, o.set = os.LookupEnv(name)
+	return o
+}
+
+// or returns the value when set, else def.
+func (o *optionalString) or(def string) string {
+	if o.set {
+		return o.v
+	}
+	return def
 }
 
 func (e *embeddingFlags) register(fs *flag.FlagSet) {
@@ -29,6 +55,10 @@ func (e *embeddingFlags) register(fs *flag.FlagSet) {
 		"embedding model, e.g. text-embedding-3-small (env EMBEDDING_MODEL)")
 	e.intVar(fs, &e.cfg.Dimensions, "embedding-dimensions", "EMBEDDING_DIMENSIONS", 0,
 		"vector size to ask for (text-embedding-3 models); 0: the model's own, learned with one call at start (env EMBEDDING_DIMENSIONS)")
+	fs.Var(e.queryPrefix.fromEnv("EMBEDDING_QUERY_PREFIX"), "embedding-query-prefix",
+		"instruction `text` put before a query (e5: \"query: \"); unset: the model's known preset, else none; \"\" for none (env EMBEDDING_QUERY_PREFIX)")
+	fs.Var(e.documentPrefix.fromEnv("EMBEDDING_DOCUMENT_PREFIX"), "embedding-document-prefix",
+		"instruction `text` put before a paper's title and abstract (e5: \"passage: \"); unset: the model's known preset, else none (env EMBEDDING_DOCUMENT_PREFIX)")
 	fs.StringVar(&e.keyFile, "embedding-api-key-file", os.Getenv("EMBEDDING_API_KEY_FILE"),
 		"file holding the API key (env EMBEDDING_API_KEY_FILE); or set EMBEDDING_API_KEY")
 	fs.StringVar(&e.cfg.AzureDeployment, "embedding-azure-deployment", os.Getenv("EMBEDDING_AZURE_DEPLOYMENT"),
@@ -76,6 +106,8 @@ func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
 		return cfg, false, nil
 	}
 	cfg = e.cfg.WithDefaults()
+	preset, _ := embed.KnownPrefixes(cfg.Model)
+	cfg.Prefixes = embed.Prefixes{Query: e.queryPrefix.or(preset.Query), Document: e.documentPrefix.or(preset.Document)}
 	cfg.APIKey = os.Getenv("EMBEDDING_API_KEY")
 	if e.keyFile != "" {
 		b, err := os.ReadFile(e.keyFile)

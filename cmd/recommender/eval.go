@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/eval"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store/embedded"
 )
@@ -25,18 +28,34 @@ fresh embedded store:
   retrieval mode available: lexical always, dense and hybrid when an embedding API is configured
   (the EMBEDDING_* variables or flags of serve). The ranking of every row, dev and heldout, is
   written as JSON lines {"query_id","facet","ranked"} (hybrid when available, else lexical).
-- arXiv sample: topic precision@10, each paper as the only seed.`
+- arXiv sample: topic precision@10 in each mode, each paper as the only seed.
+
+With an embedding model, ingesting takes a while (a CPU model embeds a few papers a second):
+--data-dir keeps both stores, so later runs, e.g. tuning the hybrid fusion with the --fusion-*
+flags, skip it.`
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("eval", "[flags]", evalHelp, stderr)
 	csfcube := fs.String("csfcube", "../shared/eval/csfcube", "folder of the CSFCube collection (corpus.jsonl, pools.jsonl, qrels-dev.tsv); empty: skip")
 	sample := fs.String("arxiv", "../shared/data/arxiv-cs-sample.jsonl.gz", "arXiv sample with topic labels; empty: skip")
 	out := fs.String("out", "csfcube-rankings.jsonl", "where to write the rankings of every CSFCube row")
+	dataDir := fs.String("data-dir", "", "keep the evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
+		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
 	var ef embeddingFlags
 	ef.register(fs)
+	f := rank.DefaultFusion
+	fs.StringVar((*string)(&f.Method), "fusion-method", string(f.Method), "hybrid: rrf (ranks) or dbsf (scores)")
+	fs.IntVar(&f.K, "fusion-k", f.K, "hybrid: the RRF constant")
+	fs.Var(float32Flag{&f.LexicalWeight}, "fusion-lexical-weight", "hybrid: the lexical list's RRF weight")
+	fs.Var(float32Flag{&f.DenseWeight}, "fusion-dense-weight", "hybrid: the dense list's RRF weight")
+	fs.IntVar(&f.Depth, "fusion-depth", f.Depth, "hybrid: candidates each list contributes at least")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if f.K < 1 || f.Depth < 1 || f.LexicalWeight < 0 || f.DenseWeight < 0 {
+		return usageError{"--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
+	}
+	svcOpts := []server.Option{server.WithFusion(f)}
 	embCfg, useEmbedder, err := ef.config()
 	if err != nil {
 		return err
@@ -57,7 +76,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "CSFCube: %d papers, %d query rows; NDCG on the dev split\n", len(c.Corpus), len(c.Pools))
 		fmt.Fprintf(stdout, "  %-8s %8s %8s\n", "mode", "NDCG%20", "NDCG@20")
 		var last []eval.Ranking
-		err = withLoopback(ctx, emb, c.Corpus, func(client recommenderv1.RecommenderServiceClient) error {
+		err = withEvalStore(ctx, *dataDir, "csfcube", emb, svcOpts, c.Corpus, func(client recommenderv1.RecommenderServiceClient) error {
 			for _, m := range modes {
 				s, rankings, err := c.Evaluate(ctx, client, m)
 				if err != nil {
@@ -82,12 +101,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		err = withLoopback(ctx, emb, papers, func(client recommenderv1.RecommenderServiceClient) error {
-			p, err := eval.TopicPrecision(ctx, client, papers)
-			if err == nil {
-				fmt.Fprintf(stdout, "arXiv sample: topic precision@10 %.4f over %d seed papers (default mode)\n", p, len(papers))
+		err = withEvalStore(ctx, *dataDir, "arxiv", emb, svcOpts, papers, func(client recommenderv1.RecommenderServiceClient) error {
+			fmt.Fprintf(stdout, "arXiv sample: topic precision@10 over %d seed papers\n", len(papers))
+			for _, m := range modes {
+				p, err := eval.TopicPrecision(ctx, client, papers, m)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "  %-8s %8.4f\n", modeName(m), p)
 			}
-			return err
+			return nil
 		})
 		if err != nil {
 			return err
@@ -100,26 +123,34 @@ func modeName(m recommenderv1.RetrievalMode) string {
 	return strings.ToLower(strings.TrimPrefix(m.String(), "RETRIEVAL_MODE_"))
 }
 
+// withEvalStore is withLoopbackIn on dir/name when dir is set, else withLoopback.
+func withEvalStore(ctx context.Context, dir, name string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error) error {
+	if dir == "" {
+		return withLoopback(ctx, emb, papers, fn, opts...)
+	}
+	return withLoopbackIn(ctx, filepath.Join(dir, name), emb, papers, fn, opts...)
+}
+
 // withLoopback ingests papers into a fresh embedded store served on loopback, and runs fn
 // against it.
-func withLoopback(ctx context.Context, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error) error {
+func withLoopback(ctx context.Context, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error, opts ...server.Option) error {
 	dir, err := os.MkdirTemp("", "recommender-eval")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	return withLoopbackIn(ctx, dir, emb, papers, fn)
+	return withLoopbackIn(ctx, dir, emb, papers, fn, opts...)
 }
 
 // withLoopbackIn is withLoopback on the store in dir, which it keeps. The papers are ingested
 // only when the store does not hold as many already (a benchmark rerun skips the ingest).
-func withLoopbackIn(ctx context.Context, dir string, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error) error {
+func withLoopbackIn(ctx context.Context, dir string, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error, opts ...server.Option) error {
 	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	lb, err := server.StartLoopback(ctx, st, emb)
+	lb, err := server.StartLoopback(ctx, st, emb, opts...)
 	if err != nil {
 		return err
 	}
@@ -157,4 +188,22 @@ func readAll(path string) ([]*recommenderv1.Paper, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return papers, nil
+}
+
+// float32Flag is a flag.Value for a float32.
+type float32Flag struct{ p *float32 }
+
+func (f float32Flag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(float64(*f.p), 'g', -1, 32)
+}
+
+func (f float32Flag) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 32)
+	if err == nil {
+		*f.p = float32(v)
+	}
+	return err
 }

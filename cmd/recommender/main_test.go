@@ -490,6 +490,63 @@ func TestServeOnQdrantDouble(t *testing.T) {
 	}
 }
 
+// TestServeStartsBeforeQdrant starts the binary with an embedding model while Qdrant is not up
+// yet: it serves at once, NOT_SERVING, refuses Recommend with UNAVAILABLE, and once Qdrant
+// answers it creates the collection bound to the model, turns SERVING and serves, without a
+// restart.
+func TestServeStartsBeforeQdrant(t *testing.T) {
+	d, err := qdranttest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Stop() // keeps its address: Qdrant will come up there later
+	defer d.Stop()
+	api := embedtest.New(16)
+	defer api.Close()
+	p := startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake-model"}, t.TempDir(),
+		"--store", "qdrant", "--qdrant-url", d.URL(), "--qdrant-health-interval", "50ms", "--qdrant-timeout", "200ms")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(p.conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "recommender.v1.RecommenderService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := watch.Recv()
+	if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health before Qdrant is up: %v, %v; want NOT_SERVING", first, err)
+	}
+	_, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "federated")
+	if code != 1 || !strings.Contains(errOut, "Unavailable: store unavailable; retry later") {
+		t.Fatalf("recommend before Qdrant is up: exit %d, %s", code, errOut)
+	}
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("waiting for SERVING: %v\n%s", err, p.logs())
+		}
+		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+	}
+	if n := len(d.Calls("Collections/Create")); n != 1 {
+		t.Fatalf("%d collections created, want 1", n)
+	}
+	sample := filepath.Join(t.TempDir(), "one.jsonl")
+	if err := os.WriteFile(sample, []byte(`{"id":"q-1","title":"Federated learning","abstract":"Clients train together."}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := backfillCounts(t, p.addr, sample); got != "inserted 1, updated 0, unchanged 0, rejected 0, malformed lines 0" {
+		t.Fatalf("backfill once Qdrant is up: %s", got)
+	}
+	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "federated")
+	if code != 0 || !strings.HasPrefix(out, "1 results (hybrid)") {
+		t.Fatalf("recommend once Qdrant is up: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
 // TestEvalCommand runs the quality benchmark end to end with the fake embedding API, so every
 // mode is measured, and checks the rankings file covers all 50 rows.
 func TestEvalCommand(t *testing.T) {

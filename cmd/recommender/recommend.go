@@ -125,5 +125,8 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "papers:     %d\nbackend:    %s\nmodel:      %s\ndimensions: %d\nversion:    %d\n",
 		info.GetPaperCount(), info.GetStoreBackend(), info.GetEmbeddingModel(), info.GetEmbeddingDimensions(), info.GetIndexVersion())
+	if q, d := info.GetEmbeddingQueryPrefix(), info.GetEmbeddingDocumentPrefix(); q != "" || d != "" {
+		fmt.Fprintf(stdout, "prefixes:   query %q, document %q\n", q, d)
+	}
 	return nil
 }

@@ -139,7 +139,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		emb, retrieval = client, "hybrid"
 		log.Info("embedding model configured", "embedding", embCfg)
 	}
-	opts := []server.Option{server.WithMetrics(cfg.Metrics)}
+	// A remote store may come up after the service: it starts anyway, NOT_SERVING, and binds
+	// (and loads the demo corpus) in the background once the store answers.
+	opts := []server.Option{server.WithMetrics(cfg.Metrics), server.WithDeferredBinding()}
 	if *fallback {
 		opts = append(opts, server.WithLexicalFallback())
 	}
@@ -147,10 +149,32 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	demoPending := false
 	if *loadDemo {
-		if err := loadDemoCorpus(ctx, svc, log); err != nil {
-			return err
+		if !svc.Ready() {
+			demoPending = true
+		} else if err := loadDemoCorpus(ctx, svc, log); err != nil {
+			var ue *store.UnavailableError
+			if !errors.As(err, &ue) {
+				return err
+			}
+			demoPending = true
 		}
+	}
+	if !svc.Ready() || demoPending {
+		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", sf.backend)
+		go func() {
+			err := svc.AwaitBinding(ctx, log)
+			if err == nil && demoPending {
+				err = server.RetryWhileUnavailable(ctx, log, "load the demo corpus",
+					func(ctx context.Context) error { return loadDemoCorpus(ctx, svc, log) })
+			}
+			if err != nil && ctx.Err() == nil {
+				stop(err) // another model's store, say: stop serving and say why
+			}
+		}()
 	}
 	srv, err := server.Listen(cfg, svc, log)
 	if err != nil {
@@ -178,11 +202,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		defer stop() // after the gRPC server has drained: both stop on the same signal
 	}
 	stats, err := st.Stats(ctx)
-	if err != nil {
+	var ue *store.UnavailableError
+	if err != nil && !errors.As(err, &ue) {
 		return err
 	}
 	if hc, ok := st.(store.HealthChecker); ok {
-		go srv.WatchStore(ctx, hc, sf.healthInterval)
+		srv.WatchStore(ctx, hc, sf.healthInterval)
 	}
 	authMode := "none: loopback only"
 	switch {
@@ -198,6 +223,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
 		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr)
 	if err := srv.Serve(ctx); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("stopped")

@@ -17,6 +17,9 @@ type Embedder interface {
 	Model() string
 	// Dimensions is the vector size: configured, or learned from the first response (0 before).
 	Dimensions() int
+	// Prefixes are what callers put before queries and documents for this model; Embed sends
+	// texts as given.
+	Prefixes() Prefixes
 }
 
 // Config configures the OpenAI-compatible client. The zero values of the tuning fields mean
@@ -36,6 +39,8 @@ type Config struct {
 	AzureDeployment string
 	// AzureAPIVersion is the Azure api-version query parameter.
 	AzureAPIVersion string
+	// Prefixes are the model's query and document instructions (see KnownPrefixes).
+	Prefixes Prefixes
 
 	// RequestTimeout bounds one HTTP request (a retry gets a fresh one).
 	RequestTimeout time.Duration
@@ -122,6 +127,7 @@ func (c Config) Validate() error {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("base_url", c.BaseURL), slog.String("model", c.Model), slog.Int("dimensions", c.Dimensions),
+		slog.String("query_prefix", c.Prefixes.Query), slog.String("document_prefix", c.Prefixes.Document),
 		slog.Bool("api_key_set", c.APIKey != ""), slog.String("azure_deployment", c.AzureDeployment),
 		slog.Int("max_concurrency", c.MaxConcurrency), slog.Int("requests_per_minute", c.RequestsPerMinute))
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/embed/modeltest"
+	"github.com/paperrec/recommender/internal/rank"
 )
 
 const dims = 16
@@ -305,25 +306,76 @@ func TestLive(t *testing.T) {
 	if base == "" {
 		t.Skip("set EMBEDDING_BASE_URL, EMBEDDING_MODEL and EMBEDDING_API_KEY to run against a live embeddings API")
 	}
-	c, err := embed.New(embed.Config{BaseURL: base, Model: os.Getenv("EMBEDDING_MODEL"), APIKey: os.Getenv("EMBEDDING_API_KEY")})
+	model := os.Getenv("EMBEDDING_MODEL")
+	p, _ := embed.KnownPrefixes(model)
+	c, err := embed.New(embed.Config{BaseURL: base, Model: model, APIKey: os.Getenv("EMBEDDING_API_KEY"), Prefixes: p})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	vecs, err := c.Embed(ctx, []string{"graph neural networks", "message passing on graphs", "soil nitrogen chemistry"})
+	vecs, err := c.Embed(ctx, []string{p.QueryText("graph neural networks"), p.DocumentText("", "message passing on graphs"),
+		p.DocumentText("", "soil nitrogen chemistry")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cos := func(a, b []float32) float64 {
-		var d, na, nb float64
-		for i := range a {
-			d, na, nb = d+float64(a[i]*b[i]), na+float64(a[i]*a[i]), nb+float64(b[i]*b[i])
-		}
-		return d / math.Sqrt(na*nb)
-	}
-	if related, unrelated := cos(vecs[0], vecs[1]), cos(vecs[0], vecs[2]); related <= unrelated {
+	if related, unrelated := rank.Cosine(vecs[0], vecs[1]), rank.Cosine(vecs[0], vecs[2]); related <= unrelated {
 		t.Fatalf("cosine related %.3f <= unrelated %.3f", related, unrelated)
 	}
 	t.Logf("model %s: %d dimensions", c.Model(), c.Dimensions())
+}
+
+// TestRealModel runs the client against a real model behind the OpenAI protocol on loopback
+// (see modeltest): the vectors carry meaning, batches split by MaxInputs come back in order,
+// and an input the server refuses fails at once as rejected.
+func TestRealModel(t *testing.T) {
+	m := modeltest.Start(t)
+	c := m.Client(t)
+	p := c.Prefixes()
+	if p.Query != "query: " || p.Document != "passage: " {
+		t.Fatalf("prefixes %+v, want e5's", p)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vecs, err := c.Embed(ctx, []string{p.QueryText("graph neural networks for molecules"),
+		p.DocumentText("Message passing for quantum chemistry", "We predict molecular properties with neural networks on molecular graphs."),
+		p.DocumentText("Soil nitrogen dynamics", "Field measurements of nitrate leaching under winter wheat.")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if related, unrelated := rank.Cosine(vecs[0], vecs[1]), rank.Cosine(vecs[0], vecs[2]); related <= unrelated+0.05 {
+		t.Fatalf("cosine to the related paper %.3f, to the unrelated one %.3f", related, unrelated)
+	}
+	if c.Dimensions() != 384 {
+		t.Fatalf("dimensions %d, want 384", c.Dimensions())
+	}
+
+	// More inputs than one request takes: each vector must still be its own text's.
+	texts := make([]string, 70)
+	for i := range texts {
+		texts[i] = p.QueryText(fmt.Sprintf("paper number %d about topic %d", i, i%7))
+	}
+	before := c.Stats().Requests
+	all, err := c.Embed(ctx, texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Stats().Requests - before; n != 3 {
+		t.Fatalf("%d requests for 70 inputs at 32 a request, want 3", n)
+	}
+	for _, i := range []int{0, 31, 32, 69} {
+		one, err := c.Embed(ctx, texts[i:i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cos := rank.Cosine(one[0], all[i]); cos < 0.999 {
+			t.Fatalf("input %d: batched vector differs from its own (cosine %.4f)", i, cos)
+		}
+	}
+
+	_, err = c.Embed(ctx, []string{"no prefix"})
+	var ee *embed.Error
+	if !errors.As(err, &ee) || ee.Kind != embed.KindRejected || ee.Attempts != 1 {
+		t.Fatalf("unprefixed input: %v, want rejected after one attempt", err)
+	}
 }

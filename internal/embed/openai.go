@@ -85,6 +85,9 @@ func (c Config) WithDefaults() Config {
 // Model implements Embedder.
 func (c *Client) Model() string { return c.cfg.Model }
 
+// Prefixes implements Embedder.
+func (c *Client) Prefixes() Prefixes { return c.cfg.Prefixes }
+
 // Dimensions implements Embedder.
 func (c *Client) Dimensions() int { return int(c.dims.Load()) }
 

@@ -222,16 +222,17 @@ func WriteRankings(path string, rankings []Ranking) error {
 	return f.Close()
 }
 
-// TopicPrecision recommends by each paper as the only seed and returns the mean share of the
-// top 10 that shares a topic label with it; missing results count as misses.
-func TopicPrecision(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper) (float64, error) {
+// TopicPrecision recommends by each paper as the only seed, in mode (UNSPECIFIED: the server's
+// default), and returns the mean share of the top 10 that shares a topic label with it; missing
+// results count as misses.
+func TopicPrecision(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, mode recommenderv1.RetrievalMode) (float64, error) {
 	topics := map[string][]string{}
 	for _, p := range papers {
 		topics[p.GetId()] = p.GetTopics()
 	}
 	var sum float64
 	for _, p := range papers {
-		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}, PageSize: 10})
+		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}, PageSize: 10, Mode: mode})
 		if err != nil {
 			return 0, fmt.Errorf("recommend by %s: %w", p.GetId(), err)
 		}

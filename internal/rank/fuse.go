@@ -1,8 +1,54 @@
 package rank
 
-// RRFK is the reciprocal rank fusion constant from Cormack et al. (2009), also Qdrant's default:
-// it damps the weight of the very top ranks so that one list cannot dominate.
-const RRFK = 60
+import "math"
+
+// Fusion is how hybrid retrieval merges the lexical and the dense candidate lists: weighted
+// reciprocal rank fusion, computed as Qdrant computes it (so both stores rank alike). A paper
+// at rank r (from 1) of a list with weight w scores 1 / (r/w + K - 1); its scores add up over
+// the lists. A heavier list's ranks are compressed: with weights 2:1, its second paper counts
+// as much as the other's first.
+type Fusion struct {
+	// Method is how the lists' scores are combined: FuseRRF (ranks) or FuseDBSF (scores).
+	Method FusionMethod
+	// K damps the weight of the very top ranks, so that one list cannot dominate (Cormack et
+	// al., 2009).
+	K int
+	// LexicalWeight and DenseWeight scale each list's ranks.
+	LexicalWeight, DenseWeight float32
+	// Depth is how many candidates each list contributes at least (more when a page needs it),
+	// so papers ranked moderately by both signals can surface.
+	Depth int
+}
+
+// FusionMethod names a way of fusing.
+type FusionMethod string
+
+// Fusion methods.
+const (
+	// FuseRRF is weighted reciprocal rank fusion (see Fusion).
+	FuseRRF FusionMethod = "rrf"
+	// FuseDBSF is distribution-based score fusion, as Qdrant's DBSF: each list's scores are
+	// mapped to [0, 1] between mean - 3 sd and mean + 3 sd, weighted, and added up.
+	FuseDBSF FusionMethod = "dbsf"
+	// FuseMinMax maps each list's scores to [0, 1] between its lowest and highest, weights and
+	// adds them up (a convex combination when the weights sum to 1).
+	FuseMinMax FusionMethod = "minmax"
+)
+
+// DefaultFusion is the fusion chosen on the CSFCube dev rows with a real model (BENCHMARKS.md,
+// "Hybrid fusion"), the best of the grid that also kept topic precision at or above lexical.
+var DefaultFusion = Fusion{Method: FuseRRF, K: 60, LexicalWeight: 1, DenseWeight: 1, Depth: 100}
+
+// OrDefault returns f, or DefaultFusion when f is the zero value.
+func (f Fusion) OrDefault() Fusion {
+	if f == (Fusion{}) {
+		return DefaultFusion
+	}
+	return f
+}
+
+// ListDepth is how many candidates each list gives for a fused list of limit.
+func (f Fusion) ListDepth(limit int) int { return max(limit, f.Depth) }
 
 // Scored is an id with a score.
 type Scored struct {
@@ -18,18 +64,33 @@ func Better(a, b Scored) bool {
 	return a.ID < b.ID
 }
 
-// FuseRRF merges ranked lists (each best first) by reciprocal rank fusion: an id scores
-// sum(1 / (RRFK + rank)) over the lists it appears in, rank counted from 1. It returns the best
-// limit ids.
-func FuseRRF(limit int, lists ...[]Scored) []Scored {
-	n := 0
-	for _, list := range lists {
-		n += len(list)
+// PositionScore is the fused score of rank r (from 1) in a list of weight w; 0 for w <= 0.
+func (f Fusion) PositionScore(r int, w float32) float32 {
+	if w <= 0 {
+		return 0
 	}
-	fused := make(map[string]float32, n)
-	for _, list := range lists {
-		for i, s := range list {
-			fused[s.ID] += 1 / float32(RRFK+i+1)
+	return 1 / (float32(r)/w + float32(f.K) - 1)
+}
+
+// Fuse merges the lexical and dense lists (each best first) and returns the best limit ids.
+func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Scored {
+	fused := make(map[string]float32, len(lexical)+len(dense))
+	for _, l := range []struct {
+		list []Scored
+		w    float32
+	}{{lexical, f.LexicalWeight}, {dense, f.DenseWeight}} {
+		if f.Method == FuseDBSF || f.Method == FuseMinMax {
+			lo, span := distribution(l.list)
+			if f.Method == FuseMinMax {
+				lo, span = extremes(l.list)
+			}
+			for _, s := range l.list {
+				fused[s.ID] += l.w * normalized(s.Score, lo, span)
+			}
+			continue
+		}
+		for i, s := range l.list {
+			fused[s.ID] += f.PositionScore(i+1, l.w)
 		}
 	}
 	top := NewTopK(limit, Better)
@@ -37,4 +98,39 @@ func FuseRRF(limit int, lists ...[]Scored) []Scored {
 		top.Push(Scored{ID: id, Score: score})
 	}
 	return top.Sorted()
+}
+
+// distribution returns the low limit (mean - 3 sd) and the span (6 sd) of a list's scores.
+func distribution(list []Scored) (lo, span float32) {
+	if len(list) < 2 {
+		return 0, 0
+	}
+	var mean, m2 float64
+	for i, s := range list { // Welford's one-pass mean and variance
+		d := float64(s.Score) - mean
+		mean += d / float64(i+1)
+		m2 += d * (float64(s.Score) - mean)
+	}
+	sd := math.Sqrt(m2 / float64(len(list)))
+	return float32(mean - 3*sd), float32(6 * sd)
+}
+
+// normalized maps score into [0, 1] between lo and lo+span (0.5 when the span is 0).
+func normalized(score, lo, span float32) float32 {
+	if span == 0 {
+		return 0.5
+	}
+	return min(1, max(0, (score-lo)/span))
+}
+
+// extremes returns the lowest score of a list and the span to the highest.
+func extremes(list []Scored) (lo, span float32) {
+	if len(list) == 0 {
+		return 0, 0
+	}
+	lo, hi := list[0].Score, list[0].Score
+	for _, s := range list {
+		lo, hi = min(lo, s.Score), max(hi, s.Score)
+	}
+	return lo, hi - lo
 }

@@ -34,16 +34,30 @@ func TestTopKMatchesFullSort(t *testing.T) {
 	}
 }
 
-func TestFuseRRF(t *testing.T) {
+func TestFuse(t *testing.T) {
 	a := []rank.Scored{{ID: "x"}, {ID: "y"}, {ID: "z"}}
 	b := []rank.Scored{{ID: "y"}, {ID: "w"}}
-	got := rank.FuseRRF(3, a, b)
+	f := rank.Fusion{K: 60, LexicalWeight: 1, DenseWeight: 1}
+	got := f.Fuse(3, a, b)
 	ids := []string{got[0].ID, got[1].ID, got[2].ID}
 	// y is ranked in both lists; x and w are first/second in one list each.
 	if !slices.Equal(ids, []string{"y", "x", "w"}) {
 		t.Fatalf("fused order = %v, want [y x w]", ids)
 	}
-	if want := float32(1.0/62 + 1.0/61); got[0].Score != want {
+	// Qdrant's formula: rank r (from 1) scores 1/(r + K - 1).
+	if want := float32(1.0/61 + 1.0/60); got[0].Score != want {
 		t.Fatalf("y score = %v, want %v", got[0].Score, want)
+	}
+	// Weight 3 on the dense list compresses its ranks: w (its 2nd) now beats x (lexical 1st),
+	// and the dense list's 3rd would count as the lexical list's 1st.
+	f.DenseWeight = 3
+	if got := f.Fuse(3, a, b); got[1].ID != "w" {
+		t.Fatalf("weighted order = %v, want w second", got)
+	}
+	if f.PositionScore(3, 3) != f.PositionScore(1, 1) {
+		t.Fatal("rank 3 at weight 3 must score as rank 1 at weight 1")
+	}
+	if f.PositionScore(1, 0) != 0 {
+		t.Fatal("a list of weight 0 must not count")
 	}
 }

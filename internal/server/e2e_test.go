@@ -21,19 +21,7 @@ import (
 var ctx = context.Background()
 
 // demoServer serves the demo corpus.
-func demoServer(t *testing.T) *testutil.Server {
-	t.Helper()
-	srv := testutil.StartServer(t)
-	papers, err := demo.Papers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := testutil.Ingest(t, srv.Client, papers)
-	if resp.GetInserted() != int64(len(papers)) {
-		t.Fatalf("ingested %d of %d demo papers: %v", resp.GetInserted(), len(papers), resp)
-	}
-	return srv
-}
+func demoServer(t *testing.T) *testutil.Server { return demoServerWith(t, nil) }
 
 // wantCode fails unless err carries code, and returns the fields of its BadRequest violations.
 func wantCode(t *testing.T, err error, code codes.Code) []string {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/embed/modeltest"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
@@ -22,7 +24,12 @@ const testDims = 64
 
 func newEmbedder(t *testing.T, api *embedtest.Server, model string) *embed.Client {
 	t.Helper()
-	c, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: model, APIKey: "sk-test",
+	return newPrefixedEmbedder(t, api, model, embed.Prefixes{})
+}
+
+func newPrefixedEmbedder(t *testing.T, api *embedtest.Server, model string, p embed.Prefixes) *embed.Client {
+	t.Helper()
+	c, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: model, APIKey: "sk-test", Prefixes: p,
 		InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, MaxAttempts: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -35,25 +42,54 @@ func hybridServer(t *testing.T) (*testutil.Server, *embedtest.Server) {
 	t.Helper()
 	api := embedtest.New(testDims)
 	t.Cleanup(api.Close)
-	srv := testutil.StartServerWith(t, testutil.Options{Embedder: newEmbedder(t, api, "fake-embed")})
+	return demoServerWith(t, newEmbedder(t, api, "fake-embed")), api
+}
+
+// demoServerWith serves the demo corpus, embedded with emb when it is set (checking that each
+// paper was embedded).
+func demoServerWith(t *testing.T, emb *embed.Client) *testutil.Server {
+	t.Helper()
+	opts := testutil.Options{}
+	if emb != nil {
+		opts.Embedder = emb
+	}
+	srv := testutil.StartServerWith(t, opts) // may probe the model's size: one input
+	var before embed.Stats
+	if emb != nil {
+		before = emb.Stats()
+	}
 	papers, err := demo.Papers()
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := api.Inputs()
 	if resp := testutil.Ingest(t, srv.Client, papers); resp.GetInserted() != int64(len(papers)) {
-		t.Fatalf("ingest %v", resp)
+		t.Fatalf("ingested %d of %d demo papers: %v", resp.GetInserted(), len(papers), resp)
 	}
-	if n := api.Inputs() - before; n != len(papers) {
-		t.Fatalf("ingest embedded %d texts, want %d", n, len(papers))
+	if emb != nil {
+		if n := emb.Stats().Inputs - before.Inputs; n != int64(len(papers)) {
+			t.Fatalf("ingest embedded %d texts, want %d", n, len(papers))
+		}
 	}
-	return srv, api
+	return srv
 }
 
+// TestModesOverGRPC runs every retrieval mode by seed and by text, on hashed vectors from the
+// fake API and on a real model's.
 func TestModesOverGRPC(t *testing.T) {
-	srv, api := hybridServer(t)
+	t.Run("fake API", func(t *testing.T) {
+		api := embedtest.New(testDims)
+		t.Cleanup(api.Close)
+		testModes(t, newEmbedder(t, api, "fake-embed"), testDims)
+	})
+	t.Run("real model", func(t *testing.T) {
+		testModes(t, modeltest.Start(t).Client(t), 384)
+	})
+}
+
+func testModes(t *testing.T, emb *embed.Client, dims int) {
+	srv := demoServerWith(t, emb)
 	info, err := srv.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
-	if err != nil || info.GetEmbeddingModel() != "fake-embed" || info.GetEmbeddingDimensions() != testDims {
+	if err != nil || info.GetEmbeddingModel() != emb.Model() || info.GetEmbeddingDimensions() != int32(dims) {
 		t.Fatalf("index info %v, %v", info, err)
 	}
 	for _, mode := range []recommenderv1.RetrievalMode{
@@ -65,12 +101,12 @@ func TestModesOverGRPC(t *testing.T) {
 			want = recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID // the default with an embedder
 		}
 		// Seed requests use stored vectors: no embedding call.
-		before := len(api.Requests())
+		before := emb.Stats()
 		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0019"}, Mode: mode, PageSize: 5})
 		if err != nil {
 			t.Fatalf("%v by seed: %v", mode, err)
 		}
-		if n := len(api.Requests()) - before; n != 0 {
+		if n := emb.Stats().Requests - before.Requests; n != 0 {
 			t.Errorf("%v by seed made %d embedding calls, want 0", mode, n)
 		}
 		if resp.GetMode() != want || len(resp.GetResults()) != 5 {
@@ -83,18 +119,19 @@ func TestModesOverGRPC(t *testing.T) {
 		}
 
 		// A text query embeds the text once (lexical mode: never).
-		before = len(api.Requests())
+		before = emb.Stats()
 		resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "robot manipulation with reinforcement learning", Mode: mode})
 		if err != nil {
 			t.Fatalf("%v by text: %v", mode, err)
 		}
-		calls := api.Requests()[before:]
-		wantCalls := 1
+		after := emb.Stats()
+		wantCalls := int64(1)
 		if want == recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL {
 			wantCalls = 0
 		}
-		if len(calls) != wantCalls || (wantCalls == 1 && len(calls[0].Inputs) != 1) {
-			t.Errorf("%v by text: %d embedding calls, want %d of one input", mode, len(calls), wantCalls)
+		if after.Requests-before.Requests != wantCalls || after.Inputs-before.Inputs != wantCalls {
+			t.Errorf("%v by text: %d embedding calls of %d inputs, want %d of one input", mode,
+				after.Requests-before.Requests, after.Inputs-before.Inputs, wantCalls)
 		}
 		if resp.GetMode() != want || len(resp.GetResults()) == 0 {
 			t.Fatalf("%v by text: mode %v, %d results", mode, resp.GetMode(), len(resp.GetResults()))
@@ -204,5 +241,73 @@ func TestModelMismatchIsRefused(t *testing.T) {
 	before := len(api.Requests())
 	if _, err := server.NewService(ctx, st, newEmbedder(t, api, "model-a")); err != nil || len(api.Requests()) != before {
 		t.Fatalf("reopen with the same model: %v, %d probe calls", err, len(api.Requests())-before)
+	}
+}
+
+// TestPrefixesAreSentAndBound: an asymmetric model's documents and queries are embedded with
+// their prefixes, seeds use the stored document vectors, and the store refuses other prefixes
+// as it refuses another model.
+func TestPrefixesAreSentAndBound(t *testing.T) {
+	api := embedtest.New(testDims)
+	defer api.Close()
+	e5 := embed.Prefixes{Query: "query: ", Document: "passage: "}
+	dir := t.TempDir()
+	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lb, err := server.StartLoopback(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	client := recommenderv1.NewRecommenderServiceClient(lb.Conn)
+	papers, err := demo.Papers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Ingest(t, client, papers[:5])
+	want := "passage: " + embed.PaperText(papers[0].GetTitle(), papers[0].GetAbstract())
+	var docs []string
+	for _, r := range api.Requests() {
+		docs = append(docs, r.Inputs...)
+	}
+	if len(docs) < 5 || !slices.Contains(docs, want) {
+		t.Fatalf("documents embedded as %q, want each with the document prefix, e.g. %q", docs, want)
+	}
+	for _, d := range docs {
+		if !strings.HasPrefix(d, "passage: ") {
+			t.Fatalf("document embedded without its prefix: %q", d)
+		}
+	}
+	before := len(api.Requests())
+	if _, err := client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.Requests()[before:]; len(got) != 1 || !slices.Equal(got[0].Inputs, []string{"query: speech recognition"}) {
+		t.Fatalf("query embedded as %v, want one input %q", got, "query: speech recognition")
+	}
+	info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetEmbeddingQueryPrefix() != e5.Query || info.GetEmbeddingDocumentPrefix() != e5.Document {
+		t.Fatalf("index info %v, %v: want the prefixes", info, err)
+	}
+	before = len(api.Requests())
+	if _, err := client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{papers[0].GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(api.Requests()) - before; n != 0 {
+		t.Fatalf("a seed request made %d embedding calls; seeds use their stored document vectors", n)
+	}
+
+	for _, other := range []embed.Prefixes{{}, {Query: "query: ", Document: ""}, {Query: "search_query: ", Document: "passage: "}} {
+		_, err := server.NewService(ctx, st, newPrefixedEmbedder(t, api, "e5-like", other))
+		var mm *store.EmbeddingMismatchError
+		if !errors.As(err, &mm) || !strings.Contains(err.Error(), `query prefix "query: ", document prefix "passage: "`) {
+			t.Fatalf("prefixes %+v over e5's: %v, want a mismatch naming the stored prefixes", other, err)
+		}
+	}
+	if _, err := server.NewService(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5)); err != nil {
+		t.Fatalf("the same prefixes again: %v", err)
 	}
 }

@@ -148,6 +148,7 @@ type Server struct {
 	health  *health.Server
 	lis     net.Listener
 	limiter *auth.Limiter // nil: unlimited
+	svc     *Service
 }
 
 // Listen binds the listener and builds the gRPC server with the service registered.
@@ -159,7 +160,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer()}
+	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer(), svc: svc}
 	if cfg.RateLimit > 0 {
 		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
@@ -181,9 +182,17 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	if cfg.Reflection {
 		reflection.Register(s.grpc)
 	}
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.setServing(svc.Ready())
 	return s, nil
+}
+
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_SERVING
+	if !ok {
+		st = healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(ServiceName, st)
 }
 
 // UnaryInterceptor is the chain every unary RPC goes through (admission, panic recovery, error
@@ -194,37 +203,42 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor { return s.unary
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
 // WatchStore polls a store that depends on a remote service and reports NOT_SERVING through
-// the health service while it is unreachable, SERVING once it answers again, without a
-// restart. It returns when ctx is done.
+// the health service while it is unreachable or the service is not bound to it yet (see
+// Service.AwaitBinding), SERVING once both hold, without a restart. Health is NOT_SERVING from
+// the call until the first ping answers. It returns at once; the polling ends with ctx.
 func (s *Server) WatchStore(ctx context.Context, hc store.HealthChecker, every time.Duration) {
-	serving := true
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, every)
-		err := hc.Ping(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if ok := err == nil; ok != serving {
-			serving = ok
-			st := healthpb.HealthCheckResponse_SERVING
-			if !ok {
-				st = healthpb.HealthCheckResponse_NOT_SERVING
-				s.log.Warn("store unreachable: health is NOT_SERVING", "error", err)
-			} else {
-				s.log.Info("store reachable again: health is SERVING")
+	s.setServing(false)
+	go func() {
+		serving := false
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			pctx, cancel := context.WithTimeout(ctx, every)
+			err := hc.Ping(pctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
 			}
-			s.health.SetServingStatus("", st)
-			s.health.SetServingStatus(ServiceName, st)
+			ready := s.svc.Ready()
+			if ok := err == nil && ready; ok != serving {
+				serving = ok
+				s.setServing(ok)
+				switch {
+				case ok:
+					s.log.Info("store reachable and bound: health is SERVING")
+				case err != nil:
+					s.log.Warn("store unreachable: health is NOT_SERVING", "error", err)
+				default:
+					s.log.Warn("store reachable, not bound to the model yet: health is NOT_SERVING")
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	}()
 }
 
 // Serve serves until ctx is done, then shuts down gracefully: health turns NOT_SERVING so load

@@ -22,8 +22,8 @@ type Loopback struct {
 }
 
 // StartLoopback serves st on 127.0.0.1:0 until Close. The caller still owns st.
-func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder) (*Loopback, error) {
-	svc, err := NewService(ctx, st, emb)
+func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Loopback, error) {
+	svc, err := NewService(ctx, st, emb, opts...)
 	if err != nil {
 		return nil, err
 	}

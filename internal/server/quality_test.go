@@ -25,7 +25,7 @@ func TestTopicPrecisionAt10(t *testing.T) {
 	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, papers)
-	p, err := eval.TopicPrecision(ctx, srv.Client, papers)
+	p, err := eval.TopicPrecision(ctx, srv.Client, papers, recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 // both signals; seed-only requests make no embedding call, and a text query is embedded once.
 // It also returns the positive seeds, for explanations.
 func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, error) {
-	q := store.Query{Filter: r.filter, Exact: r.exact}
+	q := store.Query{Filter: r.filter, Exact: r.exact, Fusion: s.fusion}
 	var positive, negative []store.Paper
 	var err error
 	if len(r.positive) > 0 {
@@ -84,7 +84,7 @@ func lexicalQuery(text string, positive, negative []store.Paper) (lexical.Vector
 func (s *Service) denseQuery(ctx context.Context, text string, positive, negative []store.Paper) ([]float32, error) {
 	var pos, neg [][]float32
 	if text != "" {
-		vecs, err := s.emb.Embed(ctx, []string{text})
+		vecs, err := s.emb.Embed(ctx, []string{s.prefixes().QueryText(text)})
 		if err != nil {
 			return nil, fmt.Errorf("embed query: %w", err)
 		}

@@ -25,6 +25,9 @@ const sharedTermsShown = 5
 // fold papers with the same normalised title into the best one; when asked, apply recency and
 // diversity over a fixed pool; cut the page; explain it when asked.
 func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendRequest) (*recommenderv1.RecommendResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
 	r, err := parseRecommend(req)
 	if err != nil {
 		return nil, err
@@ -160,7 +163,7 @@ func (s *Service) signals(ctx context.Context, q store.Query, mode recommenderv1
 		}
 		return out, nil
 	}
-	depth := max(len(relevance), 100)
+	depth := q.Fusion.OrDefault().ListDepth(len(relevance))
 	for _, side := range []struct {
 		q   store.Query
 		set func(*signalScores, float32)

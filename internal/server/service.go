@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/metrics"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -29,6 +33,10 @@ type Service struct {
 	spec     store.EmbeddingSpec // the store's binding when emb is set
 	metrics  *metrics.Metrics
 	fallback bool
+	fusion   rank.Fusion // hybrid fusion; zero: the store's default
+
+	deferBinding bool
+	bound        atomic.Bool // spec is set (or no embedder); written once, before handlers read spec
 }
 
 // Option adjusts a Service.
@@ -36,6 +44,9 @@ type Option func(*Service)
 
 // WithMetrics records ingest outcomes.
 func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metrics = m } }
+
+// WithFusion sets how HYBRID merges the lexical and dense lists (eval tunes it with this).
+func WithFusion(f rank.Fusion) Option { return func(s *Service) { s.fusion = f } }
 
 // WithLexicalFallback answers requests that leave the mode to the server lexically when the
 // embedding API is unavailable, instead of failing them with UNAVAILABLE. The response's mode
@@ -47,20 +58,56 @@ const probeTimeout = 30 * time.Second
 
 // NewService returns a Service over st. With an embedder, it binds the store to the embedder's
 // model: the dimensions come from the embedder's configuration, else from the store's earlier
-// binding, else from one probe call; a store bound to another model or size is refused.
+// binding, else from one probe call; a store bound to another model, size or prefixes is
+// refused. With WithDeferredBinding, a store that cannot be reached yet does not fail it (see
+// AwaitBinding).
 func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Service, error) {
 	s := &Service{store: st, emb: emb}
 	for _, o := range opts {
 		o(s)
 	}
-	if emb == nil {
-		return s, nil
+	err := s.bind(ctx)
+	var ue *store.UnavailableError
+	if err != nil && !(s.deferBinding && errors.As(err, &ue)) {
+		return nil, err
 	}
-	spec := store.EmbeddingSpec{Model: emb.Model(), Dimensions: emb.Dimensions()}
+	return s, nil
+}
+
+// WithDeferredBinding lets NewService return while the store is unreachable (a remote store
+// started after the service): until AwaitBinding has bound it, requests that need the model's
+// binding fail with UNAVAILABLE and Ready reports false.
+func WithDeferredBinding() Option { return func(s *Service) { s.deferBinding = true } }
+
+// Ready reports whether the store is bound to the model (always, without an embedder).
+func (s *Service) Ready() bool { return s.bound.Load() }
+
+// errNotBound is what requests get before the binding: the store is not there yet.
+var errNotBound = &store.UnavailableError{Err: errors.New("the store has not answered since the server started")}
+
+// ready fails a request that needs the binding before it is done.
+func (s *Service) ready() error {
+	if !s.bound.Load() {
+		return errNotBound
+	}
+	return nil
+}
+
+// bind binds the store to the embedder's model, once.
+func (s *Service) bind(ctx context.Context) error {
+	if s.bound.Load() {
+		return nil
+	}
+	if s.emb == nil {
+		s.bound.Store(true)
+		return nil
+	}
+	pre := s.emb.Prefixes()
+	spec := store.EmbeddingSpec{Model: s.emb.Model(), Dimensions: s.emb.Dimensions(), QueryPrefix: pre.Query, DocumentPrefix: pre.Document}
 	if spec.Dimensions == 0 {
-		stats, err := st.Stats(ctx)
+		stats, err := s.store.Stats(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if stats.Embedding.Model == spec.Model {
 			spec.Dimensions = stats.Embedding.Dimensions
@@ -69,18 +116,65 @@ func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ..
 	if spec.Dimensions == 0 {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		defer cancel()
-		vecs, err := emb.Embed(pctx, []string{"dimension probe"})
+		vecs, err := s.emb.Embed(pctx, []string{pre.DocumentText("dimension probe", "")})
 		if err != nil {
-			return nil, fmt.Errorf("learn the dimensions of model %q (set EMBEDDING_DIMENSIONS to skip this call): %w", spec.Model, err)
+			return fmt.Errorf("learn the dimensions of model %q (set EMBEDDING_DIMENSIONS to skip this call): %w", spec.Model, err)
 		}
 		spec.Dimensions = len(vecs[0])
 	}
-	bound, err := st.BindEmbedding(ctx, spec)
+	bound, err := s.store.BindEmbedding(ctx, spec)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.spec = bound
-	return s, nil
+	s.bound.Store(true) // publishes spec to the handlers that Load it
+	return nil
+}
+
+// AwaitBinding binds the store as soon as it answers, retrying with backoff while it is
+// unavailable. It returns nil once bound, or the first other error (another model, say), or
+// ctx's error.
+func (s *Service) AwaitBinding(ctx context.Context, log *slog.Logger) error {
+	return RetryWhileUnavailable(ctx, log, "bind the store to the embedding model", s.bind)
+}
+
+// Backoff bounds for RetryWhileUnavailable.
+const (
+	retryInitial = 100 * time.Millisecond
+	retryMax     = 5 * time.Second
+)
+
+// RetryWhileUnavailable calls fn until it returns anything but a *store.UnavailableError,
+// waiting between tries with exponential backoff and full jitter, and logging the first failure
+// and every tenth.
+func RetryWhileUnavailable(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	wait := retryInitial
+	for try := 1; ; try++ {
+		err := fn(ctx)
+		var ue *store.UnavailableError
+		if err == nil || !errors.As(err, &ue) {
+			if err == nil && try > 1 {
+				log.Info("store answered", "task", what, "tries", try)
+			}
+			return err
+		}
+		if try%10 == 1 {
+			log.Warn("store unavailable; retrying", "task", what, "tries", try, "error", err)
+		}
+		t := time.NewTimer(rand.N(wait) + time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// prefixes are the bound model's instructions.
+func (s *Service) prefixes() embed.Prefixes {
+	return embed.Prefixes{Query: s.spec.QueryPrefix, Document: s.spec.DocumentPrefix}
 }
 
 // attachVectors gives each paper its dense vector: a stored paper whose embedded text is
@@ -104,7 +198,7 @@ func (s *Service) attachVectors(ctx context.Context, papers []store.Paper) error
 	var texts []string
 	for i := range papers {
 		p := &papers[i]
-		text := embed.PaperText(p.Title, p.Abstract)
+		text := s.prefixes().DocumentText(p.Title, p.Abstract)
 		hash := embed.TextHash(text)
 		if old := stored[p.ID]; old != nil && old.DenseHash == hash && len(old.Dense) > 0 {
 			p.Dense, p.DenseHash = old.Dense, hash
@@ -148,6 +242,9 @@ func (s *Service) GetPaper(ctx context.Context, req *recommenderv1.GetPaperReque
 
 // UpsertPapers implements RecommenderService.
 func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPapersRequest) (*recommenderv1.UpsertPapersResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
 	v := &ValidationError{}
 	if n := len(req.GetPapers()); n == 0 || n > MaxBatch {
 		v.add("papers", "must hold 1 to %d papers, got %d", MaxBatch, n)
@@ -224,6 +321,9 @@ func (s *Service) DeletePapers(ctx context.Context, req *recommenderv1.DeletePap
 // embedding API stays busy while the store keeps up. A client that dies mid-stream loses only
 // the batches not yet written; re-sending them is cheap, since unchanged papers are skipped.
 func (s *Service) IngestPapers(stream recommenderv1.RecommenderService_IngestPapersServer) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	ready := make(chan []store.Paper, 1)
@@ -305,6 +405,9 @@ func (s *Service) receiveBatches(ctx context.Context, stream recommenderv1.Recom
 
 // GetIndexInfo implements RecommenderService.
 func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInfoRequest) (*recommenderv1.GetIndexInfoResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
 	st, err := s.store.Stats(ctx)
 	if err != nil {
 		return nil, err
@@ -317,6 +420,7 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 	}
 	if s.emb != nil {
 		info.EmbeddingModel, info.EmbeddingDimensions = s.spec.Model, int32(s.spec.Dimensions)
+		info.EmbeddingQueryPrefix, info.EmbeddingDocumentPrefix = s.spec.QueryPrefix, s.spec.DocumentPrefix
 	}
 	return info, nil
 }

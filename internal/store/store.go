@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
 )
 
 // Paper is a stored paper: its fields plus the representations retrieval uses.
@@ -36,10 +37,26 @@ type Paper struct {
 	DenseHash string
 }
 
-// EmbeddingSpec names the embedding model a store's vectors come from.
+// EmbeddingSpec names the embedding model a store's vectors come from, with the instruction
+// prefixes its texts were given: an asymmetric model's vectors are only comparable when queries
+// and documents carry the same prefixes as when the store was filled.
 type EmbeddingSpec struct {
 	Model      string
 	Dimensions int
+	// QueryPrefix is put before query text; DocumentPrefix before a paper's text.
+	QueryPrefix, DocumentPrefix string
+}
+
+// Conflicts reports whether a store bound to s must refuse configured: another model, another
+// size (when configured's is known) or other prefixes.
+func (s EmbeddingSpec) Conflicts(configured EmbeddingSpec) bool {
+	return s.Model != configured.Model || (configured.Dimensions != 0 && configured.Dimensions != s.Dimensions) ||
+		s.QueryPrefix != configured.QueryPrefix || s.DocumentPrefix != configured.DocumentPrefix
+}
+
+func (s EmbeddingSpec) String() string {
+	return fmt.Sprintf("model %q with %d dimensions, query prefix %q, document prefix %q",
+		s.Model, s.Dimensions, s.QueryPrefix, s.DocumentPrefix)
 }
 
 // EmbeddingMismatchError is returned when a store's vectors come from another model or size
@@ -47,9 +64,9 @@ type EmbeddingSpec struct {
 type EmbeddingMismatchError struct{ Stored, Configured EmbeddingSpec }
 
 func (e *EmbeddingMismatchError) Error() string {
-	return fmt.Sprintf("the store holds vectors of model %q with %d dimensions, but model %q with %d dimensions is configured; "+
-		"use the store's model, or a new data directory / collection (re-embedding in place is not supported yet)",
-		e.Stored.Model, e.Stored.Dimensions, e.Configured.Model, e.Configured.Dimensions)
+	return fmt.Sprintf("the store holds vectors of %s, but %s is configured; "+
+		"use the store's model and prefixes, or a new data directory / collection (re-embedding in place is not supported yet)",
+		e.Stored, e.Configured)
 }
 
 // Outcome is what an upsert did to one paper.
@@ -86,6 +103,8 @@ type Query struct {
 	WithVectors bool
 	// Exact asks for an exact dense search where the backend would use an approximate index.
 	Exact bool
+	// Fusion merges the two lists in hybrid search; the zero value is rank.DefaultFusion.
+	Fusion rank.Fusion
 }
 
 // Hit is one search result.

@@ -1275,9 +1275,15 @@ type GetIndexInfoResponse struct {
 	EmbeddingDimensions int32 `protobuf:"varint,4,opt,name=embedding_dimensions,json=embeddingDimensions,proto3" json:"embedding_dimensions,omitempty"`
 	// Increases with every write that changes the index, so clients can tell when cached results
 	// may be stale. 0 when the backend keeps no write counter (Qdrant).
-	IndexVersion  uint64 `protobuf:"varint,5,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IndexVersion uint64 `protobuf:"varint,5,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	// Instruction put before query text when it is embedded (e5 models: "query: "); empty when
+	// none, or when lexical.
+	EmbeddingQueryPrefix string `protobuf:"bytes,6,opt,name=embedding_query_prefix,json=embeddingQueryPrefix,proto3" json:"embedding_query_prefix,omitempty"`
+	// Instruction put before a paper's text when it is embedded (e5 models: "passage: "); empty
+	// when none, or when lexical.
+	EmbeddingDocumentPrefix string `protobuf:"bytes,7,opt,name=embedding_document_prefix,json=embeddingDocumentPrefix,proto3" json:"embedding_document_prefix,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *GetIndexInfoResponse) Reset() {
@@ -1343,6 +1349,20 @@ func (x *GetIndexInfoResponse) GetIndexVersion() uint64 {
 		return x.IndexVersion
 	}
 	return 0
+}
+
+func (x *GetIndexInfoResponse) GetEmbeddingQueryPrefix() string {
+	if x != nil {
+		return x.EmbeddingQueryPrefix
+	}
+	return ""
+}
+
+func (x *GetIndexInfoResponse) GetEmbeddingDocumentPrefix() string {
+	if x != nil {
+		return x.EmbeddingDocumentPrefix
+	}
+	return ""
 }
 
 var File_recommender_v1_recommender_proto protoreflect.FileDescriptor
@@ -1436,14 +1456,16 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"rejections\x18\x05 \x03(\v2\x19.recommender.v1.RejectionR\n" +
 	"rejections\"\x15\n" +
-	"\x13GetIndexInfoRequest\"\xdd\x01\n" +
+	"\x13GetIndexInfoRequest\"\xcf\x02\n" +
 	"\x14GetIndexInfoResponse\x12\x1f\n" +
 	"\vpaper_count\x18\x01 \x01(\x03R\n" +
 	"paperCount\x12#\n" +
 	"\rstore_backend\x18\x02 \x01(\tR\fstoreBackend\x12'\n" +
 	"\x0fembedding_model\x18\x03 \x01(\tR\x0eembeddingModel\x121\n" +
 	"\x14embedding_dimensions\x18\x04 \x01(\x05R\x13embeddingDimensions\x12#\n" +
-	"\rindex_version\x18\x05 \x01(\x04R\findexVersion*\x80\x01\n" +
+	"\rindex_version\x18\x05 \x01(\x04R\findexVersion\x124\n" +
+	"\x16embedding_query_prefix\x18\x06 \x01(\tR\x14embeddingQueryPrefix\x12:\n" +
+	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix*\x80\x01\n" +
 	"\rRetrievalMode\x12\x1e\n" +
 	"\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RETRIEVAL_MODE_LEXICAL\x10\x01\x12\x18\n" +

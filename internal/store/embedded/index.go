@@ -198,7 +198,8 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error
 		// by both signals can surface.
 		// The two searches run side by side: a request's latency is the slower one, not the
 		// sum (both only read the index, under the caller's read lock).
-		depth := max(q.Limit, 100)
+		fusion := q.Fusion.OrDefault()
+		depth := fusion.ListDepth(q.Limit)
 		var lex []rank.Scored
 		var lexErr error
 		done := make(chan struct{})
@@ -211,7 +212,7 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error
 		if err = cmp.Or(lexErr, err); err != nil {
 			return nil, err
 		}
-		return rank.FuseRRF(q.Limit, lex, dense), nil
+		return fusion.Fuse(q.Limit, lex, dense), nil
 	case len(q.Dense) > 0:
 		return x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact)
 	default:

@@ -33,6 +33,9 @@ var (
 
 	keyEmbeddingModel = []byte("embedding_model")
 	keyEmbeddingDims  = []byte("embedding_dimensions")
+	// The prefixes are absent from stores bound before they existed: those texts had none.
+	keyQueryPrefix    = []byte("embedding_query_prefix")
+	keyDocumentPrefix = []byte("embedding_document_prefix")
 )
 
 // Options configures the embedded store.
@@ -344,7 +347,7 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if stored, ok := readSpec(meta); ok {
-			if stored.Model != spec.Model || (spec.Dimensions != 0 && spec.Dimensions != stored.Dimensions) {
+			if stored.Conflicts(spec) {
 				return &store.EmbeddingMismatchError{Stored: stored, Configured: spec}
 			}
 			bound = stored
@@ -354,10 +357,16 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 			return fmt.Errorf("bind embedding: model and dimensions are required, got %+v", spec)
 		}
 		bound = spec
-		if err := meta.Put(keyEmbeddingModel, []byte(spec.Model)); err != nil {
-			return err
+		for _, kv := range []struct{ k, v []byte }{
+			{keyEmbeddingModel, []byte(spec.Model)}, {keyQueryPrefix, []byte(spec.QueryPrefix)},
+			{keyDocumentPrefix, []byte(spec.DocumentPrefix)},
+			{keyEmbeddingDims, binary.BigEndian.AppendUint32(nil, uint32(spec.Dimensions))},
+		} {
+			if err := meta.Put(kv.k, kv.v); err != nil {
+				return err
+			}
 		}
-		return meta.Put(keyEmbeddingDims, binary.BigEndian.AppendUint32(nil, uint32(spec.Dimensions)))
+		return nil
 	})
 	if err != nil {
 		return store.EmbeddingSpec{}, err
@@ -373,7 +382,8 @@ func readSpec(meta *bolt.Bucket) (store.EmbeddingSpec, bool) {
 	if model == nil || len(dims) != 4 {
 		return store.EmbeddingSpec{}, false
 	}
-	return store.EmbeddingSpec{Model: string(model), Dimensions: int(binary.BigEndian.Uint32(dims))}, true
+	return store.EmbeddingSpec{Model: string(model), Dimensions: int(binary.BigEndian.Uint32(dims)),
+		QueryPrefix: string(meta.Get(keyQueryPrefix)), DocumentPrefix: string(meta.Get(keyDocumentPrefix))}, true
 }
 
 // Search implements store.Store.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/qdrant"
 	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
@@ -193,6 +194,7 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 	}
 	filter := store.Filter{MinYear: 2020, MaxYear: 2022, Categories: []string{"cs.IR"}, Authors: []string{"ADA  Lovelace"}, ExcludeIDs: []string{"x"}}
 	lex := lexical.Query("graph networks")
+	f := rank.DefaultFusion
 	cases := []struct {
 		name  string
 		q     store.Query
@@ -209,8 +211,9 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 		{"hybrid", store.Query{Lexical: lex, Dense: []float32{1, 0}, Filter: filter, Limit: 5}, func(r *qc.QueryPoints) bool {
 			pf := r.GetPrefetch()
 			return len(pf) == 2 && pf[0].GetUsing() == qdrant.LexicalVector && pf[1].GetUsing() == qdrant.DenseVector &&
-				pf[0].GetLimit() == 100 && pf[1].GetLimit() == 100 && pf[0].GetFilter() != nil && pf[1].GetFilter() != nil &&
-				r.GetQuery().GetRrf().GetK() == 60
+				pf[0].GetLimit() == uint64(f.Depth) && pf[1].GetLimit() == uint64(f.Depth) && pf[0].GetFilter() != nil && pf[1].GetFilter() != nil &&
+				r.GetQuery().GetRrf().GetK() == uint32(f.K) &&
+				slices.Equal(r.GetQuery().GetRrf().GetWeights(), []float32{f.LexicalWeight, f.DenseWeight})
 		}},
 	}
 	for _, tc := range cases {

@@ -30,9 +30,12 @@ const (
 
 // Collection metadata keys.
 const (
-	metaModel  = "embedding_model"
-	metaAvgLen = "bm25_average_length"
-	metaSchema = "schema_version"
+	metaModel = "embedding_model"
+	// The prefixes are absent from collections created before they existed: those texts had none.
+	metaQueryPrefix    = "embedding_query_prefix"
+	metaDocumentPrefix = "embedding_document_prefix"
+	metaAvgLen         = "bm25_average_length"
+	metaSchema         = "schema_version"
 )
 
 // pointNamespace is the UUIDv5 namespace of point ids: Qdrant ids are UUIDs or integers, paper
@@ -162,6 +165,8 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 			DenseVector: {Size: uint64(spec.Dimensions), Distance: qc.Distance_Cosine},
 		})
 		req.Metadata[metaModel] = qc.NewValueString(spec.Model)
+		req.Metadata[metaQueryPrefix] = qc.NewValueString(spec.QueryPrefix)
+		req.Metadata[metaDocumentPrefix] = qc.NewValueString(spec.DocumentPrefix)
 	}
 	if err := s.client.CreateCollection(ctx, req); err != nil {
 		if status.Code(errors.Unwrap(err)) == codes.AlreadyExists || status.Code(err) == codes.AlreadyExists {
@@ -195,6 +200,8 @@ func specOf(info *qc.CollectionInfo, defAvg float64) (store.EmbeddingSpec, float
 	}
 	meta := info.GetConfig().GetMetadata()
 	spec.Model = meta[metaModel].GetStringValue()
+	spec.QueryPrefix = meta[metaQueryPrefix].GetStringValue()
+	spec.DocumentPrefix = meta[metaDocumentPrefix].GetStringValue()
 	avg := defAvg
 	if v, ok := meta[metaAvgLen]; ok && v.GetDoubleValue() > 0 {
 		avg = v.GetDoubleValue()
@@ -224,7 +231,7 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 		return store.EmbeddingSpec{}, fmt.Errorf("qdrant collection %q was created without a dense vector (lexical only); "+
 			"use a new collection for embeddings", s.opts.Collection)
 	}
-	if stored.Model != spec.Model || (spec.Dimensions != 0 && spec.Dimensions != stored.Dimensions) {
+	if stored.Conflicts(spec) {
 		return store.EmbeddingSpec{}, &store.EmbeddingMismatchError{Stored: stored, Configured: spec}
 	}
 	return stored, nil
@@ -406,7 +413,8 @@ const minLexicalScore = 1e-6
 const tieWindow = 64
 
 // Search implements store.Store through the Query API: a sparse or dense nearest query, or
-// for hybrid a prefetch of both fused by RRF with k = rank.RRFK, as the embedded store fuses.
+// for hybrid a prefetch of both fused by Qdrant's weighted RRF with the query's rank.Fusion (whose
+// formula is Qdrant's), as the embedded store fuses.
 // It ranks ids and scores first, then reads the payloads of the hits kept.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
 	ctx, cancel := s.bound(ctx)
@@ -423,13 +431,14 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	threshold := float32(minLexicalScore)
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
-		depth := uint64(max(q.Limit, 100))
+		fusion := q.Fusion.OrDefault()
+		depth := uint64(fusion.ListDepth(q.Limit))
 		req.Prefetch = []*qc.PrefetchQuery{
 			{Query: lexicalQuery(), Using: &lex, Filter: filter, Limit: &depth, ScoreThreshold: &threshold},
 			{Query: qc.NewQueryDense(q.Dense), Using: &dense, Filter: filter, Limit: &depth},
 		}
-		k := uint32(rank.RRFK)
-		req.Query = qc.NewQueryRRF(&qc.Rrf{K: &k})
+		k := uint32(fusion.K)
+		req.Query = qc.NewQueryRRF(&qc.Rrf{K: &k, Weights: []float32{fusion.LexicalWeight, fusion.DenseWeight}})
 	case len(q.Dense) > 0:
 		req.Query, req.Using = qc.NewQueryDense(q.Dense), &dense
 	default:

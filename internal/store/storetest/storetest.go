@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"Hybrid", testHybrid},
 		{"ManyDeletes", testManyDeletes},
 		{"BindEmbedding", testBindEmbedding},
+		{"BindPrefixes", testBindPrefixes},
 		{"ConcurrentWritersAndReaders", testConcurrent},
 	}
 	for _, tc := range tests {
@@ -461,7 +462,8 @@ func testBindEmbedding(t *testing.T, s store.Store) {
 	if got, err := s.BindEmbedding(ctx, store.EmbeddingSpec{Model: "m1"}); err != nil || got != m1 {
 		t.Fatalf("rebind = %+v, %v", got, err)
 	}
-	for _, other := range []store.EmbeddingSpec{{Model: "m2", Dimensions: 8}, {Model: "m1", Dimensions: 16}} {
+	for _, other := range []store.EmbeddingSpec{{Model: "m2", Dimensions: 8}, {Model: "m1", Dimensions: 16},
+		{Model: "m1", Dimensions: 8, QueryPrefix: "query: "}, {Model: "m1", Dimensions: 8, DocumentPrefix: "passage: "}} {
 		var mm *store.EmbeddingMismatchError
 		if _, err := s.BindEmbedding(ctx, other); !errors.As(err, &mm) || mm.Stored != m1 {
 			t.Fatalf("bind %+v over %+v: %v, want a mismatch", other, m1, err)
@@ -469,5 +471,27 @@ func testBindEmbedding(t *testing.T, s store.Store) {
 	}
 	if st, _ := s.Stats(ctx); st.Embedding != m1 {
 		t.Fatalf("stats embedding %+v, want %+v", st.Embedding, m1)
+	}
+}
+
+// testBindPrefixes: the prefixes are recorded with the model, so that a store filled with an
+// asymmetric model's document prefix is never queried without its query prefix.
+func testBindPrefixes(t *testing.T, s store.Store) {
+	e5 := store.EmbeddingSpec{Model: "e5", Dimensions: 8, QueryPrefix: "query: ", DocumentPrefix: "passage: "}
+	if got, err := s.BindEmbedding(ctx, e5); err != nil || got != e5 {
+		t.Fatalf("bind = %+v, %v", got, err)
+	}
+	if got, err := s.BindEmbedding(ctx, store.EmbeddingSpec{Model: "e5", QueryPrefix: "query: ", DocumentPrefix: "passage: "}); err != nil || got != e5 {
+		t.Fatalf("rebind = %+v, %v", got, err)
+	}
+	for _, other := range []store.EmbeddingSpec{{Model: "e5", Dimensions: 8}, {Model: "e5", Dimensions: 8, QueryPrefix: "query: "},
+		{Model: "e5", Dimensions: 8, QueryPrefix: "query:", DocumentPrefix: "passage:"}} {
+		var mm *store.EmbeddingMismatchError
+		if _, err := s.BindEmbedding(ctx, other); !errors.As(err, &mm) || mm.Stored != e5 {
+			t.Fatalf("bind %+v over %+v: %v, want a mismatch", other, e5, err)
+		}
+	}
+	if st, _ := s.Stats(ctx); st.Embedding != e5 {
+		t.Fatalf("stats embedding %+v, want %+v", st.Embedding, e5)
 	}
 }

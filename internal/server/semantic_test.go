@@ -1,0 +1,123 @@
+package server_test
+
+import (
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/embed/modeltest"
+	"github.com/paperrec/recommender/internal/eval"
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/testutil"
+)
+
+// paraphrases are queries written for this test, each describing one paper of the shared sample
+// in other words: no query term (after the analyzer's stemming and stop words) is in the paper's
+// title or abstract, which the test checks, so only meaning can find the paper.
+var paraphrases = []struct{ target, query string }{
+	{"2011.02231", "tracking arterial tension around the clock from an optical heartbeat sensor worn on the skin"},
+	{"1712.03603", "staged pipeline that wakes a phone when its owner says a trigger phrase, checking who is talking, with tiny energy use on dedicated hardware"},
+	{"2103.03873", "telling which step of a gallbladder removal operation is under way from keyhole camera recordings"},
+	{"1807.05981", "finding brief bursts and long phases of nightly slumber, with their onset and length, in brainwave recordings"},
+	{"1912.06733", "tailoring a network fitted across many phones to each person while keeping every client's records confidential under noise guarantees"},
+	{"2002.05202", "multiplying a pair of branches elementwise inside the MLP blocks of attention-based networks, and which squashing curve to put on the control branch"},
+	{"2010.10504", "self-labelling thousands of hours of untranscribed audiobooks to get record low transcription mistakes"},
+	{"1304.5212", "a review that sorts methods for following moving things across camera frames by what they follow: keypoints, looks or outline shapes"},
+	{"2008.09567", "a forger-and-critic pair taught to flag odd readings in short sequential sensor logs"},
+	{"1803.06586", "picking which examples to annotate by how much a panel of hypotheses disagrees, extended beyond classification to trees, rankings and clusterings"},
+}
+
+// Semantic bars: of the 10 paraphrases, how many must have their paper in the top 10.
+const minSemanticHits = 8
+
+// TestParaphrasesFindTheirPaper ingests the shared sample (4,082 papers) through a real
+// embedding model and asks for each paraphrase in every mode: DENSE and HYBRID must find most
+// target papers in the top 10, LEXICAL (no shared word) fewer.
+func TestParaphrasesFindTheirPaper(t *testing.T) {
+	if testing.Short() {
+		t.Skip("embeds 4,082 papers with a real model; skipped with -short")
+	}
+	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	byID := map[string]*recommenderv1.Paper{}
+	for _, p := range papers {
+		byID[p.GetId()] = p
+	}
+	for _, pp := range paraphrases {
+		p := byID[pp.target]
+		if p == nil {
+			t.Fatalf("target %s is not in the sample", pp.target)
+		}
+		if shared := sharedTerms(pp.query, p); len(shared) > 0 {
+			t.Fatalf("paraphrase of %s shares %v with the paper: not a paraphrase", pp.target, shared)
+		}
+	}
+	model := modeltest.Start(t)
+	srv := testutil.StartServerWith(t, testutil.Options{Embedder: model.Client(t)})
+	if resp := testutil.Ingest(t, srv.Client, papers); resp.GetRejected() > 0 {
+		t.Fatalf("ingest rejected %d papers: %v", resp.GetRejected(), resp.GetRejections())
+	}
+
+	hits := map[recommenderv1.RetrievalMode]int{}
+	modes := []recommenderv1.RetrievalMode{recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL,
+		recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID}
+	for _, pp := range paraphrases {
+		var ranks []string
+		for _, mode := range modes {
+			resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: pp.query, Mode: mode, PageSize: 10})
+			if err != nil {
+				t.Fatalf("%v %q: %v", mode, pp.query, err)
+			}
+			r := slices.IndexFunc(resp.GetResults(), func(r *recommenderv1.Recommendation) bool { return r.GetPaper().GetId() == pp.target })
+			if r >= 0 {
+				hits[mode]++
+			}
+			ranks = append(ranks, modeRank(mode, r))
+		}
+		t.Logf("%-10s %s  %q", pp.target, strings.Join(ranks, " "), pp.query)
+	}
+	lex, dense, hybrid := hits[modes[0]], hits[modes[1]], hits[modes[2]]
+	t.Logf("targets in the top 10 of %d: lexical %d, dense %d, hybrid %d", len(paraphrases), lex, dense, hybrid)
+	if dense < minSemanticHits || hybrid < minSemanticHits {
+		t.Errorf("dense %d, hybrid %d of %d targets in the top 10, want at least %d each", dense, hybrid, len(paraphrases), minSemanticHits)
+	}
+	if lex >= min(dense, hybrid) {
+		t.Errorf("lexical found %d targets, as many as the semantic modes (%d, %d)", lex, dense, hybrid)
+	}
+
+	// The default mode (hybrid with a model) must not rank below lexical alone by topic.
+	var precision [2]float64
+	for i, mode := range []recommenderv1.RetrievalMode{modes[0], recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED} {
+		p, err := eval.TopicPrecision(ctx, srv.Client, papers, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		precision[i] = p
+	}
+	t.Logf("topic precision@10: lexical %.4f, default mode %.4f", precision[0], precision[1])
+	if precision[1] < precision[0] {
+		t.Errorf("default mode's topic precision@10 %.4f is below lexical's %.4f", precision[1], precision[0])
+	}
+}
+
+func modeRank(mode recommenderv1.RetrievalMode, r int) string {
+	name := strings.ToLower(strings.TrimPrefix(mode.String(), "RETRIEVAL_MODE_"))
+	if r < 0 {
+		return name + "=-"
+	}
+	return name + "=" + strconv.Itoa(r+1)
+}
+
+// sharedTerms returns the analyzed query terms that occur in the paper's title or abstract.
+func sharedTerms(query string, p *recommenderv1.Paper) []string {
+	doc := lexical.Terms(p.GetTitle() + "\n" + p.GetAbstract())
+	var shared []string
+	for _, term := range lexical.Terms(query) {
+		if slices.Contains(doc, term) && !slices.Contains(shared, term) {
+			shared = append(shared, term)
+		}
+	}
+	return shared
+}
