@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/term"
@@ -184,7 +185,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	b.progress(true)
 	elapsed := time.Since(b.start)
-	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%.0f papers/s)\n", b.sent, elapsed.Seconds(), float64(b.sent)/elapsed.Seconds())
+	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%s papers/s)\n", b.sent, elapsed.Seconds(), rate(float64(b.sent)/elapsed.Seconds()))
 	fmt.Fprintf(stdout, "inserted %d, updated %d, unchanged %d, rejected %d, malformed lines %d\n",
 		b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed)
 	return nil
@@ -222,8 +223,7 @@ func (b *backfill) progress(final bool) {
 		return
 	}
 	b.lastShown = time.Now()
-	rate := float64(b.sent) / time.Since(b.start).Seconds()
-	fmt.Fprintf(b.stderr, "\r%d papers sent, %.0f papers/s", b.sent, rate)
+	fmt.Fprintf(b.stderr, "\r%d papers sent, %s papers/s", b.sent, rate(float64(b.sent)/time.Since(b.start).Seconds()))
 	if final {
 		fmt.Fprintln(b.stderr)
 	}
@@ -315,4 +315,13 @@ func writeCheckpoint(path string, src sourceID, line int) error {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few
+// papers a second).
+func rate(r float64) string {
+	if r < 100 {
+		return strconv.FormatFloat(r, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(r, 'f', 0, 64)
 }

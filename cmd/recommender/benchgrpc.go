@@ -68,10 +68,14 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	heapBefore := liveHeapMiB()
 	start := time.Now()
 	run := func(client recommenderv1.RecommenderServiceClient) error {
+		info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+		if err != nil {
+			return rpcError(err)
+		}
 		fmt.Fprintf(stdout, "%d papers ingested or loaded (embedded store, vector index) in %.1fs; hybrid retrieval, model %s, %d dimensions\n",
-			*n, time.Since(start).Seconds(), emb.Model(), emb.Dimensions())
+			*n, time.Since(start).Seconds(), info.GetEmbeddingModel(), info.GetEmbeddingDimensions())
 		fmt.Fprintf(stdout, "store on the Go heap: %.0f MiB (raw float32 vectors: %.0f MiB, memory-mapped if loaded at open, on the heap if ingested by this run)\n\n",
-			liveHeapMiB()-heapBefore, vectorsMiB(*n, emb.Dimensions()))
+			liveHeapMiB()-heapBefore, vectorsMiB(*n, int(info.GetEmbeddingDimensions())))
 		if *cpuProfile != "" {
 			f, err := os.Create(*cpuProfile)
 			if err != nil {

@@ -30,7 +30,6 @@ func TestEmbeddingPrefixFlags(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, k := range []string{"EMBEDDING_QUERY_PREFIX", "EMBEDDING_DOCUMENT_PREFIX"} {
-				t.Setenv(k, "")
 				if v, ok := tc.env[k]; ok {
 					t.Setenv(k, v)
 				} else {
@@ -55,10 +54,55 @@ func TestEmbeddingPrefixFlags(t *testing.T) {
 	}
 }
 
-// unsetenv unsets k for the test (t.Setenv first, so it is restored afterwards).
+// unsetenv unsets k until the test ends.
 func unsetenv(t *testing.T, k string) {
 	t.Helper()
+	t.Setenv(k, "") // restores k's value when the test ends
 	if err := os.Unsetenv(k); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoopbackEmbeddingDefaults: a model server on this machine gets one request in flight of
+// 32 inputs unless told otherwise; a remote API keeps the hosted defaults.
+func TestLoopbackEmbeddingDefaults(t *testing.T) {
+	d := embed.Defaults()
+	for _, tc := range []struct {
+		url             string
+		args            []string
+		conc, maxInputs int
+	}{
+		{"http://127.0.0.1:8000/v1", nil, localMaxConcurrency, localMaxInputs},
+		{"http://localhost:8000/v1", nil, localMaxConcurrency, localMaxInputs},
+		{"http://[::1]:8000/v1", nil, localMaxConcurrency, localMaxInputs},
+		{"http://127.0.0.1:8000/v1", []string{"--embedding-max-concurrency", "3"}, 3, localMaxInputs},
+		{"https://api.openai.com/v1", nil, d.MaxConcurrency, d.MaxInputs},
+	} {
+		unsetenv(t, "EMBEDDING_MAX_CONCURRENCY")
+		unsetenv(t, "EMBEDDING_MAX_INPUTS")
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var ef embeddingFlags
+		ef.register(fs)
+		if err := fs.Parse(append([]string{"--embedding-base-url", tc.url, "--embedding-model", "m"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := ef.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.MaxConcurrency != tc.conc || cfg.MaxInputs != tc.maxInputs {
+			t.Errorf("%s %v: concurrency %d, max inputs %d; want %d, %d", tc.url, tc.args, cfg.MaxConcurrency, cfg.MaxInputs, tc.conc, tc.maxInputs)
+		}
+	}
+	t.Setenv("EMBEDDING_MAX_INPUTS", "100")
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	var ef embeddingFlags
+	ef.register(fs)
+	if err := fs.Parse([]string{"--embedding-base-url", "http://127.0.0.1:1/v1", "--embedding-model", "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _, _ := ef.config(); cfg.MaxInputs != 100 {
+		t.Errorf("EMBEDDING_MAX_INPUTS=100 on loopback gave %d", cfg.MaxInputs)
 	}
 }

@@ -61,3 +61,28 @@ func TestFuse(t *testing.T) {
 		t.Fatal("a list of weight 0 must not count")
 	}
 }
+
+func TestFuseScores(t *testing.T) {
+	lex := []rank.Scored{{ID: "a", Score: 9}, {ID: "b", Score: 5}, {ID: "c", Score: 1}}
+	dense := []rank.Scored{{ID: "c", Score: 0.9}, {ID: "b", Score: 0.8}, {ID: "a", Score: 0.1}}
+	// Min-max: a = 1 + 0, b = 0.5 + 0.875, c = 0 + 1: b first, then a and c tied on 1.
+	got := rank.Fusion{Method: rank.FuseMinMax, LexicalWeight: 1, DenseWeight: 1}.Fuse(3, lex, dense)
+	if ids := []string{got[0].ID, got[1].ID, got[2].ID}; !slices.Equal(ids, []string{"b", "a", "c"}) || got[0].Score != 1.375 {
+		t.Fatalf("min-max fused %v", got)
+	}
+	// Weight 10 on dense makes c (dense's best) first: 10 against b's 0.5 + 8.75.
+	got = rank.Fusion{Method: rank.FuseMinMax, LexicalWeight: 1, DenseWeight: 10}.Fuse(1, lex, dense)
+	if got[0].ID != "c" {
+		t.Fatalf("dense-weighted min-max fused %v", got)
+	}
+	// DBSF maps each list within mean ± 3 sd into [0, 1]: the sum stays within the weights.
+	got = rank.Fusion{Method: rank.FuseDBSF, LexicalWeight: 1, DenseWeight: 1}.Fuse(3, lex, dense)
+	for _, s := range got {
+		if s.Score < 0 || s.Score > 2 {
+			t.Fatalf("DBSF score %v outside [0, 2]", s)
+		}
+	}
+	if got[0].ID != "b" {
+		t.Fatalf("DBSF fused %v, want b (second in both) first", got)
+	}
+}

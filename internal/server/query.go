@@ -8,6 +8,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -31,6 +32,9 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 // It also returns the positive seeds, for explanations.
 func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, error) {
 	q := store.Query{Filter: r.filter, Exact: r.exact, Fusion: s.fusion}
+	if q.Fusion == (rank.Fusion{}) && len(r.positive)+len(r.negative) == 0 {
+		q.Fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
+	}
 	var positive, negative []store.Paper
 	var err error
 	if len(r.positive) > 0 {

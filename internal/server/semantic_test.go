@@ -18,16 +18,16 @@ import (
 // in other words: no query term (after the analyzer's stemming and stop words) is in the paper's
 // title or abstract, which the test checks, so only meaning can find the paper.
 var paraphrases = []struct{ target, query string }{
-	{"2011.02231", "tracking arterial tension around the clock from an optical heartbeat sensor worn on the skin"},
-	{"1712.03603", "staged pipeline that wakes a phone when its owner says a trigger phrase, checking who is talking, with tiny energy use on dedicated hardware"},
-	{"2103.03873", "telling which step of a gallbladder removal operation is under way from keyhole camera recordings"},
-	{"1807.05981", "finding brief bursts and long phases of nightly slumber, with their onset and length, in brainwave recordings"},
-	{"1912.06733", "tailoring a network fitted across many phones to each person while keeping every client's records confidential under noise guarantees"},
-	{"2002.05202", "multiplying a pair of branches elementwise inside the MLP blocks of attention-based networks, and which squashing curve to put on the control branch"},
-	{"2010.10504", "self-labelling thousands of hours of untranscribed audiobooks to get record low transcription mistakes"},
-	{"1304.5212", "a review that sorts methods for following moving things across camera frames by what they follow: keypoints, looks or outline shapes"},
-	{"2008.09567", "a forger-and-critic pair taught to flag odd readings in short sequential sensor logs"},
-	{"1803.06586", "picking which examples to annotate by how much a panel of hypotheses disagrees, extended beyond classification to trees, rankings and clusterings"},
+	{"1409.4842", "Google's 2014 winning image classifier made of parallel filters of several sizes"},
+	{"2305.10601", "letting a chatbot try, assess and undo alternative lines of thinking, like when cracking puzzles"},
+	{"1807.05981", "localising arousals, phases and brief bursts in overnight polysomnography with one detector"},
+	{"1707.03080", "levels of self-governing machines doing procedures on patients without a doctor's hands"},
+	{"2110.06877", "survey on finding where a person's elbows, knees and wrists appear in photos"},
+	{"1906.02691", "a beginner's guide to VAEs"},
+	{"2002.05202", "SwiGLU and bilinear layers instead of rectifiers inside BERT and T5"},
+	{"1601.06759", "PixelRNN: row LSTMs that describe photos one colour intensity at a time"},
+	{"quant-ph/0703105", "what qubit machines are and how they relate to the nature of calculation"},
+	{"1710.07876", "Wasserstein geometry for GMMs"},
 }
 
 // Semantic bars: of the 10 paraphrases, how many must have their paper in the top 10.

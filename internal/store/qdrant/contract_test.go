@@ -241,6 +241,12 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 			}
 		})
 	}
+	// Score fusion has no weighted form in Qdrant's API: refused rather than fused otherwise.
+	d.Reset()
+	dbsf := store.Query{Lexical: lex, Dense: []float32{1, 0}, Limit: 5, Fusion: rank.Fusion{Method: rank.FuseDBSF, LexicalWeight: 1, DenseWeight: 2, Depth: 100}}
+	if _, err := s.Search(ctx, dbsf); err == nil || len(d.Calls("Points/Query")) != 0 {
+		t.Fatalf("DBSF hybrid: %v, %d queries sent; want an error and none", err, len(d.Calls("Points/Query")))
+	}
 }
 
 func TestQdrantErrorsBecomeStoreErrors(t *testing.T) {

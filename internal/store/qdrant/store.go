@@ -432,6 +432,11 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
 		fusion := q.Fusion.OrDefault()
+		if fusion.Method != rank.FuseRRF {
+			// Qdrant's API fuses by rank, or by unweighted DBSF: nothing else would match the
+			// embedded store.
+			return nil, fmt.Errorf("qdrant store: hybrid fusion %q is not supported, only %q", fusion.Method, rank.FuseRRF)
+		}
 		depth := uint64(fusion.ListDepth(q.Limit))
 		req.Prefetch = []*qc.PrefetchQuery{
 			{Query: lexicalQuery(), Using: &lex, Filter: filter, Limit: &depth, ScoreThreshold: &threshold},
