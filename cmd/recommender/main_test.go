@@ -442,13 +442,7 @@ func TestServeOnQdrantDouble(t *testing.T) {
 			t.Fatalf("seed recommended itself: %s", line)
 		}
 	}
-	sample := filepath.Join(t.TempDir(), "more.jsonl")
-	if err := os.WriteFile(sample, []byte(`{"id":"q-1","title":"Federated learning on a Qdrant backend","abstract":"Clients train together."}`+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got := backfillCounts(t, p.addr, sample); got != "inserted 1, updated 0, unchanged 0, rejected 0, malformed lines 0" {
-		t.Fatalf("backfill on qdrant: %s", got)
-	}
+	backfillOne(t, p.addr, "Federated learning on a Qdrant backend")
 	out, _, _ = runCLI(t, "info", "--server", p.addr)
 	if !strings.Contains(out, "papers:     49") || !strings.Contains(out, "backend:    qdrant") {
 		t.Fatalf("info on qdrant:\n%s", out)
@@ -460,18 +454,7 @@ func TestServeOnQdrantDouble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func(want healthpb.HealthCheckResponse_ServingStatus) {
-		t.Helper()
-		for {
-			resp, err := watch.Recv()
-			if err != nil {
-				t.Fatalf("waiting for %v: %v", want, err)
-			}
-			if resp.GetStatus() == want {
-				return
-			}
-		}
-	}
+	next := func(want healthpb.HealthCheckResponse_ServingStatus) { t.Helper(); waitHealth(t, watch, want) }
 	next(healthpb.HealthCheckResponse_SERVING)
 	d.Stop()
 	next(healthpb.HealthCheckResponse_NOT_SERVING)
@@ -522,28 +505,41 @@ func TestServeStartsBeforeQdrant(t *testing.T) {
 	if err := d.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		resp, err := watch.Recv()
-		if err != nil {
-			t.Fatalf("waiting for SERVING: %v\n%s", err, p.logs())
-		}
-		if resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
-	}
+	waitHealth(t, watch, healthpb.HealthCheckResponse_SERVING)
 	if n := len(d.Calls("Collections/Create")); n != 1 {
 		t.Fatalf("%d collections created, want 1", n)
 	}
-	sample := filepath.Join(t.TempDir(), "one.jsonl")
-	if err := os.WriteFile(sample, []byte(`{"id":"q-1","title":"Federated learning","abstract":"Clients train together."}`+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got := backfillCounts(t, p.addr, sample); got != "inserted 1, updated 0, unchanged 0, rejected 0, malformed lines 0" {
-		t.Fatalf("backfill once Qdrant is up: %s", got)
-	}
+	backfillOne(t, p.addr, "Federated learning")
 	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "federated")
 	if code != 0 || !strings.HasPrefix(out, "1 results (hybrid)") {
 		t.Fatalf("recommend once Qdrant is up: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// waitHealth reads the health stream until it reports want.
+func waitHealth(t *testing.T, watch healthpb.Health_WatchClient, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	for {
+		resp, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("waiting for %v: %v", want, err)
+		}
+		if resp.GetStatus() == want {
+			return
+		}
+	}
+}
+
+// backfillOne backfills one paper q-1 with title and checks it was inserted.
+func backfillOne(t *testing.T, addr, title string) {
+	t.Helper()
+	sample := filepath.Join(t.TempDir(), "one.jsonl")
+	line := fmt.Sprintf(`{"id":"q-1","title":%q,"abstract":"Clients train together."}`+"\n", title)
+	if err := os.WriteFile(sample, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := backfillCounts(t, addr, sample); got != "inserted 1, updated 0, unchanged 0, rejected 0, malformed lines 0" {
+		t.Fatalf("backfill: %s", got)
 	}
 }
 

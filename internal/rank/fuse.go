@@ -43,9 +43,9 @@ var DefaultFusion = Fusion{Method: FuseRRF, K: 60, LexicalWeight: 1, DenseWeight
 // TextFusion is the fusion for a query of free text alone. A short query gives BM25 little to go
 // on and misses every paper that says the same in other words, while the embedding matches the
 // meaning: so the dense list leads (K 2, weights 5 to 0.2: a lexical match moves a paper past
-// dense neighbours of nearly equal rank, not past clearly better ones). With 1:1 RRF none of 10
-// paraphrase targets (no word in common) reached the hybrid top 10, with 5:1 five, with this
-// eight of ten; see BENCHMARKS.md, "Hybrid fusion".
+// dense neighbours of nearly equal rank, not past clearly better ones). Of 10 paraphrase targets
+// (no word in common) 1:1 RRF put 1 in the hybrid top 10, 5:1 seven, this nine; see
+// BENCHMARKS.md, "Hybrid fusion".
 var TextFusion = Fusion{Method: FuseRRF, K: 2, LexicalWeight: 0.2, DenseWeight: 5, Depth: 100}
 
 // OrDefault returns f, or DefaultFusion when f is the zero value.

@@ -24,9 +24,9 @@ var paraphrases = []struct{ target, query string }{
 	{"1707.03080", "levels of self-governing machines doing procedures on patients without a doctor's hands"},
 	{"2110.06877", "survey on finding where a person's elbows, knees and wrists appear in photos"},
 	{"1906.02691", "a beginner's guide to VAEs"},
-	{"2002.05202", "SwiGLU and bilinear layers instead of rectifiers inside BERT and T5"},
+	{"2002.05202", "SwiGLU, GEGLU and bilinear layers replacing rectifiers inside T5"},
 	{"1601.06759", "PixelRNN: row LSTMs that describe photos one colour intensity at a time"},
-	{"quant-ph/0703105", "what qubit machines are and how they relate to the nature of calculation"},
+	{"quant-ph/0703105", "what qubit machines are"},
 	{"1710.07876", "Wasserstein geometry for GMMs"},
 }
 
