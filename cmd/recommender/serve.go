@@ -151,17 +151,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	demoPending := false
-	if *loadDemo {
-		if !svc.Ready() {
-			demoPending = true
-		} else if err := loadDemoCorpus(ctx, svc, log); err != nil {
-			var ue *store.UnavailableError
-			if !errors.As(err, &ue) {
-				return err
-			}
-			demoPending = true
+	// The demo corpus loads now when the store answers, else once it does.
+	demoPending := *loadDemo
+	if demoPending && svc.Ready() {
+		err := loadDemoCorpus(ctx, svc, log)
+		var ue *store.UnavailableError
+		if err != nil && !errors.As(err, &ue) {
+			return err
 		}
+		demoPending = err != nil
 	}
 	if !svc.Ready() || demoPending {
 		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", sf.backend)

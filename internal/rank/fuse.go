@@ -88,7 +88,7 @@ func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Scored {
 		list []Scored
 		w    float32
 	}{{lexical, f.LexicalWeight}, {dense, f.DenseWeight}} {
-		if f.Method == FuseDBSF || f.Method == FuseMinMax {
+		if f.Method == FuseDBSF || f.Method == FuseMinMax { // else (and when unset) RRF
 			lo, span := distribution(l.list)
 			if f.Method == FuseMinMax {
 				lo, span = extremes(l.list)
