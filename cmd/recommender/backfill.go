@@ -27,9 +27,11 @@ read too, and unknown fields are ignored.
 
 Malformed lines are reported with their line number and skipped; papers the server rejects are
 reported with the reason. Re-running a backfill is safe: unchanged papers are counted and not
-rewritten, and cost no embedding call. With --checkpoint, the papers go in streams of
---stream-papers, each acknowledged by the server, and the checkpoint file records the last line
-acknowledged: a backfill that is killed and run again with the same checkpoint resumes after it.
+rewritten, and cost no embedding call. The papers go in streams of --stream-papers, each
+acknowledged by the server. While the server answers UNAVAILABLE (its store restarting, say) or
+RESOURCE_EXHAUSTED, the stream is sent again with backoff, for up to --retry-for; the papers of it
+already stored then count as unchanged. With --checkpoint, the checkpoint file records the last
+line acknowledged: a backfill that is killed and run again with the same checkpoint resumes after it.
 Progress is shown when standard error is a terminal; a summary is printed at the end.`
 
 // maxReported bounds the per-line problems printed; the summary still counts them all.
@@ -45,7 +47,8 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	file := fs.String("file", "", "JSON-lines file to read, plain or .gz; - for standard input (required)")
 	batchSize := fs.Int("batch-size", 500, "papers per IngestPapers message (1 to 1000); messages also stay under 3 MiB")
 	checkpoint := fs.String("checkpoint", "", "file recording progress, to resume an interrupted backfill from it")
-	streamPapers := fs.Int("stream-papers", 5000, "with --checkpoint: papers per acknowledged stream")
+	streamPapers := fs.Int("stream-papers", 5000, "papers per acknowledged stream: what a retry sends again, and how far a checkpoint moves at a time")
+	retryFor := fs.Duration("retry-for", 10*time.Minute, "how long to keep sending a stream again while the server answers UNAVAILABLE or RESOURCE_EXHAUSTED (its store restarting, say); 0: fail at once")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -55,8 +58,11 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *batchSize < 1 || *batchSize > 1000 {
 		return usageError{fmt.Sprintf("--batch-size must be 1 to 1000, got %d", *batchSize)}
 	}
-	if *checkpoint != "" && (*file == "-" || *streamPapers < 1) {
-		return usageError{"--checkpoint needs a --file (not standard input) and a positive --stream-papers"}
+	if *streamPapers < 1 || *retryFor < 0 {
+		return usageError{"--stream-papers must be positive and --retry-for at least 0"}
+	}
+	if *checkpoint != "" && *file == "-" {
+		return usageError{"--checkpoint needs a --file, not standard input"}
 	}
 	in := io.Reader(os.Stdin)
 	var source sourceID
@@ -94,11 +100,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cancel()
 
 	b := &backfill{stderr: stderr, start: time.Now(), tty: isTerminal(stderr)}
-	perStream := int(^uint(0) >> 1) // without a checkpoint, one stream for everything
-	if *checkpoint != "" {
-		perStream = *streamPapers
-	}
-	var stream recommenderv1.RecommenderService_IngestPapersClient
+	g := &ingester{ctx: ctx, client: client, retryFor: *retryFor, stderr: stderr}
 	var batch []*recommenderv1.Paper
 	var batchBytes, inStream int
 	var lines []int32 // line of each paper of the current stream, by position
@@ -106,19 +108,11 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if len(batch) == 0 {
 			return nil
 		}
-		if stream == nil {
-			if stream, err = client.IngestPapers(ctx); err != nil {
-				return rpcError(err)
-			}
-		}
-		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: batch}); err != nil {
-			if errors.Is(err, io.EOF) { // the server ended the stream; its status says why
-				_, err = stream.CloseAndRecv()
-			}
-			return rpcError(err)
+		if err := g.send(batch); err != nil {
+			return err
 		}
 		b.sent += len(batch)
-		batch, batchBytes = batch[:0], 0
+		batch, batchBytes = nil, 0 // the ingester keeps the batch until the stream is acknowledged
 		b.progress(false)
 		return nil
 	}
@@ -128,13 +122,13 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err := send(); err != nil {
 			return err
 		}
-		if stream != nil {
-			resp, err := stream.CloseAndRecv()
-			if err != nil {
-				return rpcError(err)
-			}
+		resp, err := g.close()
+		if err != nil {
+			return err
+		}
+		if resp != nil {
 			b.add(resp, lines)
-			stream, inStream, lines = nil, 0, lines[:0]
+			inStream, lines = 0, lines[:0]
 		}
 		if *checkpoint != "" && line > resumeAfter {
 			return writeCheckpoint(*checkpoint, source, line)
@@ -174,7 +168,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		batch = append(batch, p)
 		batchBytes += size
 		lines = append(lines, int32(reader.Line()))
-		if inStream++; inStream == perStream {
+		if inStream++; inStream == *streamPapers {
 			if err := finish(reader.Line()); err != nil {
 				return err
 			}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -15,12 +14,14 @@ import (
 	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/server"
-	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 const evalHelp = `
 Measures recommendation quality through the gRPC API, on a server it starts on loopback with a
-fresh embedded store:
+store of its own: a fresh embedded store, or with --store qdrant the Qdrant collections
+eval_csfcube and eval_arxiv (created if missing, and kept: a later run finds the papers there and
+skips the ingest):
 
 - CSFCube ("papers like this one", expert-graded): ingests corpus.jsonl, ranks each query row's
   candidate pool by similarity to the query paper (Recommend with the query paper as the seed and
@@ -39,7 +40,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	csfcube := fs.String("csfcube", "../shared/eval/csfcube", "folder of the CSFCube collection (corpus.jsonl, pools.jsonl, qrels-dev.tsv); empty: skip")
 	sample := fs.String("arxiv", "../shared/data/arxiv-cs-sample.jsonl.gz", "arXiv sample with topic labels; empty: skip")
 	out := fs.String("out", "csfcube-rankings.jsonl", "where to write the rankings of every CSFCube row")
-	dataDir := fs.String("data-dir", "", "keep the evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
+	var sf storeFlags
+	sf.registerEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
 		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
 	var ef embeddingFlags
 	ef.register(fs)
@@ -76,9 +78,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "CSFCube: %d papers, %d query rows; NDCG on the dev split\n", len(c.Corpus), len(c.Pools))
 		fmt.Fprintf(stdout, "  %-8s %8s %8s\n", "mode", "NDCG%20", "NDCG@20")
 		var last []eval.Ranking
-		err = withEvalStore(ctx, *dataDir, "csfcube", emb, svcOpts, c.Corpus, func(client recommenderv1.RecommenderServiceClient) error {
+		err = withEvalStore(ctx, &sf, "csfcube", "eval_csfcube", emb, svcOpts, c.Corpus, func(r evalRun) error {
 			for _, m := range modes {
-				s, rankings, err := c.Evaluate(ctx, client, m)
+				s, rankings, err := c.Evaluate(ctx, r.client, m)
 				if err != nil {
 					return err
 				}
@@ -101,10 +103,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		err = withEvalStore(ctx, *dataDir, "arxiv", emb, svcOpts, papers, func(client recommenderv1.RecommenderServiceClient) error {
+		err = withEvalStore(ctx, &sf, "arxiv", "eval_arxiv", emb, svcOpts, papers, func(r evalRun) error {
 			fmt.Fprintf(stdout, "arXiv sample: topic precision@10 over %d seed papers\n", len(papers))
 			for _, m := range modes {
-				p, err := eval.TopicPrecision(ctx, client, papers, m)
+				p, err := eval.TopicPrecision(ctx, r.client, papers, m)
 				if err != nil {
 					return err
 				}
@@ -123,41 +125,44 @@ func modeName(m recommenderv1.RetrievalMode) string {
 	return strings.ToLower(strings.TrimPrefix(m.String(), "RETRIEVAL_MODE_"))
 }
 
-// withEvalStore is withLoopbackIn on dir/name when dir is set, else withLoopback.
-func withEvalStore(ctx context.Context, dir, name string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error) error {
-	if dir == "" {
-		return withLoopback(ctx, emb, papers, fn, opts...)
-	}
-	return withLoopbackIn(ctx, filepath.Join(dir, name), emb, papers, fn, opts...)
+// evalRun is what withEvalStore hands its function: a client of the service on loopback, the
+// store it serves, and whether this run ingested the papers (else they were there already).
+type evalRun struct {
+	client   recommenderv1.RecommenderServiceClient
+	store    store.Store
+	ingested bool
 }
 
-// withLoopback ingests papers into a fresh embedded store served on loopback, and runs fn
-// against it.
-func withLoopback(ctx context.Context, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error, opts ...server.Option) error {
-	dir, err := os.MkdirTemp("", "recommender-eval")
+// withEvalStore serves a store of its own on loopback (see storeFlags.openEval), ingests
+// papers unless it holds as many already (a rerun skips the ingest and its embedding calls),
+// and runs fn against it.
+func withEvalStore(ctx context.Context, sf *storeFlags, dir, collection string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(evalRun) error) error {
+	st, cleanup, err := sf.openEval(ctx, dir, collection)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	return withLoopbackIn(ctx, dir, emb, papers, fn, opts...)
-}
-
-// withLoopbackIn is withLoopback on the store in dir, which it keeps. The papers are ingested
-// only when the store does not hold as many already (a benchmark rerun skips the ingest).
-func withLoopbackIn(ctx context.Context, dir string, emb embed.Embedder, papers []*recommenderv1.Paper, fn func(recommenderv1.RecommenderServiceClient) error, opts ...server.Option) error {
-	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer cleanup()
 	lb, err := server.StartLoopback(ctx, st, emb, opts...)
 	if err != nil {
 		return err
 	}
 	defer lb.Close()
 	client := recommenderv1.NewRecommenderServiceClient(lb.Conn)
-	if stats, err := st.Stats(ctx); err == nil && stats.PaperCount == int64(len(papers)) {
-		return fn(client)
+	stats, err := st.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	switch stats.PaperCount {
+	case int64(len(papers)):
+		return fn(evalRun{client: client, store: st})
+	case 0:
+	default:
+		fix := "use another --data-dir"
+		if sf.backend == "qdrant" {
+			fix = "delete the Qdrant collection " + collection
+		}
+		return fmt.Errorf("the store holds %d papers, not the %d of this run (it is kept between runs): %s",
+			stats.PaperCount, len(papers), fix)
 	}
 	stream, err := client.IngestPapers(ctx)
 	if err != nil {
@@ -173,7 +178,7 @@ func withLoopbackIn(ctx context.Context, dir string, emb embed.Embedder, papers 
 	} else if resp.GetRejected() > 0 {
 		return fmt.Errorf("%d papers rejected, first: %v", resp.GetRejected(), resp.GetRejections()[0])
 	}
-	return fn(client)
+	return fn(evalRun{client: client, store: st, ingested: true})
 }
 
 // readAll reads every paper of a JSON-lines file.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	qc "github.com/qdrant/go-client/qdrant"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -487,7 +488,8 @@ func TestServeStartsBeforeQdrant(t *testing.T) {
 	api := embedtest.New(16)
 	defer api.Close()
 	p := startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake-model"}, t.TempDir(),
-		"--store", "qdrant", "--qdrant-url", d.URL(), "--qdrant-health-interval", "50ms", "--qdrant-timeout", "200ms")
+		"--store", "qdrant", "--qdrant-url", d.URL(), "--qdrant-health-interval", "50ms", "--qdrant-timeout", "200ms",
+		"--qdrant-bm25-average-length", "150")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	watch, err := healthpb.NewHealthClient(p.conn).Watch(ctx, &healthpb.HealthCheckRequest{Service: "recommender.v1.RecommenderService"})
@@ -506,8 +508,12 @@ func TestServeStartsBeforeQdrant(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitHealth(t, watch, healthpb.HealthCheckResponse_SERVING)
-	if n := len(d.Calls("Collections/Create")); n != 1 {
-		t.Fatalf("%d collections created, want 1", n)
+	creates := d.Calls("Collections/Create")
+	if len(creates) != 1 {
+		t.Fatalf("%d collections created, want 1", len(creates))
+	}
+	if avg := creates[0].Req.(*qc.CreateCollection).GetMetadata()["bm25_average_length"].GetDoubleValue(); avg != 150 {
+		t.Errorf("collection created for BM25 average length %v, want 150 (--qdrant-bm25-average-length)", avg)
 	}
 	backfillOne(t, p.addr, "Federated learning")
 	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "federated")

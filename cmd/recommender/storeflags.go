@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -36,18 +37,9 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 		"embedded store: vectors the nearest-neighbour graph walks on, int8 (faster, candidates rescored exactly) or none (env RECOMMENDER_ANN_QUANTIZATION)")
 	fs.IntVar(&f.ann.EfSearch, "ann-ef-search", da.EfSearch,
 		"embedded store: candidates a graph search explores (at least the results asked); higher is more exact and slower")
-	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
-		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
 	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", envOr("QDRANT_COLLECTION", d.Collection),
 		"Qdrant collection holding the papers (env QDRANT_COLLECTION)")
-	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", os.Getenv("QDRANT_API_KEY_FILE"),
-		"file holding the Qdrant API key (env QDRANT_API_KEY_FILE); or set QDRANT_API_KEY")
-	allow, err := strconv.ParseBool(envOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
-	if err != nil {
-		f.errs = append(f.errs, "QDRANT_ALLOW_INSECURE_API_KEY must be true or false")
-	}
-	fs.BoolVar(&f.qdrant.AllowInsecureAPIKey, "qdrant-allow-insecure-api-key", allow,
-		"allow sending the Qdrant API key over a plaintext http:// connection (env QDRANT_ALLOW_INSECURE_API_KEY)")
+	f.registerQdrantConnection(fs)
 	shards, err := strconv.ParseUint(envOr("QDRANT_SHARDS", "1"), 10, 32)
 	if err != nil {
 		f.errs = append(f.errs, "QDRANT_SHARDS must be a whole number")
@@ -59,10 +51,66 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 	fs.Func("qdrant-shards", "shards of a new collection (env QDRANT_SHARDS, default 1)", setUint32(&f.qdrant.Shards))
 	fs.Func("qdrant-replicas", "replication factor of a new collection (env QDRANT_REPLICAS, default 1)", setUint32(&f.qdrant.Replicas))
 	f.qdrant.Shards, f.qdrant.Replicas = uint32(shards), uint32(replicas)
-	fs.DurationVar(&f.qdrant.Timeout, "qdrant-timeout", d.Timeout, "timeout of one call to Qdrant")
 	fs.DurationVar(&f.healthInterval, "qdrant-health-interval", 5*time.Second,
 		"how often Qdrant is pinged; while it is unreachable the gRPC health service reports NOT_SERVING")
-	f.qdrant.BatchSize, f.qdrant.AverageLength = d.BatchSize, d.AverageLength
+	f.qdrant.BatchSize = d.BatchSize
+}
+
+// registerEval registers the store flags of eval and bench-grpc, which serve from stores of
+// their own: embedded ones under --data-dir (described by dataDirHelp), or Qdrant collections.
+func (f *storeFlags) registerEval(fs *flag.FlagSet, dataDirHelp string) {
+	f.qdrant = qdrant.Defaults()
+	fs.StringVar(&f.backend, "store", "embedded", "where the papers are stored: embedded, or qdrant (collections named after the command, kept between runs)")
+	fs.StringVar(&f.dataDir, "data-dir", "", dataDirHelp)
+	f.registerQdrantConnection(fs)
+}
+
+// openEval opens a store of eval or bench-grpc: the embedded store in --data-dir/dir (a
+// temporary folder, removed by cleanup, when --data-dir is empty), or the Qdrant collection.
+func (f *storeFlags) openEval(ctx context.Context, dir, collection string) (st store.Store, cleanup func(), err error) {
+	switch f.backend {
+	case "embedded":
+		dir, cleanup := filepath.Join(f.dataDir, dir), func() {}
+		if f.dataDir == "" {
+			if dir, err = os.MkdirTemp("", "recommender-eval"); err != nil {
+				return nil, nil, err
+			}
+			cleanup = func() { _ = os.RemoveAll(dir) }
+		}
+		es, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		return es, func() { _ = es.Close(); cleanup() }, nil
+	case "qdrant":
+		qs, err := f.openQdrant(collection)
+		if err != nil {
+			return nil, nil, err
+		}
+		return qs, func() { _ = qs.Close() }, nil
+	}
+	return nil, nil, usageError{fmt.Sprintf("--store must be embedded or qdrant, got %q", f.backend)}
+}
+
+// registerQdrantConnection registers the flags that reach Qdrant: its address, credentials
+// and call timeout.
+func (f *storeFlags) registerQdrantConnection(fs *flag.FlagSet) {
+	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
+		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
+	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", os.Getenv("QDRANT_API_KEY_FILE"),
+		"file holding the Qdrant API key (env QDRANT_API_KEY_FILE); or set QDRANT_API_KEY")
+	allow, err := strconv.ParseBool(envOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
+	if err != nil {
+		f.errs = append(f.errs, "QDRANT_ALLOW_INSECURE_API_KEY must be true or false")
+	}
+	fs.BoolVar(&f.qdrant.AllowInsecureAPIKey, "qdrant-allow-insecure-api-key", allow,
+		"allow sending the Qdrant API key over a plaintext http:// connection (env QDRANT_ALLOW_INSECURE_API_KEY)")
+	fs.DurationVar(&f.qdrant.Timeout, "qdrant-timeout", qdrant.Defaults().Timeout, "timeout of one call to Qdrant")
+	fs.Float64Var(&f.qdrant.AverageLength, "qdrant-bm25-average-length", qdrant.Defaults().AverageLength,
+		"average document length (weighted terms of title and abstract) BM25 normalises by, fixed when a collection is "+
+			"created (an existing one keeps its own): Qdrant cannot renormalise stored weights as the corpus grows, so set "+
+			"your corpus's (arXiv abstracts: 180)")
 }
 
 func setUint32(p *uint32) func(string) error {
@@ -88,22 +136,31 @@ func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
 		}
 		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann})
 	case "qdrant":
-		if f.qdrant.URL == "" {
-			return nil, usageError{"--store qdrant needs --qdrant-url (or QDRANT_URL)"}
-		}
-		o := f.qdrant
-		o.APIKey = os.Getenv("QDRANT_API_KEY")
-		if f.qdrantKeyFile != "" {
-			b, err := os.ReadFile(f.qdrantKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("read Qdrant API key: %w", err)
-			}
-			o.APIKey = strings.TrimSpace(string(b))
-		}
-		if err := o.Validate(); err != nil {
-			return nil, usageError{err.Error()}
-		}
-		return qdrant.Open(o)
+		return f.openQdrant(f.qdrant.Collection)
 	}
 	return nil, usageError{fmt.Sprintf("--store must be embedded or qdrant, got %q", f.backend)}
+}
+
+// openQdrant opens a Qdrant collection with the connection flags.
+func (f *storeFlags) openQdrant(collection string) (*qdrant.Store, error) {
+	if len(f.errs) > 0 {
+		return nil, usageError{strings.Join(f.errs, "; ")}
+	}
+	if f.qdrant.URL == "" {
+		return nil, usageError{"--store qdrant needs --qdrant-url (or QDRANT_URL)"}
+	}
+	o := f.qdrant
+	o.Collection = collection
+	o.APIKey = os.Getenv("QDRANT_API_KEY")
+	if f.qdrantKeyFile != "" {
+		b, err := os.ReadFile(f.qdrantKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read Qdrant API key: %w", err)
+		}
+		o.APIKey = strings.TrimSpace(string(b))
+	}
+	if err := o.Validate(); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return qdrant.Open(o)
 }

@@ -30,7 +30,9 @@ type Paper struct {
 
 	// Lexical holds the paper's term frequencies (lexical.Document of title and abstract).
 	Lexical lexical.Vector
-	// Dense is the paper's embedding; nil when no embedding model is configured.
+	// Dense is the paper's embedding; nil when no embedding model is configured. Similarity is
+	// cosine, so only its direction counts: a backend may return it scaled to unit length
+	// (Qdrant stores it so).
 	Dense []float32
 	// DenseHash identifies the text Dense was computed from (embed.TextHash), so an unchanged
 	// paper keeps its vector without another embedding call.

@@ -50,6 +50,15 @@ type Server struct {
 	latency  time.Duration
 	release  chan struct{} // closed by Close to free hung handlers
 	notify   chan struct{} // signalled after each request is recorded
+	inputs   int           // texts received so far
+	pause    *pause        // set by PauseAt until Resume
+}
+
+// pause holds requests once a number of texts has been received.
+type pause struct {
+	after  int
+	held   chan struct{} // closed when the first request is held
+	resume chan struct{} // closed by Resume
 }
 
 // New starts a server producing vectors of dims dimensions (the request's dimensions parameter
@@ -97,6 +106,27 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
+// PauseAt holds every request that arrives once n texts have been received, until Resume: a
+// client mid-way through a long ingest stops there, at a point the test chooses. The channel
+// is closed when the first request is held.
+func (s *Server) PauseAt(n int) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := make(chan struct{})
+	s.pause = &pause{after: n, held: held, resume: make(chan struct{})}
+	return held
+}
+
+// Resume lets the requests held by PauseAt, and all later ones, through.
+func (s *Server) Resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pause != nil {
+		close(s.pause.resume)
+		s.pause = nil
+	}
+}
+
 // Requests returns the requests received so far.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -118,11 +148,9 @@ func (s *Server) WaitInputs(ctx context.Context, n int) error {
 
 // Inputs counts the texts received so far, over all requests.
 func (s *Server) Inputs() int {
-	n := 0
-	for _, r := range s.Requests() {
-		n += len(r.Inputs)
-	}
-	return n
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inputs
 }
 
 type embeddingRequest struct {
@@ -153,10 +181,26 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		f, s.faults = s.faults[0], s.faults[1:]
 	}
 	latency := s.latency
+	p := s.pause
+	hold := p != nil && s.inputs >= p.after
+	if hold && p.held != nil {
+		close(p.held)
+		p.held = nil
+	}
+	s.inputs += len(req.Input)
 	s.mu.Unlock()
 	select {
 	case s.notify <- struct{}{}:
 	default:
+	}
+	if hold {
+		select {
+		case <-p.resume:
+		case <-r.Context().Done():
+			return
+		case <-s.release:
+			return
+		}
 	}
 
 	if latency > 0 {

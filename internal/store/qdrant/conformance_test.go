@@ -13,8 +13,9 @@ import (
 	"github.com/paperrec/recommender/internal/store/storetest"
 )
 
-// TestConformance runs the store conformance suite against a real Qdrant. Bring one up with
-// `docker compose -f deploy/docker-compose.yml up -d qdrant`, then:
+// TestConformance runs the store conformance suite against a real Qdrant. Bring one up (with
+// `docker compose -f deploy/docker-compose.yml up -d qdrant`, or a binary built from Qdrant's
+// source), then:
 //
 //	QDRANT_URL=http://localhost:6334 go test ./internal/store/...
 //

@@ -489,6 +489,27 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	return hits, nil
 }
 
+// WaitOptimized waits until Qdrant reports the collection green: its optimisers, which build
+// the vector indexes after writes, have finished. Benchmarks call it so they measure the index.
+func (s *Store) WaitOptimized(ctx context.Context) error {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := s.client.GetCollectionInfo(ctx, s.opts.Collection)
+		if err != nil {
+			return mapErr(s.opts.Collection, err)
+		}
+		if info.GetStatus() == qc.CollectionStatus_Green {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // mapErr turns Qdrant's gRPC errors into the store's typed errors.
 func mapErr(collection string, err error) error {
 	if err == nil {

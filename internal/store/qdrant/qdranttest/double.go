@@ -257,9 +257,33 @@ func (s *points) Upsert(ctx context.Context, req *qc.UpsertPoints) (*qc.PointsOp
 				return nil, status.Errorf(codes.InvalidArgument, "Wrong input: Not existing vector name error: %s", name)
 			}
 		}
-		c.points[idKey(p.GetId())] = proto.Clone(p).(*qc.PointStruct)
+		stored := proto.Clone(p).(*qc.PointStruct)
+		c.unitCosine(stored)
+		c.points[idKey(p.GetId())] = stored
 	}
 	return completed(), nil
+}
+
+// unitCosine scales the point's dense vectors of cosine distance to unit length, as Qdrant
+// stores them: it reads them back normalised.
+func (c *collection) unitCosine(p *qc.PointStruct) {
+	params := c.create.GetVectorsConfig().GetParamsMap().GetMap()
+	for name, v := range p.GetVectors().GetVectors().GetVectors() {
+		d := v.GetDense()
+		if d == nil || params[name].GetDistance() != qc.Distance_Cosine {
+			continue
+		}
+		var ss float64
+		for _, x := range d.Data {
+			ss += float64(x) * float64(x)
+		}
+		if ss > 0 {
+			n := math.Sqrt(ss)
+			for i := range d.Data {
+				d.Data[i] = float32(float64(d.Data[i]) / n)
+			}
+		}
+	}
 }
 
 func (c *collection) hasVector(name string) bool {
