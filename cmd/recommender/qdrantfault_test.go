@@ -115,7 +115,8 @@ func testQdrantKill(t *testing.T, q killable) {
 	}
 	waitHealth(t, watch, healthpb.HealthCheckResponse_NOT_SERVING)
 	api.Resume() // the papers held now meet a Qdrant that is down
-	select { // Qdrant comes back only once the backfill has met the outage
+	// Qdrant comes back only once the backfill has met the outage.
+	select {
 	case <-retried:
 	case <-stderrDone:
 		t.Fatalf("the backfill ended without meeting the outage:\n%s%s", stdout.String(), stderr.String())
