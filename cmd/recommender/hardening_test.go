@@ -117,6 +117,20 @@ func TestNoKeysMeansLoopbackOnly(t *testing.T) {
 	if logs := p.logs(); !strings.Contains(logs, "no API keys configured") || !strings.Contains(logs, `auth="none: loopback only"`) {
 		t.Fatalf("start-up does not say it runs without keys:\n%s", logs)
 	}
+	// Loopback only includes the HTTP API's host names: a page on a rebound name is refused.
+	for host, want := range map[string]int{"evil.example": http.StatusForbidden, "localhost": http.StatusOK} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr+"/v1/GetIndexInfo", strings.NewReader("{}"))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: HTTP %d, want %d", host, resp.StatusCode, want)
+		}
+	}
 }
 
 // 2. A client over its budget gets RESOURCE_EXHAUSTED with retry info; another key is unaffected.

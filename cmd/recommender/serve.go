@@ -192,7 +192,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 				origins = append(origins, o)
 			}
 		}
-		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes)})
+		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
+			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated})
 		stop, err := serveHTTP("http", *httpAddr, cfg.TLS, h, log)
 		if err != nil {
 			return err

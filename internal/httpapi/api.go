@@ -8,8 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -31,6 +33,11 @@ type Config struct {
 	CORSOrigins []string
 	// MaxBodyBytes bounds a request body, like the gRPC message limit.
 	MaxBodyBytes int64
+	// LoopbackHostsOnly answers only requests whose Host is a loopback name (localhost,
+	// 127.0.0.0/8, ::1). A server without API keys sets it: any web page can make a browser
+	// send requests to a name it controls that resolves to 127.0.0.1 (DNS rebinding), and the
+	// Host header is what gives those away.
+	LoopbackHostsOnly bool
 }
 
 //go:embed web openapi.json
@@ -53,10 +60,15 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 		methods[m.MethodName] = &method{svc: svc, desc: m, full: "/" + desc.ServiceName + "/" + m.MethodName,
 			interceptor: interceptor, maxBody: cfg.MaxBodyBytes}
 	}
+	origins := allowList(cfg.CORSOrigins)
 	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := methods[r.PathValue("method")]
 		if !ok {
 			writeError(w, status.Errorf(codes.NotFound, "no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")))
+			return
+		}
+		if httpStatus, err := refuseCrossSite(r, origins); err != nil {
+			writeErrorStatus(w, httpStatus, err)
 			return
 		}
 		m.ServeHTTP(w, r)
@@ -68,7 +80,68 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	})
 	web, _ := fs.Sub(assets, "web")
 	mux.Handle("GET /", http.FileServerFS(web))
-	return cors(cfg.CORSOrigins, securityHeaders(mux))
+	var h http.Handler = cors(origins, securityHeaders(mux))
+	if cfg.LoopbackHostsOnly {
+		h = loopbackHostsOnly(h)
+	}
+	return h
+}
+
+func allowList(origins []string) map[string]bool {
+	allowed := map[string]bool{}
+	for _, o := range origins {
+		allowed[strings.TrimRight(o, "/")] = true
+	}
+	return allowed
+}
+
+// refuseCrossSite refuses what a browser would send on behalf of another site's page without
+// asking first: a body that is not JSON (text/plain and form types need no CORS preflight),
+// and any call from a foreign origin that is not allowed (by its Origin header, or its
+// Sec-Fetch-Site when a browser sends no Origin). Clients that are not browsers send no Origin
+// and are unaffected.
+func refuseCrossSite(r *http.Request, allowed map[string]bool) (int, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" || r.ContentLength != 0 {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return http.StatusUnsupportedMediaType, status.Errorf(codes.InvalidArgument,
+				"Content-Type %q is not accepted: send the request message as application/json "+
+					"(curl: -H 'Content-Type: application/json')", ct)
+		}
+	}
+	origin := r.Header.Get("Origin")
+	switch {
+	case origin != "" && !sameOrigin(origin, r.Host) && !allowed[origin]:
+		return http.StatusForbidden, status.Errorf(codes.PermissionDenied,
+			"calls from origin %q are refused: allow it with --cors-origins", origin)
+	case origin == "" && (r.Header.Get("Sec-Fetch-Site") == "cross-site" || r.Header.Get("Sec-Fetch-Site") == "same-site"):
+		return http.StatusForbidden, status.Error(codes.PermissionDenied, "calls from another site are refused")
+	}
+	return 0, nil
+}
+
+// sameOrigin reports whether a browser's Origin is the site the request was sent to.
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+}
+
+// loopbackHostsOnly refuses requests addressed to a name that is not a loopback one.
+func loopbackHostsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		ip := net.ParseIP(host)
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			writeErrorStatus(w, http.StatusForbidden, status.Errorf(codes.PermissionDenied,
+				"host %q is not served: without API keys this server answers only at a loopback address such as 127.0.0.1 or localhost", r.Host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // method serves one unary RPC.
@@ -141,6 +214,11 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, err error) {
+	writeErrorStatus(w, HTTPStatus(status.Code(err)), err)
+}
+
+// writeErrorStatus is writeError with an HTTP status more precise than the code's.
+func writeErrorStatus(w http.ResponseWriter, httpStatus int, err error) {
 	st := status.Convert(err)
 	body := errorBody{Code: st.Code().String(), GRPCCode: int(st.Code()), Message: st.Message()}
 	for _, d := range st.Proto().GetDetails() {
@@ -155,7 +233,7 @@ func writeError(w http.ResponseWriter, err error) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(HTTPStatus(st.Code()))
+	w.WriteHeader(httpStatus)
 	_ = json.NewEncoder(w).Encode(body)
 }
 
@@ -200,11 +278,7 @@ func securityHeaders(next http.Handler) http.Handler {
 }
 
 // cors answers browsers' cross-origin checks for the allowed origins only.
-func cors(origins []string, next http.Handler) http.Handler {
-	allowed := map[string]bool{}
-	for _, o := range origins {
-		allowed[strings.TrimRight(o, "/")] = true
-	}
+func cors(allowed map[string]bool, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := r.Header.Get("Origin")
 		if origin != "" && allowed[origin] {

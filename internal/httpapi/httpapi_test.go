@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -40,6 +41,12 @@ func (b bearer) RequireTransportSecurity() bool { return false }
 // setup serves the demo corpus over gRPC and HTTP from one service, with API keys.
 func setup(t *testing.T) (recommenderv1.RecommenderServiceClient, string) {
 	t.Helper()
+	return serve(t, true, httpapi.Config{CORSOrigins: []string{allowed}, MaxBodyBytes: 1 << 20})
+}
+
+// serve is setup with or without API keys, and the HTTP API's configuration.
+func serve(t *testing.T, withKeys bool, hc httpapi.Config) (recommenderv1.RecommenderServiceClient, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -58,14 +65,17 @@ func setup(t *testing.T) (recommenderv1.RecommenderServiceClient, string) {
 		t.Fatal(err)
 	}
 	cfg := server.DefaultConfig()
-	cfg.Addr, cfg.Keys = "127.0.0.1:0", keys
+	cfg.Addr = "127.0.0.1:0"
+	if withKeys {
+		cfg.Keys = keys
+	}
 	srv, err := server.Listen(cfg, svc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	web := httptest.NewServer(httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: []string{allowed}, MaxBodyBytes: 1 << 20}))
+	web := httptest.NewServer(httpapi.Handler(svc, srv.UnaryInterceptor(), hc))
 	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(readKey)))
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +102,10 @@ func post(t *testing.T, url, key, body string, header ...string) (*http.Response
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1] // Go sends req.Host, not a Host header
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -261,5 +275,65 @@ func TestPageAndOpenAPI(t *testing.T) {
 	}
 	if doc.OpenAPI != "3.0.3" || len(doc.Paths) != len(recommenderv1.RecommenderService_ServiceDesc.Methods) {
 		t.Fatalf("openapi %s with %d paths", doc.OpenAPI, len(doc.Paths))
+	}
+}
+
+// TestNoCrossSiteWrites sends what a foreign page can make a browser send without a CORS
+// preflight (text/plain and form bodies, a foreign Origin, a rebound Host) to a server without
+// API keys, and checks each is refused with nothing written; JSON from the page's own origin,
+// an allowed one or a non-browser client still works.
+func TestNoCrossSiteWrites(t *testing.T) {
+	client, base := serve(t, false, httpapi.Config{CORSOrigins: []string{allowed}, MaxBodyBytes: 1 << 20, LoopbackHostsOnly: true})
+	ctx := context.Background()
+	papers, _ := demo.Papers()
+	victim := papers[0].GetId()
+	upsert := func(id string) string {
+		return fmt.Sprintf(`{"papers":[{"id":%q,"title":"Planted","abstract":"Written by another site."}]}`, id)
+	}
+	deleteVictim := fmt.Sprintf(`{"paper_ids":[%q]}`, victim)
+	const evil = "http://evil.example"
+	for _, tc := range []struct {
+		name, method, body string
+		header             []string
+		want               int
+	}{
+		{"upsert as text/plain from another origin", "UpsertPapers", upsert("x-1"), []string{"Content-Type", "text/plain", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"upsert as text/plain without Origin", "UpsertPapers", upsert("x-2"), []string{"Content-Type", "text/plain;charset=UTF-8"}, http.StatusUnsupportedMediaType},
+		{"delete as a form from another origin", "DeletePapers", deleteVictim, []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"delete as multipart from another origin", "DeletePapers", deleteVictim, []string{"Content-Type", "multipart/form-data; boundary=x", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"JSON from another origin", "UpsertPapers", upsert("x-3"), []string{"Origin", evil}, http.StatusForbidden},
+		{"JSON from another port of the same host", "DeletePapers", deleteVictim, []string{"Origin", "http://127.0.0.1:1"}, http.StatusForbidden},
+		{"JSON marked cross-site without Origin", "DeletePapers", deleteVictim, []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"JSON to a rebound host name", "UpsertPapers", upsert("x-4"), []string{"Host", "evil.example"}, http.StatusForbidden},
+		{"JSON to a rebound host name with the port", "DeletePapers", deleteVictim, []string{"Host", "evil.example:" + strings.Split(base, ":")[2]}, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b := post(t, base+"/v1/"+tc.method, "", tc.body, tc.header...)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, b)
+			}
+			var e struct{ Code, Message string }
+			if err := json.Unmarshal(b, &e); err != nil || e.Message == "" {
+				t.Fatalf("error body %s: %v", b, err)
+			}
+		})
+	}
+	if _, err := client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: victim}); err != nil {
+		t.Fatalf("the paper refused deletes were about is gone: %v", err)
+	}
+	info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetPaperCount() != int64(len(papers)) {
+		t.Fatalf("after the refused requests: %v papers (want %d), %v", info.GetPaperCount(), len(papers), err)
+	}
+	// What a legitimate client sends still works: no Origin (curl, services), the page's own
+	// origin, an allowed one, and localhost as the host.
+	for i, header := range [][]string{nil, {"Origin", base}, {"Origin", allowed}, {"Host", "localhost"}} {
+		id := fmt.Sprintf("ok-%d", i)
+		if resp, b := post(t, base+"/v1/UpsertPapers", "", upsert(id), header...); resp.StatusCode != http.StatusOK {
+			t.Fatalf("upsert with %v: %d %s", header, resp.StatusCode, b)
+		}
+		if _, err := client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: id}); err != nil {
+			t.Fatalf("upsert with %v not stored: %v", header, err)
+		}
 	}
 }
