@@ -192,8 +192,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 				origins = append(origins, o)
 			}
 		}
+		rpc, err := srv.HTTPHandler()
+		if err != nil {
+			return err
+		}
 		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
-			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated})
+			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated, RPC: rpc})
 		stop, err := serveHTTP("http", *httpAddr, cfg.TLS, h, log)
 		if err != nil {
 			return err
@@ -245,9 +249,16 @@ func serveHTTP(name, addr string, tlsCfg *tls.Config, h http.Handler, log *slog.
 		return nil, fmt.Errorf("%s listener: %w", name, err)
 	}
 	if tlsCfg != nil {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.NextProtos = []string{"h2", "http/1.1"} // gRPC clients need HTTP/2
 		lis = tls.NewListener(lis, tlsCfg)
 	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	// HTTP/2 without TLS too (h2c): gRPC clients reach the HTTP port's gRPC paths with it.
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetHTTP2(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
 	go func() {
 		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error(name+" server", "error", err)

@@ -55,20 +55,24 @@ func pki(t *testing.T) (dir string) {
 }
 
 // TestMutualTLS serves with a certificate and requires client certificates; the CLI connects
-// with the CA and a client certificate, and is refused without one or without TLS.
+// with the CA and a client certificate, to the gRPC port and to gRPC on the HTTP port, and is
+// refused without one or without TLS.
 func TestMutualTLS(t *testing.T) {
 	d := pki(t)
 	f := func(name string) string { return filepath.Join(d, name) }
 	// startServe's client is plaintext, so drive this server with the CLI only.
-	cmd := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--data-dir", t.TempDir(), "--demo",
+	cmd := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--demo",
 		"--tls-cert", f("server.pem"), "--tls-key", f("server-key.pem"), "--tls-client-ca", f("ca.pem"))
 	p := watchServe(t, cmd)
 	if !strings.Contains(p.logs(), "tls=true mtls=true") {
 		t.Fatalf("start-up does not report mutual TLS:\n%s", p.logs())
 	}
-	ok := []string{"info", "--server", p.addr, "--tls-ca", f("ca.pem"), "--tls-cert", f("client.pem"), "--tls-key", f("client-key.pem")}
-	if out, errOut, code := runCLI(t, ok...); code != 0 || !strings.Contains(out, "papers:     48") {
-		t.Fatalf("with a client certificate: exit %d\n%s%s", code, out, errOut)
+	// The HTTP port serves gRPC too, over TLS with ALPN: the CLI reaches both the same way.
+	for _, addr := range []string{p.addr, p.httpAddr} {
+		ok := []string{"info", "--server", addr, "--tls-ca", f("ca.pem"), "--tls-cert", f("client.pem"), "--tls-key", f("client-key.pem")}
+		if out, errOut, code := runCLI(t, ok...); code != 0 || !strings.Contains(out, "papers:     48") {
+			t.Fatalf("%s with a client certificate: exit %d\n%s%s", addr, code, out, errOut)
+		}
 	}
 	for name, args := range map[string][]string{
 		"no client certificate": {"info", "--server", p.addr, "--tls-ca", f("ca.pem"), "--timeout", "5s"},

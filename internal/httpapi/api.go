@@ -38,6 +38,10 @@ type Config struct {
 	// send requests to a name it controls that resolves to 127.0.0.1 (DNS rebinding), and the
 	// Host header is what gives those away.
 	LoopbackHostsOnly bool
+	// RPC, when set, serves the services at their gRPC paths (/recommender.v1.RecommenderService/
+	// <Method>, /grpc.health.v1.Health/Check) in the protocols generated clients speak:
+	// Connect, gRPC-Web and gRPC (see server.Server.HTTPHandler).
+	RPC http.Handler
 }
 
 //go:embed web openapi.json
@@ -67,12 +71,24 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 			writeError(w, status.Errorf(codes.NotFound, "no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")))
 			return
 		}
-		if httpStatus, err := refuseCrossSite(r, origins); err != nil {
+		if httpStatus, err := refuseCrossSite(r, origins, jsonContentType); err != nil {
 			writeErrorStatus(w, httpStatus, err)
 			return
 		}
 		m.ServeHTTP(w, r)
 	})
+	if cfg.RPC != nil {
+		rpc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if httpStatus, err := refuseCrossSite(r, origins, rpcContentType); err != nil {
+				writeErrorStatus(w, httpStatus, err)
+				return
+			}
+			cfg.RPC.ServeHTTP(w, r)
+		})
+		for _, service := range []string{desc.ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
+			mux.Handle("POST /"+service+"/", rpc) // every protocol calls with POST
+		}
+	}
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		b, _ := assets.ReadFile("openapi.json")
@@ -95,18 +111,33 @@ func allowList(origins []string) map[string]bool {
 	return allowed
 }
 
+// contentType is an accepted media type and the error that lists them.
+type contentType struct {
+	ok   func(mediaType string) bool
+	want string
+}
+
+var (
+	jsonContentType = contentType{func(mt string) bool { return mt == "application/json" },
+		"send the request message as application/json (curl: -H 'Content-Type: application/json')"}
+	// rpcContentType is what the Connect, gRPC-Web and gRPC protocols send.
+	rpcContentType = contentType{func(mt string) bool {
+		return mt == "application/json" || mt == "application/proto" || strings.HasPrefix(mt, "application/connect+") ||
+			strings.HasPrefix(mt, "application/grpc")
+	}, "use a Connect, gRPC-Web or gRPC client (application/json or application/proto for Connect)"}
+)
+
 // refuseCrossSite refuses what a browser would send on behalf of another site's page without
-// asking first: a body that is not JSON (text/plain and form types need no CORS preflight),
-// and any call from a foreign origin that is not allowed (by its Origin header, or its
-// Sec-Fetch-Site when a browser sends no Origin). Clients that are not browsers send no Origin
-// and are unaffected.
-func refuseCrossSite(r *http.Request, allowed map[string]bool) (int, error) {
+// asking first: a body of a type the API does not take (text/plain and form types need no
+// CORS preflight), and any call from a foreign origin that is not allowed (by its Origin
+// header, or its Sec-Fetch-Site when a browser sends no Origin). Clients that are not browsers
+// send no Origin and are unaffected.
+func refuseCrossSite(r *http.Request, allowed map[string]bool, accept contentType) (int, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" || r.ContentLength != 0 {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
+		if err != nil || !accept.ok(mt) {
 			return http.StatusUnsupportedMediaType, status.Errorf(codes.InvalidArgument,
-				"Content-Type %q is not accepted: send the request message as application/json "+
-					"(curl: -H 'Content-Type: application/json')", ct)
+				"Content-Type %q is not accepted: %s", ct, accept.want)
 		}
 	}
 	origin := r.Header.Get("Origin")
@@ -285,7 +316,10 @@ func cors(allowed map[string]bool, next http.Handler) http.Handler {
 			h := w.Header()
 			h.Set("Access-Control-Allow-Origin", origin)
 			h.Add("Vary", "Origin")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			// Connect and gRPC-Web clients send and read a few headers of their own.
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, "+
+				"X-Grpc-Web, X-User-Agent, Grpc-Timeout")
+			h.Set("Access-Control-Expose-Headers", "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin")
 			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 			h.Set("Access-Control-Max-Age", strconv.Itoa(600))
 		}

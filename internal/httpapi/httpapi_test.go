@@ -75,6 +75,9 @@ func serve(t *testing.T, withKeys bool, hc httpapi.Config) (recommenderv1.Recomm
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
+	if hc.RPC, err = srv.HTTPHandler(); err != nil {
+		t.Fatal(err)
+	}
 	web := httptest.NewServer(httpapi.Handler(svc, srv.UnaryInterceptor(), hc))
 	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(bearer(readKey)))
 	if err != nil {
@@ -292,23 +295,27 @@ func TestNoCrossSiteWrites(t *testing.T) {
 	}
 	deleteVictim := fmt.Sprintf(`{"paper_ids":[%q]}`, victim)
 	const evil = "http://evil.example"
+	const connectPath = "/recommender.v1.RecommenderService/"
 	for _, tc := range []struct {
-		name, method, body string
-		header             []string
-		want               int
+		name, path, body string
+		header           []string
+		want             int
 	}{
-		{"upsert as text/plain from another origin", "UpsertPapers", upsert("x-1"), []string{"Content-Type", "text/plain", "Origin", evil}, http.StatusUnsupportedMediaType},
-		{"upsert as text/plain without Origin", "UpsertPapers", upsert("x-2"), []string{"Content-Type", "text/plain;charset=UTF-8"}, http.StatusUnsupportedMediaType},
-		{"delete as a form from another origin", "DeletePapers", deleteVictim, []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", evil}, http.StatusUnsupportedMediaType},
-		{"delete as multipart from another origin", "DeletePapers", deleteVictim, []string{"Content-Type", "multipart/form-data; boundary=x", "Origin", evil}, http.StatusUnsupportedMediaType},
-		{"JSON from another origin", "UpsertPapers", upsert("x-3"), []string{"Origin", evil}, http.StatusForbidden},
-		{"JSON from another port of the same host", "DeletePapers", deleteVictim, []string{"Origin", "http://127.0.0.1:1"}, http.StatusForbidden},
-		{"JSON marked cross-site without Origin", "DeletePapers", deleteVictim, []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
-		{"JSON to a rebound host name", "UpsertPapers", upsert("x-4"), []string{"Host", "evil.example"}, http.StatusForbidden},
-		{"JSON to a rebound host name with the port", "DeletePapers", deleteVictim, []string{"Host", "evil.example:" + strings.Split(base, ":")[2]}, http.StatusForbidden},
+		{"upsert as text/plain from another origin", "/v1/UpsertPapers", upsert("x-1"), []string{"Content-Type", "text/plain", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"upsert as text/plain without Origin", "/v1/UpsertPapers", upsert("x-2"), []string{"Content-Type", "text/plain;charset=UTF-8"}, http.StatusUnsupportedMediaType},
+		{"delete as a form from another origin", "/v1/DeletePapers", deleteVictim, []string{"Content-Type", "application/x-www-form-urlencoded", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"delete as multipart from another origin", "/v1/DeletePapers", deleteVictim, []string{"Content-Type", "multipart/form-data; boundary=x", "Origin", evil}, http.StatusUnsupportedMediaType},
+		{"JSON from another origin", "/v1/UpsertPapers", upsert("x-3"), []string{"Origin", evil}, http.StatusForbidden},
+		{"JSON from another port of the same host", "/v1/DeletePapers", deleteVictim, []string{"Origin", "http://127.0.0.1:1"}, http.StatusForbidden},
+		{"JSON marked cross-site without Origin", "/v1/DeletePapers", deleteVictim, []string{"Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
+		{"Connect as text/plain from another origin", connectPath + "DeletePapers", deleteVictim, []string{"Content-Type", "text/plain", "Origin", evil, "Connect-Protocol-Version", "1"}, http.StatusUnsupportedMediaType},
+		{"Connect as text/plain without Origin", connectPath + "DeletePapers", deleteVictim, []string{"Content-Type", "text/plain", "Connect-Protocol-Version", "1"}, http.StatusUnsupportedMediaType},
+		{"Connect JSON from another origin", connectPath + "UpsertPapers", upsert("x-5"), []string{"Origin", evil, "Connect-Protocol-Version", "1"}, http.StatusForbidden},
+		{"JSON to a rebound host name", "/v1/UpsertPapers", upsert("x-4"), []string{"Host", "evil.example"}, http.StatusForbidden},
+		{"JSON to a rebound host name with the port", "/v1/DeletePapers", deleteVictim, []string{"Host", "evil.example:" + strings.Split(base, ":")[2]}, http.StatusForbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, b := post(t, base+"/v1/"+tc.method, "", tc.body, tc.header...)
+			resp, b := post(t, base+tc.path, "", tc.body, tc.header...)
 			if resp.StatusCode != tc.want {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, b)
 			}
