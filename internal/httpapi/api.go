@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/apierr"
 )
 
 // Config configures the HTTP API.
@@ -68,7 +70,8 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := methods[r.PathValue("method")]
 		if !ok {
-			writeError(w, status.Errorf(codes.NotFound, "no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")))
+			writeError(w, apierr.New(codes.NotFound, apierr.MethodNotFound,
+				fmt.Sprintf("no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")), nil))
 			return
 		}
 		if httpStatus, err := refuseCrossSite(r, origins, jsonContentType); err != nil {
@@ -136,17 +139,17 @@ func refuseCrossSite(r *http.Request, allowed map[string]bool, accept contentTyp
 	if ct := r.Header.Get("Content-Type"); ct != "" || r.ContentLength != 0 {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !accept.ok(mt) {
-			return http.StatusUnsupportedMediaType, status.Errorf(codes.InvalidArgument,
-				"Content-Type %q is not accepted: %s", ct, accept.want)
+			return http.StatusUnsupportedMediaType, apierr.New(codes.InvalidArgument, apierr.UnsupportedContentType,
+				fmt.Sprintf("Content-Type %q is not accepted: %s", ct, accept.want), nil)
 		}
 	}
 	origin := r.Header.Get("Origin")
 	switch {
 	case origin != "" && !sameOrigin(origin, r.Host) && !allowed[origin]:
-		return http.StatusForbidden, status.Errorf(codes.PermissionDenied,
-			"calls from origin %q are refused: allow it with --cors-origins", origin)
+		return http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.CrossOriginRefused,
+			fmt.Sprintf("calls from origin %q are refused: allow it with --cors-origins", origin), map[string]string{"origin": origin})
 	case origin == "" && (r.Header.Get("Sec-Fetch-Site") == "cross-site" || r.Header.Get("Sec-Fetch-Site") == "same-site"):
-		return http.StatusForbidden, status.Error(codes.PermissionDenied, "calls from another site are refused")
+		return http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.CrossOriginRefused, "calls from another site are refused", nil)
 	}
 	return 0, nil
 }
@@ -167,8 +170,8 @@ func loopbackHostsOnly(next http.Handler) http.Handler {
 		host = strings.Trim(host, "[]")
 		ip := net.ParseIP(host)
 		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
-			writeErrorStatus(w, http.StatusForbidden, status.Errorf(codes.PermissionDenied,
-				"host %q is not served: without API keys this server answers only at a loopback address such as 127.0.0.1 or localhost", r.Host))
+			writeErrorStatus(w, http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.HostRefused, fmt.Sprintf(
+				"host %q is not served: without API keys this server answers only at a loopback address such as 127.0.0.1 or localhost", r.Host), nil))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -189,10 +192,12 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, status.Errorf(codes.ResourceExhausted, "request body larger than %d bytes", m.maxBody))
+		// 413, not 429: sending it again will not help.
+		writeErrorStatus(w, http.StatusRequestEntityTooLarge, apierr.New(codes.ResourceExhausted, apierr.BodyTooLarge,
+			fmt.Sprintf("request body larger than %d bytes", m.maxBody), map[string]string{"limit_bytes": strconv.FormatInt(m.maxBody, 10)}))
 		return
 	case err != nil:
-		writeError(w, status.Error(codes.InvalidArgument, "cannot read the request body"))
+		writeError(w, apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "cannot read the request body", nil))
 		return
 	}
 	ctx := incomingContext(r)
@@ -202,8 +207,8 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return nil // an empty body is the empty message
 		}
 		if err := (protojson.UnmarshalOptions{}).Unmarshal(body, v.(proto.Message)); err != nil {
-			return status.Errorf(codes.InvalidArgument, "request body is not a valid %s in JSON: %v",
-				strings.TrimPrefix(m.full, "/"), err)
+			return apierr.New(codes.InvalidArgument, apierr.MalformedRequest, fmt.Sprintf("request body is not a valid %s in JSON: %v",
+				strings.TrimPrefix(m.full, "/"), err), nil)
 		}
 		return nil
 	}
@@ -214,7 +219,7 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := protojson.Marshal(resp.(proto.Message))
 	if err != nil {
-		writeError(w, status.Error(codes.Internal, "internal error"))
+		writeError(w, apierr.New(codes.Internal, apierr.Internal, "internal error", nil))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

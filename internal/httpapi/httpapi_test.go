@@ -170,10 +170,16 @@ type errorBody struct {
 	Message  string `json:"message"`
 	Details  []struct {
 		Type            string `json:"@type"`
+		Reason, Domain  string
 		FieldViolations []struct{ Field, Description string }
+		ResourceType    string
+		ResourceName    string
+		Violations      []struct{ Type, Subject, Description string }
 	} `json:"details"`
 }
 
+// TestErrorsCarryStatusAndCode checks each error's HTTP status, gRPC code, ErrorInfo reason
+// (always the first detail) and the detail its code calls for.
 func TestErrorsCarryStatusAndCode(t *testing.T) {
 	_, base := setup(t)
 	cases := []struct {
@@ -181,18 +187,19 @@ func TestErrorsCarryStatusAndCode(t *testing.T) {
 		status                  int
 		code                    string
 		grpcCode                int
-		field                   string
+		reason                  string
+		detail                  string // type of the second detail, if any
 	}{
-		{"blank query", "Recommend", readKey, `{"query":"  "}`, 400, "InvalidArgument", 3, "query"},
-		{"negative page size", "Recommend", readKey, `{"query":"speech","pageSize":-1}`, 400, "InvalidArgument", 3, "page_size"},
-		{"not JSON", "Recommend", readKey, `{"query":`, 400, "InvalidArgument", 3, ""},
-		{"unknown field", "Recommend", readKey, `{"qeury":"speech"}`, 400, "InvalidArgument", 3, ""},
-		{"unknown seed", "Recommend", readKey, `{"positivePaperIds":["nope"]}`, 404, "NotFound", 5, ""},
-		{"dense without a model", "Recommend", readKey, `{"query":"speech","mode":"RETRIEVAL_MODE_DENSE"}`, 400, "FailedPrecondition", 9, ""},
-		{"no key", "Recommend", "", `{"query":"speech"}`, 401, "Unauthenticated", 16, ""},
-		{"read key writing", "DeletePapers", readKey, `{"paperIds":["demo-0001"]}`, 403, "PermissionDenied", 7, ""},
-		{"body too large", "UpsertPapers", writeKey, `{"papers":[{"id":"x","abstract":"` + strings.Repeat("a", 2<<20) + `"}]}`, 429, "ResourceExhausted", 8, ""},
-		{"streaming method", "IngestPapers", writeKey, `{}`, 404, "NotFound", 5, ""},
+		{"blank query", "Recommend", readKey, `{"query":"  "}`, 400, "InvalidArgument", 3, "INVALID_REQUEST", "google.rpc.BadRequest"},
+		{"negative page size", "Recommend", readKey, `{"query":"speech","pageSize":-1}`, 400, "InvalidArgument", 3, "INVALID_REQUEST", "google.rpc.BadRequest"},
+		{"not JSON", "Recommend", readKey, `{"query":`, 400, "InvalidArgument", 3, "MALFORMED_REQUEST", ""},
+		{"unknown field", "Recommend", readKey, `{"qeury":"speech"}`, 400, "InvalidArgument", 3, "MALFORMED_REQUEST", ""},
+		{"unknown seed", "Recommend", readKey, `{"positivePaperIds":["nope"]}`, 404, "NotFound", 5, "PAPER_NOT_FOUND", "google.rpc.ResourceInfo"},
+		{"dense without a model", "Recommend", readKey, `{"query":"speech","mode":"RETRIEVAL_MODE_DENSE"}`, 400, "FailedPrecondition", 9, "EMBEDDING_NOT_CONFIGURED", "google.rpc.PreconditionFailure"},
+		{"no key", "Recommend", "", `{"query":"speech"}`, 401, "Unauthenticated", 16, "API_KEY_INVALID", ""},
+		{"read key writing", "DeletePapers", readKey, `{"paperIds":["demo-0001"]}`, 403, "PermissionDenied", 7, "API_KEY_SCOPE", ""},
+		{"body too large", "UpsertPapers", writeKey, `{"papers":[{"id":"x","abstract":"` + strings.Repeat("a", 2<<20) + `"}]}`, 413, "ResourceExhausted", 8, "BODY_TOO_LARGE", ""},
+		{"streaming method", "IngestPapers", writeKey, `{}`, 404, "NotFound", 5, "METHOD_NOT_FOUND", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,10 +212,25 @@ func TestErrorsCarryStatusAndCode(t *testing.T) {
 				resp.Header.Get("Content-Type") != "application/json" {
 				t.Fatalf("HTTP %d %+v, want %d %s (%d)", resp.StatusCode, e, tc.status, tc.code, tc.grpcCode)
 			}
-			if tc.field != "" {
-				if len(e.Details) == 0 || e.Details[0].Type != "type.googleapis.com/google.rpc.BadRequest" ||
-					e.Details[0].FieldViolations[0].Field != tc.field {
-					t.Fatalf("details %+v, want a field violation on %s", e.Details, tc.field)
+			if len(e.Details) == 0 || e.Details[0].Type != "type.googleapis.com/google.rpc.ErrorInfo" ||
+				e.Details[0].Reason != tc.reason || e.Details[0].Domain != "recommender.paperrec.dev" {
+				t.Fatalf("details %s, want an ErrorInfo with reason %s first", b, tc.reason)
+			}
+			if tc.detail != "" && (len(e.Details) < 2 || e.Details[1].Type != "type.googleapis.com/"+tc.detail) {
+				t.Fatalf("details %s, want a %s", b, tc.detail)
+			}
+			switch tc.detail {
+			case "google.rpc.BadRequest":
+				if len(e.Details[1].FieldViolations) == 0 {
+					t.Fatalf("no field violation in %s", b)
+				}
+			case "google.rpc.ResourceInfo":
+				if e.Details[1].ResourceType != "recommender.v1.Paper" || e.Details[1].ResourceName != "nope" {
+					t.Fatalf("resource info %s", b)
+				}
+			case "google.rpc.PreconditionFailure":
+				if len(e.Details[1].Violations) != 1 || e.Details[1].Violations[0].Type != tc.reason {
+					t.Fatalf("precondition failure %s", b)
 				}
 			}
 		})

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"syscall"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/store"
 )
@@ -45,10 +50,14 @@ func (e *ValidationError) errOrNil() error {
 	return e
 }
 
-// PreconditionError is a request this deployment cannot serve as configured.
-type PreconditionError struct{ Reason string }
+// PreconditionError is a request this deployment cannot serve as configured, or not yet.
+type PreconditionError struct {
+	Reason  string // apierr reason, e.g. apierr.SeedNotEmbedded
+	Subject string // what it is about, e.g. "paper/2101.00001" or "server"
+	Message string
+}
 
-func (e *PreconditionError) Error() string { return e.Reason }
+func (e *PreconditionError) Error() string { return e.Message }
 
 // toStatus is the one place where errors become gRPC statuses. Messages of our own typed errors
 // are safe to show; anything else is logged and reported as a generic INTERNAL so that upstream
@@ -78,46 +87,58 @@ func toStatus(log *slog.Logger, method string, err error) error {
 			br.FieldViolations = append(br.FieldViolations,
 				&errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
 		}
-		st, derr := status.New(codes.InvalidArgument, verr.Error()).WithDetails(br)
-		if derr != nil {
-			return status.Error(codes.InvalidArgument, verr.Error())
-		}
-		return st.Err()
+		return apierr.New(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(),
+			map[string]string{"field": verr.Violations[0].Field}, br)
 	case errors.As(err, &nf):
-		return status.Error(codes.NotFound, nf.Error())
+		ids := strings.Join(nf.IDs, ",")
+		return apierr.New(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},
+			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Paper", ResourceName: ids, Description: "no paper with this id is stored"})
 	case errors.As(err, &pe):
-		return status.Error(codes.FailedPrecondition, pe.Error())
+		return precondition(pe.Reason, pe.Subject, pe.Message)
+	case errors.As(err, &mm):
+		return precondition(apierr.EmbeddingModelMismatch, "store", mm.Error())
+	case errors.Is(err, syscall.ENOSPC):
+		log.Error("disk full", "method", method, "error", err)
+		return apierr.New(codes.ResourceExhausted, apierr.StorageFull, "the server's disk is full; retry once an operator has freed space",
+			nil, &errdetails.RetryInfo{RetryDelay: durationpb.New(storageFullRetry)})
 	case errors.As(err, &ue):
 		log.Warn("store unavailable", "method", method, "error", err)
-		return status.Error(codes.Unavailable, "store unavailable; retry later")
+		return apierr.New(codes.Unavailable, apierr.StoreUnavailable, "store unavailable; retry later", nil)
 	case errors.As(err, &re):
 		log.Warn("store overloaded", "method", method, "error", err)
-		st := status.New(codes.ResourceExhausted, "store overloaded; retry later")
+		var details []protoadapt.MessageV1
 		if re.RetryAfter > 0 {
-			if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(re.RetryAfter)}); derr == nil {
-				st = d
-			}
+			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(re.RetryAfter)})
 		}
-		return st.Err()
-	case errors.As(err, &mm):
-		return status.Error(codes.FailedPrecondition, mm.Error())
+		return apierr.New(codes.ResourceExhausted, apierr.StoreOverloaded, "store overloaded; retry later", nil, details...)
 	case errors.As(err, &ee):
 		// The upstream message may quote inputs or account details: operators get it in the
 		// log, clients get the kind.
 		log.Warn("embedding failed", "method", method, "error", err)
+		meta := map[string]string{"kind": ee.Kind.String()}
 		switch ee.Kind {
 		case embed.KindUnavailable, embed.KindBadResponse:
-			return status.Error(codes.Unavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later")
+			return apierr.New(codes.Unavailable, apierr.EmbeddingUnavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later", meta)
 		default:
-			return status.Error(codes.FailedPrecondition, "embedding service refused the request ("+ee.Kind.String()+"); an operator must fix its configuration")
+			return precondition(apierr.EmbeddingRefused, "embedding-api",
+				"embedding service refused the request ("+ee.Kind.String()+"); an operator must fix its configuration")
 		}
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+		return apierr.New(codes.DeadlineExceeded, apierr.DeadlineExceeded, "deadline exceeded", nil)
 	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "request canceled")
+		return apierr.New(codes.Canceled, apierr.Canceled, "request canceled", nil)
 	case errors.Is(err, store.ErrClosed):
-		return status.Error(codes.Unavailable, "server is shutting down")
+		return apierr.New(codes.Unavailable, apierr.ShuttingDown, "server is shutting down", nil)
 	}
 	log.Error("internal error", "method", method, "error", err)
-	return status.Error(codes.Internal, "internal error")
+	return apierr.New(codes.Internal, apierr.Internal, "internal error", nil)
+}
+
+// storageFullRetry is the retry advice of a full disk: freeing space takes an operator.
+const storageFullRetry = time.Minute
+
+// precondition is a FAILED_PRECONDITION with its PreconditionFailure.
+func precondition(reason, subject, msg string) error {
+	return apierr.New(codes.FailedPrecondition, reason, msg, nil, &errdetails.PreconditionFailure{
+		Violations: []*errdetails.PreconditionFailure_Violation{{Type: reason, Subject: subject, Description: msg}}})
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	encproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/auth"
 	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/store"
@@ -118,20 +121,19 @@ func (s *Server) admit(ctx context.Context, method string) (string, error) {
 	if s.cfg.Keys != nil {
 		var err error
 		if p, err = s.cfg.Keys.Authenticate(ctx); err != nil {
-			return "", status.Error(codes.Unauthenticated, err.Error())
+			return "", apierr.New(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
 		}
 		if p.Scope < need {
-			return p.ID, status.Errorf(codes.PermissionDenied, "API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need)
+			return p.ID, apierr.New(codes.PermissionDenied, apierr.APIKeyScope,
+				fmt.Sprintf("API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need),
+				map[string]string{"key_id": p.ID, "scope": p.Scope.String(), "required_scope": need.String()})
 		}
 	}
 	caller := auth.Caller(ctx, p)
 	if s.limiter != nil {
 		if ok, retry := s.limiter.Allow(caller); !ok {
-			st := status.New(codes.ResourceExhausted, "rate limit exceeded; retry later")
-			if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); err == nil {
-				st = d
-			}
-			return caller, st.Err()
+			return caller, apierr.New(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
+				&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
 		}
 	}
 	return caller, nil
@@ -170,6 +172,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.ForceServerCodecV2(wireCodec{encoding.GetCodecV2(encproto.Name)}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		// Explicit keepalive policy: grpc-go's default enforcement (5 min) closes connections of
@@ -177,7 +180,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 	)...)
-	recommenderv1.RegisterRecommenderServiceServer(s.grpc, svc)
+	registerService(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if cfg.Reflection {
 		reflection.Register(s.grpc)
@@ -284,7 +287,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	if caller, err = s.admit(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
-	return handler(srv, ss)
+	return handler(srv, wireStream{ss})
 }
 
 // finish turns a panic into INTERNAL (the process keeps serving), maps the error to a status
@@ -293,7 +296,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 func (s *Server) finish(ctx context.Context, method, caller string, start time.Time, panicked any, err error) error {
 	if panicked != nil {
 		s.log.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(panicked), "stack", string(debug.Stack()))
-		err = status.Error(codes.Internal, "internal error")
+		err = apierr.New(codes.Internal, apierr.Internal, "internal error", nil)
 	}
 	err = toStatus(s.log, method, err)
 	code := status.Code(err)

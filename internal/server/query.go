@@ -6,6 +6,7 @@ import (
 	"math"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
@@ -21,7 +22,7 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 	case m == recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED:
 		return recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL, nil
 	case m != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL && s.emb == nil:
-		return 0, &PreconditionError{Reason: fmt.Sprintf(
+		return 0, &PreconditionError{Reason: apierr.EmbeddingNotConfigured, Subject: "server", Message: fmt.Sprintf(
 			"retrieval mode %s needs an embedding model, and this server has none configured (set EMBEDDING_BASE_URL)", m)}
 	}
 	return m, nil
@@ -103,7 +104,7 @@ func (s *Service) denseQuery(ctx context.Context, text string, positive, negativ
 	}{{positive, &pos}, {negative, &neg}} {
 		for _, p := range side.papers {
 			if len(p.Dense) == 0 {
-				return nil, &PreconditionError{Reason: fmt.Sprintf(
+				return nil, &PreconditionError{Reason: apierr.SeedNotEmbedded, Subject: "paper/" + p.ID, Message: fmt.Sprintf(
 					"seed paper %s has no embedding yet: re-ingest it with the embedding model configured, or ask for LEXICAL mode", p.ID)}
 			}
 			*side.out = append(*side.out, p.Dense)

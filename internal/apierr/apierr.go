@@ -1,0 +1,62 @@
+// Package apierr builds the service's error statuses: every one carries a google.rpc.ErrorInfo
+// whose reason a client can branch on (the README lists them with the codes worth retrying),
+// beside the details its code calls for.
+package apierr
+
+import (
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+)
+
+// Domain is the ErrorInfo domain of every error the service sends.
+const Domain = "recommender.paperrec.dev"
+
+// Reasons, by the code they come with.
+const (
+	InvalidRequest         = "INVALID_REQUEST"          // INVALID_ARGUMENT: fields listed in BadRequest
+	MalformedRequest       = "MALFORMED_REQUEST"        // INVALID_ARGUMENT: not a valid message (bad protobuf, invalid UTF-8, bad JSON)
+	UnsupportedContentType = "UNSUPPORTED_CONTENT_TYPE" // INVALID_ARGUMENT (HTTP 415)
+	PaperNotFound          = "PAPER_NOT_FOUND"          // NOT_FOUND: ResourceInfo names the paper
+	MethodNotFound         = "METHOD_NOT_FOUND"         // NOT_FOUND: no such HTTP path
+	EmbeddingNotConfigured = "EMBEDDING_NOT_CONFIGURED" // FAILED_PRECONDITION: dense or hybrid asked of a server without a model
+	SeedNotEmbedded        = "SEED_NOT_EMBEDDED"        // FAILED_PRECONDITION: a seed paper has no vector yet
+	EmbeddingModelMismatch = "EMBEDDING_MODEL_MISMATCH" // FAILED_PRECONDITION: the store holds another model's vectors
+	EmbeddingRefused       = "EMBEDDING_REFUSED"        // FAILED_PRECONDITION: the embedding API refused (key, quota, model)
+	APIKeyInvalid          = "API_KEY_INVALID"          // UNAUTHENTICATED: missing or unknown key
+	APIKeyScope            = "API_KEY_SCOPE"            // PERMISSION_DENIED: a read key writing
+	CrossOriginRefused     = "CROSS_ORIGIN_REFUSED"     // PERMISSION_DENIED (HTTP 403): another site's page
+	HostRefused            = "HOST_REFUSED"             // PERMISSION_DENIED (HTTP 403): not a loopback name, without keys
+	RateLimited            = "RATE_LIMITED"             // RESOURCE_EXHAUSTED: RetryInfo says when
+	StoreOverloaded        = "STORE_OVERLOADED"         // RESOURCE_EXHAUSTED: Qdrant asked to slow down
+	StorageFull            = "STORAGE_FULL"             // RESOURCE_EXHAUSTED: the server's disk is full
+	BodyTooLarge           = "BODY_TOO_LARGE"           // RESOURCE_EXHAUSTED (HTTP 413): do not resend as is
+	StoreUnavailable       = "STORE_UNAVAILABLE"        // UNAVAILABLE
+	EmbeddingUnavailable   = "EMBEDDING_UNAVAILABLE"    // UNAVAILABLE
+	ShuttingDown           = "SHUTTING_DOWN"            // UNAVAILABLE: retry on another replica
+	DeadlineExceeded       = "DEADLINE_EXCEEDED"        // DEADLINE_EXCEEDED
+	Canceled               = "CANCELED"                 // CANCELED
+	Internal               = "INTERNAL"                 // INTERNAL: logged on the server
+)
+
+// New returns a status error with an ErrorInfo (reason, Domain, metadata) first and then the
+// details given.
+func New(code codes.Code, reason, msg string, meta map[string]string, details ...protoadapt.MessageV1) error {
+	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: meta}}, details...)
+	st, err := status.New(code, msg).WithDetails(all...)
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
+}
+
+// Reason returns the ErrorInfo reason of an error from the service, or "".
+func Reason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
