@@ -499,6 +499,22 @@ func TestMetricsEndpoint(t *testing.T) {
 	if _, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatal(err)
 	}
+	// The same RPC over each transport of the HTTP port is counted under its own label.
+	for _, call := range []struct{ path, contentType, body string }{
+		{"/v1/GetIndexInfo", "application/json", "{}"},
+		{"/recommender.v1.RecommenderService/GetIndexInfo", "application/json", "{}"},
+		{"/recommender.v1.RecommenderService/GetIndexInfo", "application/grpc-web+proto", "\x00\x00\x00\x00\x00"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr+call.path, strings.NewReader(call.body))
+		req.Header.Set("Content-Type", call.contentType)
+		req.Header.Set("Connect-Protocol-Version", "1")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
 	resp, err := http.Get("http://" + m[1] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -507,9 +523,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	text := string(body)
 	for _, want := range []string{
-		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/Recommend"} 1`,
-		`recommender_rpcs_total{code="InvalidArgument",method="/recommender.v1.RecommenderService/Recommend"} 1`,
-		`recommender_rpc_duration_seconds_bucket{code="OK",method="/recommender.v1.RecommenderService/Recommend"`,
+		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/Recommend",transport="grpc"} 1`,
+		`recommender_rpcs_total{code="InvalidArgument",method="/recommender.v1.RecommenderService/Recommend",transport="grpc"} 1`,
+		`recommender_rpc_duration_seconds_bucket{code="OK",method="/recommender.v1.RecommenderService/Recommend",transport="grpc"`,
+		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/GetIndexInfo",transport="http-json"} 1`,
+		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/GetIndexInfo",transport="connect"} 1`,
+		`recommender_rpcs_total{code="OK",method="/recommender.v1.RecommenderService/GetIndexInfo",transport="grpc-web"} 1`,
 		`recommender_embedding_requests_total{outcome="ok"}`,
 		`recommender_embedding_request_duration_seconds_count`,
 		`recommender_embedding_inputs_total 50`, // the start-up probe, the 48 demo papers, the query

@@ -198,6 +198,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
 			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated, RPC: rpc})
+		if tracing.Enabled() {
+			h = tracing.HTTPHandler(h)
+		}
 		stop, err := serveHTTP("http", *httpAddr, cfg.TLS, h, log)
 		if err != nil {
 			return err

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"net"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,8 +36,8 @@ func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceService
 	return &coltracepb.ExportTraceServiceResponse{}, nil
 }
 
-// TestTracingExportsSpans: with OTEL_EXPORTER_OTLP_ENDPOINT set, RPCs are traced and the spans
-// reach the collector, flushed at shutdown.
+// TestTracingExportsSpans: with OTEL_EXPORTER_OTLP_ENDPOINT set, RPCs over gRPC and calls over
+// HTTP are traced and the spans reach the collector, flushed at shutdown.
 func TestTracingExportsSpans(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,6 +53,11 @@ func TestTracingExportsSpans(t *testing.T) {
 	if _, err := p.client.Recommend(context.Background(), &recommenderv1.RecommendRequest{Query: "speech"}); err != nil {
 		t.Fatal(err)
 	}
+	resp, err := http.Post("http://"+p.httpAddr+"/v1/GetIndexInfo", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	_ = p.conn.Close()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -58,7 +65,7 @@ func TestTracingExportsSpans(t *testing.T) {
 	<-p.exited
 	col.mu.Lock()
 	defer col.mu.Unlock()
-	if !slices.Contains(col.spans, "recommender.v1.RecommenderService/Recommend") {
+	if !slices.Contains(col.spans, "recommender.v1.RecommenderService/Recommend") || !slices.Contains(col.spans, "POST /v1/GetIndexInfo") {
 		t.Fatalf("spans received: %v", col.spans)
 	}
 }

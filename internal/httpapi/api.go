@@ -27,6 +27,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
+	"github.com/paperrec/recommender/internal/server"
 )
 
 // Config configures the HTTP API.
@@ -86,7 +87,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 				writeErrorStatus(w, httpStatus, err)
 				return
 			}
-			cfg.RPC.ServeHTTP(w, r)
+			cfg.RPC.ServeHTTP(w, r.WithContext(server.WithTransport(r.Context(), rpcTransport(r.Header.Get("Content-Type")))))
 		})
 		for _, service := range []string{desc.ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
 			mux.Handle("POST /"+service+"/", rpc) // every protocol calls with POST
@@ -154,6 +155,17 @@ func refuseCrossSite(r *http.Request, allowed map[string]bool, accept contentTyp
 	return 0, nil
 }
 
+// rpcTransport names the protocol of a call on the gRPC paths, by its content type.
+func rpcTransport(contentType string) string {
+	switch {
+	case strings.HasPrefix(contentType, "application/grpc-web"):
+		return "grpc-web"
+	case strings.HasPrefix(contentType, "application/grpc"):
+		return "grpc-http"
+	}
+	return "connect"
+}
+
 // sameOrigin reports whether a browser's Origin is the site the request was sent to.
 func sameOrigin(origin, host string) bool {
 	u, err := url.Parse(origin)
@@ -200,7 +212,7 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "cannot read the request body", nil))
 		return
 	}
-	ctx := incomingContext(r)
+	ctx := server.WithTransport(incomingContext(r), "http-json")
 	// dec is how generated handlers fill in the request message: here, from protobuf JSON.
 	dec := func(v any) error {
 		if len(body) == 0 {

@@ -32,10 +32,10 @@ func New() *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "recommender_rpcs_total", Help: "RPCs handled, by method and status code."}, []string{"method", "code"}),
+			Name: "recommender_rpcs_total", Help: "RPCs handled, by method, status code and transport."}, []string{"method", "code", "transport"}),
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "recommender_rpc_duration_seconds", Help: "RPC latency, by method and status code.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method", "code"}),
+			Name: "recommender_rpc_duration_seconds", Help: "RPC latency, by method, status code and transport.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method", "code", "transport"}),
 		embedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "recommender_embedding_requests_total", Help: "HTTP requests to the embedding API, by outcome (ok or error)."}, []string{"outcome"}),
 		embedRetries: prometheus.NewCounter(prometheus.CounterOpts{
@@ -64,13 +64,14 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
 }
 
-// ObserveRPC records one RPC.
-func (m *Metrics) ObserveRPC(method, code string, d time.Duration) {
+// ObserveRPC records one RPC. The transport is how it came: grpc (the gRPC port), or on the
+// HTTP port http-json (POST /v1/), connect, grpc-web or grpc-http.
+func (m *Metrics) ObserveRPC(method, code, transport string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.rpcs.WithLabelValues(method, code).Inc()
-	m.rpcDuration.WithLabelValues(method, code).Observe(d.Seconds())
+	m.rpcs.WithLabelValues(method, code, transport).Inc()
+	m.rpcDuration.WithLabelValues(method, code, transport).Observe(d.Seconds())
 }
 
 // ObserveIngest counts papers by outcome: inserted, updated, unchanged or rejected.

@@ -305,7 +305,8 @@ func (s *Server) finish(ctx context.Context, method, caller string, start time.T
 		level = slog.LevelError
 	}
 	d := time.Since(start)
-	s.cfg.Metrics.ObserveRPC(method, code.String(), d)
-	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", d, "caller", caller)
+	transport := TransportOf(ctx)
+	s.cfg.Metrics.ObserveRPC(method, code.String(), transport, d)
+	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", d, "caller", caller, "transport", transport)
 	return err
 }

@@ -5,9 +5,11 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -39,4 +41,13 @@ func Setup(ctx context.Context, service string) (grpc.ServerOption, func(context
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	return grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))), tp.Shutdown, nil
+}
+
+// HTTPHandler traces every request of the HTTP port with the tracer provider Setup installed: a
+// span named by method and path ("POST /v1/Recommend"), from the caller's traceparent when it
+// sends one. Calls on its gRPC paths also get the gRPC server's span, as a child.
+func HTTPHandler(h http.Handler) http.Handler {
+	return otelhttp.NewHandler(h, "http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+		return r.Method + " " + r.URL.Path
+	}))
 }
