@@ -270,7 +270,7 @@ func TestCORSAllowList(t *testing.T) {
 
 func TestPageAndOpenAPI(t *testing.T) {
 	_, base := setup(t)
-	for path, want := range map[string]string{"/": "<title>Paper recommender</title>", "/app.js": "POST /v1/Recommend", "/style.css": ".card"} {
+	for path, want := range map[string]string{"/": "<title>Paper recommender</title>", "/app.js": "Connect-Protocol-Version", "/style.css": ".card"} {
 		resp, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
