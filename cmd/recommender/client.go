@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/paperrec/recommender/gen/client"
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 )
 
@@ -28,20 +29,22 @@ func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
 	c.security.register(fs)
 }
 
+// dial connects through the client package: TLS, the API key, and retries of UNAVAILABLE and
+// advised RESOURCE_EXHAUSTED for the unary commands (the deadline is the --timeout context's).
 func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), error) {
 	if c.server == "" {
 		return nil, nil, usageError{errNoServer.Error()}
 	}
-	opts, err := c.security.dialOptions()
+	o, err := c.security.options()
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := grpc.NewClient(c.server, append(opts,
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20)))...)
+	o.DialOptions = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20))}
+	cl, err := client.Dial(c.server, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", c.server, err)
 	}
-	return recommenderv1.NewRecommenderServiceClient(conn), func() { _ = conn.Close() }, nil
+	return cl, func() { _ = cl.Close() }, nil
 }
 
 // rpcError renders a gRPC error for a person: the code, the message and each field violation.

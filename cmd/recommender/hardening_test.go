@@ -22,10 +22,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/paperrec/recommender/gen/client"
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
@@ -45,17 +45,14 @@ var keysEnv = "RECOMMENDER_API_KEYS=write:" + writeKey + ",read:" + readKey + ",
 // clientWithKey connects to addr sending key ("" sends none).
 func clientWithKey(t *testing.T, addr, key string) (recommenderv1.RecommenderServiceClient, *grpc.ClientConn) {
 	t.Helper()
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}
-	if key != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(key)))
-	}
-	conn, err := grpc.NewClient(addr, opts...)
+	// One attempt: these tests look at each answer the server gives.
+	c, err := client.Dial(addr, client.Options{APIKey: key, Retry: client.RetryPolicy{MaxAttempts: 1},
+		DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return recommenderv1.NewRecommenderServiceClient(conn), conn
+	t.Cleanup(func() { _ = c.Close() })
+	return c, c.Conn()
 }
 
 func wantStatus(t *testing.T, err error, code codes.Code, what string) {

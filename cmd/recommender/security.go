@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,10 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/paperrec/recommender/gen/client"
 	"github.com/paperrec/recommender/internal/auth"
 )
 
@@ -138,51 +134,35 @@ func (c *clientSecurity) register(fs *flag.FlagSet) {
 		"file holding the API key to send (env RECOMMENDER_API_KEY_FILE); or set RECOMMENDER_API_KEY")
 }
 
-func (c *clientSecurity) dialOptions() ([]grpc.DialOption, error) {
-	var opts []grpc.DialOption
+// options are the client package's options for the flags: TLS and the API key.
+func (c *clientSecurity) options() (client.Options, error) {
+	var o client.Options
 	if c.useTLS || c.ca != "" || c.cert != "" || c.sname != "" {
-		cfg := &tls.Config{ServerName: c.sname, MinVersion: tls.VersionTLS12}
+		o.TLS = &tls.Config{ServerName: c.sname, MinVersion: tls.VersionTLS12}
 		if c.ca != "" {
 			pool, err := loadPool(c.ca)
 			if err != nil {
-				return nil, err
+				return o, err
 			}
-			cfg.RootCAs = pool
+			o.TLS.RootCAs = pool
 		}
 		if c.cert != "" || c.key != "" {
 			cert, err := tls.LoadX509KeyPair(c.cert, c.key)
 			if err != nil {
-				return nil, fmt.Errorf("client certificate: %w", err)
+				return o, fmt.Errorf("client certificate: %w", err)
 			}
-			cfg.Certificates = []tls.Certificate{cert}
+			o.TLS.Certificates = []tls.Certificate{cert}
 		}
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	} else {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	key := os.Getenv("RECOMMENDER_API_KEY")
+	o.APIKey = os.Getenv("RECOMMENDER_API_KEY")
 	if c.keyFile != "" {
 		b, err := os.ReadFile(c.keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("API key: %w", err)
+			return o, fmt.Errorf("API key: %w", err)
 		}
-		key = strings.TrimSpace(string(b))
+		o.APIKey = strings.TrimSpace(string(b))
 	}
-	if key != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(key)))
-	}
-	return opts, nil
+	return o, nil
 }
-
-// bearer sends an API key as "authorization: Bearer <key>".
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-// RequireTransportSecurity is false so a key can reach a server on loopback without TLS; the
-// server refuses to run keyless on a reachable address, not the other way round.
-func (b bearer) RequireTransportSecurity() bool { return false }
 
 var errNoServer = errors.New("--server is empty")
