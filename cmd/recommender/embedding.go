@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/paperrec/recommender/internal/embed"
@@ -135,13 +134,8 @@ func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
 	cfg = e.cfg.WithDefaults()
 	preset, _ := embed.KnownPrefixes(cfg.Model)
 	cfg.Prefixes = embed.Prefixes{Query: e.queryPrefix.or(preset.Query), Document: e.documentPrefix.or(preset.Document)}
-	cfg.APIKey = os.Getenv("EMBEDDING_API_KEY")
-	if e.keyFile != "" {
-		b, err := os.ReadFile(e.keyFile)
-		if err != nil {
-			return cfg, false, fmt.Errorf("read embedding API key: %w", err)
-		}
-		cfg.APIKey = strings.TrimSpace(string(b))
+	if cfg.APIKey, err = secret("EMBEDDING_API_KEY", e.keyFile, "embedding API key"); err != nil {
+		return cfg, false, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, false, usageError{err.Error()}

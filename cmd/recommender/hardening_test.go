@@ -29,6 +29,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/testutil"
 )
 
 // The reliability tests of the README: each runs the real binary and talks to it over gRPC on
@@ -142,13 +143,7 @@ func TestRateLimitPerKey(t *testing.T) {
 		}
 	}
 	wantStatus(t, limited, codes.ResourceExhausted, "21st request within a second")
-	var retry *errdetails.RetryInfo
-	for _, d := range status.Convert(limited).Details() {
-		if r, ok := d.(*errdetails.RetryInfo); ok {
-			retry = r
-		}
-	}
-	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+	if retry := testutil.Detail[*errdetails.RetryInfo](limited); retry.GetRetryDelay().AsDuration() <= 0 {
 		t.Fatalf("no retry delay in %v", status.Convert(limited).Details())
 	}
 	other, _ := clientWithKey(t, p.addr, readKey2)

@@ -154,15 +154,22 @@ func (c *clientSecurity) options() (client.Options, error) {
 			o.TLS.Certificates = []tls.Certificate{cert}
 		}
 	}
-	o.APIKey = os.Getenv("RECOMMENDER_API_KEY")
-	if c.keyFile != "" {
-		b, err := os.ReadFile(c.keyFile)
-		if err != nil {
-			return o, fmt.Errorf("API key: %w", err)
-		}
-		o.APIKey = strings.TrimSpace(string(b))
+	var err error
+	o.APIKey, err = secret("RECOMMENDER_API_KEY", c.keyFile, "API key")
+	return o, err
+}
+
+// secret reads a key from file when one is named, else from the environment variable env:
+// keys never come from flags, which other users of the machine can read.
+func secret(env, file, what string) (string, error) {
+	if file == "" {
+		return os.Getenv(env), nil
 	}
-	return o, nil
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 var errNoServer = errors.New("--server is empty")

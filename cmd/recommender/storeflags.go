@@ -151,13 +151,9 @@ func (f *storeFlags) openQdrant(collection string) (*qdrant.Store, error) {
 	}
 	o := f.qdrant
 	o.Collection = collection
-	o.APIKey = os.Getenv("QDRANT_API_KEY")
-	if f.qdrantKeyFile != "" {
-		b, err := os.ReadFile(f.qdrantKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("read Qdrant API key: %w", err)
-		}
-		o.APIKey = strings.TrimSpace(string(b))
+	var err error
+	if o.APIKey, err = secret("QDRANT_API_KEY", f.qdrantKeyFile, "Qdrant API key"); err != nil {
+		return nil, err
 	}
 	if err := o.Validate(); err != nil {
 		return nil, usageError{err.Error()}

@@ -30,12 +30,8 @@ func wantCode(t *testing.T, err error, code codes.Code) []string {
 		t.Fatalf("code = %v (%v), want %v", got, err, code)
 	}
 	var fields []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
+	for _, v := range testutil.Detail[*errdetails.BadRequest](err).GetFieldViolations() {
+		fields = append(fields, v.GetField())
 	}
 	return fields
 }

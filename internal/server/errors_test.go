@@ -17,6 +17,7 @@ import (
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/testutil"
 )
 
 // fullDisk is a store whose writes fail as a full disk does.
@@ -63,25 +64,13 @@ func TestErrorsOverGRPC(t *testing.T) {
 
 	_, err = client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "p-1", Title: "T"}}})
 	wantReason(t, err, codes.ResourceExhausted, apierr.StorageFull, "upsert onto a full disk")
-	var retry *errdetails.RetryInfo
-	for _, d := range status.Convert(err).Details() {
-		if r, ok := d.(*errdetails.RetryInfo); ok {
-			retry = r
-		}
-	}
-	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+	if retry := testutil.Detail[*errdetails.RetryInfo](err); retry.GetRetryDelay().AsDuration() <= 0 {
 		t.Fatalf("full disk without retry advice: %v", status.Convert(err).Details())
 	}
 
 	_, err = client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "nope"})
 	wantReason(t, err, codes.NotFound, apierr.PaperNotFound, "unknown paper")
-	var res *errdetails.ResourceInfo
-	for _, d := range status.Convert(err).Details() {
-		if r, ok := d.(*errdetails.ResourceInfo); ok {
-			res = r
-		}
-	}
-	if res.GetResourceType() != "recommender.v1.Paper" || res.GetResourceName() != "nope" {
+	if res := testutil.Detail[*errdetails.ResourceInfo](err); res.GetResourceType() != "recommender.v1.Paper" || res.GetResourceName() != "nope" {
 		t.Fatalf("NOT_FOUND without the paper's ResourceInfo: %v", status.Convert(err).Details())
 	}
 }
@@ -91,13 +80,7 @@ func wantReason(t *testing.T, err error, code codes.Code, reason, what string) {
 	if status.Code(err) != code || apierr.Reason(err) != reason {
 		t.Fatalf("%s: %v (reason %q), want %v with reason %s", what, err, apierr.Reason(err), code, reason)
 	}
-	var info *errdetails.ErrorInfo
-	for _, d := range status.Convert(err).Details() {
-		if i, ok := d.(*errdetails.ErrorInfo); ok {
-			info = i
-		}
-	}
-	if info.GetDomain() != apierr.Domain {
+	if info := testutil.Detail[*errdetails.ErrorInfo](err); info.GetDomain() != apierr.Domain {
 		t.Fatalf("%s: ErrorInfo domain %q", what, info.GetDomain())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
@@ -126,4 +127,16 @@ func Ingest(tb testing.TB, c recommenderv1.RecommenderServiceClient, papers []*r
 		tb.Fatal(err)
 	}
 	return resp
+}
+
+// Detail returns the first detail of type T (e.g. *errdetails.RetryInfo) in err's status, or
+// the zero T.
+func Detail[T any](err error) T {
+	for _, d := range status.Convert(err).Details() {
+		if t, ok := d.(T); ok {
+			return t
+		}
+	}
+	var zero T
+	return zero
 }
