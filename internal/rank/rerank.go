@@ -60,6 +60,21 @@ func CollapseDuplicates(cands []Candidate) []Candidate {
 	return out
 }
 
+// DropTitles removes the candidates whose normalised title is one of titles (with the papers
+// folded into them).
+func DropTitles(cands []Candidate, titles []string) []Candidate {
+	drop := map[string]bool{}
+	for _, t := range titles {
+		if k := NormalizeTitle(t); k != "" {
+			drop[k] = true
+		}
+	}
+	if len(drop) == 0 {
+		return cands
+	}
+	return slices.DeleteFunc(cands, func(c Candidate) bool { return drop[NormalizeTitle(c.Title)] })
+}
+
 // ApplyRecency multiplies each score by 0.5^(age / halfLife) and re-sorts. Age runs from the
 // paper's date, or the middle of its year, to now. A paper of unknown date gets the factor of
 // the oldest dated candidate: no boost, but no penalty for missing metadata either.

@@ -30,8 +30,8 @@ func (s *Service) resolveMode(m recommenderv1.RetrievalMode) (recommenderv1.Retr
 
 // buildQuery turns the request into a store query for the mode. Seeds are read once and serve
 // both signals; seed-only requests make no embedding call, and a text query is embedded once.
-// It also returns the positive seeds, for explanations.
-func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, error) {
+// It also returns the positive seeds, for explanations, and the negative ones.
+func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode recommenderv1.RetrievalMode) (store.Query, []store.Paper, []store.Paper, error) {
 	q := store.Query{Filter: r.filter, Exact: r.exact, Fusion: s.fusion}
 	if q.Fusion == (rank.Fusion{}) && len(r.positive)+len(r.negative) == 0 {
 		q.Fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
@@ -40,27 +40,27 @@ func (s *Service) buildQuery(ctx context.Context, r *recommendRequest, mode reco
 	var err error
 	if len(r.positive) > 0 {
 		if positive, err = s.store.Get(ctx, r.positive); err != nil {
-			return q, nil, fmt.Errorf("load seed papers: %w", err)
+			return q, nil, nil, fmt.Errorf("load seed papers: %w", err)
 		}
 	}
 	if len(r.negative) > 0 {
 		if negative, err = s.store.Get(ctx, r.negative); err != nil {
-			return q, nil, fmt.Errorf("load seed papers: %w", err)
+			return q, nil, nil, fmt.Errorf("load seed papers: %w", err)
 		}
 	}
 	if mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE || r.explain {
 		lex, err := lexicalQuery(r.query, positive, negative)
 		if err != nil && mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE {
-			return q, nil, err
+			return q, nil, nil, err
 		}
 		q.Lexical = lex // in DENSE mode only for explanations; cleared before searching
 	}
 	if mode != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL {
 		if q.Dense, err = s.denseQuery(ctx, r.query, positive, negative); err != nil {
-			return q, nil, err
+			return q, nil, nil, err
 		}
 	}
-	return q, positive, nil
+	return q, positive, negative, nil
 }
 
 // lexicalQuery combines the query text and the seeds' terms (see lexical.Combine).

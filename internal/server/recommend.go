@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -36,12 +37,12 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	if err != nil {
 		return nil, err
 	}
-	q, seeds, err := s.buildQuery(ctx, r, mode)
+	q, seeds, negative, err := s.buildQuery(ctx, r, mode)
 	var ee *embed.Error
 	if err != nil && s.fallback && r.mode == recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED &&
 		errors.As(err, &ee) && ee.Kind == embed.KindUnavailable {
 		mode = recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL
-		q, seeds, err = s.buildQuery(ctx, r, mode)
+		q, seeds, negative, err = s.buildQuery(ctx, r, mode)
 	}
 	if err != nil {
 		return nil, err
@@ -79,7 +80,15 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	}
 	need := min(r.offset+r.pageSize, depth)
 	q.WithVectors = rerank || r.explain
-	cands, papers, more, err := s.retrieve(ctx, q, need, depth, rerank)
+	// A seed's copies under other ids (same normalised title) are the seed, not a recommendation.
+	// A caller that names the candidates gets every one of them ranked, copies included.
+	var seedTitles []string
+	if r.candidates == nil {
+		for _, p := range append(slices.Clone(seeds), negative...) {
+			seedTitles = append(seedTitles, p.Title)
+		}
+	}
+	cands, papers, more, err := s.retrieve(ctx, q, need, depth, rerank, seedTitles)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +126,8 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 
 // retrieve returns candidates by relevance with duplicates folded: at least need of them when
 // the store has them (the whole pool of depth when re-ranking), and whether more exist.
-func (s *Service) retrieve(ctx context.Context, q store.Query, need, depth int, rerank bool) ([]rank.Candidate, map[string]store.Paper, bool, error) {
+// Papers titled like one of dropTitles are left out.
+func (s *Service) retrieve(ctx context.Context, q store.Query, need, depth int, rerank bool, dropTitles []string) ([]rank.Candidate, map[string]store.Paper, bool, error) {
 	limit := min(need+10, depth) // room for folded duplicates
 	if rerank {
 		limit = depth
@@ -135,7 +145,7 @@ func (s *Service) retrieve(ctx context.Context, q store.Query, need, depth int, 
 				Score: h.Score, Lexical: h.Paper.Lexical, Dense: h.Paper.Dense}
 			papers[h.Paper.ID] = h.Paper
 		}
-		cands = rank.CollapseDuplicates(cands)
+		cands = rank.DropTitles(rank.CollapseDuplicates(cands), dropTitles)
 		exhausted := len(hits) < limit
 		if exhausted || len(cands) > need || limit >= depth {
 			return cands, papers, !exhausted, nil
