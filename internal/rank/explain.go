@@ -14,18 +14,27 @@ type TermWeight struct {
 	Weight float32
 }
 
-// SharedTerms returns up to n words of text (a paper's title and abstract) whose terms have a
-// positive weight in the query, heaviest first. A word weighs its query weight, times
-// 1 + ln(its count in the paper), times its rarity among the candidates considered,
-// ln(1 + pool / (1 + docs of the pool holding it)): without the rarity factor, words every
-// candidate shares ("model", "learning") would explain nothing yet come first.
-func SharedTerms(query lexical.Vector, text string, pool []Candidate, n int) []TermWeight {
+// IDF gives a term's rarity, by which SharedTerms weighs it.
+type IDF func(term uint32) float64
+
+// PoolRarity is the IDF to use when the corpus's is unknown (a store that does not say): rarity
+// among the candidates considered, ln(1 + pool / (1 + docs of the pool holding it)). Candidates
+// are alike, so it favours the words they do not share, specific or not.
+func PoolRarity(pool []Candidate) IDF {
 	df := map[uint32]int{}
 	for i := range pool {
 		for _, t := range pool[i].Lexical.Indices {
 			df[t]++
 		}
 	}
+	return func(t uint32) float64 { return math.Log(1 + float64(len(pool))/float64(1+df[t])) }
+}
+
+// SharedTerms returns up to n words of text (a paper's title and abstract) whose terms have a
+// positive weight in the query, by their contribution to the match: query weight, times
+// 1 + ln(its count in the paper), times its idf. With the corpus's idf a specific shared word
+// ("polysomnography") comes before a generic one ("number") however often either occurs.
+func SharedTerms(query lexical.Vector, text string, idf IDF, n int) []TermWeight {
 	counts := map[string]int{}
 	surface := map[string]string{}
 	for _, tok := range lexical.Analyze(text) {
@@ -41,9 +50,9 @@ func SharedTerms(query lexical.Vector, text string, pool []Candidate, n int) []T
 		if !ok || query.Values[i] <= 0 {
 			continue
 		}
-		rarity := math.Log(1 + float64(len(pool))/float64(1+df[id]))
-		w := float64(query.Values[i]) * (1 + math.Log(float64(c))) * rarity
-		out = append(out, TermWeight{Term: surface[term], Weight: float32(w)})
+		if w := float64(query.Values[i]) * (1 + math.Log(float64(c))) * idf(id); w > 0 {
+			out = append(out, TermWeight{Term: surface[term], Weight: float32(w)})
+		}
 	}
 	slices.SortFunc(out, func(a, b TermWeight) int {
 		if c := cmp.Compare(b.Weight, a.Weight); c != 0 {

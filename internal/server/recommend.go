@@ -102,8 +102,12 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	cands = rank.MMR(cands, r.diversity)
 
 	var signals map[string]signalScores
+	var idf rank.IDF
 	if r.explain {
 		if signals, err = s.signals(ctx, q, mode, relevance); err != nil {
+			return nil, err
+		}
+		if idf, err = s.termRarity(ctx, explainLex, cands); err != nil {
 			return nil, err
 		}
 	}
@@ -113,7 +117,7 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 			p := papers[c.ID]
 			rec := &recommenderv1.Recommendation{Paper: toProtoPaper(&p), Score: c.Score, DuplicatePaperIds: c.Duplicates}
 			if r.explain {
-				rec.Explanation = explain(c, &p, signals[c.ID], relevance[c.ID], seeds, explainLex, cands)
+				rec.Explanation = explain(c, &p, signals[c.ID], relevance[c.ID], seeds, explainLex, idf)
 			}
 			resp.Results = append(resp.Results, rec)
 		}
@@ -196,8 +200,26 @@ func (s *Service) signals(ctx context.Context, q store.Query, mode recommenderv1
 	return out, nil
 }
 
+// termRarity is the idf explanations weigh shared terms by: the corpus's when the store says
+// it, else rarity among the candidates.
+func (s *Service) termRarity(ctx context.Context, query lexical.Vector, pool []rank.Candidate) (rank.IDF, error) {
+	ts, ok := s.store.(store.TermStatser)
+	if !ok {
+		return rank.PoolRarity(pool), nil
+	}
+	vals, err := ts.IDF(ctx, query.Indices)
+	if err != nil {
+		return nil, err
+	}
+	byTerm := make(map[uint32]float64, len(vals))
+	for i, t := range query.Indices {
+		byTerm[t] = vals[i]
+	}
+	return func(t uint32) float64 { return byTerm[t] }, nil
+}
+
 // explain builds a result's explanation.
-func explain(c *rank.Candidate, p *store.Paper, sig signalScores, relevance float32, seeds []store.Paper, query lexical.Vector, pool []rank.Candidate) *recommenderv1.Explanation {
+func explain(c *rank.Candidate, p *store.Paper, sig signalScores, relevance float32, seeds []store.Paper, query lexical.Vector, idf rank.IDF) *recommenderv1.Explanation {
 	e := &recommenderv1.Explanation{LexicalScore: sig.lexical, DenseScore: sig.dense, FusedScore: relevance}
 	for i := range seeds {
 		seed := rank.Candidate{ID: seeds[i].ID, Lexical: seeds[i].Lexical, Dense: seeds[i].Dense}
@@ -205,7 +227,7 @@ func explain(c *rank.Candidate, p *store.Paper, sig signalScores, relevance floa
 			e.ClosestSeedId, e.ClosestSeedSimilarity = seed.ID, sim
 		}
 	}
-	for _, t := range rank.SharedTerms(query, p.Title+"\n"+p.Abstract, pool, sharedTermsShown) {
+	for _, t := range rank.SharedTerms(query, p.Title+"\n"+p.Abstract, idf, sharedTermsShown) {
 		e.SharedTerms = append(e.SharedTerms, &recommenderv1.SharedTerm{Term: t.Term, Weight: t.Weight})
 	}
 	return e

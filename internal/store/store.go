@@ -229,3 +229,10 @@ func writeField(h hash.Hash, s string) {
 func NormalizeAuthor(name string) string {
 	return strings.Join(strings.Fields(strings.ToLower(name)), " ")
 }
+
+// TermStatser is implemented by stores that can say how common terms are in the whole corpus:
+// explanations weigh shared terms by it. (Qdrant applies idf internally but does not expose it.)
+type TermStatser interface {
+	// IDF returns lexical.IDF of each term over the stored papers; 0 for a term no paper has.
+	IDF(ctx context.Context, terms []uint32) ([]float64, error)
+}

@@ -439,7 +439,8 @@ type SharedTerm struct {
 	// The word as it appears in the result's title or abstract.
 	Term string `protobuf:"bytes,1,opt,name=term,proto3" json:"term,omitempty"`
 	// How much it contributed: its weight in the query times its weight in the result, times
-	// how rare it is among the candidates considered. Comparable within one result.
+	// its idf in the corpus (with a store that does not expose idf, Qdrant, its rarity among the
+	// candidates considered). Comparable within one result.
 	Weight        float32 `protobuf:"fixed32,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -76,7 +76,10 @@ type Store struct {
 	unmap     func() error // releases the vectors file mapped at Open
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.TermStatser = (*Store)(nil)
+)
 
 // Open opens (or creates) the store in opts.Dir and loads its index into memory.
 func Open(ctx context.Context, opts Options) (*Store, error) {
@@ -384,6 +387,19 @@ func readSpec(meta *bolt.Bucket) (store.EmbeddingSpec, bool) {
 	}
 	return store.EmbeddingSpec{Model: string(model), Dimensions: int(binary.BigEndian.Uint32(dims)),
 		QueryPrefix: string(meta.Get(keyQueryPrefix)), DocumentPrefix: string(meta.Get(keyDocumentPrefix))}, true
+}
+
+// IDF implements store.TermStatser.
+func (s *Store) IDF(ctx context.Context, terms []uint32) ([]float64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]float64, len(terms))
+	for i, t := range terms {
+		if ti, ok := s.idx.termOf[t]; ok && s.idx.terms[ti].df > 0 {
+			out[i] = lexical.IDF(float64(s.idx.live), float64(s.idx.terms[ti].df))
+		}
+	}
+	return out, nil
 }
 
 // Search implements store.Store.

@@ -262,7 +262,8 @@ export type SharedTerm = Message<"recommender.v1.SharedTerm"> & {
 
   /**
    * How much it contributed: its weight in the query times its weight in the result, times
-   * how rare it is among the candidates considered. Comparable within one result.
+   * its idf in the corpus (with a store that does not expose idf, Qdrant, its rarity among the
+   * candidates considered). Comparable within one result.
    *
    * @generated from field: float weight = 2;
    */
