@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
 )
 
@@ -29,5 +30,26 @@ func TestCollapseAndDropTitles(t *testing.T) {
 	}
 	if got := rank.DropTitles(slices.Clone(cands), nil); len(got) != len(cands) {
 		t.Fatalf("no titles dropped %d of %d", len(cands)-len(got), len(cands))
+	}
+}
+
+func TestSharedTermsByContribution(t *testing.T) {
+	query := lexical.Query("polysomnography number sleep")
+	text := "Sleep staging from polysomnography; the number of nights, the number of epochs."
+	id := func(word string) uint32 { return lexical.TermID(lexical.Analyze(word)[0].Term) }
+	idf := map[uint32]float64{id("polysomnography"): 5, id("number"): 0.2, id("sleep"): 2}
+	rarity := func(t uint32) float64 {
+		if v, ok := idf[t]; ok {
+			return v
+		}
+		return 1
+	}
+	var got []string
+	for _, tw := range rank.SharedTerms(query, text, rarity, 5) {
+		got = append(got, tw.Term)
+	}
+	// number occurs twice, but its idf is small: contribution, not count, orders them.
+	if !slices.Equal(got, []string{"polysomnography", "sleep", "number"}) {
+		t.Fatalf("shared terms %v", got)
 	}
 }
