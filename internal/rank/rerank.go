@@ -115,9 +115,12 @@ func paperTime(c *Candidate) (time.Time, bool) {
 // MMR re-ranks with maximal marginal relevance (Carbonell and Goldstein, 1998): each next pick
 // maximises (1 - diversity) x relevance - diversity x (highest similarity to a paper already
 // picked), relevance scaled to [0, 1] by the best score. The best paper stays first. Scores are
-// left as they were, so they need not decrease down the list.
-func MMR(cands []Candidate, diversity float64) []Candidate {
-	if diversity <= 0 || len(cands) < 3 {
+// left as they were, so they need not decrease down the list. Only the first k picks are made
+// (a page needs no more); the rest follow in relevance order. Picks are greedy, so a later page
+// asking for more gets the same first ones. Each paper's vector is normalised once, so a
+// similarity is one dot product: k x len(cands) of them in all.
+func MMR(cands []Candidate, diversity float64, k int) []Candidate {
+	if diversity <= 0 || len(cands) < 3 || k <= 1 {
 		return cands
 	}
 	best := float64(cands[0].Score)
@@ -128,9 +131,11 @@ func MMR(cands []Candidate, diversity float64) []Candidate {
 		best = 1
 	}
 	left := slices.Clone(cands)
+	units := unitsOf(left)
 	maxSim := make([]float64, len(left)) // highest similarity of each left candidate to the picks
+	scatter := make([]float64, units.terms)
 	out := make([]Candidate, 0, len(cands))
-	for len(left) > 0 {
+	for len(left) > 0 && len(out) < k {
 		pick, pickValue := 0, math.Inf(-1)
 		for i, c := range left {
 			v := (1-diversity)*float64(c.Score)/best - diversity*maxSim[i]
@@ -138,15 +143,111 @@ func MMR(cands []Candidate, diversity float64) []Candidate {
 				pick, pickValue = i, v
 			}
 		}
-		chosen := left[pick]
-		out = append(out, chosen)
+		chosen := units.vecs[pick]
+		out = append(out, left[pick])
 		left = slices.Delete(left, pick, pick+1)
+		units.vecs = slices.Delete(units.vecs, pick, pick+1)
 		maxSim = slices.Delete(maxSim, pick, pick+1)
+		chosen.scatter(scatter)
 		for i := range left {
-			maxSim[i] = max(maxSim[i], Similarity(&chosen, &left[i]))
+			maxSim[i] = max(maxSim[i], chosen.similarity(&units.vecs[i], scatter))
 		}
+		chosen.unscatter(scatter)
 	}
-	return out
+	return append(out, left...)
+}
+
+// unitVectors are a paper's vectors scaled to unit length (the term frequencies damped as in
+// LexicalCosine), so that Similarity is a dot product. Terms are numbered 0..n-1 over the
+// candidates, so a pick's term vector can be spread into an array each other paper reads
+// directly.
+type unitVectors struct {
+	dense  []float32
+	slots  []int32
+	values []float64
+}
+
+// units are the candidates' unit vectors and the number of distinct terms among them.
+type units struct {
+	vecs  []unitVectors
+	terms int
+}
+
+func unitsOf(cands []Candidate) units {
+	// When every paper has an embedding of one size, only those are compared.
+	allDense := len(cands[0].Dense) > 0
+	for i := range cands {
+		allDense = allDense && len(cands[i].Dense) == len(cands[0].Dense)
+	}
+	slot := map[uint32]int32{}
+	damped := map[float32]float64{} // few distinct frequencies: 1, 2, 0.5 (pairs), ...
+	u := units{vecs: make([]unitVectors, len(cands))}
+	for ci := range cands {
+		c := &cands[ci]
+		var v unitVectors
+		if !allDense {
+			v.slots, v.values = make([]int32, c.Lexical.Len()), make([]float64, c.Lexical.Len())
+			var ss float64
+			for i, t := range c.Lexical.Indices {
+				s, ok := slot[t]
+				if !ok {
+					s = int32(len(slot))
+					slot[t] = s
+				}
+				d, ok := damped[c.Lexical.Values[i]]
+				if !ok {
+					d = damp(c.Lexical.Values[i])
+					damped[c.Lexical.Values[i]] = d
+				}
+				v.slots[i], v.values[i] = s, d
+				ss += d * d
+			}
+			for i := range v.values {
+				v.values[i] /= math.Sqrt(max(ss, math.SmallestNonzeroFloat64))
+			}
+		}
+		if len(c.Dense) > 0 {
+			var dd float64
+			for _, x := range c.Dense {
+				dd += float64(x) * float64(x)
+			}
+			v.dense = make([]float32, len(c.Dense))
+			for i, x := range c.Dense {
+				v.dense[i] = float32(float64(x) / math.Sqrt(max(dd, math.SmallestNonzeroFloat64)))
+			}
+		}
+		u.vecs[ci] = v
+	}
+	u.terms = len(slot)
+	return u
+}
+
+// scatter spreads the term vector into a (all zero before), unscatter zeroes it again.
+func (a *unitVectors) scatter(arr []float64) {
+	for i, s := range a.slots {
+		arr[s] = a.values[i]
+	}
+}
+
+func (a *unitVectors) unscatter(arr []float64) {
+	for _, s := range a.slots {
+		arr[s] = 0
+	}
+}
+
+// similarity is Similarity of a, whose term vector is scattered in arr, and b.
+func (a *unitVectors) similarity(b *unitVectors, arr []float64) float64 {
+	var dot float64
+	if len(a.dense) > 0 && len(a.dense) == len(b.dense) {
+		for i := range a.dense {
+			dot += float64(a.dense[i]) * float64(b.dense[i])
+		}
+		return dot
+	}
+	for i, s := range b.slots {
+		dot += arr[s] * b.values[i]
+	}
+	return dot
 }
 
 // Similarity is the cosine similarity of two papers: of their embeddings when both have one,
@@ -175,12 +276,6 @@ func Cosine(a, b []float32) float64 {
 // LexicalCosine is the cosine similarity of two sparse term vectors, with term frequencies
 // damped to 1 + ln(tf) so a repeated word does not dominate.
 func LexicalCosine(a, b lexical.Vector) float64 {
-	damp := func(x float32) float64 {
-		if x <= 0 {
-			return 0
-		}
-		return 1 + math.Log(float64(x))
-	}
 	var dot, na, nb float64
 	for _, x := range a.Values {
 		na += damp(x) * damp(x)
@@ -205,4 +300,12 @@ func LexicalCosine(a, b lexical.Vector) float64 {
 		return 0
 	}
 	return dot / math.Sqrt(na*nb)
+}
+
+// damp is a term frequency as the similarities weigh it, 1 + ln(tf).
+func damp(x float32) float64 {
+	if x <= 0 {
+		return 0
+	}
+	return 1 + math.Log(float64(x))
 }

@@ -1,6 +1,10 @@
 package rank_test
 
 import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -52,4 +56,67 @@ func TestSharedTermsByContribution(t *testing.T) {
 	if !slices.Equal(got, []string{"polysomnography", "sleep", "number"}) {
 		t.Fatalf("shared terms %v", got)
 	}
+}
+
+// TestMMRMatchesReference: the first k picks are those of plain greedy MMR over Similarity (the
+// algorithm as written in the paper), with and without embeddings, and the rest follow in
+// relevance order.
+func TestMMRMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, dims := range []int{0, 16} {
+		cands := make([]rank.Candidate, 200)
+		for i := range cands {
+			c := &cands[i]
+			c.ID, c.Score = fmt.Sprintf("p%03d", i), float32(200-i)+rng.Float32()
+			for term := range uint32(60) {
+				if rng.IntN(4) == 0 {
+					c.Lexical.Indices = append(c.Lexical.Indices, term)
+					c.Lexical.Values = append(c.Lexical.Values, float32(1+rng.IntN(3)))
+				}
+			}
+			for range dims {
+				c.Dense = append(c.Dense, float32(rng.NormFloat64()))
+			}
+		}
+		const k = 25
+		got := rank.MMR(slices.Clone(cands), 0.6, k)
+		want := referenceMMR(cands, 0.6)
+		for i := range k {
+			if got[i].ID != want[i].ID {
+				t.Fatalf("dims %d: pick %d is %s, want %s", dims, i, got[i].ID, want[i].ID)
+			}
+		}
+		if len(got) != len(cands) {
+			t.Fatalf("dims %d: %d candidates out of %d", dims, len(got), len(cands))
+		}
+		rest := got[k:]
+		if !slices.IsSortedFunc(rest, func(a, b rank.Candidate) int { return cmp.Compare(b.Score, a.Score) }) {
+			t.Fatalf("dims %d: the candidates after the picks are not in relevance order", dims)
+		}
+	}
+}
+
+// referenceMMR is greedy MMR to the end, straight from the definition.
+func referenceMMR(cands []rank.Candidate, diversity float64) []rank.Candidate {
+	best := 0.0
+	for _, c := range cands {
+		best = max(best, float64(c.Score))
+	}
+	left := slices.Clone(cands)
+	var out []rank.Candidate
+	for len(left) > 0 {
+		pick, pickValue := 0, math.Inf(-1)
+		for i := range left {
+			maxSim := 0.0
+			for j := range out {
+				maxSim = max(maxSim, rank.Similarity(&out[j], &left[i]))
+			}
+			if v := (1-diversity)*float64(left[i].Score)/best - diversity*maxSim; v > pickValue {
+				pick, pickValue = i, v
+			}
+		}
+		out = append(out, left[pick])
+		left = slices.Delete(left, pick, pick+1)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -23,12 +24,42 @@ func BenchmarkRecommendBySeed(b *testing.B) {
 	papers := samplePapers(b)
 	srv := testutil.StartServer(b)
 	testutil.Ingest(b, srv.Client, papers)
+	benchSeeds(b, srv.Client, papers, 0)
+}
+
+// BenchmarkDiversity compares seed requests with and without diversity (MMR over the 300-paper
+// re-ranking pool), on the sample without vectors (lexical similarity) and with vectors (a fake
+// embedding API's, 64 dimensions).
+func BenchmarkDiversity(b *testing.B) {
+	papers := samplePapers(b)
+	for _, withVectors := range []bool{false, true} {
+		o := testutil.Options{}
+		name := "lexical"
+		if withVectors {
+			api := embedtest.New(64)
+			b.Cleanup(api.Close)
+			emb, err := embed.New(embed.Config{BaseURL: api.BaseURL(), Model: "fake", Dimensions: 64, MaxInputs: 512})
+			if err != nil {
+				b.Fatal(err)
+			}
+			o.Embedder, name = emb, "vectors"
+		}
+		srv := testutil.StartServerWith(b, o)
+		testutil.Ingest(b, srv.Client, papers)
+		for _, diversity := range []float32{0, 0.5} {
+			b.Run(fmt.Sprintf("%s/diversity=%.1f", name, diversity), func(b *testing.B) { benchSeeds(b, srv.Client, papers, diversity) })
+		}
+	}
+}
+
+// benchSeeds sends seed requests, each paper in turn, and reports latency percentiles.
+func benchSeeds(b *testing.B, client recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, diversity float32) {
 	lat := make([]time.Duration, 0, b.N)
 	i := 0
 	for b.Loop() {
 		start := time.Now()
-		_, err := srv.Client.Recommend(context.Background(), &recommenderv1.RecommendRequest{
-			PositivePaperIds: []string{papers[i%len(papers)].GetId()}, PageSize: 10})
+		_, err := client.Recommend(context.Background(), &recommenderv1.RecommendRequest{
+			PositivePaperIds: []string{papers[i%len(papers)].GetId()}, PageSize: 10, Diversity: diversity})
 		lat = append(lat, time.Since(start))
 		if err != nil {
 			b.Fatal(err)

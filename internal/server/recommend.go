@@ -99,7 +99,7 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	if r.halfLife > 0 {
 		rank.ApplyRecency(cands, r.halfLife, time.Now())
 	}
-	cands = rank.MMR(cands, r.diversity)
+	cands = rank.MMR(cands, r.diversity, need)
 
 	var signals map[string]signalScores
 	var idf rank.IDF
