@@ -29,7 +29,11 @@ skips the ingest):
   retrieval mode available: lexical always, dense and hybrid when an embedding API is configured
   (the EMBEDDING_* variables or flags of serve). The ranking of every row, dev and heldout, is
   written as JSON lines {"query_id","facet","ranked"} (hybrid when available, else lexical).
-- arXiv sample: topic precision@10 in each mode, each paper as the only seed.
+- arXiv sample: topic precision@10 in each mode, each paper as the only seed; and several seeds,
+  over papers with one topic label: mix (two positives from topics A and B: the mean of
+  min(#A, #B)/5 in the top 10), same-ret and other-ret (topic precision@10 with a negative seed of
+  the positive's topic, or of another, over that of the positive alone) and demotion (of the
+  positive's top 10 among the negative's 20 nearest, the share that leaves the top 10).
 
 With an embedding model, ingesting takes a while (a CPU model embeds a few papers a second):
 --data-dir keeps both stores, so later runs, e.g. tuning the hybrid fusion with the --fusion-*
@@ -40,6 +44,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	csfcube := fs.String("csfcube", "../shared/eval/csfcube", "folder of the CSFCube collection (corpus.jsonl, pools.jsonl, qrels-dev.tsv); empty: skip")
 	sample := fs.String("arxiv", "../shared/data/arxiv-cs-sample.jsonl.gz", "arXiv sample with topic labels; empty: skip")
 	out := fs.String("out", "csfcube-rankings.jsonl", "where to write the rankings of every CSFCube row")
+	trials := fs.Int("multi-seed-trials", 200, "arXiv sample: trials of each multi-seed case")
 	var sf storeFlags
 	sf.registerEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
 		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
@@ -112,6 +117,15 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				fmt.Fprintf(stdout, "  %-8s %8.4f\n", modeName(m), p)
 			}
+			fmt.Fprintf(stdout, "arXiv sample: several seeds (%d trials of single-topic papers, random seed %d)\n", *trials, multiSeedRandom)
+			fmt.Fprintf(stdout, "  %-8s %8s %10s %10s %10s\n", "mode", "mix", "same-ret", "demotion", "other-ret")
+			for _, m := range modes {
+				ms, err := eval.MultiSeedBench(ctx, r.client, papers, m, *trials, multiSeedRandom)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "  %-8s %8.4f %10.4f %10.4f %10.4f\n", modeName(m), ms.Mix, ms.SameTopicRetention, ms.Demotion, ms.OtherTopicRetention)
+			}
 			return nil
 		})
 		if err != nil {
@@ -120,6 +134,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
+
+// multiSeedRandom seeds the draws of the multi-seed trials, so that runs compare.
+const multiSeedRandom = 1
 
 func modeName(m recommenderv1.RetrievalMode) string {
 	return strings.ToLower(strings.TrimPrefix(m.String(), "RETRIEVAL_MODE_"))
