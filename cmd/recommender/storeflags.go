@@ -65,12 +65,12 @@ func (f *storeFlags) registerEval(fs *flag.FlagSet, dataDirHelp string) {
 	f.registerQdrantConnection(fs)
 }
 
-// openEval opens a store of eval or bench-grpc: the embedded store in --data-dir/dir (a
+// openEval opens a store of eval or bench-grpc: the embedded store in --data-dir/name (a
 // temporary folder, removed by cleanup, when --data-dir is empty), or the Qdrant collection.
-func (f *storeFlags) openEval(ctx context.Context, dir, collection string) (st store.Store, cleanup func(), err error) {
+func (f *storeFlags) openEval(ctx context.Context, name, collection string) (st store.Store, cleanup func(), err error) {
 	switch f.backend {
 	case "embedded":
-		dir, cleanup := filepath.Join(f.dataDir, dir), func() {}
+		dir, cleanup := filepath.Join(f.dataDir, name), func() {}
 		if f.dataDir == "" {
 			if dir, err = os.MkdirTemp("", "recommender-eval"); err != nil {
 				return nil, nil, err

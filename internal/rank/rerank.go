@@ -43,13 +43,21 @@ func NormalizeTitle(title string) string {
 }
 
 // CollapseDuplicates keeps the best-ranked paper of each normalised title and lists the others
-// as its duplicates. It looks only at earlier candidates, so a prefix of the input gives a
-// prefix of the output, and pages stay consistent however many candidates were fetched.
-func CollapseDuplicates(cands []Candidate) []Candidate {
+// as its duplicates; papers titled like one of drop (a seed's copies) are left out altogether.
+func CollapseDuplicates(cands []Candidate, drop ...string) []Candidate {
+	dropped := map[string]bool{}
+	for _, t := range drop {
+		if k := NormalizeTitle(t); k != "" {
+			dropped[k] = true
+		}
+	}
 	first := map[string]int{}
 	out := make([]Candidate, 0, len(cands))
 	for _, c := range cands {
 		key := NormalizeTitle(c.Title)
+		if dropped[key] {
+			continue
+		}
 		if i, ok := first[key]; ok && key != "" {
 			out[i].Duplicates = append(out[i].Duplicates, c.ID)
 			continue
@@ -58,21 +66,6 @@ func CollapseDuplicates(cands []Candidate) []Candidate {
 		out = append(out, c)
 	}
 	return out
-}
-
-// DropTitles removes the candidates whose normalised title is one of titles (with the papers
-// folded into them).
-func DropTitles(cands []Candidate, titles []string) []Candidate {
-	drop := map[string]bool{}
-	for _, t := range titles {
-		if k := NormalizeTitle(t); k != "" {
-			drop[k] = true
-		}
-	}
-	if len(drop) == 0 {
-		return cands
-	}
-	return slices.DeleteFunc(cands, func(c Candidate) bool { return drop[NormalizeTitle(c.Title)] })
 }
 
 // ApplyRecency multiplies each score by 0.5^(age / halfLife) and re-sorts. Age runs from the

@@ -149,7 +149,7 @@ func (s *Service) retrieve(ctx context.Context, q store.Query, need, depth int, 
 				Score: h.Score, Lexical: h.Paper.Lexical, Dense: h.Paper.Dense}
 			papers[h.Paper.ID] = h.Paper
 		}
-		cands = rank.DropTitles(rank.CollapseDuplicates(cands), dropTitles)
+		cands = rank.CollapseDuplicates(cands, dropTitles...)
 		exhausted := len(hits) < limit
 		if exhausted || len(cands) > need || limit >= depth {
 			return cands, papers, !exhausted, nil
