@@ -68,6 +68,16 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 			interceptor: interceptor, maxBody: cfg.MaxBodyBytes}
 	}
 	origins := allowList(cfg.CORSOrigins)
+	// guarded calls next only for what refuseCrossSite lets through.
+	guarded := func(accept contentType, next http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if httpStatus, err := refuseCrossSite(r, origins, accept); err != nil {
+				writeErrorStatus(w, httpStatus, err)
+				return
+			}
+			next(w, r)
+		}
+	}
 	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := methods[r.PathValue("method")]
 		if !ok {
@@ -75,18 +85,10 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 				fmt.Sprintf("no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")), nil))
 			return
 		}
-		if httpStatus, err := refuseCrossSite(r, origins, jsonContentType); err != nil {
-			writeErrorStatus(w, httpStatus, err)
-			return
-		}
-		m.ServeHTTP(w, r)
+		guarded(jsonContentType, m.ServeHTTP)(w, r)
 	})
 	if cfg.RPC != nil {
-		rpc := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if httpStatus, err := refuseCrossSite(r, origins, rpcContentType); err != nil {
-				writeErrorStatus(w, httpStatus, err)
-				return
-			}
+		rpc := guarded(rpcContentType, func(w http.ResponseWriter, r *http.Request) {
 			cfg.RPC.ServeHTTP(w, r.WithContext(server.WithTransport(r.Context(), rpcTransport(r.Header.Get("Content-Type")))))
 		})
 		for _, service := range []string{desc.ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
