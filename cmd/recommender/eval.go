@@ -31,9 +31,12 @@ skips the ingest):
   written as JSON lines {"query_id","facet","ranked"} (hybrid when available, else lexical).
 - arXiv sample: topic precision@10 in each mode, each paper as the only seed; and several seeds,
   over papers with one topic label: mix (two positives from topics A and B: the mean of
-  min(#A, #B)/5 in the top 10), same-ret and other-ret (topic precision@10 with a negative seed of
-  the positive's topic, or of another, over that of the positive alone) and demotion (of the
-  positive's top 10 among the negative's 20 nearest, the share that leaves the top 10).
+  min(#A, #B)/5 in the top 10; mix-bound, the same from each seed's own top 5), same-ret and
+  other-ret (topic precision@10 with a negative seed of the positive's topic, or of another,
+  over that of the positive alone) and demotion (of the positive's top 10 among the negative's
+  20 nearest, the share that leaves the top 10), for each seed strategy; and the calibration of
+  the relevance the service returns, on the 30% of seed papers it was not fitted on (expected
+  calibration error and reliability curve). --calibrate fits it anew instead.
 
 With an embedding model, ingesting takes a while (a CPU model embeds a few papers a second):
 --data-dir keeps both stores, so later runs, e.g. tuning the hybrid fusion with the --fusion-*
@@ -45,6 +48,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sample := fs.String("arxiv", "../shared/data/arxiv-cs-sample.jsonl.gz", "arXiv sample with topic labels; empty: skip")
 	out := fs.String("out", "csfcube-rankings.jsonl", "where to write the rankings of every CSFCube row")
 	trials := fs.Int("multi-seed-trials", 200, "arXiv sample: trials of each multi-seed case")
+	calibrate := fs.Bool("calibrate", false, "arXiv sample: fit the relevance calibration of each mode on 70% of the seed papers and print it "+
+		"(recommend.Calibrations), instead of the other measures")
 	var sf storeFlags
 	sf.registerEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
 		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
@@ -89,7 +94,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "  %-8s %8.4f %8.4f   (%d dev rows)\n", modeName(m), s.NDCGPct20, s.NDCG20, s.Rows)
+				ece, _ := eval.Reliability(s.Predictions, 10)
+				fmt.Fprintf(stdout, "  %-8s %8.4f %8.4f   (%d dev rows; relevance ECE %.4f over %d judged results, relevant: graded 1 or more)\n",
+					modeName(m), s.NDCGPct20, s.NDCG20, s.Rows, ece, len(s.Predictions))
 				last = rankings
 			}
 			return nil
@@ -109,6 +116,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		err = withEvalStore(ctx, &sf, "arxiv", "eval_arxiv", emb, svcOpts, papers, func(r evalRun) error {
+			if *calibrate {
+				return fitCalibrations(ctx, stdout, r.client, papers, modes)
+			}
 			fmt.Fprintf(stdout, "arXiv sample: topic precision@10 over %d seed papers\n", len(papers))
 			for _, m := range modes {
 				p, err := eval.TopicPrecision(ctx, r.client, papers, m)
@@ -117,14 +127,31 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				fmt.Fprintf(stdout, "  %-8s %8.4f\n", modeName(m), p)
 			}
-			fmt.Fprintf(stdout, "arXiv sample: several seeds (%d trials of single-topic papers, random seed %d)\n", *trials, multiSeedRandom)
-			fmt.Fprintf(stdout, "  %-8s %8s %10s %10s %10s\n", "mode", "mix", "same-ret", "demotion", "other-ret")
+			fmt.Fprintf(stdout, "arXiv sample: relevance calibration on the held-back 30%% of the seed papers (top %d of each; relevant: shares a topic)\n", eval.CalibrationDepth)
 			for _, m := range modes {
-				ms, err := eval.MultiSeedBench(ctx, r.client, papers, m, *trials, multiSeedRandom)
+				_, preds, err := eval.TopicExamples(ctx, r.client, papers, m, true)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "  %-8s %8.4f %10.4f %10.4f %10.4f\n", modeName(m), ms.Mix, ms.SameTopicRetention, ms.Demotion, ms.OtherTopicRetention)
+				ece, curve := eval.Reliability(preds, 10)
+				fmt.Fprintf(stdout, "  %-8s ECE %.4f over %d results; reliability (predicted -> observed, count):", modeName(m), ece, len(preds))
+				for _, b := range curve {
+					if b.N > 0 {
+						fmt.Fprintf(stdout, " %.2f->%.2f (%d)", b.MeanP, b.Observed, b.N)
+					}
+				}
+				fmt.Fprintln(stdout)
+			}
+			fmt.Fprintf(stdout, "arXiv sample: several seeds (%d trials of single-topic papers, random seed %d)\n", *trials, multiSeedRandom)
+			fmt.Fprintf(stdout, "  %-8s %-9s %8s %10s %10s %10s %10s\n", "mode", "strategy", "mix", "mix-bound", "same-ret", "demotion", "other-ret")
+			for _, m := range modes {
+				for _, st := range []recommenderv1.SeedStrategy{recommenderv1.SeedStrategy_SEED_STRATEGY_PER_SEED, recommenderv1.SeedStrategy_SEED_STRATEGY_CENTROID} {
+					ms, err := eval.MultiSeedBench(ctx, r.client, papers, m, st, *trials, multiSeedRandom)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "  %-8s %-9s %8.4f %10.4f %10.4f %10.4f %10.4f\n", modeName(m), strategyName(st), ms.Mix, ms.MixBound, ms.SameTopicRetention, ms.Demotion, ms.OtherTopicRetention)
+				}
 			}
 			return nil
 		})
@@ -133,6 +160,31 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	return nil
+}
+
+// fitCalibrations fits each mode's relevance calibration on the seed papers not held back and
+// prints them as the Go table recommend.Calibrations holds.
+func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, modes []recommenderv1.RetrievalMode) error {
+	fmt.Fprintln(stdout, "relevance calibrations, fitted on 70% of the sample's seed papers (recommend.Calibrations):")
+	for _, m := range modes {
+		ex, _, err := eval.TopicExamples(ctx, c, papers, m, false)
+		if err != nil {
+			return err
+		}
+		w := eval.FitLogistic(ex)
+		var terms []string
+		for _, x := range w {
+			terms = append(terms, strconv.FormatFloat(x, 'f', 4, 64))
+		}
+		name := modeName(m)
+		fmt.Fprintf(stdout, "\tMode%s: {%s}, // %d results\n", strings.ToUpper(name[:1])+name[1:], strings.Join(terms, ", "), len(ex))
+	}
+	return nil
+}
+
+// strategyName is a seed strategy as the eval tables name it: "per-seed", "centroid".
+func strategyName(s recommenderv1.SeedStrategy) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.String(), "SEED_STRATEGY_")), "_", "-")
 }
 
 // multiSeedRandom seeds the draws of the multi-seed trials, so that runs compare.

@@ -564,7 +564,7 @@ func TestEvalCommand(t *testing.T) {
 	}
 	t.Logf("\n%s", b)
 	for _, mode := range []string{"lexical", "dense", "hybrid"} {
-		if !regexp.MustCompile(`(?m)^  ` + mode + ` +0\.\d{4} +0\.\d{4} +\(24 dev rows\)$`).Match(b) {
+		if !regexp.MustCompile(`(?m)^  ` + mode + ` +0\.\d{4} +0\.\d{4} +\(24 dev rows; relevance ECE 0\.\d{4} over \d+ judged results, relevant: graded 1 or more\)$`).Match(b) {
 			t.Errorf("no NDCG line for %s", mode)
 		}
 	}

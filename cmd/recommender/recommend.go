@@ -14,8 +14,9 @@ import (
 
 const recommendHelp = `
 Asks a running server for papers similar to a free-text query and/or to seed papers (given by
-id, repeatable), optionally away from negative seeds, and prints them best first. At least one of
---query or --seed is required. When more results exist, the next page's token is printed.`
+id, repeatable), optionally away from negative seeds, and prints them best first with their
+relevance: the calibrated chance that a reader finds the paper relevant. At least one of --query
+or --seed is required. When more results exist, the next page's token is printed.`
 
 func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
@@ -33,6 +34,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&authors, "author", "only papers by this `AUTHOR` (repeatable: any of them)")
 	fs.Var(&exclude, "exclude", "never return the paper with this `ID` (repeatable)")
 	mode := fs.String("mode", "", "retrieval mode: lexical, dense or hybrid (default: the server's choice)")
+	strategy := fs.String("strategy", "", "how several seeds make one list: per-seed (each seed's own neighbours, interleaved) or centroid (papers like all of them); default: the server's choice, per-seed")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -52,6 +54,13 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return usageError{fmt.Sprintf("--mode must be lexical, dense or hybrid, got %q", *mode)}
 		}
 		req.Mode = recommenderv1.RetrievalMode(v)
+	}
+	if *strategy != "" {
+		v, ok := recommenderv1.SeedStrategy_value["SEED_STRATEGY_"+strings.ToUpper(strings.ReplaceAll(*strategy, "-", "_"))]
+		if !ok || v == 0 {
+			return usageError{fmt.Sprintf("--strategy must be per-seed or centroid, got %q", *strategy)}
+		}
+		req.Strategy = recommenderv1.SeedStrategy(v)
 	}
 
 	client, closeConn, err := cf.dial()
@@ -86,7 +95,7 @@ func printRecommendations(w io.Writer, resp *recommenderv1.RecommendResponse) {
 		if p.GetYear() != 0 {
 			year = fmt.Sprintf(" (%d)", p.GetYear())
 		}
-		fmt.Fprintf(w, "%3d. %7.3f  %-12s %s%s\n", i+1, r.GetScore(), p.GetId(), p.GetTitle(), year)
+		fmt.Fprintf(w, "%3d. %3.0f%%  %-12s %s%s\n", i+1, 100*r.GetRelevance(), p.GetId(), p.GetTitle(), year)
 		if len(p.GetAuthors()) > 0 {
 			fmt.Fprintf(w, "     %s\n", strings.Join(p.GetAuthors(), ", "))
 		}

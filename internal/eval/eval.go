@@ -149,18 +149,21 @@ func NDCG(ranked []string, rel map[string]int, k int) float64 {
 // RankPool ranks a pool's candidates by similarity to its query paper through Recommend,
 // paging through all of them. Candidates the service does not return (no shared term in
 // lexical mode, or the query paper itself) follow in pool order, so every candidate is ranked.
-func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, error) {
+// It also returns the relevance the service gave each candidate it returned.
+func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, map[string]float64, error) {
 	req := &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.QueryID}, CandidatePaperIds: p.Candidates,
 		PageSize: 100, Mode: mode}
 	var ranked []string
+	relevance := map[string]float64{}
 	for {
 		resp, err := c.Recommend(ctx, req)
 		if err != nil {
-			return nil, fmt.Errorf("rank pool of %s/%s: %w", p.QueryID, p.Facet, err)
+			return nil, nil, fmt.Errorf("rank pool of %s/%s: %w", p.QueryID, p.Facet, err)
 		}
 		for _, r := range resp.GetResults() {
 			ranked = append(ranked, r.GetPaper().GetId())
 			ranked = append(ranked, r.GetDuplicatePaperIds()...)
+			relevance[r.GetPaper().GetId()] = float64(r.GetRelevance())
 		}
 		if resp.GetNextPageToken() == "" {
 			break
@@ -172,13 +175,16 @@ func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p P
 			ranked = append(ranked, id)
 		}
 	}
-	return ranked, nil
+	return ranked, relevance, nil
 }
 
 // Scores are mean NDCGs over the dev rows.
 type Scores struct {
 	NDCGPct20, NDCG20 float64
 	Rows              int
+	// Predictions are the relevance of each returned candidate of the dev rows, labelled
+	// relevant when judged 1 or more.
+	Predictions []Prediction
 }
 
 // Evaluate ranks every pool in mode and scores the dev rows.
@@ -186,7 +192,7 @@ func (c *CSFCube) Evaluate(ctx context.Context, client recommenderv1.Recommender
 	var s Scores
 	var rankings []Ranking
 	for _, p := range c.Pools {
-		ranked, err := RankPool(ctx, client, p, mode)
+		ranked, relevance, err := RankPool(ctx, client, p, mode)
 		if err != nil {
 			return s, nil, err
 		}
@@ -195,6 +201,11 @@ func (c *CSFCube) Evaluate(ctx context.Context, client recommenderv1.Recommender
 			continue
 		}
 		rel := c.Qrels[rowKey(p.QueryID, p.Facet)]
+		for id, r := range relevance {
+			if grade, judged := rel[id]; judged {
+				s.Predictions = append(s.Predictions, Prediction{P: r, Relevant: grade >= 1})
+			}
+		}
 		s.NDCGPct20 += NDCG(ranked, rel, max(1, len(p.Candidates)*20/100))
 		s.NDCG20 += NDCG(ranked, rel, 20)
 		s.Rows++

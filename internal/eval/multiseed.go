@@ -14,6 +14,9 @@ type MultiSeed struct {
 	// Mix: two positive seeds from topics A and B; the mean of min(#A, #B)/5 over the top 10,
 	// 1 when both topics have five results.
 	Mix float64
+	// MixBound is what Mix would be if the two lists were interleaved perfectly: the mean of
+	// min(#A in A's own top 5, #B in B's own top 5)/5. The per-seed strategy aims at it.
+	MixBound float64
 	// SameTopicRetention: topic precision@10 of a positive seed with a negative seed of its own
 	// topic, divided by that of the positive alone.
 	SameTopicRetention float64
@@ -25,9 +28,10 @@ type MultiSeed struct {
 	Trials              int
 }
 
-// MultiSeedBench runs trials of the three multi-seed cases in mode, drawing the papers with a
-// fixed random seed so runs compare. Papers with no topic or several are not drawn.
-func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, mode recommenderv1.RetrievalMode, trials int, seed uint64) (MultiSeed, error) {
+// MultiSeedBench runs trials of the three multi-seed cases in mode with the seed strategy,
+// drawing the papers with a fixed random seed so runs compare. Papers with no topic or several
+// are not drawn.
+func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, mode recommenderv1.RetrievalMode, strategy recommenderv1.SeedStrategy, trials int, seed uint64) (MultiSeed, error) {
 	topicOf := map[string]string{}
 	byTopic := map[string][]string{}
 	for _, p := range papers {
@@ -63,7 +67,7 @@ func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClien
 		}
 	}
 	top := func(pos, neg []string, n int) ([]string, error) {
-		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: pos, NegativePaperIds: neg, PageSize: int32(n), Mode: mode})
+		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: pos, NegativePaperIds: neg, PageSize: int32(n), Mode: mode, Strategy: strategy})
 		if err != nil {
 			return nil, fmt.Errorf("recommend by %v, away from %v: %w", pos, neg, err)
 		}
@@ -94,6 +98,15 @@ func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClien
 			return m, err
 		}
 		m.Mix += float64(min(count(mixed, a), count(mixed, b))) / 5
+		ownA, err := top([]string{p}, nil, 5)
+		if err != nil {
+			return m, err
+		}
+		ownB, err := top([]string{q}, nil, 5)
+		if err != nil {
+			return m, err
+		}
+		m.MixBound += float64(min(count(ownA, a), count(ownB, b))) / 5
 		alone, err := top([]string{p}, nil, 10)
 		if err != nil {
 			return m, err
@@ -122,6 +135,7 @@ func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClien
 		m.Trials++
 	}
 	m.Mix /= float64(m.Trials)
+	m.MixBound /= float64(m.Trials)
 	m.SameTopicRetention, m.OtherTopicRetention = ratio(same, base), ratio(other, base)
 	m.Demotion = ratio(demoted, near)
 	return m, nil

@@ -65,7 +65,7 @@ func TestMultiSeedBench(t *testing.T) {
 		papers = append(papers, &recommenderv1.Paper{Id: id, Topics: []string{id[:1]}})
 	}
 	papers = append(papers, &recommenderv1.Paper{Id: "x", Topics: []string{"a", "b"}}) // two topics: never drawn
-	m, err := eval.MultiSeedBench(context.Background(), scripted{}, papers, recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL, 50, 1)
+	m, err := eval.MultiSeedBench(context.Background(), scripted{}, papers, recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL, recommenderv1.SeedStrategy_SEED_STRATEGY_PER_SEED, 50, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestMultiSeedBench(t *testing.T) {
 		math.Abs(m.Demotion-want.Demotion) > 1e-9 || m.OtherTopicRetention != want.OtherTopicRetention || m.Trials != want.Trials {
 		t.Fatalf("got %+v, want %+v", m, want)
 	}
-	if _, err := eval.MultiSeedBench(context.Background(), scripted{}, papers[:1], recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL, 5, 1); err == nil {
+	if _, err := eval.MultiSeedBench(context.Background(), scripted{}, papers[:1], recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL, recommenderv1.SeedStrategy_SEED_STRATEGY_PER_SEED, 5, 1); err == nil {
 		t.Fatal("a corpus of one topic was accepted")
 	}
 }

@@ -38,7 +38,12 @@ const (
 // DefaultFusion is standard RRF. Tuned on the CSFCube dev rows and the arXiv sample's topics with
 // a real model (BENCHMARKS.md, "Hybrid fusion"), no other RRF or score-fusion setting was better
 // on both; the dense-heavy ones that gain on CSFCube (up to +0.015) lose topic precision.
-var DefaultFusion = Fusion{Method: FuseRRF, K: 60, LexicalWeight: 1, DenseWeight: 1, Depth: 100}
+var DefaultFusion = Fusion{Method: FuseRRF, K: 60, LexicalWeight: 1, DenseWeight: 1, Depth: FusionDepth}
+
+// FusionDepth is how many candidates each list contributes to a hybrid search at least, in
+// every fusion: deep enough that a paper ranked moderately by both signals surfaces, cheap
+// enough for one request.
+const FusionDepth = 100
 
 // TextFusion is the fusion for a query of free text alone. A short query gives BM25 little to go
 // on and misses every paper that says the same in other words, while the embedding matches the
@@ -46,7 +51,7 @@ var DefaultFusion = Fusion{Method: FuseRRF, K: 60, LexicalWeight: 1, DenseWeight
 // dense neighbours of nearly equal rank, not past clearly better ones). Of 10 paraphrase targets
 // (no word in common) 1:1 RRF put 1 in the hybrid top 10, 5:1 seven, this nine; see
 // BENCHMARKS.md, "Hybrid fusion".
-var TextFusion = Fusion{Method: FuseRRF, K: 2, LexicalWeight: 0.2, DenseWeight: 5, Depth: 100}
+var TextFusion = Fusion{Method: FuseRRF, K: 2, LexicalWeight: 0.2, DenseWeight: 5, Depth: FusionDepth}
 
 // OrDefault returns f, or DefaultFusion when f is the zero value.
 func (f Fusion) OrDefault() Fusion {
@@ -81,30 +86,62 @@ func (f Fusion) PositionScore(r int, w float32) float32 {
 	return 1 / (float32(r)/w + float32(f.K) - 1)
 }
 
+// Fused is an entry of a fused list: its fused score and the score it had in each list (0 when
+// it was not in that list), which explanations show.
+type Fused struct {
+	Scored
+	Lexical, Dense float32
+}
+
+// OneSignal is a list of one signal as a fused list: lexical's or dense's.
+func OneSignal(list []Scored, lexical bool) []Fused {
+	out := make([]Fused, len(list))
+	for i, s := range list {
+		out[i] = Fused{Scored: s}
+		if lexical {
+			out[i].Lexical = s.Score
+		} else {
+			out[i].Dense = s.Score
+		}
+	}
+	return out
+}
+
 // Fuse merges the lexical and dense lists (each best first) and returns the best limit ids.
-func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Scored {
-	fused := make(map[string]float32, len(lexical)+len(dense))
-	for _, l := range []struct {
+func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Fused {
+	fused := make(map[string]*Fused, len(lexical)+len(dense))
+	for side, l := range []struct {
 		list []Scored
 		w    float32
 	}{{lexical, f.LexicalWeight}, {dense, f.DenseWeight}} {
-		if f.Method == FuseDBSF || f.Method == FuseMinMax { // else (and when unset) RRF
-			lo, span := distribution(l.list)
-			if f.Method == FuseMinMax {
-				lo, span = extremes(l.list)
-			}
-			for _, s := range l.list {
-				fused[s.ID] += l.w * normalized(s.Score, lo, span)
-			}
-			continue
+		lo, span := float32(0), float32(0)
+		switch f.Method {
+		case FuseDBSF:
+			lo, span = distribution(l.list)
+		case FuseMinMax:
+			lo, span = extremes(l.list)
 		}
 		for i, s := range l.list {
-			fused[s.ID] += f.PositionScore(i+1, l.w)
+			e := fused[s.ID]
+			if e == nil {
+				e = &Fused{Scored: Scored{ID: s.ID}}
+				fused[s.ID] = e
+			}
+			if side == 0 {
+				e.Lexical = s.Score
+			} else {
+				e.Dense = s.Score
+			}
+			if f.Method == FuseDBSF || f.Method == FuseMinMax { // else (and when unset) RRF
+				e.Score += l.w * normalized(s.Score, lo, span)
+			} else {
+				e.Score += f.PositionScore(i+1, l.w)
+			}
 		}
 	}
-	top := NewTopK(limit, Better)
-	for id, score := range fused {
-		top.Push(Scored{ID: id, Score: score})
+	top := NewTopK(limit, func(a, b Fused) bool { return Better(a.Scored, b.Scored) })
+	for _, e := range fused {
+		top.Push(*e)
 	}
 	return top.Sorted()
 }

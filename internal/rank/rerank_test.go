@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
@@ -65,8 +66,9 @@ func TestMMRMatchesReference(t *testing.T) {
 		for i := range cands {
 			c := &cands[i]
 			c.ID, c.Score = fmt.Sprintf("p%03d", i), float32(200-i)+rng.Float32()
-			for term := range uint32(60) {
-				if rng.IntN(4) == 0 {
+			// 60 common terms and 1,000 rare ones: the term table grows twice.
+			for term := range uint32(1060) {
+				if (term < 60 && rng.IntN(4) == 0) || (term >= 60 && rng.IntN(50) == 0) {
 					c.Lexical.Indices = append(c.Lexical.Indices, term)
 					c.Lexical.Values = append(c.Lexical.Values, float32(1+rng.IntN(3)))
 				}
@@ -116,4 +118,28 @@ func referenceMMR(cands []rank.Candidate, diversity float64) []rank.Candidate {
 		left = slices.Delete(left, pick, pick+1)
 	}
 	return out
+}
+
+func TestApplyRecency(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cands := []rank.Candidate{
+		{ID: "old", Score: 1, Date: "2016-01-01"},   // ten years: factor 2^-10
+		{ID: "new", Score: 0.5, Date: "2025-01-01"}, // one year: factor 1/2
+		{ID: "year", Score: 0.5, Year: 2025},        // the middle of 2025: half a year
+		{ID: "undated", Score: 1},                   // the oldest dated candidate's factor
+	}
+	rank.ApplyRecency(cands, 365*24*time.Hour, now)
+	var got []string
+	for _, c := range cands {
+		got = append(got, c.ID)
+	}
+	if !slices.Equal(got, []string{"year", "new", "old", "undated"}) {
+		t.Fatalf("order %v, want year new old undated", got)
+	}
+	want := map[string]float64{"new": 0.25, "old": math.Pow(2, -10.0*3653/3650), "undated": math.Pow(2, -10.0*3653/3650)}
+	for _, c := range cands {
+		if w, ok := want[c.ID]; ok && math.Abs(float64(c.Score)-w) > 1e-4 {
+			t.Errorf("%s: score %v, want %v", c.ID, c.Score, w)
+		}
+	}
 }

@@ -85,4 +85,15 @@ func TestFuseScores(t *testing.T) {
 	if got[0].ID != "b" {
 		t.Fatalf("DBSF fused %v, want b (second in both) first", got)
 	}
+	// Each entry keeps its score in each list; 0 where a list lacks it.
+	got = rank.DefaultFusion.Fuse(3, lex[:2], dense[:1])
+	want := map[string][2]float32{"a": {9, 0}, "b": {5, 0}, "c": {0, 0.9}}
+	for _, f := range got {
+		if w := want[f.ID]; f.Lexical != w[0] || f.Dense != w[1] {
+			t.Fatalf("%s: signal scores %v and %v, want %v", f.ID, f.Lexical, f.Dense, w)
+		}
+	}
+	if one := rank.OneSignal(dense, false); one[0].Dense != 0.9 || one[0].Lexical != 0 || one[0].Score != 0.9 {
+		t.Fatalf("one signal: %+v", one[0])
+	}
 }

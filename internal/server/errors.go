@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"syscall"
@@ -20,45 +19,6 @@ import (
 	"github.com/paperrec/recommender/internal/store"
 )
 
-// Violation is one invalid request field.
-type Violation struct {
-	Field       string // path in the request, e.g. "papers[3].title"
-	Description string
-}
-
-// ValidationError lists every invalid field of a request.
-type ValidationError struct{ Violations []Violation }
-
-func (e *ValidationError) Error() string {
-	if len(e.Violations) == 1 {
-		return fmt.Sprintf("invalid %s: %s", e.Violations[0].Field, e.Violations[0].Description)
-	}
-	return fmt.Sprintf("invalid request: %d problems, first %s: %s", len(e.Violations),
-		e.Violations[0].Field, e.Violations[0].Description)
-}
-
-// add records a violation.
-func (e *ValidationError) add(field, format string, args ...any) {
-	e.Violations = append(e.Violations, Violation{Field: field, Description: fmt.Sprintf(format, args...)})
-}
-
-// errOrNil returns e when it holds violations, so callers can `return v.errOrNil()`.
-func (e *ValidationError) errOrNil() error {
-	if len(e.Violations) == 0 {
-		return nil
-	}
-	return e
-}
-
-// PreconditionError is a request this deployment cannot serve as configured, or not yet.
-type PreconditionError struct {
-	Reason  string // apierr reason, e.g. apierr.SeedNotEmbedded
-	Subject string // what it is about, e.g. "paper/2101.00001" or "server"
-	Message string
-}
-
-func (e *PreconditionError) Error() string { return e.Message }
-
 // toStatus is the one place where errors become gRPC statuses. Messages of our own typed errors
 // are safe to show; anything else is logged and reported as a generic INTERNAL so that upstream
 // messages and internals never reach a client.
@@ -72,9 +32,9 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return err
 	}
 	var (
-		verr *ValidationError
+		verr *apierr.ValidationError
 		nf   *store.NotFoundError
-		pe   *PreconditionError
+		pe   *apierr.PreconditionError
 		ee   *embed.Error
 		mm   *store.EmbeddingMismatchError
 		ue   *store.UnavailableError

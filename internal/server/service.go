@@ -11,9 +11,11 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -28,12 +30,11 @@ const maxListedRejections = 1_000
 // interceptors installed by Listen turn them into statuses (see toStatus).
 type Service struct {
 	recommenderv1.UnimplementedRecommenderServiceServer
-	store    store.Store
-	emb      embed.Embedder      // nil: lexical only
-	spec     store.EmbeddingSpec // the store's binding when emb is set
-	metrics  *metrics.Metrics
-	fallback bool
-	fusion   rank.Fusion // hybrid fusion; zero: the store's default
+	store   store.Store
+	emb     embed.Embedder      // nil: lexical only
+	spec    store.EmbeddingSpec // the store's binding when emb is set
+	metrics *metrics.Metrics
+	engine  recommend.Engine // the pipeline; its Spec is set with spec
 
 	deferBinding bool
 	bound        atomic.Bool // spec is set (or no embedder); written once, before handlers read spec
@@ -46,12 +47,12 @@ type Option func(*Service)
 func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metrics = m } }
 
 // WithFusion sets how HYBRID merges the lexical and dense lists (eval tunes it with this).
-func WithFusion(f rank.Fusion) Option { return func(s *Service) { s.fusion = f } }
+func WithFusion(f rank.Fusion) Option { return func(s *Service) { s.engine.Fusion = f } }
 
 // WithLexicalFallback answers requests that leave the mode to the server lexically when the
 // embedding API is unavailable, instead of failing them with UNAVAILABLE. The response's mode
 // says LEXICAL. Requests that ask for DENSE or HYBRID still fail.
-func WithLexicalFallback() Option { return func(s *Service) { s.fallback = true } }
+func WithLexicalFallback() Option { return func(s *Service) { s.engine.Fallback = true } }
 
 // probeTimeout bounds the one embedding call NewService may make to learn the model's size.
 const probeTimeout = 30 * time.Second
@@ -62,7 +63,7 @@ const probeTimeout = 30 * time.Second
 // refused. With WithDeferredBinding, a store that cannot be reached yet does not fail it (see
 // AwaitBinding).
 func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Service, error) {
-	s := &Service{store: st, emb: emb}
+	s := &Service{store: st, emb: emb, engine: recommend.Engine{Store: st, Embedder: emb}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -126,7 +127,7 @@ func (s *Service) bind(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.spec = bound
+	s.spec, s.engine.Spec = bound, bound
 	s.bound.Store(true) // publishes spec to the handlers that Load it
 	return nil
 }
@@ -172,65 +173,12 @@ func RetryWhileUnavailable(ctx context.Context, log *slog.Logger, what string, f
 	}
 }
 
-// prefixes are the bound model's instructions.
-func (s *Service) prefixes() embed.Prefixes {
-	return embed.Prefixes{Query: s.spec.QueryPrefix, Document: s.spec.DocumentPrefix}
-}
-
-// attachVectors gives each paper its dense vector: a stored paper whose embedded text is
-// unchanged keeps its vector without an API call; the others are embedded in one call (when an
-// embedder is configured). On any embedding failure nothing is attached, so nothing of the
-// batch is stored.
-func (s *Service) attachVectors(ctx context.Context, papers []store.Paper) error {
-	ids := make([]string, len(papers))
-	for i := range papers {
-		ids[i] = papers[i].ID
-	}
-	existing, err := s.store.Lookup(ctx, ids)
-	if err != nil {
-		return err
-	}
-	stored := make(map[string]*store.Paper, len(existing))
-	for i := range existing {
-		stored[existing[i].ID] = &existing[i]
-	}
-	var todo []int
-	var texts []string
-	for i := range papers {
-		p := &papers[i]
-		text := s.prefixes().DocumentText(p.Title, p.Abstract)
-		hash := embed.TextHash(text)
-		if old := stored[p.ID]; old != nil && old.DenseHash == hash && len(old.Dense) > 0 {
-			p.Dense, p.DenseHash = old.Dense, hash
-			continue
-		}
-		if s.emb != nil {
-			todo = append(todo, i)
-			texts = append(texts, text)
-		}
-	}
-	if len(texts) == 0 {
-		return nil
-	}
-	vecs, err := s.emb.Embed(ctx, texts)
-	if err != nil {
-		return fmt.Errorf("embed %d papers: %w", len(texts), err)
-	}
-	if err := s.checkDims(vecs); err != nil {
-		return err
-	}
-	for j, i := range todo {
-		papers[i].Dense, papers[i].DenseHash = vecs[j], embed.TextHash(texts[j])
-	}
-	return nil
-}
-
 // GetPaper implements RecommenderService.
 func (s *Service) GetPaper(ctx context.Context, req *recommenderv1.GetPaperRequest) (*recommenderv1.GetPaperResponse, error) {
 	id := CanonicalID(req.GetPaperId())
-	v := &ValidationError{}
+	v := &apierr.ValidationError{}
 	checkID(v, "paper_id", id)
-	if err := v.errOrNil(); err != nil {
+	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}
 	papers, err := s.store.Get(ctx, []string{id})
@@ -245,9 +193,9 @@ func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPap
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	v := &ValidationError{}
+	v := &apierr.ValidationError{}
 	if n := len(req.GetPapers()); n == 0 || n > MaxBatch {
-		v.add("papers", "must hold 1 to %d papers, got %d", MaxBatch, n)
+		v.Add("papers", "must hold 1 to %d papers, got %d", MaxBatch, n)
 	}
 	papers := make([]store.Paper, 0, len(req.GetPapers()))
 	seen := map[string]int{}
@@ -255,15 +203,15 @@ func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPap
 		field := fmt.Sprintf("papers[%d]", i)
 		p := toStorePaper(v, field, in)
 		if j, dup := seen[p.ID]; dup && p.ID != "" {
-			v.add(field+".id", "duplicates papers[%d] (%s)", j, p.ID)
+			v.Add(field+".id", "duplicates papers[%d] (%s)", j, p.ID)
 		}
 		seen[p.ID] = i
 		papers = append(papers, p)
 	}
-	if err := v.errOrNil(); err != nil {
+	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}
-	if err := s.attachVectors(ctx, papers); err != nil {
+	if err := s.engine.AttachVectors(ctx, papers); err != nil {
 		return nil, err
 	}
 	outcomes, err := s.store.Upsert(ctx, papers)
@@ -301,12 +249,12 @@ func (c *counts) add(outcomes []store.Outcome) {
 
 // DeletePapers implements RecommenderService.
 func (s *Service) DeletePapers(ctx context.Context, req *recommenderv1.DeletePapersRequest) (*recommenderv1.DeletePapersResponse, error) {
-	v := &ValidationError{}
+	v := &apierr.ValidationError{}
 	if n := len(req.GetPaperIds()); n == 0 || n > MaxBatch {
-		v.add("paper_ids", "must hold 1 to %d ids, got %d", MaxBatch, n)
+		v.Add("paper_ids", "must hold 1 to %d ids, got %d", MaxBatch, n)
 	}
 	ids := seedIDs(v, "paper_ids", req.GetPaperIds())
-	if err := v.errOrNil(); err != nil {
+	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}
 	notFound, err := s.store.Delete(ctx, ids)
@@ -371,12 +319,12 @@ func (s *Service) receiveBatches(ctx context.Context, stream recommenderv1.Recom
 			return nil, err
 		}
 		if n := len(msg.GetPapers()); n > MaxBatch {
-			return nil, &ValidationError{Violations: []Violation{{Field: "papers",
+			return nil, &apierr.ValidationError{Violations: []apierr.Violation{{Field: "papers",
 				Description: fmt.Sprintf("a message holds %d papers, more than the limit of %d", n, MaxBatch)}}}
 		}
 		papers := make([]store.Paper, 0, len(msg.GetPapers()))
 		for _, in := range msg.GetPapers() {
-			v := &ValidationError{}
+			v := &apierr.ValidationError{}
 			p := toStorePaper(v, "paper", in)
 			if len(v.Violations) > 0 {
 				resp.Rejected++
@@ -392,7 +340,7 @@ func (s *Service) receiveBatches(ctx context.Context, stream recommenderv1.Recom
 		if len(papers) == 0 {
 			continue
 		}
-		if err := s.attachVectors(ctx, papers); err != nil {
+		if err := s.engine.AttachVectors(ctx, papers); err != nil {
 			return nil, err
 		}
 		select {

@@ -113,6 +113,9 @@ type Query struct {
 type Hit struct {
 	Paper Paper // Lexical and Dense only with Query.WithVectors
 	Score float32
+	// LexicalScore and DenseScore are the paper's scores in each signal's list (BM25, cosine);
+	// 0 when that signal did not run or did not find it. Score is their fusion in hybrid search.
+	LexicalScore, DenseScore float32
 }
 
 // Stats describes a store.

@@ -53,7 +53,9 @@ try {
   check(/speech/i.test(titles[0]), "the first result is about speech: " + titles[0]);
   check((await page.textContent("#status")).startsWith(titles.length + " papers"), "the status says how many papers");
   const meta = await page.locator("#results .card .meta").first().textContent();
-  check(/score \d\.\d{3}/.test(meta) && /\b20\d\d\b/.test(meta) && /,/.test(meta), "cards show authors, year and score: " + meta);
+  const relevant = /\b(\d{1,3})% relevant/.exec(meta);
+  check(relevant && Number(relevant[1]) > 0 && Number(relevant[1]) <= 100 && /\b20\d\d\b/.test(meta) && /,/.test(meta),
+    "cards show authors, year and the calibrated relevance: " + meta);
 
   // Similar papers for the first result.
   const seedId = await page.locator("#results .card").first().getAttribute("data-id");

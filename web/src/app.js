@@ -101,7 +101,8 @@ function card(r) {
   const li = el("li", "card");
   li.dataset.id = p.id;
   li.appendChild(el("h3", "title", p.title || p.id));
-  const meta = [(p.authors || []).join(", "), p.year ? String(p.year) : "", "score " + Number(r.score).toFixed(3)];
+  // The calibrated relevance reads as a chance; the raw score only orders one list.
+  const meta = [(p.authors || []).join(", "), p.year ? String(p.year) : "", Math.round(100 * Number(r.relevance || 0)) + "% relevant"];
   li.appendChild(el("p", "meta", meta.filter(Boolean).join(" · ")));
   if (p.abstract) li.appendChild(el("p", "abstract", p.abstract));
   if (r.explanation) li.appendChild(why(r.explanation));

@@ -82,6 +82,62 @@ func (RetrievalMode) EnumDescriptor() ([]byte, []int) {
 	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{0}
 }
 
+// SeedStrategy is how several seeds (the query text counting as one) make one list.
+type SeedStrategy int32
+
+const (
+	// In requests: let the service choose (PER_SEED). Never returned in responses.
+	SeedStrategy_SEED_STRATEGY_UNSPECIFIED SeedStrategy = 0
+	// Each seed, and the query text, retrieves its own neighbours, and the lists are interleaved
+	// by rank: every seed contributes near the top, however far apart the seeds are. A result's
+	// score is then the reciprocal-rank score of its best place in any list.
+	SeedStrategy_SEED_STRATEGY_PER_SEED SeedStrategy = 1
+	// The seeds and the text are averaged into one query: papers close to all of them lead, and a
+	// seed unlike the others is drowned.
+	SeedStrategy_SEED_STRATEGY_CENTROID SeedStrategy = 2
+)
+
+// Enum value maps for SeedStrategy.
+var (
+	SeedStrategy_name = map[int32]string{
+		0: "SEED_STRATEGY_UNSPECIFIED",
+		1: "SEED_STRATEGY_PER_SEED",
+		2: "SEED_STRATEGY_CENTROID",
+	}
+	SeedStrategy_value = map[string]int32{
+		"SEED_STRATEGY_UNSPECIFIED": 0,
+		"SEED_STRATEGY_PER_SEED":    1,
+		"SEED_STRATEGY_CENTROID":    2,
+	}
+)
+
+func (x SeedStrategy) Enum() *SeedStrategy {
+	p := new(SeedStrategy)
+	*p = x
+	return p
+}
+
+func (x SeedStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SeedStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_recommender_v1_recommender_proto_enumTypes[1].Descriptor()
+}
+
+func (SeedStrategy) Type() protoreflect.EnumType {
+	return &file_recommender_v1_recommender_proto_enumTypes[1]
+}
+
+func (x SeedStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SeedStrategy.Descriptor instead.
+func (SeedStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{1}
+}
+
 // Paper is one scholarly paper.
 type Paper struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -287,7 +343,9 @@ type RecommendRequest struct {
 	// Papers the results should resemble. Unknown ids fail the call with NOT_FOUND. Seeds never
 	// appear in their own results. At most 100 seeds in all (positive and negative).
 	PositivePaperIds []string `protobuf:"bytes,2,rep,name=positive_paper_ids,json=positivePaperIds,proto3" json:"positive_paper_ids,omitempty"`
-	// Papers the results should not resemble: papers close to them rank lower. Never returned.
+	// Papers the results should not resemble: a paper ranked higher among a negative seed's
+	// neighbours than among those of every positive seed (or of the query text) moves below the
+	// others. Papers unlike every negative seed keep their place. Never returned.
 	NegativePaperIds []string `protobuf:"bytes,3,rep,name=negative_paper_ids,json=negativePaperIds,proto3" json:"negative_paper_ids,omitempty"`
 	// Which papers may be returned.
 	Filter *Filter `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
@@ -304,7 +362,8 @@ type RecommendRequest struct {
 	CandidatePaperIds []string `protobuf:"bytes,8,rep,name=candidate_paper_ids,json=candidatePaperIds,proto3" json:"candidate_paper_ids,omitempty"`
 	// Diversity in [0, 1]: re-rank with maximal marginal relevance, trading relevance for
 	// dissimilarity to the results above. 0 (the default) keeps the relevance order. The re-ranked
-	// pool is the best max(100, 3 x (offset + page_size)) results, so pages stay consistent.
+	// pool is the best 300 results, whatever the page, so pages stay consistent; paging stops at
+	// its end (as with recency and negative seeds, which re-rank the same pool).
 	Diversity float32 `protobuf:"fixed32,9,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	// Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
 	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. A paper of
@@ -314,7 +373,10 @@ type RecommendRequest struct {
 	Explain bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`
 	// Search embeddings exactly instead of with the approximate index: slower on large stores,
 	// never misses a neighbour. Small stores (under 10,000 papers) are always searched exactly.
-	Exact         bool `protobuf:"varint,12,opt,name=exact,proto3" json:"exact,omitempty"`
+	Exact bool `protobuf:"varint,12,opt,name=exact,proto3" json:"exact,omitempty"`
+	// How several seeds make one list; UNSPECIFIED lets the service choose. Makes no difference
+	// to a single seed or a text alone.
+	Strategy      SeedStrategy `protobuf:"varint,13,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -431,6 +493,13 @@ func (x *RecommendRequest) GetExact() bool {
 		return x.Exact
 	}
 	return false
+}
+
+func (x *RecommendRequest) GetStrategy() SeedStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return SeedStrategy_SEED_STRATEGY_UNSPECIFIED
 }
 
 // SharedTerm is a word a result shares with the query or the seeds.
@@ -594,7 +663,13 @@ type Recommendation struct {
 	// folded into this result.
 	DuplicatePaperIds []string `protobuf:"bytes,3,rep,name=duplicate_paper_ids,json=duplicatePaperIds,proto3" json:"duplicate_paper_ids,omitempty"`
 	// Why it was recommended; set when the request asked to explain.
-	Explanation   *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	Explanation *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// The estimated probability, in [0, 1], that a reader would judge this paper relevant to the
+	// request: calibrated per retrieval mode on labelled data (papers sharing a topic with a seed
+	// paper), from the paper's rank and similarity in the list of the seed (or text) that found
+	// it. Unlike score it compares across requests and modes. Recency and diversity leave it as
+	// it is.
+	Relevance     float32 `protobuf:"fixed32,5,opt,name=relevance,proto3" json:"relevance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +732,13 @@ func (x *Recommendation) GetExplanation() *Explanation {
 	return nil
 }
 
+func (x *Recommendation) GetRelevance() float32 {
+	if x != nil {
+		return x.Relevance
+	}
+	return 0
+}
+
 // RecommendResponse is one page of recommendations.
 type RecommendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -669,8 +751,10 @@ type RecommendResponse struct {
 	Mode RetrievalMode `protobuf:"varint,3,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
 	// Requested candidate ids that are not stored.
 	UnknownCandidateIds []string `protobuf:"bytes,4,rep,name=unknown_candidate_ids,json=unknownCandidateIds,proto3" json:"unknown_candidate_ids,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The seed strategy that produced the results.
+	Strategy      SeedStrategy `protobuf:"varint,5,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecommendResponse) Reset() {
@@ -729,6 +813,13 @@ func (x *RecommendResponse) GetUnknownCandidateIds() []string {
 		return x.UnknownCandidateIds
 	}
 	return nil
+}
+
+func (x *RecommendResponse) GetStrategy() SeedStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return SeedStrategy_SEED_STRATEGY_UNSPECIFIED
 }
 
 // GetPaperRequest names one paper.
@@ -1389,7 +1480,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"categories\x18\x03 \x03(\tR\n" +
 	"categories\x12\x18\n" +
 	"\aauthors\x18\x04 \x03(\tR\aauthors\x12*\n" +
-	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\xd6\x03\n" +
+	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\x90\x04\n" +
 	"\x10RecommendRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x12positive_paper_ids\x18\x02 \x03(\tR\x10positivePaperIds\x12,\n" +
@@ -1404,7 +1495,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x16recency_half_life_days\x18\n" +
 	" \x01(\x02R\x13recencyHalfLifeDays\x12\x18\n" +
 	"\aexplain\x18\v \x01(\bR\aexplain\x12\x14\n" +
-	"\x05exact\x18\f \x01(\bR\x05exact\"8\n" +
+	"\x05exact\x18\f \x01(\bR\x05exact\x128\n" +
+	"\bstrategy\x18\r \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\"8\n" +
 	"\n" +
 	"SharedTerm\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +
@@ -1417,17 +1509,19 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"fusedScore\x12&\n" +
 	"\x0fclosest_seed_id\x18\x04 \x01(\tR\rclosestSeedId\x126\n" +
 	"\x17closest_seed_similarity\x18\x05 \x01(\x02R\x15closestSeedSimilarity\x12=\n" +
-	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\"\xc2\x01\n" +
+	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\"\xe0\x01\n" +
 	"\x0eRecommendation\x12+\n" +
 	"\x05paper\x18\x01 \x01(\v2\x15.recommender.v1.PaperR\x05paper\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
 	"\x13duplicate_paper_ids\x18\x03 \x03(\tR\x11duplicatePaperIds\x12=\n" +
-	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\"\xdc\x01\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\x12\x1c\n" +
+	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\x96\x02\n" +
 	"\x11RecommendResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x122\n" +
-	"\x15unknown_candidate_ids\x18\x04 \x03(\tR\x13unknownCandidateIds\",\n" +
+	"\x15unknown_candidate_ids\x18\x04 \x03(\tR\x13unknownCandidateIds\x128\n" +
+	"\bstrategy\x18\x05 \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\",\n" +
 	"\x0fGetPaperRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\"?\n" +
 	"\x10GetPaperResponse\x12+\n" +
@@ -1471,7 +1565,11 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RETRIEVAL_MODE_LEXICAL\x10\x01\x12\x18\n" +
 	"\x14RETRIEVAL_MODE_DENSE\x10\x02\x12\x19\n" +
-	"\x15RETRIEVAL_MODE_HYBRID\x10\x032\xa3\x04\n" +
+	"\x15RETRIEVAL_MODE_HYBRID\x10\x03*e\n" +
+	"\fSeedStrategy\x12\x1d\n" +
+	"\x19SEED_STRATEGY_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SEED_STRATEGY_PER_SEED\x10\x01\x12\x1a\n" +
+	"\x16SEED_STRATEGY_CENTROID\x10\x022\xa3\x04\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
@@ -1492,58 +1590,61 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 	return file_recommender_v1_recommender_proto_rawDescData
 }
 
-var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_recommender_v1_recommender_proto_goTypes = []any{
 	(RetrievalMode)(0),           // 0: recommender.v1.RetrievalMode
-	(*Paper)(nil),                // 1: recommender.v1.Paper
-	(*Filter)(nil),               // 2: recommender.v1.Filter
-	(*RecommendRequest)(nil),     // 3: recommender.v1.RecommendRequest
-	(*SharedTerm)(nil),           // 4: recommender.v1.SharedTerm
-	(*Explanation)(nil),          // 5: recommender.v1.Explanation
-	(*Recommendation)(nil),       // 6: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),    // 7: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),      // 8: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),     // 9: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),  // 10: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil), // 11: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),  // 12: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil), // 13: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),  // 14: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),            // 15: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil), // 16: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),  // 17: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil), // 18: recommender.v1.GetIndexInfoResponse
+	(SeedStrategy)(0),            // 1: recommender.v1.SeedStrategy
+	(*Paper)(nil),                // 2: recommender.v1.Paper
+	(*Filter)(nil),               // 3: recommender.v1.Filter
+	(*RecommendRequest)(nil),     // 4: recommender.v1.RecommendRequest
+	(*SharedTerm)(nil),           // 5: recommender.v1.SharedTerm
+	(*Explanation)(nil),          // 6: recommender.v1.Explanation
+	(*Recommendation)(nil),       // 7: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),    // 8: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),      // 9: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),     // 10: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),  // 11: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil), // 12: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),  // 13: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil), // 14: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),  // 15: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),            // 16: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil), // 17: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),  // 18: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil), // 19: recommender.v1.GetIndexInfoResponse
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
-	2,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
+	3,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 1: recommender.v1.RecommendRequest.mode:type_name -> recommender.v1.RetrievalMode
-	4,  // 2: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
-	1,  // 3: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
-	5,  // 4: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
-	6,  // 5: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
-	0,  // 6: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
-	1,  // 7: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
-	1,  // 8: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
-	1,  // 9: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
-	15, // 10: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	3,  // 11: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	8,  // 12: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	10, // 13: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	12, // 14: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	14, // 15: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	17, // 16: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	7,  // 17: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	9,  // 18: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	11, // 19: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	13, // 20: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	16, // 21: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	18, // 22: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	1,  // 2: recommender.v1.RecommendRequest.strategy:type_name -> recommender.v1.SeedStrategy
+	5,  // 3: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
+	2,  // 4: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
+	6,  // 5: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
+	7,  // 6: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
+	0,  // 7: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
+	1,  // 8: recommender.v1.RecommendResponse.strategy:type_name -> recommender.v1.SeedStrategy
+	2,  // 9: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
+	2,  // 10: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
+	2,  // 11: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
+	16, // 12: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
+	4,  // 13: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	9,  // 14: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	11, // 15: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	13, // 16: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	15, // 17: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	18, // 18: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	8,  // 19: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	10, // 20: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	12, // 21: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	14, // 22: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	17, // 23: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	19, // 24: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -1556,7 +1657,7 @@ func file_recommender_v1_recommender_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,

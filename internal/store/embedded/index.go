@@ -189,8 +189,9 @@ type scored struct {
 	score float32
 }
 
-// search runs q against the index and returns the best q.Limit hits, by score then id.
-func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error) {
+// search runs q against the index and returns the best q.Limit hits, by score then id, with
+// each signal's score.
+func (x *index) search(ctx context.Context, q store.Query) ([]rank.Fused, error) {
 	m := x.matcher(q.Filter)
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
@@ -214,9 +215,11 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Scored, error
 		}
 		return fusion.Fuse(q.Limit, lex, dense), nil
 	case len(q.Dense) > 0:
-		return x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact)
+		hits, err := x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact)
+		return rank.OneSignal(hits, false), err
 	default:
-		return x.searchLexical(ctx, q.Lexical, m, q.Limit)
+		hits, err := x.searchLexical(ctx, q.Lexical, m, q.Limit)
+		return rank.OneSignal(hits, true), err
 	}
 }
 

@@ -432,7 +432,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", r.ID, err)
 			}
-			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
+			hits = append(hits, store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense})
 		}
 		return nil
 	})

@@ -208,13 +208,6 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 		{"dense", store.Query{Dense: []float32{1, 0}, Filter: filter, Limit: 5}, func(r *qc.QueryPoints) bool {
 			return r.GetUsing() == qdrant.DenseVector && slices.Equal(r.GetQuery().GetNearest().GetDense().GetData(), []float32{1, 0})
 		}},
-		{"hybrid", store.Query{Lexical: lex, Dense: []float32{1, 0}, Filter: filter, Limit: 5}, func(r *qc.QueryPoints) bool {
-			pf := r.GetPrefetch()
-			return len(pf) == 2 && pf[0].GetUsing() == qdrant.LexicalVector && pf[1].GetUsing() == qdrant.DenseVector &&
-				pf[0].GetLimit() == uint64(f.Depth) && pf[1].GetLimit() == uint64(f.Depth) && pf[0].GetFilter() != nil && pf[1].GetFilter() != nil &&
-				r.GetQuery().GetRrf().GetK() == uint32(f.K) &&
-				slices.Equal(r.GetQuery().GetRrf().GetWeights(), []float32{f.LexicalWeight, f.DenseWeight})
-		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,11 +234,31 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 			}
 		})
 	}
-	// Score fusion has no weighted form in Qdrant's API: refused rather than fused otherwise.
-	d.Reset()
-	dbsf := store.Query{Lexical: lex, Dense: []float32{1, 0}, Limit: 5, Fusion: rank.Fusion{Method: rank.FuseDBSF, LexicalWeight: 1, DenseWeight: 2, Depth: 100}}
-	if _, err := s.Search(ctx, dbsf); err == nil || len(d.Calls("Points/Query")) != 0 {
-		t.Fatalf("DBSF hybrid: %v, %d queries sent; want an error and none", err, len(d.Calls("Points/Query")))
+	// Hybrid: both lists in one batch, each as deep as the fusion looks (plus the tie window),
+	// fused here with each signal's score kept; any fusion method, as in the embedded store.
+	for _, fusion := range []rank.Fusion{f, {Method: rank.FuseDBSF, LexicalWeight: 1, DenseWeight: 2, Depth: 100}} {
+		d.Reset()
+		hits, err := s.Search(ctx, store.Query{Lexical: lex, Dense: []float32{1, 0}, Filter: filter, Limit: 5, Fusion: fusion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := d.Calls("Points/QueryBatch")
+		if len(batch) != 1 || len(d.Calls("Points/Query")) != 0 {
+			t.Fatalf("%d batches and %d single queries sent, want one batch", len(batch), len(d.Calls("Points/Query")))
+		}
+		qs := batch[0].Req.(*qc.QueryBatchPoints).GetQueryPoints()
+		if len(qs) != 2 || qs[0].GetUsing() != qdrant.LexicalVector || qs[1].GetUsing() != qdrant.DenseVector ||
+			qs[0].GetLimit() != uint64(fusion.Depth+64) || qs[1].GetLimit() != uint64(fusion.Depth+64) ||
+			qs[0].GetFilter() == nil || qs[1].GetFilter() == nil || len(qs[0].GetPrefetch())+len(qs[1].GetPrefetch()) != 0 {
+			t.Fatalf("batch sent: %v", qs)
+		}
+		// "a" matches both words and is the dense query's own direction; "b" one word.
+		want := fusion.Fuse(5, []rank.Scored{{ID: "a", Score: hits[0].LexicalScore}, {ID: "b", Score: hits[1].LexicalScore}},
+			[]rank.Scored{{ID: "a", Score: 1}, {ID: "b", Score: 0.6}})
+		if len(hits) != 2 || hits[0].Paper.ID != "a" || hits[0].DenseScore < 0.999 || hits[1].DenseScore < 0.599 || hits[1].DenseScore > 0.601 ||
+			hits[0].LexicalScore <= hits[1].LexicalScore || hits[1].LexicalScore <= 0 || hits[0].Score != want[0].Score || hits[1].Score != want[1].Score {
+			t.Fatalf("%s hits: %+v, want fused %+v", fusion.Method, hits, want)
+		}
 	}
 }
 

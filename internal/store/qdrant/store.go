@@ -412,58 +412,63 @@ const minLexicalScore = 1e-6
 // by its internal order, which would make pages differ between replicas and over time.
 const tieWindow = 64
 
-// Search implements store.Store through the Query API: a sparse or dense nearest query, or
-// for hybrid a prefetch of both fused by Qdrant's weighted RRF with the query's rank.Fusion (whose
-// formula is Qdrant's), as the embedded store fuses.
-// It ranks ids and scores first, then reads the payloads of the hits kept.
+// Search implements store.Store through the Query API: a sparse or a dense nearest query, or for
+// hybrid both in one batch, fused here by rank.Fusion exactly as the embedded store fuses (so
+// both rank alike and every fusion method works) and keeping each signal's score. Each list
+// ranks ids and scores only; the payloads of the hits kept are read after.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists || q.Limit <= 0 {
 		return nil, err
 	}
+	hybrid := q.Lexical.Len() > 0 && len(q.Dense) > 0
+	fusion := q.Fusion.OrDefault()
+	depth := q.Limit
+	if hybrid {
+		depth = fusion.ListDepth(q.Limit)
+	}
 	filter := toFilter(q.Filter)
-	limit := uint64(q.Limit + tieWindow)
-	req := &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
-		WithPayload: qc.NewWithPayloadInclude("paper_id")}
-	lexicalQuery := func() *qc.Query { return qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values) }
-	dense, lex := DenseVector, LexicalVector
-	threshold := float32(minLexicalScore)
+	limit := uint64(depth + tieWindow)
+	var reqs []*qc.QueryPoints
+	if q.Lexical.Len() > 0 {
+		using, threshold := LexicalVector, float32(minLexicalScore)
+		reqs = append(reqs, &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
+			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, ScoreThreshold: &threshold,
+			Query: qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values)})
+	}
+	if len(q.Dense) > 0 {
+		using := DenseVector
+		reqs = append(reqs, &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
+			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, Query: qc.NewQueryDense(q.Dense)})
+	}
+	var results [][]*qc.ScoredPoint
+	if len(reqs) == 1 {
+		points, err := s.client.Query(ctx, reqs[0])
+		if err != nil {
+			return nil, mapErr(s.opts.Collection, err)
+		}
+		results = append(results, points)
+	} else {
+		batch, err := s.client.QueryBatch(ctx, &qc.QueryBatchPoints{CollectionName: s.opts.Collection, QueryPoints: reqs})
+		if err != nil {
+			return nil, mapErr(s.opts.Collection, err)
+		}
+		for _, r := range batch {
+			results = append(results, r.GetResult())
+		}
+	}
+	lists := make([][]rank.Scored, len(results))
+	for i, points := range results {
+		lists[i] = byScoreThenID(points, depth)
+	}
+	var ranked []rank.Fused
 	switch {
-	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
-		fusion := q.Fusion.OrDefault()
-		if fusion.Method != rank.FuseRRF {
-			// Qdrant's API fuses by rank, or by unweighted DBSF: nothing else would match the
-			// embedded store.
-			return nil, fmt.Errorf("qdrant store: hybrid fusion %q is not supported, only %q", fusion.Method, rank.FuseRRF)
-		}
-		depth := uint64(fusion.ListDepth(q.Limit))
-		req.Prefetch = []*qc.PrefetchQuery{
-			{Query: lexicalQuery(), Using: &lex, Filter: filter, Limit: &depth, ScoreThreshold: &threshold},
-			{Query: qc.NewQueryDense(q.Dense), Using: &dense, Filter: filter, Limit: &depth},
-		}
-		k := uint32(fusion.K)
-		req.Query = qc.NewQueryRRF(&qc.Rrf{K: &k, Weights: []float32{fusion.LexicalWeight, fusion.DenseWeight}})
-	case len(q.Dense) > 0:
-		req.Query, req.Using = qc.NewQueryDense(q.Dense), &dense
+	case hybrid:
+		ranked = fusion.Fuse(q.Limit, lists[0], lists[1])
 	default:
-		req.Query, req.Using, req.ScoreThreshold = lexicalQuery(), &lex, &threshold
+		ranked = rank.OneSignal(lists[0], q.Lexical.Len() > 0)
 	}
-	points, err := s.client.Query(ctx, req)
-	if err != nil {
-		return nil, mapErr(s.opts.Collection, err)
-	}
-	ranked := make([]rank.Scored, len(points))
-	for i, pt := range points {
-		ranked[i] = rank.Scored{ID: pt.GetPayload()["paper_id"].GetStringValue(), Score: pt.GetScore()}
-	}
-	slices.SortFunc(ranked, func(a, b rank.Scored) int {
-		if rank.Better(a, b) {
-			return -1
-		}
-		return 1
-	})
-	ranked = ranked[:min(len(ranked), q.Limit)]
 	ids := make([]string, len(ranked))
 	for i, r := range ranked {
 		ids[i] = r.ID
@@ -483,10 +488,26 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	hits := make([]store.Hit, 0, len(ranked))
 	for _, r := range ranked {
 		if p, ok := byID[r.ID]; ok { // deleted between the two calls: skip it
-			hits = append(hits, store.Hit{Paper: p, Score: r.Score})
+			hits = append(hits, store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense})
 		}
 	}
 	return hits, nil
+}
+
+// byScoreThenID is a list of points as ids and scores, ordered by score and then paper id, cut to
+// n: Qdrant orders ties by its internal ids, which would make lists differ between replicas.
+func byScoreThenID(points []*qc.ScoredPoint, n int) []rank.Scored {
+	ranked := make([]rank.Scored, len(points))
+	for i, pt := range points {
+		ranked[i] = rank.Scored{ID: pt.GetPayload()["paper_id"].GetStringValue(), Score: pt.GetScore()}
+	}
+	slices.SortFunc(ranked, func(a, b rank.Scored) int {
+		if rank.Better(a, b) {
+			return -1
+		}
+		return 1
+	})
+	return ranked[:min(len(ranked), n)]
 }
 
 // WaitOptimized waits until Qdrant reports the collection green: its optimisers, which build

@@ -389,6 +389,26 @@ func testHybrid(t *testing.T, s store.Store) {
 	if len(hits) != 5 {
 		t.Fatalf("hybrid returned %d hits, want 5", len(hits))
 	}
+	// Each hit carries its score in each signal's own list (0 when absent from it).
+	lex := search(t, s, store.Query{Lexical: lexical.Query("zebra"), Limit: 50})
+	dense := search(t, s, store.Query{Dense: ps[7].Dense, Limit: 50})
+	scoreIn := func(list []store.Hit, id string) float32 {
+		for _, h := range list {
+			if h.Paper.ID == id {
+				return h.Score
+			}
+		}
+		return 0
+	}
+	for _, h := range hits {
+		if h.LexicalScore != scoreIn(lex, h.Paper.ID) || math.Abs(float64(h.DenseScore-scoreIn(dense, h.Paper.ID))) > 1e-5 {
+			t.Fatalf("hybrid hit %s: signal scores %v and %v, want %v and %v as searched alone", h.Paper.ID,
+				h.LexicalScore, h.DenseScore, scoreIn(lex, h.Paper.ID), scoreIn(dense, h.Paper.ID))
+		}
+	}
+	if lex[0].LexicalScore != lex[0].Score || lex[0].DenseScore != 0 || dense[0].DenseScore != dense[0].Score || dense[0].LexicalScore != 0 {
+		t.Fatalf("single-signal hits: %+v and %+v, want their score as that signal's", lex[0], dense[0])
+	}
 }
 
 func testManyDeletes(t *testing.T, s store.Store) {

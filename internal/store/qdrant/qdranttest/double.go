@@ -350,6 +350,36 @@ func (s *points) Query(ctx context.Context, req *qc.QueryPoints) (*qc.QueryRespo
 		return nil, err
 	}
 	defer s.d.mu.Unlock()
+	res, err := s.query(req)
+	if err != nil {
+		return nil, err
+	}
+	return &qc.QueryResponse{Result: res}, nil
+}
+
+// QueryBatch answers each query as Query does, under one lock: Qdrant runs a batch on one
+// snapshot of the collection.
+func (s *points) QueryBatch(ctx context.Context, req *qc.QueryBatchPoints) (*qc.QueryBatchResponse, error) {
+	if err := s.d.enter(ctx, "Points/QueryBatch", req); err != nil {
+		return nil, err
+	}
+	defer s.d.mu.Unlock()
+	resp := &qc.QueryBatchResponse{}
+	for _, q := range req.GetQueryPoints() {
+		if q.GetCollectionName() != req.GetCollectionName() {
+			return nil, status.Errorf(codes.InvalidArgument, "collection %q in a batch for %q", q.GetCollectionName(), req.GetCollectionName())
+		}
+		res, err := s.query(q)
+		if err != nil {
+			return nil, err
+		}
+		resp.Result = append(resp.Result, &qc.BatchResult{Result: res})
+	}
+	return resp, nil
+}
+
+// query answers one query; the caller holds the lock.
+func (s *points) query(req *qc.QueryPoints) ([]*qc.ScoredPoint, error) {
 	c, err := s.d.collection(req.GetCollectionName())
 	if err != nil {
 		return nil, err
@@ -384,12 +414,12 @@ func (s *points) Query(ctx context.Context, req *qc.QueryPoints) (*qc.QueryRespo
 	if lim := int(req.GetLimit()); lim > 0 && len(ranked) > lim {
 		ranked = ranked[:lim]
 	}
-	resp := &qc.QueryResponse{}
+	var res []*qc.ScoredPoint
 	for _, r := range ranked {
-		resp.Result = append(resp.Result, &qc.ScoredPoint{Id: r.p.GetId(), Score: r.score,
+		res = append(res, &qc.ScoredPoint{Id: r.p.GetId(), Score: r.score,
 			Payload: selectPayload(r.p.GetPayload(), req.GetWithPayload()), Vectors: outputVectors(r.p, req.GetWithVectors())})
 	}
-	return resp, nil
+	return res, nil
 }
 
 // nearest scores every point that passes filter against a nearest query on vector using.

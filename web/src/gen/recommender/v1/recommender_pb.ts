@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file recommender/v1/recommender.proto.
  */
 export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
-  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAkixQIKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIIioKClNoYXJlZFRlcm0SDAoEdGVybRgBIAEoCRIOCgZ3ZWlnaHQYAiABKAIiugEKC0V4cGxhbmF0aW9uEhUKDWxleGljYWxfc2NvcmUYASABKAISEwoLZGVuc2Vfc2NvcmUYAiABKAISEwoLZnVzZWRfc2NvcmUYAyABKAISFwoPY2xvc2VzdF9zZWVkX2lkGAQgASgJEh8KF2Nsb3Nlc3Rfc2VlZF9zaW1pbGFyaXR5GAUgASgCEjAKDHNoYXJlZF90ZXJtcxgGIAMoCzIaLnJlY29tbWVuZGVyLnYxLlNoYXJlZFRlcm0ilAEKDlJlY29tbWVuZGF0aW9uEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISDQoFc2NvcmUYAiABKAISGwoTZHVwbGljYXRlX3BhcGVyX2lkcxgDIAMoCRIwCgtleHBsYW5hdGlvbhgEIAEoCzIbLnJlY29tbWVuZGVyLnYxLkV4cGxhbmF0aW9uIqkBChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCSIjCg9HZXRQYXBlclJlcXVlc3QSEAoIcGFwZXJfaWQYASABKAkiOAoQR2V0UGFwZXJSZXNwb25zZRIkCgVwYXBlchgBIAEoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIjwKE1Vwc2VydFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiTAoUVXBzZXJ0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUiKAoTRGVsZXRlUGFwZXJzUmVxdWVzdBIRCglwYXBlcl9pZHMYASADKAkiRAoURGVsZXRlUGFwZXJzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoBRIbChNub3RfZm91bmRfcGFwZXJfaWRzGAIgAygJIjwKE0luZ2VzdFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiPwoJUmVqZWN0aW9uEhAKCHBhcGVyX2lkGAEgASgJEhAKCHBvc2l0aW9uGAIgASgDEg4KBnJlYXNvbhgDIAEoCSKNAQoUSW5nZXN0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAMSDwoHdXBkYXRlZBgCIAEoAxIRCgl1bmNoYW5nZWQYAyABKAMSEAoIcmVqZWN0ZWQYBCABKAMSLQoKcmVqZWN0aW9ucxgFIAMoCzIZLnJlY29tbWVuZGVyLnYxLlJlamVjdGlvbiIVChNHZXRJbmRleEluZm9SZXF1ZXN0ItMBChRHZXRJbmRleEluZm9SZXNwb25zZRITCgtwYXBlcl9jb3VudBgBIAEoAxIVCg1zdG9yZV9iYWNrZW5kGAIgASgJEhcKD2VtYmVkZGluZ19tb2RlbBgDIAEoCRIcChRlbWJlZGRpbmdfZGltZW5zaW9ucxgEIAEoBRIVCg1pbmRleF92ZXJzaW9uGAUgASgEEh4KFmVtYmVkZGluZ19xdWVyeV9wcmVmaXgYBiABKAkSIQoZZW1iZWRkaW5nX2RvY3VtZW50X3ByZWZpeBgHIAEoCSqAAQoNUmV0cmlldmFsTW9kZRIeChpSRVRSSUVWQUxfTU9ERV9VTlNQRUNJRklFRBAAEhoKFlJFVFJJRVZBTF9NT0RFX0xFWElDQUwQARIYChRSRVRSSUVWQUxfTU9ERV9ERU5TRRACEhkKFVJFVFJJRVZBTF9NT0RFX0hZQlJJRBADMqMEChJSZWNvbW1lbmRlclNlcnZpY2USUAoJUmVjb21tZW5kEiAucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlc3BvbnNlEk0KCEdldFBhcGVyEh8ucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXF1ZXN0GiAucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXNwb25zZRJZCgxVcHNlcnRQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVzcG9uc2USWQoMRGVsZXRlUGFwZXJzEiMucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1Jlc3BvbnNlElsKDEluZ2VzdFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXNwb25zZSgBElkKDEdldEluZGV4SW5mbxIjLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXNwb25zZUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
+  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki9QIKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5IioKClNoYXJlZFRlcm0SDAoEdGVybRgBIAEoCRIOCgZ3ZWlnaHQYAiABKAIiugEKC0V4cGxhbmF0aW9uEhUKDWxleGljYWxfc2NvcmUYASABKAISEwoLZGVuc2Vfc2NvcmUYAiABKAISEwoLZnVzZWRfc2NvcmUYAyABKAISFwoPY2xvc2VzdF9zZWVkX2lkGAQgASgJEh8KF2Nsb3Nlc3Rfc2VlZF9zaW1pbGFyaXR5GAUgASgCEjAKDHNoYXJlZF90ZXJtcxgGIAMoCzIaLnJlY29tbWVuZGVyLnYxLlNoYXJlZFRlcm0ipwEKDlJlY29tbWVuZGF0aW9uEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISDQoFc2NvcmUYAiABKAISGwoTZHVwbGljYXRlX3BhcGVyX2lkcxgDIAMoCRIwCgtleHBsYW5hdGlvbhgEIAEoCzIbLnJlY29tbWVuZGVyLnYxLkV4cGxhbmF0aW9uEhEKCXJlbGV2YW5jZRgFIAEoAiLZAQoRUmVjb21tZW5kUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZGF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIrCgRtb2RlGAMgASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRIdChV1bmtub3duX2NhbmRpZGF0ZV9pZHMYBCADKAkSLgoIc3RyYXRlZ3kYBSABKA4yHC5yZWNvbW1lbmRlci52MS5TZWVkU3RyYXRlZ3kiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIyowQKElJlY29tbWVuZGVyU2VydmljZRJQCglSZWNvbW1lbmQSIC5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVzcG9uc2USTQoIR2V0UGFwZXISHy5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlcXVlc3QaIC5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlc3BvbnNlElkKDFVwc2VydFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXNwb25zZRJZCgxEZWxldGVQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVzcG9uc2USWwoMSW5nZXN0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1Jlc3BvbnNlKAESWQoMR2V0SW5kZXhJbmZvEiMucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1Jlc3BvbnNlQkJaQGdpdGh1Yi5jb20vcGFwZXJyZWMvcmVjb21tZW5kZXIvZ2VuL3JlY29tbWVuZGVyL3YxO3JlY29tbWVuZGVydjFiBnByb3RvMw");
 
 /**
  * Paper is one scholarly paper.
@@ -162,7 +162,9 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
   positivePaperIds: string[];
 
   /**
-   * Papers the results should not resemble: papers close to them rank lower. Never returned.
+   * Papers the results should not resemble: a paper ranked higher among a negative seed's
+   * neighbours than among those of every positive seed (or of the query text) moves below the
+   * others. Papers unlike every negative seed keep their place. Never returned.
    *
    * @generated from field: repeated string negative_paper_ids = 3;
    */
@@ -209,7 +211,8 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
   /**
    * Diversity in [0, 1]: re-rank with maximal marginal relevance, trading relevance for
    * dissimilarity to the results above. 0 (the default) keeps the relevance order. The re-ranked
-   * pool is the best max(100, 3 x (offset + page_size)) results, so pages stay consistent.
+   * pool is the best 300 results, whatever the page, so pages stay consistent; paging stops at
+   * its end (as with recency and negative seeds, which re-rank the same pool).
    *
    * @generated from field: float diversity = 9;
    */
@@ -238,6 +241,14 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
    * @generated from field: bool exact = 12;
    */
   exact: boolean;
+
+  /**
+   * How several seeds make one list; UNSPECIFIED lets the service choose. Makes no difference
+   * to a single seed or a text alone.
+   *
+   * @generated from field: recommender.v1.SeedStrategy strategy = 13;
+   */
+  strategy: SeedStrategy;
 };
 
 /**
@@ -369,6 +380,17 @@ export type Recommendation = Message<"recommender.v1.Recommendation"> & {
    * @generated from field: recommender.v1.Explanation explanation = 4;
    */
   explanation?: Explanation | undefined;
+
+  /**
+   * The estimated probability, in [0, 1], that a reader would judge this paper relevant to the
+   * request: calibrated per retrieval mode on labelled data (papers sharing a topic with a seed
+   * paper), from the paper's rank and similarity in the list of the seed (or text) that found
+   * it. Unlike score it compares across requests and modes. Recency and diversity leave it as
+   * it is.
+   *
+   * @generated from field: float relevance = 5;
+   */
+  relevance: number;
 };
 
 /**
@@ -412,6 +434,13 @@ export type RecommendResponse = Message<"recommender.v1.RecommendResponse"> & {
    * @generated from field: repeated string unknown_candidate_ids = 4;
    */
   unknownCandidateIds: string[];
+
+  /**
+   * The seed strategy that produced the results.
+   *
+   * @generated from field: recommender.v1.SeedStrategy strategy = 5;
+   */
+  strategy: SeedStrategy;
 };
 
 /**
@@ -795,6 +824,43 @@ export enum RetrievalMode {
  */
 export const RetrievalModeSchema: GenEnum<RetrievalMode> = /*@__PURE__*/
   enumDesc(file_recommender_v1_recommender, 0);
+
+/**
+ * SeedStrategy is how several seeds (the query text counting as one) make one list.
+ *
+ * @generated from enum recommender.v1.SeedStrategy
+ */
+export enum SeedStrategy {
+  /**
+   * In requests: let the service choose (PER_SEED). Never returned in responses.
+   *
+   * @generated from enum value: SEED_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Each seed, and the query text, retrieves its own neighbours, and the lists are interleaved
+   * by rank: every seed contributes near the top, however far apart the seeds are. A result's
+   * score is then the reciprocal-rank score of its best place in any list.
+   *
+   * @generated from enum value: SEED_STRATEGY_PER_SEED = 1;
+   */
+  PER_SEED = 1,
+
+  /**
+   * The seeds and the text are averaged into one query: papers close to all of them lead, and a
+   * seed unlike the others is drowned.
+   *
+   * @generated from enum value: SEED_STRATEGY_CENTROID = 2;
+   */
+  CENTROID = 2,
+}
+
+/**
+ * Describes the enum recommender.v1.SeedStrategy.
+ */
+export const SeedStrategySchema: GenEnum<SeedStrategy> = /*@__PURE__*/
+  enumDesc(file_recommender_v1_recommender, 1);
 
 /**
  * RecommenderService answers "which papers are like this one / like this text?" and keeps the

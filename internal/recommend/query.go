@@ -1,0 +1,147 @@
+package recommend
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/paperrec/recommender/internal/apierr"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// plan is what a request searches: the lists whose papers are recommended (one per seed and
+// one for the text, or one centroid of them all) and one list per negative seed, whose papers
+// are demoted where they rank better than in every positive list.
+type plan struct {
+	positive, negative []store.Query // filter and limit are set when searching
+	// explainTerms are the text's and the positive seeds' terms, which explanations match.
+	explainTerms lexical.Vector
+}
+
+// seedQuery is one seed's (or the text's) representation in both signals.
+type seedQuery struct {
+	lexical lexical.Vector
+	dense   []float32
+	text    bool
+}
+
+// plan turns the request into store queries for the mode and strategy. Seeds are read once and
+// serve both signals; seed-only requests make no embedding call, and a text is embedded once.
+func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strategy, seeds seedPapers) (plan, error) {
+	var pos, neg []seedQuery
+	if r.Text != "" {
+		qv := lexical.Query(r.Text)
+		if qv.Len() == 0 && mode != ModeDense {
+			return plan{}, apierr.Invalid("query", "contains no searchable words (only stop words, numbers or punctuation)")
+		}
+		sq := seedQuery{lexical: qv, text: true}
+		if mode != ModeLexical {
+			vecs, err := e.Embedder.Embed(ctx, []string{e.prefixes().QueryText(r.Text)})
+			if err != nil {
+				return plan{}, fmt.Errorf("embed query: %w", err)
+			}
+			if err := e.checkDims(vecs); err != nil {
+				return plan{}, err
+			}
+			sq.dense = vecs[0]
+		}
+		pos = append(pos, sq)
+	}
+	for _, side := range []struct {
+		papers []store.Paper
+		out    *[]seedQuery
+	}{{seeds.positive, &pos}, {seeds.negative, &neg}} {
+		for _, p := range side.papers {
+			if mode != ModeLexical && len(p.Dense) == 0 {
+				return plan{}, &apierr.PreconditionError{Reason: apierr.SeedNotEmbedded, Subject: "paper/" + p.ID, Message: fmt.Sprintf(
+					"seed paper %s has no embedding yet: re-ingest it with the embedding model configured, or ask for LEXICAL mode", p.ID)}
+			}
+			*side.out = append(*side.out, seedQuery{lexical: lexical.SeedQuery(p.Lexical), dense: p.Dense})
+		}
+	}
+	var p plan
+	lexes := make([]lexical.Vector, len(pos))
+	for i, s := range pos {
+		lexes[i] = s.lexical
+	}
+	p.explainTerms = lexical.Combine(lexes, nil)
+	if strategy == StrategyCentroid && len(pos) > 1 {
+		pos = []seedQuery{centroid(pos)}
+	}
+	for _, s := range pos {
+		p.positive = append(p.positive, e.query(s, mode))
+	}
+	for _, s := range neg {
+		p.negative = append(p.negative, e.query(s, mode))
+	}
+	return p, nil
+}
+
+// query is the store query of one seed in mode.
+func (e *Engine) query(s seedQuery, mode Mode) store.Query {
+	q := store.Query{Fusion: e.Fusion}
+	if q.Fusion == (rank.Fusion{}) && s.text {
+		q.Fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
+	}
+	if mode != ModeDense {
+		q.Lexical = s.lexical
+	}
+	if mode != ModeLexical {
+		q.Dense = s.dense
+	}
+	return q
+}
+
+// centroid is the Rocchio combination of several seeds: the mean of their term weights, and the
+// mean of their unit-length vectors.
+func centroid(seeds []seedQuery) seedQuery {
+	lexes := make([]lexical.Vector, len(seeds))
+	for i, s := range seeds {
+		lexes[i] = s.lexical
+	}
+	out := seedQuery{lexical: lexical.Combine(lexes, nil)}
+	for _, s := range seeds {
+		if len(s.dense) == 0 {
+			return out // lexical mode: no vectors
+		}
+		if out.dense == nil {
+			out.dense = make([]float32, len(s.dense))
+		}
+		w := 1 / float64(len(seeds)) / norm(s.dense)
+		for i, x := range s.dense {
+			out.dense[i] += float32(w * float64(x))
+		}
+	}
+	return out
+}
+
+func norm(v []float32) float64 {
+	var ss float64
+	for _, x := range v {
+		ss += float64(x) * float64(x)
+	}
+	if ss == 0 {
+		return 1
+	}
+	return math.Sqrt(ss)
+}
+
+// prefixes are the bound model's instructions.
+func (e *Engine) prefixes() embed.Prefixes {
+	return embed.Prefixes{Query: e.Spec.QueryPrefix, Document: e.Spec.DocumentPrefix}
+}
+
+// checkDims guards the store against vectors of another size than it is bound to (an API that
+// changed its model behind the same name, say).
+func (e *Engine) checkDims(vecs [][]float32) error {
+	for _, v := range vecs {
+		if len(v) != e.Spec.Dimensions {
+			return &embed.Error{Kind: embed.KindBadResponse,
+				Err: fmt.Errorf("%d dimensions, the store holds %d", len(v), e.Spec.Dimensions)}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+// Package recommend is the recommendation pipeline, independent of any transport: it builds the
+// queries from text and seed papers, retrieves and fuses candidates, demotes what negative seeds
+// point at, re-ranks for recency and diversity, and explains the results. It also keeps stored
+// papers' vectors when their text is unchanged (AttachVectors).
+package recommend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/paperrec/recommender/internal/apierr"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// Mode is a retrieval mode.
+type Mode int
+
+// Retrieval modes. ModeAuto lets the engine choose: hybrid with an embedder, else lexical.
+const (
+	ModeAuto Mode = iota
+	ModeLexical
+	ModeDense
+	ModeHybrid
+)
+
+func (m Mode) String() string {
+	return [...]string{"auto", "lexical", "dense", "hybrid"}[m]
+}
+
+// Strategy is how several seeds (the query text counting as one) make one list.
+type Strategy int
+
+// Strategies. StrategyAuto is DefaultStrategy.
+const (
+	StrategyAuto Strategy = iota
+	// StrategyPerSeed retrieves each seed's own neighbours and interleaves the lists by rank, so
+	// every seed contributes near the top however far apart the seeds are (Qdrant's best_score
+	// recommend strategy, by rank rather than by raw score, since BM25 scores of two seeds do not
+	// compare).
+	StrategyPerSeed
+	// StrategyCentroid averages the seeds into one query (Rocchio): papers close to all of them
+	// lead, and a seed unlike the others is drowned.
+	StrategyCentroid
+)
+
+func (s Strategy) String() string {
+	return [...]string{"auto", "per-seed", "centroid"}[s]
+}
+
+// DefaultStrategy is the strategy of StrategyAuto, chosen with eval's multi-seed benchmark:
+// per-seed keeps both topics of a two-seed request in the top 10 where the centroid keeps one
+// (BENCHMARKS.md, "Several seeds").
+const DefaultStrategy = StrategyPerSeed
+
+// Limits of the pipeline.
+const (
+	// MaxResults bounds how deep paging goes: each page recomputes the top offset+size papers.
+	MaxResults = 1_000
+	// RerankPool is how many results by relevance diversity, recency and negative seeds
+	// re-rank. It is fixed, whatever page is asked for, so every page comes from the same
+	// re-ranked list; paging stops at its end.
+	RerankPool = 300
+	// sharedTermsShown bounds the shared terms of an explanation.
+	sharedTermsShown = 5
+	// foldRoom is how many hits past a page a search fetches, so duplicates folded into one
+	// still leave a full page.
+	foldRoom = 10
+)
+
+// Request is a validated recommendation request.
+type Request struct {
+	Text               string
+	Positive, Negative []string // seed paper ids, canonical and distinct
+	Filter             store.Filter
+	Candidates         []string // nil: the whole store; else rank only these
+	Mode               Mode
+	Strategy           Strategy
+	Diversity          float64       // 0: relevance order
+	HalfLife           time.Duration // 0: no recency boost
+	Explain, Exact     bool
+	Offset, PageSize   int
+}
+
+// Result is one page of recommendations.
+type Result struct {
+	Mode              Mode // the mode that ran (lexical after a fallback)
+	Strategy          Strategy
+	Items             []Item
+	UnknownCandidates []string
+	// NextOffset is where the next page starts; 0 when there is none.
+	NextOffset int
+}
+
+// Item is one recommended paper.
+type Item struct {
+	Paper       store.Paper
+	Score       float32
+	Relevance   float32  // calibrated probability that a reader judges it relevant
+	Duplicates  []string // ids folded into this one (same normalised title)
+	Explanation *Explanation
+}
+
+// Explanation says why a paper was recommended.
+type Explanation struct {
+	LexicalScore, DenseScore float32 // in the list that ranked it best
+	FusedScore               float32 // relevance before recency and diversity
+	ClosestSeedID            string
+	ClosestSeedSimilarity    float32
+	SharedTerms              []rank.TermWeight
+}
+
+// Engine runs the pipeline over a store. Set its fields before the first call; they are read
+// concurrently after.
+type Engine struct {
+	Store    store.Store
+	Embedder embed.Embedder      // nil: lexical only
+	Spec     store.EmbeddingSpec // the store's binding, when Embedder is set
+	// Fusion merges the lexical and dense lists of a seed; zero: rank.DefaultFusion for seeds,
+	// rank.TextFusion for text.
+	Fusion rank.Fusion
+	// Fallback answers ModeAuto requests lexically when the embedding API is unavailable.
+	Fallback bool
+}
+
+// Recommend runs the pipeline for one page.
+func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
+	mode, err := e.resolveMode(r.Mode)
+	if err != nil {
+		return nil, err
+	}
+	strategy := r.Strategy
+	if strategy == StrategyAuto {
+		strategy = DefaultStrategy
+	}
+	seeds, err := e.loadSeeds(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	p, err := e.plan(ctx, r, mode, strategy, seeds)
+	var ee *embed.Error
+	if err != nil && e.Fallback && r.Mode == ModeAuto && errors.As(err, &ee) && ee.Kind == embed.KindUnavailable {
+		mode = ModeLexical
+		p, err = e.plan(ctx, r, mode, strategy, seeds)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Mode: mode, Strategy: strategy}
+	filter := r.Filter
+	if r.Candidates != nil {
+		if filter.OnlyIDs, res.UnknownCandidates, err = e.known(ctx, r.Candidates); err != nil || len(filter.OnlyIDs) == 0 {
+			return res, err
+		}
+	}
+
+	rerank := r.Diversity > 0 || r.HalfLife > 0 || len(p.negative) > 0
+	depth := MaxResults
+	if rerank {
+		depth = RerankPool
+	}
+	need := min(r.Offset+r.PageSize, depth)
+	// A seed's copies under other ids (same normalised title) are the seed, not a
+	// recommendation. A caller that names the candidates gets every one of them ranked.
+	var seedTitles []string
+	if r.Candidates == nil {
+		for _, s := range append(seeds.positive, seeds.negative...) {
+			seedTitles = append(seedTitles, s.Title)
+		}
+	}
+	// Vectors are read for what compares papers: diversity, and explanations' closest seed.
+	ret := retrieval{mode: mode, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Diversity > 0 || r.Explain, dropTitles: seedTitles}
+	cands, more, err := ret.run(ctx, p, need, depth, rerank)
+	if err != nil {
+		return nil, err
+	}
+	fused := make(map[string]float32, len(cands)) // relevance order's scores, for explanations
+	for _, c := range cands {
+		fused[c.ID] = c.Score
+	}
+	if r.HalfLife > 0 {
+		rank.ApplyRecency(cands, r.HalfLife, time.Now())
+	}
+	cands = rank.MMR(cands, r.Diversity, need)
+
+	var idf rank.IDF
+	if r.Explain {
+		if idf, err = e.termRarity(ctx, p.explainTerms, cands); err != nil {
+			return nil, err
+		}
+	}
+	for i := r.Offset; i < min(need, len(cands)); i++ {
+		c := &cands[i]
+		it := Item{Paper: ret.papers[c.ID], Score: c.Score, Relevance: c.Relevance, Duplicates: c.Duplicates}
+		if r.Explain {
+			it.Explanation = explain(c, &it.Paper, ret.signals[c.ID], fused[c.ID], seeds.positive, p.explainTerms, idf)
+		}
+		res.Items = append(res.Items, it)
+	}
+	if (len(cands) > need || more) && need < depth {
+		res.NextOffset = need
+	}
+	return res, nil
+}
+
+// known splits candidate ids into those stored and those not.
+func (e *Engine) known(ctx context.Context, ids []string) (stored, unknown []string, err error) {
+	found, err := e.Store.Lookup(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	have := map[string]bool{}
+	stored = []string{} // not nil: an empty list restricts to nothing
+	for _, p := range found {
+		have[p.ID] = true
+		stored = append(stored, p.ID)
+	}
+	for _, id := range ids {
+		if !have[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	return stored, unknown, nil
+}
+
+// resolveMode picks the retrieval mode: hybrid when an embedder is configured and the request
+// leaves it to us, lexical without one; dense or hybrid without an embedder is refused.
+func (e *Engine) resolveMode(m Mode) (Mode, error) {
+	switch {
+	case m == ModeAuto && e.Embedder != nil:
+		return ModeHybrid, nil
+	case m == ModeAuto:
+		return ModeLexical, nil
+	case m != ModeLexical && e.Embedder == nil:
+		return 0, &apierr.PreconditionError{Reason: apierr.EmbeddingNotConfigured, Subject: "server", Message: fmt.Sprintf(
+			"retrieval mode %s needs an embedding model, and this server has none configured (set EMBEDDING_BASE_URL)", m)}
+	}
+	return m, nil
+}
+
+// seedPapers are a request's seeds as stored.
+type seedPapers struct{ positive, negative []store.Paper }
+
+func (e *Engine) loadSeeds(ctx context.Context, r Request) (seedPapers, error) {
+	var s seedPapers
+	var err error
+	if len(r.Positive) > 0 {
+		if s.positive, err = e.Store.Get(ctx, r.Positive); err != nil {
+			return s, fmt.Errorf("load seed papers: %w", err)
+		}
+	}
+	if len(r.Negative) > 0 {
+		if s.negative, err = e.Store.Get(ctx, r.Negative); err != nil {
+			return s, fmt.Errorf("load seed papers: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// termRarity is the idf explanations weigh shared terms by: the corpus's when the store says
+// it, else rarity among the candidates.
+func (e *Engine) termRarity(ctx context.Context, query lexical.Vector, pool []rank.Candidate) (rank.IDF, error) {
+	ts, ok := e.Store.(store.TermStatser)
+	if !ok {
+		return rank.PoolRarity(pool), nil
+	}
+	vals, err := ts.IDF(ctx, query.Indices)
+	if err != nil {
+		return nil, err
+	}
+	byTerm := make(map[uint32]float64, len(vals))
+	for i, t := range query.Indices {
+		byTerm[t] = vals[i]
+	}
+	return func(t uint32) float64 { return byTerm[t] }, nil
+}
+
+// explain builds a result's explanation.
+func explain(c *rank.Candidate, p *store.Paper, sig signalScores, fused float32, seeds []store.Paper, terms lexical.Vector, idf rank.IDF) *Explanation {
+	x := &Explanation{LexicalScore: sig.lexical, DenseScore: sig.dense, FusedScore: fused}
+	for i := range seeds {
+		seed := rank.Candidate{ID: seeds[i].ID, Lexical: seeds[i].Lexical, Dense: seeds[i].Dense}
+		if sim := float32(rank.Similarity(c, &seed)); x.ClosestSeedID == "" || sim > x.ClosestSeedSimilarity {
+			x.ClosestSeedID, x.ClosestSeedSimilarity = seed.ID, sim
+		}
+	}
+	x.SharedTerms = rank.SharedTerms(terms, p.Title+"\n"+p.Abstract, idf, sharedTermsShown)
+	return x
+}

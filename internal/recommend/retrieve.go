@@ -1,0 +1,180 @@
+package recommend
+
+import (
+	"context"
+	"slices"
+
+	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// signalScores are one paper's scores by each signal.
+type signalScores struct{ lexical, dense float32 }
+
+// retrieval searches a plan's lists and merges them into candidates, keeping what the later
+// steps need of each paper.
+type retrieval struct {
+	mode           Mode
+	store          store.Store
+	filter         store.Filter
+	exact, vectors bool
+	dropTitles     []string // papers titled so are left out (a seed's copies)
+
+	papers  map[string]store.Paper
+	signals map[string]signalScores
+}
+
+// run returns candidates by relevance with duplicates folded: at least need of them when the
+// store has them (the whole pool of depth when re-ranking), and whether more exist.
+func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bool) ([]rank.Candidate, bool, error) {
+	limit := min(need+foldRoom, depth)
+	if rerank {
+		limit = depth
+	}
+	for {
+		lists, exhausted, err := rt.search(ctx, p.positive, limit, rt.vectors)
+		if err != nil {
+			return nil, false, err
+		}
+		cands, ranks := rt.merge(lists)
+		if len(p.negative) > 0 {
+			negLists, _, err := rt.search(ctx, p.negative, limit, false)
+			if err != nil {
+				return nil, false, err
+			}
+			cands = Demote(cands, ranks, bestRanks(negLists))
+		}
+		cands = rank.CollapseDuplicates(cands, rt.dropTitles...)
+		if exhausted || len(cands) > need || limit >= depth {
+			return cands, !exhausted, nil
+		}
+		limit = min(limit*2, depth)
+	}
+}
+
+// search runs each query to limit; exhausted says no list had more.
+func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, vectors bool) ([][]store.Hit, bool, error) {
+	lists := make([][]store.Hit, len(qs))
+	exhausted := true
+	for i, q := range qs {
+		if err := ctx.Err(); err != nil {
+			return nil, false, err
+		}
+		q.Filter, q.Limit, q.Exact, q.WithVectors = rt.filter, limit, rt.exact, vectors
+		hits, err := rt.store.Search(ctx, q)
+		if err != nil {
+			return nil, false, err
+		}
+		lists[i] = hits
+		exhausted = exhausted && len(hits) < limit
+	}
+	return lists, exhausted, nil
+}
+
+// merge makes the candidates of the positive lists. One list keeps its order and scores.
+// Several are interleaved by rank: a paper's place is its best rank in any list, its score that
+// rank's reciprocal-rank score, and its signal scores and relevance those of that list, so the
+// first papers of every seed come first whatever their raw scores (a long seed's BM25 scores
+// run higher).
+func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]int) {
+	rt.papers, rt.signals = map[string]store.Paper{}, map[string]signalScores{}
+	best := map[string]int{}
+	at := map[string]int{} // index in cands
+	var cands []rank.Candidate
+	calibration := Calibrations[rt.mode]
+	for _, hits := range lists {
+		for i, h := range hits {
+			id := h.Paper.ID
+			if r, ok := best[id]; ok && r <= i+1 {
+				continue
+			}
+			j, ok := at[id]
+			if !ok {
+				j = len(cands)
+				at[id] = j
+				cands = append(cands, rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
+					Lexical: h.Paper.Lexical, Dense: h.Paper.Dense})
+			}
+			best[id] = i + 1
+			cands[j].Score = h.Score
+			cands[j].Relevance = calibration.Relevance(Features(rt.mode, i+1, ratio(h.Score, hits[0].Score), float64(h.DenseScore), float64(h.LexicalScore)))
+			rt.papers[id] = h.Paper
+			rt.signals[id] = signalScores{lexical: h.LexicalScore, dense: h.DenseScore}
+		}
+	}
+	if len(lists) > 1 {
+		for i := range cands {
+			cands[i].Score = rank.DefaultFusion.PositionScore(best[cands[i].ID], 1)
+		}
+		slices.SortFunc(cands, func(a, b rank.Candidate) int {
+			if rank.Better(rank.Scored{ID: a.ID, Score: a.Score}, rank.Scored{ID: b.ID, Score: b.Score}) {
+				return -1
+			}
+			return 1
+		})
+	}
+	return cands, best
+}
+
+// ratio is a/b, or 0 when b is not positive.
+func ratio(a, b float32) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// bestRanks is each paper's best rank (from 1) over lists.
+func bestRanks(lists [][]store.Hit) map[string]int {
+	best := map[string]int{}
+	for _, hits := range lists {
+		for i, h := range hits {
+			if r, ok := best[h.Paper.ID]; !ok || i+1 < r {
+				best[h.Paper.ID] = i + 1
+			}
+		}
+	}
+	return best
+}
+
+// demoteMargin widens "closer to a negative seed": a paper is demoted when the negative's list
+// ranks it better than demoteMargin times its best rank in the positive lists. 1 is the rule as
+// stated; 2 demotes twice as much of the negative's neighbourhood but costs a tenth of the
+// positive's topic (eval's multi-seed benchmark, BENCHMARKS.md "Several seeds").
+const demoteMargin = 1.0
+
+// Demote moves below the others the candidates that a negative seed's list ranks better than
+// demoteMargin times their rank in the positive lists (negative[id] < demoteMargin x
+// positive[id]): what is closer to a negative seed than to any positive one. They keep their
+// order, and their scores are shifted below the lowest kept one, so that re-ranking by score
+// (recency, diversity) starts from the demoted order. Everything else keeps its place and score,
+// so a negative seed far from the positives changes nothing.
+func Demote(cands []rank.Candidate, positive, negative map[string]int) []rank.Candidate {
+	kept := make([]rank.Candidate, 0, len(cands))
+	var demoted []rank.Candidate
+	for _, c := range cands {
+		if n, ok := negative[c.ID]; ok && float64(n) < demoteMargin*float64(positive[c.ID]) {
+			demoted = append(demoted, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	if len(kept) > 0 && len(demoted) > 0 {
+		lowest, highest := kept[0].Score, demoted[0].Score
+		for _, c := range kept {
+			lowest = min(lowest, c.Score)
+		}
+		for _, c := range demoted {
+			highest = max(highest, c.Score)
+		}
+		if shift := highest - lowest; shift >= 0 {
+			shift += max(abs(lowest), abs(highest))*1e-3 + 1e-6 // strictly below, at float32 precision
+			for i := range demoted {
+				demoted[i].Score -= shift
+			}
+		}
+	}
+	return append(kept, demoted...)
+}
+
+func abs(x float32) float32 { return max(x, -x) }
