@@ -79,7 +79,7 @@ func TestMMRMatchesReference(t *testing.T) {
 		}
 		const k = 25
 		got := rank.MMR(slices.Clone(cands), 0.6, k)
-		want := referenceMMR(cands, 0.6)
+		want := referenceMMR(cands, 0.6, k)
 		for i := range k {
 			if got[i].ID != want[i].ID {
 				t.Fatalf("dims %d: pick %d is %s, want %s", dims, i, got[i].ID, want[i].ID)
@@ -95,15 +95,15 @@ func TestMMRMatchesReference(t *testing.T) {
 	}
 }
 
-// referenceMMR is greedy MMR to the end, straight from the definition.
-func referenceMMR(cands []rank.Candidate, diversity float64) []rank.Candidate {
+// referenceMMR is greedy MMR for k picks, straight from the definition.
+func referenceMMR(cands []rank.Candidate, diversity float64, k int) []rank.Candidate {
 	best := 0.0
 	for _, c := range cands {
 		best = max(best, float64(c.Score))
 	}
 	left := slices.Clone(cands)
 	var out []rank.Candidate
-	for len(left) > 0 {
+	for len(left) > 0 && len(out) < k {
 		pick, pickValue := 0, math.Inf(-1)
 		for i := range left {
 			maxSim := 0.0
