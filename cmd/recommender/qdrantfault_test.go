@@ -133,10 +133,14 @@ func testQdrantKill(t *testing.T, q killable) {
 	}
 	t.Logf("backfill:\n%s%s", stdout.String(), stderr.String())
 	// The stream cut by the outage is sent again: its papers Qdrant had stored before it went
-	// down are found there and counted unchanged (100, one batch of 100 papers past the last
-	// stream of 300 acknowledged); none is lost, rejected or counted twice.
-	if got := summary.FindString(stdout.String()); got != fmt.Sprintf("inserted %d, updated 0, unchanged 100, rejected 0, malformed lines 0", n-100) {
-		t.Errorf("backfill summary %q", got)
+	// down are found there and counted unchanged (at least the batch of 100 past the last stream
+	// of 300 acknowledged; more when a resend is cut again part way, which a loaded machine's
+	// timing allows); none is lost, rejected or counted twice.
+	var inserted, unchanged int
+	got := summary.FindString(stdout.String())
+	if _, err := fmt.Sscanf(got, "inserted %d, updated 0, unchanged %d, rejected 0, malformed lines 0", &inserted, &unchanged); err != nil ||
+		inserted+unchanged != n || unchanged < 100 || unchanged%100 != 0 {
+		t.Errorf("backfill summary %q: want every paper inserted or found unchanged once, the resent batches unchanged", got)
 	}
 
 	info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
