@@ -562,13 +562,15 @@ func (x *SharedTerm) GetWeight() float32 {
 // Explanation says why a paper was recommended.
 type Explanation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// BM25 score of the paper for the lexical query; 0 when lexical retrieval did not find it.
+	// BM25 score of the paper for the lexical query (with several seeds under PER_SEED, that of
+	// the seed or text whose list ranked it best); 0 when lexical retrieval did not find it.
 	LexicalScore float32 `protobuf:"fixed32,1,opt,name=lexical_score,json=lexicalScore,proto3" json:"lexical_score,omitempty"`
-	// Cosine similarity of the paper to the dense query; 0 when dense retrieval did not run or
-	// did not find it.
+	// Cosine similarity of the paper to the dense query (likewise); 0 when dense retrieval did
+	// not run or did not find it.
 	DenseScore float32 `protobuf:"fixed32,2,opt,name=dense_score,json=denseScore,proto3" json:"dense_score,omitempty"`
 	// The relevance score before diversity and recency: the fused RRF score in HYBRID mode, else
-	// the score of the one signal.
+	// the score of the one signal; with several lists under PER_SEED, the reciprocal-rank score
+	// of the paper's best place.
 	FusedScore float32 `protobuf:"fixed32,3,opt,name=fused_score,json=fusedScore,proto3" json:"fused_score,omitempty"`
 	// The positive seed the paper is most similar to (empty without seeds).
 	ClosestSeedId string `protobuf:"bytes,4,opt,name=closest_seed_id,json=closestSeedId,proto3" json:"closest_seed_id,omitempty"`

@@ -295,15 +295,16 @@ export const SharedTermSchema: GenMessage<SharedTerm> = /*@__PURE__*/
  */
 export type Explanation = Message<"recommender.v1.Explanation"> & {
   /**
-   * BM25 score of the paper for the lexical query; 0 when lexical retrieval did not find it.
+   * BM25 score of the paper for the lexical query (with several seeds under PER_SEED, that of
+   * the seed or text whose list ranked it best); 0 when lexical retrieval did not find it.
    *
    * @generated from field: float lexical_score = 1;
    */
   lexicalScore: number;
 
   /**
-   * Cosine similarity of the paper to the dense query; 0 when dense retrieval did not run or
-   * did not find it.
+   * Cosine similarity of the paper to the dense query (likewise); 0 when dense retrieval did
+   * not run or did not find it.
    *
    * @generated from field: float dense_score = 2;
    */
@@ -311,7 +312,8 @@ export type Explanation = Message<"recommender.v1.Explanation"> & {
 
   /**
    * The relevance score before diversity and recency: the fused RRF score in HYBRID mode, else
-   * the score of the one signal.
+   * the score of the one signal; with several lists under PER_SEED, the reciprocal-rank score
+   * of the paper's best place.
    *
    * @generated from field: float fused_score = 3;
    */
