@@ -98,7 +98,7 @@ func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClien
 			return m, err
 		}
 		m.Mix += float64(min(count(mixed, a), count(mixed, b))) / 5
-		ownA, err := top([]string{p}, nil, 5)
+		alone, err := top([]string{p}, nil, 10)
 		if err != nil {
 			return m, err
 		}
@@ -106,11 +106,7 @@ func MultiSeedBench(ctx context.Context, c recommenderv1.RecommenderServiceClien
 		if err != nil {
 			return m, err
 		}
-		m.MixBound += float64(min(count(ownA, a), count(ownB, b))) / 5
-		alone, err := top([]string{p}, nil, 10)
-		if err != nil {
-			return m, err
-		}
+		m.MixBound += float64(min(count(alone[:min(5, len(alone))], a), count(ownB, b))) / 5
 		withSame, err := top([]string{p}, []string{n}, 10)
 		if err != nil {
 			return m, err

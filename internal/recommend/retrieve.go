@@ -77,35 +77,28 @@ func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, ve
 // first papers of every seed come first whatever their raw scores (a long seed's BM25 scores
 // run higher).
 func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]int) {
-	rt.papers, rt.signals = map[string]store.Paper{}, map[string]signalScores{}
-	best := map[string]int{}
-	at := map[string]int{} // index in cands
-	var cands []rank.Candidate
+	best := bestRanks(lists)
+	rt.papers, rt.signals = make(map[string]store.Paper, len(best)), make(map[string]signalScores, len(best))
+	cands := make([]rank.Candidate, 0, len(best))
 	calibration := Calibrations[rt.mode]
 	for _, hits := range lists {
 		for i, h := range hits {
 			id := h.Paper.ID
-			if r, ok := best[id]; ok && r <= i+1 {
-				continue
+			if _, done := rt.papers[id]; done || best[id] != i+1 {
+				continue // taken from a list that ranks it as well, or not its best list
 			}
-			j, ok := at[id]
-			if !ok {
-				j = len(cands)
-				at[id] = j
-				cands = append(cands, rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
-					Lexical: h.Paper.Lexical, Dense: h.Paper.Dense})
+			c := rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
+				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Score: h.Score,
+				Relevance: calibration.Relevance(Features(rt.mode, i+1, ratio(h.Score, hits[0].Score), float64(h.DenseScore), float64(h.LexicalScore)))}
+			if len(lists) > 1 {
+				c.Score = rank.DefaultFusion.PositionScore(i+1, 1)
 			}
-			best[id] = i + 1
-			cands[j].Score = h.Score
-			cands[j].Relevance = calibration.Relevance(Features(rt.mode, i+1, ratio(h.Score, hits[0].Score), float64(h.DenseScore), float64(h.LexicalScore)))
+			cands = append(cands, c)
 			rt.papers[id] = h.Paper
 			rt.signals[id] = signalScores{lexical: h.LexicalScore, dense: h.DenseScore}
 		}
 	}
 	if len(lists) > 1 {
-		for i := range cands {
-			cands[i].Score = rank.DefaultFusion.PositionScore(best[cands[i].ID], 1)
-		}
 		slices.SortFunc(cands, func(a, b rank.Candidate) int {
 			if rank.Better(rank.Scored{ID: a.ID, Score: a.Score}, rank.Scored{ID: b.ID, Score: b.Score}) {
 				return -1
