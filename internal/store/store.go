@@ -195,7 +195,10 @@ type HealthChecker interface {
 }
 
 // ContentHash identifies everything stored for a paper, so backends that cannot compare
-// records byte for byte can still tell an unchanged re-upsert.
+// records byte for byte can still tell an unchanged re-upsert. The vector is identified by
+// DenseHash when it has one (the text it was embedded from; the store pins the model), not by
+// its bits: a backend may return it rescaled, and a paper sent again as read back must hash
+// the same.
 func ContentHash(p *Paper) string {
 	h := sha256.New()
 	for _, s := range []string{p.ID, p.Title, p.Abstract, p.Date, p.DenseHash, strconv.Itoa(int(p.Year))} {
@@ -214,9 +217,11 @@ func ContentHash(p *Paper) string {
 		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(p.Lexical.Values[i]))
 		h.Write(buf[:])
 	}
-	for _, x := range p.Dense {
-		binary.LittleEndian.PutUint32(buf[:], math.Float32bits(x))
-		h.Write(buf[:])
+	if p.DenseHash == "" {
+		for _, x := range p.Dense {
+			binary.LittleEndian.PutUint32(buf[:], math.Float32bits(x))
+			h.Write(buf[:])
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
