@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/paperrec/recommender/internal/lexical"
 )
@@ -28,18 +29,24 @@ type Candidate struct {
 // single spaces. "Attention Is All You Need." and "Attention is all you need" are one title.
 func NormalizeTitle(title string) string {
 	var b strings.Builder
+	b.Grow(len(title))
 	space := false
-	for _, r := range strings.ToLower(title) {
+	for _, r := range title {
 		switch {
-		case unicode.IsLetter(r) || unicode.IsDigit(r):
-			if space && b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			space = false
-			b.WriteRune(r)
+		case r < utf8.RuneSelf && ('a' <= r && r <= 'z' || '0' <= r && r <= '9'):
+		case r < utf8.RuneSelf && 'A' <= r && r <= 'Z':
+			r += 'a' - 'A'
+		case r >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)):
+			r = unicode.ToLower(r)
 		default:
 			space = true
+			continue
 		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteRune(r)
 	}
 	return b.String()
 }
@@ -109,15 +116,20 @@ func paperTime(c *Candidate) (time.Time, bool) {
 
 // MMR re-ranks with maximal marginal relevance (Carbonell and Goldstein, 1998): each next pick
 // maximises (1 - diversity) x relevance - diversity x (highest similarity to a paper already
-// picked), relevance scaled to [0, 1] by the best score. The best paper stays first. Scores are
-// left as they were, so they need not decrease down the list. Only the first k picks are made
-// (a page needs no more); the rest follow in relevance order. Picks are greedy, so a later page
-// asking for more gets the same first ones. Each paper's vector is normalised once, so a
-// similarity is one dot product: k x len(cands) of them in all.
+// picked), relevance scaled to [0, 1] by the best score and similarities below 0 counted as 0.
+// The best paper stays first. Scores are left as they were, so they need not decrease down the
+// list. Only the first k picks are made (a page needs no more); the rest follow in relevance
+// order. Picks are greedy, so a later page asking for more gets the same first ones.
+//
+// It is lazy: a similarity can only lower a paper's value, so a pick stops looking once no paper
+// further down can score above the best value found, and a paper's similarities to the picks are
+// computed only when its value, as known so far, could still win. On a pool of hundreds that
+// touches a few dozen papers instead of k x the pool.
 func MMR(cands []Candidate, diversity float64, k int) []Candidate {
 	if diversity <= 0 || len(cands) < 3 || k <= 1 {
 		return cands
 	}
+	n := len(cands)
 	best := float64(cands[0].Score)
 	for _, c := range cands {
 		best = max(best, float64(c.Score))
@@ -125,154 +137,95 @@ func MMR(cands []Candidate, diversity float64, k int) []Candidate {
 	if best <= 0 {
 		best = 1
 	}
-	left := slices.Clone(cands)
-	units := unitsOf(left)
-	maxSim := make([]float64, len(left)) // highest similarity of each left candidate to the picks
-	scatter := make([]float64, units.terms)
-	out := make([]Candidate, 0, len(cands))
-	for len(left) > 0 && len(out) < k {
-		pick, pickValue := 0, math.Inf(-1)
-		for i, c := range left {
-			v := (1-diversity)*float64(c.Score)/best - diversity*maxSim[i]
-			if v > pickValue {
-				pick, pickValue = i, v
-			}
-		}
-		chosen := units.vecs[pick]
-		out = append(out, left[pick])
-		left = slices.Delete(left, pick, pick+1)
-		units.vecs = slices.Delete(units.vecs, pick, pick+1)
-		maxSim = slices.Delete(maxSim, pick, pick+1)
-		chosen.scatter(scatter)
-		for i := range left {
-			maxSim[i] = max(maxSim[i], chosen.similarity(&units.vecs[i], scatter))
-		}
-		chosen.unscatter(scatter)
+	relevance := func(score float64) float64 { return (1 - diversity) * score / best }
+	// ceiling[i] bounds the value of every paper from i on: their best relevance.
+	ceiling := make([]float64, n+1)
+	ceiling[n] = math.Inf(-1)
+	for i := n - 1; i >= 0; i-- {
+		ceiling[i] = max(ceiling[i+1], relevance(float64(cands[i].Score)))
 	}
-	return append(out, left...)
-}
-
-// unitVectors are a paper's vectors scaled to unit length (the term frequencies damped as in
-// LexicalCosine), so that Similarity is a dot product. Terms are numbered 0..n-1 over the
-// candidates, so a pick's term vector can be spread into an array each other paper reads
-// directly.
-type unitVectors struct {
-	dense  []float32
-	slots  []int32
-	values []float64
-}
-
-// units are the candidates' unit vectors and the number of distinct terms among them.
-type units struct {
-	vecs  []unitVectors
-	terms int
-}
-
-func unitsOf(cands []Candidate) units {
 	// When every paper has an embedding of one size, only those are compared.
 	allDense := len(cands[0].Dense) > 0
 	for i := range cands {
 		allDense = allDense && len(cands[i].Dense) == len(cands[0].Dense)
 	}
-	var slot termSlots
-	if !allDense {
-		n := 0
-		for i := range cands {
-			n += cands[i].Lexical.Len()
+	vecs := make([]*unitVectors, n) // made when a paper is first compared
+	unit := func(i int) *unitVectors {
+		if vecs[i] == nil {
+			vecs[i] = unitOf(&cands[i], !allDense)
 		}
-		slot = newTermSlots(n)
+		return vecs[i]
 	}
-	u := units{vecs: make([]unitVectors, len(cands))}
-	for ci := range cands {
-		c := &cands[ci]
-		var v unitVectors
+	maxSim := make([]float64, n) // highest similarity to the first compared[i] picks
+	compared := make([]int, n)
+	taken := make([]bool, n)
+	tables := make([]termTable, n) // the picks' term vectors, for lookups by term
+	picks := make([]int, 0, min(k, n))
+	for len(picks) < cap(picks) {
+		pick, pickValue := -1, math.Inf(-1)
+		for i := 0; i < n && ceiling[i] > pickValue; i++ {
+			if taken[i] || relevance(float64(cands[i].Score))-diversity*maxSim[i] <= pickValue {
+				continue
+			}
+			for _, p := range picks[compared[i]:] {
+				maxSim[i] = max(maxSim[i], unit(p).similarity(unit(i), &tables[p]))
+			}
+			compared[i] = len(picks)
+			if v := relevance(float64(cands[i].Score)) - diversity*maxSim[i]; v > pickValue {
+				pick, pickValue = i, v
+			}
+		}
+		taken[pick] = true
+		picks = append(picks, pick)
 		if !allDense {
-			v.slots, v.values = make([]int32, c.Lexical.Len()), make([]float64, c.Lexical.Len())
-			var ss float64
-			for i, t := range c.Lexical.Indices {
-				d := dampCached(c.Lexical.Values[i])
-				v.slots[i], v.values[i] = slot.of(t), d
-				ss += d * d
-			}
-			inv := 1 / math.Sqrt(max(ss, math.SmallestNonzeroFloat64))
-			for i := range v.values {
-				v.values[i] *= inv
-			}
-		}
-		if len(c.Dense) > 0 {
-			var dd float64
-			for _, x := range c.Dense {
-				dd += float64(x) * float64(x)
-			}
-			v.dense = make([]float32, len(c.Dense))
-			for i, x := range c.Dense {
-				v.dense[i] = float32(float64(x) / math.Sqrt(max(dd, math.SmallestNonzeroFloat64)))
-			}
-		}
-		u.vecs[ci] = v
-	}
-	u.terms = int(slot.n)
-	return u
-}
-
-// termSlots numbers terms 0, 1, ... in order of first sight: an open-addressing table, since a
-// Go map made this numbering most of a diversity request's time (some 45,000 lookups).
-type termSlots struct {
-	keys  []uint32
-	slots []int32 // -1: empty
-	mask  uint32
-	n     int32
-}
-
-func newTermSlots(terms int) termSlots {
-	// Candidates share most of their terms: start at a fraction of the total and grow, so
-	// the table stays small enough for the cache.
-	size := 1024
-	for size < terms/8 {
-		size *= 2
-	}
-	return makeTermSlots(size)
-}
-
-func makeTermSlots(size int) termSlots {
-	t := termSlots{keys: make([]uint32, size), slots: make([]int32, size), mask: uint32(size - 1)}
-	for i := range t.slots {
-		t.slots[i] = -1
-	}
-	return t
-}
-
-// of returns the slot of term, giving it the next one when new.
-func (t *termSlots) of(term uint32) int32 {
-	for i := (term * 0x9E3779B1) & t.mask; ; i = (i + 1) & t.mask { // Fibonacci hashing spreads hashed ids
-		switch {
-		case t.slots[i] < 0:
-			if int(t.n+1)*2 > len(t.slots) { // over half full: double, then insert there
-				t.grow()
-				return t.of(term)
-			}
-			t.keys[i], t.slots[i] = term, t.n
-			t.n++
-			return t.slots[i]
-		case t.keys[i] == term:
-			return t.slots[i]
+			tables[pick] = newTermTable(unit(pick))
 		}
 	}
-}
-
-func (t *termSlots) grow() {
-	bigger := makeTermSlots(2 * len(t.slots))
-	for i, s := range t.slots {
-		if s >= 0 {
-			j := (t.keys[i] * 0x9E3779B1) & bigger.mask
-			for bigger.slots[j] >= 0 {
-				j = (j + 1) & bigger.mask
-			}
-			bigger.keys[j], bigger.slots[j] = t.keys[i], s
+	out := make([]Candidate, 0, n)
+	for _, p := range picks {
+		out = append(out, cands[p])
+	}
+	for i := range cands {
+		if !taken[i] {
+			out = append(out, cands[i])
 		}
 	}
-	bigger.n = t.n
-	*t = bigger
+	return out
+}
+
+// unitVectors are a paper's vectors scaled to unit length (the term frequencies damped as in
+// LexicalCosine), so that a similarity is a dot product.
+type unitVectors struct {
+	dense []float32
+	terms []uint32 // ascending, as in lexical.Vector
+	value []float64
+}
+
+func unitOf(c *Candidate, lexicalToo bool) *unitVectors {
+	v := &unitVectors{}
+	if lexicalToo {
+		v.terms, v.value = c.Lexical.Indices, make([]float64, c.Lexical.Len())
+		var ss float64
+		for i, x := range c.Lexical.Values {
+			v.value[i] = dampCached(x)
+			ss += v.value[i] * v.value[i]
+		}
+		inv := 1 / math.Sqrt(max(ss, math.SmallestNonzeroFloat64))
+		for i := range v.value {
+			v.value[i] *= inv
+		}
+	}
+	if len(c.Dense) > 0 {
+		var dd float64
+		for _, x := range c.Dense {
+			dd += float64(x) * float64(x)
+		}
+		v.dense = make([]float32, len(c.Dense))
+		for i, x := range c.Dense {
+			v.dense[i] = float32(float64(x) / math.Sqrt(max(dd, math.SmallestNonzeroFloat64)))
+		}
+	}
+	return v
 }
 
 // dampedSmall holds damp of the frequencies a term vector mostly holds, multiples of 0.5
@@ -291,21 +244,8 @@ func dampCached(x float32) float64 {
 	return damp(x)
 }
 
-// scatter spreads the term vector into a (all zero before), unscatter zeroes it again.
-func (a *unitVectors) scatter(arr []float64) {
-	for i, s := range a.slots {
-		arr[s] = a.values[i]
-	}
-}
-
-func (a *unitVectors) unscatter(arr []float64) {
-	for _, s := range a.slots {
-		arr[s] = 0
-	}
-}
-
-// similarity is Similarity of a, whose term vector is scattered in arr, and b.
-func (a *unitVectors) similarity(b *unitVectors, arr []float64) float64 {
+// similarity is Similarity of the two papers' unit vectors; at holds a's term vector.
+func (a *unitVectors) similarity(b *unitVectors, at *termTable) float64 {
 	var dot float64
 	if len(a.dense) > 0 && len(a.dense) == len(b.dense) {
 		for i := range a.dense {
@@ -313,10 +253,42 @@ func (a *unitVectors) similarity(b *unitVectors, arr []float64) float64 {
 		}
 		return dot
 	}
-	for i, s := range b.slots {
-		dot += arr[s] * b.values[i]
+	for j, t := range b.terms {
+		dot += at.get(t) * b.value[j]
 	}
 	return dot
+}
+
+// termTable maps a pick's terms to its values: open addressing, at most a quarter full, so a
+// look-up (most miss) is about one probe. Cheaper than merging two sorted term lists.
+type termTable struct {
+	keys []uint32
+	vals []float64 // 0: empty (a term present has a positive value)
+	mask uint32
+}
+
+func newTermTable(u *unitVectors) termTable {
+	size := 64
+	for size < 4*len(u.terms) {
+		size *= 2
+	}
+	t := termTable{keys: make([]uint32, size), vals: make([]float64, size), mask: uint32(size - 1)}
+	for i, term := range u.terms {
+		j := (term * 0x9E3779B1) & t.mask // Fibonacci hashing spreads hashed ids
+		for t.vals[j] != 0 {
+			j = (j + 1) & t.mask
+		}
+		t.keys[j], t.vals[j] = term, u.value[i]
+	}
+	return t
+}
+
+func (t *termTable) get(term uint32) float64 {
+	for j := (term * 0x9E3779B1) & t.mask; ; j = (j + 1) & t.mask {
+		if t.vals[j] == 0 || t.keys[j] == term {
+			return t.vals[j]
+		}
+	}
 }
 
 // Similarity is the cosine similarity of two papers: of their embeddings when both have one,

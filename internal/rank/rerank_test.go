@@ -1,7 +1,6 @@
 package rank_test
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -12,6 +11,19 @@ import (
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
 )
+
+func TestNormalizeTitle(t *testing.T) {
+	for in, want := range map[string]string{
+		"Attention Is All You Need.":      "attention is all you need",
+		"  BERT: Pre-training (v2) ":      "bert pre training v2",
+		"Über ÉCOLE — Straße, 3D-Graphen": "über école straße 3d graphen",
+		"...":                             "",
+	} {
+		if got := rank.NormalizeTitle(in); got != want {
+			t.Errorf("NormalizeTitle(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
 
 func TestCollapseDuplicates(t *testing.T) {
 	cands := []rank.Candidate{
@@ -57,40 +69,56 @@ func TestSharedTermsByContribution(t *testing.T) {
 }
 
 // TestMMRMatchesReference: the first k picks are those of plain greedy MMR over Similarity (the
-// algorithm as written in the paper), with and without embeddings, and the rest follow in
-// relevance order.
+// algorithm as written in the paper), with and without embeddings, on candidates in relevance
+// order and shuffled, with scores far apart and close together (where similarity decides); the
+// rest follow in the order they came.
 func TestMMRMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, dims := range []int{0, 16} {
-		cands := make([]rank.Candidate, 200)
-		for i := range cands {
-			c := &cands[i]
-			c.ID, c.Score = fmt.Sprintf("p%03d", i), float32(200-i)+rng.Float32()
-			// 60 common terms and 1,000 rare ones: the term table grows twice.
-			for term := range uint32(1060) {
-				if (term < 60 && rng.IntN(4) == 0) || (term >= 60 && rng.IntN(50) == 0) {
-					c.Lexical.Indices = append(c.Lexical.Indices, term)
-					c.Lexical.Values = append(c.Lexical.Values, float32(1+rng.IntN(3)))
+		for _, spread := range []float32{1, 0.001} {
+			for _, shuffled := range []bool{false, true} {
+				name := fmt.Sprintf("dims %d, spread %v, shuffled %v", dims, spread, shuffled)
+				cands := make([]rank.Candidate, 200)
+				for i := range cands {
+					c := &cands[i]
+					c.ID, c.Score = fmt.Sprintf("p%03d", i), 1+spread*(float32(200-i)+rng.Float32())
+					// 60 common terms and 1,000 rare ones.
+					for term := range uint32(1060) {
+						if (term < 60 && rng.IntN(4) == 0) || (term >= 60 && rng.IntN(50) == 0) {
+							c.Lexical.Indices = append(c.Lexical.Indices, term)
+							c.Lexical.Values = append(c.Lexical.Values, float32(1+rng.IntN(3)))
+						}
+					}
+					for range dims {
+						c.Dense = append(c.Dense, float32(rng.NormFloat64()))
+					}
+				}
+				if shuffled {
+					rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+				}
+				const k = 25
+				got := rank.MMR(slices.Clone(cands), 0.6, k)
+				want := referenceMMR(cands, 0.6, k)
+				for i := range k {
+					if got[i].ID != want[i].ID {
+						t.Fatalf("%s: pick %d is %s, want %s", name, i, got[i].ID, want[i].ID)
+					}
+				}
+				if len(got) != len(cands) {
+					t.Fatalf("%s: %d candidates out of %d", name, len(got), len(cands))
+				}
+				var rest []rank.Candidate
+				for _, c := range cands {
+					if !slices.ContainsFunc(got[:k], func(p rank.Candidate) bool { return p.ID == c.ID }) {
+						rest = append(rest, c)
+					}
+				}
+				for i := range rest {
+					if got[k+i].ID != rest[i].ID {
+						t.Fatalf("%s: after the picks, %s at %d, want %s", name, got[k+i].ID, k+i, rest[i].ID)
+					}
 				}
 			}
-			for range dims {
-				c.Dense = append(c.Dense, float32(rng.NormFloat64()))
-			}
-		}
-		const k = 25
-		got := rank.MMR(slices.Clone(cands), 0.6, k)
-		want := referenceMMR(cands, 0.6, k)
-		for i := range k {
-			if got[i].ID != want[i].ID {
-				t.Fatalf("dims %d: pick %d is %s, want %s", dims, i, got[i].ID, want[i].ID)
-			}
-		}
-		if len(got) != len(cands) {
-			t.Fatalf("dims %d: %d candidates out of %d", dims, len(got), len(cands))
-		}
-		rest := got[k:]
-		if !slices.IsSortedFunc(rest, func(a, b rank.Candidate) int { return cmp.Compare(b.Score, a.Score) }) {
-			t.Fatalf("dims %d: the candidates after the picks are not in relevance order", dims)
 		}
 	}
 }

@@ -362,8 +362,8 @@ type RecommendRequest struct {
 	CandidatePaperIds []string `protobuf:"bytes,8,rep,name=candidate_paper_ids,json=candidatePaperIds,proto3" json:"candidate_paper_ids,omitempty"`
 	// Diversity in [0, 1]: re-rank with maximal marginal relevance, trading relevance for
 	// dissimilarity to the results above. 0 (the default) keeps the relevance order. The re-ranked
-	// pool is the best 300 results, whatever the page, so pages stay consistent; paging stops at
-	// its end (as with recency and negative seeds, which re-rank the same pool).
+	// pool is the best 100 results (300 with recency or negative seeds, which re-rank too),
+	// whatever the page, so pages stay consistent; paging stops at its end.
 	Diversity float32 `protobuf:"fixed32,9,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	// Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
 	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. A paper of

@@ -211,8 +211,8 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
   /**
    * Diversity in [0, 1]: re-rank with maximal marginal relevance, trading relevance for
    * dissimilarity to the results above. 0 (the default) keeps the relevance order. The re-ranked
-   * pool is the best 300 results, whatever the page, so pages stay consistent; paging stops at
-   * its end (as with recency and negative seeds, which re-rank the same pool).
+   * pool is the best 100 results (300 with recency or negative seeds, which re-rank too),
+   * whatever the page, so pages stay consistent; paging stops at its end.
    *
    * @generated from field: float diversity = 9;
    */
