@@ -64,6 +64,9 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		efs = append(efs, e)
 	}
+	if !(*noise >= 0 && *noise <= 100) {
+		return usageError{fmt.Sprintf("--noise must be from 0 to 100, got %v", *noise)}
+	}
 	if *clusters == 0 {
 		*clusters = max(*n/100, 1)
 	}

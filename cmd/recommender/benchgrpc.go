@@ -49,6 +49,9 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if !(*seconds > 0 && *seconds <= 86_400) {
+		return usageError{fmt.Sprintf("--seconds must be more than 0 and at most 86400, got %v", *seconds)}
+	}
 	embCfg, realAPI, err := ef.config()
 	if err != nil {
 		return err

@@ -152,6 +152,43 @@ func TestRateLimitPerKey(t *testing.T) {
 	}
 }
 
+// A key's own rate in the keys file limits that key alone, with no server-wide rate; a key
+// listed twice stops the server at start, naming the lines.
+func TestRateLimitFromKeysFile(t *testing.T) {
+	dir := t.TempDir()
+	dup := filepath.Join(dir, "dup-keys")
+	if err := os.WriteFile(dup, []byte("read "+readKey+"\nwrite "+readKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--api-keys-file", dup).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 2") || !strings.Contains(string(out), "already on line 1") || strings.Contains(string(out), readKey) {
+		t.Fatalf("serve with a key listed twice: %v\n%s", err, out)
+	}
+
+	keys := filepath.Join(dir, "keys")
+	if err := os.WriteFile(keys, []byte("read "+readKey+" rate=0.01 burst=2\nread "+readKey2+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, t.TempDir(), "--demo", "--api-keys-file", keys)
+	ctx := context.Background()
+	limited, _ := clientWithKey(t, p.addr, readKey)
+	var errs []error
+	for range 3 {
+		_, err := limited.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+		errs = append(errs, err)
+	}
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("the first two calls of a key with burst=2: %v", errs)
+	}
+	wantStatus(t, errs[2], codes.ResourceExhausted, "third call of a key with burst=2")
+	other, _ := clientWithKey(t, p.addr, readKey2)
+	for i := range 30 {
+		if _, err := other.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil {
+			t.Fatalf("call %d of a key without a rate, on a server without one: %v", i+1, err)
+		}
+	}
+}
+
 // peakRSS reads a process's peak resident memory from /proc.
 func peakRSS(t *testing.T, pid int) int64 {
 	t.Helper()

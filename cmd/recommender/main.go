@@ -38,6 +38,10 @@ func main() {
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
 // 2 usage error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Fprintln(stdout, version())
+		return 0
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -54,6 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case err == nil:
 			return 0
 		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errVersion):
+			fmt.Fprintln(stdout, version())
 			return 0
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(stderr, "recommender %s: %v\nRun 'recommender %s --help' for usage.\n", c.name, err, c.name)
@@ -74,7 +81,7 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'recommender <command> --help' for the flags of a command.")
+	fmt.Fprintln(w, "\nRun 'recommender <command> --help' for the flags of a command, 'recommender --version' for the version.")
 }
 
 // usageError is a mistake in the command line, reported with exit code 2.
@@ -86,6 +93,7 @@ func (e usageError) Error() string { return e.msg }
 func newFlags(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: recommender %s %s\n\n%s\n\nFlags:\n", name, synopsis, strings.TrimSpace(description))
 		printFlags(stderr, fs)
@@ -117,6 +125,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			return err
 		}
 		return usageError{err.Error()}
+	}
+	if v := fs.Lookup("version"); v != nil && v.Value.String() == "true" {
+		return errVersion
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}

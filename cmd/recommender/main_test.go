@@ -380,6 +380,22 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestVersion: every command answers --version on stdout, exit 0, doing nothing else (serve
+// does not start, backfill needs no --file).
+func TestVersion(t *testing.T) {
+	want := regexp.MustCompile(`^recommender \S+.*, go1\.\d+`)
+	args := [][]string{{"--version"}, {"version"}}
+	for _, c := range []string{"serve", "backfill", "recommend", "info", "eval", "bench-ann", "bench-grpc"} {
+		args = append(args, []string{c, "--version"})
+	}
+	for _, a := range args {
+		out, errOut, code := runCLI(t, a...)
+		if code != 0 || !want.MatchString(out) || strings.Count(out, "\n") != 1 || errOut != "" {
+			t.Errorf("recommender %v: exit %d, stdout %q, stderr %q; want exit 0 and one version line", a, code, out, errOut)
+		}
+	}
+}
+
 // TestServeRefusesABusyDataDir shows a second server on the same directory fails clearly
 // instead of corrupting it.
 func TestServeRefusesABusyDataDir(t *testing.T) {

@@ -27,7 +27,8 @@ type serverSecurity struct {
 
 func (f *serverSecurity) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.keysFile, "api-keys-file", os.Getenv("RECOMMENDER_API_KEYS_FILE"),
-		"file of API keys, one per line as \"read <key>\" or \"write <key>\" (env RECOMMENDER_API_KEYS_FILE); "+
+		"file of API keys, one per line as \"read <key>\" or \"write <key>\", optionally followed by the key's own "+
+			"\"rate=<per second> burst=<n>\" (env RECOMMENDER_API_KEYS_FILE); "+
 			"or RECOMMENDER_API_KEYS=\"write:<key>,read:<key>\"")
 	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED", false)
 	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", f.allowUnauthenticated,

@@ -225,7 +225,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if cfg.Keys == nil {
 		log.Warn("no API keys configured: every caller may read and write")
 	}
-	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
+	log.Info("serving", "version", version(), "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
 		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
 		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr)
 	if err := srv.Serve(ctx); err != nil {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +41,15 @@ func (s Scope) String() string {
 type Principal struct {
 	ID    string
 	Scope Scope
+	// Rate is the key's own rate limit; nil: the server's.
+	Rate *Rate
+}
+
+// Rate is a token bucket's size: PerSecond requests a second on average (0: unlimited), bursts
+// of Burst.
+type Rate struct {
+	PerSecond float64
+	Burst     int
 }
 
 type key struct {
@@ -49,11 +60,16 @@ type key struct {
 // Keys is a set of API keys.
 type Keys struct{ keys []key }
 
-// ParseKeys reads keys, one per line as "<scope> <key>" (scope read or write); blank lines and
-// lines starting with # are skipped. Keys must be at least 16 characters: shorter ones are
-// guessable.
+// MaxRate bounds rates and bursts: a larger number is a typo, not a limit.
+const MaxRate = 1e6
+
+// ParseKeys reads keys, one per line as "<scope> <key> [rate=<per second>] [burst=<n>]" (scope
+// read or write; rate 0 is unlimited); blank lines and lines starting with # are skipped. Keys
+// must be at least 16 characters: shorter ones are guessable. A key listed twice is refused,
+// since which line should win is the operator's call, not ours.
 func ParseKeys(r io.Reader) (*Keys, error) {
 	k := &Keys{}
+	lineOf := map[[sha256.Size]byte]int{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -61,8 +77,8 @@ func ParseKeys(r io.Reader) (*Keys, error) {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			return nil, fmt.Errorf("API keys line %d: want \"<read|write> <key>\"", n)
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("API keys line %d: want \"<read|write> <key> [rate=<per second>] [burst=<n>]\"", n)
 		}
 		var scope Scope
 		switch fields[0] {
@@ -77,7 +93,17 @@ func ParseKeys(r io.Reader) (*Keys, error) {
 			return nil, fmt.Errorf("API keys line %d: key shorter than 16 characters", n)
 		}
 		digest := sha256.Sum256([]byte(fields[1]))
-		k.keys = append(k.keys, key{digest: digest, p: Principal{ID: "key-" + hex.EncodeToString(digest[:4]), Scope: scope}})
+		p := Principal{ID: "key-" + hex.EncodeToString(digest[:4]), Scope: scope}
+		if first, dup := lineOf[digest]; dup {
+			return nil, fmt.Errorf("API keys line %d: key %s is already on line %d; list each key once, with one scope", n, p.ID, first)
+		}
+		lineOf[digest] = n
+		rate, err := parseRate(fields[2:])
+		if err != nil {
+			return nil, fmt.Errorf("API keys line %d (%s): %w", n, p.ID, err)
+		}
+		p.Rate = rate
+		k.keys = append(k.keys, key{digest: digest, p: p})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
@@ -86,6 +112,46 @@ func ParseKeys(r io.Reader) (*Keys, error) {
 		return nil, errors.New("no API keys found")
 	}
 	return k, nil
+}
+
+// parseRate reads a key line's options, rate=<per second> and burst=<n>; nil when neither is
+// given. A burst alone keeps the server's rate.
+func parseRate(opts []string) (*Rate, error) {
+	if len(opts) == 0 {
+		return nil, nil
+	}
+	r := &Rate{PerSecond: -1, Burst: -1}
+	for _, o := range opts {
+		name, val, _ := strings.Cut(o, "=")
+		switch name {
+		case "rate":
+			v, err := strconv.ParseFloat(val, 64)
+			if err != nil || math.IsNaN(v) || v < 0 || v > MaxRate {
+				return nil, fmt.Errorf("rate must be a number of requests per second from 0 (unlimited) to %g, got %q", float64(MaxRate), val)
+			}
+			r.PerSecond = v
+		case "burst":
+			v, err := strconv.Atoi(val)
+			if err != nil || v < 1 || v > MaxRate {
+				return nil, fmt.Errorf("burst must be a whole number from 1 to %g, got %q", float64(MaxRate), val)
+			}
+			r.Burst = v
+		default:
+			return nil, fmt.Errorf("unknown option %q: want rate=<per second> or burst=<n>", o)
+		}
+	}
+	return r, nil
+}
+
+// HasRates says whether some key has a rate of its own, so a server without a default limit
+// still needs a limiter.
+func (k *Keys) HasRates() bool {
+	for _, c := range k.keys {
+		if c.p.Rate != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Len is the number of keys.
@@ -125,36 +191,49 @@ func (k *Keys) Authenticate(ctx context.Context) (Principal, error) {
 
 // Limiter is a token bucket per caller.
 type Limiter struct {
-	rate  rate.Limit
-	burst int
+	def Rate
 
 	mu      sync.Mutex
 	buckets map[string]*rate.Limiter
 }
 
-// NewLimiter allows each caller perSecond requests a second on average, bursts of burst.
+// NewLimiter allows each caller perSecond requests a second on average (0: unlimited), bursts
+// of burst, unless its key has a rate of its own.
 func NewLimiter(perSecond float64, burst int) *Limiter {
-	return &Limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), buckets: map[string]*rate.Limiter{}}
+	return &Limiter{def: Rate{PerSecond: perSecond, Burst: max(burst, 1)}, buckets: map[string]*rate.Limiter{}}
 }
 
 // maxBuckets bounds the memory of anonymous callers' buckets (one per peer address).
 const maxBuckets = 100_000
 
-// Allow takes a token from caller's bucket, or says how long until one is free.
-func (l *Limiter) Allow(caller string) (ok bool, retryAfter time.Duration) {
+// Allow takes a token from caller's bucket, or says how long until one is free. own is the
+// caller's key's rate (nil: the default); what it leaves unset (negative) is the default's.
+func (l *Limiter) Allow(caller string, own *Rate) (ok bool, retryAfter time.Duration) {
+	r := l.def
+	if own != nil {
+		if own.PerSecond >= 0 {
+			r.PerSecond = own.PerSecond
+		}
+		if own.Burst > 0 {
+			r.Burst = own.Burst
+		}
+	}
+	if r.PerSecond == 0 {
+		return true, 0
+	}
 	l.mu.Lock()
 	b := l.buckets[caller]
 	if b == nil {
 		if len(l.buckets) >= maxBuckets {
 			clear(l.buckets) // all buckets start full again: a brief over-allowance, never a leak
 		}
-		b = rate.NewLimiter(l.rate, l.burst)
+		b = rate.NewLimiter(rate.Limit(r.PerSecond), r.Burst)
 		l.buckets[caller] = b
 	}
 	l.mu.Unlock()
-	r := b.Reserve()
-	if d := r.Delay(); d > 0 {
-		r.Cancel()
+	res := b.Reserve()
+	if d := res.Delay(); d > 0 {
+		res.Cancel()
 		return false, d
 	}
 	return true, 0

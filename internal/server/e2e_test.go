@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -103,6 +104,12 @@ func TestRecommendValidation(t *testing.T) {
 		{"too many seeds", &recommenderv1.RecommendRequest{PositivePaperIds: manyIDs(101)}, codes.InvalidArgument, "positive_paper_ids"},
 		{"year range inverted", &recommenderv1.RecommendRequest{Query: "graph", Filter: &recommenderv1.Filter{MinYear: 2022, MaxYear: 2020}}, codes.InvalidArgument, "filter.min_year"},
 		{"garbage page token", &recommenderv1.RecommendRequest{Query: "graph", PageToken: "not-a-token"}, codes.InvalidArgument, "page_token"},
+		{"diversity above 1", &recommenderv1.RecommendRequest{Query: "graph", Diversity: 1.5}, codes.InvalidArgument, "diversity"},
+		{"diversity NaN", &recommenderv1.RecommendRequest{Query: "graph", Diversity: float32(math.NaN())}, codes.InvalidArgument, "diversity"},
+		{"half-life negative", &recommenderv1.RecommendRequest{Query: "graph", RecencyHalfLifeDays: -1}, codes.InvalidArgument, "recency_half_life_days"},
+		{"half-life below a day", &recommenderv1.RecommendRequest{Query: "graph", RecencyHalfLifeDays: 1e-9}, codes.InvalidArgument, "recency_half_life_days"},
+		{"half-life past a century", &recommenderv1.RecommendRequest{Query: "graph", RecencyHalfLifeDays: 200_000}, codes.InvalidArgument, "recency_half_life_days"},
+		{"half-life infinite", &recommenderv1.RecommendRequest{Query: "graph", RecencyHalfLifeDays: float32(math.Inf(1))}, codes.InvalidArgument, "recency_half_life_days"},
 		{"dense without a model", &recommenderv1.RecommendRequest{Query: "graph", Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE}, codes.FailedPrecondition, ""},
 		{"hybrid without a model", &recommenderv1.RecommendRequest{Query: "graph", Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID}, codes.FailedPrecondition, ""},
 	}
@@ -358,6 +365,19 @@ func TestUpsertIsIdempotentAndValidated(t *testing.T) {
 	}
 	_, err = srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "p3"})
 	wantCode(t, err, codes.NotFound)
+
+	// Ids that print like another id, or not at all, are refused; letters of any script are not.
+	for _, id := range []string{"p1\u200b", "p\u202e1", "p\u20661", "\ufeffp1", "p\u00ad1", "p1\ufe0f", "p\u31641", "p\ue0001", "p\x7f1"} {
+		_, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: id, Title: "Hidden"}}})
+		if fields := wantCode(t, err, codes.InvalidArgument); !slices.Contains(fields, "papers[0].id") {
+			t.Errorf("id %+q: violations %v, want papers[0].id", id, fields)
+		}
+		_, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{id}})
+		wantCode(t, err, codes.InvalidArgument)
+	}
+	if _, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "статья-1", Title: "Кириллица"}, {Id: "論文-2", Title: "漢字"}}}); err != nil {
+		t.Errorf("ids in other scripts: %v", err)
+	}
 }
 
 func TestDelete(t *testing.T) {

@@ -86,8 +86,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
 			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
 	}
-	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
-		errs = append(errs, errors.New("rate limit must be 0 (off) or positive, with a burst of at least 1"))
+	if !(c.RateLimit >= 0 && c.RateLimit <= auth.MaxRate) || c.RateBurst < 1 || c.RateBurst > auth.MaxRate {
+		errs = append(errs, fmt.Errorf("rate limit must be 0 (off) to %g requests a second, with a burst of 1 to %g; got %v and %d",
+			float64(auth.MaxRate), float64(auth.MaxRate), c.RateLimit, c.RateBurst))
 	}
 	return errors.Join(errs...)
 }
@@ -131,7 +132,7 @@ func (s *Server) admit(ctx context.Context, method string) (string, error) {
 	}
 	caller := auth.Caller(ctx, p)
 	if s.limiter != nil {
-		if ok, retry := s.limiter.Allow(caller); !ok {
+		if ok, retry := s.limiter.Allow(caller, p.Rate); !ok {
 			return caller, apierr.New(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
 				&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
 		}
@@ -163,7 +164,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer(), svc: svc}
-	if cfg.RateLimit > 0 {
+	if cfg.RateLimit > 0 || (cfg.Keys != nil && cfg.Keys.HasRates()) {
 		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
 	}
 	opts := append([]grpc.ServerOption(nil), cfg.ExtraOptions...)

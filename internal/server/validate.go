@@ -29,8 +29,12 @@ const (
 	MaxAuthors       = 20_000 // physics collaborations list thousands
 	MaxCategories    = 100
 	MaxNameChars     = 300
-	DefaultPageSize  = 10
-	MaxPageSize      = 100
+	// Recency's half-life: shorter than a day is finer than papers' dates, longer than a
+	// century changes no ranking (and past 292 years overflows a time.Duration).
+	MinHalfLifeDays = 1
+	MaxHalfLifeDays = 36_525
+	DefaultPageSize = 10
+	MaxPageSize     = 100
 	// MaxResults bounds how deep paging goes (see recommend.MaxResults).
 	MaxResults = recommend.MaxResults
 )
@@ -59,9 +63,42 @@ func checkID(v *apierr.ValidationError, field, id string) {
 		v.Add(field, "must not be empty")
 	case len(id) > MaxIDBytes:
 		v.Add(field, "is %d bytes, more than the limit of %d", len(id), MaxIDBytes)
-	case strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		v.Add(field, "must not contain white space or control characters")
+	case !utf8.ValidString(id):
+		v.Add(field, "is not valid UTF-8")
+	default:
+		if i := strings.IndexFunc(id, unseen); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(id[i:])
+			v.Add(field, "holds %U at byte %d: white space, control, format (invisible or bidi) and private-use characters are not allowed in ids", r, i)
+		}
 	}
+}
+
+// unseen reports characters an id must not hold: what does not show, or shows as something
+// else (two ids that print alike must be one id): white space, controls, format characters
+// (zero-width, bidi overrides and isolates, soft hyphen, BOM), private use, unpaired surrogates,
+// the replacement character, and the invisible letters and marks Unicode lists as default
+// ignorable.
+func unseen(r rune) bool {
+	return unicode.IsSpace(r) || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs) ||
+		r == utf8.RuneError || unicode.Is(invisible, r)
+}
+
+// invisible holds the default-ignorable code points outside category Cf (Unicode's
+// DerivedCoreProperties): the combining grapheme joiner, Hangul fillers, Khmer inherent vowels
+// and the variation selectors.
+var invisible = &unicode.RangeTable{
+	R16: []unicode.Range16{
+		{Lo: 0x034f, Hi: 0x034f, Stride: 1},
+		{Lo: 0x115f, Hi: 0x1160, Stride: 1},
+		{Lo: 0x17b4, Hi: 0x17b5, Stride: 1},
+		{Lo: 0x180b, Hi: 0x180f, Stride: 1},
+		{Lo: 0x3164, Hi: 0x3164, Stride: 1},
+		{Lo: 0xfe00, Hi: 0xfe0f, Stride: 1},
+		{Lo: 0xffa0, Hi: 0xffa0, Stride: 1},
+	},
+	R32: []unicode.Range32{
+		{Lo: 0xe0100, Hi: 0xe01ef, Stride: 1},
+	},
 }
 
 // toStorePaper validates a paper and converts it to its stored form, with the id canonical, text
@@ -222,8 +259,8 @@ func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, err
 		r.Diversity = d
 	}
 	switch h := float64(req.GetRecencyHalfLifeDays()); {
-	case math.IsNaN(h) || math.IsInf(h, 0) || h < 0:
-		v.Add("recency_half_life_days", "must be 0 (off) or a positive number of days, got %v", h)
+	case h != 0 && !(h >= MinHalfLifeDays && h <= MaxHalfLifeDays):
+		v.Add("recency_half_life_days", "must be 0 (off) or %v to %v days, got %v", MinHalfLifeDays, MaxHalfLifeDays, h)
 	default:
 		r.HalfLife = time.Duration(h * float64(24*time.Hour))
 	}

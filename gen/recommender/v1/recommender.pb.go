@@ -141,7 +141,8 @@ func (SeedStrategy) EnumDescriptor() ([]byte, []int) {
 // Paper is one scholarly paper.
 type Paper struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable identifier, for example an arXiv id ("2103.12906"). Required; at most 128 bytes.
+	// Stable identifier, for example an arXiv id ("2103.12906"). Required; at most 128 bytes, no
+	// white space, control, format (zero-width, bidi) or private-use characters.
 	// arXiv ids with a version suffix ("2103.12906v3") are stored under the bare id, so all
 	// versions of a paper are one paper.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -367,7 +368,7 @@ type RecommendRequest struct {
 	Diversity float32 `protobuf:"fixed32,9,opt,name=diversity,proto3" json:"diversity,omitempty"`
 	// Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
 	// paper's date (or the middle of its year) to now. 0 (the default) turns it off. A paper of
-	// unknown date gets the factor of the oldest dated candidate.
+	// unknown date gets the factor of the oldest dated candidate. Otherwise 1 to 36,525 (a century).
 	RecencyHalfLifeDays float32 `protobuf:"fixed32,10,opt,name=recency_half_life_days,json=recencyHalfLifeDays,proto3" json:"recency_half_life_days,omitempty"`
 	// Explain each result: the score of each signal, the closest seed and the shared terms.
 	Explain bool `protobuf:"varint,11,opt,name=explain,proto3" json:"explain,omitempty"`

@@ -69,8 +69,11 @@ func (o Options) Validate() error {
 	if o.Collection == "" {
 		errs = append(errs, errors.New("qdrant collection name is empty"))
 	}
-	if o.Timeout <= 0 || o.BatchSize <= 0 || o.AverageLength <= 0 || o.Shards == 0 || o.Replicas == 0 {
-		errs = append(errs, errors.New("qdrant timeout, batch size, average length, shards and replicas must be positive"))
+	if o.Timeout <= 0 || o.BatchSize <= 0 || o.Shards == 0 || o.Replicas == 0 {
+		errs = append(errs, errors.New("qdrant timeout, batch size, shards and replicas must be positive"))
+	}
+	if !(o.AverageLength >= 1 && o.AverageLength <= 1e6) { // NaN included
+		errs = append(errs, fmt.Errorf("qdrant BM25 average length must be 1 to 1e6 terms, got %v", o.AverageLength))
 	}
 	return errors.Join(errs...)
 }

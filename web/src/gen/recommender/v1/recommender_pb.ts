@@ -22,7 +22,8 @@ export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
  */
 export type Paper = Message<"recommender.v1.Paper"> & {
   /**
-   * Stable identifier, for example an arXiv id ("2103.12906"). Required; at most 128 bytes.
+   * Stable identifier, for example an arXiv id ("2103.12906"). Required; at most 128 bytes, no
+   * white space, control, format (zero-width, bidi) or private-use characters.
    * arXiv ids with a version suffix ("2103.12906v3") are stored under the bare id, so all
    * versions of a paper are one paper.
    *
@@ -221,7 +222,7 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
   /**
    * Recency boost: scores are multiplied by 0.5^(age / half-life), age counted in days from the
    * paper's date (or the middle of its year) to now. 0 (the default) turns it off. A paper of
-   * unknown date gets the factor of the oldest dated candidate.
+   * unknown date gets the factor of the oldest dated candidate. Otherwise 1 to 36,525 (a century).
    *
    * @generated from field: float recency_half_life_days = 10;
    */
