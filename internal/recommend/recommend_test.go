@@ -190,20 +190,24 @@ func TestNegativeSeedDemotesOnlyItsSide(t *testing.T) {
 }
 
 func TestDemote(t *testing.T) {
-	cands := []rank.Candidate{{ID: "a", Score: 4}, {ID: "b", Score: 3}, {ID: "c", Score: 2}, {ID: "d", Score: 1}}
-	pos := map[string]int{"a": 1, "b": 2, "c": 3, "d": 4}
-	neg := map[string]int{"b": 1, "c": 3, "d": 9} // b nearer the negative; c tied: kept
+	far := recommend.NegativeReach + 1
+	cands := []rank.Candidate{{ID: "a", Score: 6}, {ID: "b", Score: 5}, {ID: "c", Score: 4}, {ID: "d", Score: 3}, {ID: "e", Score: 2}, {ID: "f", Score: 1}}
+	pos := map[string]int{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": far}
+	// b: the negative ranks it first; c: at 2x its positive rank (not better), kept; d: better
+	// than 2x, demoted; e: beyond the negative's reach, kept; f: within reach, far better ranked
+	// by the negative than by the positive, demoted.
+	neg := map[string]int{"b": 1, "c": int(recommend.DemoteMargin * 3), "d": int(recommend.DemoteMargin*4) - 1, "e": far, "f": 2}
 	got := recommend.Demote(cands, pos, neg)
 	var order []string
 	for _, c := range got {
 		order = append(order, c.ID)
 	}
-	if !slices.Equal(order, []string{"a", "c", "d", "b"}) {
-		t.Fatalf("demoted order %v, want a c d b", order)
+	if !slices.Equal(order, []string{"a", "c", "e", "b", "d", "f"}) {
+		t.Fatalf("demoted order %v, want a c e b d f", order)
 	}
-	// Scores still decrease down the list, so re-ranking by score keeps b last.
-	if got[0].Score != 4 || got[2].Score != 1 || got[3].Score >= 1 {
-		t.Fatalf("scores %+v: kept ones unchanged, b below d", got)
+	// Scores still decrease down the list, so re-ranking by score keeps the demoted last.
+	if got[0].Score != 6 || got[2].Score != 2 || got[3].Score >= 2 || got[4].Score >= got[3].Score || got[5].Score >= got[4].Score {
+		t.Fatalf("scores %+v: kept ones unchanged, the demoted below them in order", got)
 	}
 }
 

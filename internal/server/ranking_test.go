@@ -12,6 +12,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -202,8 +203,11 @@ func TestNegativeSeedDemotesWhatIsCloserToIt(t *testing.T) {
 		return r
 	}
 	// For a seed, take its second-best neighbour as the negative seed (the hardest case: the
-	// same topic). A paper ranked better among the negative's neighbours than among the seed's
-	// leaves the top 10; the others keep their order; nothing is lost.
+	// same topic). A paper among the negative's nearest that the negative ranks well enough
+	// against the seed leaves the top 10; the others keep their order; nothing is lost.
+	demotes := func(negRank, posRank int, ok bool) bool {
+		return ok && negRank <= recommend.NegativeReach && float64(negRank) < recommend.DemoteMargin*float64(posRank)
+	}
 	var seeds, near, demoted int
 	for _, p := range papers[:60] {
 		alone := top(100, p.GetId(), nil)
@@ -219,14 +223,14 @@ func TestNegativeSeedDemotesWhatIsCloserToIt(t *testing.T) {
 		}
 		var keptOrder []string
 		for _, id := range after[:10] {
-			if n, ok := negRank[id]; ok && n < posRank[id] {
+			if n, ok := negRank[id]; demotes(n, posRank[id], ok) {
 				t.Fatalf("seed %s: %s in the top 10 with the negative %s, though ranked %d by the negative and %d by the seed", p.GetId(), id, neg, n, posRank[id])
 			}
 			keptOrder = append(keptOrder, id)
 		}
 		var wantOrder []string
 		for _, id := range alone {
-			if n, ok := negRank[id]; id != neg && (!ok || n >= posRank[id]) && len(wantOrder) < 10 {
+			if n, ok := negRank[id]; id != neg && !demotes(n, posRank[id], ok) && len(wantOrder) < 10 {
 				wantOrder = append(wantOrder, id)
 			}
 			if posRank[id] <= 10 && negRank[id] > 0 && negRank[id] <= 20 && id != neg {
