@@ -192,11 +192,11 @@ func TestNegativeSeedDemotesOnlyItsSide(t *testing.T) {
 func TestDemote(t *testing.T) {
 	far := recommend.NegativeReach + 1
 	cands := []rank.Candidate{{ID: "a", Score: 6}, {ID: "b", Score: 5}, {ID: "c", Score: 4}, {ID: "d", Score: 3}, {ID: "e", Score: 2}, {ID: "f", Score: 1}}
-	pos := map[string]int{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": far}
+	pos := map[string]int{"a": 1, "b": 2, "c": 2, "d": 3, "e": 4, "f": far}
 	// b: the negative ranks it first; c: at 2x its positive rank (not better), kept; d: better
 	// than 2x, demoted; e: beyond the negative's reach, kept; f: within reach, far better ranked
 	// by the negative than by the positive, demoted.
-	neg := map[string]int{"b": 1, "c": int(recommend.DemoteMargin * 3), "d": int(recommend.DemoteMargin*4) - 1, "e": far, "f": 2}
+	neg := map[string]int{"b": 1, "c": int(recommend.DemoteMargin * 2), "d": int(recommend.DemoteMargin*3) - 1, "e": far, "f": 2}
 	got := recommend.Demote(cands, pos, neg)
 	var order []string
 	for _, c := range got {

@@ -130,18 +130,17 @@ func bestRanks(lists [][]store.Hit) map[string]int {
 	return best
 }
 
-// What a negative seed demotes: a paper among its NegativeReach nearest (its own list) that it
-// ranks better than DemoteMargin times the paper's best rank in the positive lists. A negative
-// of the positive's own topic ranks much of that topic well, so "closer to the negative than to
-// any positive" alone either demotes too little (margin 1: a third of the negative's near
-// neighbours in the positive's top 10 left it) or, with a wider margin, sweeps the topic away
-// deep down the list. The reach confines it to the negative's neighbourhood, where the margin of
-// 2 can act: on eval's multi-seed benchmark (three draws of seeds, every mode) over half of the
-// negative's near neighbours leave the top 10 and topic precision keeps 0.86 to 0.88 of its
-// value (BENCHMARKS.md, "Several seeds").
+// What a negative seed demotes: a paper among its NegativeReach nearest (the first page of its
+// own list) that it ranks better than DemoteMargin times the paper's best rank in the positive
+// lists. A negative of the positive's own topic ranks much of that topic well, so "closer to the
+// negative than to any positive" alone either demotes too little (margin 1: a third of the
+// negative's near neighbours in the positive's top 10 left it) or, with a wider margin, sweeps
+// the topic away deep down the list. The reach confines it to the negative's neighbourhood,
+// where a margin of 3 can act. Chosen on eval's multi-seed benchmark over several draws of seeds
+// (BENCHMARKS.md, "Several seeds").
 const (
-	NegativeReach = 20
-	DemoteMargin  = 2.0
+	NegativeReach = 10
+	DemoteMargin  = 3.0
 )
 
 // Demote moves below the others the candidates a negative seed's list ranks within
