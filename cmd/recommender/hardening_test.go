@@ -573,3 +573,92 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// rpcLine matches the server's log line of a call: its method, code and duration.
+var rpcLine = regexp.MustCompile(`msg=rpc method=(\S+) code=(\S+) duration=(\S+)`)
+
+// A call whose deadline passes while the server waits on the embedding API stops there: the
+// server logs it ended (DEADLINE_EXCEEDED or CANCELLED) with a duration near the deadline, not whatever the wait
+// would have been; and a shutdown with a call still held ends within the shutdown timeout.
+func TestDeadlinesAndShutdownCutHeldCalls(t *testing.T) {
+	api := embedtest.New(16)
+	defer api.Close()
+	// Two embedding calls at once (one is the default on loopback), so both calls held below
+	// reach the API.
+	p := startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake-model", "EMBEDDING_MAX_CONCURRENCY=2"}, t.TempDir(),
+		"--demo", "--shutdown-timeout", "300ms")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	api.PauseAt(0) // every embedding call from now on is held
+	const deadline = 200 * time.Millisecond
+	short, cancelShort := context.WithTimeout(ctx, deadline)
+	_, err := p.client.Recommend(short, &recommenderv1.RecommendRequest{Query: "federated learning"})
+	cancelShort()
+	wantStatus(t, err, codes.DeadlineExceeded, "a text query while the embedding API holds every call")
+	var logged time.Duration
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for logged == 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("no Recommend line in the server log:\n%s", p.logs())
+		}
+		for _, m := range rpcLine.FindAllStringSubmatch(p.logs(), -1) {
+			if strings.HasSuffix(m[1], "/Recommend") {
+				// The client's deadline cancels the call (Canceled) unless the server's copy of it
+				// fires first (DeadlineExceeded): either says it stopped there.
+				if m[2] != "DeadlineExceeded" && m[2] != "Canceled" {
+					t.Fatalf("server logged %s for the call, want DeadlineExceeded or Canceled", m[2])
+				}
+				if logged, err = time.ParseDuration(m[3]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	t.Logf("client deadline %v; the server logged the call ended after %v (%v past it)", deadline, logged, logged-deadline)
+	if logged > deadline+time.Second {
+		t.Fatalf("the call ran %v past its deadline", logged-deadline)
+	}
+
+	// Calls with no deadline, over gRPC and over the HTTP API, held by the embedding API, then
+	// SIGTERM: the process ends once the shutdown timeout cuts them.
+	errc, httpErr := make(chan error, 1), make(chan error, 1)
+	before := api.Inputs()
+	go func() {
+		_, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "graph neural networks"})
+		errc <- err
+	}()
+	go func() {
+		resp, err := http.Post("http://"+p.httpAddr+"/v1/Recommend", "application/json", strings.NewReader(`{"query": "sleep staging"}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		httpErr <- err
+	}()
+	if err := api.WaitInputs(ctx, before+2); err != nil { // both calls are held at the embedding API
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		<-p.exited
+		t.Fatalf("the process did not exit:\n%s", p.logs())
+	}
+	elapsed := time.Since(start)
+	t.Logf("shutdown timeout 300ms; exited %v after SIGTERM with a gRPC and an HTTP call held (code %d)", elapsed.Round(time.Millisecond), p.cmd.ProcessState.ExitCode())
+	if err := <-errc; status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
+		t.Errorf("the held gRPC call: %v, want UNAVAILABLE or CANCELLED", err)
+	}
+	<-httpErr // cut or answered with an error: either way it ended
+	if elapsed > 300*time.Millisecond+2*time.Second {
+		t.Fatalf("shutdown took %v with a 300ms timeout", elapsed)
+	}
+	api.Resume()
+}

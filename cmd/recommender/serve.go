@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -179,7 +180,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if *metricsAddr != "" {
-		stop, err := serveHTTP("metrics", *metricsAddr, nil, metricsMux(cfg.Metrics), log)
+		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, metricsMux(cfg.Metrics), cfg.ShutdownTimeout, log)
 		if err != nil {
 			return err
 		}
@@ -201,11 +202,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if tracing.Enabled() {
 			h = tracing.HTTPHandler(h)
 		}
-		stop, err := serveHTTP("http", *httpAddr, cfg.TLS, h, log)
+		stop, err := serveHTTP(ctx, "http", *httpAddr, cfg.TLS, h, cfg.ShutdownTimeout, log)
 		if err != nil {
 			return err
 		}
-		defer stop() // after the gRPC server has drained: both stop on the same signal
+		defer stop() // both drain from the same signal, within the same timeout
 	}
 	stats, err := st.Stats(ctx)
 	var ue *store.UnavailableError
@@ -225,9 +226,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if cfg.Keys == nil {
 		log.Warn("no API keys configured: every caller may read and write")
 	}
-	log.Info("serving", "version", version(), "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
+	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
 		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
-		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr)
+		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr, "version", version())
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
@@ -244,9 +245,10 @@ func metricsMux(m *metrics.Metrics) http.Handler {
 	return mux
 }
 
-// serveHTTP serves h on addr (over TLS when tlsCfg is set) until the returned stop is called,
-// which lets requests in flight finish for up to 5 seconds.
-func serveHTTP(name, addr string, tlsCfg *tls.Config, h http.Handler, log *slog.Logger) (func(), error) {
+// serveHTTP serves h on addr (over TLS when tlsCfg is set) until ctx is done or the returned stop
+// is called, then lets requests in flight finish for up to grace and cuts the rest: it drains
+// alongside the gRPC server, within the same shutdown timeout. stop waits for that.
+func serveHTTP(ctx context.Context, name, addr string, tlsCfg *tls.Config, h http.Handler, grace time.Duration, log *slog.Logger) (func(), error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", name, err)
@@ -268,10 +270,23 @@ func serveHTTP(name, addr string, tlsCfg *tls.Config, h http.Handler, log *slog.
 		}
 	}()
 	log.Info(name, "addr", lis.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	stopping, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-stopping:
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
-		_ = hs.Shutdown(ctx)
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close() // past the grace: cut what is left, as the gRPC server does
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(stopping) })
+		<-stopped
 	}, nil
 }
 

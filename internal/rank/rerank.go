@@ -1,6 +1,7 @@
 package rank
 
 import (
+	"context"
 	"math"
 	"slices"
 	"strings"
@@ -124,10 +125,10 @@ func paperTime(c *Candidate) (time.Time, bool) {
 // It is lazy: a similarity can only lower a paper's value, so a pick stops looking once no paper
 // further down can score above the best value found, and a paper's similarities to the picks are
 // computed only when its value, as known so far, could still win. On a pool of hundreds that
-// touches a few dozen papers instead of k x the pool.
-func MMR(cands []Candidate, diversity float64, k int) []Candidate {
+// touches a few dozen papers instead of k x the pool. It checks ctx before each pick.
+func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Candidate, error) {
 	if diversity <= 0 || len(cands) < 3 || k <= 1 {
-		return cands
+		return cands, nil
 	}
 	n := len(cands)
 	best := float64(cands[0].Score)
@@ -162,6 +163,9 @@ func MMR(cands []Candidate, diversity float64, k int) []Candidate {
 	tables := make([]termTable, n) // the picks' term vectors, for lookups by term
 	picks := make([]int, 0, min(k, n))
 	for len(picks) < cap(picks) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		pick, pickValue := -1, math.Inf(-1)
 		for i := 0; i < n && ceiling[i] > pickValue; i++ {
 			if taken[i] || relevance(float64(cands[i].Score))-diversity*maxSim[i] <= pickValue {
@@ -190,7 +194,7 @@ func MMR(cands []Candidate, diversity float64, k int) []Candidate {
 			out = append(out, cands[i])
 		}
 	}
-	return out
+	return out, nil
 }
 
 // unitVectors are a paper's vectors scaled to unit length (the term frequencies damped as in

@@ -1,6 +1,7 @@
 package rank_test
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -97,7 +98,10 @@ func TestMMRMatchesReference(t *testing.T) {
 					rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
 				}
 				const k = 25
-				got := rank.MMR(slices.Clone(cands), 0.6, k)
+				got, err := rank.MMR(context.Background(), slices.Clone(cands), 0.6, k)
+				if err != nil {
+					t.Fatal(err)
+				}
 				want := referenceMMR(cands, 0.6, k)
 				for i := range k {
 					if got[i].ID != want[i].ID {

@@ -191,7 +191,9 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	if r.HalfLife > 0 {
 		rank.ApplyRecency(cands, r.HalfLife, time.Now())
 	}
-	cands = rank.MMR(cands, r.Diversity, need)
+	if cands, err = rank.MMR(ctx, cands, r.Diversity, need); err != nil {
+		return nil, err
+	}
 
 	var idf rank.IDF
 	if r.Explain {
@@ -200,6 +202,9 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 		}
 	}
 	for i := r.Offset; i < min(need, len(cands)); i++ {
+		if err := ctx.Err(); err != nil { // explaining a page of 100 reads every abstract
+			return nil, err
+		}
 		c := &cands[i]
 		it := Item{Paper: ret.papers[c.ID], Score: c.Score, Relevance: c.Relevance, Duplicates: c.Duplicates}
 		if r.Explain {
