@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/term"
@@ -32,7 +34,17 @@ acknowledged by the server. While the server answers UNAVAILABLE (its store rest
 RESOURCE_EXHAUSTED, the stream is sent again with backoff, for up to --retry-for; the papers of it
 already stored then count as unchanged. With --checkpoint, the checkpoint file records the last
 line acknowledged: a backfill that is killed and run again with the same checkpoint resumes after it.
-Progress is shown when standard error is a terminal; a summary is printed at the end.`
+The checkpoint also keeps the counts, so the summary of a resumed backfill covers the whole file;
+a checkpoint made for another file (or before the file changed) is set aside with a message.
+
+Progress: on a terminal a line that updates in place; otherwise (a CronJob's log) a line every
+--progress-every with the papers acknowledged, the share of the file read, the rate and an
+estimate of the time left. A summary is printed at the end.
+
+Exit codes: 0 when every line was stored or found unchanged; 3 ("completed with errors") when
+some lines were malformed or rejected, reported above the summary; 1 when the backfill stopped
+(the server unreachable past --retry-for, or more than --max-errors problem lines); 2 for a
+mistake in the command line. --max-errors N accepts up to N problem lines with exit 0.`
 
 // maxReported bounds the per-line problems printed; the summary still counts them all.
 const maxReported = 20
@@ -49,8 +61,13 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	checkpoint := fs.String("checkpoint", "", "file recording progress, to resume an interrupted backfill from it")
 	streamPapers := fs.Int("stream-papers", 5000, "papers per acknowledged stream: what a retry sends again, and how far a checkpoint moves at a time")
 	retryFor := fs.Duration("retry-for", 10*time.Minute, "how long to keep sending a stream again while the server answers UNAVAILABLE or RESOURCE_EXHAUSTED (its store restarting, say); 0: fail at once")
+	maxErrors := fs.Int("max-errors", -1, "malformed or rejected lines accepted with exit 0; one more stops the backfill (exit 1). Default: none accepted, but the backfill runs to the end and exits 3")
+	progressEvery := fs.Duration("progress-every", 30*time.Second, "interval of the progress lines when standard error is not a terminal; 0: none")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *maxErrors < -1 || *progressEvery < 0 {
+		return usageError{"--max-errors must be 0 or more, and --progress-every at least 0"}
 	}
 	if *file == "" {
 		return usageError{"--file is required"}
@@ -64,6 +81,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *checkpoint != "" && *file == "-" {
 		return usageError{"--checkpoint needs a --file, not standard input"}
 	}
+	b := &backfill{stderr: stderr, start: time.Now(), tty: isTerminal(stderr), maxErrors: *maxErrors}
 	in := io.Reader(os.Stdin)
 	var source sourceID
 	if *file != "-" {
@@ -75,7 +93,8 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if source, err = identify(f, *file); err != nil {
 			return err
 		}
-		in = f
+		b.size = source.Size
+		in = &countingReader{r: f, n: &b.read}
 	}
 	reader, err := arxiv.NewReader(in)
 	if err != nil {
@@ -83,11 +102,18 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	resumeAfter := 0
 	if *checkpoint != "" {
-		if resumeAfter, err = readCheckpoint(*checkpoint, source); err != nil {
+		cp, found, err := readCheckpoint(*checkpoint)
+		switch {
+		case err != nil:
 			return err
-		}
-		if resumeAfter > 0 {
-			fmt.Fprintf(stderr, "resuming after line %d (checkpoint %s)\n", resumeAfter, *checkpoint)
+		case found && cp.Source != source:
+			fmt.Fprintf(stderr, "checkpoint %s was made for another file or an earlier version of it (%s, %d bytes, modified %s); "+
+				"starting from the first line, and the checkpoint will follow this file\n",
+				*checkpoint, cp.Source.Path, cp.Source.Size, time.Unix(0, cp.Source.ModTime).UTC().Format(time.RFC3339))
+		case found:
+			resumeAfter = cp.Line
+			b.restore(cp.Totals)
+			fmt.Fprintf(stderr, "resuming after line %d (checkpoint %s; %d papers acknowledged before)\n", resumeAfter, *checkpoint, b.before)
 		}
 	}
 
@@ -99,7 +125,9 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	ctx, cancel := withTimeout(ctx, cf.timeout)
 	defer cancel()
 
-	b := &backfill{stderr: stderr, start: time.Now(), tty: isTerminal(stderr)}
+	if !b.tty && *progressEvery > 0 {
+		defer b.reportEvery(*progressEvery)()
+	}
 	g := &ingester{ctx: ctx, client: client, retryFor: *retryFor, stderr: stderr}
 	var batch []*recommenderv1.Paper
 	var batchBytes, inStream int
@@ -111,7 +139,9 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err := g.send(batch); err != nil {
 			return err
 		}
+		b.mu.Lock()
 		b.sent += len(batch)
+		b.mu.Unlock()
 		batch, batchBytes = nil, 0 // the ingester keeps the batch until the stream is acknowledged
 		b.progress(false)
 		return nil
@@ -131,9 +161,11 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			inStream, lines = 0, lines[:0]
 		}
 		if *checkpoint != "" && line > resumeAfter {
-			return writeCheckpoint(*checkpoint, source, line)
+			if err := writeCheckpoint(*checkpoint, checkpointFile{Source: source, Line: line, Totals: b.totals()}); err != nil {
+				return err
+			}
 		}
-		return nil
+		return b.tooManyErrors()
 	}
 	for {
 		p, err := reader.Next()
@@ -145,6 +177,9 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if lerr.Line > resumeAfter {
 				b.malformed++
 				b.report("line %d: %v", lerr.Line, lerr.Err)
+				if err := b.tooManyErrors(); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -158,6 +193,9 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if size > maxMessageBytes {
 			b.malformed++
 			b.report("line %d: paper of %d bytes is larger than a message may be", reader.Line(), size)
+			if err := b.tooManyErrors(); err != nil {
+				return err
+			}
 			continue
 		}
 		if len(batch) == *batchSize || batchBytes+size > maxMessageBytes {
@@ -180,8 +218,15 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	b.progress(true)
 	elapsed := time.Since(b.start)
 	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%s papers/s)\n", b.sent, elapsed.Seconds(), rate(float64(b.sent)/elapsed.Seconds()))
-	fmt.Fprintf(stdout, "inserted %d, updated %d, unchanged %d, rejected %d, malformed lines %d\n",
-		b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed)
+	before := ""
+	if b.before > 0 {
+		before = fmt.Sprintf(" (the whole file: %d papers were acknowledged before the resume)", b.before)
+	}
+	fmt.Fprintf(stdout, "inserted %d, updated %d, unchanged %d, rejected %d, malformed lines %d%s\n",
+		b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed, before)
+	if n := b.errors(); n > 0 && n > b.maxErrors {
+		return exitError{code: exitCompletedWithErrors, msg: fmt.Sprintf("completed with errors: %d rejected papers and %d malformed lines (listed above; --max-errors accepts some)", b.total.GetRejected(), b.malformed)}
+	}
 	return nil
 }
 
@@ -191,14 +236,81 @@ type backfill struct {
 	tty       bool
 	start     time.Time
 	lastShown time.Time
+	maxErrors int   // -1: none accepted, but the run goes on
+	size      int64 // of the input file; 0 when unknown (standard input)
+	read      atomic.Int64
+
+	mu        sync.Mutex // the counts below, which the periodic reporter reads
 	sent      int
 	malformed int
 	reported  int
+	before    int64 // papers acknowledged before a resume
 	total     recommenderv1.IngestPapersResponse
+}
+
+// exitCompletedWithErrors is the exit code of a backfill that ran to the end with problem lines.
+const exitCompletedWithErrors = 3
+
+// acknowledged counts the papers the server has answered for: stored, unchanged or rejected.
+func (b *backfill) acknowledged() int64 {
+	return b.total.GetInserted() + b.total.GetUpdated() + b.total.GetUnchanged() + b.total.GetRejected()
+}
+
+func (b *backfill) errors() int { return int(b.total.GetRejected()) + b.malformed }
+
+// tooManyErrors stops the backfill once the problem lines pass --max-errors.
+func (b *backfill) tooManyErrors() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.maxErrors >= 0 && b.errors() > b.maxErrors {
+		return fmt.Errorf("stopped: %d malformed or rejected lines, more than --max-errors %d (the checkpoint, if any, holds what was acknowledged)", b.errors(), b.maxErrors)
+	}
+	return nil
+}
+
+// reportEvery prints a progress line every interval until the returned stop is called: what a
+// log collector shows of a backfill that runs for hours.
+func (b *backfill) reportEvery(interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintln(b.stderr, b.status())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// status is a progress line: papers acknowledged, share of the file read, rate and time left.
+func (b *backfill) status() string {
+	b.mu.Lock()
+	acked, sent := b.acknowledged(), b.sent
+	b.mu.Unlock()
+	elapsed := time.Since(b.start)
+	line := fmt.Sprintf("progress: %d papers acknowledged (%d sent this run), %s papers/s", acked, sent, rate(float64(acked-b.before)/elapsed.Seconds()))
+	if read := b.read.Load(); b.size > 0 && read > 0 {
+		frac := float64(read) / float64(b.size)
+		line += fmt.Sprintf(", %.1f%% of the file", 100*frac)
+		if frac < 1 {
+			left := time.Duration(float64(elapsed) * (1 - frac) / frac)
+			line += fmt.Sprintf(", about %s left", left.Round(time.Second))
+		}
+	}
+	return line
 }
 
 // add counts a stream's summary and reports its rejections by line.
 func (b *backfill) add(resp *recommenderv1.IngestPapersResponse, lines []int32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.total.Inserted += resp.GetInserted()
 	b.total.Updated += resp.GetUpdated()
 	b.total.Unchanged += resp.GetUnchanged()
@@ -263,32 +375,48 @@ func identify(f *os.File, path string) (sourceID, error) {
 type checkpointFile struct {
 	Source sourceID `json:"source"`
 	Line   int      `json:"line"` // every line up to this one is acknowledged by the server
+	Totals counts   `json:"totals"`
 }
 
-// readCheckpoint returns the line to resume after: 0 when there is no checkpoint, or it was made
-// for another file (or the file changed since).
-func readCheckpoint(path string, src sourceID) (int, error) {
+// counts are a backfill's counts so far, kept in the checkpoint so a resumed run reports the
+// whole file.
+type counts struct {
+	Inserted, Updated, Unchanged, Rejected int64
+	Malformed                              int
+}
+
+// restore starts the counts from a checkpoint's.
+func (b *backfill) restore(c counts) {
+	b.total.Inserted, b.total.Updated, b.total.Unchanged, b.total.Rejected = c.Inserted, c.Updated, c.Unchanged, c.Rejected
+	b.malformed = c.Malformed
+	b.before = b.acknowledged()
+}
+
+func (b *backfill) totals() counts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return counts{b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed}
+}
+
+// readCheckpoint reads the checkpoint; found is false when there is none.
+func readCheckpoint(path string) (cp checkpointFile, found bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return cp, false, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read checkpoint: %w", err)
+		return cp, false, fmt.Errorf("read checkpoint: %w", err)
 	}
-	var cp checkpointFile
 	if err := json.Unmarshal(b, &cp); err != nil {
-		return 0, fmt.Errorf("checkpoint %s is corrupt (delete it to start over): %w", path, err)
+		return cp, false, fmt.Errorf("checkpoint %s is corrupt (delete it to start over): %w", path, err)
 	}
-	if cp.Source != src {
-		return 0, nil
-	}
-	return cp.Line, nil
+	return cp, true, nil
 }
 
 // writeCheckpoint replaces the checkpoint atomically (write, fsync, rename), so a kill at any
 // moment leaves the old checkpoint or the new one, never a torn file.
-func writeCheckpoint(path string, src sourceID, line int) error {
-	b, err := json.Marshal(checkpointFile{Source: src, Line: line})
+func writeCheckpoint(path string, cp checkpointFile) error {
+	b, err := json.Marshal(cp)
 	if err != nil {
 		return err
 	}
@@ -309,6 +437,18 @@ func writeCheckpoint(path string, src sourceID, line int) error {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// countingReader counts the bytes read through it, for the share of the file done.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few

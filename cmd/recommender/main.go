@@ -36,7 +36,7 @@ func main() {
 }
 
 // run dispatches a subcommand and returns the process exit code: 0 success, 1 failure,
-// 2 usage error.
+// 2 usage error, or a command's own (backfill: 3, completed with errors).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
 		fmt.Fprintln(stdout, version())
@@ -62,6 +62,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errVersion):
 			fmt.Fprintln(stdout, version())
 			return 0
+		case errors.As(err, new(exitError)):
+			var ee exitError
+			errors.As(err, &ee)
+			fmt.Fprintf(stderr, "recommender %s: %s\n", c.name, ee.msg)
+			return ee.code
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(stderr, "recommender %s: %v\nRun 'recommender %s --help' for usage.\n", c.name, err, c.name)
 			return 2
@@ -83,6 +88,14 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun 'recommender <command> --help' for the flags of a command, 'recommender --version' for the version.")
 }
+
+// exitError ends a command with its own exit code and message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
 
 // usageError is a mistake in the command line, reported with exit code 2.
 type usageError struct{ msg string }

@@ -318,9 +318,10 @@ func TestBackfillReportsBadLinesAndGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startServe(t, t.TempDir())
+	// By default it goes on to the end and the exit code says "completed with errors".
 	out, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", file, "--batch-size", "1")
-	if code != 0 {
-		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	if code != 3 || !strings.Contains(errOut, "completed with errors: 1 rejected papers and 1 malformed lines") {
+		t.Fatalf("exit %d, want 3 and the reason: %s%s", code, out, errOut)
 	}
 	if !strings.Contains(out, "inserted 2, updated 0, unchanged 0, rejected 1, malformed lines 1") {
 		t.Errorf("summary:\n%s", out)
@@ -328,6 +329,114 @@ func TestBackfillReportsBadLinesAndGoesOn(t *testing.T) {
 	if !strings.Contains(errOut, "line 2: malformed JSON") || !strings.Contains(errOut, `line 4 (id "") rejected`) {
 		t.Errorf("problems not reported by line:\n%s", errOut)
 	}
+	// --max-errors 2 accepts both problem lines; --max-errors 0 stops at the first.
+	if out, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", file, "--batch-size", "1", "--max-errors", "2"); code != 0 {
+		t.Errorf("--max-errors 2: exit %d, want 0: %s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLI(t, "backfill", "--server", p.addr, "--file", file, "--batch-size", "1", "--max-errors", "0")
+	if code != 1 || !strings.Contains(errOut, "more than --max-errors 0") || strings.Contains(out, "inserted") {
+		t.Errorf("--max-errors 0: exit %d, want 1, stopped before the summary: %s%s", code, out, errOut)
+	}
+	// Every line malformed is not a success either.
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	if err := os.WriteFile(bad, []byte("not json\n{\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", bad); code != 3 {
+		t.Errorf("all lines malformed: exit %d, want 3: %s%s", code, out, errOut)
+	}
+}
+
+// Off a terminal (a CronJob's log) backfill prints progress lines while it runs: papers
+// acknowledged, share of the file, rate, time left. A checkpoint keeps the counts across a
+// resume, and one made for another version of the file is set aside with a message.
+func TestBackfillForBatchJobs(t *testing.T) {
+	const n = 400
+	api := embedtest.New(16)
+	defer api.Close()
+	p := startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake-model"}, t.TempDir(), "--embedding-max-inputs", "50")
+	file := writePapers(t, n)
+	checkpoint := filepath.Join(t.TempDir(), "checkpoint")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// The embedding API holds the backfill half way; a progress line must come while it waits.
+	api.PauseAt(n / 2)
+	cmd := exec.CommandContext(ctx, binary, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint,
+		"--batch-size", "50", "--stream-papers", "100", "--progress-every", "20ms")
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderrPipe)
+	// The share of the file counts bytes read, which run ahead of the papers sent by the reader's
+	// buffer: on a file this small, all of it, so no time left is shown.
+	progress := regexp.MustCompile(`^progress: (\d+) papers acknowledged \(\d+ sent this run\), [\d.]+ papers/s, [\d.]+% of the file(, about \S+ left)?$`)
+	var seen string
+	for seen == "" && sc.Scan() {
+		if m := progress.FindStringSubmatch(sc.Text()); m != nil && m[1] != "0" {
+			seen = sc.Text()
+		}
+	}
+	if seen == "" {
+		t.Fatalf("no progress line with papers acknowledged while the backfill was held")
+	}
+	t.Logf("while held: %s", seen)
+	// Killed while held, once the checkpoint has moved (it is written just after the counts
+	// move): it keeps what was acknowledged, with its counts.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(checkpoint); err == nil {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("no checkpoint written")
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	api.Resume()
+	out, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint, "--batch-size", "50", "--stream-papers", "100")
+	if code != 0 || !strings.Contains(errOut, "resuming after line") {
+		t.Fatalf("resumed run: exit %d\n%s%s", code, out, errOut)
+	}
+	var inserted, updated, unchanged, before int
+	if _, err := fmt.Sscanf(summary.FindString(out), "inserted %d, updated %d, unchanged %d", &inserted, &updated, &unchanged); err != nil ||
+		inserted+updated+unchanged != n || updated != 0 || !strings.Contains(out, "acknowledged before the resume") {
+		t.Fatalf("resumed run's summary does not cover the whole file once (%v):\n%s", err, out)
+	}
+	fmt.Sscanf(out[strings.Index(out, "the whole file: ")+len("the whole file: "):], "%d", &before)
+	t.Logf("resumed run: %s (%d acknowledged before)", summary.FindString(out), before)
+	if before == 0 || before >= n {
+		t.Fatalf("%d papers acknowledged before the resume, want some and not all", before)
+	}
+
+	// The file changes: the checkpoint is set aside, with a message, and the run starts over.
+	if err := os.WriteFile(file, append(mustRead(t, file), `{"id":"bf-extra","title":"Appended"}`+"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCLI(t, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint)
+	if code != 0 || !strings.Contains(errOut, "was made for another file or an earlier version of it") ||
+		!strings.Contains(out, fmt.Sprintf("inserted 1, updated 0, unchanged %d", n)) {
+		t.Fatalf("after the file changed: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestRecommendCommand(t *testing.T) {
