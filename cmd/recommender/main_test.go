@@ -494,7 +494,7 @@ func TestUsage(t *testing.T) {
 func TestVersion(t *testing.T) {
 	want := regexp.MustCompile(`^recommender \S+.*, go1\.\d+`)
 	args := [][]string{{"--version"}, {"version"}}
-	for _, c := range []string{"serve", "backfill", "recommend", "info", "eval", "bench-ann", "bench-grpc"} {
+	for _, c := range []string{"serve", "backfill", "recommend", "info", "check", "eval", "bench-ann", "bench-grpc"} {
 		args = append(args, []string{c, "--version"})
 	}
 	for _, a := range args {
@@ -699,5 +699,34 @@ func TestEvalCommand(t *testing.T) {
 	}
 	if n := strings.Count(string(rows), "\n"); n != 50 {
 		t.Fatalf("%d ranking rows, want 50", n)
+	}
+}
+
+// check verifies a stopped server's data directory; a directory that lost its papers.db is
+// refused by serve (unless --allow-empty-store) and reported by check.
+func TestCheckCommandAndLostPapersFile(t *testing.T) {
+	dir := t.TempDir()
+	p := startServe(t, dir, "--demo")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+	out, errOut, code := runCLI(t, "check", "--data-dir", dir)
+	if code != 0 || !strings.Contains(out, "papers.db: 48 papers, 0 with a vector") || !strings.Contains(out, "no problems found") {
+		t.Fatalf("check of a sound directory: exit %d\n%s%s", code, out, errOut)
+	}
+	if err := os.Remove(filepath.Join(dir, "papers.db")); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = runCLI(t, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--data-dir", dir)
+	if code != 1 || !strings.Contains(errOut, "no papers (papers.db is missing or empty)") || !strings.Contains(errOut, "--allow-empty-store") {
+		t.Fatalf("serve without papers.db: exit %d\n%s", code, errOut)
+	}
+	if out, _, code := runCLI(t, "check", "--data-dir", dir); code != 1 || !strings.Contains(out, "problem: ") {
+		t.Fatalf("check without papers.db: exit %d\n%s", code, out)
+	}
+	q := startServe(t, dir, "--allow-empty-store")
+	if info, err := q.client.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{}); err != nil || info.GetPaperCount() != 0 {
+		t.Fatalf("with --allow-empty-store: %v, %v; want an empty store", info, err)
 	}
 }

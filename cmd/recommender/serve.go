@@ -115,7 +115,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		log.Info("tracing to OTLP", "endpoint", envOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
 	}
 
-	raw, err := sf.open(ctx)
+	raw, err := sf.open(ctx, log)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 type storeFlags struct {
 	backend        string
 	dataDir        string
+	allowEmpty     bool
 	ann            embedded.ANNOptions
 	qdrant         qdrant.Options
 	qdrantKeyFile  string
@@ -32,6 +34,9 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 		"store backend: embedded (on disk, one process) or qdrant (shared by any number of replicas) (env RECOMMENDER_STORE)")
 	fs.StringVar(&f.dataDir, "data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
 		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
+	fs.BoolVar(&f.allowEmpty, "allow-empty-store", false,
+		"embedded store: start empty in a data directory whose papers.db is missing or empty although its other files remain "+
+			"(otherwise refused: the papers were lost, say by a restore that missed the file)")
 	da := embedded.DefaultANN()
 	fs.StringVar(&f.ann.Quantization, "ann-quantization", envOr("RECOMMENDER_ANN_QUANTIZATION", da.Quantization),
 		"embedded store: vectors the nearest-neighbour graph walks on, int8 (faster, candidates rescored exactly) or none (env RECOMMENDER_ANN_QUANTIZATION)")
@@ -124,8 +129,8 @@ func setUint32(p *uint32) func(string) error {
 	}
 }
 
-// open opens the chosen store.
-func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
+// open opens the chosen store; log hears what opening repaired.
+func (f *storeFlags) open(ctx context.Context, log *slog.Logger) (store.Store, error) {
 	if len(f.errs) > 0 {
 		return nil, usageError{strings.Join(f.errs, "; ")}
 	}
@@ -134,7 +139,7 @@ func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
 		if f.ann.EfSearch < 1 {
 			return nil, usageError{"--ann-ef-search must be at least 1"}
 		}
-		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann})
+		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann, AllowEmpty: f.allowEmpty, Log: log})
 	case "qdrant":
 		return f.openQdrant(f.qdrant.Collection)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -34,7 +35,9 @@ func DefaultANN() ANNOptions {
 // annFile keeps the graph between runs, so a restart does not rebuild it.
 const annFile = "ann.idx"
 
-const annMagic = "RECSTORE-ANN1\n"
+// annMagic leads the file; version 2 ends with a CRC-32C of everything before it, so damage
+// anywhere (a bad disk, a partial copy) is found before the graph is trusted.
+const annMagic = "RECSTORE-ANN2\n"
 
 // saveANN writes the graph with the store version it matches and the paper id of each node
 // (doc numbers change between runs). Write, fsync, rename: a crash leaves the old file or the
@@ -49,7 +52,8 @@ func (s *Store) saveANN() error {
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
+	sum := crc32.New(crcTable)
+	w := bufio.NewWriterSize(io.MultiWriter(f, sum), 1<<20)
 	w.WriteString(annMagic)
 	var buf []byte
 	buf = binary.BigEndian.AppendUint64(buf, s.version)
@@ -67,6 +71,10 @@ func (s *Store) saveANN() error {
 		_ = f.Close()
 		return err
 	}
+	if _, err := f.Write(binary.BigEndian.AppendUint32(nil, sum.Sum32())); err != nil {
+		_ = f.Close()
+		return err
+	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
 		return err
@@ -77,20 +85,32 @@ func (s *Store) saveANN() error {
 	return os.Rename(path+".tmp", path)
 }
 
-// loadANN reads the saved graph when it matches the store's version; otherwise (no file, an
-// older version, any damage) it builds the graph from the vectors.
+// loadANN reads the saved graph when its checksum holds and it matches the store's version;
+// otherwise (no file, an older version, any damage) it builds the graph from the vectors, and
+// says why.
 func (s *Store) loadANN() (loaded bool, err error) {
 	x := s.idx
-	f, err := os.Open(filepath.Join(s.dir, annFile))
-	if errors.Is(err, os.ErrNotExist) {
+	path := filepath.Join(s.dir, annFile)
+	if head, err := readHead(path, len(annMagic)); err == nil && head != annMagic {
+		s.log.Info("vector index file of another format; rebuilding it", "file", path)
 		x.buildANN()
 		return false, nil
 	}
+	if err := verifyChecksum(path); errors.Is(err, os.ErrNotExist) {
+		x.buildANN()
+		return false, nil
+	} else if err != nil {
+		s.log.Warn("vector index file damaged; rebuilding it from the vectors", "file", path, "error", err)
+		x.buildANN()
+		return false, nil
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
 	if err := s.readANN(bufio.NewReaderSize(f, 1<<20)); err != nil {
+		s.log.Info("vector index file does not match the papers; rebuilding it", "file", path, "reason", err)
 		x.buildANN()
 		return false, nil
 	}
@@ -143,3 +163,15 @@ func (s *Store) readANN(r *bufio.Reader) error {
 
 // MaxIDLen bounds paper ids read from files.
 const MaxIDLen = 1024
+
+// readHead reads the first n bytes of a file (fewer if it is shorter).
+func readHead(path string, n int) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	k, _ := io.ReadFull(f, b)
+	return string(b[:k]), nil
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,6 +45,11 @@ type Options struct {
 	Dir string
 	// ANN configures the approximate index of dense vectors; zero fields take DefaultANN's.
 	ANN ANNOptions
+	// AllowEmpty opens a directory whose papers file is missing or empty although the files
+	// derived from it remain, starting an empty store; without it that is a MissingError.
+	AllowEmpty bool
+	// Log receives what opening repaired (a damaged vector index rebuilt); nil: discarded.
+	Log *slog.Logger
 }
 
 // Validate reports every problem with the options at once.
@@ -65,6 +71,7 @@ func (o Options) Validate() error {
 // disk format stays one record per paper.
 type Store struct {
 	dir     string
+	log     *slog.Logger
 	db      *bolt.DB
 	writeMu sync.Mutex // serialises writers so memory is updated in commit order
 
@@ -90,16 +97,37 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(opts.Dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        time.Second,
-		NoFreelistSync: true, // as etcd does: the freelist is rebuilt at open instead of written per commit
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("data directory %s is in use by another process", opts.Dir)
+	if err := checkMissing(opts.Dir, opts.AllowEmpty); err != nil {
+		return nil, err
 	}
-	if err != nil {
+	if err := checkBoltFile(path); err != nil {
+		return nil, err
+	}
+	var db *bolt.DB
+	err := guard(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true, // as etcd does: the freelist is rebuilt at open instead of written per commit
+			FreelistType:   bolt.FreelistMapType,
+		})
+		return err
+	})
+	var de *DamagedError
+	switch {
+	case errors.As(err, &de):
+		// A panic inside bolt.Open leaves its file open and locked; the process is about to
+		// report this and stop, which releases both.
+		return nil, err
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("data directory %s is in use by another process", opts.Dir)
+	case errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrChecksum) || errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, &DamagedError{Path: path, Problem: err.Error()}
+	case err != nil:
 		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	cfg, d := opts.ANN, DefaultANN()
 	if cfg.Graph.M == 0 {
@@ -120,9 +148,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("ANN quantization must be int8 or none, got %q", cfg.Quantization)
 	}
 	cfg.Graph.Int8 = cfg.Quantization == "int8"
-	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg)}
-	if err := s.load(ctx); err != nil {
+	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg), log: log}
+	if err := guard(path, func() error { return s.load(ctx) }); err != nil {
 		_ = db.Close()
+		if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
+			err = &DamagedError{Path: path, Problem: err.Error()}
+		}
 		return nil, err
 	}
 	if err := s.mapVectors(); err != nil {

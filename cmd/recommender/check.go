@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/paperrec/recommender/internal/store/embedded"
+)
+
+const checkHelp = `
+Verifies an embedded store's data directory offline, with no server running on it: the papers
+file's header and length, bbolt's consistency check of every page, every paper record decoded,
+and the vector index file's checksum and version. Prints what it found; exits 0 when the
+directory is sound, 1 when it found problems (each listed, with what to do).`
+
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", "--data-dir DIR", checkHelp, stderr)
+	dir := fs.String("data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"), "the embedded store's directory (env RECOMMENDER_DATA_DIR)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	r, err := embedded.Check(ctx, *dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %d papers, %d with a vector, version %d\n", embedded.FileName, r.Papers, r.Vectors, r.Version)
+	if r.ANN != "" {
+		fmt.Fprintf(stdout, "ann.idx: %s\n", r.ANN)
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintln(stdout, "no problems found")
+		return nil
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(stdout, "problem: %s\n", p)
+	}
+	return fmt.Errorf("%s: problems found (listed above)", *dir)
+}

@@ -1,0 +1,225 @@
+package embedded_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/store/storetest"
+)
+
+// filled makes a closed store of n papers with 16-dimension vectors in dir, its graph saved.
+func filled(t *testing.T, dir string, n int) []store.Paper {
+	t.Helper()
+	s, err := embedded.Open(context.Background(), embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.BindEmbedding(context.Background(), store.EmbeddingSpec{Model: "m", Dimensions: 16}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ps []store.Paper
+	for i := range n {
+		p := storetest.Paper(fmt.Sprintf("p%04d", i), fmt.Sprintf("Paper %d about topic %d", i, i%7), strings.Repeat(fmt.Sprintf("words of paper %d ", i), 5))
+		p.Dense, p.DenseHash = make([]float32, 16), fmt.Sprintf("h%d", i)
+		for j := range p.Dense {
+			p.Dense[j] = float32(rng.NormFloat64())
+		}
+		ps = append(ps, p)
+	}
+	if _, err := s.Upsert(context.Background(), ps); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func damage(t *testing.T, path string, at int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range b {
+		b[i] = byte(rng.UintN(256))
+	}
+	return b
+}
+
+// 256 KiB of random bytes inside the vector index: the store notices, says so and rebuilds the
+// graph, and dense search still finds each paper by its own vector.
+func TestDamagedVectorIndexIsRebuilt(t *testing.T) {
+	dir := t.TempDir()
+	ps := filled(t, dir, 3000)
+	path := filepath.Join(dir, "ann.idx")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("no vector index saved: %v", err)
+	}
+	n := min(256<<10, fi.Size()/2)
+	damage(t, path, fi.Size()/4, randomBytes(int(n)))
+	var logs bytes.Buffer
+	s, err := embedded.Open(context.Background(), embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1},
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(logs.String(), "vector index file damaged; rebuilding it") {
+		t.Fatalf("no log line about the damaged index:\n%s", logs.String())
+	}
+	found := 0
+	for i := 0; i < len(ps); i += 30 {
+		hits, err := s.Search(context.Background(), store.Query{Dense: ps[i].Dense, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hits) == 1 && hits[0].Paper.ID == ps[i].ID {
+			found++
+		}
+	}
+	if found < 95 {
+		t.Fatalf("%d of 100 papers found by their own vector after the rebuild", found)
+	}
+	// A clean reopen trusts the rebuilt file: no log line.
+	_ = s.Close()
+	logs.Reset()
+	s2, err := embedded.Open(context.Background(), embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1},
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Close()
+	if logs.Len() > 0 {
+		t.Fatalf("reopening after the rebuild logged:\n%s", logs.String())
+	}
+}
+
+// A papers file cut short, or with 4 KiB of garbage over a page that holds records, is
+// refused with an error that names the file: no SIGBUS, no panic.
+func TestDamagedPapersFileIsAClearError(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hurt func(t *testing.T, path string)
+	}{
+		{"truncated to half", func(t *testing.T, path string) {
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(path, fi.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"garbage over a record page", func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := bytes.Index(b, []byte("words of paper 1500 "))
+			if i < 0 {
+				t.Fatal("record not found in the file")
+			}
+			damage(t, path, int64(i/4096*4096), randomBytes(4096))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			filled(t, dir, 3000)
+			path := filepath.Join(dir, embedded.FileName)
+			tc.hurt(t, path)
+			// Check a copy: an open that fails inside bbolt keeps its file locked until the
+			// process ends (serve and check end at once), and this test goes on in the process.
+			other := t.TempDir()
+			if err := os.WriteFile(filepath.Join(other, embedded.FileName), mustRead(t, path), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := embedded.Check(context.Background(), other)
+			if err != nil || len(r.Problems) == 0 {
+				t.Fatalf("check: %+v, %v; want problems", r, err)
+			}
+			t.Logf("check: %s", r.Problems[0])
+			_, err = embedded.Open(context.Background(), embedded.Options{Dir: dir})
+			var de *embedded.DamagedError
+			if !errors.As(err, &de) || de.Path != path || !strings.Contains(err.Error(), "Restore the data directory from a backup") {
+				t.Fatalf("open: %v, want a DamagedError naming %s and what to do", err, path)
+			}
+			t.Logf("open: %v", err)
+		})
+	}
+}
+
+// A papers file missing or empty beside the other store files is refused unless asked for.
+func TestMissingPapersFileIsRefused(t *testing.T) {
+	for _, empty := range []bool{false, true} {
+		dir := t.TempDir()
+		filled(t, dir, 50)
+		path := filepath.Join(dir, embedded.FileName)
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if empty {
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := embedded.Open(context.Background(), embedded.Options{Dir: dir})
+		var me *embedded.MissingError
+		if !errors.As(err, &me) || !strings.Contains(err.Error(), "--allow-empty-store") {
+			t.Fatalf("empty file %v: open %v, want a MissingError saying how to go on", empty, err)
+		}
+		s, err := embedded.Open(context.Background(), embedded.Options{Dir: dir, AllowEmpty: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := s.Stats(context.Background()); st.PaperCount != 0 {
+			t.Fatalf("allowed empty store holds %d papers", st.PaperCount)
+		}
+		_ = s.Close()
+	}
+	// A fresh directory is not refused.
+	s, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+}
+
+func TestCheckASoundStore(t *testing.T) {
+	dir := t.TempDir()
+	filled(t, dir, 200)
+	r, err := embedded.Check(context.Background(), dir)
+	if err != nil || len(r.Problems) > 0 || r.Papers != 200 || r.Vectors != 200 || r.ANN != "checksum good, matches the papers" {
+		t.Fatalf("check: %+v, %v", r, err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
