@@ -121,7 +121,8 @@ var imageRef = regexp.MustCompile(`^[a-z0-9./-]+:v?[0-9][\w.-]*$`)
 func TestKubernetesManifests(t *testing.T) {
 	m := load(t)
 	for _, want := range []string{"Deployment/recommender", "Service/recommender", "HorizontalPodAutoscaler/recommender",
-		"PodDisruptionBudget/recommender", "CronJob/recommender-backfill", "StatefulSet/qdrant", "Service/qdrant"} {
+		"PodDisruptionBudget/recommender", "CronJob/recommender-backfill", "StatefulSet/qdrant", "Service/qdrant",
+		"PodDisruptionBudget/qdrant", "PersistentVolumeClaim/arxiv-snapshot"} {
 		if m[want] == nil {
 			t.Fatalf("missing %s", want)
 		}
@@ -180,8 +181,17 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("terminationGracePeriodSeconds %v is not longer than the shutdown timeout %v", grace, shutdown)
 	}
 
+	if !slices.Contains(args, any("--max-connection-age")) {
+		t.Error("args do not set --max-connection-age: clients would never reach replicas added later")
+	}
+	// The HTTP API and page: listening on all interfaces, a named port, and in the Service.
+	if v, _ := envRef(t, c, "RECOMMENDER_HTTP_ADDR"); v != "0.0.0.0:8080" || !hasPort(t, c, "http", 8080, "containerPort") {
+		t.Errorf("HTTP: RECOMMENDER_HTTP_ADDR %q, ports %v", v, get(t, c, "ports"))
+	}
+
 	svc := m["Service/recommender"]
-	if str(t, svc, "spec", "ports", 0, "targetPort") != "grpc" || str(t, svc, "spec", "selector", "app.kubernetes.io/name") != "recommender" {
+	if str(t, svc, "spec", "ports", 0, "targetPort") != "grpc" || str(t, svc, "spec", "selector", "app.kubernetes.io/name") != "recommender" ||
+		!hasPort(t, svc, "spec", "http", 8080, "port") {
 		t.Errorf("service: %v", get(t, svc, "spec"))
 	}
 	hpa := m["HorizontalPodAutoscaler/recommender"]
@@ -205,6 +215,13 @@ func TestKubernetesManifests(t *testing.T) {
 	if _, secret := envRef(t, bc, "RECOMMENDER_API_KEY"); secret != "recommender-secrets/backfill-api-key" {
 		t.Errorf("backfill API key from %q", secret)
 	}
+	// The checkpoint is written to the snapshot volume: the claim exists and the non-root user
+	// can write it.
+	pod := get(t, cron, "spec", "jobTemplate", "spec", "template", "spec").(doc)
+	claim := str(t, pod, "volumes", 0, "persistentVolumeClaim", "claimName")
+	if m["PersistentVolumeClaim/"+claim] == nil || num(t, pod, "securityContext", "fsGroup") != num(t, pod, "securityContext", "runAsUser") {
+		t.Errorf("backfill volume: claim %q defined %v, securityContext %v", claim, m["PersistentVolumeClaim/"+claim] != nil, get(t, pod, "securityContext"))
+	}
 
 	sts := m["StatefulSet/qdrant"]
 	qcn := container(t, sts, "spec", "template", "spec")
@@ -215,6 +232,15 @@ func TestKubernetesManifests(t *testing.T) {
 	if _, secret := envRef(t, qcn, "QDRANT__SERVICE__API_KEY"); secret != "recommender-secrets/qdrant-api-key" {
 		t.Errorf("qdrant API key from %q", secret)
 	}
+	qsc := get(t, sts, "spec", "template", "spec", "securityContext")
+	if get(t, qsc, "runAsNonRoot") != true || num(t, qsc, "runAsUser") == 0 || num(t, qsc, "fsGroup") == 0 ||
+		!strings.HasSuffix(str(t, qcn, "image"), "-unprivileged") {
+		t.Errorf("qdrant runs as root: securityContext %v, image %q", qsc, str(t, qcn, "image"))
+	}
+	if pdb := m["PodDisruptionBudget/qdrant"]; str(t, pdb, "spec", "selector", "matchLabels", "app.kubernetes.io/name") != "qdrant" ||
+		num(t, pdb, "spec", "maxUnavailable") != 1 {
+		t.Errorf("qdrant PDB: %v", pdb)
+	}
 	var ports []int
 	for _, p := range get(t, m["Service/qdrant"], "spec", "ports").([]any) {
 		ports = append(ports, num(t, p, "port"))
@@ -222,6 +248,20 @@ func TestKubernetesManifests(t *testing.T) {
 	if !slices.Contains(ports, 6334) {
 		t.Errorf("qdrant service ports %v lack gRPC 6334", ports)
 	}
+}
+
+// hasPort says whether the ports list at path holds one named name with number in field.
+func hasPort(t *testing.T, d any, path ...any) bool {
+	t.Helper()
+	n := len(path)
+	name, number, field := path[n-3].(string), path[n-2].(int), path[n-1].(string)
+	list, _ := get(t, d, append(path[:n-3:n-3], "ports")...).([]any)
+	for _, p := range list {
+		if str(t, p, "name") == name && num(t, p, field) == number {
+			return true
+		}
+	}
+	return false
 }
 
 func TestCompose(t *testing.T) {
@@ -234,15 +274,34 @@ func TestCompose(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := get(t, d, "services", "qdrant").(doc)
-	if !imageRef.MatchString(str(t, q, "image")) || !slices.Contains(get(t, q, "ports").([]any), any("6334:6334")) ||
+	if !imageRef.MatchString(str(t, q, "image")) || !slices.Contains(get(t, q, "ports").([]any), any("127.0.0.1:6334:6334")) ||
 		!strings.HasSuffix(str(t, q, "volumes", 0), ":/qdrant/storage") {
-		t.Errorf("qdrant service: %v", q)
+		t.Errorf("qdrant service (published on this host only): %v", q)
+	}
+	// Keys by default: both the service's and Qdrant's are required variables, never defaulted.
+	required := regexp.MustCompile(`^\$\{(\w+):\?.+\}$`)
+	if m := required.FindStringSubmatch(str(t, q, "environment", "QDRANT__SERVICE__API_KEY")); m == nil || m[1] != "QDRANT_API_KEY" {
+		t.Errorf("Qdrant's API key is not required: %v", get(t, q, "environment"))
 	}
 	r := get(t, d, "services", "recommender").(doc)
 	env := get(t, r, "environment").(doc)
 	if str(t, env, "RECOMMENDER_STORE") != "qdrant" || str(t, env, "QDRANT_URL") != "http://qdrant:6334" ||
-		str(t, r, "build", "dockerfile") != "deploy/Dockerfile" || !slices.Contains(get(t, r, "ports").([]any), any("50051:50051")) {
+		str(t, r, "build", "dockerfile") != "deploy/Dockerfile" || !slices.Contains(get(t, r, "ports").([]any), any("50051:50051")) ||
+		!slices.Contains(get(t, r, "ports").([]any), any("8080:8080")) {
 		t.Errorf("recommender service: %v", r)
+	}
+	if m := required.FindStringSubmatch(str(t, env, "RECOMMENDER_API_KEYS")); m == nil || env["RECOMMENDER_ALLOW_UNAUTHENTICATED"] != nil ||
+		str(t, env, "QDRANT_API_KEY") != "${QDRANT_API_KEY}" {
+		t.Errorf("the recommender may run keyless or without Qdrant's key: %v", env)
+	}
+	for _, name := range []string{"qdrant", "recommender"} {
+		if test, _ := get(t, d, "services", name, "healthcheck", "test").([]any); len(test) < 2 || test[0] != "CMD" {
+			t.Errorf("%s has no healthcheck", name)
+		}
+	}
+	if str(t, r, "healthcheck", "test", 1) != "/recommender" || str(t, r, "healthcheck", "test", 2) != "health" ||
+		str(t, r, "depends_on", "qdrant", "condition") != "service_healthy" {
+		t.Errorf("recommender health: %v, depends on %v", get(t, r, "healthcheck"), get(t, r, "depends_on"))
 	}
 	if e := get(t, d, "services", "embeddings").(doc); !slices.Contains(get(t, e, "profiles").([]any), any("embeddings")) {
 		t.Error("the embedding server is not optional (no profile)")
@@ -258,7 +317,8 @@ func TestDockerfile(t *testing.T) {
 	if n := strings.Count(s, "\nFROM ") + strings.Count(s[:min(len(s), 5)], "FROM "); n < 2 {
 		t.Errorf("%d stages, want a multi-stage build", n)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "USER nonroot", "EXPOSE 50051", "RECOMMENDER_GRPC_ADDR=0.0.0.0:50051", "./cmd/recommender"} {
+	for _, want := range []string{"CGO_ENABLED=0", "USER nonroot", "EXPOSE 50051 8080 9464", "RECOMMENDER_GRPC_ADDR=0.0.0.0:50051",
+		"RECOMMENDER_HTTP_ADDR=0.0.0.0:8080", `HEALTHCHECK --interval=10s --timeout=5s --retries=3 CMD ["/recommender", "health"`, "./cmd/recommender"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -271,5 +331,19 @@ func TestDockerfile(t *testing.T) {
 	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
 	if goVersion == nil || !strings.Contains(s, "FROM golang:"+string(goVersion[1])) {
 		t.Errorf("build stage does not use Go %s", goVersion[1])
+	}
+}
+
+// The build context leaves out what the image does not need, above all data directories.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for _, want := range []string{".git", "recommender-data/", "web/node_modules/", "!internal/demo/papers.jsonl"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf(".dockerignore lacks %q", want)
+		}
 	}
 }

@@ -32,19 +32,28 @@ func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
 // dial connects through the client package: TLS, the API key, and retries of UNAVAILABLE and
 // advised RESOURCE_EXHAUSTED for the unary commands (the deadline is the --timeout context's).
 func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), error) {
+	cl, err := c.dialClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, func() { _ = cl.Close() }, nil
+}
+
+// dialClient connects with the flags' address and security.
+func (c *clientFlags) dialClient() (*client.Client, error) {
 	if c.server == "" {
-		return nil, nil, usageError{errNoServer.Error()}
+		return nil, usageError{errNoServer.Error()}
 	}
 	o, err := c.security.options()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	o.DialOptions = []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20), grpc.MaxCallRecvMsgSize(16<<20))}
 	cl, err := client.Dial(c.server, o)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", c.server, err)
+		return nil, fmt.Errorf("connect to %s: %w", c.server, err)
 	}
-	return cl, func() { _ = cl.Close() }, nil
+	return cl, nil
 }
 
 // rpcError renders a gRPC error for a person: the code, the message and each field violation.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -661,4 +662,32 @@ func TestDeadlinesAndShutdownCutHeldCalls(t *testing.T) {
 		t.Fatalf("shutdown took %v with a 300ms timeout", elapsed)
 	}
 	api.Resume()
+}
+
+// Connections are closed after --max-connection-age, so clients reconnect (and reach replicas
+// added since); calls go on over the new connection. The health command answers for probes.
+func TestConnectionsAgeAndHealthCommand(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--demo", "--max-connection-age", "300ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, conn := clientWithKey(t, p.addr, "")
+	if _, err := c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The server's GOAWAY takes the connection out of READY.
+	for s := conn.GetState(); s == connectivity.Ready; s = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, s) {
+			t.Fatal("the connection stayed open past --max-connection-age")
+		}
+	}
+	if _, err := c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil {
+		t.Fatalf("a call after the connection aged out: %v", err)
+	}
+	out, errOut, code := runCLI(t, "health", "--server", p.addr)
+	if code != 0 || strings.TrimSpace(out) != "SERVING" {
+		t.Fatalf("health: exit %d, %s%s", code, out, errOut)
+	}
+	if _, _, code := runCLI(t, "health", "--server", "127.0.0.1:1", "--timeout", "2s"); code != 1 {
+		t.Fatalf("health of nothing: exit %d, want 1", code)
+	}
 }

@@ -494,7 +494,7 @@ func TestUsage(t *testing.T) {
 func TestVersion(t *testing.T) {
 	want := regexp.MustCompile(`^recommender \S+.*, go1\.\d+`)
 	args := [][]string{{"--version"}, {"version"}}
-	for _, c := range []string{"serve", "backfill", "recommend", "info", "check", "eval", "bench-ann", "bench-grpc"} {
+	for _, c := range []string{"serve", "backfill", "recommend", "info", "health", "check", "eval", "bench-ann", "bench-grpc"} {
 		args = append(args, []string{c, "--version"})
 	}
 	for _, a := range args {

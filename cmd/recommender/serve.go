@@ -53,6 +53,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION", true)
 	fs.BoolVar(&cfg.Reflection, "reflection", cfg.Reflection,
 		"serve gRPC reflection so tools like grpcurl need no .proto files (env RECOMMENDER_REFLECTION)")
+	fs.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", cfg.MaxConnectionAge,
+		"close each client connection after this long (calls in flight finish first), so clients "+
+			"reconnect and reach replicas added since; 0: never")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")

@@ -41,6 +41,10 @@ type Config struct {
 	// MaxRecvMsgBytes bounds one request message; larger ones are refused with
 	// RESOURCE_EXHAUSTED before they are read. `backfill` keeps its batches under 3 MiB.
 	MaxRecvMsgBytes int
+	// MaxConnectionAge closes each client connection after this long (the calls in flight
+	// finish first), so clients reconnect and spread over replicas added since: a gRPC
+	// connection otherwise stays on the pod it first reached. 0: never.
+	MaxConnectionAge time.Duration
 
 	// Keys authenticates callers; nil serves without authentication, which Validate allows only
 	// on a loopback address unless AllowUnauthenticated is set.
@@ -62,11 +66,12 @@ type Config struct {
 // DefaultConfig returns the defaults the CLI starts from.
 func DefaultConfig() Config {
 	return Config{
-		Addr:            "127.0.0.1:50051",
-		Reflection:      true,
-		ShutdownTimeout: 20 * time.Second,
-		MaxRecvMsgBytes: 4 << 20,
-		RateBurst:       20,
+		Addr:             "127.0.0.1:50051",
+		Reflection:       true,
+		ShutdownTimeout:  20 * time.Second,
+		MaxRecvMsgBytes:  4 << 20,
+		MaxConnectionAge: 5 * time.Minute,
+		RateBurst:        20,
 	}
 }
 
@@ -75,6 +80,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("grpc address %q: %w", c.Addr, err))
+	}
+	if c.MaxConnectionAge < 0 {
+		errs = append(errs, errors.New("max connection age must be 0 (never) or positive"))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown timeout must be positive"))
@@ -179,7 +187,10 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		// Explicit keepalive policy: grpc-go's default enforcement (5 min) closes connections of
 		// clients that ping more often, which load balancers and some client libraries do.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		// No MaxConnectionAgeGrace: a call in flight on an aged connection runs to its end (a
+		// backfill stream can take many minutes); only new calls move to a new connection.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: cfg.MaxConnectionAge}),
 	)...)
 	registerService(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
