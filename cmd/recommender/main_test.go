@@ -254,6 +254,23 @@ func TestSIGKILLLosesNoAcknowledgedWrite(t *testing.T) {
 }
 
 // runCLI runs the binary and returns its stdout, stderr and exit code.
+// startCLI starts the binary with args; its standard output collects in stdout, its standard
+// error is read line by line from stderr.
+func startCLI(ctx context.Context, t *testing.T, args ...string) (cmd *exec.Cmd, stdout *strings.Builder, stderr *bufio.Scanner) {
+	t.Helper()
+	cmd = exec.CommandContext(ctx, binary, args...)
+	stdout = &strings.Builder{}
+	cmd.Stdout = stdout
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdout, bufio.NewScanner(pipe)
+}
+
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
@@ -362,18 +379,8 @@ func TestBackfillForBatchJobs(t *testing.T) {
 
 	// The embedding API holds the backfill half way; a progress line must come while it waits.
 	api.PauseAt(n / 2)
-	cmd := exec.CommandContext(ctx, binary, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint,
+	cmd, _, sc := startCLI(ctx, t, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint,
 		"--batch-size", "50", "--stream-papers", "100", "--progress-every", "20ms")
-	var stdout strings.Builder
-	cmd.Stdout = &stdout
-	stderrPipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderrPipe)
 	// The share of the file counts bytes read, which run ahead of the papers sent by the reader's
 	// buffer: on a file this small, all of it, so no time left is shown.
 	progress := regexp.MustCompile(`^progress: (\d+) papers acknowledged \(\d+ sent this run\), [\d.]+ papers/s, [\d.]+% of the file(, about \S+ left)?$`)
@@ -420,7 +427,7 @@ func TestBackfillForBatchJobs(t *testing.T) {
 	}
 
 	// The file changes: the checkpoint is set aside, with a message, and the run starts over.
-	if err := os.WriteFile(file, append(mustRead(t, file), `{"id":"bf-extra","title":"Appended"}`+"\n"...), 0o600); err != nil {
+	if err := os.WriteFile(file, append(testutil.ReadFile(t, file), `{"id":"bf-extra","title":"Appended"}`+"\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code = runCLI(t, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint)
@@ -428,15 +435,6 @@ func TestBackfillForBatchJobs(t *testing.T) {
 		!strings.Contains(out, fmt.Sprintf("inserted 1, updated 0, unchanged %d", n)) {
 		t.Fatalf("after the file changed: exit %d\n%s%s", code, out, errOut)
 	}
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func TestRecommendCommand(t *testing.T) {

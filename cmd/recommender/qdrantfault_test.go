@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,24 +74,14 @@ func testQdrantKill(t *testing.T, q killable) {
 	// The embedding API holds the service once half the papers are embedded: Qdrant goes down
 	// at that point of the backfill, not before it started or after it ended.
 	held := api.PauseAt(n / 2)
-	backfill := exec.CommandContext(ctx, binary, "backfill", "--server", p.addr, "--file", file,
+	backfill, stdout, sc := startCLI(ctx, t, "backfill", "--server", p.addr, "--file", file,
 		"--batch-size", "100", "--stream-papers", "300", "--retry-for", "2m")
-	var stdout strings.Builder
-	backfill.Stdout = &stdout
-	stderrPipe, err := backfill.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := backfill.Start(); err != nil {
-		t.Fatal(err)
-	}
 	// The backfill's stderr, read to its end; retried is closed at its first retry.
 	var stderr strings.Builder
 	retried, stderrDone := make(chan struct{}), make(chan struct{})
 	retrying := retried
 	go func() {
 		defer close(stderrDone)
-		sc := bufio.NewScanner(stderrPipe)
 		for sc.Scan() {
 			stderr.WriteString(sc.Text() + "\n")
 			if retrying != nil && strings.Contains(sc.Text(), "again in") {

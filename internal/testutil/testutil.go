@@ -140,3 +140,13 @@ func Detail[T any](err error) T {
 	var zero T
 	return zero
 }
+
+// ReadFile reads a file the test needs, failing the test when it cannot.
+func ReadFile(tb testing.TB, path string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}

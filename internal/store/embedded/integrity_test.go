@@ -15,6 +15,7 @@ import (
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
 	"github.com/paperrec/recommender/internal/store/storetest"
+	"github.com/paperrec/recommender/internal/testutil"
 )
 
 // filled makes a closed store of n papers with 16-dimension vectors in dir, its graph saved.
@@ -152,7 +153,7 @@ func TestDamagedPapersFileIsAClearError(t *testing.T) {
 			// Check a copy: an open that fails inside bbolt keeps its file locked until the
 			// process ends (serve and check end at once), and this test goes on in the process.
 			other := t.TempDir()
-			if err := os.WriteFile(filepath.Join(other, embedded.FileName), mustRead(t, path), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(other, embedded.FileName), testutil.ReadFile(t, path), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			r, err := embedded.Check(context.Background(), other)
@@ -213,13 +214,4 @@ func TestCheckASoundStore(t *testing.T) {
 	if err != nil || len(r.Problems) > 0 || r.Papers != 200 || r.Vectors != 200 || r.ANN != "checksum good, matches the papers" {
 		t.Fatalf("check: %+v, %v", r, err)
 	}
-}
-
-func mustRead(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
