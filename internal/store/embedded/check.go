@@ -25,8 +25,8 @@ type Report struct {
 const maxProblems = 20
 
 // Check verifies a data directory offline (no server may have it open): the papers file's
-// header and size, every page bbolt reaches from the root, every record decoded, and the
-// vector index file's checksum and version. It returns an error only when it cannot look.
+// header and size, every page bbolt reaches from the root, every record decoded, bbolt's own
+// consistency check, and the vector index file's checksum and version. It returns an error only when it cannot look.
 // When bbolt fails inside its open, the file stays locked until the process ends.
 func Check(ctx context.Context, dir string) (*Report, error) {
 	r := &Report{}
@@ -99,6 +99,14 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	if len(r.Problems) == 0 {
+		// Every reachable page has been read whole: now bbolt's own consistency check (pages
+		// used twice, pages neither used nor free), which runs in a goroutine of its own where
+		// a damaged page could not be caught, so only here.
+		if err := consistency(path); err != nil {
+			problem("%s: %v", path, err)
+		}
+	}
 	r.ANN = checkANNFile(filepath.Join(dir, annFile), r.Version, problem)
 	return r, nil
 }
@@ -127,4 +135,23 @@ func checkANNFile(path string, version uint64, problem func(string, ...any)) str
 		return fmt.Sprintf("checksum good, made at version %d, the papers are at %d (rebuilt at the next start)", v, version)
 	}
 	return "checksum good, matches the papers"
+}
+
+// consistency runs bbolt's consistency check and returns its first finding.
+func consistency(path string) error {
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second, PreLoadFreelist: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%d consistency errors, the first: %w", len(errs), errs[0])
+		}
+		return nil
+	})
 }
