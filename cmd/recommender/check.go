@@ -11,8 +11,8 @@ import (
 const checkHelp = `
 Verifies an embedded store's data directory offline, with no server running on it: the papers
 file's header and length, every page bbolt reaches, every paper record decoded, bbolt's own
-consistency check, and the vector index file's checksum and version. Prints what it found; exits 0 when the
-directory is sound, 1 when it found problems (each listed, with what to do).`
+consistency check, and the vector index file's checksum and version. Prints what it found;
+exits 0 when the directory is sound, 1 when it found problems (each listed, with what to do).`
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", "--data-dir DIR", checkHelp, stderr)
