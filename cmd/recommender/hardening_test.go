@@ -437,6 +437,10 @@ func TestEmbeddingAPIDownWhileServing(t *testing.T) {
 	if err != nil || resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL || len(resp.GetResults()) == 0 {
 		t.Fatalf("text query with the fallback: %v, %v", resp, err)
 	}
+	// The answer says it fell back, and why.
+	if !strings.HasPrefix(resp.GetFallback(), "embedding API unavailable") || resp.GetEmbeddingModel() == "lexical" {
+		t.Fatalf("fallback %q, model %q: want the reason, and the configured model named", resp.GetFallback(), resp.GetEmbeddingModel())
+	}
 }
 
 // 7. 32 concurrent clients mixing Recommend and Upsert: no unexpected error; latency printed.

@@ -91,8 +91,16 @@ type Request struct {
 
 // Result is one page of recommendations.
 type Result struct {
-	Mode              Mode // the mode that ran (lexical after a fallback)
-	Strategy          Strategy
+	Mode     Mode // the mode that ran (lexical after a fallback)
+	Strategy Strategy
+	// Model is the embedding model the service ranks with ("lexical" without one), and
+	// IndexVersion the store's write counter when the request started (0 from a store that
+	// keeps none): what the answer was computed from.
+	Model        string
+	IndexVersion uint64
+	// Fallback says why the mode is lexical although the request left it to the service and a
+	// model is configured (the embedding API was unavailable); empty otherwise.
+	Fallback          string
 	Items             []Item
 	UnknownCandidates []string
 	// NextOffset is where the next page starts; 0 when there is none.
@@ -146,14 +154,18 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	}
 	p, err := e.plan(ctx, r, mode, strategy, seeds)
 	var ee *embed.Error
+	fallback := ""
 	if err != nil && e.Fallback && r.Mode == ModeAuto && errors.As(err, &ee) && ee.Kind == embed.KindUnavailable {
-		mode = ModeLexical
+		mode, fallback = ModeLexical, "embedding API unavailable: "+ee.Error()
 		p, err = e.plan(ctx, r, mode, strategy, seeds)
 	}
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Mode: mode, Strategy: strategy}
+	res := &Result{Mode: mode, Strategy: strategy, Model: e.modelName(), Fallback: fallback}
+	if v, ok := e.Store.(store.Versioner); ok {
+		res.IndexVersion = v.Version()
+	}
 	filter := r.Filter
 	if r.Candidates != nil {
 		if filter.OnlyIDs, res.UnknownCandidates, err = e.known(ctx, r.Candidates); err != nil || len(filter.OnlyIDs) == 0 {
@@ -216,6 +228,22 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 		res.NextOffset = need
 	}
 	return res, nil
+}
+
+func (e *Engine) modelName() string {
+	if e.Embedder == nil {
+		return "lexical"
+	}
+	return e.Spec.Model
+}
+
+// Ranking names what orders results: the embedding model and its prefixes, or lexical. Page
+// tokens carry it, so a page of one ranking is never mixed with another's.
+func (e *Engine) Ranking() string {
+	if e.Embedder == nil {
+		return "lexical"
+	}
+	return e.Spec.Model + "\x00" + e.Spec.QueryPrefix + "\x00" + e.Spec.DocumentPrefix
 }
 
 // known splits candidate ids into those stored and those not.

@@ -2,7 +2,12 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"google.golang.org/protobuf/proto"
+	"hash/crc32"
 	"math"
 	"slices"
 	"strings"
@@ -215,6 +220,60 @@ func TestPagingIsDeterministicAndComplete(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("%q: paged results differ from one page\n got %v\nwant %v", query, got, want)
 		}
+	}
+}
+
+// Every answer names the model and index version it came from; a page token is bound to the
+// ranking: another model's server refuses it, saying why, and so does a token of the old format.
+func TestAnswersAreVersioned(t *testing.T) {
+	lex := demoServer(t)
+	req := &recommenderv1.RecommendRequest{Query: "graph neural networks", PageSize: 3}
+	first, err := lex.Client.Recommend(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := lex.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetEmbeddingModel() != "lexical" || first.GetIndexVersion() == 0 || first.GetIndexVersion() != info.GetIndexVersion() || first.GetFallback() != "" {
+		t.Fatalf("answer names model %q, version %d, fallback %q; index info %v", first.GetEmbeddingModel(), first.GetIndexVersion(), first.GetFallback(), info)
+	}
+	if _, err := lex.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "new-1", Title: "Graph networks again"}}}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := lex.Client.Recommend(ctx, req)
+	if err != nil || after.GetIndexVersion() <= first.GetIndexVersion() {
+		t.Fatalf("after a write: version %d, before %d (%v)", after.GetIndexVersion(), first.GetIndexVersion(), err)
+	}
+
+	api := embedtest.New(testDims)
+	t.Cleanup(api.Close)
+	dense := demoServerWith(t, newEmbedder(t, api, "fake-model"))
+	if resp, err := dense.Client.Recommend(ctx, req); err != nil || resp.GetEmbeddingModel() != "fake-model" {
+		t.Fatalf("model named %q (%v), want fake-model", resp.GetEmbeddingModel(), err)
+	}
+	// The same request, with the lexical server's token: refused by the other ranking.
+	next := proto.Clone(req).(*recommenderv1.RecommendRequest)
+	next.PageToken = first.GetNextPageToken()
+	_, err = dense.Client.Recommend(ctx, next)
+	wantCode(t, err, codes.InvalidArgument)
+	if msg := status.Convert(err).Message() + fmt.Sprint(testutil.Detail[*errdetails.BadRequest](err)); !strings.Contains(msg, "another embedding model") {
+		t.Fatalf("refusal %q does not say the model changed", msg)
+	}
+	if _, err := lex.Client.Recommend(ctx, next); err != nil {
+		t.Fatalf("the token on its own server: %v", err)
+	}
+	// A token of the first format (version byte 1), well formed otherwise.
+	b, _ := base64.RawURLEncoding.DecodeString(first.GetNextPageToken())
+	old := append([]byte{1}, b[1:9]...)
+	old = append(old, b[17:len(b)-4]...)
+	old = binary.BigEndian.AppendUint32(old, crc32.Checksum(old, crc32.MakeTable(crc32.Castagnoli)))
+	next.PageToken = base64.RawURLEncoding.EncodeToString(old)
+	_, err = lex.Client.Recommend(ctx, next)
+	wantCode(t, err, codes.InvalidArgument)
+	if msg := fmt.Sprint(testutil.Detail[*errdetails.BadRequest](err)); !strings.Contains(msg, "earlier version of the service") {
+		t.Fatalf("old token refusal %q", msg)
 	}
 }
 

@@ -13,7 +13,7 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	r, err := parseRecommend(req)
+	r, err := parseRecommend(req, s.engine.Ranking())
 	if err != nil {
 		return nil, err
 	}
@@ -22,7 +22,7 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 		return nil, err
 	}
 	resp := &recommenderv1.RecommendResponse{Mode: toProtoMode(res.Mode), Strategy: toProtoStrategy(res.Strategy),
-		UnknownCandidateIds: res.UnknownCandidates}
+		UnknownCandidateIds: res.UnknownCandidates, EmbeddingModel: res.Model, IndexVersion: res.IndexVersion, Fallback: res.Fallback}
 	for i := range res.Items {
 		it := &res.Items[i]
 		rec := &recommenderv1.Recommendation{Paper: toProtoPaper(&it.Paper), Score: it.Score, Relevance: it.Relevance, DuplicatePaperIds: it.Duplicates}

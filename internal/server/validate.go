@@ -185,7 +185,9 @@ type recommendRequest struct {
 	pageToken pageToken
 }
 
-func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, error) {
+// parseRecommend validates a request; ranking names the service's ranking (recommend.Engine's
+// Ranking), which page tokens carry.
+func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recommendRequest, error) {
 	v := &apierr.ValidationError{}
 	r := &recommendRequest{}
 
@@ -266,7 +268,7 @@ func parseRecommend(req *recommenderv1.RecommendRequest) (*recommendRequest, err
 	}
 	r.Explain, r.Exact = req.GetExplain(), req.GetExact()
 
-	r.pageToken = newPageToken(req)
+	r.pageToken = newPageToken(req, ranking)
 	if t := req.GetPageToken(); t != "" {
 		off, err := r.pageToken.decode(t)
 		if err != nil {

@@ -188,6 +188,12 @@ func (e *ResourceExhaustedError) Error() string {
 }
 func (e *ResourceExhaustedError) Unwrap() error { return e.Err }
 
+// Versioner is implemented by stores that count their writes cheaply (the embedded store), so
+// every answer can say which state of the index it came from.
+type Versioner interface {
+	Version() uint64
+}
+
 // HealthChecker is implemented by stores that depend on a remote service, so the server can
 // report NOT_SERVING while it is unreachable.
 type HealthChecker interface {

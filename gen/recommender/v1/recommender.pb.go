@@ -755,7 +755,16 @@ type RecommendResponse struct {
 	// Requested candidate ids that are not stored.
 	UnknownCandidateIds []string `protobuf:"bytes,4,rep,name=unknown_candidate_ids,json=unknownCandidateIds,proto3" json:"unknown_candidate_ids,omitempty"`
 	// The seed strategy that produced the results.
-	Strategy      SeedStrategy `protobuf:"varint,5,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
+	Strategy SeedStrategy `protobuf:"varint,5,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
+	// The embedding model the service ranks with, "lexical" when it has none (as GetIndexInfo's
+	// embedding_model). Page tokens are bound to it: after a model change they are refused.
+	EmbeddingModel string `protobuf:"bytes,6,opt,name=embedding_model,json=embeddingModel,proto3" json:"embedding_model,omitempty"`
+	// The index version (GetIndexInfo's) when the request started; 0 from a store that keeps no
+	// write counter (Qdrant).
+	IndexVersion uint64 `protobuf:"varint,7,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
+	// Why mode is LEXICAL although the request left the mode to the service and a model is
+	// configured: the embedding API was unavailable and the service fell back. Empty otherwise.
+	Fallback      string `protobuf:"bytes,8,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -823,6 +832,27 @@ func (x *RecommendResponse) GetStrategy() SeedStrategy {
 		return x.Strategy
 	}
 	return SeedStrategy_SEED_STRATEGY_UNSPECIFIED
+}
+
+func (x *RecommendResponse) GetEmbeddingModel() string {
+	if x != nil {
+		return x.EmbeddingModel
+	}
+	return ""
+}
+
+func (x *RecommendResponse) GetIndexVersion() uint64 {
+	if x != nil {
+		return x.IndexVersion
+	}
+	return 0
+}
+
+func (x *RecommendResponse) GetFallback() string {
+	if x != nil {
+		return x.Fallback
+	}
+	return ""
 }
 
 // GetPaperRequest names one paper.
@@ -1518,13 +1548,16 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
 	"\x13duplicate_paper_ids\x18\x03 \x03(\tR\x11duplicatePaperIds\x12=\n" +
 	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\x12\x1c\n" +
-	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\x96\x02\n" +
+	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\x80\x03\n" +
 	"\x11RecommendResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
 	"\x04mode\x18\x03 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x122\n" +
 	"\x15unknown_candidate_ids\x18\x04 \x03(\tR\x13unknownCandidateIds\x128\n" +
-	"\bstrategy\x18\x05 \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\",\n" +
+	"\bstrategy\x18\x05 \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\x12'\n" +
+	"\x0fembedding_model\x18\x06 \x01(\tR\x0eembeddingModel\x12#\n" +
+	"\rindex_version\x18\a \x01(\x04R\findexVersion\x12\x1a\n" +
+	"\bfallback\x18\b \x01(\tR\bfallback\",\n" +
 	"\x0fGetPaperRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\"?\n" +
 	"\x10GetPaperResponse\x12+\n" +
