@@ -138,12 +138,13 @@ func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Ca
 	if best <= 0 {
 		best = 1
 	}
-	relevance := func(score float64) float64 { return (1 - diversity) * score / best }
-	// ceiling[i] bounds the value of every paper from i on: their best relevance.
-	ceiling := make([]float64, n+1)
+	// relevance[i] is paper i's value before any similarity; ceiling[i] bounds the value of
+	// every paper from i on: their best relevance.
+	relevance, ceiling := make([]float64, n), make([]float64, n+1)
 	ceiling[n] = math.Inf(-1)
 	for i := n - 1; i >= 0; i-- {
-		ceiling[i] = max(ceiling[i+1], relevance(float64(cands[i].Score)))
+		relevance[i] = (1 - diversity) * float64(cands[i].Score) / best
+		ceiling[i] = max(ceiling[i+1], relevance[i])
 	}
 	// When every paper has an embedding of one size, only those are compared.
 	allDense := len(cands[0].Dense) > 0
@@ -168,14 +169,14 @@ func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Ca
 		}
 		pick, pickValue := -1, math.Inf(-1)
 		for i := 0; i < n && ceiling[i] > pickValue; i++ {
-			if taken[i] || relevance(float64(cands[i].Score))-diversity*maxSim[i] <= pickValue {
+			if taken[i] || relevance[i]-diversity*maxSim[i] <= pickValue {
 				continue
 			}
 			for _, p := range picks[compared[i]:] {
 				maxSim[i] = max(maxSim[i], unit(p).similarity(unit(i), &tables[p]))
 			}
 			compared[i] = len(picks)
-			if v := relevance(float64(cands[i].Score)) - diversity*maxSim[i]; v > pickValue {
+			if v := relevance[i] - diversity*maxSim[i]; v > pickValue {
 				pick, pickValue = i, v
 			}
 		}

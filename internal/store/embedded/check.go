@@ -73,7 +73,7 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 				problem("%s has no papers bucket", path)
 				return nil
 			}
-			return papers.ForEach(func(k, v []byte) error {
+			err := papers.ForEach(func(k, v []byte) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -91,6 +91,16 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 				}
 				return nil
 			})
+			if err != nil || len(r.Problems) > 0 {
+				return err
+			}
+			// Every reachable page has been read whole: now bbolt's own consistency check
+			// (pages used twice, pages neither used nor free), which runs in a goroutine of its
+			// own where a damaged page could not be caught, so only after the walk.
+			for err := range tx.Check() {
+				problem("%s: %v", path, err)
+			}
+			return nil
 		})
 	})
 	var de *DamagedError
@@ -98,14 +108,6 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 		problem("%v", err)
 	} else if err != nil {
 		return nil, err
-	}
-	if len(r.Problems) == 0 {
-		// Every reachable page has been read whole: now bbolt's own consistency check (pages
-		// used twice, pages neither used nor free), which runs in a goroutine of its own where
-		// a damaged page could not be caught, so only here.
-		if err := consistency(path); err != nil {
-			problem("%s: %v", path, err)
-		}
 	}
 	r.ANN = checkANNFile(filepath.Join(dir, annFile), r.Version, problem)
 	return r, nil
@@ -135,23 +137,4 @@ func checkANNFile(path string, version uint64, problem func(string, ...any)) str
 		return fmt.Sprintf("checksum good, made at version %d, the papers are at %d (rebuilt at the next start)", v, version)
 	}
 	return "checksum good, matches the papers"
-}
-
-// consistency runs bbolt's consistency check and returns its first finding.
-func consistency(path string) error {
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second, PreLoadFreelist: true})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		if len(errs) > 0 {
-			return fmt.Errorf("%d consistency errors, the first: %w", len(errs), errs[0])
-		}
-		return nil
-	})
 }
