@@ -30,6 +30,11 @@ func render(t *testing.T, values string) (objects, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// helm install refuses a chart whose kubeVersion excludes the cluster's (the oldest with
+	// gRPC probes on by default is 1.24).
+	if !chartutil.IsCompatibleRange(chrt.Metadata.KubeVersion, "v1.24.0") || chartutil.IsCompatibleRange(chrt.Metadata.KubeVersion, "v1.23.9") {
+		t.Fatalf("kubeVersion %q", chrt.Metadata.KubeVersion)
+	}
 	vals, err := chartutil.ReadValues([]byte(values))
 	if err != nil {
 		t.Fatal(err)
