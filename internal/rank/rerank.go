@@ -2,6 +2,7 @@ package rank
 
 import (
 	"context"
+	"iter"
 	"math"
 	"slices"
 	"strings"
@@ -20,9 +21,12 @@ type Candidate struct {
 	Year  int32
 	Score float32 // relevance; re-ranking steps update it
 	// Relevance is the calibrated probability that the paper is relevant; re-ranking keeps it.
-	Relevance  float32
-	Lexical    lexical.Vector
-	Dense      []float32
+	Relevance float32
+	Lexical   lexical.Vector
+	Dense     []float32
+	// Sketch, when set, stands for Lexical in comparisons (Similarity): cheaper, and needs no
+	// term vector.
+	Sketch     *lexical.Sketch
 	Duplicates []string // ids folded into this one
 }
 
@@ -31,44 +35,68 @@ type Candidate struct {
 func NormalizeTitle(title string) string {
 	var b strings.Builder
 	b.Grow(len(title))
-	space := false
-	for _, r := range title {
-		switch {
-		case r < utf8.RuneSelf && ('a' <= r && r <= 'z' || '0' <= r && r <= '9'):
-		case r < utf8.RuneSelf && 'A' <= r && r <= 'Z':
-			r += 'a' - 'A'
-		case r >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)):
-			r = unicode.ToLower(r)
-		default:
-			space = true
-			continue
-		}
-		if space && b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		space = false
+	for r := range foldedTitle(title) {
 		b.WriteRune(r)
 	}
 	return b.String()
 }
 
+// TitleKey is a 64-bit hash of NormalizeTitle(title), without building it; 0 when that is empty.
+func TitleKey(title string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211 // FNV-1a
+	h := uint64(offset)
+	for r := range foldedTitle(title) {
+		h = (h ^ uint64(r)) * prime
+	}
+	if h == offset {
+		return 0
+	}
+	return h
+}
+
+// foldedTitle yields NormalizeTitle(title) rune by rune.
+func foldedTitle(title string) iter.Seq[rune] {
+	return func(yield func(rune) bool) {
+		space, started := false, false
+		for _, r := range title {
+			switch {
+			case r < utf8.RuneSelf && ('a' <= r && r <= 'z' || '0' <= r && r <= '9'):
+			case r < utf8.RuneSelf && 'A' <= r && r <= 'Z':
+				r += 'a' - 'A'
+			case r >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)):
+				r = unicode.ToLower(r)
+			default:
+				space = true
+				continue
+			}
+			if space && started && !yield(' ') {
+				return
+			}
+			space, started = false, true
+			if !yield(r) {
+				return
+			}
+		}
+	}
+}
+
 // CollapseDuplicates keeps the best-ranked paper of each normalised title and lists the others
 // as its duplicates; papers titled like one of drop (a seed's copies) are left out altogether.
 func CollapseDuplicates(cands []Candidate, drop ...string) []Candidate {
-	dropped := map[string]bool{}
+	dropped := map[uint64]bool{}
 	for _, t := range drop {
-		if k := NormalizeTitle(t); k != "" {
+		if k := TitleKey(t); k != 0 {
 			dropped[k] = true
 		}
 	}
-	first := map[string]int{}
+	first := make(map[uint64]int, len(cands))
 	out := make([]Candidate, 0, len(cands))
 	for _, c := range cands {
-		key := NormalizeTitle(c.Title)
+		key := TitleKey(c.Title)
 		if dropped[key] {
 			continue
 		}
-		if i, ok := first[key]; ok && key != "" {
+		if i, ok := first[key]; ok && key != 0 {
 			out[i].Duplicates = append(out[i].Duplicates, c.ID)
 			continue
 		}
@@ -146,11 +174,14 @@ func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Ca
 		relevance[i] = (1 - diversity) * float64(cands[i].Score) / best
 		ceiling[i] = max(ceiling[i+1], relevance[i])
 	}
-	// When every paper has an embedding of one size, only those are compared.
-	allDense := len(cands[0].Dense) > 0
+	// When every paper has an embedding of one size, those are compared; else when every
+	// paper has a sketch, sketches; else term vectors.
+	allSketched, allDense := true, len(cands[0].Dense) > 0
 	for i := range cands {
+		allSketched = allSketched && cands[i].Sketch != nil
 		allDense = allDense && len(cands[i].Dense) == len(cands[0].Dense)
 	}
+	allSketched = allSketched && !allDense
 	vecs := make([]*unitVectors, n) // made when a paper is first compared
 	unit := func(i int) *unitVectors {
 		if vecs[i] == nil {
@@ -173,7 +204,11 @@ func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Ca
 				continue
 			}
 			for _, p := range picks[compared[i]:] {
-				maxSim[i] = max(maxSim[i], unit(p).similarity(unit(i), &tables[p]))
+				if allSketched {
+					maxSim[i] = max(maxSim[i], cands[p].Sketch.Similarity(cands[i].Sketch))
+				} else {
+					maxSim[i] = max(maxSim[i], unit(p).similarity(unit(i), &tables[p]))
+				}
 			}
 			compared[i] = len(picks)
 			if v := relevance[i] - diversity*maxSim[i]; v > pickValue {
@@ -182,7 +217,7 @@ func MMR(ctx context.Context, cands []Candidate, diversity float64, k int) ([]Ca
 		}
 		taken[pick] = true
 		picks = append(picks, pick)
-		if !allDense {
+		if !allDense && !allSketched {
 			tables[pick] = newTermTable(unit(pick))
 		}
 	}
@@ -297,10 +332,13 @@ func (t *termTable) get(term uint32) float64 {
 }
 
 // Similarity is the cosine similarity of two papers: of their embeddings when both have one,
-// else of their term vectors.
+// else estimated from their sketches when both have one, else of their term vectors.
 func Similarity(a, b *Candidate) float64 {
 	if len(a.Dense) > 0 && len(a.Dense) == len(b.Dense) {
 		return Cosine(a.Dense, b.Dense)
+	}
+	if a.Sketch != nil && b.Sketch != nil {
+		return a.Sketch.Similarity(b.Sketch)
 	}
 	return LexicalCosine(a.Lexical, b.Lexical)
 }

@@ -23,6 +23,10 @@ func TestNormalizeTitle(t *testing.T) {
 		if got := rank.NormalizeTitle(in); got != want {
 			t.Errorf("NormalizeTitle(%q) = %q, want %q", in, got, want)
 		}
+		// The key stands for the folded title: equal for equal foldings, 0 for an empty one.
+		if key := rank.TitleKey(in); (key == 0) != (want == "") || key != rank.TitleKey(want) || key == rank.TitleKey(want+" x") {
+			t.Errorf("TitleKey(%q) = %d; of %q: %d", in, key, want, rank.TitleKey(want))
+		}
 	}
 }
 
@@ -75,7 +79,7 @@ func TestSharedTermsByContribution(t *testing.T) {
 // rest follow in the order they came.
 func TestMMRMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	for _, dims := range []int{0, 16} {
+	for _, dims := range []int{-1, 0, 16} { // -1: sketches, no embeddings
 		for _, spread := range []float32{1, 0.001} {
 			for _, shuffled := range []bool{false, true} {
 				name := fmt.Sprintf("dims %d, spread %v, shuffled %v", dims, spread, shuffled)
@@ -92,6 +96,10 @@ func TestMMRMatchesReference(t *testing.T) {
 					}
 					for range dims {
 						c.Dense = append(c.Dense, float32(rng.NormFloat64()))
+					}
+					if dims < 0 {
+						sk := c.Lexical.Sketch()
+						c.Sketch = &sk
 					}
 				}
 				if shuffled {

@@ -190,8 +190,12 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 			seedTitles = append(seedTitles, s.Title)
 		}
 	}
-	// Vectors are read for what compares papers: diversity, and explanations' closest seed.
-	ret := retrieval{mode: mode, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Diversity > 0 || r.Explain, dropTitles: seedTitles}
+	// Diversity compares the pool's papers by embeddings, or without them by term sketches,
+	// which a store keeps in memory (a hundred term vectors read and merged would cost several
+	// times the request); explanations read the vectors. A pool re-ranked to a page is read
+	// brief, and the page's papers whole afterwards.
+	ret := retrieval{mode: mode, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Explain,
+		comparable: r.Diversity > 0, brief: rerank, dropTitles: seedTitles}
 	cands, more, err := ret.run(ctx, p, need, depth, rerank)
 	if err != nil {
 		return nil, err
@@ -213,12 +217,22 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 			return nil, err
 		}
 	}
-	for i := r.Offset; i < min(need, len(cands)); i++ {
+	page := cands[min(r.Offset, len(cands)):min(need, len(cands))]
+	if ret.brief {
+		if err := ret.fill(ctx, page); err != nil {
+			return nil, err
+		}
+	}
+	for i := range page {
 		if err := ctx.Err(); err != nil { // explaining a page of 100 reads every abstract
 			return nil, err
 		}
-		c := &cands[i]
-		it := Item{Paper: ret.papers[c.ID], Score: c.Score, Relevance: c.Relevance, Duplicates: c.Duplicates}
+		c := &page[i]
+		paper, ok := ret.papers[c.ID]
+		if !ok {
+			continue // deleted since it was ranked
+		}
+		it := Item{Paper: paper, Score: c.Score, Relevance: c.Relevance, Duplicates: c.Duplicates}
 		if r.Explain {
 			it.Explanation = explain(c, &it.Paper, ret.signals[c.ID], fused[c.ID], seeds.positive, p.explainTerms, idf)
 		}

@@ -18,6 +18,8 @@ type retrieval struct {
 	store          store.Store
 	filter         store.Filter
 	exact, vectors bool
+	comparable     bool     // the positive lists' hits carry sketches and embeddings (store.Query.Comparable)
+	brief          bool     // hits are read brief (store.Query.Brief); fill reads the page whole
 	dropTitles     []string // papers titled so are left out (a seed's copies)
 
 	papers  map[string]store.Paper
@@ -32,13 +34,13 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 		limit = depth
 	}
 	for {
-		lists, exhausted, err := rt.search(ctx, p.positive, limit, rt.vectors)
+		lists, exhausted, err := rt.search(ctx, p.positive, limit, rt.vectors, rt.comparable)
 		if err != nil {
 			return nil, false, err
 		}
 		cands, ranks := rt.merge(lists)
 		if len(p.negative) > 0 {
-			negLists, _, err := rt.search(ctx, p.negative, NegativeReach, false)
+			negLists, _, err := rt.search(ctx, p.negative, NegativeReach, false, false)
 			if err != nil {
 				return nil, false, err
 			}
@@ -53,14 +55,14 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 }
 
 // search runs each query to limit; exhausted says no list had more.
-func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, vectors bool) ([][]store.Hit, bool, error) {
+func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, vectors, comparable bool) ([][]store.Hit, bool, error) {
 	lists := make([][]store.Hit, len(qs))
 	exhausted := true
 	for i, q := range qs {
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		q.Filter, q.Limit, q.Exact, q.WithVectors = rt.filter, limit, rt.exact, vectors
+		q.Filter, q.Limit, q.Exact, q.WithVectors, q.Comparable, q.Brief = rt.filter, limit, rt.exact, vectors, comparable, rt.brief
 		hits, err := rt.store.Search(ctx, q)
 		if err != nil {
 			return nil, false, err
@@ -69,6 +71,24 @@ func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, ve
 		exhausted = exhausted && len(hits) < limit
 	}
 	return lists, exhausted, nil
+}
+
+// fill replaces the brief papers of a page by the whole ones; a paper deleted since the search
+// is dropped from papers.
+func (rt *retrieval) fill(ctx context.Context, page []rank.Candidate) error {
+	ids := make([]string, len(page))
+	for i, c := range page {
+		ids[i] = c.ID
+		delete(rt.papers, c.ID)
+	}
+	found, err := rt.store.Lookup(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, p := range found {
+		rt.papers[p.ID] = p
+	}
+	return nil
 }
 
 // merge makes the candidates of the positive lists. One list keeps its order and scores.
@@ -88,7 +108,7 @@ func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]in
 				continue // taken from a list that ranks it as well, or not its best list
 			}
 			c := rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
-				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Score: h.Score,
+				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Sketch: h.Sketch, Score: h.Score,
 				Relevance: calibration.Relevance(Features(rt.mode, i+1, ratio(h.Score, hits[0].Score), float64(h.DenseScore), float64(h.LexicalScore)))}
 			if len(lists) > 1 {
 				c.Score = rank.DefaultFusion.PositionScore(i+1, 1)

@@ -103,6 +103,13 @@ type Query struct {
 	Limit int
 	// WithVectors fills in the hits' Lexical and Dense, for re-ranking and explanations.
 	WithVectors bool
+	// Brief asks only for the hits' ID, Title, Date and Year (what re-ranking reads) and lets
+	// the backend leave the other fields empty: a deep pool re-ranked to a short page fetches
+	// the page's papers afterwards instead of every candidate's abstract.
+	Brief bool
+	// Comparable fills in what comparing the hits with one another needs (diversity), from
+	// what a backend may keep in memory: Sketch, and Paper.Dense when the paper has one.
+	Comparable bool
 	// Exact asks for an exact dense search where the backend would use an approximate index.
 	Exact bool
 	// Fusion merges the two lists in hybrid search; the zero value is rank.DefaultFusion.
@@ -111,8 +118,10 @@ type Query struct {
 
 // Hit is one search result.
 type Hit struct {
-	Paper Paper // Lexical and Dense only with Query.WithVectors
-	Score float32
+	Paper Paper // Lexical and Dense only with Query.WithVectors; Dense also with Query.Comparable
+	// Sketch is Paper.Lexical.Sketch(), only with Query.Comparable.
+	Sketch *lexical.Sketch
+	Score  float32
 	// LexicalScore and DenseScore are the paper's scores in each signal's list (BM25, cosine);
 	// 0 when that signal did not run or did not find it. Score is their fusion in hybrid search.
 	LexicalScore, DenseScore float32

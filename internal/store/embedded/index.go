@@ -29,6 +29,7 @@ type doc struct {
 	authors    []string // store.NormalizeAuthor applied
 	length     float32  // lexical.Vector.Sum of the document
 	dense      []float32
+	sketch     lexical.Sketch // of the term vector, for diversity without decoding the record
 	alive      bool
 	ann        int32 // node in the ANN graph; -1 when none
 }
@@ -90,7 +91,7 @@ func (x *index) put(p *store.Paper) {
 		authors[i] = store.NormalizeAuthor(a)
 	}
 	d := doc{id: p.ID, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
-		length: p.Lexical.Sum(), dense: normalized(p.Dense), alive: true, ann: -1}
+		length: p.Lexical.Sum(), dense: normalized(p.Dense), sketch: p.Lexical.Sketch(), alive: true, ann: -1}
 	x.docs = append(x.docs, d)
 	x.lengths = append(x.lengths, d.length)
 	x.addToANN(n)

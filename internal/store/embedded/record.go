@@ -50,43 +50,58 @@ func appendString(b []byte, s string) []byte {
 
 // decodeRecord is the inverse of encodeRecord. The returned paper does not alias buf (bbolt's
 // buffers are only valid inside their transaction).
-func decodeRecord(buf []byte) (store.Paper, error) { return decode(buf, true, true) }
+func decodeRecord(buf []byte) (store.Paper, error) { return decode(buf, true, allFields) }
 
 // decodeMetadata is decodeRecord without the lexical and dense vectors, which a search hit
 // usually does not need and which are most of a record's bytes.
-func decodeMetadata(buf []byte) (store.Paper, error) { return decode(buf, false, true) }
+func decodeMetadata(buf []byte) (store.Paper, error) { return decode(buf, false, allFields) }
+
+// decodeBrief is decodeMetadata with only the id, title, date and year (store.Query.Brief).
+func decodeBrief(buf []byte) (store.Paper, error) { return decode(buf, false, briefFields) }
 
 // decodeForIndex is decodeRecord without the title, abstract, date and topics, which the
 // in-memory index does not keep: what opening a store reads.
-func decodeForIndex(buf []byte) (store.Paper, error) { return decode(buf, true, false) }
+func decodeForIndex(buf []byte) (store.Paper, error) { return decode(buf, true, indexFields) }
 
-func decode(buf []byte, vectors, text bool) (store.Paper, error) {
+// fields says which of a record's fields decode reads; it skips the others.
+type fields int
+
+const (
+	allFields   fields = iota // all
+	briefFields               // id, title, date, year
+	indexFields               // id, authors, categories, year (the in-memory index's)
+)
+
+func decode(buf []byte, vectors bool, f fields) (store.Paper, error) {
 	d := decoder{buf: buf}
 	if v := d.byte(); v != recordVersion {
 		return store.Paper{}, fmt.Errorf("%w: version %d", errCorrupt, v)
 	}
 	var p store.Paper
-	str := func(s *string) {
-		if text {
+	str := func(s *string, read bool) {
+		if read {
 			*s = d.string()
 		} else {
 			d.skip(d.count(1))
 		}
 	}
 	p.ID = d.string()
-	for _, s := range []*string{&p.Title, &p.Abstract, &p.Date} {
-		str(s)
-	}
+	str(&p.Title, f != indexFields)
+	str(&p.Abstract, f == allFields)
+	str(&p.Date, f != indexFields)
 	for _, ss := range []*[]string{&p.Authors, &p.Categories} {
-		n := d.count(1)
-		for range n {
-			*ss = append(*ss, d.string())
+		for range d.count(1) {
+			var s string
+			str(&s, f != briefFields)
+			if f != briefFields {
+				*ss = append(*ss, s)
+			}
 		}
 	}
 	for range d.count(1) {
 		var topic string
-		str(&topic)
-		if text {
+		str(&topic, f == allFields)
+		if f == allFields {
 			p.Topics = append(p.Topics, topic)
 		}
 	}

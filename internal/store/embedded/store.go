@@ -448,6 +448,11 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 		return nil, err
 	}
 	hits := make([]store.Hit, 0, len(ranked))
+	var sketches []lexical.Sketch
+	var vectors []float32 // the hits' embeddings, copied in one block (the index's may be mapped)
+	if q.Comparable {
+		sketches = make([]lexical.Sketch, len(ranked))
+	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPapers)
 		for _, r := range ranked {
@@ -456,14 +461,30 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 				return fmt.Errorf("indexed paper %q missing on disk", r.ID)
 			}
 			decodeHit := decodeMetadata
-			if q.WithVectors {
+			switch {
+			case q.WithVectors:
 				decodeHit = decodeRecord
+			case q.Brief:
+				decodeHit = decodeBrief
 			}
 			p, err := decodeHit(v)
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", r.ID, err)
 			}
-			hits = append(hits, store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense})
+			h := store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense}
+			if q.Comparable {
+				d := &s.idx.docs[s.idx.byID[r.ID]]
+				sketches[len(hits)] = d.sketch
+				h.Sketch = &sketches[len(hits)]
+				if h.Paper.Dense == nil && d.dense != nil {
+					if vectors == nil {
+						vectors = make([]float32, 0, len(ranked)*len(d.dense))
+					}
+					vectors = append(vectors, d.dense...)
+					h.Paper.Dense = vectors[len(vectors)-len(d.dense):]
+				}
+			}
+			hits = append(hits, h)
 		}
 		return nil
 	})

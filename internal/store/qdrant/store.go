@@ -473,22 +473,38 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	for i, r := range ranked {
 		ids[i] = r.ID
 	}
-	found, err := s.fetch(ctx, ids, qc.NewWithPayloadExclude("content_hash"), q.WithVectors)
+	payload := qc.NewWithPayloadExclude("content_hash")
+	if q.Brief { // lexical_length: vectorsOf reads it
+		payload = qc.NewWithPayloadInclude("paper_id", "title", "date", "year", "lexical_length")
+	}
+	found, err := s.fetch(ctx, ids, payload, q.WithVectors || q.Comparable)
 	if err != nil {
 		return nil, err
 	}
-	byID := make(map[string]store.Paper, len(found))
+	type point struct {
+		paper  store.Paper
+		sketch *lexical.Sketch
+	}
+	byID := make(map[string]point, len(found))
 	for _, pt := range found {
-		p := fromPayload(pt.GetPayload())
-		if q.WithVectors {
-			p.Lexical, p.Dense = vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+		p := point{paper: fromPayload(pt.GetPayload())}
+		if q.WithVectors || q.Comparable {
+			lex, dense := vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+			if q.WithVectors {
+				p.paper.Lexical = lex
+			}
+			p.paper.Dense = dense
+			if q.Comparable { // computed here: Qdrant keeps none
+				sk := lex.Sketch()
+				p.sketch = &sk
+			}
 		}
-		byID[p.ID] = p
+		byID[p.paper.ID] = p
 	}
 	hits := make([]store.Hit, 0, len(ranked))
 	for _, r := range ranked {
 		if p, ok := byID[r.ID]; ok { // deleted between the two calls: skip it
-			hits = append(hits, store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense})
+			hits = append(hits, store.Hit{Paper: p.paper, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense, Sketch: p.sketch})
 		}
 	}
 	return hits, nil

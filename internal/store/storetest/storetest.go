@@ -42,6 +42,8 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"UpdateReplacesTerms", testUpdate},
 		{"DeleteAndUnknownIDs", testDelete},
 		{"LexicalTopK", testLexicalTopK},
+		{"Sketches", testSketches},
+		{"BriefHits", testBrief},
 		{"NegativeWeightsPushDown", testNegativeWeights},
 		{"TiesBrokenByID", testTies},
 		{"Filters", testFilters},
@@ -300,6 +302,58 @@ func testLexicalTopK(t *testing.T, s store.Store) {
 	}
 }
 
+// Hits carry their paper's term sketch when asked, of the paper's current text.
+func testSketches(t *testing.T, s store.Store) {
+	papers := []store.Paper{
+		Paper("a", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion."),
+		Paper("b", "Rank aggregation", "Combining rankings by rank fusion."),
+		Paper("c", "Fusion reactors", "Plasma confinement."),
+	}
+	upsert(t, s, papers...)
+	papers[1] = Paper("b", "Rank aggregation, revised", "Combining rankings by Borda count and rank fusion.")
+	upsert(t, s, papers[1])
+	want := map[string]lexical.Sketch{}
+	for _, p := range papers {
+		want[p.ID] = p.Lexical.Sketch()
+	}
+	q := textQuery("rank fusion", 10)
+	for _, h := range search(t, s, q) {
+		if h.Sketch != nil {
+			t.Fatalf("%s: a sketch without Comparable", h.Paper.ID)
+		}
+	}
+	q.Comparable = true
+	hits := search(t, s, q)
+	if len(hits) != 3 {
+		t.Fatalf("hits %v", hitIDs(hits))
+	}
+	for _, h := range hits {
+		if h.Sketch == nil || *h.Sketch != want[h.Paper.ID] || h.Paper.Lexical.Len() != 0 {
+			t.Fatalf("%s: sketch %v, lexical %v: want the current text's sketch and no vectors", h.Paper.ID, h.Sketch != nil, h.Paper.Lexical)
+		}
+	}
+}
+
+// Brief hits carry what re-ranking reads, and may leave the rest out.
+func testBrief(t *testing.T, s store.Store) {
+	p := Paper("a", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion.")
+	p.Date, p.Year, p.Authors, p.Categories = "2009-07-19", 2009, []string{"Gordon Cormack"}, []string{"cs.IR"}
+	upsert(t, s, p)
+	q := textQuery("rank fusion", 10)
+	q.Brief = true
+	hits := search(t, s, q)
+	if len(hits) != 1 {
+		t.Fatalf("hits %v", hitIDs(hits))
+	}
+	if h := hits[0].Paper; h.ID != p.ID || h.Title != p.Title || h.Date != p.Date || h.Year != p.Year || h.Lexical.Len() != 0 {
+		t.Fatalf("brief hit %+v, want id, title, date and year of %+v", h, p)
+	}
+	q.Comparable = true
+	if h := search(t, s, q)[0]; h.Sketch == nil || *h.Sketch != p.Lexical.Sketch() {
+		t.Fatalf("brief hit with sketch: %v", h.Sketch)
+	}
+}
+
 func testNegativeWeights(t *testing.T, s store.Store) {
 	upsert(t, s,
 		Paper("a", "Speech recognition transformers", "Transformers for speech."),
@@ -404,6 +458,18 @@ func testDense(t *testing.T, s store.Store) {
 	for i, h := range hits {
 		if h.Paper.ID != want[i].id || math.Abs(float64(h.Score)-want[i].s) > 1e-4 {
 			t.Fatalf("dense hit %d = %s %.5f, want %s %.5f (exact cosine)", i, h.Paper.ID, h.Score, want[i].id, want[i].s)
+		}
+	}
+	// Comparable hits carry their embeddings (direction only: a backend may scale them), and
+	// sketches, without the term vectors.
+	byID := map[string][]float32{}
+	for _, p := range ps {
+		byID[p.ID] = p.Dense
+	}
+	for _, h := range search(t, s, store.Query{Dense: q, Limit: 10, Comparable: true, Brief: true}) {
+		if h.Sketch == nil || h.Paper.Lexical.Len() != 0 || len(h.Paper.Dense) != 16 || rank.Cosine(h.Paper.Dense, byID[h.Paper.ID]) < 0.9999 {
+			t.Fatalf("comparable hit %s: sketch %v, lexical %d terms, dense %v, want the stored direction %v",
+				h.Paper.ID, h.Sketch != nil, h.Paper.Lexical.Len(), h.Paper.Dense, byID[h.Paper.ID])
 		}
 	}
 	// Papers without a vector are never dense hits; filters apply.
