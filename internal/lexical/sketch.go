@@ -101,6 +101,6 @@ func (s *Sketch) Similarity(o *Sketch) float64 {
 func zeroBytes(x uint64) int {
 	const lo7 = 0x7f7f7f7f7f7f7f7f
 	// A byte's high bit ends up set exactly when the byte is non-zero (no carries between bytes).
-	nonzero := ((x&lo7)+lo7 | x) & 0x8080808080808080
+	nonzero := ((x & lo7) + lo7 | x) & 0x8080808080808080
 	return 8 - bits.OnesCount64(nonzero)
 }
