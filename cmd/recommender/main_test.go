@@ -453,6 +453,25 @@ func TestRecommendCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "NotFound: paper not found: no-such-paper") {
 		t.Fatalf("unknown seed: exit %d, %s", code, errOut)
 	}
+	// Papers the store does not hold, from a file (one JSON object per line) and from flags, beside
+	// an unknown id: used, noted, never stored.
+	seedFile := filepath.Join(t.TempDir(), "drafts.jsonl")
+	if err := os.WriteFile(seedFile, []byte(`{"title":"A draft on speech recognition","abstract":"Acoustic models for low-resource speech recognition.","authors":["A. Writer"],"year":2026}`+"\n"+
+		`{"id":"ignored","title":"Another draft","abstract":"Keyword spotting on small devices.","date":"2026-01-01"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--seed-file", seedFile, "--seed", "no-such-paper",
+		"--seed-title", "Speaker verification", "--limit", "3", "--json")
+	resp.Reset()
+	if err := protojson.Unmarshal([]byte(out), &resp); code != 0 || err != nil || len(resp.GetResults()) != 3 || len(resp.GetSeeds()) != 4 ||
+		resp.GetSeeds()[1].GetStatus() != recommenderv1.SeedStatus_SEED_STATUS_INLINE || resp.GetSeeds()[3].GetTitle() != "Speaker verification" ||
+		!strings.Contains(errOut, "note: seed no-such-paper is not stored: left out") {
+		t.Fatalf("inline seeds: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	out, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--seed-file", seedFile+".missing")
+	if code == 0 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("missing seed file: exit %d\n%s%s", code, out, errOut)
+	}
 	_, errOut, code = runCLI(t, "recommend", "--server", p.addr, "--query", "   ")
 	if code != 1 || !strings.Contains(errOut, "InvalidArgument") || !strings.Contains(errOut, "\n  query: ") {
 		t.Fatalf("blank query: exit %d, %s", code, errOut)
@@ -475,7 +494,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"serve", "--help"}, 0, "--data-dir"},
 		{[]string{"backfill", "--help"}, 0, "arXiv metadata snapshot"},
 		{[]string{"backfill"}, 2, "--file is required"},
-		{[]string{"recommend"}, 2, "give --query or at least one --seed"},
+		{[]string{"recommend"}, 2, "give --query, --seed, --seed-file or --seed-title"},
 		{[]string{"recommend", "--query", "x", "--mode", "fuzzy"}, 2, "--mode must be"},
 		{[]string{"serve", "--log-format", "xml"}, 2, "--log-format must be"},
 		{[]string{"serve", "stray"}, 2, `unexpected argument "stray"`},

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,15 +18,20 @@ import (
 )
 
 const recommendHelp = `
-Asks a running server for papers similar to a free-text query and/or to seed papers (given by
-id, repeatable), optionally away from negative seeds, and prints them best first with their
-relevance: the calibrated chance that a reader finds the paper relevant. At least one of --query
-or --seed is required. When more results exist, the next page's token is printed.`
+Asks a running server for papers similar to a free-text query and/or to seed papers, optionally
+away from negative seeds, and prints them best first with their relevance: the calibrated chance
+that a reader finds the paper relevant. Seeds are stored papers given by id (--seed), or papers
+the server does not hold given by their text: --seed-title and --seed-abstract for one, or
+--seed-file for papers in a JSON file (an object, or one per line: title, abstract, and
+optionally authors, year, categories; "-" reads standard input). Inline seeds are analysed for
+this request only, never stored. At least one of --query or a positive seed is required. Seeds
+the server did not use (an unknown id, a repeat) are noted on standard error. When more
+results exist, the next page's token is printed.`
 
 func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	var seeds, negatives, categories, authors, exclude listFlag
-	fs := newFlags("recommend", "[--query TEXT] [--seed ID]... [flags]", recommendHelp, stderr)
+	fs := newFlags("recommend", "[--query TEXT] [--seed ID]... [--seed-file FILE]... [flags]", recommendHelp, stderr)
 	cf.register(fs, 30*time.Second)
 	query := fs.String("query", "", "free text: a topic, a question or an abstract")
 	fs.Var(&seeds, "seed", "`ID` of a paper the results should resemble (repeatable)")
@@ -35,15 +45,32 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&exclude, "exclude", "never return the paper with this `ID` (repeatable)")
 	mode := fs.String("mode", "", "retrieval mode: lexical, dense or hybrid (default: the server's choice)")
 	strategy := fs.String("strategy", "", "how several seeds make one list: per-seed (each seed's own neighbours, interleaved) or centroid (papers like all of them); default: the server's choice, per-seed")
+	var seedFiles, negativeFiles listFlag
+	fs.Var(&seedFiles, "seed-file", "`FILE` of inline seed papers, JSON: an object or one per line (repeatable; - for standard input)")
+	fs.Var(&negativeFiles, "negative-file", "`FILE` of inline papers the results should not resemble, as --seed-file")
+	seedTitle := fs.String("seed-title", "", "title of an inline seed paper (with --seed-abstract or alone)")
+	seedAbstract := fs.String("seed-abstract", "", "abstract of an inline seed paper")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *query == "" && len(seeds) == 0 {
-		return usageError{"give --query or at least one --seed"}
+	positivePapers, err := readSeedFiles(seedFiles)
+	if err != nil {
+		return err
+	}
+	negativePapers, err := readSeedFiles(negativeFiles)
+	if err != nil {
+		return err
+	}
+	if *seedTitle != "" || *seedAbstract != "" {
+		positivePapers = append(positivePapers, &recommenderv1.SeedPaper{Title: *seedTitle, Abstract: *seedAbstract})
+	}
+	if *query == "" && len(seeds) == 0 && len(positivePapers) == 0 {
+		return usageError{"give --query, --seed, --seed-file or --seed-title/--seed-abstract"}
 	}
 	req := &recommenderv1.RecommendRequest{
 		Query: *query, PositivePaperIds: seeds, NegativePaperIds: negatives,
+		PositivePapers: positivePapers, NegativePapers: negativePapers,
 		PageSize: int32(*limit), PageToken: *pageToken,
 		Filter: &recommenderv1.Filter{MinYear: int32(*minYear), MaxYear: int32(*maxYear),
 			Categories: categories, Authors: authors, ExcludePaperIds: exclude},
@@ -74,6 +101,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return rpcError(err)
 	}
+	noteSeeds(stderr, resp)
 	if *asJSON {
 		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
 		if err != nil {
@@ -84,6 +112,58 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	printRecommendations(stdout, resp)
 	return nil
+}
+
+// readSeedFiles reads inline seed papers: each file holds a JSON object, or one per line.
+func readSeedFiles(names []string) ([]*recommenderv1.SeedPaper, error) {
+	var out []*recommenderv1.SeedPaper
+	for _, name := range names {
+		var b []byte
+		var err error
+		if name == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		for i := 1; ; i++ {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				return nil, usageError{fmt.Sprintf("%s: paper %d: %v", name, i, err)}
+			}
+			p := &recommenderv1.SeedPaper{}
+			// Unknown fields (an id, a date, a whole stored paper's) are ignored.
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, p); err != nil {
+				return nil, usageError{fmt.Sprintf("%s: paper %d: %v (want title, abstract, authors [list], year, categories [list])", name, i, err)}
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// noteSeeds says which seeds the server did not use, and why.
+func noteSeeds(w io.Writer, resp *recommenderv1.RecommendResponse) {
+	for _, s := range resp.GetSeeds() {
+		name := s.GetPaperId()
+		if _, ok := s.GetSource().(*recommenderv1.Seed_InlineIndex); ok {
+			name = fmt.Sprintf("inline paper %d", s.GetInlineIndex()+1)
+			if s.GetNegative() {
+				name = "inline negative paper " + strconv.Itoa(int(s.GetInlineIndex())+1)
+			}
+		}
+		switch s.GetStatus() {
+		case recommenderv1.SeedStatus_SEED_STATUS_NOT_FOUND:
+			fmt.Fprintf(w, "note: seed %s is not stored: left out\n", name)
+		case recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE:
+			fmt.Fprintf(w, "note: seed %s repeats an earlier seed: left out\n", name)
+		}
+	}
 }
 
 func printRecommendations(w io.Writer, resp *recommenderv1.RecommendResponse) {

@@ -131,6 +131,9 @@ func TestJSONMatchesGRPC(t *testing.T) {
 		{Query: "speech recognition", PageSize: 3, PageToken: first.GetNextPageToken()},
 		{PositivePaperIds: []string{"demo-0013"}, NegativePaperIds: []string{"demo-0014"}, Explain: true, Diversity: 0.3},
 		{Query: "learning", Filter: &recommenderv1.Filter{MinYear: 2021, Categories: []string{"cs.LG"}}, PageSize: 20},
+		// A paper the store does not hold, given inline, beside an id the store does not know.
+		{PositivePaperIds: []string{"no-such-paper"}, PositivePapers: []*recommenderv1.SeedPaper{{Title: "Pasted draft on speech recognition",
+			Abstract: "End-to-end acoustic models for low-resource speech recognition.", Authors: []string{"A. Writer"}, Year: 2026}}},
 	} {
 		want, err := grpcClient.Recommend(context.Background(), req)
 		if err != nil {

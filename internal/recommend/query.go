@@ -28,27 +28,24 @@ type seedQuery struct {
 	text    bool
 }
 
-// plan turns the request into store queries for the mode and strategy. Seeds are read once and
-// serve both signals; seed-only requests make no embedding call, and a text is embedded once.
+// plan turns the request into store queries for the mode and strategy. Stored seeds are read
+// once and serve both signals; the text and the inline seeds are embedded in one call, and a
+// request with neither makes no embedding call.
 func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strategy, seeds seedPapers) (plan, error) {
 	var pos, neg []seedQuery
+	var textVector []float32
+	if mode != ModeLexical {
+		var err error
+		if textVector, err = e.embedRequest(ctx, r.Text, &seeds); err != nil {
+			return plan{}, err
+		}
+	}
 	if r.Text != "" {
 		qv := lexical.Query(r.Text)
 		if qv.Len() == 0 && mode != ModeDense {
 			return plan{}, apierr.Invalid("query", "contains no searchable words (only stop words, numbers or punctuation)")
 		}
-		sq := seedQuery{lexical: qv, text: true}
-		if mode != ModeLexical {
-			vecs, err := e.Embedder.Embed(ctx, []string{e.prefixes().QueryText(r.Text)})
-			if err != nil {
-				return plan{}, fmt.Errorf("embed query: %w", err)
-			}
-			if err := e.checkDims(vecs); err != nil {
-				return plan{}, err
-			}
-			sq.dense = vecs[0]
-		}
-		pos = append(pos, sq)
+		pos = append(pos, seedQuery{lexical: qv, dense: textVector, text: true})
 	}
 	for _, side := range []struct {
 		papers []store.Paper
@@ -78,6 +75,40 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 		p.negative = append(p.negative, e.query(s, mode))
 	}
 	return p, nil
+}
+
+// embedRequest embeds the text (when set) and the inline seeds in one call, setting the seeds'
+// vectors; it returns the text's.
+func (e *Engine) embedRequest(ctx context.Context, text string, seeds *seedPapers) ([]float32, error) {
+	var texts []string
+	if text != "" {
+		texts = append(texts, e.prefixes().QueryText(text))
+	}
+	inline := append(seeds.positive[seeds.positiveInline:len(seeds.positive):len(seeds.positive)], seeds.negative[seeds.negativeInline:]...)
+	for _, p := range inline {
+		texts = append(texts, e.prefixes().DocumentText(p.Title, p.Abstract))
+	}
+	if len(texts) == 0 {
+		return nil, nil
+	}
+	vecs, err := e.Embedder.Embed(ctx, texts)
+	if err != nil {
+		return nil, fmt.Errorf("embed query: %w", err)
+	}
+	if err := e.checkDims(vecs); err != nil {
+		return nil, err
+	}
+	var textVector []float32
+	if text != "" {
+		textVector, vecs = vecs[0], vecs[1:]
+	}
+	for i := range seeds.positive[seeds.positiveInline:] {
+		seeds.positive[seeds.positiveInline+i].Dense, vecs = vecs[0], vecs[1:]
+	}
+	for i := range seeds.negative[seeds.negativeInline:] {
+		seeds.negative[seeds.negativeInline+i].Dense, vecs = vecs[0], vecs[1:]
+	}
+	return textVector, nil
 }
 
 // query is the store query of one seed in mode.

@@ -79,14 +79,16 @@ const (
 type Request struct {
 	Text               string
 	Positive, Negative []string // seed paper ids, canonical and distinct
-	Filter             store.Filter
-	Candidates         []string // nil: the whole store; else rank only these
-	Mode               Mode
-	Strategy           Strategy
-	Diversity          float64       // 0: relevance order
-	HalfLife           time.Duration // 0: no recency boost
-	Explain, Exact     bool
-	Offset, PageSize   int
+	// InlinePositive and InlineNegative are seeds given by their text, never stored.
+	InlinePositive, InlineNegative []InlineSeed
+	Filter                         store.Filter
+	Candidates                     []string // nil: the whole store; else rank only these
+	Mode                           Mode
+	Strategy                       Strategy
+	Diversity                      float64       // 0: relevance order
+	HalfLife                       time.Duration // 0: no recency boost
+	Explain, Exact                 bool
+	Offset, PageSize               int
 }
 
 // Result is one page of recommendations.
@@ -103,6 +105,9 @@ type Result struct {
 	Fallback          string
 	Items             []Item
 	UnknownCandidates []string
+	// Seeds says what became of each seed: ids (positive, then negative) and inline seeds
+	// (positive, then negative), in the request's order.
+	Seeds []SeedResult
 	// NextOffset is where the next page starts; 0 when there is none.
 	NextOffset int
 }
@@ -148,7 +153,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	if strategy == StrategyAuto {
 		strategy = DefaultStrategy
 	}
-	seeds, err := e.loadSeeds(ctx, r)
+	seeds, statuses, err := e.loadSeeds(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +167,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Mode: mode, Strategy: strategy, Model: e.modelName(), Fallback: fallback}
+	res := &Result{Mode: mode, Strategy: strategy, Model: e.modelName(), Fallback: fallback, Seeds: statuses}
 	if v, ok := e.Store.(store.Versioner); ok {
 		res.IndexVersion = v.Version()
 	}
@@ -293,25 +298,6 @@ func (e *Engine) resolveMode(m Mode) (Mode, error) {
 			"retrieval mode %s needs an embedding model, and this server has none configured (set EMBEDDING_BASE_URL)", m)}
 	}
 	return m, nil
-}
-
-// seedPapers are a request's seeds as stored.
-type seedPapers struct{ positive, negative []store.Paper }
-
-func (e *Engine) loadSeeds(ctx context.Context, r Request) (seedPapers, error) {
-	var s seedPapers
-	var err error
-	if len(r.Positive) > 0 {
-		if s.positive, err = e.Store.Get(ctx, r.Positive); err != nil {
-			return s, fmt.Errorf("load seed papers: %w", err)
-		}
-	}
-	if len(r.Negative) > 0 {
-		if s.negative, err = e.Store.Get(ctx, r.Negative); err != nil {
-			return s, fmt.Errorf("load seed papers: %w", err)
-		}
-	}
-	return s, nil
 }
 
 // termRarity is the idf explanations weigh shared terms by: the corpus's when the store says

@@ -137,11 +137,28 @@ func manyIDs(n int) []string {
 	return out
 }
 
-func TestUnknownSeedIsNotFoundNamingTheID(t *testing.T) {
+// An unknown seed id is reported and left out when another seed resolves; when none does, the
+// call is NOT_FOUND naming the ids.
+func TestUnknownSeedsAreReportedOrNotFound(t *testing.T) {
 	srv := demoServer(t)
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0001", "no-such-paper"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0001"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(resp), ids(alone); !slices.Equal(got, want) {
+		t.Errorf("with an unknown seed beside demo-0001: %v, want demo-0001's own %v", got, want)
+	}
+	if got := seedSummary(resp); !slices.Equal(got, []string{"+demo-0001 FOUND", "+no-such-paper NOT_FOUND"}) {
+		t.Errorf("seeds %v", got)
+	}
 	for _, req := range []*recommenderv1.RecommendRequest{
-		{PositivePaperIds: []string{"demo-0001", "no-such-paper"}},
+		{PositivePaperIds: []string{"no-such-paper", "nor-this-one"}},
 		{Query: "graph", NegativePaperIds: []string{"no-such-paper"}},
+		{PositivePaperIds: []string{"no-such-paper"}, NegativePaperIds: []string{"demo-0002"}}, // nothing positive left
 	} {
 		_, err := srv.Client.Recommend(ctx, req)
 		wantCode(t, err, codes.NotFound)
@@ -149,8 +166,24 @@ func TestUnknownSeedIsNotFoundNamingTheID(t *testing.T) {
 			t.Errorf("message %q does not name the missing id", status.Convert(err).Message())
 		}
 	}
-	_, err := srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "no-such-paper"})
+	_, err = srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "no-such-paper"})
 	wantCode(t, err, codes.NotFound)
+}
+
+// seedSummary is each reported seed as "+id STATUS" ("-" for negative; "[i]" for inline).
+func seedSummary(resp *recommenderv1.RecommendResponse) []string {
+	var out []string
+	for _, s := range resp.GetSeeds() {
+		sign, name := "+", s.GetPaperId()
+		if s.GetNegative() {
+			sign = "-"
+		}
+		if _, ok := s.GetSource().(*recommenderv1.Seed_InlineIndex); ok {
+			name = fmt.Sprintf("[%d]", s.GetInlineIndex())
+		}
+		out = append(out, sign+name+" "+strings.TrimPrefix(s.GetStatus().String(), "SEED_STATUS_"))
+	}
+	return out
 }
 
 func TestPageSizeDefaultsAndCap(t *testing.T) {

@@ -22,7 +22,8 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 		return nil, err
 	}
 	resp := &recommenderv1.RecommendResponse{Mode: toProtoMode(res.Mode), Strategy: toProtoStrategy(res.Strategy),
-		UnknownCandidateIds: res.UnknownCandidates, EmbeddingModel: res.Model, IndexVersion: res.IndexVersion, Fallback: res.Fallback}
+		UnknownCandidateIds: res.UnknownCandidates, EmbeddingModel: res.Model, IndexVersion: res.IndexVersion, Fallback: res.Fallback,
+		Seeds: seedReport(req, res.Seeds)}
 	for i := range res.Items {
 		it := &res.Items[i]
 		rec := &recommenderv1.Recommendation{Paper: toProtoPaper(&it.Paper), Score: it.Score, Relevance: it.Relevance, DuplicatePaperIds: it.Duplicates}
@@ -39,6 +40,53 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 		resp.NextPageToken = r.pageToken.encode(res.NextOffset)
 	}
 	return resp, nil
+}
+
+// seedReport lists every seed of the request as given, with what became of it: the pipeline
+// saw each id once, so a repeated one (after canonicalisation) is reported as a duplicate here.
+func seedReport(req *recommenderv1.RecommendRequest, results []recommend.SeedResult) []*recommenderv1.Seed {
+	type key struct {
+		id       string
+		negative bool
+	}
+	byID := map[key]recommend.SeedResult{}
+	var out []*recommenderv1.Seed
+	for _, r := range results {
+		if r.Inline < 0 {
+			byID[key{r.ID, r.Negative}] = r
+		}
+	}
+	for _, side := range []struct {
+		ids      []string
+		negative bool
+	}{{req.GetPositivePaperIds(), false}, {req.GetNegativePaperIds(), true}} {
+		seen := map[string]bool{}
+		for _, raw := range side.ids {
+			id := CanonicalID(raw)
+			s := &recommenderv1.Seed{Source: &recommenderv1.Seed_PaperId{PaperId: id}, Negative: side.negative,
+				Status: recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE}
+			if !seen[id] {
+				seen[id] = true
+				r := byID[key{id, side.negative}]
+				s.Status, s.Title = seedStatuses[r.Status], r.Title
+			}
+			out = append(out, s)
+		}
+	}
+	for _, r := range results {
+		if r.Inline >= 0 {
+			out = append(out, &recommenderv1.Seed{Source: &recommenderv1.Seed_InlineIndex{InlineIndex: int32(r.Inline)},
+				Negative: r.Negative, Status: seedStatuses[r.Status], Title: r.Title})
+		}
+	}
+	return out
+}
+
+var seedStatuses = map[recommend.SeedStatus]recommenderv1.SeedStatus{
+	recommend.SeedFound:     recommenderv1.SeedStatus_SEED_STATUS_FOUND,
+	recommend.SeedInline:    recommenderv1.SeedStatus_SEED_STATUS_INLINE,
+	recommend.SeedNotFound:  recommenderv1.SeedStatus_SEED_STATUS_NOT_FOUND,
+	recommend.SeedDuplicate: recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE,
 }
 
 // The API's enums and the pipeline's.

@@ -24,6 +24,7 @@ const (
 	MaxAbstractChars = 20_000
 	MaxQueryChars    = 10_000
 	MaxSeeds         = 100
+	MaxSeedList      = 100 // authors or categories of an inline seed
 	MaxCandidates    = 1_000
 	MaxBatch         = 1_000
 	MaxAuthors       = 20_000 // physics collaborations list thousands
@@ -202,10 +203,12 @@ func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recom
 	}
 	r.Positive = seedIDs(v, "positive_paper_ids", req.GetPositivePaperIds())
 	r.Negative = seedIDs(v, "negative_paper_ids", req.GetNegativePaperIds())
-	if req.GetQuery() == "" && len(req.GetPositivePaperIds()) == 0 {
-		v.Add("query", "either query or positive_paper_ids is required")
+	r.InlinePositive = inlineSeeds(v, "positive_papers", req.GetPositivePapers())
+	r.InlineNegative = inlineSeeds(v, "negative_papers", req.GetNegativePapers())
+	if req.GetQuery() == "" && len(req.GetPositivePaperIds()) == 0 && len(req.GetPositivePapers()) == 0 {
+		v.Add("query", "one of query, positive_paper_ids or positive_papers is required")
 	}
-	if n := len(r.Positive) + len(r.Negative); n > MaxSeeds {
+	if n := len(r.Positive) + len(r.Negative) + len(r.InlinePositive) + len(r.InlineNegative); n > MaxSeeds {
 		v.Add("positive_paper_ids", "%d seed papers, more than the limit of %d", n, MaxSeeds)
 	}
 	for _, id := range r.Negative {
@@ -277,6 +280,31 @@ func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recom
 		r.Offset = off
 	}
 	return r, v.ErrOrNil()
+}
+
+// inlineSeeds validates seeds given by their text.
+func inlineSeeds(v *apierr.ValidationError, field string, in []*recommenderv1.SeedPaper) []recommend.InlineSeed {
+	out := make([]recommend.InlineSeed, 0, len(in))
+	for i, s := range in {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		seed := recommend.InlineSeed{Title: strings.TrimSpace(s.GetTitle()), Abstract: strings.TrimSpace(s.GetAbstract()),
+			Authors: cleanList(v, f+".authors", s.GetAuthors(), MaxSeedList), Categories: cleanList(v, f+".categories", s.GetCategories(), MaxSeedList),
+			Year: s.GetYear()}
+		if n := utf8.RuneCountInString(seed.Title); n > MaxTitleChars {
+			v.Add(f+".title", "is %d characters, more than the limit of %d", n, MaxTitleChars)
+		}
+		if n := utf8.RuneCountInString(seed.Abstract); n > MaxQueryChars {
+			v.Add(f+".abstract", "is %d characters, more than the limit of %d", n, MaxQueryChars)
+		}
+		if lexical.Document(seed.Title, seed.Abstract).Len() == 0 {
+			v.Add(f, "has no searchable words in its title or abstract")
+		}
+		if seed.Year != 0 && (seed.Year < 1000 || seed.Year > 9999) {
+			v.Add(f+".year", "must be 0 (unknown) or a four-digit year, got %d", seed.Year)
+		}
+		out = append(out, seed)
+	}
+	return out
 }
 
 // seedIDs canonicalises and de-duplicates seed ids.

@@ -1,5 +1,5 @@
 // End-to-end test of the page in a real browser (Debian's Chromium, driven by Playwright):
-// search, open similar papers, toggle explain, page forward, the empty state, a narrow screen,
+// search, open similar papers, toggle explain, paste an abstract, page forward, the empty state, a narrow screen,
 // the keyboard, and a screenshot. Run by cmd/recommender's TestBrowserPage:
 //
 //   node e2e.mjs http://127.0.0.1:8080 screenshot.png
@@ -77,6 +77,23 @@ try {
   check(text.includes(term.toLowerCase()), "a shared term appears in its card: " + term);
   await page.screenshot({ path: screenshot });
   console.log("ok  screenshot saved to " + screenshot);
+
+  // Paste an abstract: papers like a paper the index does not hold.
+  await page.click("#paste summary");
+  await page.fill("#paper-title", "A draft on recognising speech");
+  await page.fill("#paper-abstract", "We train acoustic models for automatic speech recognition in noisy rooms.");
+  await page.click("#paper button[type=submit]");
+  await settled(page);
+  check((await page.textContent("#context")).startsWith("Papers like your paper"), "the heading says the results are like the pasted paper");
+  const pasted = await page.locator("#results .card h3").allTextContents();
+  check(pasted.length > 0 && /speech/i.test(pasted[0]), "a pasted abstract finds papers like it: " + pasted[0]);
+  await page.click("#paste summary");
+  // Back to the similar papers of the first search's first result, for the pager below.
+  await page.fill("#query", "speech recognition");
+  await page.press("#query", "Enter");
+  await settled(page);
+  await page.locator("#results .card").first().getByRole("button", { name: /Papers similar to/ }).click();
+  await settled(page);
 
   // Page forward and back.
   check(await page.isEnabled("#next"), "there is a next page");

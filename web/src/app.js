@@ -143,6 +143,17 @@ document.addEventListener("DOMContentLoaded", () => {
     const q = $("query").value.trim();
     if (q) start({ query: q }, "Papers about “" + q + "”");
   });
+  $("paper").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const title = $("paper-title").value.trim();
+    const abstract = $("paper-abstract").value.trim();
+    if (!title && !abstract) {
+      setStatus("Paste a title or an abstract first.", true);
+      return;
+    }
+    start({ positivePapers: [{ title, abstract }] }, "Papers like your paper “" + (title || abstract.slice(0, 60) + "…") + "”");
+    $("context").focus();
+  });
   $("diversity").addEventListener("input", () => { $("diversity-value").textContent = $("diversity").value; });
   $("diversity").addEventListener("change", () => { state.tokens = [""]; state.page = 0; load(); });
   $("explain").addEventListener("change", load);

@@ -138,6 +138,67 @@ func (SeedStrategy) EnumDescriptor() ([]byte, []int) {
 	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{1}
 }
 
+// SeedStatus is what became of one seed.
+type SeedStatus int32
+
+const (
+	SeedStatus_SEED_STATUS_UNSPECIFIED SeedStatus = 0
+	// A stored paper, used.
+	SeedStatus_SEED_STATUS_FOUND SeedStatus = 1
+	// An inline paper, analysed and used.
+	SeedStatus_SEED_STATUS_INLINE SeedStatus = 2
+	// No stored paper has this id; left out.
+	SeedStatus_SEED_STATUS_NOT_FOUND SeedStatus = 3
+	// Repeats an earlier seed (the same id, or an inline paper with the title of an earlier
+	// seed); left out.
+	SeedStatus_SEED_STATUS_DUPLICATE SeedStatus = 4
+)
+
+// Enum value maps for SeedStatus.
+var (
+	SeedStatus_name = map[int32]string{
+		0: "SEED_STATUS_UNSPECIFIED",
+		1: "SEED_STATUS_FOUND",
+		2: "SEED_STATUS_INLINE",
+		3: "SEED_STATUS_NOT_FOUND",
+		4: "SEED_STATUS_DUPLICATE",
+	}
+	SeedStatus_value = map[string]int32{
+		"SEED_STATUS_UNSPECIFIED": 0,
+		"SEED_STATUS_FOUND":       1,
+		"SEED_STATUS_INLINE":      2,
+		"SEED_STATUS_NOT_FOUND":   3,
+		"SEED_STATUS_DUPLICATE":   4,
+	}
+)
+
+func (x SeedStatus) Enum() *SeedStatus {
+	p := new(SeedStatus)
+	*p = x
+	return p
+}
+
+func (x SeedStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SeedStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_recommender_v1_recommender_proto_enumTypes[2].Descriptor()
+}
+
+func (SeedStatus) Type() protoreflect.EnumType {
+	return &file_recommender_v1_recommender_proto_enumTypes[2]
+}
+
+func (x SeedStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SeedStatus.Descriptor instead.
+func (SeedStatus) EnumDescriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{2}
+}
+
 // Paper is one scholarly paper.
 type Paper struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -335,14 +396,16 @@ func (x *Filter) GetExcludePaperIds() []string {
 }
 
 // RecommendRequest asks for papers similar to a text and/or to seed papers. At least one of
-// query or positive_paper_ids is required.
+// query, positive_paper_ids or positive_papers is required.
 type RecommendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Free text describing what to find: a topic, a question or a whole abstract. At most 10,000
 	// characters; must contain a word when set.
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
-	// Papers the results should resemble. Unknown ids fail the call with NOT_FOUND. Seeds never
-	// appear in their own results. At most 100 seeds in all (positive and negative).
+	// Papers the results should resemble. An unknown id is listed in the response's seeds as
+	// NOT_FOUND and left out; the call fails with NOT_FOUND only when no seed resolves (every id
+	// unknown, no inline seed). Seeds never appear in their own results. At most 100 seeds in all
+	// (positive and negative, ids and inline).
 	PositivePaperIds []string `protobuf:"bytes,2,rep,name=positive_paper_ids,json=positivePaperIds,proto3" json:"positive_paper_ids,omitempty"`
 	// Papers the results should not resemble: a paper ranked higher among a negative seed's
 	// neighbours than among those of every positive seed (or of the query text) moves below the
@@ -377,9 +440,15 @@ type RecommendRequest struct {
 	Exact bool `protobuf:"varint,12,opt,name=exact,proto3" json:"exact,omitempty"`
 	// How several seeds make one list; UNSPECIFIED lets the service choose. Makes no difference
 	// to a single seed or a text alone.
-	Strategy      SeedStrategy `protobuf:"varint,13,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Strategy SeedStrategy `protobuf:"varint,13,opt,name=strategy,proto3,enum=recommender.v1.SeedStrategy" json:"strategy,omitempty"`
+	// Seed papers given inline instead of by id (a draft, a preprint the index does not hold):
+	// analysed and embedded for this request only (all of them in one embedding call), never
+	// stored. They count as seeds like ids do, mixed with them in any proportion.
+	PositivePapers []*SeedPaper `protobuf:"bytes,14,rep,name=positive_papers,json=positivePapers,proto3" json:"positive_papers,omitempty"`
+	// Inline papers the results should not resemble, as negative_paper_ids.
+	NegativePapers []*SeedPaper `protobuf:"bytes,15,rep,name=negative_papers,json=negativePapers,proto3" json:"negative_papers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RecommendRequest) Reset() {
@@ -503,6 +572,215 @@ func (x *RecommendRequest) GetStrategy() SeedStrategy {
 	return SeedStrategy_SEED_STRATEGY_UNSPECIFIED
 }
 
+func (x *RecommendRequest) GetPositivePapers() []*SeedPaper {
+	if x != nil {
+		return x.PositivePapers
+	}
+	return nil
+}
+
+func (x *RecommendRequest) GetNegativePapers() []*SeedPaper {
+	if x != nil {
+		return x.NegativePapers
+	}
+	return nil
+}
+
+// SeedPaper is a seed given by its text. A title or an abstract with a searchable word is
+// required; the other fields are optional.
+type SeedPaper struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1,000 characters.
+	Title string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	// At most 10,000 characters.
+	Abstract string `protobuf:"bytes,2,opt,name=abstract,proto3" json:"abstract,omitempty"`
+	// At most 100.
+	Authors []string `protobuf:"bytes,3,rep,name=authors,proto3" json:"authors,omitempty"`
+	// 0: unknown.
+	Year int32 `protobuf:"varint,4,opt,name=year,proto3" json:"year,omitempty"`
+	// At most 100.
+	Categories    []string `protobuf:"bytes,5,rep,name=categories,proto3" json:"categories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedPaper) Reset() {
+	*x = SeedPaper{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedPaper) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedPaper) ProtoMessage() {}
+
+func (x *SeedPaper) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedPaper.ProtoReflect.Descriptor instead.
+func (*SeedPaper) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SeedPaper) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *SeedPaper) GetAbstract() string {
+	if x != nil {
+		return x.Abstract
+	}
+	return ""
+}
+
+func (x *SeedPaper) GetAuthors() []string {
+	if x != nil {
+		return x.Authors
+	}
+	return nil
+}
+
+func (x *SeedPaper) GetYear() int32 {
+	if x != nil {
+		return x.Year
+	}
+	return 0
+}
+
+func (x *SeedPaper) GetCategories() []string {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+// Seed reports one seed of the request: positive ids, negative ids, positive inline papers,
+// negative inline papers, each in the order given.
+type Seed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Source:
+	//
+	//	*Seed_PaperId
+	//	*Seed_InlineIndex
+	Source isSeed_Source `protobuf_oneof:"source"`
+	// A negative seed.
+	Negative bool       `protobuf:"varint,3,opt,name=negative,proto3" json:"negative,omitempty"`
+	Status   SeedStatus `protobuf:"varint,4,opt,name=status,proto3,enum=recommender.v1.SeedStatus" json:"status,omitempty"`
+	// The stored or given title; empty when not found.
+	Title         string `protobuf:"bytes,5,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Seed) Reset() {
+	*x = Seed{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Seed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Seed) ProtoMessage() {}
+
+func (x *Seed) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Seed.ProtoReflect.Descriptor instead.
+func (*Seed) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Seed) GetSource() isSeed_Source {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *Seed) GetPaperId() string {
+	if x != nil {
+		if x, ok := x.Source.(*Seed_PaperId); ok {
+			return x.PaperId
+		}
+	}
+	return ""
+}
+
+func (x *Seed) GetInlineIndex() int32 {
+	if x != nil {
+		if x, ok := x.Source.(*Seed_InlineIndex); ok {
+			return x.InlineIndex
+		}
+	}
+	return 0
+}
+
+func (x *Seed) GetNegative() bool {
+	if x != nil {
+		return x.Negative
+	}
+	return false
+}
+
+func (x *Seed) GetStatus() SeedStatus {
+	if x != nil {
+		return x.Status
+	}
+	return SeedStatus_SEED_STATUS_UNSPECIFIED
+}
+
+func (x *Seed) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+type isSeed_Source interface {
+	isSeed_Source()
+}
+
+type Seed_PaperId struct {
+	// The id as given, canonicalised (a version suffix removed).
+	PaperId string `protobuf:"bytes,1,opt,name=paper_id,json=paperId,proto3,oneof"`
+}
+
+type Seed_InlineIndex struct {
+	// The index in positive_papers or negative_papers.
+	InlineIndex int32 `protobuf:"varint,2,opt,name=inline_index,json=inlineIndex,proto3,oneof"`
+}
+
+func (*Seed_PaperId) isSeed_Source() {}
+
+func (*Seed_InlineIndex) isSeed_Source() {}
+
 // SharedTerm is a word a result shares with the query or the seeds.
 type SharedTerm struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -518,7 +796,7 @@ type SharedTerm struct {
 
 func (x *SharedTerm) Reset() {
 	*x = SharedTerm{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +808,7 @@ func (x *SharedTerm) String() string {
 func (*SharedTerm) ProtoMessage() {}
 
 func (x *SharedTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[3]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +821,7 @@ func (x *SharedTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SharedTerm.ProtoReflect.Descriptor instead.
 func (*SharedTerm) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SharedTerm) GetTerm() string {
@@ -573,7 +851,8 @@ type Explanation struct {
 	// the score of the one signal; with several lists under PER_SEED, the reciprocal-rank score
 	// of the paper's best place.
 	FusedScore float32 `protobuf:"fixed32,3,opt,name=fused_score,json=fusedScore,proto3" json:"fused_score,omitempty"`
-	// The positive seed the paper is most similar to (empty without seeds).
+	// The positive seed the paper is most similar to (empty without seeds): its id, or
+	// "positive_papers[i]" for an inline seed.
 	ClosestSeedId string `protobuf:"bytes,4,opt,name=closest_seed_id,json=closestSeedId,proto3" json:"closest_seed_id,omitempty"`
 	// Cosine similarity to that seed: of embeddings when both have one, else of term vectors.
 	ClosestSeedSimilarity float32 `protobuf:"fixed32,5,opt,name=closest_seed_similarity,json=closestSeedSimilarity,proto3" json:"closest_seed_similarity,omitempty"`
@@ -585,7 +864,7 @@ type Explanation struct {
 
 func (x *Explanation) Reset() {
 	*x = Explanation{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +876,7 @@ func (x *Explanation) String() string {
 func (*Explanation) ProtoMessage() {}
 
 func (x *Explanation) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[4]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +889,7 @@ func (x *Explanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Explanation.ProtoReflect.Descriptor instead.
 func (*Explanation) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{4}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Explanation) GetLexicalScore() float32 {
@@ -679,7 +958,7 @@ type Recommendation struct {
 
 func (x *Recommendation) Reset() {
 	*x = Recommendation{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +970,7 @@ func (x *Recommendation) String() string {
 func (*Recommendation) ProtoMessage() {}
 
 func (x *Recommendation) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[5]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +983,7 @@ func (x *Recommendation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recommendation.ProtoReflect.Descriptor instead.
 func (*Recommendation) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{5}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Recommendation) GetPaper() *Paper {
@@ -764,14 +1043,16 @@ type RecommendResponse struct {
 	IndexVersion uint64 `protobuf:"varint,7,opt,name=index_version,json=indexVersion,proto3" json:"index_version,omitempty"`
 	// Why mode is LEXICAL although the request left the mode to the service and a model is
 	// configured: the embedding API was unavailable and the service fell back. Empty otherwise.
-	Fallback      string `protobuf:"bytes,8,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback string `protobuf:"bytes,8,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Every seed of the request with what became of it (see Seed).
+	Seeds         []*Seed `protobuf:"bytes,9,rep,name=seeds,proto3" json:"seeds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecommendResponse) Reset() {
 	*x = RecommendResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1064,7 @@ func (x *RecommendResponse) String() string {
 func (*RecommendResponse) ProtoMessage() {}
 
 func (x *RecommendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[6]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1077,7 @@ func (x *RecommendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecommendResponse.ProtoReflect.Descriptor instead.
 func (*RecommendResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{6}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecommendResponse) GetResults() []*Recommendation {
@@ -855,6 +1136,13 @@ func (x *RecommendResponse) GetFallback() string {
 	return ""
 }
 
+func (x *RecommendResponse) GetSeeds() []*Seed {
+	if x != nil {
+		return x.Seeds
+	}
+	return nil
+}
+
 // GetPaperRequest names one paper.
 type GetPaperRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -866,7 +1154,7 @@ type GetPaperRequest struct {
 
 func (x *GetPaperRequest) Reset() {
 	*x = GetPaperRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1166,7 @@ func (x *GetPaperRequest) String() string {
 func (*GetPaperRequest) ProtoMessage() {}
 
 func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[7]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1179,7 @@ func (x *GetPaperRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperRequest.ProtoReflect.Descriptor instead.
 func (*GetPaperRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{7}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetPaperRequest) GetPaperId() string {
@@ -912,7 +1200,7 @@ type GetPaperResponse struct {
 
 func (x *GetPaperResponse) Reset() {
 	*x = GetPaperResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1212,7 @@ func (x *GetPaperResponse) String() string {
 func (*GetPaperResponse) ProtoMessage() {}
 
 func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[8]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1225,7 @@ func (x *GetPaperResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPaperResponse.ProtoReflect.Descriptor instead.
 func (*GetPaperResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{8}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetPaperResponse) GetPaper() *Paper {
@@ -958,7 +1246,7 @@ type UpsertPapersRequest struct {
 
 func (x *UpsertPapersRequest) Reset() {
 	*x = UpsertPapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1258,7 @@ func (x *UpsertPapersRequest) String() string {
 func (*UpsertPapersRequest) ProtoMessage() {}
 
 func (x *UpsertPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[9]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1271,7 @@ func (x *UpsertPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertPapersRequest.ProtoReflect.Descriptor instead.
 func (*UpsertPapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{9}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpsertPapersRequest) GetPapers() []*Paper {
@@ -1008,7 +1296,7 @@ type UpsertPapersResponse struct {
 
 func (x *UpsertPapersResponse) Reset() {
 	*x = UpsertPapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1308,7 @@ func (x *UpsertPapersResponse) String() string {
 func (*UpsertPapersResponse) ProtoMessage() {}
 
 func (x *UpsertPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[10]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1321,7 @@ func (x *UpsertPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertPapersResponse.ProtoReflect.Descriptor instead.
 func (*UpsertPapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{10}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpsertPapersResponse) GetInserted() int32 {
@@ -1068,7 +1356,7 @@ type DeletePapersRequest struct {
 
 func (x *DeletePapersRequest) Reset() {
 	*x = DeletePapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1368,7 @@ func (x *DeletePapersRequest) String() string {
 func (*DeletePapersRequest) ProtoMessage() {}
 
 func (x *DeletePapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[11]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1381,7 @@ func (x *DeletePapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePapersRequest.ProtoReflect.Descriptor instead.
 func (*DeletePapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{11}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeletePapersRequest) GetPaperIds() []string {
@@ -1116,7 +1404,7 @@ type DeletePapersResponse struct {
 
 func (x *DeletePapersResponse) Reset() {
 	*x = DeletePapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1416,7 @@ func (x *DeletePapersResponse) String() string {
 func (*DeletePapersResponse) ProtoMessage() {}
 
 func (x *DeletePapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[12]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1429,7 @@ func (x *DeletePapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePapersResponse.ProtoReflect.Descriptor instead.
 func (*DeletePapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{12}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeletePapersResponse) GetDeleted() int32 {
@@ -1169,7 +1457,7 @@ type IngestPapersRequest struct {
 
 func (x *IngestPapersRequest) Reset() {
 	*x = IngestPapersRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1469,7 @@ func (x *IngestPapersRequest) String() string {
 func (*IngestPapersRequest) ProtoMessage() {}
 
 func (x *IngestPapersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[13]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1482,7 @@ func (x *IngestPapersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestPapersRequest.ProtoReflect.Descriptor instead.
 func (*IngestPapersRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{13}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IngestPapersRequest) GetPapers() []*Paper {
@@ -1219,7 +1507,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1519,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[14]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1532,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{14}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rejection) GetPaperId() string {
@@ -1287,7 +1575,7 @@ type IngestPapersResponse struct {
 
 func (x *IngestPapersResponse) Reset() {
 	*x = IngestPapersResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1587,7 @@ func (x *IngestPapersResponse) String() string {
 func (*IngestPapersResponse) ProtoMessage() {}
 
 func (x *IngestPapersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[15]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1600,7 @@ func (x *IngestPapersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestPapersResponse.ProtoReflect.Descriptor instead.
 func (*IngestPapersResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{15}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IngestPapersResponse) GetInserted() int64 {
@@ -1359,7 +1647,7 @@ type GetIndexInfoRequest struct {
 
 func (x *GetIndexInfoRequest) Reset() {
 	*x = GetIndexInfoRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1659,7 @@ func (x *GetIndexInfoRequest) String() string {
 func (*GetIndexInfoRequest) ProtoMessage() {}
 
 func (x *GetIndexInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[16]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1672,7 @@ func (x *GetIndexInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIndexInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetIndexInfoRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{16}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{18}
 }
 
 // GetIndexInfoResponse describes the index.
@@ -1413,7 +1701,7 @@ type GetIndexInfoResponse struct {
 
 func (x *GetIndexInfoResponse) Reset() {
 	*x = GetIndexInfoResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1713,7 @@ func (x *GetIndexInfoResponse) String() string {
 func (*GetIndexInfoResponse) ProtoMessage() {}
 
 func (x *GetIndexInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[17]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1726,7 @@ func (x *GetIndexInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetIndexInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetIndexInfoResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{17}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetIndexInfoResponse) GetPaperCount() int64 {
@@ -1513,7 +1801,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"categories\x18\x03 \x03(\tR\n" +
 	"categories\x12\x18\n" +
 	"\aauthors\x18\x04 \x03(\tR\aauthors\x12*\n" +
-	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\x90\x04\n" +
+	"\x11exclude_paper_ids\x18\x05 \x03(\tR\x0fexcludePaperIds\"\x98\x05\n" +
 	"\x10RecommendRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12,\n" +
 	"\x12positive_paper_ids\x18\x02 \x03(\tR\x10positivePaperIds\x12,\n" +
@@ -1529,7 +1817,24 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	" \x01(\x02R\x13recencyHalfLifeDays\x12\x18\n" +
 	"\aexplain\x18\v \x01(\bR\aexplain\x12\x14\n" +
 	"\x05exact\x18\f \x01(\bR\x05exact\x128\n" +
-	"\bstrategy\x18\r \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\"8\n" +
+	"\bstrategy\x18\r \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\x12B\n" +
+	"\x0fpositive_papers\x18\x0e \x03(\v2\x19.recommender.v1.SeedPaperR\x0epositivePapers\x12B\n" +
+	"\x0fnegative_papers\x18\x0f \x03(\v2\x19.recommender.v1.SeedPaperR\x0enegativePapers\"\x8b\x01\n" +
+	"\tSeedPaper\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\x12\x1a\n" +
+	"\babstract\x18\x02 \x01(\tR\babstract\x12\x18\n" +
+	"\aauthors\x18\x03 \x03(\tR\aauthors\x12\x12\n" +
+	"\x04year\x18\x04 \x01(\x05R\x04year\x12\x1e\n" +
+	"\n" +
+	"categories\x18\x05 \x03(\tR\n" +
+	"categories\"\xb8\x01\n" +
+	"\x04Seed\x12\x1b\n" +
+	"\bpaper_id\x18\x01 \x01(\tH\x00R\apaperId\x12#\n" +
+	"\finline_index\x18\x02 \x01(\x05H\x00R\vinlineIndex\x12\x1a\n" +
+	"\bnegative\x18\x03 \x01(\bR\bnegative\x122\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x1a.recommender.v1.SeedStatusR\x06status\x12\x14\n" +
+	"\x05title\x18\x05 \x01(\tR\x05titleB\b\n" +
+	"\x06source\"8\n" +
 	"\n" +
 	"SharedTerm\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +
@@ -1548,7 +1853,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
 	"\x13duplicate_paper_ids\x18\x03 \x03(\tR\x11duplicatePaperIds\x12=\n" +
 	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\x12\x1c\n" +
-	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\x80\x03\n" +
+	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\xac\x03\n" +
 	"\x11RecommendResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
@@ -1557,7 +1862,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\bstrategy\x18\x05 \x01(\x0e2\x1c.recommender.v1.SeedStrategyR\bstrategy\x12'\n" +
 	"\x0fembedding_model\x18\x06 \x01(\tR\x0eembeddingModel\x12#\n" +
 	"\rindex_version\x18\a \x01(\x04R\findexVersion\x12\x1a\n" +
-	"\bfallback\x18\b \x01(\tR\bfallback\",\n" +
+	"\bfallback\x18\b \x01(\tR\bfallback\x12*\n" +
+	"\x05seeds\x18\t \x03(\v2\x14.recommender.v1.SeedR\x05seeds\",\n" +
 	"\x0fGetPaperRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\"?\n" +
 	"\x10GetPaperResponse\x12+\n" +
@@ -1605,7 +1911,14 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\fSeedStrategy\x12\x1d\n" +
 	"\x19SEED_STRATEGY_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SEED_STRATEGY_PER_SEED\x10\x01\x12\x1a\n" +
-	"\x16SEED_STRATEGY_CENTROID\x10\x022\xa3\x04\n" +
+	"\x16SEED_STRATEGY_CENTROID\x10\x02*\x8e\x01\n" +
+	"\n" +
+	"SeedStatus\x12\x1b\n" +
+	"\x17SEED_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11SEED_STATUS_FOUND\x10\x01\x12\x16\n" +
+	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
+	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
+	"\x15SEED_STATUS_DUPLICATE\x10\x042\xa3\x04\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
@@ -1626,61 +1939,68 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 	return file_recommender_v1_recommender_proto_rawDescData
 }
 
-var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_recommender_v1_recommender_proto_goTypes = []any{
 	(RetrievalMode)(0),           // 0: recommender.v1.RetrievalMode
 	(SeedStrategy)(0),            // 1: recommender.v1.SeedStrategy
-	(*Paper)(nil),                // 2: recommender.v1.Paper
-	(*Filter)(nil),               // 3: recommender.v1.Filter
-	(*RecommendRequest)(nil),     // 4: recommender.v1.RecommendRequest
-	(*SharedTerm)(nil),           // 5: recommender.v1.SharedTerm
-	(*Explanation)(nil),          // 6: recommender.v1.Explanation
-	(*Recommendation)(nil),       // 7: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),    // 8: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),      // 9: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),     // 10: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),  // 11: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil), // 12: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),  // 13: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil), // 14: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),  // 15: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),            // 16: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil), // 17: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),  // 18: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil), // 19: recommender.v1.GetIndexInfoResponse
+	(SeedStatus)(0),              // 2: recommender.v1.SeedStatus
+	(*Paper)(nil),                // 3: recommender.v1.Paper
+	(*Filter)(nil),               // 4: recommender.v1.Filter
+	(*RecommendRequest)(nil),     // 5: recommender.v1.RecommendRequest
+	(*SeedPaper)(nil),            // 6: recommender.v1.SeedPaper
+	(*Seed)(nil),                 // 7: recommender.v1.Seed
+	(*SharedTerm)(nil),           // 8: recommender.v1.SharedTerm
+	(*Explanation)(nil),          // 9: recommender.v1.Explanation
+	(*Recommendation)(nil),       // 10: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),    // 11: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),      // 12: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),     // 13: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),  // 14: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil), // 15: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),  // 16: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil), // 17: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),  // 18: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),            // 19: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil), // 20: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),  // 21: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil), // 22: recommender.v1.GetIndexInfoResponse
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
-	3,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
+	4,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 1: recommender.v1.RecommendRequest.mode:type_name -> recommender.v1.RetrievalMode
 	1,  // 2: recommender.v1.RecommendRequest.strategy:type_name -> recommender.v1.SeedStrategy
-	5,  // 3: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
-	2,  // 4: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
-	6,  // 5: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
-	7,  // 6: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
-	0,  // 7: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
-	1,  // 8: recommender.v1.RecommendResponse.strategy:type_name -> recommender.v1.SeedStrategy
-	2,  // 9: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
-	2,  // 10: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
-	2,  // 11: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
-	16, // 12: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	4,  // 13: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	9,  // 14: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	11, // 15: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	13, // 16: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	15, // 17: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	18, // 18: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	8,  // 19: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	10, // 20: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	12, // 21: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	14, // 22: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	17, // 23: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	19, // 24: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	6,  // 3: recommender.v1.RecommendRequest.positive_papers:type_name -> recommender.v1.SeedPaper
+	6,  // 4: recommender.v1.RecommendRequest.negative_papers:type_name -> recommender.v1.SeedPaper
+	2,  // 5: recommender.v1.Seed.status:type_name -> recommender.v1.SeedStatus
+	8,  // 6: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
+	3,  // 7: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
+	9,  // 8: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
+	10, // 9: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
+	0,  // 10: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
+	1,  // 11: recommender.v1.RecommendResponse.strategy:type_name -> recommender.v1.SeedStrategy
+	7,  // 12: recommender.v1.RecommendResponse.seeds:type_name -> recommender.v1.Seed
+	3,  // 13: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
+	3,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
+	3,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
+	19, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
+	5,  // 17: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	12, // 18: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	14, // 19: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	16, // 20: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	18, // 21: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	21, // 22: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	11, // 23: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	13, // 24: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	15, // 25: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	17, // 26: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	20, // 27: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	22, // 28: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -1688,13 +2008,17 @@ func file_recommender_v1_recommender_proto_init() {
 	if File_recommender_v1_recommender_proto != nil {
 		return
 	}
+	file_recommender_v1_recommender_proto_msgTypes[4].OneofWrappers = []any{
+		(*Seed_PaperId)(nil),
+		(*Seed_InlineIndex)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   18,
+			NumEnums:      3,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

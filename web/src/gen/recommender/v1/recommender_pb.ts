@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file recommender/v1/recommender.proto.
  */
 export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
-  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki9QIKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5IioKClNoYXJlZFRlcm0SDAoEdGVybRgBIAEoCRIOCgZ3ZWlnaHQYAiABKAIiugEKC0V4cGxhbmF0aW9uEhUKDWxleGljYWxfc2NvcmUYASABKAISEwoLZGVuc2Vfc2NvcmUYAiABKAISEwoLZnVzZWRfc2NvcmUYAyABKAISFwoPY2xvc2VzdF9zZWVkX2lkGAQgASgJEh8KF2Nsb3Nlc3Rfc2VlZF9zaW1pbGFyaXR5GAUgASgCEjAKDHNoYXJlZF90ZXJtcxgGIAMoCzIaLnJlY29tbWVuZGVyLnYxLlNoYXJlZFRlcm0ipwEKDlJlY29tbWVuZGF0aW9uEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISDQoFc2NvcmUYAiABKAISGwoTZHVwbGljYXRlX3BhcGVyX2lkcxgDIAMoCRIwCgtleHBsYW5hdGlvbhgEIAEoCzIbLnJlY29tbWVuZGVyLnYxLkV4cGxhbmF0aW9uEhEKCXJlbGV2YW5jZRgFIAEoAiKbAgoRUmVjb21tZW5kUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZGF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIrCgRtb2RlGAMgASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRIdChV1bmtub3duX2NhbmRpZGF0ZV9pZHMYBCADKAkSLgoIc3RyYXRlZ3kYBSABKA4yHC5yZWNvbW1lbmRlci52MS5TZWVkU3RyYXRlZ3kSFwoPZW1iZWRkaW5nX21vZGVsGAYgASgJEhUKDWluZGV4X3ZlcnNpb24YByABKAQSEAoIZmFsbGJhY2sYCCABKAkiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIyowQKElJlY29tbWVuZGVyU2VydmljZRJQCglSZWNvbW1lbmQSIC5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVzcG9uc2USTQoIR2V0UGFwZXISHy5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlcXVlc3QaIC5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlc3BvbnNlElkKDFVwc2VydFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXNwb25zZRJZCgxEZWxldGVQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVzcG9uc2USWwoMSW5nZXN0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1Jlc3BvbnNlKAESWQoMR2V0SW5kZXhJbmZvEiMucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1Jlc3BvbnNlQkJaQGdpdGh1Yi5jb20vcGFwZXJyZWMvcmVjb21tZW5kZXIvZ2VuL3JlY29tbWVuZGVyL3YxO3JlY29tbWVuZGVydjFiBnByb3RvMw");
+  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki3QMKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5EjIKD3Bvc2l0aXZlX3BhcGVycxgOIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchIyCg9uZWdhdGl2ZV9wYXBlcnMYDyADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXIiXwoJU2VlZFBhcGVyEg0KBXRpdGxlGAEgASgJEhAKCGFic3RyYWN0GAIgASgJEg8KB2F1dGhvcnMYAyADKAkSDAoEeWVhchgEIAEoBRISCgpjYXRlZ29yaWVzGAUgAygJIokBCgRTZWVkEhIKCHBhcGVyX2lkGAEgASgJSAASFgoMaW5saW5lX2luZGV4GAIgASgFSAASEAoIbmVnYXRpdmUYAyABKAgSKgoGc3RhdHVzGAQgASgOMhoucmVjb21tZW5kZXIudjEuU2VlZFN0YXR1cxINCgV0aXRsZRgFIAEoCUIICgZzb3VyY2UiKgoKU2hhcmVkVGVybRIMCgR0ZXJtGAEgASgJEg4KBndlaWdodBgCIAEoAiK6AQoLRXhwbGFuYXRpb24SFQoNbGV4aWNhbF9zY29yZRgBIAEoAhITCgtkZW5zZV9zY29yZRgCIAEoAhITCgtmdXNlZF9zY29yZRgDIAEoAhIXCg9jbG9zZXN0X3NlZWRfaWQYBCABKAkSHwoXY2xvc2VzdF9zZWVkX3NpbWlsYXJpdHkYBSABKAISMAoMc2hhcmVkX3Rlcm1zGAYgAygLMhoucmVjb21tZW5kZXIudjEuU2hhcmVkVGVybSKnAQoOUmVjb21tZW5kYXRpb24SJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchINCgVzY29yZRgCIAEoAhIbChNkdXBsaWNhdGVfcGFwZXJfaWRzGAMgAygJEjAKC2V4cGxhbmF0aW9uGAQgASgLMhsucmVjb21tZW5kZXIudjEuRXhwbGFuYXRpb24SEQoJcmVsZXZhbmNlGAUgASgCIsACChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCRIuCghzdHJhdGVneRgFIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIXCg9lbWJlZGRpbmdfbW9kZWwYBiABKAkSFQoNaW5kZXhfdmVyc2lvbhgHIAEoBBIQCghmYWxsYmFjaxgIIAEoCRIjCgVzZWVkcxgJIAMoCzIULnJlY29tbWVuZGVyLnYxLlNlZWQiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIqjgEKClNlZWRTdGF0dXMSGwoXU0VFRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFTRUVEX1NUQVRVU19GT1VORBABEhYKElNFRURfU1RBVFVTX0lOTElORRACEhkKFVNFRURfU1RBVFVTX05PVF9GT1VORBADEhkKFVNFRURfU1RBVFVTX0RVUExJQ0FURRAEMqMEChJSZWNvbW1lbmRlclNlcnZpY2USUAoJUmVjb21tZW5kEiAucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlc3BvbnNlEk0KCEdldFBhcGVyEh8ucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXF1ZXN0GiAucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXNwb25zZRJZCgxVcHNlcnRQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVzcG9uc2USWQoMRGVsZXRlUGFwZXJzEiMucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1Jlc3BvbnNlElsKDEluZ2VzdFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXNwb25zZSgBElkKDEdldEluZGV4SW5mbxIjLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXNwb25zZUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
 
 /**
  * Paper is one scholarly paper.
@@ -141,7 +141,7 @@ export const FilterSchema: GenMessage<Filter> = /*@__PURE__*/
 
 /**
  * RecommendRequest asks for papers similar to a text and/or to seed papers. At least one of
- * query or positive_paper_ids is required.
+ * query, positive_paper_ids or positive_papers is required.
  *
  * @generated from message recommender.v1.RecommendRequest
  */
@@ -155,8 +155,10 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
   query: string;
 
   /**
-   * Papers the results should resemble. Unknown ids fail the call with NOT_FOUND. Seeds never
-   * appear in their own results. At most 100 seeds in all (positive and negative).
+   * Papers the results should resemble. An unknown id is listed in the response's seeds as
+   * NOT_FOUND and left out; the call fails with NOT_FOUND only when no seed resolves (every id
+   * unknown, no inline seed). Seeds never appear in their own results. At most 100 seeds in all
+   * (positive and negative, ids and inline).
    *
    * @generated from field: repeated string positive_paper_ids = 2;
    */
@@ -250,6 +252,22 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
    * @generated from field: recommender.v1.SeedStrategy strategy = 13;
    */
   strategy: SeedStrategy;
+
+  /**
+   * Seed papers given inline instead of by id (a draft, a preprint the index does not hold):
+   * analysed and embedded for this request only (all of them in one embedding call), never
+   * stored. They count as seeds like ids do, mixed with them in any proportion.
+   *
+   * @generated from field: repeated recommender.v1.SeedPaper positive_papers = 14;
+   */
+  positivePapers: SeedPaper[];
+
+  /**
+   * Inline papers the results should not resemble, as negative_paper_ids.
+   *
+   * @generated from field: repeated recommender.v1.SeedPaper negative_papers = 15;
+   */
+  negativePapers: SeedPaper[];
 };
 
 /**
@@ -258,6 +276,111 @@ export type RecommendRequest = Message<"recommender.v1.RecommendRequest"> & {
  */
 export const RecommendRequestSchema: GenMessage<RecommendRequest> = /*@__PURE__*/
   messageDesc(file_recommender_v1_recommender, 2);
+
+/**
+ * SeedPaper is a seed given by its text. A title or an abstract with a searchable word is
+ * required; the other fields are optional.
+ *
+ * @generated from message recommender.v1.SeedPaper
+ */
+export type SeedPaper = Message<"recommender.v1.SeedPaper"> & {
+  /**
+   * At most 1,000 characters.
+   *
+   * @generated from field: string title = 1;
+   */
+  title: string;
+
+  /**
+   * At most 10,000 characters.
+   *
+   * @generated from field: string abstract = 2;
+   */
+  abstract: string;
+
+  /**
+   * At most 100.
+   *
+   * @generated from field: repeated string authors = 3;
+   */
+  authors: string[];
+
+  /**
+   * 0: unknown.
+   *
+   * @generated from field: int32 year = 4;
+   */
+  year: number;
+
+  /**
+   * At most 100.
+   *
+   * @generated from field: repeated string categories = 5;
+   */
+  categories: string[];
+};
+
+/**
+ * Describes the message recommender.v1.SeedPaper.
+ * Use `create(SeedPaperSchema)` to create a new message.
+ */
+export const SeedPaperSchema: GenMessage<SeedPaper> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 3);
+
+/**
+ * Seed reports one seed of the request: positive ids, negative ids, positive inline papers,
+ * negative inline papers, each in the order given.
+ *
+ * @generated from message recommender.v1.Seed
+ */
+export type Seed = Message<"recommender.v1.Seed"> & {
+  /**
+   * @generated from oneof recommender.v1.Seed.source
+   */
+  source: {
+    /**
+     * The id as given, canonicalised (a version suffix removed).
+     *
+     * @generated from field: string paper_id = 1;
+     */
+    value: string;
+    case: "paperId";
+  } | {
+    /**
+     * The index in positive_papers or negative_papers.
+     *
+     * @generated from field: int32 inline_index = 2;
+     */
+    value: number;
+    case: "inlineIndex";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * A negative seed.
+   *
+   * @generated from field: bool negative = 3;
+   */
+  negative: boolean;
+
+  /**
+   * @generated from field: recommender.v1.SeedStatus status = 4;
+   */
+  status: SeedStatus;
+
+  /**
+   * The stored or given title; empty when not found.
+   *
+   * @generated from field: string title = 5;
+   */
+  title: string;
+};
+
+/**
+ * Describes the message recommender.v1.Seed.
+ * Use `create(SeedSchema)` to create a new message.
+ */
+export const SeedSchema: GenMessage<Seed> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 4);
 
 /**
  * SharedTerm is a word a result shares with the query or the seeds.
@@ -287,7 +410,7 @@ export type SharedTerm = Message<"recommender.v1.SharedTerm"> & {
  * Use `create(SharedTermSchema)` to create a new message.
  */
 export const SharedTermSchema: GenMessage<SharedTerm> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 3);
+  messageDesc(file_recommender_v1_recommender, 5);
 
 /**
  * Explanation says why a paper was recommended.
@@ -321,7 +444,8 @@ export type Explanation = Message<"recommender.v1.Explanation"> & {
   fusedScore: number;
 
   /**
-   * The positive seed the paper is most similar to (empty without seeds).
+   * The positive seed the paper is most similar to (empty without seeds): its id, or
+   * "positive_papers[i]" for an inline seed.
    *
    * @generated from field: string closest_seed_id = 4;
    */
@@ -347,7 +471,7 @@ export type Explanation = Message<"recommender.v1.Explanation"> & {
  * Use `create(ExplanationSchema)` to create a new message.
  */
 export const ExplanationSchema: GenMessage<Explanation> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 4);
+  messageDesc(file_recommender_v1_recommender, 6);
 
 /**
  * Recommendation is one recommended paper.
@@ -401,7 +525,7 @@ export type Recommendation = Message<"recommender.v1.Recommendation"> & {
  * Use `create(RecommendationSchema)` to create a new message.
  */
 export const RecommendationSchema: GenMessage<Recommendation> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 5);
+  messageDesc(file_recommender_v1_recommender, 7);
 
 /**
  * RecommendResponse is one page of recommendations.
@@ -468,6 +592,13 @@ export type RecommendResponse = Message<"recommender.v1.RecommendResponse"> & {
    * @generated from field: string fallback = 8;
    */
   fallback: string;
+
+  /**
+   * Every seed of the request with what became of it (see Seed).
+   *
+   * @generated from field: repeated recommender.v1.Seed seeds = 9;
+   */
+  seeds: Seed[];
 };
 
 /**
@@ -475,7 +606,7 @@ export type RecommendResponse = Message<"recommender.v1.RecommendResponse"> & {
  * Use `create(RecommendResponseSchema)` to create a new message.
  */
 export const RecommendResponseSchema: GenMessage<RecommendResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 6);
+  messageDesc(file_recommender_v1_recommender, 8);
 
 /**
  * GetPaperRequest names one paper.
@@ -496,7 +627,7 @@ export type GetPaperRequest = Message<"recommender.v1.GetPaperRequest"> & {
  * Use `create(GetPaperRequestSchema)` to create a new message.
  */
 export const GetPaperRequestSchema: GenMessage<GetPaperRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 7);
+  messageDesc(file_recommender_v1_recommender, 9);
 
 /**
  * GetPaperResponse holds the paper.
@@ -517,7 +648,7 @@ export type GetPaperResponse = Message<"recommender.v1.GetPaperResponse"> & {
  * Use `create(GetPaperResponseSchema)` to create a new message.
  */
 export const GetPaperResponseSchema: GenMessage<GetPaperResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 8);
+  messageDesc(file_recommender_v1_recommender, 10);
 
 /**
  * UpsertPapersRequest is a batch of papers to insert or replace.
@@ -538,7 +669,7 @@ export type UpsertPapersRequest = Message<"recommender.v1.UpsertPapersRequest"> 
  * Use `create(UpsertPapersRequestSchema)` to create a new message.
  */
 export const UpsertPapersRequestSchema: GenMessage<UpsertPapersRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 9);
+  messageDesc(file_recommender_v1_recommender, 11);
 
 /**
  * UpsertPapersResponse counts what the batch changed.
@@ -573,7 +704,7 @@ export type UpsertPapersResponse = Message<"recommender.v1.UpsertPapersResponse"
  * Use `create(UpsertPapersResponseSchema)` to create a new message.
  */
 export const UpsertPapersResponseSchema: GenMessage<UpsertPapersResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 10);
+  messageDesc(file_recommender_v1_recommender, 12);
 
 /**
  * DeletePapersRequest names papers to remove.
@@ -594,7 +725,7 @@ export type DeletePapersRequest = Message<"recommender.v1.DeletePapersRequest"> 
  * Use `create(DeletePapersRequestSchema)` to create a new message.
  */
 export const DeletePapersRequestSchema: GenMessage<DeletePapersRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 11);
+  messageDesc(file_recommender_v1_recommender, 13);
 
 /**
  * DeletePapersResponse reports what was removed.
@@ -622,7 +753,7 @@ export type DeletePapersResponse = Message<"recommender.v1.DeletePapersResponse"
  * Use `create(DeletePapersResponseSchema)` to create a new message.
  */
 export const DeletePapersResponseSchema: GenMessage<DeletePapersResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 12);
+  messageDesc(file_recommender_v1_recommender, 14);
 
 /**
  * IngestPapersRequest is one batch of a backfill stream.
@@ -643,7 +774,7 @@ export type IngestPapersRequest = Message<"recommender.v1.IngestPapersRequest"> 
  * Use `create(IngestPapersRequestSchema)` to create a new message.
  */
 export const IngestPapersRequestSchema: GenMessage<IngestPapersRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 13);
+  messageDesc(file_recommender_v1_recommender, 15);
 
 /**
  * Rejection says why one streamed paper was not stored.
@@ -678,7 +809,7 @@ export type Rejection = Message<"recommender.v1.Rejection"> & {
  * Use `create(RejectionSchema)` to create a new message.
  */
 export const RejectionSchema: GenMessage<Rejection> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 14);
+  messageDesc(file_recommender_v1_recommender, 16);
 
 /**
  * IngestPapersResponse summarises a whole backfill stream.
@@ -727,7 +858,7 @@ export type IngestPapersResponse = Message<"recommender.v1.IngestPapersResponse"
  * Use `create(IngestPapersResponseSchema)` to create a new message.
  */
 export const IngestPapersResponseSchema: GenMessage<IngestPapersResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 15);
+  messageDesc(file_recommender_v1_recommender, 17);
 
 /**
  * GetIndexInfoRequest takes no arguments.
@@ -742,7 +873,7 @@ export type GetIndexInfoRequest = Message<"recommender.v1.GetIndexInfoRequest"> 
  * Use `create(GetIndexInfoRequestSchema)` to create a new message.
  */
 export const GetIndexInfoRequestSchema: GenMessage<GetIndexInfoRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 16);
+  messageDesc(file_recommender_v1_recommender, 18);
 
 /**
  * GetIndexInfoResponse describes the index.
@@ -808,7 +939,7 @@ export type GetIndexInfoResponse = Message<"recommender.v1.GetIndexInfoResponse"
  * Use `create(GetIndexInfoResponseSchema)` to create a new message.
  */
 export const GetIndexInfoResponseSchema: GenMessage<GetIndexInfoResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 17);
+  messageDesc(file_recommender_v1_recommender, 19);
 
 /**
  * RetrievalMode says which signal ranks the candidates.
@@ -888,6 +1019,53 @@ export enum SeedStrategy {
  */
 export const SeedStrategySchema: GenEnum<SeedStrategy> = /*@__PURE__*/
   enumDesc(file_recommender_v1_recommender, 1);
+
+/**
+ * SeedStatus is what became of one seed.
+ *
+ * @generated from enum recommender.v1.SeedStatus
+ */
+export enum SeedStatus {
+  /**
+   * @generated from enum value: SEED_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A stored paper, used.
+   *
+   * @generated from enum value: SEED_STATUS_FOUND = 1;
+   */
+  FOUND = 1,
+
+  /**
+   * An inline paper, analysed and used.
+   *
+   * @generated from enum value: SEED_STATUS_INLINE = 2;
+   */
+  INLINE = 2,
+
+  /**
+   * No stored paper has this id; left out.
+   *
+   * @generated from enum value: SEED_STATUS_NOT_FOUND = 3;
+   */
+  NOT_FOUND = 3,
+
+  /**
+   * Repeats an earlier seed (the same id, or an inline paper with the title of an earlier
+   * seed); left out.
+   *
+   * @generated from enum value: SEED_STATUS_DUPLICATE = 4;
+   */
+  DUPLICATE = 4,
+}
+
+/**
+ * Describes the enum recommender.v1.SeedStatus.
+ */
+export const SeedStatusSchema: GenEnum<SeedStatus> = /*@__PURE__*/
+  enumDesc(file_recommender_v1_recommender, 2);
 
 /**
  * RecommenderService answers "which papers are like this one / like this text?" and keeps the
