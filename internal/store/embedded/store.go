@@ -75,6 +75,9 @@ type Store struct {
 	db      *bolt.DB
 	writeMu sync.Mutex // serialises writers so memory is updated in commit order
 
+	pendingMu sync.Mutex
+	pending   []*pendingWrite // writes waiting for the next group commit
+
 	mu        sync.RWMutex // guards everything below
 	idx       *index
 	version   uint64
@@ -272,23 +275,78 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 	return notFound, nil
 }
 
-// write runs fn in one durable transaction, bumps the index version when fn changed anything,
-// then applies the changes to the in-memory index in commit order.
+// pendingWrite is one caller's write, committed with whatever others are waiting.
+type pendingWrite struct {
+	fn   func(*bolt.Bucket) ([]change, error)
+	done chan error
+}
+
+// write runs fn durably, bumps the index version when anything changed, then applies the
+// changes to the in-memory index in commit order. Concurrent writes are committed together
+// (group commit): whoever takes the writer lock commits every write queued by then in one
+// transaction and one fsync, so many small writers (single-paper upserts from many clients)
+// cost one sync per group, not one each. fn may run twice (see commit), so it must only record
+// its results, not accumulate them.
 func (s *Store) write(ctx context.Context, fn func(*bolt.Bucket) ([]change, error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	w := &pendingWrite{fn: fn, done: make(chan error, 1)}
+	s.pendingMu.Lock()
+	s.pending = append(s.pending, w)
+	s.pendingMu.Unlock()
+
 	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if s.isClosed() {
-		return store.ErrClosed
+	s.pendingMu.Lock()
+	group := s.pending
+	s.pending = nil
+	s.pendingMu.Unlock()
+	if len(group) > 0 { // else a leader before us committed ours
+		s.commit(group)
 	}
+	s.writeMu.Unlock()
+	return <-w.done
+}
+
+// commit runs a group of writes in one transaction. When one of them fails, the transaction is
+// rolled back and each write runs alone, so the others still succeed and the failing one gets
+// its own error. Called with writeMu held.
+func (s *Store) commit(group []*pendingWrite) {
+	if s.isClosed() {
+		for _, w := range group {
+			w.done <- store.ErrClosed
+		}
+		return
+	}
+	if len(group) > 1 {
+		if err := s.commitTx(group); err == nil {
+			for _, w := range group {
+				w.done <- nil
+			}
+			return
+		}
+	}
+	for _, w := range group {
+		w.done <- s.commitTx([]*pendingWrite{w})
+	}
+}
+
+// commitTx runs the writes in one transaction and, once it is durable, applies their changes
+// to the index.
+func (s *Store) commitTx(group []*pendingWrite) error {
 	var changes []change
 	var version uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if changes, err = fn(tx.Bucket(bucketPapers)); err != nil || len(changes) == 0 {
-			return err
+		b := tx.Bucket(bucketPapers)
+		for _, w := range group {
+			c, err := w.fn(b)
+			if err != nil {
+				return err
+			}
+			changes = append(changes, c...)
+		}
+		if len(changes) == 0 {
+			return nil
 		}
 		s.mu.RLock()
 		version = s.version + 1
