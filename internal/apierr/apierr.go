@@ -19,6 +19,8 @@ const (
 	MalformedRequest       = "MALFORMED_REQUEST"        // INVALID_ARGUMENT: not a valid message (bad protobuf, invalid UTF-8, bad JSON)
 	UnsupportedContentType = "UNSUPPORTED_CONTENT_TYPE" // INVALID_ARGUMENT (HTTP 415)
 	PaperNotFound          = "PAPER_NOT_FOUND"          // NOT_FOUND: ResourceInfo names the paper
+	FeedNotFound           = "FEED_NOT_FOUND"           // NOT_FOUND: ResourceInfo names the feed
+	FeedsUnsupported       = "FEEDS_UNSUPPORTED"        // FAILED_PRECONDITION: the store keeps no feeds or write order
 	MethodNotFound         = "METHOD_NOT_FOUND"         // NOT_FOUND: no such HTTP path
 	EmbeddingNotConfigured = "EMBEDDING_NOT_CONFIGURED" // FAILED_PRECONDITION: dense or hybrid asked of a server without a model
 	SeedNotEmbedded        = "SEED_NOT_EMBEDDED"        // FAILED_PRECONDITION: a seed paper has no vector yet

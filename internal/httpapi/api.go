@@ -87,6 +87,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 		}
 		guarded(jsonContentType, m.ServeHTTP)(w, r)
 	})
+	mux.Handle("GET /v1/feeds/{feed_id}/events", guarded(jsonContentType, (&feedEvents{svc: svc, interceptor: interceptor}).ServeHTTP))
 	if cfg.RPC != nil {
 		rpc := guarded(rpcContentType, func(w http.ResponseWriter, r *http.Request) {
 			cfg.RPC.ServeHTTP(w, r.WithContext(server.WithTransport(r.Context(), rpcTransport(r.Header.Get("Content-Type")))))

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -367,5 +368,91 @@ func TestNoCrossSiteWrites(t *testing.T) {
 		if _, err := client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: id}); err != nil {
 			t.Fatalf("upsert with %v not stored: %v", header, err)
 		}
+	}
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct{ event, id, data string }
+
+// readEvent reads the next event of a text/event-stream body.
+func readEvent(t *testing.T, r *bufio.Reader) sseEvent {
+	t.Helper()
+	var ev sseEvent
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("event stream: %v (event so far %+v)", err, ev)
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			return ev
+		case strings.HasPrefix(line, "event: "):
+			ev.event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "id: "):
+			ev.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+// openEvents starts GET /v1/feeds/{id}/events; the returned func ends it.
+func openEvents(t *testing.T, url, lastEventID string) (*http.Response, *bufio.Reader, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+readKey)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, bufio.NewReader(resp.Body), func() { cancel(); resp.Body.Close() }
+}
+
+// A feed streams over HTTP as Server-Sent Events, resumable with Last-Event-ID.
+func TestFeedServerSentEvents(t *testing.T) {
+	_, base := setup(t)
+	resp, b := post(t, base+"/v1/CreateFeed", writeKey, `{"feed":{"query":"speech recognition","minRelevance":0.5}}`)
+	var created recommenderv1.CreateFeedResponse
+	if resp.StatusCode != http.StatusOK || protojson.Unmarshal(b, &created) != nil {
+		t.Fatalf("CreateFeed: %d %s", resp.StatusCode, b)
+	}
+	events := base + "/v1/feeds/" + created.GetFeed().GetFeedId() + "/events"
+	resp, r, stop := openEvents(t, events, "")
+	defer stop()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("events: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if ev := readEvent(t, r); ev.event != "heartbeat" || ev.id == "" {
+		t.Fatalf("first event %+v, want a heartbeat with the cursor", ev)
+	}
+	resp, b = post(t, base+"/v1/UpsertPapers", writeKey, `{"papers":[{"id":"sse-1","title":"Streaming speech recognition on phones","abstract":"Speech recognition models that stream."}]}`)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("UpsertPapers: %d %s", resp.StatusCode, b)
+	}
+	ev := readEvent(t, r)
+	var got recommenderv1.StreamFeedResponse
+	if ev.event != "paper" || protojson.Unmarshal([]byte(ev.data), &got) != nil || got.GetPaper().GetId() != "sse-1" || got.GetCursor() != ev.id {
+		t.Fatalf("event %+v, want the new paper with its cursor as id", ev)
+	}
+	stop()
+	// Reconnecting as EventSource does, with the last id: nothing is sent again.
+	_, r, stop2 := openEvents(t, events, ev.id)
+	defer stop2()
+	if again := readEvent(t, r); again.event != "heartbeat" || again.id != ev.id {
+		t.Fatalf("after reconnecting: %+v, want a heartbeat at %s", again, ev.id)
+	}
+	stop2()
+	resp, _, stop3 := openEvents(t, base+"/v1/feeds/no-such-feed/events", "")
+	defer stop3()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown feed: HTTP %d", resp.StatusCode)
 	}
 }

@@ -38,6 +38,7 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		ee   *embed.Error
 		mm   *store.EmbeddingMismatchError
 		ue   *store.UnavailableError
+		fe   *feedNotFoundError
 		re   *store.ResourceExhaustedError
 	)
 	switch {
@@ -53,6 +54,9 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		ids := strings.Join(nf.IDs, ",")
 		return apierr.New(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},
 			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Paper", ResourceName: ids, Description: "no paper with this id is stored"})
+	case errors.As(err, &fe):
+		return apierr.New(codes.NotFound, apierr.FeedNotFound, fe.Error(), map[string]string{"feed_id": fe.id},
+			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Feed", ResourceName: fe.id, Description: "no feed with this id is saved"})
 	case errors.As(err, &pe):
 		return precondition(pe.Reason, pe.Subject, pe.Message)
 	case errors.As(err, &mm):

@@ -118,6 +118,11 @@ var methodScopes = map[string]auth.Scope{
 	recommenderv1.RecommenderService_UpsertPapers_FullMethodName: auth.Write,
 	recommenderv1.RecommenderService_DeletePapers_FullMethodName: auth.Write,
 	recommenderv1.RecommenderService_IngestPapers_FullMethodName: auth.Write,
+	recommenderv1.RecommenderService_CreateFeed_FullMethodName:   auth.Write,
+	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:   auth.Write,
+	recommenderv1.RecommenderService_GetFeed_FullMethodName:      auth.Read,
+	recommenderv1.RecommenderService_ListFeeds_FullMethodName:    auth.Read,
+	recommenderv1.RecommenderService_StreamFeed_FullMethodName:   auth.Read,
 }
 
 // admit authenticates and rate-limits a call to a guarded method, returning the caller.
@@ -267,6 +272,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.health.Shutdown()
+	s.svc.stopStreams()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,7 +39,14 @@ type Service struct {
 
 	deferBinding bool
 	bound        atomic.Bool // spec is set (or no embedder); written once, before handlers read spec
+
+	stopping     chan struct{} // closed when the server shuts down: long streams end
+	stoppingOnce sync.Once
 }
+
+// stopStreams ends the long-lived streams (StreamFeed), whose clients resume elsewhere with
+// their cursor, so a graceful shutdown does not wait for them.
+func (s *Service) stopStreams() { s.stoppingOnce.Do(func() { close(s.stopping) }) }
 
 // Option adjusts a Service.
 type Option func(*Service)
@@ -63,7 +71,7 @@ const probeTimeout = 30 * time.Second
 // refused. With WithDeferredBinding, a store that cannot be reached yet does not fail it (see
 // AwaitBinding).
 func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Service, error) {
-	s := &Service{store: st, emb: emb, engine: recommend.Engine{Store: st, Embedder: emb}}
+	s := &Service{store: st, emb: emb, engine: recommend.Engine{Store: st, Embedder: emb}, stopping: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}

@@ -259,3 +259,45 @@ type TermStatser interface {
 	// IDF returns lexical.IDF of each term over the stored papers; 0 for a term no paper has.
 	IDF(ctx context.Context, terms []uint32) ([]float64, error)
 }
+
+// Feeds is implemented by stores that keep saved feeds, durable like papers. A feed is an
+// opaque record the service encodes; ids sort in creation order.
+type Feeds interface {
+	PutFeed(ctx context.Context, id string, data []byte) error
+	// GetFeed returns ErrFeedNotFound for an unknown id.
+	GetFeed(ctx context.Context, id string) ([]byte, error)
+	// ListFeeds returns every feed, by id.
+	ListFeeds(ctx context.Context) ([]FeedRecord, error)
+	// DeleteFeed returns ErrFeedNotFound for an unknown id.
+	DeleteFeed(ctx context.Context, id string) error
+}
+
+// FeedRecord is one stored feed.
+type FeedRecord struct {
+	ID   string
+	Data []byte
+}
+
+// ErrFeedNotFound is returned for a feed id no feed has.
+var ErrFeedNotFound = errors.New("feed not found")
+
+// ChangeLog is implemented by stores that record the order papers are written in (inserted or
+// changed; an unchanged re-send is no write), so a reader can follow new papers from a cursor
+// without gaps or repeats.
+type ChangeLog interface {
+	// Changes returns up to limit writes after the cursor (0: from the first), oldest first.
+	Changes(ctx context.Context, after uint64, limit int) ([]Change, error)
+	// CursorAt is the cursor just before the first write at or after t.
+	CursorAt(ctx context.Context, t time.Time) (uint64, error)
+	// Head is the cursor of the latest write, 0 when there is none.
+	Head(ctx context.Context) (uint64, error)
+	// Written returns a channel closed by the next write.
+	Written() <-chan struct{}
+}
+
+// Change is one write of a paper.
+type Change struct {
+	Seq uint64 // its cursor: increasing, never reused
+	ID  string
+	At  time.Time
+}

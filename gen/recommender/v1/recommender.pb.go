@@ -1778,6 +1778,607 @@ func (x *GetIndexInfoResponse) GetEmbeddingDocumentPrefix() string {
 	return ""
 }
 
+// Feed is a saved "new papers like these" subscription.
+type Feed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Assigned by the service.
+	FeedId string `protobuf:"bytes,1,opt,name=feed_id,json=feedId,proto3" json:"feed_id,omitempty"`
+	// A label for people; at most 300 characters.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// What to follow: free text and/or seed papers, as in RecommendRequest. At least one of
+	// query, positive_paper_ids or positive_papers is required; at most 100 seeds.
+	Query            string       `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	PositivePaperIds []string     `protobuf:"bytes,4,rep,name=positive_paper_ids,json=positivePaperIds,proto3" json:"positive_paper_ids,omitempty"`
+	PositivePapers   []*SeedPaper `protobuf:"bytes,5,rep,name=positive_papers,json=positivePapers,proto3" json:"positive_papers,omitempty"`
+	// Which papers may match.
+	Filter *Filter `protobuf:"bytes,6,opt,name=filter,proto3" json:"filter,omitempty"`
+	// The relevance a new paper needs to match, in [0, 1]: the calibrated relevance Recommend
+	// would give it against the whole index (0.5: at least as likely relevant as not).
+	MinRelevance float32 `protobuf:"fixed32,7,opt,name=min_relevance,json=minRelevance,proto3" json:"min_relevance,omitempty"`
+	// Retrieval mode; UNSPECIFIED lets the service choose, as in Recommend.
+	Mode RetrievalMode `protobuf:"varint,8,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	// When the feed was created, as RFC 3339.
+	CreateTime    string `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Feed) Reset() {
+	*x = Feed{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Feed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Feed) ProtoMessage() {}
+
+func (x *Feed) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Feed.ProtoReflect.Descriptor instead.
+func (*Feed) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Feed) GetFeedId() string {
+	if x != nil {
+		return x.FeedId
+	}
+	return ""
+}
+
+func (x *Feed) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Feed) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+func (x *Feed) GetPositivePaperIds() []string {
+	if x != nil {
+		return x.PositivePaperIds
+	}
+	return nil
+}
+
+func (x *Feed) GetPositivePapers() []*SeedPaper {
+	if x != nil {
+		return x.PositivePapers
+	}
+	return nil
+}
+
+func (x *Feed) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *Feed) GetMinRelevance() float32 {
+	if x != nil {
+		return x.MinRelevance
+	}
+	return 0
+}
+
+func (x *Feed) GetMode() RetrievalMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
+}
+
+func (x *Feed) GetCreateTime() string {
+	if x != nil {
+		return x.CreateTime
+	}
+	return ""
+}
+
+// CreateFeedRequest holds the feed to save; its feed_id and create_time are ignored.
+type CreateFeedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feed          *Feed                  `protobuf:"bytes,1,opt,name=feed,proto3" json:"feed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFeedRequest) Reset() {
+	*x = CreateFeedRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFeedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFeedRequest) ProtoMessage() {}
+
+func (x *CreateFeedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFeedRequest.ProtoReflect.Descriptor instead.
+func (*CreateFeedRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreateFeedRequest) GetFeed() *Feed {
+	if x != nil {
+		return x.Feed
+	}
+	return nil
+}
+
+// CreateFeedResponse holds the saved feed, with its id and creation time.
+type CreateFeedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feed          *Feed                  `protobuf:"bytes,1,opt,name=feed,proto3" json:"feed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFeedResponse) Reset() {
+	*x = CreateFeedResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFeedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFeedResponse) ProtoMessage() {}
+
+func (x *CreateFeedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFeedResponse.ProtoReflect.Descriptor instead.
+func (*CreateFeedResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateFeedResponse) GetFeed() *Feed {
+	if x != nil {
+		return x.Feed
+	}
+	return nil
+}
+
+// GetFeedRequest names a feed.
+type GetFeedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FeedId        string                 `protobuf:"bytes,1,opt,name=feed_id,json=feedId,proto3" json:"feed_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFeedRequest) Reset() {
+	*x = GetFeedRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeedRequest) ProtoMessage() {}
+
+func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeedRequest.ProtoReflect.Descriptor instead.
+func (*GetFeedRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetFeedRequest) GetFeedId() string {
+	if x != nil {
+		return x.FeedId
+	}
+	return ""
+}
+
+// GetFeedResponse holds the feed.
+type GetFeedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feed          *Feed                  `protobuf:"bytes,1,opt,name=feed,proto3" json:"feed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFeedResponse) Reset() {
+	*x = GetFeedResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFeedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFeedResponse) ProtoMessage() {}
+
+func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFeedResponse.ProtoReflect.Descriptor instead.
+func (*GetFeedResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetFeedResponse) GetFeed() *Feed {
+	if x != nil {
+		return x.Feed
+	}
+	return nil
+}
+
+// ListFeedsRequest asks for every saved feed.
+type ListFeedsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFeedsRequest) Reset() {
+	*x = ListFeedsRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFeedsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFeedsRequest) ProtoMessage() {}
+
+func (x *ListFeedsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFeedsRequest.ProtoReflect.Descriptor instead.
+func (*ListFeedsRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{25}
+}
+
+// ListFeedsResponse holds the saved feeds, oldest first.
+type ListFeedsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Feeds         []*Feed                `protobuf:"bytes,1,rep,name=feeds,proto3" json:"feeds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFeedsResponse) Reset() {
+	*x = ListFeedsResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFeedsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFeedsResponse) ProtoMessage() {}
+
+func (x *ListFeedsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFeedsResponse.ProtoReflect.Descriptor instead.
+func (*ListFeedsResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListFeedsResponse) GetFeeds() []*Feed {
+	if x != nil {
+		return x.Feeds
+	}
+	return nil
+}
+
+// DeleteFeedRequest names the feed to remove.
+type DeleteFeedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FeedId        string                 `protobuf:"bytes,1,opt,name=feed_id,json=feedId,proto3" json:"feed_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFeedRequest) Reset() {
+	*x = DeleteFeedRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFeedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFeedRequest) ProtoMessage() {}
+
+func (x *DeleteFeedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFeedRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFeedRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DeleteFeedRequest) GetFeedId() string {
+	if x != nil {
+		return x.FeedId
+	}
+	return ""
+}
+
+// DeleteFeedResponse is empty.
+type DeleteFeedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFeedResponse) Reset() {
+	*x = DeleteFeedResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFeedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFeedResponse) ProtoMessage() {}
+
+func (x *DeleteFeedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFeedResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFeedResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{28}
+}
+
+// StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
+// event, or with the papers written since a time, or (neither) with papers written from now on.
+type StreamFeedRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FeedId string                 `protobuf:"bytes,1,opt,name=feed_id,json=feedId,proto3" json:"feed_id,omitempty"`
+	// The cursor of the last event received; resumes right after it.
+	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// RFC 3339: the backlog starts with the papers written at or after this time. Ignored with a
+	// cursor.
+	Since         string `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamFeedRequest) Reset() {
+	*x = StreamFeedRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamFeedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamFeedRequest) ProtoMessage() {}
+
+func (x *StreamFeedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamFeedRequest.ProtoReflect.Descriptor instead.
+func (*StreamFeedRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StreamFeedRequest) GetFeedId() string {
+	if x != nil {
+		return x.FeedId
+	}
+	return ""
+}
+
+func (x *StreamFeedRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamFeedRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+// StreamFeedResponse is one event: a matching paper, or a heartbeat (no paper) sent when the
+// backlog is done and while nothing new arrives, so a client knows the stream is live and can
+// save the cursor.
+type StreamFeedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Paper *Paper                 `protobuf:"bytes,1,opt,name=paper,proto3" json:"paper,omitempty"`
+	// The paper's relevance to the feed (see Feed.min_relevance).
+	Relevance float32 `protobuf:"fixed32,2,opt,name=relevance,proto3" json:"relevance,omitempty"`
+	// Where this event leaves the stream: pass it back in StreamFeedRequest.cursor to resume.
+	Cursor string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// When the paper was written, as RFC 3339.
+	WriteTime     string `protobuf:"bytes,4,opt,name=write_time,json=writeTime,proto3" json:"write_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamFeedResponse) Reset() {
+	*x = StreamFeedResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamFeedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamFeedResponse) ProtoMessage() {}
+
+func (x *StreamFeedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamFeedResponse.ProtoReflect.Descriptor instead.
+func (*StreamFeedResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *StreamFeedResponse) GetPaper() *Paper {
+	if x != nil {
+		return x.Paper
+	}
+	return nil
+}
+
+func (x *StreamFeedResponse) GetRelevance() float32 {
+	if x != nil {
+		return x.Relevance
+	}
+	return 0
+}
+
+func (x *StreamFeedResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *StreamFeedResponse) GetWriteTime() string {
+	if x != nil {
+		return x.WriteTime
+	}
+	return ""
+}
+
 var File_recommender_v1_recommender_proto protoreflect.FileDescriptor
 
 const file_recommender_v1_recommender_proto_rawDesc = "" +
@@ -1902,7 +2503,42 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x14embedding_dimensions\x18\x04 \x01(\x05R\x13embeddingDimensions\x12#\n" +
 	"\rindex_version\x18\x05 \x01(\x04R\findexVersion\x124\n" +
 	"\x16embedding_query_prefix\x18\x06 \x01(\tR\x14embeddingQueryPrefix\x12:\n" +
-	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix*\x80\x01\n" +
+	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix\"\xe4\x02\n" +
+	"\x04Feed\x12\x17\n" +
+	"\afeed_id\x18\x01 \x01(\tR\x06feedId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\x12,\n" +
+	"\x12positive_paper_ids\x18\x04 \x03(\tR\x10positivePaperIds\x12B\n" +
+	"\x0fpositive_papers\x18\x05 \x03(\v2\x19.recommender.v1.SeedPaperR\x0epositivePapers\x12.\n" +
+	"\x06filter\x18\x06 \x01(\v2\x16.recommender.v1.FilterR\x06filter\x12#\n" +
+	"\rmin_relevance\x18\a \x01(\x02R\fminRelevance\x121\n" +
+	"\x04mode\x18\b \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x12\x1f\n" +
+	"\vcreate_time\x18\t \x01(\tR\n" +
+	"createTime\"=\n" +
+	"\x11CreateFeedRequest\x12(\n" +
+	"\x04feed\x18\x01 \x01(\v2\x14.recommender.v1.FeedR\x04feed\">\n" +
+	"\x12CreateFeedResponse\x12(\n" +
+	"\x04feed\x18\x01 \x01(\v2\x14.recommender.v1.FeedR\x04feed\")\n" +
+	"\x0eGetFeedRequest\x12\x17\n" +
+	"\afeed_id\x18\x01 \x01(\tR\x06feedId\";\n" +
+	"\x0fGetFeedResponse\x12(\n" +
+	"\x04feed\x18\x01 \x01(\v2\x14.recommender.v1.FeedR\x04feed\"\x12\n" +
+	"\x10ListFeedsRequest\"?\n" +
+	"\x11ListFeedsResponse\x12*\n" +
+	"\x05feeds\x18\x01 \x03(\v2\x14.recommender.v1.FeedR\x05feeds\",\n" +
+	"\x11DeleteFeedRequest\x12\x17\n" +
+	"\afeed_id\x18\x01 \x01(\tR\x06feedId\"\x14\n" +
+	"\x12DeleteFeedResponse\"Z\n" +
+	"\x11StreamFeedRequest\x12\x17\n" +
+	"\afeed_id\x18\x01 \x01(\tR\x06feedId\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12\x14\n" +
+	"\x05since\x18\x03 \x01(\tR\x05since\"\x96\x01\n" +
+	"\x12StreamFeedResponse\x12+\n" +
+	"\x05paper\x18\x01 \x01(\v2\x15.recommender.v1.PaperR\x05paper\x12\x1c\n" +
+	"\trelevance\x18\x02 \x01(\x02R\trelevance\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1d\n" +
+	"\n" +
+	"write_time\x18\x04 \x01(\tR\twriteTime*\x80\x01\n" +
 	"\rRetrievalMode\x12\x1e\n" +
 	"\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RETRIEVAL_MODE_LEXICAL\x10\x01\x12\x18\n" +
@@ -1918,14 +2554,22 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x11SEED_STATUS_FOUND\x10\x01\x12\x16\n" +
 	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
 	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
-	"\x15SEED_STATUS_DUPLICATE\x10\x042\xa3\x04\n" +
+	"\x15SEED_STATUS_DUPLICATE\x10\x042\xc2\a\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
 	"\fUpsertPapers\x12#.recommender.v1.UpsertPapersRequest\x1a$.recommender.v1.UpsertPapersResponse\x12Y\n" +
 	"\fDeletePapers\x12#.recommender.v1.DeletePapersRequest\x1a$.recommender.v1.DeletePapersResponse\x12[\n" +
 	"\fIngestPapers\x12#.recommender.v1.IngestPapersRequest\x1a$.recommender.v1.IngestPapersResponse(\x01\x12Y\n" +
-	"\fGetIndexInfo\x12#.recommender.v1.GetIndexInfoRequest\x1a$.recommender.v1.GetIndexInfoResponseBBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
+	"\fGetIndexInfo\x12#.recommender.v1.GetIndexInfoRequest\x1a$.recommender.v1.GetIndexInfoResponse\x12S\n" +
+	"\n" +
+	"CreateFeed\x12!.recommender.v1.CreateFeedRequest\x1a\".recommender.v1.CreateFeedResponse\x12J\n" +
+	"\aGetFeed\x12\x1e.recommender.v1.GetFeedRequest\x1a\x1f.recommender.v1.GetFeedResponse\x12P\n" +
+	"\tListFeeds\x12 .recommender.v1.ListFeedsRequest\x1a!.recommender.v1.ListFeedsResponse\x12S\n" +
+	"\n" +
+	"DeleteFeed\x12!.recommender.v1.DeleteFeedRequest\x1a\".recommender.v1.DeleteFeedResponse\x12U\n" +
+	"\n" +
+	"StreamFeed\x12!.recommender.v1.StreamFeedRequest\x1a\".recommender.v1.StreamFeedResponse0\x01BBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
 
 var (
 	file_recommender_v1_recommender_proto_rawDescOnce sync.Once
@@ -1940,7 +2584,7 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 }
 
 var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_recommender_v1_recommender_proto_goTypes = []any{
 	(RetrievalMode)(0),           // 0: recommender.v1.RetrievalMode
 	(SeedStrategy)(0),            // 1: recommender.v1.SeedStrategy
@@ -1965,6 +2609,17 @@ var file_recommender_v1_recommender_proto_goTypes = []any{
 	(*IngestPapersResponse)(nil), // 20: recommender.v1.IngestPapersResponse
 	(*GetIndexInfoRequest)(nil),  // 21: recommender.v1.GetIndexInfoRequest
 	(*GetIndexInfoResponse)(nil), // 22: recommender.v1.GetIndexInfoResponse
+	(*Feed)(nil),                 // 23: recommender.v1.Feed
+	(*CreateFeedRequest)(nil),    // 24: recommender.v1.CreateFeedRequest
+	(*CreateFeedResponse)(nil),   // 25: recommender.v1.CreateFeedResponse
+	(*GetFeedRequest)(nil),       // 26: recommender.v1.GetFeedRequest
+	(*GetFeedResponse)(nil),      // 27: recommender.v1.GetFeedResponse
+	(*ListFeedsRequest)(nil),     // 28: recommender.v1.ListFeedsRequest
+	(*ListFeedsResponse)(nil),    // 29: recommender.v1.ListFeedsResponse
+	(*DeleteFeedRequest)(nil),    // 30: recommender.v1.DeleteFeedRequest
+	(*DeleteFeedResponse)(nil),   // 31: recommender.v1.DeleteFeedResponse
+	(*StreamFeedRequest)(nil),    // 32: recommender.v1.StreamFeedRequest
+	(*StreamFeedResponse)(nil),   // 33: recommender.v1.StreamFeedResponse
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
 	4,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
@@ -1984,23 +2639,41 @@ var file_recommender_v1_recommender_proto_depIdxs = []int32{
 	3,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
 	3,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
 	19, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	5,  // 17: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	12, // 18: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	14, // 19: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	16, // 20: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	18, // 21: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	21, // 22: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	11, // 23: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	13, // 24: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	15, // 25: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	17, // 26: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	20, // 27: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	22, // 28: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	23, // [23:29] is the sub-list for method output_type
-	17, // [17:23] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	6,  // 17: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
+	4,  // 18: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
+	0,  // 19: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
+	23, // 20: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
+	23, // 21: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
+	23, // 22: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
+	23, // 23: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
+	3,  // 24: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
+	5,  // 25: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	12, // 26: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	14, // 27: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	16, // 28: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	18, // 29: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	21, // 30: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	24, // 31: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
+	26, // 32: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
+	28, // 33: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
+	30, // 34: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
+	32, // 35: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
+	11, // 36: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	13, // 37: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	15, // 38: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	17, // 39: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	20, // 40: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	22, // 41: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	25, // 42: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
+	27, // 43: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
+	29, // 44: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
+	31, // 45: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
+	33, // 46: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -2018,7 +2691,7 @@ func file_recommender_v1_recommender_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

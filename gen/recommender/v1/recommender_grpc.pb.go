@@ -28,6 +28,11 @@ const (
 	RecommenderService_DeletePapers_FullMethodName = "/recommender.v1.RecommenderService/DeletePapers"
 	RecommenderService_IngestPapers_FullMethodName = "/recommender.v1.RecommenderService/IngestPapers"
 	RecommenderService_GetIndexInfo_FullMethodName = "/recommender.v1.RecommenderService/GetIndexInfo"
+	RecommenderService_CreateFeed_FullMethodName   = "/recommender.v1.RecommenderService/CreateFeed"
+	RecommenderService_GetFeed_FullMethodName      = "/recommender.v1.RecommenderService/GetFeed"
+	RecommenderService_ListFeeds_FullMethodName    = "/recommender.v1.RecommenderService/ListFeeds"
+	RecommenderService_DeleteFeed_FullMethodName   = "/recommender.v1.RecommenderService/DeleteFeed"
+	RecommenderService_StreamFeed_FullMethodName   = "/recommender.v1.RecommenderService/StreamFeed"
 )
 
 // RecommenderServiceClient is the client API for RecommenderService service.
@@ -59,6 +64,20 @@ type RecommenderServiceClient interface {
 	IngestPapers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[IngestPapersRequest, IngestPapersResponse], error)
 	// GetIndexInfo describes the index: size, backend, embedding model and version.
 	GetIndexInfo(ctx context.Context, in *GetIndexInfoRequest, opts ...grpc.CallOption) (*GetIndexInfoResponse, error)
+	// CreateFeed saves a feed: what to follow (text and/or seeds, a filter) and how relevant a new
+	// paper must be. Feeds are durable: they survive restarts.
+	CreateFeed(ctx context.Context, in *CreateFeedRequest, opts ...grpc.CallOption) (*CreateFeedResponse, error)
+	// GetFeed returns one feed. NOT_FOUND when the id is unknown.
+	GetFeed(ctx context.Context, in *GetFeedRequest, opts ...grpc.CallOption) (*GetFeedResponse, error)
+	// ListFeeds returns the saved feeds, oldest first.
+	ListFeeds(ctx context.Context, in *ListFeedsRequest, opts ...grpc.CallOption) (*ListFeedsResponse, error)
+	// DeleteFeed removes a feed. NOT_FOUND when the id is unknown.
+	DeleteFeed(ctx context.Context, in *DeleteFeedRequest, opts ...grpc.CallOption) (*DeleteFeedResponse, error)
+	// StreamFeed sends the papers written (inserted, or changed) after a resume point that match
+	// the feed: first the backlog, then live as they are written, until the client cancels. Each
+	// event carries a cursor; a client that reconnects with the last cursor it received gets every
+	// later matching paper exactly once, with no gap and no repeat.
+	StreamFeed(ctx context.Context, in *StreamFeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamFeedResponse], error)
 }
 
 type recommenderServiceClient struct {
@@ -132,6 +151,65 @@ func (c *recommenderServiceClient) GetIndexInfo(ctx context.Context, in *GetInde
 	return out, nil
 }
 
+func (c *recommenderServiceClient) CreateFeed(ctx context.Context, in *CreateFeedRequest, opts ...grpc.CallOption) (*CreateFeedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateFeedResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_CreateFeed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *recommenderServiceClient) GetFeed(ctx context.Context, in *GetFeedRequest, opts ...grpc.CallOption) (*GetFeedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFeedResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_GetFeed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *recommenderServiceClient) ListFeeds(ctx context.Context, in *ListFeedsRequest, opts ...grpc.CallOption) (*ListFeedsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFeedsResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_ListFeeds_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *recommenderServiceClient) DeleteFeed(ctx context.Context, in *DeleteFeedRequest, opts ...grpc.CallOption) (*DeleteFeedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFeedResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_DeleteFeed_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *recommenderServiceClient) StreamFeed(ctx context.Context, in *StreamFeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamFeedResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RecommenderService_ServiceDesc.Streams[1], RecommenderService_StreamFeed_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamFeedRequest, StreamFeedResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RecommenderService_StreamFeedClient = grpc.ServerStreamingClient[StreamFeedResponse]
+
 // RecommenderServiceServer is the server API for RecommenderService service.
 // All implementations must embed UnimplementedRecommenderServiceServer
 // for forward compatibility.
@@ -161,6 +239,20 @@ type RecommenderServiceServer interface {
 	IngestPapers(grpc.ClientStreamingServer[IngestPapersRequest, IngestPapersResponse]) error
 	// GetIndexInfo describes the index: size, backend, embedding model and version.
 	GetIndexInfo(context.Context, *GetIndexInfoRequest) (*GetIndexInfoResponse, error)
+	// CreateFeed saves a feed: what to follow (text and/or seeds, a filter) and how relevant a new
+	// paper must be. Feeds are durable: they survive restarts.
+	CreateFeed(context.Context, *CreateFeedRequest) (*CreateFeedResponse, error)
+	// GetFeed returns one feed. NOT_FOUND when the id is unknown.
+	GetFeed(context.Context, *GetFeedRequest) (*GetFeedResponse, error)
+	// ListFeeds returns the saved feeds, oldest first.
+	ListFeeds(context.Context, *ListFeedsRequest) (*ListFeedsResponse, error)
+	// DeleteFeed removes a feed. NOT_FOUND when the id is unknown.
+	DeleteFeed(context.Context, *DeleteFeedRequest) (*DeleteFeedResponse, error)
+	// StreamFeed sends the papers written (inserted, or changed) after a resume point that match
+	// the feed: first the backlog, then live as they are written, until the client cancels. Each
+	// event carries a cursor; a client that reconnects with the last cursor it received gets every
+	// later matching paper exactly once, with no gap and no repeat.
+	StreamFeed(*StreamFeedRequest, grpc.ServerStreamingServer[StreamFeedResponse]) error
 	mustEmbedUnimplementedRecommenderServiceServer()
 }
 
@@ -188,6 +280,21 @@ func (UnimplementedRecommenderServiceServer) IngestPapers(grpc.ClientStreamingSe
 }
 func (UnimplementedRecommenderServiceServer) GetIndexInfo(context.Context, *GetIndexInfoRequest) (*GetIndexInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetIndexInfo not implemented")
+}
+func (UnimplementedRecommenderServiceServer) CreateFeed(context.Context, *CreateFeedRequest) (*CreateFeedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFeed not implemented")
+}
+func (UnimplementedRecommenderServiceServer) GetFeed(context.Context, *GetFeedRequest) (*GetFeedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFeed not implemented")
+}
+func (UnimplementedRecommenderServiceServer) ListFeeds(context.Context, *ListFeedsRequest) (*ListFeedsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFeeds not implemented")
+}
+func (UnimplementedRecommenderServiceServer) DeleteFeed(context.Context, *DeleteFeedRequest) (*DeleteFeedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFeed not implemented")
+}
+func (UnimplementedRecommenderServiceServer) StreamFeed(*StreamFeedRequest, grpc.ServerStreamingServer[StreamFeedResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamFeed not implemented")
 }
 func (UnimplementedRecommenderServiceServer) mustEmbedUnimplementedRecommenderServiceServer() {}
 func (UnimplementedRecommenderServiceServer) testEmbeddedByValue()                            {}
@@ -307,6 +414,89 @@ func _RecommenderService_GetIndexInfo_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RecommenderService_CreateFeed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFeedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).CreateFeed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_CreateFeed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).CreateFeed(ctx, req.(*CreateFeedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RecommenderService_GetFeed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFeedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).GetFeed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_GetFeed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).GetFeed(ctx, req.(*GetFeedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RecommenderService_ListFeeds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFeedsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).ListFeeds(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_ListFeeds_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).ListFeeds(ctx, req.(*ListFeedsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RecommenderService_DeleteFeed_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFeedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).DeleteFeed(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_DeleteFeed_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).DeleteFeed(ctx, req.(*DeleteFeedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RecommenderService_StreamFeed_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamFeedRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RecommenderServiceServer).StreamFeed(m, &grpc.GenericServerStream[StreamFeedRequest, StreamFeedResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RecommenderService_StreamFeedServer = grpc.ServerStreamingServer[StreamFeedResponse]
+
 // RecommenderService_ServiceDesc is the grpc.ServiceDesc for RecommenderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -334,12 +524,33 @@ var RecommenderService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetIndexInfo",
 			Handler:    _RecommenderService_GetIndexInfo_Handler,
 		},
+		{
+			MethodName: "CreateFeed",
+			Handler:    _RecommenderService_CreateFeed_Handler,
+		},
+		{
+			MethodName: "GetFeed",
+			Handler:    _RecommenderService_GetFeed_Handler,
+		},
+		{
+			MethodName: "ListFeeds",
+			Handler:    _RecommenderService_ListFeeds_Handler,
+		},
+		{
+			MethodName: "DeleteFeed",
+			Handler:    _RecommenderService_DeleteFeed_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "IngestPapers",
 			Handler:       _RecommenderService_IngestPapers_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "StreamFeed",
+			Handler:       _RecommenderService_StreamFeed_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "recommender/v1/recommender.proto",

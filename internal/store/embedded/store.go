@@ -84,6 +84,8 @@ type Store struct {
 	embedding store.EmbeddingSpec
 	closed    bool
 	unmap     func() error // releases the vectors file mapped at Open
+	written   chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
+	lastWrite int64         // unix ns of the latest write log entry; under writeMu
 }
 
 var (
@@ -181,6 +183,21 @@ func (s *Store) load(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketFeeds); err != nil {
+			return err
+		}
+		changes, err := tx.CreateBucketIfNotExists(bucketChanges)
+		if err != nil {
+			return err
+		}
+		if k, v := changes.Cursor().Last(); k != nil {
+			last, err := decodeChange(k, v)
+			if err != nil {
+				return err
+			}
+			s.lastWrite = last.At.UnixNano()
+		}
+		s.written = make(chan struct{})
 		if v := meta.Get(keyVersion); len(v) == 8 {
 			s.version = binary.BigEndian.Uint64(v)
 		}
@@ -351,6 +368,9 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 		s.mu.RLock()
 		version = s.version + 1
 		s.mu.RUnlock()
+		if err := s.logChanges(tx, changes); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(keyVersion, binary.BigEndian.AppendUint64(nil, version))
 	})
 	if err != nil || len(changes) == 0 {
@@ -368,6 +388,8 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 	}
 	s.idx.maybeCompact()
 	s.version = version
+	close(s.written)
+	s.written = make(chan struct{})
 	return nil
 }
 

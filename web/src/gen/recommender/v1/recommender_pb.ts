@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file recommender/v1/recommender.proto.
  */
 export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
-  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki3QMKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5EjIKD3Bvc2l0aXZlX3BhcGVycxgOIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchIyCg9uZWdhdGl2ZV9wYXBlcnMYDyADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXIiXwoJU2VlZFBhcGVyEg0KBXRpdGxlGAEgASgJEhAKCGFic3RyYWN0GAIgASgJEg8KB2F1dGhvcnMYAyADKAkSDAoEeWVhchgEIAEoBRISCgpjYXRlZ29yaWVzGAUgAygJIokBCgRTZWVkEhIKCHBhcGVyX2lkGAEgASgJSAASFgoMaW5saW5lX2luZGV4GAIgASgFSAASEAoIbmVnYXRpdmUYAyABKAgSKgoGc3RhdHVzGAQgASgOMhoucmVjb21tZW5kZXIudjEuU2VlZFN0YXR1cxINCgV0aXRsZRgFIAEoCUIICgZzb3VyY2UiKgoKU2hhcmVkVGVybRIMCgR0ZXJtGAEgASgJEg4KBndlaWdodBgCIAEoAiK6AQoLRXhwbGFuYXRpb24SFQoNbGV4aWNhbF9zY29yZRgBIAEoAhITCgtkZW5zZV9zY29yZRgCIAEoAhITCgtmdXNlZF9zY29yZRgDIAEoAhIXCg9jbG9zZXN0X3NlZWRfaWQYBCABKAkSHwoXY2xvc2VzdF9zZWVkX3NpbWlsYXJpdHkYBSABKAISMAoMc2hhcmVkX3Rlcm1zGAYgAygLMhoucmVjb21tZW5kZXIudjEuU2hhcmVkVGVybSKnAQoOUmVjb21tZW5kYXRpb24SJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchINCgVzY29yZRgCIAEoAhIbChNkdXBsaWNhdGVfcGFwZXJfaWRzGAMgAygJEjAKC2V4cGxhbmF0aW9uGAQgASgLMhsucmVjb21tZW5kZXIudjEuRXhwbGFuYXRpb24SEQoJcmVsZXZhbmNlGAUgASgCIsACChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCRIuCghzdHJhdGVneRgFIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIXCg9lbWJlZGRpbmdfbW9kZWwYBiABKAkSFQoNaW5kZXhfdmVyc2lvbhgHIAEoBBIQCghmYWxsYmFjaxgIIAEoCRIjCgVzZWVkcxgJIAMoCzIULnJlY29tbWVuZGVyLnYxLlNlZWQiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIqjgEKClNlZWRTdGF0dXMSGwoXU0VFRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFTRUVEX1NUQVRVU19GT1VORBABEhYKElNFRURfU1RBVFVTX0lOTElORRACEhkKFVNFRURfU1RBVFVTX05PVF9GT1VORBADEhkKFVNFRURfU1RBVFVTX0RVUExJQ0FURRAEMqMEChJSZWNvbW1lbmRlclNlcnZpY2USUAoJUmVjb21tZW5kEiAucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlc3BvbnNlEk0KCEdldFBhcGVyEh8ucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXF1ZXN0GiAucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXNwb25zZRJZCgxVcHNlcnRQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVzcG9uc2USWQoMRGVsZXRlUGFwZXJzEiMucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1Jlc3BvbnNlElsKDEluZ2VzdFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXNwb25zZSgBElkKDEdldEluZGV4SW5mbxIjLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXNwb25zZUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
+  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki3QMKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5EjIKD3Bvc2l0aXZlX3BhcGVycxgOIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchIyCg9uZWdhdGl2ZV9wYXBlcnMYDyADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXIiXwoJU2VlZFBhcGVyEg0KBXRpdGxlGAEgASgJEhAKCGFic3RyYWN0GAIgASgJEg8KB2F1dGhvcnMYAyADKAkSDAoEeWVhchgEIAEoBRISCgpjYXRlZ29yaWVzGAUgAygJIokBCgRTZWVkEhIKCHBhcGVyX2lkGAEgASgJSAASFgoMaW5saW5lX2luZGV4GAIgASgFSAASEAoIbmVnYXRpdmUYAyABKAgSKgoGc3RhdHVzGAQgASgOMhoucmVjb21tZW5kZXIudjEuU2VlZFN0YXR1cxINCgV0aXRsZRgFIAEoCUIICgZzb3VyY2UiKgoKU2hhcmVkVGVybRIMCgR0ZXJtGAEgASgJEg4KBndlaWdodBgCIAEoAiK6AQoLRXhwbGFuYXRpb24SFQoNbGV4aWNhbF9zY29yZRgBIAEoAhITCgtkZW5zZV9zY29yZRgCIAEoAhITCgtmdXNlZF9zY29yZRgDIAEoAhIXCg9jbG9zZXN0X3NlZWRfaWQYBCABKAkSHwoXY2xvc2VzdF9zZWVkX3NpbWlsYXJpdHkYBSABKAISMAoMc2hhcmVkX3Rlcm1zGAYgAygLMhoucmVjb21tZW5kZXIudjEuU2hhcmVkVGVybSKnAQoOUmVjb21tZW5kYXRpb24SJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchINCgVzY29yZRgCIAEoAhIbChNkdXBsaWNhdGVfcGFwZXJfaWRzGAMgAygJEjAKC2V4cGxhbmF0aW9uGAQgASgLMhsucmVjb21tZW5kZXIudjEuRXhwbGFuYXRpb24SEQoJcmVsZXZhbmNlGAUgASgCIsACChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCRIuCghzdHJhdGVneRgFIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIXCg9lbWJlZGRpbmdfbW9kZWwYBiABKAkSFQoNaW5kZXhfdmVyc2lvbhgHIAEoBBIQCghmYWxsYmFjaxgIIAEoCRIjCgVzZWVkcxgJIAMoCzIULnJlY29tbWVuZGVyLnYxLlNlZWQiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkihQIKBEZlZWQSDwoHZmVlZF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBXF1ZXJ5GAMgASgJEhoKEnBvc2l0aXZlX3BhcGVyX2lkcxgEIAMoCRIyCg9wb3NpdGl2ZV9wYXBlcnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXISJgoGZmlsdGVyGAYgASgLMhYucmVjb21tZW5kZXIudjEuRmlsdGVyEhUKDW1pbl9yZWxldmFuY2UYByABKAISKwoEbW9kZRgIIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSEwoLY3JlYXRlX3RpbWUYCSABKAkiNwoRQ3JlYXRlRmVlZFJlcXVlc3QSIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiOAoSQ3JlYXRlRmVlZFJlc3BvbnNlEiIKBGZlZWQYASABKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIiEKDkdldEZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkiNQoPR2V0RmVlZFJlc3BvbnNlEiIKBGZlZWQYASABKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIhIKEExpc3RGZWVkc1JlcXVlc3QiOAoRTGlzdEZlZWRzUmVzcG9uc2USIwoFZmVlZHMYASADKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIiQKEURlbGV0ZUZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkiFAoSRGVsZXRlRmVlZFJlc3BvbnNlIkMKEVN0cmVhbUZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEg0KBXNpbmNlGAMgASgJInEKElN0cmVhbUZlZWRSZXNwb25zZRIkCgVwYXBlchgBIAEoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyEhEKCXJlbGV2YW5jZRgCIAEoAhIOCgZjdXJzb3IYAyABKAkSEgoKd3JpdGVfdGltZRgEIAEoCSqAAQoNUmV0cmlldmFsTW9kZRIeChpSRVRSSUVWQUxfTU9ERV9VTlNQRUNJRklFRBAAEhoKFlJFVFJJRVZBTF9NT0RFX0xFWElDQUwQARIYChRSRVRSSUVWQUxfTU9ERV9ERU5TRRACEhkKFVJFVFJJRVZBTF9NT0RFX0hZQlJJRBADKmUKDFNlZWRTdHJhdGVneRIdChlTRUVEX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASGgoWU0VFRF9TVFJBVEVHWV9QRVJfU0VFRBABEhoKFlNFRURfU1RSQVRFR1lfQ0VOVFJPSUQQAiqOAQoKU2VlZFN0YXR1cxIbChdTRUVEX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVNFRURfU1RBVFVTX0ZPVU5EEAESFgoSU0VFRF9TVEFUVVNfSU5MSU5FEAISGQoVU0VFRF9TVEFUVVNfTk9UX0ZPVU5EEAMSGQoVU0VFRF9TVEFUVVNfRFVQTElDQVRFEAQywgcKElJlY29tbWVuZGVyU2VydmljZRJQCglSZWNvbW1lbmQSIC5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVzcG9uc2USTQoIR2V0UGFwZXISHy5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlcXVlc3QaIC5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlc3BvbnNlElkKDFVwc2VydFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXNwb25zZRJZCgxEZWxldGVQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVzcG9uc2USWwoMSW5nZXN0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1Jlc3BvbnNlKAESWQoMR2V0SW5kZXhJbmZvEiMucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1Jlc3BvbnNlElMKCkNyZWF0ZUZlZWQSIS5yZWNvbW1lbmRlci52MS5DcmVhdGVGZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLkNyZWF0ZUZlZWRSZXNwb25zZRJKCgdHZXRGZWVkEh4ucmVjb21tZW5kZXIudjEuR2V0RmVlZFJlcXVlc3QaHy5yZWNvbW1lbmRlci52MS5HZXRGZWVkUmVzcG9uc2USUAoJTGlzdEZlZWRzEiAucmVjb21tZW5kZXIudjEuTGlzdEZlZWRzUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlElMKCkRlbGV0ZUZlZWQSIS5yZWNvbW1lbmRlci52MS5EZWxldGVGZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLkRlbGV0ZUZlZWRSZXNwb25zZRJVCgpTdHJlYW1GZWVkEiEucmVjb21tZW5kZXIudjEuU3RyZWFtRmVlZFJlcXVlc3QaIi5yZWNvbW1lbmRlci52MS5TdHJlYW1GZWVkUmVzcG9uc2UwAUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
 
 /**
  * Paper is one scholarly paper.
@@ -942,6 +942,302 @@ export const GetIndexInfoResponseSchema: GenMessage<GetIndexInfoResponse> = /*@_
   messageDesc(file_recommender_v1_recommender, 19);
 
 /**
+ * Feed is a saved "new papers like these" subscription.
+ *
+ * @generated from message recommender.v1.Feed
+ */
+export type Feed = Message<"recommender.v1.Feed"> & {
+  /**
+   * Assigned by the service.
+   *
+   * @generated from field: string feed_id = 1;
+   */
+  feedId: string;
+
+  /**
+   * A label for people; at most 300 characters.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * What to follow: free text and/or seed papers, as in RecommendRequest. At least one of
+   * query, positive_paper_ids or positive_papers is required; at most 100 seeds.
+   *
+   * @generated from field: string query = 3;
+   */
+  query: string;
+
+  /**
+   * @generated from field: repeated string positive_paper_ids = 4;
+   */
+  positivePaperIds: string[];
+
+  /**
+   * @generated from field: repeated recommender.v1.SeedPaper positive_papers = 5;
+   */
+  positivePapers: SeedPaper[];
+
+  /**
+   * Which papers may match.
+   *
+   * @generated from field: recommender.v1.Filter filter = 6;
+   */
+  filter?: Filter | undefined;
+
+  /**
+   * The relevance a new paper needs to match, in [0, 1]: the calibrated relevance Recommend
+   * would give it against the whole index (0.5: at least as likely relevant as not).
+   *
+   * @generated from field: float min_relevance = 7;
+   */
+  minRelevance: number;
+
+  /**
+   * Retrieval mode; UNSPECIFIED lets the service choose, as in Recommend.
+   *
+   * @generated from field: recommender.v1.RetrievalMode mode = 8;
+   */
+  mode: RetrievalMode;
+
+  /**
+   * When the feed was created, as RFC 3339.
+   *
+   * @generated from field: string create_time = 9;
+   */
+  createTime: string;
+};
+
+/**
+ * Describes the message recommender.v1.Feed.
+ * Use `create(FeedSchema)` to create a new message.
+ */
+export const FeedSchema: GenMessage<Feed> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 20);
+
+/**
+ * CreateFeedRequest holds the feed to save; its feed_id and create_time are ignored.
+ *
+ * @generated from message recommender.v1.CreateFeedRequest
+ */
+export type CreateFeedRequest = Message<"recommender.v1.CreateFeedRequest"> & {
+  /**
+   * @generated from field: recommender.v1.Feed feed = 1;
+   */
+  feed?: Feed | undefined;
+};
+
+/**
+ * Describes the message recommender.v1.CreateFeedRequest.
+ * Use `create(CreateFeedRequestSchema)` to create a new message.
+ */
+export const CreateFeedRequestSchema: GenMessage<CreateFeedRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 21);
+
+/**
+ * CreateFeedResponse holds the saved feed, with its id and creation time.
+ *
+ * @generated from message recommender.v1.CreateFeedResponse
+ */
+export type CreateFeedResponse = Message<"recommender.v1.CreateFeedResponse"> & {
+  /**
+   * @generated from field: recommender.v1.Feed feed = 1;
+   */
+  feed?: Feed | undefined;
+};
+
+/**
+ * Describes the message recommender.v1.CreateFeedResponse.
+ * Use `create(CreateFeedResponseSchema)` to create a new message.
+ */
+export const CreateFeedResponseSchema: GenMessage<CreateFeedResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 22);
+
+/**
+ * GetFeedRequest names a feed.
+ *
+ * @generated from message recommender.v1.GetFeedRequest
+ */
+export type GetFeedRequest = Message<"recommender.v1.GetFeedRequest"> & {
+  /**
+   * @generated from field: string feed_id = 1;
+   */
+  feedId: string;
+};
+
+/**
+ * Describes the message recommender.v1.GetFeedRequest.
+ * Use `create(GetFeedRequestSchema)` to create a new message.
+ */
+export const GetFeedRequestSchema: GenMessage<GetFeedRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 23);
+
+/**
+ * GetFeedResponse holds the feed.
+ *
+ * @generated from message recommender.v1.GetFeedResponse
+ */
+export type GetFeedResponse = Message<"recommender.v1.GetFeedResponse"> & {
+  /**
+   * @generated from field: recommender.v1.Feed feed = 1;
+   */
+  feed?: Feed | undefined;
+};
+
+/**
+ * Describes the message recommender.v1.GetFeedResponse.
+ * Use `create(GetFeedResponseSchema)` to create a new message.
+ */
+export const GetFeedResponseSchema: GenMessage<GetFeedResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 24);
+
+/**
+ * ListFeedsRequest asks for every saved feed.
+ *
+ * @generated from message recommender.v1.ListFeedsRequest
+ */
+export type ListFeedsRequest = Message<"recommender.v1.ListFeedsRequest"> & {
+};
+
+/**
+ * Describes the message recommender.v1.ListFeedsRequest.
+ * Use `create(ListFeedsRequestSchema)` to create a new message.
+ */
+export const ListFeedsRequestSchema: GenMessage<ListFeedsRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 25);
+
+/**
+ * ListFeedsResponse holds the saved feeds, oldest first.
+ *
+ * @generated from message recommender.v1.ListFeedsResponse
+ */
+export type ListFeedsResponse = Message<"recommender.v1.ListFeedsResponse"> & {
+  /**
+   * @generated from field: repeated recommender.v1.Feed feeds = 1;
+   */
+  feeds: Feed[];
+};
+
+/**
+ * Describes the message recommender.v1.ListFeedsResponse.
+ * Use `create(ListFeedsResponseSchema)` to create a new message.
+ */
+export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 26);
+
+/**
+ * DeleteFeedRequest names the feed to remove.
+ *
+ * @generated from message recommender.v1.DeleteFeedRequest
+ */
+export type DeleteFeedRequest = Message<"recommender.v1.DeleteFeedRequest"> & {
+  /**
+   * @generated from field: string feed_id = 1;
+   */
+  feedId: string;
+};
+
+/**
+ * Describes the message recommender.v1.DeleteFeedRequest.
+ * Use `create(DeleteFeedRequestSchema)` to create a new message.
+ */
+export const DeleteFeedRequestSchema: GenMessage<DeleteFeedRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 27);
+
+/**
+ * DeleteFeedResponse is empty.
+ *
+ * @generated from message recommender.v1.DeleteFeedResponse
+ */
+export type DeleteFeedResponse = Message<"recommender.v1.DeleteFeedResponse"> & {
+};
+
+/**
+ * Describes the message recommender.v1.DeleteFeedResponse.
+ * Use `create(DeleteFeedResponseSchema)` to create a new message.
+ */
+export const DeleteFeedResponseSchema: GenMessage<DeleteFeedResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 28);
+
+/**
+ * StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
+ * event, or with the papers written since a time, or (neither) with papers written from now on.
+ *
+ * @generated from message recommender.v1.StreamFeedRequest
+ */
+export type StreamFeedRequest = Message<"recommender.v1.StreamFeedRequest"> & {
+  /**
+   * @generated from field: string feed_id = 1;
+   */
+  feedId: string;
+
+  /**
+   * The cursor of the last event received; resumes right after it.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+
+  /**
+   * RFC 3339: the backlog starts with the papers written at or after this time. Ignored with a
+   * cursor.
+   *
+   * @generated from field: string since = 3;
+   */
+  since: string;
+};
+
+/**
+ * Describes the message recommender.v1.StreamFeedRequest.
+ * Use `create(StreamFeedRequestSchema)` to create a new message.
+ */
+export const StreamFeedRequestSchema: GenMessage<StreamFeedRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 29);
+
+/**
+ * StreamFeedResponse is one event: a matching paper, or a heartbeat (no paper) sent when the
+ * backlog is done and while nothing new arrives, so a client knows the stream is live and can
+ * save the cursor.
+ *
+ * @generated from message recommender.v1.StreamFeedResponse
+ */
+export type StreamFeedResponse = Message<"recommender.v1.StreamFeedResponse"> & {
+  /**
+   * @generated from field: recommender.v1.Paper paper = 1;
+   */
+  paper?: Paper | undefined;
+
+  /**
+   * The paper's relevance to the feed (see Feed.min_relevance).
+   *
+   * @generated from field: float relevance = 2;
+   */
+  relevance: number;
+
+  /**
+   * Where this event leaves the stream: pass it back in StreamFeedRequest.cursor to resume.
+   *
+   * @generated from field: string cursor = 3;
+   */
+  cursor: string;
+
+  /**
+   * When the paper was written, as RFC 3339.
+   *
+   * @generated from field: string write_time = 4;
+   */
+  writeTime: string;
+};
+
+/**
+ * Describes the message recommender.v1.StreamFeedResponse.
+ * Use `create(StreamFeedResponseSchema)` to create a new message.
+ */
+export const StreamFeedResponseSchema: GenMessage<StreamFeedResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 30);
+
+/**
  * RetrievalMode says which signal ranks the candidates.
  *
  * @generated from enum recommender.v1.RetrievalMode
@@ -1143,6 +1439,60 @@ export const RecommenderService: GenService<{
     methodKind: "unary";
     input: typeof GetIndexInfoRequestSchema;
     output: typeof GetIndexInfoResponseSchema;
+  },
+  /**
+   * CreateFeed saves a feed: what to follow (text and/or seeds, a filter) and how relevant a new
+   * paper must be. Feeds are durable: they survive restarts.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.CreateFeed
+   */
+  createFeed: {
+    methodKind: "unary";
+    input: typeof CreateFeedRequestSchema;
+    output: typeof CreateFeedResponseSchema;
+  },
+  /**
+   * GetFeed returns one feed. NOT_FOUND when the id is unknown.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.GetFeed
+   */
+  getFeed: {
+    methodKind: "unary";
+    input: typeof GetFeedRequestSchema;
+    output: typeof GetFeedResponseSchema;
+  },
+  /**
+   * ListFeeds returns the saved feeds, oldest first.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.ListFeeds
+   */
+  listFeeds: {
+    methodKind: "unary";
+    input: typeof ListFeedsRequestSchema;
+    output: typeof ListFeedsResponseSchema;
+  },
+  /**
+   * DeleteFeed removes a feed. NOT_FOUND when the id is unknown.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.DeleteFeed
+   */
+  deleteFeed: {
+    methodKind: "unary";
+    input: typeof DeleteFeedRequestSchema;
+    output: typeof DeleteFeedResponseSchema;
+  },
+  /**
+   * StreamFeed sends the papers written (inserted, or changed) after a resume point that match
+   * the feed: first the backlog, then live as they are written, until the client cancels. Each
+   * event carries a cursor; a client that reconnects with the last cursor it received gets every
+   * later matching paper exactly once, with no gap and no repeat.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.StreamFeed
+   */
+  streamFeed: {
+    methodKind: "server_streaming";
+    input: typeof StreamFeedRequestSchema;
+    output: typeof StreamFeedResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_recommender_v1_recommender, 0);
