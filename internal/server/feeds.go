@@ -203,7 +203,7 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 			if err := s.sendMatches(ctx, stream, r, f.GetMinRelevance(), changes); err != nil {
 				return err
 			}
-			after, caughtUp = changes[len(changes)-1].Seq, false
+			after, caughtUp = changes[len(changes)-1].Cursor, false
 			continue
 		}
 		if !caughtUp { // tell the client where it stands
@@ -236,17 +236,17 @@ func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.Recommen
 	for i := range res.Items {
 		items[res.Items[i].Paper.ID] = &res.Items[i]
 	}
-	last := make(map[string]uint64, len(changes))
+	last := make(map[string]store.Cursor, len(changes))
 	for _, c := range changes {
-		last[c.ID] = c.Seq
+		last[c.ID] = c.Cursor
 	}
 	for _, c := range changes {
 		it, ok := items[c.ID]
-		if !ok || last[c.ID] != c.Seq || it.Relevance < minRelevance {
+		if !ok || last[c.ID] != c.Cursor || it.Relevance < minRelevance {
 			continue
 		}
 		if err := stream.Send(&recommenderv1.StreamFeedResponse{Paper: toProtoPaper(&it.Paper), Relevance: it.Relevance,
-			Cursor: encodeCursor(c.Seq), WriteTime: c.At.UTC().Format(time.RFC3339Nano)}); err != nil {
+			Cursor: encodeCursor(c.Cursor), WriteTime: c.At.UTC().Format(time.RFC3339Nano)}); err != nil {
 			return err
 		}
 	}
@@ -255,18 +255,18 @@ func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.Recommen
 
 // startCursor is where a stream starts: after the client's cursor, before the writes since a
 // time, or at the latest write.
-func startCursor(ctx context.Context, wlog store.ChangeLog, req *recommenderv1.StreamFeedRequest) (uint64, error) {
+func startCursor(ctx context.Context, wlog store.ChangeLog, req *recommenderv1.StreamFeedRequest) (store.Cursor, error) {
 	switch {
 	case req.GetCursor() != "":
 		c, err := decodeCursor(req.GetCursor())
 		if err != nil {
-			return 0, apierr.Invalid("cursor", err.Error())
+			return store.Cursor{}, apierr.Invalid("cursor", err.Error())
 		}
 		return c, nil
 	case req.GetSince() != "":
 		t, err := time.Parse(time.RFC3339Nano, req.GetSince())
 		if err != nil {
-			return 0, apierr.Invalid("since", fmt.Sprintf("must be an RFC 3339 time, got %q", req.GetSince()))
+			return store.Cursor{}, apierr.Invalid("since", fmt.Sprintf("must be an RFC 3339 time, got %q", req.GetSince()))
 		}
 		return wlog.CursorAt(ctx, t)
 	default:
@@ -276,18 +276,21 @@ func startCursor(ctx context.Context, wlog store.ChangeLog, req *recommenderv1.S
 
 const cursorVersion = 1
 
-func encodeCursor(seq uint64) string {
-	return base64.RawURLEncoding.EncodeToString(binary.AppendUvarint([]byte{cursorVersion}, seq))
+// A cursor is opaque to clients: a version byte, the sequence number, the paper id.
+func encodeCursor(c store.Cursor) string {
+	return base64.RawURLEncoding.EncodeToString(append(binary.AppendUvarint([]byte{cursorVersion}, c.Seq), c.ID...))
 }
 
-func decodeCursor(s string) (uint64, error) {
+var errNotCursor = errors.New("is not a cursor of this service's events")
+
+func decodeCursor(s string) (store.Cursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) < 2 || b[0] != cursorVersion {
-		return 0, errors.New("is not a cursor of this service's events")
+		return store.Cursor{}, errNotCursor
 	}
 	seq, n := binary.Uvarint(b[1:])
-	if n != len(b)-1 {
-		return 0, errors.New("is not a cursor of this service's events")
+	if n <= 0 || !utf8.Valid(b[1+n:]) {
+		return store.Cursor{}, errNotCursor
 	}
-	return seq, nil
+	return store.Cursor{Seq: seq, ID: string(b[1+n:])}, nil
 }

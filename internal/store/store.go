@@ -285,19 +285,31 @@ var ErrFeedNotFound = errors.New("feed not found")
 // changed; an unchanged re-send is no write), so a reader can follow new papers from a cursor
 // without gaps or repeats.
 type ChangeLog interface {
-	// Changes returns up to limit writes after the cursor (0: from the first), oldest first.
-	Changes(ctx context.Context, after uint64, limit int) ([]Change, error)
+	// Changes returns up to limit writes after the cursor (the zero Cursor: from the first),
+	// oldest first.
+	Changes(ctx context.Context, after Cursor, limit int) ([]Change, error)
 	// CursorAt is the cursor just before the first write at or after t.
-	CursorAt(ctx context.Context, t time.Time) (uint64, error)
-	// Head is the cursor of the latest write, 0 when there is none.
-	Head(ctx context.Context) (uint64, error)
-	// Written returns a channel closed by the next write.
+	CursorAt(ctx context.Context, t time.Time) (Cursor, error)
+	// Head is the cursor of the latest write readers can see.
+	Head(ctx context.Context) (Cursor, error)
+	// Written returns a channel closed by the next write (or, in a store shared by several
+	// processes, when it is time to look again).
 	Written() <-chan struct{}
 }
 
+// Cursor is a position in the write log: just after the write of paper ID at Seq. Writes are
+// ordered by Seq, then ID (a store whose Seq can repeat, a time written by several processes,
+// breaks ties by ID).
+type Cursor struct {
+	Seq uint64
+	ID  string
+}
+
+// Before reports whether c comes before o in the log.
+func (c Cursor) Before(o Cursor) bool { return c.Seq < o.Seq || (c.Seq == o.Seq && c.ID < o.ID) }
+
 // Change is one write of a paper.
 type Change struct {
-	Seq uint64 // its cursor: increasing, never reused
-	ID  string
-	At  time.Time
+	Cursor // the position just after it
+	At     time.Time
 }

@@ -33,6 +33,7 @@ func (s *Store) logChanges(tx *bolt.Tx, changes []change) error {
 		if err != nil {
 			return err
 		}
+		s.logged = seq
 		s.lastWrite = max(s.lastWrite+1, time.Now().UnixNano())
 		v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(c.id)), uint64(s.lastWrite))
 		if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), append(v, c.id...)); err != nil {
@@ -43,17 +44,24 @@ func (s *Store) logChanges(tx *bolt.Tx, changes []change) error {
 }
 
 // Changes implements store.ChangeLog.
-func (s *Store) Changes(ctx context.Context, after uint64, limit int) ([]store.Change, error) {
+func (s *Store) Changes(ctx context.Context, after store.Cursor, limit int) ([]store.Change, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var out []store.Change
+	s.mu.RLock()
+	applied := s.applied
+	s.mu.RUnlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketChanges).Cursor()
-		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(out) < limit; k, v = c.Next() {
+		// Sequence numbers are unique here: the id plays no part.
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after.Seq+1)); k != nil && len(out) < limit; k, v = c.Next() {
 			ch, err := decodeChange(k, v)
 			if err != nil {
 				return err
+			}
+			if ch.Seq > applied {
+				break // committed, not searchable yet
 			}
 			out = append(out, ch)
 		}
@@ -66,12 +74,13 @@ func decodeChange(k, v []byte) (store.Change, error) {
 	if len(k) != 8 || len(v) < 8 {
 		return store.Change{}, fmt.Errorf("%w: write log entry of %d+%d bytes", errCorrupt, len(k), len(v))
 	}
-	return store.Change{Seq: binary.BigEndian.Uint64(k), At: time.Unix(0, int64(binary.BigEndian.Uint64(v))), ID: string(v[8:])}, nil
+	return store.Change{Cursor: store.Cursor{Seq: binary.BigEndian.Uint64(k), ID: string(v[8:])},
+		At: time.Unix(0, int64(binary.BigEndian.Uint64(v)))}, nil
 }
 
 // CursorAt implements store.ChangeLog: a binary search over the log, whose times only grow.
-func (s *Store) CursorAt(ctx context.Context, t time.Time) (uint64, error) {
-	var cursor uint64
+func (s *Store) CursorAt(ctx context.Context, t time.Time) (store.Cursor, error) {
+	var cursor store.Cursor
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChanges)
 		lo, hi := uint64(1), b.Sequence()+1 // the first write at or after t is in [lo, hi]
@@ -91,20 +100,20 @@ func (s *Store) CursorAt(ctx context.Context, t time.Time) (uint64, error) {
 				hi = mid
 			}
 		}
-		cursor = lo - 1
+		cursor.Seq = lo - 1
 		return nil
 	})
 	return cursor, err
 }
 
 // Head implements store.ChangeLog.
-func (s *Store) Head(ctx context.Context) (uint64, error) {
-	var head uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		head = tx.Bucket(bucketChanges).Sequence()
-		return nil
-	})
-	return head, err
+func (s *Store) Head(ctx context.Context) (store.Cursor, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Cursor{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return store.Cursor{Seq: s.applied}, nil
 }
 
 // Written implements store.ChangeLog.

@@ -86,6 +86,10 @@ type Store struct {
 	unmap     func() error // releases the vectors file mapped at Open
 	written   chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
 	lastWrite int64         // unix ns of the latest write log entry; under writeMu
+	// applied is the last write log entry the in-memory index reflects: readers of the log
+	// see no further, so a paper they read of is already searchable.
+	applied uint64
+	logged  uint64 // the last entry written by the commit in progress; under writeMu
 }
 
 var (
@@ -190,6 +194,7 @@ func (s *Store) load(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.applied = changes.Sequence()
 		if k, v := changes.Cursor().Last(); k != nil {
 			last, err := decodeChange(k, v)
 			if err != nil {
@@ -388,6 +393,7 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 	}
 	s.idx.maybeCompact()
 	s.version = version
+	s.applied = max(s.applied, s.logged)
 	close(s.written)
 	s.written = make(chan struct{})
 	return nil
