@@ -119,8 +119,14 @@ func TestFeedsCreateGetListDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, err := range []error{
-		func() error { _, err := srv.Client.GetFeed(ctx, &recommenderv1.GetFeedRequest{FeedId: a.GetFeedId()}); return err }(),
-		func() error { _, err := srv.Client.DeleteFeed(ctx, &recommenderv1.DeleteFeedRequest{FeedId: a.GetFeedId()}); return err }(),
+		func() error {
+			_, err := srv.Client.GetFeed(ctx, &recommenderv1.GetFeedRequest{FeedId: a.GetFeedId()})
+			return err
+		}(),
+		func() error {
+			_, err := srv.Client.DeleteFeed(ctx, &recommenderv1.DeleteFeedRequest{FeedId: a.GetFeedId()})
+			return err
+		}(),
 	} {
 		wantCode(t, err, codes.NotFound)
 		if apierr.Reason(err) != apierr.FeedNotFound {

@@ -83,7 +83,7 @@ type Store struct {
 	version   uint64
 	embedding store.EmbeddingSpec
 	closed    bool
-	unmap     func() error // releases the vectors file mapped at Open
+	unmap     func() error  // releases the vectors file mapped at Open
 	written   chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
 	lastWrite int64         // unix ns of the latest write log entry; under writeMu
 	// applied is the last write log entry the in-memory index reflects: readers of the log
