@@ -29,11 +29,16 @@ type Options struct {
 	AverageLength float64
 	// Shards and Replicas are used when the collection is created.
 	Shards, Replicas uint32
+	// WriteSettle is how old a write must be before the write log (feeds' streams) shows it:
+	// writes are ordered by their writer's clock, and a stream must not pass a write that
+	// another replica, its clock behind or its call still in flight, has yet to make visible.
+	WriteSettle time.Duration
 }
 
 // Defaults returns the default options.
 func Defaults() Options {
-	return Options{Collection: "papers", Timeout: 10 * time.Second, BatchSize: 256, AverageLength: 180, Shards: 1, Replicas: 1}
+	return Options{Collection: "papers", Timeout: 10 * time.Second, BatchSize: 256, AverageLength: 180, Shards: 1, Replicas: 1,
+		WriteSettle: 5 * time.Second}
 }
 
 // endpoint is a parsed Options.URL.

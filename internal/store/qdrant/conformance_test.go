@@ -31,6 +31,7 @@ func TestConformance(t *testing.T) {
 		o.URL, o.APIKey = url, os.Getenv("QDRANT_API_KEY")
 		o.AllowInsecureAPIKey = os.Getenv("QDRANT_ALLOW_INSECURE_API_KEY") == "true"
 		o.Collection = fmt.Sprintf("conformance_%08x", rand.Uint32())
+		o.WriteSettle = 0 // one writer, no clocks to disagree
 		s, err := qdrant.Open(o)
 		if err != nil {
 			t.Fatal(err)
@@ -40,6 +41,7 @@ func TestConformance(t *testing.T) {
 			admin, err := qc.NewClient(&qc.Config{Host: hostOf(t, url), Port: portOf(t, url), APIKey: o.APIKey, SkipCompatibilityCheck: true})
 			if err == nil {
 				_ = admin.DeleteCollection(ctx, o.Collection)
+				_ = admin.DeleteCollection(ctx, o.Collection+"_feeds")
 				_ = admin.Close()
 			}
 		})

@@ -86,7 +86,8 @@ func TestBootstrapCreatesTheCollectionOnce(t *testing.T) {
 		}
 		indexes = append(indexes, r.GetFieldName()+":"+r.GetFieldType().String())
 	}
-	want := []string{"paper_id:FieldTypeKeyword", "categories:FieldTypeKeyword", "authors_norm:FieldTypeKeyword", "year:FieldTypeInteger"}
+	want := []string{"paper_id:FieldTypeKeyword", "categories:FieldTypeKeyword", "authors_norm:FieldTypeKeyword", "year:FieldTypeInteger",
+		"written_seq:FieldTypeInteger"}
 	if !slices.Equal(indexes, want) {
 		t.Fatalf("payload indexes %v, want %v", indexes, want)
 	}
@@ -354,6 +355,9 @@ func TestSuiteThroughAdapterAgainstDouble(t *testing.T) {
 	n := 0
 	storetest.Run(t, func(t *testing.T) store.Store {
 		n++
-		return openStore(t, d, func(o *qdrant.Options) { o.Collection = fmt.Sprintf("suite_%d", n) })
+		return openStore(t, d, func(o *qdrant.Options) {
+			o.Collection = fmt.Sprintf("suite_%d", n)
+			o.WriteSettle = 0 // one writer, no clocks to disagree
+		})
 	}, storetest.Features{})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -56,6 +57,11 @@ type Store struct {
 	ready     bool
 	embedding store.EmbeddingSpec
 	avgLen    float64
+
+	lastSeq   atomic.Uint64 // the latest write sequence this process gave out (unix µs)
+	feedsMu   sync.Mutex
+	feedsOK   bool // the feeds collection exists
+	logIndex  bool // the write sequence's payload index exists; under feedsMu
 }
 
 var (
@@ -169,7 +175,7 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 		req.Metadata[metaDocumentPrefix] = qc.NewValueString(spec.DocumentPrefix)
 	}
 	if err := s.client.CreateCollection(ctx, req); err != nil {
-		if status.Code(errors.Unwrap(err)) == codes.AlreadyExists || status.Code(err) == codes.AlreadyExists {
+		if alreadyExists(err) {
 			return nil // another replica won the race
 		}
 		return mapErr(s.opts.Collection, err)
@@ -181,6 +187,7 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 	}{
 		{"paper_id", qc.FieldType_FieldTypeKeyword}, {"categories", qc.FieldType_FieldTypeKeyword},
 		{"authors_norm", qc.FieldType_FieldTypeKeyword}, {"year", qc.FieldType_FieldTypeInteger},
+		{writtenSeq, qc.FieldType_FieldTypeInteger},
 	} {
 		if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{
 			CollectionName: s.opts.Collection, FieldName: f.name, FieldType: f.typ.Enum(), Wait: &wait,
@@ -189,6 +196,11 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 		}
 	}
 	return nil
+}
+
+// alreadyExists reports a create that lost the race to another replica.
+func alreadyExists(err error) bool {
+	return status.Code(errors.Unwrap(err)) == codes.AlreadyExists || status.Code(err) == codes.AlreadyExists
 }
 
 // specOf reads the model binding and BM25 average length from a collection's configuration.
@@ -295,7 +307,9 @@ func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 			outcomes[i] = store.Inserted
 		}
 		hashes[p.ID] = h // a repeat later in the batch compares against this version
-		points = append(points, toPoint(p, h, avgLen))
+		pt := toPoint(p, h, avgLen)
+		pt.Payload[writtenSeq] = qc.NewValueInt(int64(s.nextSeq()))
+		points = append(points, pt)
 	}
 	wait := true
 	for start := 0; start < len(points); start += s.opts.BatchSize {

@@ -13,6 +13,9 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
@@ -53,6 +56,8 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"BindEmbedding", testBindEmbedding},
 		{"BindPrefixes", testBindPrefixes},
 		{"ConcurrentWritersAndReaders", testConcurrent},
+		{"Feeds", testFeeds},
+		{"WriteLog", testWriteLog},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -633,4 +638,138 @@ func testBindPrefixes(t *testing.T, s store.Store) {
 	if st, _ := s.Stats(ctx); st.Embedding != e5 {
 		t.Fatalf("stats embedding %+v, want %+v", st.Embedding, e5)
 	}
+}
+
+// Feeds are kept by id (feed ids are time-ordered UUIDs), replaced, listed in id order and
+// deleted.
+func testFeeds(t *testing.T, s store.Store) {
+	fs, ok := s.(store.Feeds)
+	if !ok {
+		t.Skip("the store keeps no feeds")
+	}
+	var ids []string
+	for i := range 3 {
+		id := uuid.Must(uuid.NewV7()).String()
+		ids = append(ids, id)
+		if err := fs.PutFeed(ctx, id, []byte(fmt.Sprintf("feed %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fs.PutFeed(ctx, ids[1], []byte("feed 1, renamed")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := fs.GetFeed(ctx, ids[1]); err != nil || string(b) != "feed 1, renamed" {
+		t.Fatalf("get: %q (%v)", b, err)
+	}
+	for _, id := range []string{uuid.Must(uuid.NewV7()).String(), "not-a-uuid"} {
+		if _, err := fs.GetFeed(ctx, id); !errors.Is(err, store.ErrFeedNotFound) {
+			t.Fatalf("get %s: %v, want ErrFeedNotFound", id, err)
+		}
+	}
+	if err := fs.DeleteFeed(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.DeleteFeed(ctx, ids[0]); !errors.Is(err, store.ErrFeedNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	list, err := fs.ListFeeds(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != ids[1] || list[1].ID != ids[2] || string(list[1].Data) != "feed 2" {
+		t.Fatalf("list %v (%v), want feeds 1 and 2 in order", list, err)
+	}
+}
+
+// The write log lists papers in the order written, from any cursor; an unchanged re-send is no
+// write; a paper written again is last (a store may also keep its earlier place).
+func testWriteLog(t *testing.T, s store.Store) {
+	wl, ok := s.(store.ChangeLog)
+	if !ok {
+		t.Skip("the store keeps no write log")
+	}
+	written := wl.Written()
+	head, err := wl.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := Paper("wl-a", "First paper", "Alpha."), Paper("wl-b", "Second paper", "Beta."), Paper("wl-c", "Third paper", "Gamma.")
+	for _, p := range []store.Paper{a, b, c} {
+		upsert(t, s, p)
+	}
+	select { // a write ends the wait (a store shared by processes polls: at most a few seconds)
+	case <-written:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Written did not fire after a write")
+	}
+	upsert(t, s, a) // unchanged: no write
+	b.Abstract = "Beta, revised."
+	b.Lexical = lexical.Document(b.Title, b.Abstract)
+	upsert(t, s, b)
+	changes, err := wl.Changes(ctx, head, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lastWrites(changes); !slices.Equal(got, []string{"wl-a", "wl-c", "wl-b"}) {
+		t.Fatalf("writes after the head %v (latest of each %v), want a, c, then b again", changes, got)
+	}
+	for i := 1; i < len(changes); i++ {
+		if !changes[i-1].Cursor.Before(changes[i].Cursor) || changes[i].At.Before(changes[i-1].At) {
+			t.Fatalf("changes out of order: %v", changes)
+		}
+	}
+	// From a change's cursor: what follows it. In pages of one: the same.
+	after, err := wl.Changes(ctx, changes[0].Cursor, 100)
+	if err != nil || !slices.Equal(ids(after), ids(changes[1:])) {
+		t.Fatalf("after %v: %v (%v)", changes[0].Cursor, after, err)
+	}
+	var paged []store.Change
+	for cur := head; ; {
+		page, err := wl.Changes(ctx, cur, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged, cur = append(paged, page...), page[0].Cursor
+	}
+	if !slices.Equal(ids(paged), ids(changes)) {
+		t.Fatalf("in pages of one %v, at once %v", ids(paged), ids(changes))
+	}
+	// By time: from the first write's time, all; from after the last, none.
+	from, err := wl.CursorAt(ctx, changes[0].At)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, err := wl.Changes(ctx, from, 100); err != nil || !slices.Equal(ids(all), ids(changes)) {
+		t.Fatalf("since %v: %v (%v)", changes[0].At, ids(all), err)
+	}
+	late, err := wl.CursorAt(ctx, changes[len(changes)-1].At.Add(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if none, err := wl.Changes(ctx, late, 100); err != nil || len(none) != 0 {
+		t.Fatalf("since after the last write: %v (%v)", ids(none), err)
+	}
+}
+
+func ids(cs []store.Change) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.ID
+	}
+	return out
+}
+
+// lastWrites is the ids of the changes, each at its last write only.
+func lastWrites(cs []store.Change) []string {
+	last := map[string]int{}
+	for i, c := range cs {
+		last[c.ID] = i
+	}
+	var out []string
+	for i, c := range cs {
+		if last[c.ID] == i {
+			out = append(out, c.ID)
+		}
+	}
+	return out
 }

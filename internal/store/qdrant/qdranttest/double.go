@@ -8,12 +8,14 @@
 package qdranttest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	qc "github.com/qdrant/go-client/qdrant"
@@ -324,6 +326,64 @@ func (s *points) Get(ctx context.Context, req *qc.GetPoints) (*qc.GetResponse, e
 			resp.Result = append(resp.Result, &qc.RetrievedPoint{Id: p.GetId(),
 				Payload: selectPayload(p.GetPayload(), req.GetWithPayload()), Vectors: outputVectors(p, req.GetWithVectors())})
 		}
+	}
+	return resp, nil
+}
+
+// Scroll lists points that pass the filter: by id from an offset, or ordered by an indexed
+// numeric payload field (ascending; Qdrant takes no offset then), limit at a time.
+func (s *points) Scroll(ctx context.Context, req *qc.ScrollPoints) (*qc.ScrollResponse, error) {
+	if err := s.d.enter(ctx, "Points/Scroll", req); err != nil {
+		return nil, err
+	}
+	defer s.d.mu.Unlock()
+	c, err := s.d.collection(req.GetCollectionName())
+	if err != nil {
+		return nil, err
+	}
+	key := req.GetOrderBy().GetKey()
+	switch {
+	case key != "" && !slices.Contains(c.indexes, key):
+		return nil, status.Errorf(codes.InvalidArgument, "Bad request: No range index for `order_by` key: `%s`", key)
+	case key != "" && req.GetOffset() != nil:
+		return nil, status.Errorf(codes.InvalidArgument, "Bad request: Cannot use an `offset` when using `order_by`")
+	case req.GetOrderBy().GetDirection() == qc.Direction_Desc:
+		return nil, status.Errorf(codes.Unimplemented, "the double orders ascending only")
+	}
+	var pts []*qc.PointStruct
+	for _, p := range c.points {
+		ok, err := matches(p, req.GetFilter())
+		if err != nil {
+			return nil, err
+		}
+		if ok && (req.GetOffset() == nil || idKey(p.GetId()) >= idKey(req.GetOffset())) {
+			pts = append(pts, p)
+		}
+	}
+	slices.SortFunc(pts, func(a, b *qc.PointStruct) int {
+		if key != "" {
+			x, _ := number(a.GetPayload()[key])
+			y, _ := number(b.GetPayload()[key])
+			if x != y {
+				return cmp.Compare(x, y)
+			}
+		}
+		return strings.Compare(idKey(a.GetId()), idKey(b.GetId()))
+	})
+	limit := int(req.GetLimit())
+	if req.Limit == nil {
+		limit = 10
+	}
+	resp := &qc.ScrollResponse{}
+	for i, p := range pts {
+		if i == limit {
+			if key == "" {
+				resp.NextPageOffset = p.GetId()
+			}
+			break
+		}
+		resp.Result = append(resp.Result, &qc.RetrievedPoint{Id: p.GetId(),
+			Payload: selectPayload(p.GetPayload(), req.GetWithPayload()), Vectors: outputVectors(p, req.GetWithVectors())})
 	}
 	return resp, nil
 }
