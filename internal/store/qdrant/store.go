@@ -58,10 +58,10 @@ type Store struct {
 	embedding store.EmbeddingSpec
 	avgLen    float64
 
-	lastSeq   atomic.Uint64 // the latest write sequence this process gave out (unix µs)
-	feedsMu   sync.Mutex
-	feedsOK   bool // the feeds collection exists
-	logIndex  bool // the write sequence's payload index exists; under feedsMu
+	lastSeq  atomic.Uint64 // the latest write sequence this process gave out (unix µs)
+	feedsMu  sync.Mutex
+	feedsOK  bool // the feeds collection exists
+	logIndex bool // the write sequence's payload index exists; under feedsMu
 }
 
 var (
