@@ -56,6 +56,8 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 	fs.Func("qdrant-shards", "shards of a new collection (env QDRANT_SHARDS, default 1)", setUint32(&f.qdrant.Shards))
 	fs.Func("qdrant-replicas", "replication factor of a new collection (env QDRANT_REPLICAS, default 1)", setUint32(&f.qdrant.Replicas))
 	f.qdrant.Shards, f.qdrant.Replicas = uint32(shards), uint32(replicas)
+	fs.DurationVar(&f.qdrant.WriteSettle, "qdrant-write-settle", d.WriteSettle,
+		"how old a write must be before feeds stream it from Qdrant: more than the replicas' clock skew plus a write's duration")
 	fs.DurationVar(&f.healthInterval, "qdrant-health-interval", 5*time.Second,
 		"how often Qdrant is pinged; while it is unreachable the gRPC health service reports NOT_SERVING")
 	f.qdrant.BatchSize = d.BatchSize

@@ -74,6 +74,9 @@ func (o Options) Validate() error {
 	if o.Collection == "" {
 		errs = append(errs, errors.New("qdrant collection name is empty"))
 	}
+	if o.WriteSettle < 0 {
+		errs = append(errs, errors.New("qdrant write settle must not be negative"))
+	}
 	if o.Timeout <= 0 || o.BatchSize <= 0 || o.Shards == 0 || o.Replicas == 0 {
 		errs = append(errs, errors.New("qdrant timeout, batch size, shards and replicas must be positive"))
 	}
