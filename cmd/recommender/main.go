@@ -29,6 +29,7 @@ var commands = []command{
 	{"eval", "measure quality: NDCG on CSFCube, topic precision on the arXiv sample", runEval},
 	{"bench-ann", "benchmark the vector index against hnswlib on the same vectors", runBenchANN},
 	{"bench-grpc", "load-test Recommend over gRPC with synthetic papers", runBenchGRPC},
+	{"synth", "write synthetic papers that read like a sample's, for runs at millions of papers", runSynth},
 }
 
 func main() {
