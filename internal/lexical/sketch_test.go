@@ -106,3 +106,18 @@ func vector(ids []uint32) Vector {
 	}
 	return v
 }
+
+// BenchmarkSketch: the cost of a paper's sketch, made at ingest and at every open.
+func BenchmarkSketch(b *testing.B) {
+	v := Document("Building Segmentation through a Gated Graph Convolutional Neural Network with Deep Structured Feature Embedding",
+		"Automatic building extraction from optical imagery remains a challenge due to, for example, the complexity of building shapes. "+
+			"Semantic segmentation is an efficient approach for this task. The latest development in deep convolutional neural networks "+
+			"has made accurate pixel-level classification tasks possible. Yet one central issue remains: the precise delineation of boundaries. "+
+			"Deep architectures generally fail to produce fine-grained segmentation with accurate boundaries due to their progressive down-sampling. "+
+			"Hence, we introduce a generic framework to overcome the issue, integrating the graph convolutional network and deep structured "+
+			"feature embedding into an end-to-end workflow.")
+	for b.Loop() {
+		_ = v.Sketch()
+	}
+	b.ReportMetric(float64(v.Len()), "terms")
+}
