@@ -772,3 +772,74 @@ func TestSynthCommand(t *testing.T) {
 		t.Fatalf("without --from: exit %d, %s", code, errOut)
 	}
 }
+
+// feed: create, list, follow while a paper is written (stopped by Ctrl-C, it says where to
+// resume), delete.
+func TestFeedCommand(t *testing.T) {
+	p := startServe(t, t.TempDir(), "--demo")
+	out, errOut, code := runCLI(t, "feed", "create", "--server", p.addr, "--query", "federated learning privacy", "--name", "fl", "--min-relevance", "0.5")
+	id, _, _ := strings.Cut(out, " ")
+	if code != 0 || len(id) != 36 || !strings.Contains(out, `"fl", query "federated learning privacy"`) {
+		t.Fatalf("create: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, code := runCLI(t, "feed", "list", "--server", p.addr); code != 0 || !strings.HasPrefix(out, id) {
+		t.Fatalf("list: exit %d\n%s", code, out)
+	}
+
+	cmd := exec.Command(binary, "feed", "stream", id, "--server", p.addr, "--json")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	events := bufio.NewScanner(stdout)
+	next := func() *recommenderv1.StreamFeedResponse {
+		t.Helper()
+		if !events.Scan() {
+			t.Fatalf("stream ended: %s", stderr.String())
+		}
+		ev := &recommenderv1.StreamFeedResponse{}
+		if err := protojson.Unmarshal(events.Bytes(), ev); err != nil {
+			t.Fatalf("%v: %s", err, events.Text())
+		}
+		return ev
+	}
+	if ev := next(); ev.GetPaper() != nil {
+		t.Fatalf("first event %v, want the heartbeat of a caught-up stream", ev)
+	}
+	file := filepath.Join(t.TempDir(), "new.jsonl")
+	if err := os.WriteFile(file, []byte(`{"id":"fl-new","title":"Federated learning with differential privacy on phones","abstract":"Private federated training."}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runCLI(t, "backfill", "--server", p.addr, "--file", file); code != 0 {
+		t.Fatalf("backfill: %s", errOut)
+	}
+	ev := next()
+	for ev.GetPaper() == nil {
+		ev = next()
+	}
+	if ev.GetPaper().GetId() != "fl-new" || ev.GetRelevance() < 0.5 {
+		t.Fatalf("event %v, want fl-new", ev)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(stderr.String(), "resume with: --cursor ") {
+		t.Fatalf("after Ctrl-C: %v, %s", err, stderr.String())
+	}
+
+	if out, _, code := runCLI(t, "feed", "delete", id, "--server", p.addr); code != 0 || out != "deleted "+id+"\n" {
+		t.Fatalf("delete: exit %d, %s", code, out)
+	}
+	if _, errOut, code := runCLI(t, "feed", "get", id, "--server", p.addr); code != 1 || !strings.Contains(errOut, "NotFound") {
+		t.Fatalf("get after delete: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := runCLI(t, "feed", "stream"); code != 2 || !strings.Contains(errOut, "needs a FEED_ID") {
+		t.Fatalf("stream without an id: exit %d, %s", code, errOut)
+	}
+}
