@@ -13,7 +13,6 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
-	"github.com/paperrec/recommender/internal/arxiv"
 	"github.com/paperrec/recommender/internal/synth"
 )
 
@@ -39,7 +38,7 @@ func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *n < 1 {
 		return usageError{fmt.Sprintf("--papers must be positive, got %d", *n)}
 	}
-	papers, err := readSample(*from)
+	papers, err := readAll(*from)
 	if err != nil {
 		return err
 	}
@@ -81,29 +80,6 @@ type record struct {
 func toRecord(p *recommenderv1.Paper) record {
 	return record{ID: p.GetId(), Title: p.GetTitle(), Authors: strings.Join(p.GetAuthors(), ", "), Abstract: p.GetAbstract(),
 		Year: p.GetYear(), Topics: p.GetTopics()}
-}
-
-func readSample(name string) ([]*recommenderv1.Paper, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r, err := arxiv.NewReader(f)
-	if err != nil {
-		return nil, err
-	}
-	var out []*recommenderv1.Paper
-	for {
-		p, err := r.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		out = append(out, p)
-	}
 }
 
 // createOutput opens the output, buffered and gzip-compressed for a .gz name; close flushes it.
