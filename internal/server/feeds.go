@@ -54,9 +54,9 @@ func (s *Service) feedRequest(f *recommenderv1.Feed) (*recommendRequest, error) 
 		PositivePapers: f.GetPositivePapers(), Filter: f.GetFilter(), Mode: f.GetMode(), PageSize: feedDepth}
 	r, err := parseRecommend(req, s.engine.Ranking())
 	v := &apierr.ValidationError{}
-	if ve := (*apierr.ValidationError)(nil); errors.As(err, &ve) {
-		for _, x := range ve.Violations {
-			v.Add("feed."+x.Field, "%s", x.Description)
+	if errors.As(err, &v) {
+		for i := range v.Violations {
+			v.Violations[i].Field = "feed." + v.Violations[i].Field
 		}
 	} else if err != nil {
 		return nil, err

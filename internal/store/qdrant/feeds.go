@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	qc "github.com/qdrant/go-client/qdrant"
 
 	"github.com/paperrec/recommender/internal/store"
@@ -152,20 +153,8 @@ func (s *Store) DeleteFeed(ctx context.Context, id string) error {
 
 // validUUID reports whether id can be a point id: feed ids are UUIDs, anything else names no feed.
 func validUUID(id string) bool {
-	if len(id) != 36 {
-		return false
-	}
-	for i, r := range id {
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if r != '-' {
-				return false
-			}
-		case !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F'):
-			return false
-		}
-	}
-	return true
+	_, err := uuid.Parse(id)
+	return err == nil
 }
 
 // horizon is the newest write sequence streams may see: older than WriteSettle.
