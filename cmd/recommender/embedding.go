@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/paperrec/recommender/internal/embed"
@@ -22,6 +23,8 @@ type embeddingFlags struct {
 	queryPrefix, documentPrefix optionalString
 	errs                        []error
 	fs                          *flag.FlagSet
+	name, env                   string // the flags' and variables' prefixes (registerAs)
+	inheritKey                  string // the key to use when none is set (inherit)
 }
 
 // Defaults for an embedding server on this machine (a loopback URL), measured with the CPU model
@@ -58,43 +61,58 @@ func (o *optionalString) or(def string) string {
 	return def
 }
 
-func (e *embeddingFlags) register(fs *flag.FlagSet) {
-	e.fs = fs
+func (e *embeddingFlags) register(fs *flag.FlagSet) { e.registerAs(fs, "embedding", "EMBEDDING", true) }
+
+// registerAs registers the flags named <name>-base-url, <name>-model... reading <ENV>_BASE_URL,
+// <ENV>_MODEL... and the key from <ENV>_API_KEY: serve has a second set for re-embedding, which
+// has only the model's flags (full false: base URL, model, size, prefixes, key file) and takes
+// the client's tuning from the first (inherit).
+func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full bool) {
+	e.fs, e.name, e.env = fs, name, env
+	f := func(s string) string { return name + s }
+	v := func(s string) string { return env + s }
 	d := embed.Defaults()
-	fs.StringVar(&e.cfg.BaseURL, "embedding-base-url", os.Getenv("EMBEDDING_BASE_URL"),
-		"OpenAI-compatible API base URL, e.g. https://api.openai.com/v1; empty: lexical retrieval only (env EMBEDDING_BASE_URL)")
-	fs.StringVar(&e.cfg.Model, "embedding-model", os.Getenv("EMBEDDING_MODEL"),
-		"embedding model, e.g. text-embedding-3-small (env EMBEDDING_MODEL)")
-	e.intVar(fs, &e.cfg.Dimensions, "embedding-dimensions", "EMBEDDING_DIMENSIONS", 0,
-		"vector size to ask for (text-embedding-3 models); 0: the model's own, learned with one call at start (env EMBEDDING_DIMENSIONS)")
-	fs.Var(e.queryPrefix.fromEnv("EMBEDDING_QUERY_PREFIX"), "embedding-query-prefix",
-		"instruction `text` put before a query (e5: \"query: \"); unset: the model's known preset, else none; \"\" for none (env EMBEDDING_QUERY_PREFIX)")
-	fs.Var(e.documentPrefix.fromEnv("EMBEDDING_DOCUMENT_PREFIX"), "embedding-document-prefix",
-		"instruction `text` put before a paper's title and abstract (e5: \"passage: \"); unset: the model's known preset, else none (env EMBEDDING_DOCUMENT_PREFIX)")
-	fs.StringVar(&e.keyFile, "embedding-api-key-file", os.Getenv("EMBEDDING_API_KEY_FILE"),
-		"file holding the API key (env EMBEDDING_API_KEY_FILE); or set EMBEDDING_API_KEY")
-	fs.StringVar(&e.cfg.AzureDeployment, "embedding-azure-deployment", os.Getenv("EMBEDDING_AZURE_DEPLOYMENT"),
-		"Azure OpenAI deployment name; set to use Azure (env EMBEDDING_AZURE_DEPLOYMENT)")
-	fs.StringVar(&e.cfg.AzureAPIVersion, "embedding-azure-api-version", envOr("EMBEDDING_AZURE_API_VERSION", d.AzureAPIVersion),
-		"Azure OpenAI api-version (env EMBEDDING_AZURE_API_VERSION)")
-	e.intVar(fs, &e.cfg.MaxConcurrency, "embedding-max-concurrency", "EMBEDDING_MAX_CONCURRENCY", d.MaxConcurrency,
-		fmt.Sprintf("embedding requests in flight at once; %d for a loopback URL (a model on this machine) (env EMBEDDING_MAX_CONCURRENCY)", localMaxConcurrency))
-	e.intVar(fs, &e.cfg.RequestsPerMinute, "embedding-requests-per-minute", "EMBEDDING_REQUESTS_PER_MINUTE", 0,
-		"pace requests to stay under the provider's rate limit; 0: unpaced (env EMBEDDING_REQUESTS_PER_MINUTE)")
-	e.intVar(fs, &e.cfg.MaxInputs, "embedding-max-inputs", "EMBEDDING_MAX_INPUTS", d.MaxInputs,
-		fmt.Sprintf("inputs per request; %d for a loopback URL (env EMBEDDING_MAX_INPUTS)", localMaxInputs))
-	e.intVar(fs, &e.cfg.MaxTokens, "embedding-max-tokens", "EMBEDDING_MAX_TOKENS", d.MaxTokens,
-		"estimated tokens per request (env EMBEDDING_MAX_TOKENS)")
-	e.intVar(fs, &e.cfg.MaxInputTokens, "embedding-max-input-tokens", "EMBEDDING_MAX_INPUT_TOKENS", d.MaxInputTokens,
-		"the model's per-input token limit; longer texts are truncated at a word (env EMBEDDING_MAX_INPUT_TOKENS)")
+	unset := "lexical retrieval only"
+	if !full {
+		unset = "the --embedding-base-url"
+	}
+	fs.StringVar(&e.cfg.BaseURL, f("-base-url"), os.Getenv(v("_BASE_URL")),
+		"OpenAI-compatible API base URL, e.g. https://api.openai.com/v1; empty: "+unset+" (env "+v("_BASE_URL")+")")
+	fs.StringVar(&e.cfg.Model, f("-model"), os.Getenv(v("_MODEL")),
+		"embedding model, e.g. text-embedding-3-small (env "+v("_MODEL")+")")
+	e.intVar(fs, &e.cfg.Dimensions, f("-dimensions"), v("_DIMENSIONS"), 0,
+		"vector size to ask for (text-embedding-3 models); 0: the model's own, learned with one call at start (env "+v("_DIMENSIONS")+")")
+	fs.Var(e.queryPrefix.fromEnv(v("_QUERY_PREFIX")), f("-query-prefix"),
+		"instruction `text` put before a query (e5: \"query: \"); unset: the model's known preset, else none; \"\" for none (env "+v("_QUERY_PREFIX")+")")
+	fs.Var(e.documentPrefix.fromEnv(v("_DOCUMENT_PREFIX")), f("-document-prefix"),
+		"instruction `text` put before a paper's title and abstract (e5: \"passage: \"); unset: the model's known preset, else none (env "+v("_DOCUMENT_PREFIX")+")")
+	fs.StringVar(&e.keyFile, f("-api-key-file"), os.Getenv(v("_API_KEY_FILE")),
+		"file holding the API key (env "+v("_API_KEY_FILE")+"); or set "+v("_API_KEY"))
+	if !full {
+		return
+	}
+	fs.StringVar(&e.cfg.AzureDeployment, f("-azure-deployment"), os.Getenv(v("_AZURE_DEPLOYMENT")),
+		"Azure OpenAI deployment name; set to use Azure (env "+v("_AZURE_DEPLOYMENT")+")")
+	fs.StringVar(&e.cfg.AzureAPIVersion, f("-azure-api-version"), envOr(v("_AZURE_API_VERSION"), d.AzureAPIVersion),
+		"Azure OpenAI api-version (env "+v("_AZURE_API_VERSION")+")")
+	e.intVar(fs, &e.cfg.MaxConcurrency, f("-max-concurrency"), v("_MAX_CONCURRENCY"), d.MaxConcurrency,
+		fmt.Sprintf("embedding requests in flight at once; %d for a loopback URL (a model on this machine) (env "+v("_MAX_CONCURRENCY")+")", localMaxConcurrency))
+	e.intVar(fs, &e.cfg.RequestsPerMinute, f("-requests-per-minute"), v("_REQUESTS_PER_MINUTE"), 0,
+		"pace requests to stay under the provider's rate limit; 0: unpaced (env "+v("_REQUESTS_PER_MINUTE")+")")
+	e.intVar(fs, &e.cfg.MaxInputs, f("-max-inputs"), v("_MAX_INPUTS"), d.MaxInputs,
+		fmt.Sprintf("inputs per request; %d for a loopback URL (env "+v("_MAX_INPUTS")+")", localMaxInputs))
+	e.intVar(fs, &e.cfg.MaxTokens, f("-max-tokens"), v("_MAX_TOKENS"), d.MaxTokens,
+		"estimated tokens per request (env "+v("_MAX_TOKENS")+")")
+	e.intVar(fs, &e.cfg.MaxInputTokens, f("-max-input-tokens"), v("_MAX_INPUT_TOKENS"), d.MaxInputTokens,
+		"the model's per-input token limit; longer texts are truncated at a word (env "+v("_MAX_INPUT_TOKENS")+")")
 	timeout := d.RequestTimeout
-	if v := os.Getenv("EMBEDDING_TIMEOUT"); v != "" {
+	if t := os.Getenv(v("_TIMEOUT")); t != "" {
 		var err error
-		if timeout, err = time.ParseDuration(v); err != nil {
-			e.errs = append(e.errs, fmt.Errorf("EMBEDDING_TIMEOUT: %w", err))
+		if timeout, err = time.ParseDuration(t); err != nil {
+			e.errs = append(e.errs, fmt.Errorf("%s: %w", v("_TIMEOUT"), err))
 		}
 	}
-	fs.DurationVar(&e.cfg.RequestTimeout, "embedding-timeout", timeout, "timeout of one embedding request (env EMBEDDING_TIMEOUT)")
+	fs.DurationVar(&e.cfg.RequestTimeout, f("-timeout"), timeout, "timeout of one embedding request (env "+v("_TIMEOUT")+")")
 }
 
 func (e *embeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
@@ -123,8 +141,8 @@ func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
 			v         *int
 			local     int
 		}{
-			{"embedding-max-concurrency", "EMBEDDING_MAX_CONCURRENCY", &e.cfg.MaxConcurrency, localMaxConcurrency},
-			{"embedding-max-inputs", "EMBEDDING_MAX_INPUTS", &e.cfg.MaxInputs, localMaxInputs},
+			{e.name + "-max-concurrency", e.env + "_MAX_CONCURRENCY", &e.cfg.MaxConcurrency, localMaxConcurrency},
+			{e.name + "-max-inputs", e.env + "_MAX_INPUTS", &e.cfg.MaxInputs, localMaxInputs},
 		} {
 			if _, env := os.LookupEnv(f.env); !env && !e.isSet(f.flag) {
 				*f.v = f.local
@@ -134,13 +152,28 @@ func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
 	cfg = e.cfg.WithDefaults()
 	preset, _ := embed.KnownPrefixes(cfg.Model)
 	cfg.Prefixes = embed.Prefixes{Query: e.queryPrefix.or(preset.Query), Document: e.documentPrefix.or(preset.Document)}
-	if cfg.APIKey, err = secret("EMBEDDING_API_KEY", e.keyFile, "embedding API key"); err != nil {
+	if cfg.APIKey, err = secret(e.env+"_API_KEY", e.keyFile, strings.ToLower(e.env)+" API key"); err != nil {
 		return cfg, false, err
+	}
+	if cfg.APIKey == "" {
+		cfg.APIKey = e.inheritKey
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, false, usageError{err.Error()}
 	}
 	return cfg, true, nil
+}
+
+// inherit takes what other sets and e does not: the base URL and API key when e names none, and
+// the client's tuning (concurrency, batch sizes, pacing, timeout, Azure settings).
+func (e *embeddingFlags) inherit(other embed.Config) {
+	if e.cfg.BaseURL == "" && e.cfg.Model != "" {
+		e.cfg.BaseURL = other.BaseURL
+		e.inheritKey = other.APIKey
+	}
+	e.cfg.MaxConcurrency, e.cfg.MaxInputs, e.cfg.MaxTokens = other.MaxConcurrency, other.MaxInputs, other.MaxTokens
+	e.cfg.MaxInputTokens, e.cfg.RequestTimeout, e.cfg.RequestsPerMinute = other.MaxInputTokens, other.RequestTimeout, other.RequestsPerMinute
+	e.cfg.AzureDeployment, e.cfg.AzureAPIVersion = other.AzureDeployment, other.AzureAPIVersion
 }
 
 // isSet reports whether the flag was given on the command line.

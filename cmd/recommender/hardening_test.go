@@ -30,6 +30,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/reembed"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -693,5 +694,155 @@ func TestConnectionsAgeAndHealthCommand(t *testing.T) {
 	}
 	if _, _, code := runCLI(t, "health", "--server", "127.0.0.1:1", "--timeout", "2s"); code != 1 {
 		t.Fatalf("health of nothing: exit %d, want 1", code)
+	}
+}
+
+// TestReembeddingResumesAfterSIGKILL: serve with --reembed-model is killed half way through
+// moving 1,500 papers to another model; started again with the same flags it embeds only what
+// it had not (its progress survived in the store), switches, and from then on answers with the
+// new model; `info` shows the set kept for a rollback and `retire-vectors` deletes it.
+func TestReembeddingResumesAfterSIGKILL(t *testing.T) {
+	const n = 1500
+	apiA, apiB := embedtest.New(16), embedtest.New(24)
+	defer apiA.Close()
+	defer apiB.Close()
+	dir := t.TempDir()
+	envA := []string{"EMBEDDING_BASE_URL=" + apiA.BaseURL(), "EMBEDDING_MODEL=model-a", "EMBEDDING_DIMENSIONS=16"}
+	p := startServeEnv(t, envA, dir)
+	testutil.Ingest(t, p.client, extraPapers("re", 0, n))
+	p.stop(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	toB := []string{"--reembed-base-url", apiB.BaseURL(), "--reembed-model", "model-b", "--reembed-dimensions", "24"}
+	held := apiB.PauseAt(n / 2)
+	p = startServeEnv(t, envA, dir, append(toB, "--metrics-addr", "127.0.0.1:0")...)
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the re-embedding never got half way")
+	}
+	out, errOut, code := runCLI(t, "info", "--server", p.addr)
+	if code != 0 || !strings.Contains(out, "model:      model-a") || !strings.Contains(out, "other set:  model model-b (24 dimensions)") ||
+		!strings.Contains(out, "being filled") {
+		t.Fatalf("info half way: exit %d\n%s%s", code, out, errOut)
+	}
+	t.Logf("half way: %s", out[strings.Index(out, "other set:"):])
+	// The same progress on /metrics.
+	m := regexp.MustCompile(`msg=metrics addr=(\S+)`).FindStringSubmatch(p.logs())
+	if m == nil {
+		t.Fatalf("no metrics address in the log:\n%s", p.logs())
+	}
+	scrape, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(scrape.Body)
+	scrape.Body.Close()
+	withVectors := regexp.MustCompile(`(?m)^recommender_other_vector_set_papers (\d+)$`).FindStringSubmatch(string(body))
+	if withVectors == nil || !strings.Contains(out, withVectors[1]+" of 1500 papers") || !strings.Contains(string(body), "recommender_papers 1500") {
+		t.Fatalf("/metrics half way (info said %q): %v", out, withVectors)
+	}
+	p.kill(t)
+	apiB.Resume()
+	before := apiB.Inputs()
+
+	p = startServeEnv(t, envA, dir, toB...)
+	waitModel(ctx, t, p, "model-b")
+	second := apiB.Inputs() - before
+	t.Logf("%d texts embedded with model-b before the kill, %d after it, for %d papers", before, second, n)
+	// What was in flight at the kill (one batch) is embedded again.
+	if before+second > n+reembed.DefaultBatch || second >= n {
+		t.Fatalf("%d texts before the kill and %d after: the restart did not resume", before, second)
+	}
+	resp, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "tilings of the plane", PageSize: 3})
+	if err != nil || resp.GetEmbeddingModel() != "model-b" || len(resp.GetResults()) != 3 {
+		t.Fatalf("after the switch: %v (%v)", resp, err)
+	}
+	if !strings.Contains(p.logs(), "re-embedding: switched to the new model") {
+		t.Fatalf("the switch was not logged:\n%s", p.logs())
+	}
+	out, errOut, code = runCLI(t, "info", "--server", p.addr)
+	if code != 0 || !strings.Contains(out, "model:      model-b") || !strings.Contains(out, fmt.Sprintf("other set:  model model-a (16 dimensions), %d of %d papers (100.0%%); kept from before a switch", n, n)) {
+		t.Fatalf("info after the switch: exit %d\n%s%s", code, out, errOut)
+	}
+	// Rolling back is the same move the other way: model-a's vectors are all there but for the
+	// papers written since, so it embeds only those.
+	if _, err := p.client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: extraPapers("late", 0, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	p.stop(t)
+	envB := []string{"EMBEDDING_BASE_URL=" + apiB.BaseURL(), "EMBEDDING_MODEL=model-b", "EMBEDDING_DIMENSIONS=24"}
+	back := []string{"--reembed-base-url", apiA.BaseURL(), "--reembed-model", "model-a", "--reembed-dimensions", "16"}
+	beforeA := apiA.Inputs()
+	p = startServeEnv(t, envB, dir, back...)
+	waitModel(ctx, t, p, "model-a")
+	if got := apiA.Inputs() - beforeA; got != 3 {
+		t.Fatalf("the rollback embedded %d texts with model-a, want the 3 papers written since the switch", got)
+	}
+	p.stop(t)
+	p = startServeEnv(t, envA, dir, toB...) // and forward again
+	waitModel(ctx, t, p, "model-b")
+	out, errOut, code = runCLI(t, "retire-vectors", "--server", p.addr)
+	if code != 0 || out != fmt.Sprintf("retired the vectors of model model-a (16 dimensions, %d papers)\n", n+3) {
+		t.Fatalf("retire-vectors: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code = runCLI(t, "retire-vectors", "--server", p.addr); code == 0 || !strings.Contains(errOut, "no second set") {
+		t.Fatalf("retire-vectors again: exit %d, %s", code, errOut)
+	}
+	// Restarted on the new model alone, the store is as it was left; check finds it sound.
+	p.stop(t)
+	if out, errOut, code := runCLI(t, "check", "--data-dir", dir); code != 0 ||
+		!strings.Contains(out, fmt.Sprintf("vectors beside the records (a store moved to another model): %d; ann-1.idx: checksum good", n+3)) {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	p = startServeEnv(t, envB, dir)
+	if info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil || info.GetEmbeddingModel() != "model-b" || info.GetOtherVectorSet() != nil {
+		t.Fatalf("restarted on model-b: %v (%v)", info, err)
+	}
+}
+
+// waitModel waits until the server answers with the model (a re-embedding switched to it).
+func waitModel(ctx context.Context, t *testing.T, p *process, model string) {
+	t.Helper()
+	for {
+		info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.GetEmbeddingModel() == model {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no switch to %s; the server logged:\n%s", model, p.logs())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestReembeddingAddsAModelToALexicalStore: a store filled without an embedding model moves to
+// one the same way, answering lexically until the switch and hybrid after it.
+func TestReembeddingAddsAModelToALexicalStore(t *testing.T) {
+	api := embedtest.New(16)
+	defer api.Close()
+	dir := t.TempDir()
+	startServe(t, dir, "--demo").stop(t)
+	p := startServeEnv(t, nil, dir, "--reembed-base-url", api.BaseURL(), "--reembed-model", "fake", "--reembed-dimensions", "16")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	waitModel(ctx, t, p, "fake")
+	resp, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition", PageSize: 3})
+	if err != nil || resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID || resp.GetEmbeddingModel() != "fake" {
+		t.Fatalf("after the switch: %v (%v)", resp, err)
+	}
+	// The lexical "set" it moved from holds no vectors: there is nothing to retire.
+	if _, errOut, code := runCLI(t, "retire-vectors", "--server", p.addr); code == 0 || !strings.Contains(errOut, "no second set") {
+		t.Fatalf("retire-vectors after moving from lexical: exit %d, %s", code, errOut)
+	}
+	p.stop(t)
+	p = startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake", "EMBEDDING_DIMENSIONS=16"}, dir)
+	if info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil || info.GetEmbeddingModel() != "fake" || info.GetPaperCount() != 48 {
+		t.Fatalf("restarted with the model: %v (%v)", info, err)
 	}
 }

@@ -24,6 +24,7 @@ var commands = []command{
 	{"backfill", "stream papers from a JSON-lines file (plain or .gz) into a running server", runBackfill},
 	{"recommend", "ask a running server for papers similar to a text or to seed papers", runRecommend},
 	{"info", "show a running server's index: size, backend, model, version", runInfo},
+	{"retire-vectors", "delete the vectors a running server's store kept from before it moved to another model", runRetireVectors},
 	{"feed", "save feeds of new papers like a text or seeds, and follow them as papers are written", runFeed},
 	{"health", "ask a running server whether it is serving (a container health check)", runHealth},
 	{"check", "verify an embedded store's data directory offline (papers, records, vector index)", runCheck},

@@ -150,6 +150,16 @@ func (p *process) kill(t *testing.T) {
 	<-p.exited
 }
 
+// stop stops the server as an orchestrator would (SIGTERM) and waits for it to exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.conn.Close()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+}
+
 func extraPapers(prefix string, from, n int) []*recommenderv1.Paper {
 	out := make([]*recommenderv1.Paper, n)
 	for i := range out {
@@ -723,11 +733,7 @@ func TestEvalCommand(t *testing.T) {
 // refused by serve (unless --allow-empty-store) and reported by check.
 func TestCheckCommandAndLostPapersFile(t *testing.T) {
 	dir := t.TempDir()
-	p := startServe(t, dir, "--demo")
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exited
+	startServe(t, dir, "--demo").stop(t)
 	out, errOut, code := runCLI(t, "check", "--data-dir", dir)
 	if code != 0 || !strings.Contains(out, "papers.db: 48 papers, 0 with a vector") || !strings.Contains(out, "no problems found") {
 		t.Fatalf("check of a sound directory: exit %d\n%s%s", code, out, errOut)

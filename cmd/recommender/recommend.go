@@ -192,22 +192,16 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeout(ctx, d)
 }
 
-const infoHelp = `Shows a running server's index: paper count, store backend, embedding model and index version.`
+const infoHelp = `Shows a running server's index: paper count, store backend, embedding model and index version,
+and the second set of vectors the store keeps while it moves to another model (with how many
+papers have a vector in it) or after such a move (until retire-vectors).`
 
 func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newFlags("info", "[flags]", infoHelp, stderr)
-	cf.register(fs, 10*time.Second)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	client, closeConn, err := cf.dial()
+	ctx, client, done, err := simpleCommand(ctx, "info", infoHelp, 10*time.Second, args, stderr)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
 	if err != nil {
 		return rpcError(err)
@@ -217,5 +211,53 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if q, d := info.GetEmbeddingQueryPrefix(), info.GetEmbeddingDocumentPrefix(); q != "" || d != "" {
 		fmt.Fprintf(stdout, "prefixes:   query %q, document %q\n", q, d)
 	}
+	if o := info.GetOtherVectorSet(); o != nil {
+		state := "kept from before a switch, for a rollback: recommender retire-vectors deletes it"
+		if o.GetFilling() {
+			state = "being filled: the server switches to it once every paper has a vector"
+		}
+		share := 0.0
+		if n := info.GetPaperCount(); n > 0 {
+			share = 100 * float64(o.GetPapersWithVectors()) / float64(n)
+		}
+		fmt.Fprintf(stdout, "other set:  model %s (%d dimensions), %d of %d papers (%.1f%%); %s\n", o.GetModel(), o.GetDimensions(),
+			o.GetPapersWithVectors(), info.GetPaperCount(), share, state)
+	}
 	return nil
+}
+
+const retireVectorsHelp = `Deletes the second set of vectors a running server's store keeps after it moved to another
+embedding model (serve --reembed-model): from then on the move cannot be rolled back. Refused
+while a re-embedding is filling that set. Needs a write key.`
+
+func runRetireVectors(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	ctx, client, done, err := simpleCommand(ctx, "retire-vectors", retireVectorsHelp, time.Minute, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := client.RetireVectorSet(ctx, &recommenderv1.RetireVectorSetRequest{})
+	if err != nil {
+		return rpcError(err)
+	}
+	r := resp.GetRetired()
+	fmt.Fprintf(stdout, "retired the vectors of model %s (%d dimensions, %d papers)\n", r.GetModel(), r.GetDimensions(), r.GetPapersWithVectors())
+	return nil
+}
+
+// simpleCommand parses the flags of a command that makes one call (the client's only) and
+// dials the server; done closes the connection and ends the call's deadline.
+func simpleCommand(ctx context.Context, name, help string, timeout time.Duration, args []string, stderr io.Writer) (context.Context, recommenderv1.RecommenderServiceClient, func(), error) {
+	var cf clientFlags
+	fs := newFlags(name, "[flags]", help, stderr)
+	cf.register(fs, timeout)
+	if err := parseFlags(fs, args); err != nil {
+		return nil, nil, nil, err
+	}
+	client, closeConn, err := cf.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := withTimeout(ctx, cf.timeout)
+	return ctx, client, func() { cancel(); closeConn() }, nil
 }

@@ -34,7 +34,14 @@ The gRPC health service and server reflection are on, so grpcurl works against i
 With an embedding API configured (EMBEDDING_BASE_URL, EMBEDDING_MODEL, EMBEDDING_API_KEY),
 papers are embedded as they are ingested and recommendations are hybrid by default: dense
 cosine similarity fused with BM25. A data directory stays bound to the first model it is used
-with; starting with another model or size is refused.
+with; starting with another model or size is refused. To move it to another model without
+downtime, start it with both: the current one (EMBEDDING_*) and the new one (--reembed-model,
+--reembed-base-url, --reembed-dimensions, the prefixes; REEMBED_API_KEY, else EMBEDDING_API_KEY).
+It keeps answering with the current model while it embeds every paper again into a second set
+of vectors in the background (GetIndexInfo's other_vector_set shows the progress; a restart
+resumes), then switches atomically and embeds with the new model from then on. The former
+vectors stay, so moving back is the same move the other way, until RetireVectorSet deletes
+them (recommender retire-vectors).
 
 Every flag can also be set by the environment variable named in its description; a flag given
 on the command line wins. With OTEL_EXPORTER_OTLP_ENDPOINT set, every RPC is traced with
@@ -69,6 +76,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
 	var ef embeddingFlags
 	ef.register(fs)
+	var rf embeddingFlags
+	rf.registerAs(fs, "reembed", "REEMBED", false)
 	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL", false),
 		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
 	if err := parseFlags(fs, args); err != nil {
@@ -77,6 +86,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	embCfg, useEmbedder, err := ef.config()
 	if err != nil {
 		return err
+	}
+	rf.inherit(embCfg)
+	nextCfg, reembedding, err := rf.config()
+	switch {
+	case err != nil:
+		return err
+	case !reembedding && rf.cfg.Model != "":
+		return usageError{"--reembed-model needs --reembed-base-url or --embedding-base-url: where to embed with it"}
+	case reembedding && useEmbedder && embCfg.Model == nextCfg.Model && embCfg.Prefixes == nextCfg.Prefixes && embCfg.Dimensions == nextCfg.Dimensions:
+		return usageError{"--reembed-model names the model the store is already embedded with; leave it unset"}
 	}
 	log, err := newLogger(*logFormat, stderr)
 	if err != nil {
@@ -149,6 +168,17 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *fallback {
 		opts = append(opts, server.WithLexicalFallback())
 	}
+	if reembedding {
+		if cfg.Metrics != nil {
+			nextCfg.Observer = cfg.Metrics
+		}
+		next, err := embed.New(nextCfg)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, server.WithReembedding(next))
+		log.Info("re-embedding model configured", "embedding", nextCfg)
+	}
 	svc, err := server.NewService(ctx, st, emb, opts...)
 	if err != nil {
 		return err
@@ -181,6 +211,18 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	srv, err := server.Listen(cfg, svc, log)
 	if err != nil {
 		return err
+	}
+	if reembedding {
+		// In the background of serving; a failure is logged and serving goes on with the
+		// current model (a restart resumes where it stopped).
+		go func() {
+			if err := svc.AwaitBinding(ctx, log); err != nil {
+				return
+			}
+			if err := svc.Reembed(ctx, log); err != nil && ctx.Err() == nil {
+				log.Error("re-embedding stopped; still serving with the current model", "error", err)
+			}
+		}()
 	}
 	if *metricsAddr != "" {
 		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, metricsMux(cfg.Metrics), cfg.ShutdownTimeout, log)

@@ -58,6 +58,8 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 	f.qdrant.Shards, f.qdrant.Replicas = uint32(shards), uint32(replicas)
 	fs.DurationVar(&f.qdrant.WriteSettle, "qdrant-write-settle", d.WriteSettle,
 		"how old a write must be before feeds stream it from Qdrant: more than the replicas' clock skew plus a write's duration")
+	fs.DurationVar(&f.qdrant.AliasRefresh, "qdrant-alias-refresh", d.AliasRefresh,
+		"how often a replica looks again which collection is current (it changes when the store moves to another embedding model)")
 	fs.DurationVar(&f.healthInterval, "qdrant-health-interval", 5*time.Second,
 		"how often Qdrant is pinged; while it is unreachable the gRPC health service reports NOT_SERVING")
 	f.qdrant.BatchSize = d.BatchSize

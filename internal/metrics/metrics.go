@@ -104,19 +104,35 @@ func (m *Metrics) ObserveRetry() {
 	}
 }
 
-// PaperCount exports the store's paper count, read at each scrape.
+// PaperCount exports the store's paper count and, when it keeps two vector sets, how many
+// papers have a vector in the second (a re-embedding's progress), read at each scrape.
 func (m *Metrics) PaperCount(st store.Store) {
 	if m == nil {
 		return
 	}
-	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "recommender_papers", Help: "Papers in the store."}, func() float64 {
+	m.gauge("recommender_papers", "Papers in the store.", func(ctx context.Context) (float64, error) {
+		s, err := st.Stats(ctx)
+		return float64(s.PaperCount), err
+	})
+	if vs, ok := store.As[store.VectorSets](st); ok {
+		m.gauge("recommender_other_vector_set_papers",
+			"Papers with a vector in the store's second vector set (filled by a re-embedding, or kept after a switch); 0 when there is none.",
+			func(ctx context.Context) (float64, error) {
+				s, err := vs.VectorSetStatus(ctx)
+				return float64(s.OtherVectors), err
+			})
+	}
+}
+
+// gauge registers a gauge read by read at each scrape; -1 when it fails.
+func (m *Metrics) gauge(name, help string, read func(context.Context) (float64, error)) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		s, err := st.Stats(ctx)
+		v, err := read(ctx)
 		if err != nil {
 			return -1
 		}
-		return float64(s.PaperCount)
+		return v
 	}))
 }

@@ -33,6 +33,9 @@ type instrumentedPinger struct {
 
 func (s *instrumentedPinger) Ping(ctx context.Context) error { return s.hc.Ping(ctx) }
 
+// Unwrap implements store.Wrapper, so the store's optional interfaces stay reachable.
+func (s *instrumented) Unwrap() store.Store { return s.Store }
+
 func (s *instrumented) observe(op string, start time.Time) {
 	s.m.storeDuration.WithLabelValues(s.backend, op).Observe(time.Since(start).Seconds())
 }

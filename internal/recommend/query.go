@@ -52,6 +52,11 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 		out    *[]seedQuery
 	}{{seeds.positive, &pos}, {seeds.negative, &neg}} {
 		for _, p := range side.papers {
+			if mode != ModeLexical && p.DenseSet != "" && p.DenseSet != e.Spec.Key() {
+				// The store switched models since this request began: the caller retries
+				// with the new one.
+				return plan{}, &store.EmbeddingSwitchedError{}
+			}
 			if mode != ModeLexical && len(p.Dense) == 0 {
 				return plan{}, &apierr.PreconditionError{Reason: apierr.SeedNotEmbedded, Subject: "paper/" + p.ID, Message: fmt.Sprintf(
 					"seed paper %s has no embedding yet: re-ingest it with the embedding model configured, or ask for LEXICAL mode", p.ID)}
@@ -121,7 +126,7 @@ func (e *Engine) query(s seedQuery, mode Mode) store.Query {
 		q.Lexical = s.lexical
 	}
 	if mode != ModeLexical {
-		q.Dense = s.dense
+		q.Dense, q.DenseSet = s.dense, e.Spec.Key()
 	}
 	return q
 }

@@ -168,7 +168,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Mode: mode, Strategy: strategy, Model: e.modelName(), Fallback: fallback, Seeds: statuses}
-	if v, ok := e.Store.(store.Versioner); ok {
+	if v, ok := store.As[store.Versioner](e.Store); ok {
 		res.IndexVersion = v.Version()
 	}
 	filter := r.Filter
@@ -303,7 +303,7 @@ func (e *Engine) resolveMode(m Mode) (Mode, error) {
 // termRarity is the idf explanations weigh shared terms by: the corpus's when the store says
 // it, else rarity among the candidates.
 func (e *Engine) termRarity(ctx context.Context, query lexical.Vector, pool []rank.Candidate) (rank.IDF, error) {
-	ts, ok := e.Store.(store.TermStatser)
+	ts, ok := store.As[store.TermStatser](e.Store)
 	if !ok {
 		return rank.PoolRarity(pool), nil
 	}

@@ -31,8 +31,8 @@ func (e *Engine) AttachVectors(ctx context.Context, papers []store.Paper) error 
 		p := &papers[i]
 		text := e.prefixes().DocumentText(p.Title, p.Abstract)
 		hash := embed.TextHash(text)
-		if old := stored[p.ID]; old != nil && old.DenseHash == hash && len(old.Dense) > 0 {
-			p.Dense, p.DenseHash = old.Dense, hash
+		if old := stored[p.ID]; old != nil && old.DenseHash == hash && len(old.Dense) > 0 && old.DenseSet == e.Spec.Key() {
+			p.Dense, p.DenseHash, p.DenseSet = old.Dense, hash, old.DenseSet
 			continue
 		}
 		if e.Embedder != nil {
@@ -51,7 +51,7 @@ func (e *Engine) AttachVectors(ctx context.Context, papers []store.Paper) error 
 		return err
 	}
 	for j, i := range todo {
-		papers[i].Dense, papers[i].DenseHash = vecs[j], embed.TextHash(texts[j])
+		papers[i].Dense, papers[i].DenseHash, papers[i].DenseSet = vecs[j], embed.TextHash(texts[j]), e.Spec.Key()
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		ue   *store.UnavailableError
 		fe   *feedNotFoundError
 		re   *store.ResourceExhaustedError
+		sw   *store.EmbeddingSwitchedError
 	)
 	switch {
 	case errors.As(err, &verr):
@@ -61,6 +62,10 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return precondition(pe.Reason, pe.Subject, pe.Message)
 	case errors.As(err, &mm):
 		return precondition(apierr.EmbeddingModelMismatch, "store", mm.Error())
+	case errors.Is(err, store.ErrNoOtherSet):
+		return precondition(apierr.VectorSetBusy, "store", "the store keeps no second set of vectors")
+	case errors.As(err, &sw):
+		return apierr.New(codes.Unavailable, apierr.EmbeddingSwitched, "the store switched embedding models during the call; retry", nil)
 	case errors.Is(err, syscall.ENOSPC):
 		log.Error("disk full", "method", method, "error", err)
 		return apierr.New(codes.ResourceExhausted, apierr.StorageFull, "the server's disk is full; retry once an operator has freed space",

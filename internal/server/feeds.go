@@ -40,7 +40,7 @@ var errFeedsUnsupported = &apierr.PreconditionError{Reason: apierr.FeedsUnsuppor
 	Message: "this store keeps no feeds or write order: feeds need the embedded store for now"}
 
 func (s *Service) feeds() (store.Feeds, error) {
-	f, ok := s.store.(store.Feeds)
+	f, ok := store.As[store.Feeds](s.store)
 	if !ok {
 		return nil, errFeedsUnsupported
 	}
@@ -52,7 +52,7 @@ func (s *Service) feeds() (store.Feeds, error) {
 func (s *Service) feedRequest(f *recommenderv1.Feed) (*recommendRequest, error) {
 	req := &recommenderv1.RecommendRequest{Query: f.GetQuery(), PositivePaperIds: f.GetPositivePaperIds(),
 		PositivePapers: f.GetPositivePapers(), Filter: f.GetFilter(), Mode: f.GetMode(), PageSize: feedDepth}
-	r, err := parseRecommend(req, s.engine.Ranking())
+	r, err := parseRecommend(req, s.eng().Ranking())
 	v := &apierr.ValidationError{}
 	if errors.As(err, &v) {
 		for i := range v.Violations {
@@ -174,7 +174,7 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 	if err := s.ready(); err != nil {
 		return err
 	}
-	wlog, ok := s.store.(store.ChangeLog)
+	wlog, ok := store.As[store.ChangeLog](s.store)
 	if !ok {
 		return errFeedsUnsupported
 	}
@@ -228,7 +228,12 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 // among the feed's best feedDepth with at least its relevance. A paper written twice in the
 // batch is sent once, at its last write.
 func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.RecommenderService_StreamFeedServer, r *recommendRequest, minRelevance float32, changes []store.Change) error {
-	res, err := s.engine.Recommend(ctx, r.Request)
+	var res *recommend.Result
+	err := s.withEngine(ctx, func(e *recommend.Engine) error {
+		var err error
+		res, err = e.Recommend(ctx, r.Request)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -112,17 +112,18 @@ func isLoopback(host string) bool {
 
 // methodScopes is the scope each RPC needs; methods not listed (health, reflection) are open.
 var methodScopes = map[string]auth.Scope{
-	recommenderv1.RecommenderService_Recommend_FullMethodName:    auth.Read,
-	recommenderv1.RecommenderService_GetPaper_FullMethodName:     auth.Read,
-	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName: auth.Read,
-	recommenderv1.RecommenderService_UpsertPapers_FullMethodName: auth.Write,
-	recommenderv1.RecommenderService_DeletePapers_FullMethodName: auth.Write,
-	recommenderv1.RecommenderService_IngestPapers_FullMethodName: auth.Write,
-	recommenderv1.RecommenderService_CreateFeed_FullMethodName:   auth.Write,
-	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:   auth.Write,
-	recommenderv1.RecommenderService_GetFeed_FullMethodName:      auth.Read,
-	recommenderv1.RecommenderService_ListFeeds_FullMethodName:    auth.Read,
-	recommenderv1.RecommenderService_StreamFeed_FullMethodName:   auth.Read,
+	recommenderv1.RecommenderService_Recommend_FullMethodName:       auth.Read,
+	recommenderv1.RecommenderService_GetPaper_FullMethodName:        auth.Read,
+	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName:    auth.Read,
+	recommenderv1.RecommenderService_UpsertPapers_FullMethodName:    auth.Write,
+	recommenderv1.RecommenderService_DeletePapers_FullMethodName:    auth.Write,
+	recommenderv1.RecommenderService_IngestPapers_FullMethodName:    auth.Write,
+	recommenderv1.RecommenderService_CreateFeed_FullMethodName:      auth.Write,
+	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:      auth.Write,
+	recommenderv1.RecommenderService_GetFeed_FullMethodName:         auth.Read,
+	recommenderv1.RecommenderService_ListFeeds_FullMethodName:       auth.Read,
+	recommenderv1.RecommenderService_StreamFeed_FullMethodName:      auth.Read,
+	recommenderv1.RecommenderService_RetireVectorSet_FullMethodName: auth.Write,
 }
 
 // admit authenticates and rate-limits a call to a guarded method, returning the caller.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,9 +17,10 @@ import (
 // Loopback is a Service served over real gRPC on 127.0.0.1, with a client connected to it: for
 // tests, benchmarks and the eval command, which measure the service through its API.
 type Loopback struct {
-	Conn *grpc.ClientConn
-	Addr string
-	stop func() error
+	Conn    *grpc.ClientConn
+	Addr    string
+	Service *Service
+	stop    func() error
 }
 
 // StartLoopback serves st on 127.0.0.1:0 until Close. The caller still owns st.
@@ -41,12 +43,12 @@ func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder, opts
 		cancel()
 		return nil, errors.Join(err, <-done)
 	}
-	return &Loopback{Conn: conn, Addr: srv.Addr().String(), stop: func() error {
+	return &Loopback{Conn: conn, Addr: srv.Addr().String(), Service: svc, stop: sync.OnceValue(func() error {
 		cerr := conn.Close()
 		cancel()
 		return errors.Join(cerr, <-done)
-	}}, nil
+	})}, nil
 }
 
-// Close stops the server and closes the client connection.
+// Close stops the server and closes the client connection; later calls return the first's result.
 func (l *Loopback) Close() error { return l.stop() }

@@ -13,11 +13,16 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	r, err := parseRecommend(req, s.engine.Ranking())
-	if err != nil {
-		return nil, err
-	}
-	res, err := s.engine.Recommend(ctx, r.Request)
+	var r *recommendRequest
+	var res *recommend.Result
+	err := s.withEngine(ctx, func(e *recommend.Engine) error {
+		var err error
+		if r, err = parseRecommend(req, e.Ranking()); err != nil {
+			return err
+		}
+		res, err = e.Recommend(ctx, r.Request)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/recommend"
+	"github.com/paperrec/recommender/internal/reembed"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -32,10 +33,17 @@ const maxListedRejections = 1_000
 type Service struct {
 	recommenderv1.UnimplementedRecommenderServiceServer
 	store   store.Store
-	emb     embed.Embedder      // nil: lexical only
-	spec    store.EmbeddingSpec // the store's binding when emb is set
+	emb     embed.Embedder // the configured model; nil: lexical only
+	next    embed.Embedder // the model to re-embed into (WithReembedding); nil: none
 	metrics *metrics.Metrics
-	engine  recommend.Engine // the pipeline; its Spec is set with spec
+	base    recommend.Engine // what every engine shares (store, fusion, fallback)
+	// engines holds the pipeline of each model this server can embed with, by the
+	// EmbeddingSpec.Key of the store's set it matches; engine is the one of the store's active
+	// set. Written by bind before bound is set.
+	engines   map[string]*recommend.Engine
+	engine    atomic.Pointer[recommend.Engine]
+	nextSpec  store.EmbeddingSpec
+	reembedOn atomic.Bool // this server is filling the store's other set
 
 	deferBinding bool
 	bound        atomic.Bool // spec is set (or no embedder); written once, before handlers read spec
@@ -55,12 +63,16 @@ type Option func(*Service)
 func WithMetrics(m *metrics.Metrics) Option { return func(s *Service) { s.metrics = m } }
 
 // WithFusion sets how HYBRID merges the lexical and dense lists (eval tunes it with this).
-func WithFusion(f rank.Fusion) Option { return func(s *Service) { s.engine.Fusion = f } }
+func WithFusion(f rank.Fusion) Option { return func(s *Service) { s.base.Fusion = f } }
 
 // WithLexicalFallback answers requests that leave the mode to the server lexically when the
 // embedding API is unavailable, instead of failing them with UNAVAILABLE. The response's mode
 // says LEXICAL. Requests that ask for DENSE or HYBRID still fail.
-func WithLexicalFallback() Option { return func(s *Service) { s.engine.Fallback = true } }
+func WithLexicalFallback() Option { return func(s *Service) { s.base.Fallback = true } }
+
+// WithReembedding names the model to move the store to (see Reembed): once the store has
+// switched to it, the service embeds with it.
+func WithReembedding(next embed.Embedder) Option { return func(s *Service) { s.next = next } }
 
 // probeTimeout bounds the one embedding call NewService may make to learn the model's size.
 const probeTimeout = 30 * time.Second
@@ -71,10 +83,13 @@ const probeTimeout = 30 * time.Second
 // refused. With WithDeferredBinding, a store that cannot be reached yet does not fail it (see
 // AwaitBinding).
 func NewService(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Service, error) {
-	s := &Service{store: st, emb: emb, engine: recommend.Engine{Store: st, Embedder: emb}, stopping: make(chan struct{})}
+	s := &Service{store: st, emb: emb, base: recommend.Engine{Store: st}, stopping: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
+	unbound := s.base
+	unbound.Embedder = emb
+	s.engine.Store(&unbound)
 	err := s.bind(ctx)
 	var ue *store.UnavailableError
 	if err != nil && !(s.deferBinding && errors.As(err, &ue)) {
@@ -102,41 +117,125 @@ func (s *Service) ready() error {
 	return nil
 }
 
-// bind binds the store to the embedder's model, once.
+// bind binds the store to the embedder's model, once: or to the re-embedding model, when the
+// store has already switched to it.
 func (s *Service) bind(ctx context.Context) error {
 	if s.bound.Load() {
 		return nil
 	}
-	if s.emb == nil {
-		s.bound.Store(true)
-		return nil
+	stats, err := s.store.Stats(ctx)
+	if err != nil {
+		return err
 	}
-	pre := s.emb.Prefixes()
-	spec := store.EmbeddingSpec{Model: s.emb.Model(), Dimensions: s.emb.Dimensions(), QueryPrefix: pre.Query, DocumentPrefix: pre.Document}
-	if spec.Dimensions == 0 {
-		stats, err := s.store.Stats(ctx)
+	s.engines = map[string]*recommend.Engine{}
+	active := s.base
+	active.Embedder = s.emb
+	if s.next != nil {
+		if s.nextSpec, err = s.specOf(ctx, s.next, stats.Embedding, "REEMBED_DIMENSIONS"); err != nil {
+			return err
+		}
+		next := s.base
+		next.Embedder, next.Spec = s.next, s.nextSpec
+		s.engines[s.nextSpec.Key()] = &next
+		if stats.Embedding.Key() == s.nextSpec.Key() {
+			active = next // switched already
+		}
+	}
+	if active.Embedder != nil && active.Embedder == s.emb {
+		spec, err := s.specOf(ctx, s.emb, stats.Embedding, "EMBEDDING_DIMENSIONS")
 		if err != nil {
 			return err
 		}
-		if stats.Embedding.Model == spec.Model {
-			spec.Dimensions = stats.Embedding.Dimensions
+		if active.Spec, err = s.store.BindEmbedding(ctx, spec); err != nil {
+			return err
 		}
+	}
+	s.engines[active.Spec.Key()] = &active
+	s.engine.Store(&active)
+	s.bound.Store(true) // publishes engines to the handlers that Load it
+	return nil
+}
+
+// specOf is emb's model, size and prefixes: the size from its configuration, else from the
+// store's binding (stored) when it is that model's, else from one probe call.
+func (s *Service) specOf(ctx context.Context, emb embed.Embedder, stored store.EmbeddingSpec, dimsVar string) (store.EmbeddingSpec, error) {
+	pre := emb.Prefixes()
+	spec := store.EmbeddingSpec{Model: emb.Model(), Dimensions: emb.Dimensions(), QueryPrefix: pre.Query, DocumentPrefix: pre.Document}
+	if spec.Dimensions == 0 && stored.Model == spec.Model {
+		spec.Dimensions = stored.Dimensions
 	}
 	if spec.Dimensions == 0 {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		defer cancel()
-		vecs, err := s.emb.Embed(pctx, []string{pre.DocumentText("dimension probe", "")})
+		vecs, err := emb.Embed(pctx, []string{pre.DocumentText("dimension probe", "")})
 		if err != nil {
-			return fmt.Errorf("learn the dimensions of model %q (set EMBEDDING_DIMENSIONS to skip this call): %w", spec.Model, err)
+			return spec, fmt.Errorf("learn the dimensions of model %q (set %s to skip this call): %w", spec.Model, dimsVar, err)
 		}
 		spec.Dimensions = len(vecs[0])
 	}
-	bound, err := s.store.BindEmbedding(ctx, spec)
+	return spec, nil
+}
+
+// Reembed moves the store to the WithReembedding model while the service answers from the
+// current one: it fills the store's second vector set, switches to it, and from then on the
+// service embeds with the new model. It returns nil at once when there is nothing to do (no such
+// model, or the store switched already). The service must be bound (Ready).
+func (s *Service) Reembed(ctx context.Context, log *slog.Logger) error {
+	if s.next == nil || s.eng().Spec.Key() == s.nextSpec.Key() {
+		return nil
+	}
+	vs, ok := store.As[store.VectorSets](s.store)
+	if !ok {
+		return errors.New("this store keeps one set of vectors: re-embedding in place needs the embedded store")
+	}
+	s.reembedOn.Store(true)
+	defer s.reembedOn.Store(false)
+	from := "lexical (no model)"
+	if cur := s.eng().Spec; cur.Model != "" {
+		from = cur.String()
+	}
+	log.Info("re-embedding the papers with another model; queries use the current one until the switch",
+		"from", from, "to", s.nextSpec.String())
+	job := reembed.Job{Sets: vs, Embedder: s.next, Spec: s.nextSpec, Log: log}
+	if err := job.Run(ctx); err != nil {
+		return fmt.Errorf("re-embed with model %q: %w", s.nextSpec.Model, err)
+	}
+	return s.refreshEngine(ctx)
+}
+
+// eng is the pipeline of the store's active vector set.
+func (s *Service) eng() *recommend.Engine { return s.engine.Load() }
+
+// switchAttempts bounds how often a call is retried because the store switched models under it.
+const switchAttempts = 3
+
+// withEngine runs fn with the active set's pipeline; when the store switched to another set
+// during fn, it takes that set's pipeline and runs fn again, so a request made across a switch
+// is answered wholly by one model or wholly by the other.
+func (s *Service) withEngine(ctx context.Context, fn func(e *recommend.Engine) error) error {
+	for try := 1; ; try++ {
+		err := fn(s.eng())
+		var sw *store.EmbeddingSwitchedError
+		if !errors.As(err, &sw) || try == switchAttempts {
+			return err
+		}
+		if rerr := s.refreshEngine(ctx); rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// refreshEngine takes the pipeline of the store's active set.
+func (s *Service) refreshEngine(ctx context.Context) error {
+	st, err := s.store.Stats(ctx)
 	if err != nil {
 		return err
 	}
-	s.spec, s.engine.Spec = bound, bound
-	s.bound.Store(true) // publishes spec to the handlers that Load it
+	e, ok := s.engines[st.Embedding.Key()]
+	if !ok {
+		return &store.EmbeddingMismatchError{Stored: st.Embedding, Configured: s.eng().Spec}
+	}
+	s.engine.Store(e)
 	return nil
 }
 
@@ -219,10 +318,15 @@ func (s *Service) UpsertPapers(ctx context.Context, req *recommenderv1.UpsertPap
 	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}
-	if err := s.engine.AttachVectors(ctx, papers); err != nil {
-		return nil, err
-	}
-	outcomes, err := s.store.Upsert(ctx, papers)
+	var outcomes []store.Outcome
+	err := s.withEngine(ctx, func(e *recommend.Engine) error {
+		if err := e.AttachVectors(ctx, papers); err != nil {
+			return err
+		}
+		var err error
+		outcomes, err = s.store.Upsert(ctx, papers)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +396,20 @@ func (s *Service) IngestPapers(stream recommenderv1.RecommenderService_IngestPap
 				continue // drain after a failure
 			}
 			var outcomes []store.Outcome
-			if outcomes, err = s.store.Upsert(ctx, papers); err != nil {
+			err = s.withEngine(ctx, func(e *recommend.Engine) error {
+				var err error
+				if outcomes, err = s.store.Upsert(ctx, papers); err != nil {
+					// Embedded for the set switched away from: embed them for the new one.
+					var sw *store.EmbeddingSwitchedError
+					if errors.As(err, &sw) && s.refreshEngine(ctx) == nil {
+						if err := s.eng().AttachVectors(ctx, papers); err != nil {
+							return err
+						}
+					}
+				}
+				return err
+			})
+			if err != nil {
 				cancel(err)
 				continue
 			}
@@ -348,7 +465,7 @@ func (s *Service) receiveBatches(ctx context.Context, stream recommenderv1.Recom
 		if len(papers) == 0 {
 			continue
 		}
-		if err := s.engine.AttachVectors(ctx, papers); err != nil {
+		if err := s.eng().AttachVectors(ctx, papers); err != nil {
 			return nil, err
 		}
 		select {
@@ -374,9 +491,47 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 		EmbeddingModel: LexicalModel,
 		IndexVersion:   st.IndexVersion,
 	}
-	if s.emb != nil {
-		info.EmbeddingModel, info.EmbeddingDimensions = s.spec.Model, int32(s.spec.Dimensions)
-		info.EmbeddingQueryPrefix, info.EmbeddingDocumentPrefix = s.spec.QueryPrefix, s.spec.DocumentPrefix
+	if e := s.eng(); e.Embedder != nil {
+		info.EmbeddingModel, info.EmbeddingDimensions = e.Spec.Model, int32(e.Spec.Dimensions)
+		info.EmbeddingQueryPrefix, info.EmbeddingDocumentPrefix = e.Spec.QueryPrefix, e.Spec.DocumentPrefix
+	}
+	if vs, ok := store.As[store.VectorSets](s.store); ok {
+		st, err := vs.VectorSetStatus(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if o := st.Other; o.Model != "" {
+			info.OtherVectorSet = &recommenderv1.VectorSet{Model: o.Model, Dimensions: int32(o.Dimensions), QueryPrefix: o.QueryPrefix,
+				DocumentPrefix: o.DocumentPrefix, PapersWithVectors: st.OtherVectors, Filling: s.reembedOn.Load() && o.Key() == s.nextSpec.Key()}
+		}
 	}
 	return info, nil
+}
+
+// RetireVectorSet implements RecommenderService.
+func (s *Service) RetireVectorSet(ctx context.Context, _ *recommenderv1.RetireVectorSetRequest) (*recommenderv1.RetireVectorSetResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	vs, ok := store.As[store.VectorSets](s.store)
+	if !ok {
+		return nil, &apierr.PreconditionError{Reason: apierr.VectorSetBusy, Subject: "store", Message: "this store keeps one set of vectors: there is none to retire"}
+	}
+	st, err := vs.VectorSetStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := st.Other
+	switch {
+	case o.Model == "":
+		return nil, &apierr.PreconditionError{Reason: apierr.VectorSetBusy, Subject: "store", Message: "the store keeps no second set of vectors"}
+	case s.reembedOn.Load() && o.Key() == s.nextSpec.Key():
+		return nil, &apierr.PreconditionError{Reason: apierr.VectorSetBusy, Subject: "store",
+			Message: fmt.Sprintf("this server is re-embedding the papers into the set of model %q; it cannot be retired before the switch", o.Model)}
+	}
+	if err := vs.RetireVectorSet(ctx); err != nil {
+		return nil, err
+	}
+	return &recommenderv1.RetireVectorSetResponse{Retired: &recommenderv1.VectorSet{Model: o.Model, Dimensions: int32(o.Dimensions),
+		QueryPrefix: o.QueryPrefix, DocumentPrefix: o.DocumentPrefix, PapersWithVectors: st.OtherVectors}}, nil
 }

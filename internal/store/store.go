@@ -37,6 +37,19 @@ type Paper struct {
 	// DenseHash identifies the text Dense was computed from (embed.TextHash), so an unchanged
 	// paper keeps its vector without another embedding call.
 	DenseHash string
+	// DenseSet is the EmbeddingSpec.Key of the model Dense comes from. Reads set it; a write
+	// that sets it is refused with *EmbeddingSwitchedError unless it names the active set, so
+	// a vector embedded just before a switch never lands among the other model's.
+	DenseSet string
+}
+
+// TextKey identifies the text a paper's vectors are embedded from (title and abstract), so a
+// vector computed for one version of a paper is not stored for another (VectorSets).
+func TextKey(title, abstract string) string {
+	h := sha256.New()
+	writeField(h, title)
+	writeField(h, abstract)
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // EmbeddingSpec names the embedding model a store's vectors come from, with the instruction
@@ -56,6 +69,14 @@ func (s EmbeddingSpec) Conflicts(configured EmbeddingSpec) bool {
 		s.QueryPrefix != configured.QueryPrefix || s.DocumentPrefix != configured.DocumentPrefix
 }
 
+// Key identifies the vector set s's vectors form: vectors of equal keys are comparable.
+func (s EmbeddingSpec) Key() string {
+	if s.Model == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s\x00%d\x00%s\x00%s", s.Model, s.Dimensions, s.QueryPrefix, s.DocumentPrefix)
+}
+
 func (s EmbeddingSpec) String() string {
 	return fmt.Sprintf("model %q with %d dimensions, query prefix %q, document prefix %q",
 		s.Model, s.Dimensions, s.QueryPrefix, s.DocumentPrefix)
@@ -67,8 +88,17 @@ type EmbeddingMismatchError struct{ Stored, Configured EmbeddingSpec }
 
 func (e *EmbeddingMismatchError) Error() string {
 	return fmt.Sprintf("the store holds vectors of %s, but %s is configured; "+
-		"use the store's model and prefixes, or a new data directory / collection (re-embedding in place is not supported yet)",
+		"use the store's model and prefixes, or move the store to the new model with serve --reembed-model (and its prefixes)",
 		e.Stored, e.Configured)
+}
+
+// EmbeddingSwitchedError is returned for a call made with vectors of a set that is no longer
+// the store's active one (Paper.DenseSet, Query.DenseSet): the store switched models between
+// the caller's embedding and its call. The caller embeds again with Active's model.
+type EmbeddingSwitchedError struct{ Active EmbeddingSpec }
+
+func (e *EmbeddingSwitchedError) Error() string {
+	return fmt.Sprintf("the store switched its vectors to %s during the call", e.Active)
 }
 
 // Outcome is what an upsert did to one paper.
@@ -97,8 +127,13 @@ type Query struct {
 	// Lexical holds query term weights; negative weights push papers with those terms down.
 	Lexical lexical.Vector
 	// Dense is the query embedding; it need not be normalised.
-	Dense  []float32
-	Filter Filter
+	Dense []float32
+	// DenseSet is the EmbeddingSpec.Key of Dense's model: the search runs in that vector set
+	// (the active one or, while a store keeps two, the other; hits' Dense come from it too),
+	// and fails with *EmbeddingSwitchedError when the store keeps no such set. Empty: the
+	// active set.
+	DenseSet string
+	Filter   Filter
 	// Limit is how many hits to return at most.
 	Limit int
 	// WithVectors fills in the hits' Lexical and Dense, for re-ranking and explanations.
@@ -196,6 +231,28 @@ func (e *ResourceExhaustedError) Error() string {
 	return fmt.Sprintf("store overloaded (retry after %v): %v", e.RetryAfter, e.Err)
 }
 func (e *ResourceExhaustedError) Unwrap() error { return e.Err }
+
+// Wrapper is implemented by stores that wrap another (instrumentation), so the wrapped one's
+// optional interfaces stay reachable through As.
+type Wrapper interface {
+	Unwrap() Store
+}
+
+// As returns s, or the store s wraps (through any number of Wrappers), as a T: how callers find
+// a store's optional interfaces (Feeds, ChangeLog, TermStatser, VectorSets...).
+func As[T any](s Store) (T, bool) {
+	for {
+		if t, ok := s.(T); ok {
+			return t, true
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			var zero T
+			return zero, false
+		}
+		s = w.Unwrap()
+	}
+}
 
 // Versioner is implemented by stores that count their writes cheaply (the embedded store), so
 // every answer can say which state of the index it came from.
@@ -313,3 +370,70 @@ type Change struct {
 	Cursor // the position just after it
 	At     time.Time
 }
+
+// VectorSets is implemented by stores that can keep a second set of dense vectors beside the
+// active one, so a deployment moves to another embedding model without downtime: the other set
+// is filled in the background while queries use the active one, the switch between them is
+// atomic, and the set switched away from stays (for a rollback) until it is retired.
+type VectorSets interface {
+	// VectorSetStatus describes both sets.
+	VectorSetStatus(ctx context.Context) (VectorSetStatus, error)
+	// BeginVectorSet makes spec's set the other one: created empty, or kept (with the vectors
+	// it has) when it is already spec's. It fails while the other set belongs to another
+	// model (retire it first), and with ErrSetActive when spec is the active set's.
+	BeginVectorSet(ctx context.Context, spec EmbeddingSpec) error
+	// MissingVectors returns up to limit papers with no up-to-date vector in the other set
+	// (title and abstract filled in), in an order of the store's, each after the paper named
+	// after (the last of the previous page; empty: from the first).
+	MissingVectors(ctx context.Context, after string, limit int) ([]Paper, error)
+	// PutVectors stores vectors into the other set. A vector whose TextKey no longer matches
+	// the stored paper (it changed meanwhile), or whose paper is gone, is skipped and its id
+	// returned.
+	PutVectors(ctx context.Context, vectors []SetVector) (skipped []string, err error)
+	// SwitchVectorSet atomically makes the other set, which must be to's, the active one and
+	// the active one the other; nothing happens when to's set is active already (another
+	// replica switched). Papers with no vector in the other set are given to fill (when set, and when at
+	// most MaxSwitchFill of them) while writes wait, and its vectors stored with the switch, so
+	// a steady stream of writes cannot keep the switch from happening. It fails with
+	// *IncompleteSetError while papers lack a vector and fill cannot or did not give them one.
+	SwitchVectorSet(ctx context.Context, to EmbeddingSpec, fill FillFunc) error
+	// RetireVectorSet deletes the other set.
+	RetireVectorSet(ctx context.Context) error
+}
+
+// VectorSetStatus describes a store's vector sets.
+type VectorSetStatus struct {
+	Active EmbeddingSpec // zero: lexical only
+	// Other is the second set's model; zero when there is none.
+	Other EmbeddingSpec
+	// OtherVectors is how many papers have an up-to-date vector in the other set, of Papers.
+	OtherVectors, Papers int64
+}
+
+// FillFunc embeds papers for the other set (title and abstract filled in).
+type FillFunc func(ctx context.Context, papers []Paper) ([]SetVector, error)
+
+// MaxSwitchFill bounds the papers SwitchVectorSet embeds while writes wait.
+const MaxSwitchFill = 256
+
+// SetVector is one paper's vector for the other set.
+type SetVector struct {
+	ID string
+	// TextKey is the TextKey of the title and abstract Dense was embedded from.
+	TextKey   string
+	Dense     []float32
+	DenseHash string // as Paper.DenseHash
+}
+
+// IncompleteSetError is returned by a switch to a set some papers have no vector in.
+type IncompleteSetError struct{ Missing int64 }
+
+func (e *IncompleteSetError) Error() string {
+	return fmt.Sprintf("%d papers have no vector in the other set yet", e.Missing)
+}
+
+// ErrSetActive is returned by BeginVectorSet for the model of the active set.
+var ErrSetActive = errors.New("the store's active vectors are already of this model")
+
+// ErrNoOtherSet is returned by calls that need a second vector set when there is none.
+var ErrNoOtherSet = errors.New("the store keeps no second vector set")

@@ -1695,8 +1695,12 @@ type GetIndexInfoResponse struct {
 	// Instruction put before a paper's text when it is embedded (e5 models: "passage: "); empty
 	// when none, or when lexical.
 	EmbeddingDocumentPrefix string `protobuf:"bytes,7,opt,name=embedding_document_prefix,json=embeddingDocumentPrefix,proto3" json:"embedding_document_prefix,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The second set of vectors the store keeps beside the active one: being filled by a
+	// re-embedding with another model (queries use the active set until the switch), or the set
+	// switched away from, kept for a rollback until RetireVectorSet. Absent when there is none.
+	OtherVectorSet *VectorSet `protobuf:"bytes,8,opt,name=other_vector_set,json=otherVectorSet,proto3" json:"other_vector_set,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetIndexInfoResponse) Reset() {
@@ -1778,6 +1782,184 @@ func (x *GetIndexInfoResponse) GetEmbeddingDocumentPrefix() string {
 	return ""
 }
 
+func (x *GetIndexInfoResponse) GetOtherVectorSet() *VectorSet {
+	if x != nil {
+		return x.OtherVectorSet
+	}
+	return nil
+}
+
+// VectorSet is one set of paper embeddings in the store.
+type VectorSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Embedding model, its vector size and instruction prefixes.
+	Model          string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	Dimensions     int32  `protobuf:"varint,2,opt,name=dimensions,proto3" json:"dimensions,omitempty"`
+	QueryPrefix    string `protobuf:"bytes,3,opt,name=query_prefix,json=queryPrefix,proto3" json:"query_prefix,omitempty"`
+	DocumentPrefix string `protobuf:"bytes,4,opt,name=document_prefix,json=documentPrefix,proto3" json:"document_prefix,omitempty"`
+	// Papers with a vector in this set for their current text, of GetIndexInfoResponse.paper_count.
+	PapersWithVectors int64 `protobuf:"varint,5,opt,name=papers_with_vectors,json=papersWithVectors,proto3" json:"papers_with_vectors,omitempty"`
+	// True while this server is re-embedding the papers into this set (it switches to it once
+	// every paper has a vector); false for a set switched away from, or one no server fills.
+	Filling       bool `protobuf:"varint,6,opt,name=filling,proto3" json:"filling,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VectorSet) Reset() {
+	*x = VectorSet{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VectorSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VectorSet) ProtoMessage() {}
+
+func (x *VectorSet) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VectorSet.ProtoReflect.Descriptor instead.
+func (*VectorSet) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VectorSet) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *VectorSet) GetDimensions() int32 {
+	if x != nil {
+		return x.Dimensions
+	}
+	return 0
+}
+
+func (x *VectorSet) GetQueryPrefix() string {
+	if x != nil {
+		return x.QueryPrefix
+	}
+	return ""
+}
+
+func (x *VectorSet) GetDocumentPrefix() string {
+	if x != nil {
+		return x.DocumentPrefix
+	}
+	return ""
+}
+
+func (x *VectorSet) GetPapersWithVectors() int64 {
+	if x != nil {
+		return x.PapersWithVectors
+	}
+	return 0
+}
+
+func (x *VectorSet) GetFilling() bool {
+	if x != nil {
+		return x.Filling
+	}
+	return false
+}
+
+// RetireVectorSetRequest is empty: a store keeps at most one set beside the active one.
+type RetireVectorSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireVectorSetRequest) Reset() {
+	*x = RetireVectorSetRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireVectorSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireVectorSetRequest) ProtoMessage() {}
+
+func (x *RetireVectorSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireVectorSetRequest.ProtoReflect.Descriptor instead.
+func (*RetireVectorSetRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{21}
+}
+
+// RetireVectorSetResponse names the set deleted.
+type RetireVectorSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Retired       *VectorSet             `protobuf:"bytes,1,opt,name=retired,proto3" json:"retired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireVectorSetResponse) Reset() {
+	*x = RetireVectorSetResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireVectorSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireVectorSetResponse) ProtoMessage() {}
+
+func (x *RetireVectorSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireVectorSetResponse.ProtoReflect.Descriptor instead.
+func (*RetireVectorSetResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RetireVectorSetResponse) GetRetired() *VectorSet {
+	if x != nil {
+		return x.Retired
+	}
+	return nil
+}
+
 // Feed is a saved "new papers like these" subscription.
 type Feed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1805,7 +1987,7 @@ type Feed struct {
 
 func (x *Feed) Reset() {
 	*x = Feed{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1999,7 @@ func (x *Feed) String() string {
 func (*Feed) ProtoMessage() {}
 
 func (x *Feed) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2012,7 @@ func (x *Feed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feed.ProtoReflect.Descriptor instead.
 func (*Feed) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{20}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Feed) GetFeedId() string {
@@ -1906,7 +2088,7 @@ type CreateFeedRequest struct {
 
 func (x *CreateFeedRequest) Reset() {
 	*x = CreateFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2100,7 @@ func (x *CreateFeedRequest) String() string {
 func (*CreateFeedRequest) ProtoMessage() {}
 
 func (x *CreateFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2113,7 @@ func (x *CreateFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFeedRequest.ProtoReflect.Descriptor instead.
 func (*CreateFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{21}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateFeedRequest) GetFeed() *Feed {
@@ -1951,7 +2133,7 @@ type CreateFeedResponse struct {
 
 func (x *CreateFeedResponse) Reset() {
 	*x = CreateFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2145,7 @@ func (x *CreateFeedResponse) String() string {
 func (*CreateFeedResponse) ProtoMessage() {}
 
 func (x *CreateFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2158,7 @@ func (x *CreateFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFeedResponse.ProtoReflect.Descriptor instead.
 func (*CreateFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{22}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateFeedResponse) GetFeed() *Feed {
@@ -1996,7 +2178,7 @@ type GetFeedRequest struct {
 
 func (x *GetFeedRequest) Reset() {
 	*x = GetFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2190,7 @@ func (x *GetFeedRequest) String() string {
 func (*GetFeedRequest) ProtoMessage() {}
 
 func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2203,7 @@ func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeedRequest.ProtoReflect.Descriptor instead.
 func (*GetFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{23}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetFeedRequest) GetFeedId() string {
@@ -2041,7 +2223,7 @@ type GetFeedResponse struct {
 
 func (x *GetFeedResponse) Reset() {
 	*x = GetFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2235,7 @@ func (x *GetFeedResponse) String() string {
 func (*GetFeedResponse) ProtoMessage() {}
 
 func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2248,7 @@ func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeedResponse.ProtoReflect.Descriptor instead.
 func (*GetFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{24}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetFeedResponse) GetFeed() *Feed {
@@ -2085,7 +2267,7 @@ type ListFeedsRequest struct {
 
 func (x *ListFeedsRequest) Reset() {
 	*x = ListFeedsRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2279,7 @@ func (x *ListFeedsRequest) String() string {
 func (*ListFeedsRequest) ProtoMessage() {}
 
 func (x *ListFeedsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2292,7 @@ func (x *ListFeedsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeedsRequest.ProtoReflect.Descriptor instead.
 func (*ListFeedsRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{25}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{28}
 }
 
 // ListFeedsResponse holds the saved feeds, oldest first.
@@ -2123,7 +2305,7 @@ type ListFeedsResponse struct {
 
 func (x *ListFeedsResponse) Reset() {
 	*x = ListFeedsResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2317,7 @@ func (x *ListFeedsResponse) String() string {
 func (*ListFeedsResponse) ProtoMessage() {}
 
 func (x *ListFeedsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2330,7 @@ func (x *ListFeedsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeedsResponse.ProtoReflect.Descriptor instead.
 func (*ListFeedsResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{26}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListFeedsResponse) GetFeeds() []*Feed {
@@ -2168,7 +2350,7 @@ type DeleteFeedRequest struct {
 
 func (x *DeleteFeedRequest) Reset() {
 	*x = DeleteFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2362,7 @@ func (x *DeleteFeedRequest) String() string {
 func (*DeleteFeedRequest) ProtoMessage() {}
 
 func (x *DeleteFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2375,7 @@ func (x *DeleteFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFeedRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{27}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteFeedRequest) GetFeedId() string {
@@ -2212,7 +2394,7 @@ type DeleteFeedResponse struct {
 
 func (x *DeleteFeedResponse) Reset() {
 	*x = DeleteFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2406,7 @@ func (x *DeleteFeedResponse) String() string {
 func (*DeleteFeedResponse) ProtoMessage() {}
 
 func (x *DeleteFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2419,7 @@ func (x *DeleteFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFeedResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{28}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{31}
 }
 
 // StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
@@ -2256,7 +2438,7 @@ type StreamFeedRequest struct {
 
 func (x *StreamFeedRequest) Reset() {
 	*x = StreamFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2450,7 @@ func (x *StreamFeedRequest) String() string {
 func (*StreamFeedRequest) ProtoMessage() {}
 
 func (x *StreamFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2463,7 @@ func (x *StreamFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFeedRequest.ProtoReflect.Descriptor instead.
 func (*StreamFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{29}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StreamFeedRequest) GetFeedId() string {
@@ -2323,7 +2505,7 @@ type StreamFeedResponse struct {
 
 func (x *StreamFeedResponse) Reset() {
 	*x = StreamFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2335,7 +2517,7 @@ func (x *StreamFeedResponse) String() string {
 func (*StreamFeedResponse) ProtoMessage() {}
 
 func (x *StreamFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2348,7 +2530,7 @@ func (x *StreamFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFeedResponse.ProtoReflect.Descriptor instead.
 func (*StreamFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{30}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StreamFeedResponse) GetPaper() *Paper {
@@ -2494,7 +2676,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"rejections\x18\x05 \x03(\v2\x19.recommender.v1.RejectionR\n" +
 	"rejections\"\x15\n" +
-	"\x13GetIndexInfoRequest\"\xcf\x02\n" +
+	"\x13GetIndexInfoRequest\"\x94\x03\n" +
 	"\x14GetIndexInfoResponse\x12\x1f\n" +
 	"\vpaper_count\x18\x01 \x01(\x03R\n" +
 	"paperCount\x12#\n" +
@@ -2503,7 +2685,20 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x14embedding_dimensions\x18\x04 \x01(\x05R\x13embeddingDimensions\x12#\n" +
 	"\rindex_version\x18\x05 \x01(\x04R\findexVersion\x124\n" +
 	"\x16embedding_query_prefix\x18\x06 \x01(\tR\x14embeddingQueryPrefix\x12:\n" +
-	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix\"\xe4\x02\n" +
+	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix\x12C\n" +
+	"\x10other_vector_set\x18\b \x01(\v2\x19.recommender.v1.VectorSetR\x0eotherVectorSet\"\xd7\x01\n" +
+	"\tVectorSet\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1e\n" +
+	"\n" +
+	"dimensions\x18\x02 \x01(\x05R\n" +
+	"dimensions\x12!\n" +
+	"\fquery_prefix\x18\x03 \x01(\tR\vqueryPrefix\x12'\n" +
+	"\x0fdocument_prefix\x18\x04 \x01(\tR\x0edocumentPrefix\x12.\n" +
+	"\x13papers_with_vectors\x18\x05 \x01(\x03R\x11papersWithVectors\x12\x18\n" +
+	"\afilling\x18\x06 \x01(\bR\afilling\"\x18\n" +
+	"\x16RetireVectorSetRequest\"N\n" +
+	"\x17RetireVectorSetResponse\x123\n" +
+	"\aretired\x18\x01 \x01(\v2\x19.recommender.v1.VectorSetR\aretired\"\xe4\x02\n" +
 	"\x04Feed\x12\x17\n" +
 	"\afeed_id\x18\x01 \x01(\tR\x06feedId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -2554,7 +2749,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x11SEED_STATUS_FOUND\x10\x01\x12\x16\n" +
 	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
 	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
-	"\x15SEED_STATUS_DUPLICATE\x10\x042\xc2\a\n" +
+	"\x15SEED_STATUS_DUPLICATE\x10\x042\xa6\b\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
@@ -2569,7 +2764,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"DeleteFeed\x12!.recommender.v1.DeleteFeedRequest\x1a\".recommender.v1.DeleteFeedResponse\x12U\n" +
 	"\n" +
-	"StreamFeed\x12!.recommender.v1.StreamFeedRequest\x1a\".recommender.v1.StreamFeedResponse0\x01BBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
+	"StreamFeed\x12!.recommender.v1.StreamFeedRequest\x1a\".recommender.v1.StreamFeedResponse0\x01\x12b\n" +
+	"\x0fRetireVectorSet\x12&.recommender.v1.RetireVectorSetRequest\x1a'.recommender.v1.RetireVectorSetResponseBBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
 
 var (
 	file_recommender_v1_recommender_proto_rawDescOnce sync.Once
@@ -2584,42 +2780,45 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 }
 
 var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_recommender_v1_recommender_proto_goTypes = []any{
-	(RetrievalMode)(0),           // 0: recommender.v1.RetrievalMode
-	(SeedStrategy)(0),            // 1: recommender.v1.SeedStrategy
-	(SeedStatus)(0),              // 2: recommender.v1.SeedStatus
-	(*Paper)(nil),                // 3: recommender.v1.Paper
-	(*Filter)(nil),               // 4: recommender.v1.Filter
-	(*RecommendRequest)(nil),     // 5: recommender.v1.RecommendRequest
-	(*SeedPaper)(nil),            // 6: recommender.v1.SeedPaper
-	(*Seed)(nil),                 // 7: recommender.v1.Seed
-	(*SharedTerm)(nil),           // 8: recommender.v1.SharedTerm
-	(*Explanation)(nil),          // 9: recommender.v1.Explanation
-	(*Recommendation)(nil),       // 10: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),    // 11: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),      // 12: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),     // 13: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),  // 14: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil), // 15: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),  // 16: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil), // 17: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),  // 18: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),            // 19: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil), // 20: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),  // 21: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil), // 22: recommender.v1.GetIndexInfoResponse
-	(*Feed)(nil),                 // 23: recommender.v1.Feed
-	(*CreateFeedRequest)(nil),    // 24: recommender.v1.CreateFeedRequest
-	(*CreateFeedResponse)(nil),   // 25: recommender.v1.CreateFeedResponse
-	(*GetFeedRequest)(nil),       // 26: recommender.v1.GetFeedRequest
-	(*GetFeedResponse)(nil),      // 27: recommender.v1.GetFeedResponse
-	(*ListFeedsRequest)(nil),     // 28: recommender.v1.ListFeedsRequest
-	(*ListFeedsResponse)(nil),    // 29: recommender.v1.ListFeedsResponse
-	(*DeleteFeedRequest)(nil),    // 30: recommender.v1.DeleteFeedRequest
-	(*DeleteFeedResponse)(nil),   // 31: recommender.v1.DeleteFeedResponse
-	(*StreamFeedRequest)(nil),    // 32: recommender.v1.StreamFeedRequest
-	(*StreamFeedResponse)(nil),   // 33: recommender.v1.StreamFeedResponse
+	(RetrievalMode)(0),              // 0: recommender.v1.RetrievalMode
+	(SeedStrategy)(0),               // 1: recommender.v1.SeedStrategy
+	(SeedStatus)(0),                 // 2: recommender.v1.SeedStatus
+	(*Paper)(nil),                   // 3: recommender.v1.Paper
+	(*Filter)(nil),                  // 4: recommender.v1.Filter
+	(*RecommendRequest)(nil),        // 5: recommender.v1.RecommendRequest
+	(*SeedPaper)(nil),               // 6: recommender.v1.SeedPaper
+	(*Seed)(nil),                    // 7: recommender.v1.Seed
+	(*SharedTerm)(nil),              // 8: recommender.v1.SharedTerm
+	(*Explanation)(nil),             // 9: recommender.v1.Explanation
+	(*Recommendation)(nil),          // 10: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),       // 11: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),         // 12: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),        // 13: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),     // 14: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil),    // 15: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),     // 16: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil),    // 17: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),     // 18: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),               // 19: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil),    // 20: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),     // 21: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil),    // 22: recommender.v1.GetIndexInfoResponse
+	(*VectorSet)(nil),               // 23: recommender.v1.VectorSet
+	(*RetireVectorSetRequest)(nil),  // 24: recommender.v1.RetireVectorSetRequest
+	(*RetireVectorSetResponse)(nil), // 25: recommender.v1.RetireVectorSetResponse
+	(*Feed)(nil),                    // 26: recommender.v1.Feed
+	(*CreateFeedRequest)(nil),       // 27: recommender.v1.CreateFeedRequest
+	(*CreateFeedResponse)(nil),      // 28: recommender.v1.CreateFeedResponse
+	(*GetFeedRequest)(nil),          // 29: recommender.v1.GetFeedRequest
+	(*GetFeedResponse)(nil),         // 30: recommender.v1.GetFeedResponse
+	(*ListFeedsRequest)(nil),        // 31: recommender.v1.ListFeedsRequest
+	(*ListFeedsResponse)(nil),       // 32: recommender.v1.ListFeedsResponse
+	(*DeleteFeedRequest)(nil),       // 33: recommender.v1.DeleteFeedRequest
+	(*DeleteFeedResponse)(nil),      // 34: recommender.v1.DeleteFeedResponse
+	(*StreamFeedRequest)(nil),       // 35: recommender.v1.StreamFeedRequest
+	(*StreamFeedResponse)(nil),      // 36: recommender.v1.StreamFeedResponse
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
 	4,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
@@ -2639,41 +2838,45 @@ var file_recommender_v1_recommender_proto_depIdxs = []int32{
 	3,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
 	3,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
 	19, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	6,  // 17: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
-	4,  // 18: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
-	0,  // 19: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
-	23, // 20: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
-	23, // 21: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
-	23, // 22: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
-	23, // 23: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
-	3,  // 24: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
-	5,  // 25: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	12, // 26: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	14, // 27: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	16, // 28: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	18, // 29: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	21, // 30: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	24, // 31: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
-	26, // 32: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
-	28, // 33: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
-	30, // 34: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
-	32, // 35: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
-	11, // 36: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	13, // 37: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	15, // 38: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	17, // 39: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	20, // 40: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	22, // 41: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	25, // 42: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
-	27, // 43: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
-	29, // 44: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
-	31, // 45: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
-	33, // 46: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	23, // 17: recommender.v1.GetIndexInfoResponse.other_vector_set:type_name -> recommender.v1.VectorSet
+	23, // 18: recommender.v1.RetireVectorSetResponse.retired:type_name -> recommender.v1.VectorSet
+	6,  // 19: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
+	4,  // 20: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
+	0,  // 21: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
+	26, // 22: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
+	26, // 23: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
+	26, // 24: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
+	26, // 25: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
+	3,  // 26: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
+	5,  // 27: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	12, // 28: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	14, // 29: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	16, // 30: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	18, // 31: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	21, // 32: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	27, // 33: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
+	29, // 34: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
+	31, // 35: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
+	33, // 36: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
+	35, // 37: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
+	24, // 38: recommender.v1.RecommenderService.RetireVectorSet:input_type -> recommender.v1.RetireVectorSetRequest
+	11, // 39: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	13, // 40: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	15, // 41: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	17, // 42: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	20, // 43: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	22, // 44: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	28, // 45: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
+	30, // 46: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
+	32, // 47: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
+	34, // 48: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
+	36, // 49: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
+	25, // 50: recommender.v1.RecommenderService.RetireVectorSet:output_type -> recommender.v1.RetireVectorSetResponse
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -2691,7 +2894,7 @@ func file_recommender_v1_recommender_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,17 +22,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RecommenderService_Recommend_FullMethodName    = "/recommender.v1.RecommenderService/Recommend"
-	RecommenderService_GetPaper_FullMethodName     = "/recommender.v1.RecommenderService/GetPaper"
-	RecommenderService_UpsertPapers_FullMethodName = "/recommender.v1.RecommenderService/UpsertPapers"
-	RecommenderService_DeletePapers_FullMethodName = "/recommender.v1.RecommenderService/DeletePapers"
-	RecommenderService_IngestPapers_FullMethodName = "/recommender.v1.RecommenderService/IngestPapers"
-	RecommenderService_GetIndexInfo_FullMethodName = "/recommender.v1.RecommenderService/GetIndexInfo"
-	RecommenderService_CreateFeed_FullMethodName   = "/recommender.v1.RecommenderService/CreateFeed"
-	RecommenderService_GetFeed_FullMethodName      = "/recommender.v1.RecommenderService/GetFeed"
-	RecommenderService_ListFeeds_FullMethodName    = "/recommender.v1.RecommenderService/ListFeeds"
-	RecommenderService_DeleteFeed_FullMethodName   = "/recommender.v1.RecommenderService/DeleteFeed"
-	RecommenderService_StreamFeed_FullMethodName   = "/recommender.v1.RecommenderService/StreamFeed"
+	RecommenderService_Recommend_FullMethodName       = "/recommender.v1.RecommenderService/Recommend"
+	RecommenderService_GetPaper_FullMethodName        = "/recommender.v1.RecommenderService/GetPaper"
+	RecommenderService_UpsertPapers_FullMethodName    = "/recommender.v1.RecommenderService/UpsertPapers"
+	RecommenderService_DeletePapers_FullMethodName    = "/recommender.v1.RecommenderService/DeletePapers"
+	RecommenderService_IngestPapers_FullMethodName    = "/recommender.v1.RecommenderService/IngestPapers"
+	RecommenderService_GetIndexInfo_FullMethodName    = "/recommender.v1.RecommenderService/GetIndexInfo"
+	RecommenderService_CreateFeed_FullMethodName      = "/recommender.v1.RecommenderService/CreateFeed"
+	RecommenderService_GetFeed_FullMethodName         = "/recommender.v1.RecommenderService/GetFeed"
+	RecommenderService_ListFeeds_FullMethodName       = "/recommender.v1.RecommenderService/ListFeeds"
+	RecommenderService_DeleteFeed_FullMethodName      = "/recommender.v1.RecommenderService/DeleteFeed"
+	RecommenderService_StreamFeed_FullMethodName      = "/recommender.v1.RecommenderService/StreamFeed"
+	RecommenderService_RetireVectorSet_FullMethodName = "/recommender.v1.RecommenderService/RetireVectorSet"
 )
 
 // RecommenderServiceClient is the client API for RecommenderService service.
@@ -78,6 +79,10 @@ type RecommenderServiceClient interface {
 	// event carries a cursor; a client that reconnects with the last cursor it received gets every
 	// later matching paper exactly once, with no gap and no repeat.
 	StreamFeed(ctx context.Context, in *StreamFeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamFeedResponse], error)
+	// RetireVectorSet deletes the second set of vectors a store keeps after moving to another
+	// embedding model (GetIndexInfoResponse.other_vector_set): until then the move can be rolled
+	// back. FAILED_PRECONDITION while a re-embedding is filling that set, and when there is none.
+	RetireVectorSet(ctx context.Context, in *RetireVectorSetRequest, opts ...grpc.CallOption) (*RetireVectorSetResponse, error)
 }
 
 type recommenderServiceClient struct {
@@ -210,6 +215,16 @@ func (c *recommenderServiceClient) StreamFeed(ctx context.Context, in *StreamFee
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RecommenderService_StreamFeedClient = grpc.ServerStreamingClient[StreamFeedResponse]
 
+func (c *recommenderServiceClient) RetireVectorSet(ctx context.Context, in *RetireVectorSetRequest, opts ...grpc.CallOption) (*RetireVectorSetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetireVectorSetResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_RetireVectorSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RecommenderServiceServer is the server API for RecommenderService service.
 // All implementations must embed UnimplementedRecommenderServiceServer
 // for forward compatibility.
@@ -253,6 +268,10 @@ type RecommenderServiceServer interface {
 	// event carries a cursor; a client that reconnects with the last cursor it received gets every
 	// later matching paper exactly once, with no gap and no repeat.
 	StreamFeed(*StreamFeedRequest, grpc.ServerStreamingServer[StreamFeedResponse]) error
+	// RetireVectorSet deletes the second set of vectors a store keeps after moving to another
+	// embedding model (GetIndexInfoResponse.other_vector_set): until then the move can be rolled
+	// back. FAILED_PRECONDITION while a re-embedding is filling that set, and when there is none.
+	RetireVectorSet(context.Context, *RetireVectorSetRequest) (*RetireVectorSetResponse, error)
 	mustEmbedUnimplementedRecommenderServiceServer()
 }
 
@@ -295,6 +314,9 @@ func (UnimplementedRecommenderServiceServer) DeleteFeed(context.Context, *Delete
 }
 func (UnimplementedRecommenderServiceServer) StreamFeed(*StreamFeedRequest, grpc.ServerStreamingServer[StreamFeedResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamFeed not implemented")
+}
+func (UnimplementedRecommenderServiceServer) RetireVectorSet(context.Context, *RetireVectorSetRequest) (*RetireVectorSetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetireVectorSet not implemented")
 }
 func (UnimplementedRecommenderServiceServer) mustEmbedUnimplementedRecommenderServiceServer() {}
 func (UnimplementedRecommenderServiceServer) testEmbeddedByValue()                            {}
@@ -497,6 +519,24 @@ func _RecommenderService_StreamFeed_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RecommenderService_StreamFeedServer = grpc.ServerStreamingServer[StreamFeedResponse]
 
+func _RecommenderService_RetireVectorSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetireVectorSetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).RetireVectorSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_RetireVectorSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).RetireVectorSet(ctx, req.(*RetireVectorSetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RecommenderService_ServiceDesc is the grpc.ServiceDesc for RecommenderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -539,6 +579,10 @@ var RecommenderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteFeed",
 			Handler:    _RecommenderService_DeleteFeed_Handler,
+		},
+		{
+			MethodName: "RetireVectorSet",
+			Handler:    _RecommenderService_RetireVectorSet_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

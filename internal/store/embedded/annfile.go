@@ -35,6 +35,16 @@ func DefaultANN() ANNOptions {
 // annFile keeps the graph between runs, so a restart does not rebuild it.
 const annFile = "ann.idx"
 
+// slotFile names slot's copy of a file: name itself for slot 0 (the files of stores from before
+// there were two sets), name with "-1" before its extension for slot 1.
+func slotFile(name string, slot int) string {
+	if slot == 0 {
+		return name
+	}
+	ext := filepath.Ext(name)
+	return fmt.Sprintf("%s-%d%s", name[:len(name)-len(ext)], slot, ext)
+}
+
 // annMagic leads the file; version 2 ends with a CRC-32C of everything before it, so damage
 // anywhere (a bad disk, a partial copy) is found before the graph is trusted.
 const annMagic = "RECSTORE-ANN2\n"
@@ -42,12 +52,12 @@ const annMagic = "RECSTORE-ANN2\n"
 // saveANN writes the graph with the store version it matches and the paper id of each node
 // (doc numbers change between runs). Write, fsync, rename: a crash leaves the old file or the
 // new one, and a stale one is recognised by its version.
-func (s *Store) saveANN() error {
-	x := s.idx
-	if x.ann == nil || x.ann.Nodes() == 0 || x.ann.Deleted() > 0 {
+func (s *Store) saveANN(slot int) error {
+	x, vs := s.idx, &s.idx.sets[slot]
+	if vs.ann == nil || vs.ann.Nodes() == 0 || vs.ann.Deleted() > 0 {
 		return nil
 	}
-	path := filepath.Join(s.dir, annFile)
+	path := filepath.Join(s.dir, slotFile(annFile, slot))
 	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -57,13 +67,13 @@ func (s *Store) saveANN() error {
 	w.WriteString(annMagic)
 	var buf []byte
 	buf = binary.BigEndian.AppendUint64(buf, s.version)
-	buf = binary.AppendUvarint(buf, uint64(len(x.annDocs)))
-	for _, n := range x.annDocs {
+	buf = binary.AppendUvarint(buf, uint64(len(vs.annDocs)))
+	for _, n := range vs.annDocs {
 		buf = binary.AppendUvarint(buf, uint64(len(x.docs[n].id)))
 		buf = append(buf, x.docs[n].id...)
 	}
 	w.Write(buf)
-	if err := x.ann.Save(w); err != nil {
+	if err := vs.ann.Save(w); err != nil {
 		_ = f.Close()
 		return err
 	}
@@ -88,20 +98,20 @@ func (s *Store) saveANN() error {
 // loadANN reads the saved graph when its checksum holds and it matches the store's version;
 // otherwise (no file, an older version, any damage) it builds the graph from the vectors, and
 // says why.
-func (s *Store) loadANN() (loaded bool, err error) {
+func (s *Store) loadANN(slot int) (loaded bool, err error) {
 	x := s.idx
-	path := filepath.Join(s.dir, annFile)
+	path := filepath.Join(s.dir, slotFile(annFile, slot))
 	if head, err := readHead(path, len(annMagic)); err == nil && head != annMagic {
 		s.log.Info("vector index file of another format; rebuilding it", "file", path)
-		x.buildANN()
+		x.buildANN(slot)
 		return false, nil
 	}
 	if err := verifyChecksum(path); errors.Is(err, os.ErrNotExist) {
-		x.buildANN()
+		x.buildANN(slot)
 		return false, nil
 	} else if err != nil {
 		s.log.Warn("vector index file damaged; rebuilding it from the vectors", "file", path, "error", err)
-		x.buildANN()
+		x.buildANN(slot)
 		return false, nil
 	}
 	f, err := os.Open(path)
@@ -109,15 +119,15 @@ func (s *Store) loadANN() (loaded bool, err error) {
 		return false, err
 	}
 	defer f.Close()
-	if err := s.readANN(bufio.NewReaderSize(f, 1<<20)); err != nil {
+	if err := s.readANN(bufio.NewReaderSize(f, 1<<20), slot); err != nil {
 		s.log.Info("vector index file does not match the papers; rebuilding it", "file", path, "reason", err)
-		x.buildANN()
+		x.buildANN(slot)
 		return false, nil
 	}
 	return true, nil
 }
 
-func (s *Store) readANN(r *bufio.Reader) error {
+func (s *Store) readANN(r *bufio.Reader, slot int) error {
 	x := s.idx
 	magic := make([]byte, len(annMagic))
 	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != annMagic {
@@ -142,22 +152,22 @@ func (s *Store) readANN(r *bufio.Reader) error {
 			return err
 		}
 		d, ok := x.byID[string(id)]
-		if !ok || x.docs[d].dense == nil {
+		if !ok || x.docs[d].dense[slot] == nil {
 			return fmt.Errorf("node %d: paper %q has no vector", i, id)
 		}
 		docs[i] = d
 	}
-	g, err := ann.Load(r, x.annCfg.Graph, func(id uint32) []float32 { return x.docs[docs[id]].dense })
+	g, err := ann.Load(r, x.annCfg.Graph, func(id uint32) []float32 { return x.docs[docs[id]].dense[slot] })
 	if err != nil {
 		return err
 	}
 	for i := range x.docs {
-		x.docs[i].ann = -1
+		x.docs[i].ann[slot] = -1
 	}
 	for i, d := range docs {
-		x.docs[d].ann = int32(i)
+		x.docs[d].ann[slot] = int32(i)
 	}
-	x.ann, x.annDocs = g, docs
+	x.sets[slot] = vecSet{ann: g, annDocs: docs}
 	return nil
 }
 

@@ -15,10 +15,14 @@ import (
 
 // Report is what Check found in a data directory.
 type Report struct {
-	Papers, Vectors int      // records, and records with a vector
-	Version         uint64   // the store's write counter
-	ANN             string   // the vector index file's state
-	Problems        []string // empty when the directory is sound
+	Papers, Vectors int    // records, and records with a vector
+	Version         uint64 // the store's write counter
+	ANN             string // the vector index file's state
+	// OtherVectors counts the vectors kept beside the records (slot 1: a store that moved to
+	// another model) and ANN1 describes their index file.
+	OtherVectors int
+	ANN1         string
+	Problems     []string // empty when the directory is sound
 }
 
 // maxProblems bounds the problems a report lists; the count goes on.
@@ -94,6 +98,20 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 			if err != nil || len(r.Problems) > 0 {
 				return err
 			}
+			if v1 := tx.Bucket(bucketVectors1); v1 != nil {
+				err = v1.ForEach(func(k, v []byte) error {
+					if _, err := decodeSetVector(v); err != nil {
+						problem("the second-set vector of paper %q: %v", k, err)
+					} else if papers.Get(k) == nil {
+						problem("a second-set vector for paper %q, which is not stored", k)
+					}
+					r.OtherVectors++
+					return ctx.Err()
+				})
+				if err != nil {
+					return err
+				}
+			}
 			// Every reachable page has been read whole: now bbolt's own consistency check
 			// (pages used twice, pages neither used nor free), which runs in a goroutine of its
 			// own where a damaged page could not be caught, so only after the walk.
@@ -110,6 +128,9 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 		return nil, err
 	}
 	r.ANN = checkANNFile(filepath.Join(dir, annFile), r.Version, problem)
+	if r.OtherVectors > 0 {
+		r.ANN1 = checkANNFile(filepath.Join(dir, slotFile(annFile, 1)), r.Version, problem)
+	}
 	return r, nil
 }
 

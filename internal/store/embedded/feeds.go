@@ -26,7 +26,7 @@ var (
 func (s *Store) logChanges(tx *bolt.Tx, changes []change) error {
 	b := tx.Bucket(bucketChanges)
 	for _, c := range changes {
-		if c.deleted {
+		if c.deleted || c.vectorOnly {
 			continue
 		}
 		seq, err := b.NextSequence()

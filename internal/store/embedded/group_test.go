@@ -76,8 +76,8 @@ func TestGroupCommit(t *testing.T) {
 	errs := queueWrites(t, s,
 		func() error { _, err := s.Upsert(ctx, []store.Paper{paper(20)}); return err },
 		func() error {
-			return s.write(ctx, func(b *bolt.Bucket) ([]change, error) {
-				if err := b.Put([]byte("half-written"), []byte("x")); err != nil {
+			return s.write(ctx, func(tx *bolt.Tx) ([]change, error) {
+				if err := tx.Bucket(bucketPapers).Put([]byte("half-written"), []byte("x")); err != nil {
 					return nil, err
 				}
 				return nil, boom

@@ -28,10 +28,18 @@ type doc struct {
 	categories []string
 	authors    []string // store.NormalizeAuthor applied
 	length     float32  // lexical.Vector.Sum of the document
-	dense      []float32
-	sketch     lexical.Sketch // of the term vector, for diversity without decoding the record
-	alive      bool
-	ann        int32 // node in the ANN graph; -1 when none
+	// dense holds the paper's unit vector in each vector set (slot 0: the one kept in the
+	// records; 1: the one kept beside them); nil when it has none.
+	dense  [2][]float32
+	sketch lexical.Sketch // of the term vector, for diversity without decoding the record
+	alive  bool
+	ann    [2]int32 // node in each set's ANN graph; -1 when none
+}
+
+// vecSet is one set of vectors' approximate index.
+type vecSet struct {
+	ann     *ann.Index // nil while loading, and for a slot without a set
+	annDocs []uint32   // doc number of each ANN node
 }
 
 // term is one term's postings (in doc order, dead docs' included until compaction) and its
@@ -50,8 +58,7 @@ type posting struct {
 // are lazy (the doc is marked dead and its postings skipped) and compacted in bulk once dead docs
 // are a large share, so a write costs O(terms of the paper), not O(posting-list length).
 type index struct {
-	ann     *ann.Index // nil while loading: built or read once every paper is in
-	annDocs []uint32   // doc number of each ANN node
+	sets    [2]vecSet
 	annCfg  ANNOptions
 	docs    []doc
 	lengths []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
@@ -83,18 +90,21 @@ func newIndex(cfg ANNOptions) *index {
 	return &index{byID: map[string]uint32{}, termOf: map[uint32]int32{}, annCfg: cfg}
 }
 
-// put adds a paper; the caller removes any older version first.
-func (x *index) put(p *store.Paper) {
+// put adds a paper with its vector in each set (nil: none); the caller removes any older
+// version first.
+func (x *index) put(p *store.Paper, dense [2][]float32) {
 	n := uint32(len(x.docs))
 	authors := make([]string, len(p.Authors))
 	for i, a := range p.Authors {
 		authors[i] = store.NormalizeAuthor(a)
 	}
 	d := doc{id: p.ID, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
-		length: p.Lexical.Sum(), dense: normalized(p.Dense), sketch: p.Lexical.Sketch(), alive: true, ann: -1}
+		length: p.Lexical.Sum(), sketch: p.Lexical.Sketch(), alive: true, ann: [2]int32{-1, -1}}
 	x.docs = append(x.docs, d)
 	x.lengths = append(x.lengths, d.length)
-	x.addToANN(n)
+	for slot, v := range dense {
+		x.setVector(n, slot, v)
+	}
 	x.byID[p.ID] = n
 	for i, t := range p.Lexical.Indices {
 		e := x.term(t)
@@ -128,8 +138,8 @@ func (x *index) remove(id string, terms lexical.Vector) {
 	d := &x.docs[n]
 	d.alive = false
 	x.lengths[n] = -1
-	if d.ann >= 0 {
-		x.ann.Delete(uint32(d.ann))
+	for slot := range d.ann {
+		x.dropVector(n, slot)
 	}
 	x.live--
 	x.dead++
@@ -177,11 +187,14 @@ func (x *index) maybeCompact() {
 	x.terms = terms
 	x.docs, x.lengths = docs, lengths
 	x.dead = 0
-	for i, n := range x.annDocs {
-		x.annDocs[i] = remap[n] // nodes of deleted docs are tombstones; their entry is never read
-	}
-	if x.ann != nil && x.ann.Deleted() > x.ann.Len()/2 {
-		x.buildANN() // too many tombstones slow every search
+	for slot := range x.sets {
+		vs := &x.sets[slot]
+		for i, n := range vs.annDocs {
+			vs.annDocs[i] = remap[n] // nodes of deleted docs are tombstones; their entry is never read
+		}
+		if vs.ann != nil && vs.ann.Deleted() > vs.ann.Len()/2 {
+			x.buildANN(slot) // too many tombstones slow every search
+		}
 	}
 }
 
@@ -191,8 +204,8 @@ type scored struct {
 }
 
 // search runs q against the index and returns the best q.Limit hits, by score then id, with
-// each signal's score.
-func (x *index) search(ctx context.Context, q store.Query) ([]rank.Fused, error) {
+// each signal's score. Dense search runs in the vectors of slot.
+func (x *index) search(ctx context.Context, q store.Query, slot int) ([]rank.Fused, error) {
 	m := x.matcher(q.Filter)
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
@@ -209,14 +222,14 @@ func (x *index) search(ctx context.Context, q store.Query) ([]rank.Fused, error)
 			defer close(done)
 			lex, lexErr = x.searchLexical(ctx, q.Lexical, m, depth)
 		}()
-		dense, err := x.searchDense(ctx, q.Dense, m, depth, q.Exact)
+		dense, err := x.searchDense(ctx, q.Dense, m, depth, q.Exact, slot)
 		<-done
 		if err = cmp.Or(lexErr, err); err != nil {
 			return nil, err
 		}
 		return fusion.Fuse(q.Limit, lex, dense), nil
 	case len(q.Dense) > 0:
-		hits, err := x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact)
+		hits, err := x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact, slot)
 		return rank.OneSignal(hits, false), err
 	default:
 		hits, err := x.searchLexical(ctx, q.Lexical, m, q.Limit)
@@ -374,28 +387,29 @@ func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.
 // exactly when the store is small, when the request asks, when the filter names the candidates,
 // or when a filtered graph search finds fewer than k papers (the filter was too selective for the
 // walk), so a filter never costs results.
-func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool) ([]rank.Scored, error) {
+func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool, slot int) ([]rank.Scored, error) {
 	q := normalized(qv)
-	if x.ann == nil || exact || m.only != nil || x.live < x.annCfg.ExactBelow {
-		return x.scanDense(ctx, q, m, k)
+	vs := &x.sets[slot]
+	if vs.ann == nil || exact || m.only != nil || x.live < x.annCfg.ExactBelow {
+		return x.scanDense(ctx, q, m, k, slot)
 	}
-	if d := x.ann.Dims(); d != 0 && d != len(q) {
-		return x.scanDense(ctx, q, m, k) // the graph holds another model's vectors
+	if d := vs.ann.Dims(); d != 0 && d != len(q) {
+		return x.scanDense(ctx, q, m, k, slot) // the graph holds another model's vectors
 	}
 	var res []ann.Result
 	if !m.restricts() && m.only == nil {
 		// Only a few named papers (the seeds) are excluded: search without a filter callback,
 		// a cache miss per candidate in a hot loop, for k more and drop them after.
-		res = x.ann.Search(q, k+len(m.excluded), max(x.annCfg.EfSearch, k+len(m.excluded)), nil)
+		res = vs.ann.Search(q, k+len(m.excluded), max(x.annCfg.EfSearch, k+len(m.excluded)), nil)
 	} else {
-		res = x.ann.Search(q, k, max(x.annCfg.EfSearch, k), func(id uint32) bool { return m.match(x.annDocs[id]) })
+		res = vs.ann.Search(q, k, max(x.annCfg.EfSearch, k), func(id uint32) bool { return m.match(vs.annDocs[id]) })
 		if len(res) < k && m.restricts() {
-			return x.scanDense(ctx, q, m, k)
+			return x.scanDense(ctx, q, m, k, slot)
 		}
 	}
 	top := rank.NewTopK(k, x.better)
 	for _, r := range res {
-		if n := x.annDocs[r.ID]; !m.excluded[n] {
+		if n := vs.annDocs[r.ID]; !m.excluded[n] {
 			top.Push(scored{doc: n, score: r.Score})
 		}
 	}
@@ -403,12 +417,12 @@ func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int
 }
 
 // scanDense is the exact cosine scan over the live papers that pass the filter.
-func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int) ([]rank.Scored, error) {
+func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, slot int) ([]rank.Scored, error) {
 	top := rank.NewTopK(k, x.better)
 	visit := func(i uint32) {
 		d := &x.docs[i]
-		if d.alive && len(d.dense) == len(q) && m.match(i) {
-			top.Push(scored{doc: i, score: dot(q, d.dense)})
+		if d.alive && len(d.dense[slot]) == len(q) && m.match(i) {
+			top.Push(scored{doc: i, score: dot(q, d.dense[slot])})
 		}
 	}
 	if m.only != nil { // a candidate list: look at those papers only
@@ -428,28 +442,62 @@ func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int) (
 	return x.toScored(top.Sorted()), nil
 }
 
-// addToANN links doc n into the graph, when there is one and the doc has a vector.
-func (x *index) addToANN(n uint32) {
-	if x.ann == nil || x.docs[n].dense == nil {
-		return
+// setVector gives doc n vector v (normalised here; nil: none) in slot's set, linking it into
+// the set's graph when there is one.
+func (x *index) setVector(n uint32, slot int, v []float32) {
+	x.dropVector(n, slot)
+	d := &x.docs[n]
+	d.dense[slot] = normalized(v)
+	if vs := &x.sets[slot]; vs.ann != nil && d.dense[slot] != nil {
+		d.ann[slot] = int32(vs.ann.Add(d.dense[slot]))
+		vs.annDocs = append(vs.annDocs, n)
 	}
-	x.docs[n].ann = int32(x.ann.Add(x.docs[n].dense))
-	x.annDocs = append(x.annDocs, n)
 }
 
-// buildANN builds the graph afresh from the live papers' vectors, on every core.
-func (x *index) buildANN() {
-	x.ann, x.annDocs = ann.New(x.annCfg.Graph), nil
+// dropVector removes doc n's vector from slot's set.
+func (x *index) dropVector(n uint32, slot int) {
+	d := &x.docs[n]
+	if d.ann[slot] >= 0 {
+		x.sets[slot].ann.Delete(uint32(d.ann[slot]))
+		d.ann[slot] = -1
+	}
+	d.dense[slot] = nil
+}
+
+// buildANN builds slot's graph afresh from the live papers' vectors, on every core.
+func (x *index) buildANN(slot int) {
+	vs := &x.sets[slot]
+	vs.ann, vs.annDocs = ann.New(x.annCfg.Graph), nil
 	var vecs [][]float32
 	for i := range x.docs {
-		x.docs[i].ann = -1
-		if x.docs[i].alive && x.docs[i].dense != nil {
-			x.docs[i].ann = int32(len(x.annDocs))
-			x.annDocs = append(x.annDocs, uint32(i))
-			vecs = append(vecs, x.docs[i].dense)
+		d := &x.docs[i]
+		d.ann[slot] = -1
+		if d.alive && d.dense[slot] != nil {
+			d.ann[slot] = int32(len(vs.annDocs))
+			vs.annDocs = append(vs.annDocs, uint32(i))
+			vecs = append(vecs, d.dense[slot])
 		}
 	}
-	x.ann.AddBatch(vecs, runtime.GOMAXPROCS(0))
+	vs.ann.AddBatch(vecs, runtime.GOMAXPROCS(0))
+}
+
+// dropSet forgets slot's vectors and graph.
+func (x *index) dropSet(slot int) {
+	for i := range x.docs {
+		x.docs[i].dense[slot], x.docs[i].ann[slot] = nil, -1
+	}
+	x.sets[slot] = vecSet{}
+}
+
+// vectors counts the live papers with a vector in slot's set.
+func (x *index) vectors(slot int) int64 {
+	var n int64
+	for i := range x.docs {
+		if x.docs[i].alive && x.docs[i].dense[slot] != nil {
+			n++
+		}
+	}
+	return n
 }
 
 func (x *index) getScratch() *scratch {

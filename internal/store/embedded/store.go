@@ -78,18 +78,23 @@ type Store struct {
 	pendingMu sync.Mutex
 	pending   []*pendingWrite // writes waiting for the next group commit
 
-	mu        sync.RWMutex // guards everything below
-	idx       *index
-	version   uint64
-	embedding store.EmbeddingSpec
+	mu      sync.RWMutex // guards everything below
+	idx     *index
+	version uint64
+	// specs holds each vector slot's model (zero: no set there); active is the slot queries
+	// and writes use. Slot 0's vectors are kept in the records, slot 1's in bucketVectors1.
+	specs     [2]store.EmbeddingSpec
+	active    int
 	closed    bool
-	unmap     func() error  // releases the vectors file mapped at Open
-	written   chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
-	lastWrite int64         // unix ns of the latest write log entry; under writeMu
+	unmaps    []func() error // release the vectors files mapped at Open
+	written   chan struct{}  // closed by the next commit that writes a paper (ChangeLog.Written)
+	lastWrite int64          // unix ns of the latest write log entry; under writeMu
 	// applied is the last write log entry the in-memory index reflects: readers of the log
 	// see no further, so a paper they read of is already searchable.
 	applied uint64
 	logged  uint64 // the last entry written by the commit in progress; under writeMu
+	// unretired counts records still holding vectors of a retired slot 0; under writeMu.
+	unretired int64
 }
 
 var (
@@ -165,14 +170,23 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 		return nil, err
 	}
-	if err := s.mapVectors(); err != nil {
+	if err := s.finishRetire(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("map vectors: %w", err)
+		return nil, fmt.Errorf("finish retiring a vector set: %w", err)
 	}
-	if _, err := s.loadANN(); err != nil {
-		_ = s.unmap()
-		_ = db.Close()
-		return nil, fmt.Errorf("load vector index: %w", err)
+	for slot := range s.specs {
+		if slot != 0 && s.specs[slot].Model == "" {
+			continue // slot 0 always has a graph, possibly empty, as before there were two
+		}
+		err := s.mapVectors(slot)
+		if err == nil {
+			_, err = s.loadANN(slot)
+		}
+		if err != nil {
+			_ = s.unmap()
+			_ = db.Close()
+			return nil, fmt.Errorf("load the vectors of slot %d: %w", slot, err)
+		}
 	}
 	return s, nil
 }
@@ -187,8 +201,10 @@ func (s *Store) load(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.CreateBucketIfNotExists(bucketFeeds); err != nil {
-			return err
+		for _, name := range [][]byte{bucketFeeds, bucketVectors1} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
 		}
 		changes, err := tx.CreateBucketIfNotExists(bucketChanges)
 		if err != nil {
@@ -206,7 +222,14 @@ func (s *Store) load(ctx context.Context) error {
 		if v := meta.Get(keyVersion); len(v) == 8 {
 			s.version = binary.BigEndian.Uint64(v)
 		}
-		s.embedding, _ = readSpec(meta)
+		for slot := range s.specs {
+			s.specs[slot], _ = readSpec(meta, slot)
+		}
+		if v := meta.Get(keyActiveSlot); len(v) == 1 && v[0] == 1 {
+			s.active = 1
+		}
+		// A retired slot 0 may still hold vectors in records not yet rewritten (finishRetire).
+		keep0 := s.specs[0].Model != "" || s.active == 0
 		c := papers.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if err := ctx.Err(); err != nil {
@@ -216,7 +239,25 @@ func (s *Store) load(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("load paper %q: %w", k, err)
 			}
-			s.idx.put(&p)
+			var dense [2][]float32
+			if keep0 {
+				dense[0] = p.Dense
+			} else if p.Dense != nil {
+				s.unretired++
+			}
+			s.idx.put(&p, dense)
+		}
+		if v1 := tx.Bucket(bucketVectors1); v1 != nil && s.specs[1].Model != "" {
+			c := v1.Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				sv, err := decodeSetVector(v)
+				if err != nil {
+					return fmt.Errorf("load the other vector of paper %q: %w", k, err)
+				}
+				if n, ok := s.idx.byID[string(k)]; ok {
+					s.idx.setVector(n, 1, sv.Dense)
+				}
+			}
 		}
 		return nil
 	})
@@ -229,32 +270,77 @@ type change struct {
 	hadOld  bool
 	paper   *store.Paper // nil for a delete
 	deleted bool
+	// keepOther: the paper's text is unchanged, so its vector in the other set still holds.
+	keepOther bool
+	// vectorOnly: only the paper's vector in the other set changed, to vector; not a write
+	// of the paper (the write log leaves it out).
+	vectorOnly bool
+	vector     []float32
 }
 
-// Upsert implements store.Store.
+// Upsert implements store.Store. Papers' Dense go to the active set; a paper whose text
+// changes loses its vector in the other set (it was embedded from the old text).
 func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outcome, error) {
 	outcomes := make([]store.Outcome, len(papers))
-	err := s.write(ctx, func(b *bolt.Bucket) ([]change, error) {
+	err := s.write(ctx, func(tx *bolt.Tx) ([]change, error) {
+		b := tx.Bucket(bucketPapers)
+		active := s.activeSlot()
 		var changes []change
 		for i := range papers {
 			p := &papers[i]
-			enc := encodeRecord(p)
+			if err := s.checkSet(p.DenseSet); err != nil {
+				return nil, err
+			}
+			rec := *p
+			rec.DenseSet = ""
 			old := b.Get([]byte(p.ID))
-			if old != nil && bytes.Equal(old, enc) {
+			if active == 0 && old != nil && bytes.Equal(old, encodeRecord(&rec)) {
 				outcomes[i] = store.Unchanged
 				continue
 			}
-			c := change{id: p.ID, paper: p}
-			outcomes[i] = store.Inserted
+			var prev *store.Paper
 			if old != nil {
-				prev, err := decodeRecord(old)
+				pp, err := decodeRecord(old)
 				if err != nil {
 					return nil, fmt.Errorf("read stored paper %q: %w", p.ID, err)
 				}
+				prev = &pp
+			}
+			sameText := prev != nil && prev.Title == p.Title && prev.Abstract == p.Abstract
+			// The vector of slot 1 is kept beside the record, slot 0's in it.
+			var vec1 []byte
+			if active == 1 {
+				rec.Dense, rec.DenseHash = nil, ""
+				if sameText && s.specs[0].Model != "" {
+					rec.Dense, rec.DenseHash = prev.Dense, prev.DenseHash
+				}
+				if p.Dense != nil {
+					vec1 = encodeSetVector(store.SetVector{TextKey: store.TextKey(p.Title, p.Abstract), Dense: p.Dense, DenseHash: p.DenseHash})
+				}
+			}
+			enc := encodeRecord(&rec)
+			v1 := tx.Bucket(bucketVectors1)
+			if old != nil && bytes.Equal(old, enc) && (active == 0 || bytes.Equal(v1.Get([]byte(p.ID)), vec1)) {
+				outcomes[i] = store.Unchanged
+				continue
+			}
+			c := change{id: p.ID, paper: p, keepOther: sameText}
+			outcomes[i] = store.Inserted
+			if prev != nil {
 				c.oldLex, c.hadOld = prev.Lexical, true
 				outcomes[i] = store.Updated
 			}
 			if err := b.Put([]byte(p.ID), enc); err != nil {
+				return nil, err
+			}
+			var err error
+			switch {
+			case active == 1 && vec1 != nil:
+				err = v1.Put([]byte(p.ID), vec1)
+			case active == 1 || !sameText:
+				err = v1.Delete([]byte(p.ID))
+			}
+			if err != nil {
 				return nil, err
 			}
 			changes = append(changes, c)
@@ -270,7 +356,8 @@ func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 // Delete implements store.Store.
 func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 	var notFound []string
-	err := s.write(ctx, func(b *bolt.Bucket) ([]change, error) {
+	err := s.write(ctx, func(tx *bolt.Tx) ([]change, error) {
+		b := tx.Bucket(bucketPapers)
 		var changes []change
 		for _, id := range ids {
 			old := b.Get([]byte(id))
@@ -284,7 +371,7 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read stored paper %q: %w", id, err)
 			}
-			if err := b.Delete([]byte(id)); err != nil {
+			if err := errors.Join(b.Delete([]byte(id)), tx.Bucket(bucketVectors1).Delete([]byte(id))); err != nil {
 				return nil, err
 			}
 			changes = append(changes, change{id: id, oldLex: prev.Lexical, hadOld: true, deleted: true})
@@ -299,7 +386,7 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 
 // pendingWrite is one caller's write, committed with whatever others are waiting.
 type pendingWrite struct {
-	fn   func(*bolt.Bucket) ([]change, error)
+	fn   func(*bolt.Tx) ([]change, error)
 	done chan error
 }
 
@@ -309,7 +396,7 @@ type pendingWrite struct {
 // transaction and one fsync, so many small writers (single-paper upserts from many clients)
 // cost one sync per group, not one each. fn may run twice (see commit), so it must only record
 // its results, not accumulate them.
-func (s *Store) write(ctx context.Context, fn func(*bolt.Bucket) ([]change, error)) error {
+func (s *Store) write(ctx context.Context, fn func(*bolt.Tx) ([]change, error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -359,9 +446,8 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 	var changes []change
 	var version uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPapers)
 		for _, w := range group {
-			c, err := w.fn(b)
+			c, err := w.fn(tx)
 			if err != nil {
 				return err
 			}
@@ -383,12 +469,24 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	x, other := s.idx, 1-s.active
 	for _, c := range changes {
+		if c.vectorOnly {
+			if n, ok := x.byID[c.id]; ok {
+				x.setVector(n, other, c.vector)
+			}
+			continue
+		}
+		var dense [2][]float32
 		if c.hadOld {
-			s.idx.remove(c.id, c.oldLex)
+			if n, ok := x.byID[c.id]; ok && c.keepOther {
+				dense[other] = x.docs[n].dense[other]
+			}
+			x.remove(c.id, c.oldLex)
 		}
 		if !c.deleted {
-			s.idx.put(c.paper)
+			dense[s.active] = c.paper.Dense
+			x.put(c.paper, dense)
 		}
 	}
 	s.idx.maybeCompact()
@@ -430,43 +528,61 @@ func (s *Store) read(ctx context.Context, ids []string) (found []store.Paper, mi
 	if s.isClosed() {
 		return nil, nil, store.ErrClosed
 	}
-	found = make([]store.Paper, 0, len(ids))
+	s.mu.RLock() // a switch of vector sets commits under the write lock: see SwitchVectorSet
 	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPapers)
-		for _, id := range ids {
-			v := b.Get([]byte(id))
-			if v == nil {
-				missing = append(missing, id)
-				continue
-			}
-			p, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("read paper %q: %w", id, err)
-			}
-			found = append(found, p)
-		}
-		return nil
+		found, err = s.readTx(tx, ids)
+		return err
 	})
+	s.mu.RUnlock()
 	if err != nil {
 		return nil, nil, err
+	}
+	have := make(map[string]bool, len(found))
+	for _, p := range found {
+		have[p.ID] = true
+	}
+	for _, id := range ids {
+		if !have[id] {
+			missing = append(missing, id)
+		}
 	}
 	return found, missing, nil
 }
 
+// readTx reads the papers with the given ids that exist, in that order, with the vectors of the
+// set active in tx.
+func (s *Store) readTx(tx *bolt.Tx, ids []string) ([]store.Paper, error) {
+	found := make([]store.Paper, 0, len(ids))
+	b := tx.Bucket(bucketPapers)
+	for _, id := range ids {
+		v := b.Get([]byte(id))
+		if v == nil {
+			continue
+		}
+		p, err := decodeRecord(v)
+		if err != nil {
+			return nil, fmt.Errorf("read paper %q: %w", id, err)
+		}
+		if err := s.activeVector(tx, &p); err != nil {
+			return nil, err
+		}
+		found = append(found, p)
+	}
+	return found, nil
+}
+
 // BindEmbedding implements store.Store. The binding is kept in the meta bucket.
 func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (store.EmbeddingSpec, error) {
-	if err := ctx.Err(); err != nil {
+	unlock, err := s.lockWriter(ctx)
+	if err != nil {
 		return store.EmbeddingSpec{}, err
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if s.isClosed() {
-		return store.EmbeddingSpec{}, store.ErrClosed
-	}
+	defer unlock()
 	var bound store.EmbeddingSpec
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	active := s.activeSlot()
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if stored, ok := readSpec(meta); ok {
+		if stored, ok := readSpec(meta, active); ok {
 			if stored.Conflicts(spec) {
 				return &store.EmbeddingMismatchError{Stored: stored, Configured: spec}
 			}
@@ -476,34 +592,19 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 		if spec.Model == "" || spec.Dimensions <= 0 {
 			return fmt.Errorf("bind embedding: model and dimensions are required, got %+v", spec)
 		}
-		bound = spec
-		for _, kv := range []struct{ k, v []byte }{
-			{keyEmbeddingModel, []byte(spec.Model)}, {keyQueryPrefix, []byte(spec.QueryPrefix)},
-			{keyDocumentPrefix, []byte(spec.DocumentPrefix)},
-			{keyEmbeddingDims, binary.BigEndian.AppendUint32(nil, uint32(spec.Dimensions))},
-		} {
-			if err := meta.Put(kv.k, kv.v); err != nil {
-				return err
-			}
+		if other := s.specs[1-active]; other.Model != "" && !other.Conflicts(spec) {
+			return &store.EmbeddingMismatchError{Stored: s.specs[active], Configured: spec}
 		}
-		return nil
+		bound = spec
+		return writeSpec(meta, active, spec)
 	})
 	if err != nil {
 		return store.EmbeddingSpec{}, err
 	}
 	s.mu.Lock()
-	s.embedding = bound
+	s.specs[active] = bound
 	s.mu.Unlock()
 	return bound, nil
-}
-
-func readSpec(meta *bolt.Bucket) (store.EmbeddingSpec, bool) {
-	model, dims := meta.Get(keyEmbeddingModel), meta.Get(keyEmbeddingDims)
-	if model == nil || len(dims) != 4 {
-		return store.EmbeddingSpec{}, false
-	}
-	return store.EmbeddingSpec{Model: string(model), Dimensions: int(binary.BigEndian.Uint32(dims)),
-		QueryPrefix: string(meta.Get(keyQueryPrefix)), DocumentPrefix: string(meta.Get(keyDocumentPrefix))}, true
 }
 
 // IDF implements store.TermStatser.
@@ -529,7 +630,14 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	if s.closed {
 		return nil, store.ErrClosed
 	}
-	ranked, err := s.idx.search(ctx, q)
+	slot := s.active
+	if q.DenseSet != "" && q.DenseSet != s.specs[slot].Key() {
+		slot = 1 - slot
+		if q.DenseSet != s.specs[slot].Key() {
+			return nil, &store.EmbeddingSwitchedError{Active: s.specs[s.active]}
+		}
+	}
+	ranked, err := s.idx.search(ctx, q, slot)
 	if err != nil || len(ranked) == 0 {
 		return nil, err
 	}
@@ -557,17 +665,22 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			if err != nil {
 				return fmt.Errorf("read paper %q: %w", r.ID, err)
 			}
+			d := &s.idx.docs[s.idx.byID[r.ID]]
+			if q.WithVectors {
+				// The record holds slot 0's vector; the search's set is what counts.
+				p.Dense, p.DenseSet = slices.Clone(d.dense[slot]), s.specs[slot].Key()
+			}
 			h := store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense}
 			if q.Comparable {
-				d := &s.idx.docs[s.idx.byID[r.ID]]
 				sketches[len(hits)] = d.sketch
 				h.Sketch = &sketches[len(hits)]
-				if h.Paper.Dense == nil && d.dense != nil {
+				if dense := d.dense[slot]; h.Paper.Dense == nil && dense != nil {
 					if vectors == nil {
-						vectors = make([]float32, 0, len(ranked)*len(d.dense))
+						vectors = make([]float32, 0, len(ranked)*len(dense))
 					}
-					vectors = append(vectors, d.dense...)
-					h.Paper.Dense = vectors[len(vectors)-len(d.dense):]
+					vectors = append(vectors, dense...)
+					h.Paper.Dense = vectors[len(vectors)-len(dense):]
+					h.Paper.DenseSet = s.specs[slot].Key()
 				}
 			}
 			hits = append(hits, h)
@@ -597,7 +710,7 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	if s.closed {
 		return store.Stats{}, store.ErrClosed
 	}
-	return store.Stats{Backend: Backend, PaperCount: int64(s.idx.live), IndexVersion: s.version, Embedding: s.embedding}, nil
+	return store.Stats{Backend: Backend, PaperCount: int64(s.idx.live), IndexVersion: s.version, Embedding: s.specs[s.active]}, nil
 }
 
 // Close implements store.Store. Every acknowledged write is already on disk; Close releases the
@@ -611,12 +724,24 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	// The graph is saved on a clean close only; after a crash it is rebuilt at the next start.
-	annErr := s.saveANN()
-	if annErr != nil {
-		annErr = fmt.Errorf("save vector index (it will be rebuilt): %w", annErr)
+	// The graphs are saved on a clean close only; after a crash they are rebuilt at the next start.
+	var annErr error
+	for slot := range s.idx.sets {
+		if err := s.saveANN(slot); err != nil {
+			annErr = errors.Join(annErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
+		}
 	}
 	return errors.Join(annErr, s.db.Close(), s.unmap())
+}
+
+// unmap releases the mapped vectors files.
+func (s *Store) unmap() error {
+	var err error
+	for _, u := range s.unmaps {
+		err = errors.Join(err, u())
+	}
+	s.unmaps = nil
+	return err
 }
 
 // vectorsFile holds the vectors of the papers loaded at Open, memory-mapped: they sit in the
@@ -625,15 +750,15 @@ func (s *Store) Close() error {
 // vectors written while running stay on the heap until the next one.
 const vectorsFile = "vectors.f32"
 
-func (s *Store) mapVectors() error {
+func (s *Store) mapVectors(slot int) error {
 	x := s.idx
 	var vecs [][]float32
 	for i := range x.docs {
-		if x.docs[i].alive && x.docs[i].dense != nil {
-			vecs = append(vecs, x.docs[i].dense)
+		if x.docs[i].alive && x.docs[i].dense[slot] != nil {
+			vecs = append(vecs, x.docs[i].dense[slot])
 		}
 	}
-	path := filepath.Join(s.dir, vectorsFile)
+	path := filepath.Join(s.dir, slotFile(vectorsFile, slot))
 	if err := mmap.WriteFloats(path, vecs); err != nil {
 		return err
 	}
@@ -641,12 +766,12 @@ func (s *Store) mapVectors() error {
 	if err != nil {
 		return err
 	}
-	s.unmap = unmap
+	s.unmaps = append(s.unmaps, unmap)
 	off := 0
 	for i := range x.docs {
-		if d := &x.docs[i]; d.alive && d.dense != nil {
-			n := len(d.dense)
-			d.dense = flat[off : off+n : off+n]
+		if d := &x.docs[i]; d.alive && d.dense[slot] != nil {
+			n := len(d.dense[slot])
+			d.dense[slot] = flat[off : off+n : off+n]
 			off += n
 		}
 	}

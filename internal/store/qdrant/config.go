@@ -33,12 +33,16 @@ type Options struct {
 	// writes are ordered by their writer's clock, and a stream must not pass a write that
 	// another replica, its clock behind or its call still in flight, has yet to make visible.
 	WriteSettle time.Duration
+	// AliasRefresh is how often a replica looks again at which collection is current: after a
+	// move to another embedding model (a new collection and an alias swap) replicas follow
+	// within it.
+	AliasRefresh time.Duration
 }
 
 // Defaults returns the default options.
 func Defaults() Options {
 	return Options{Collection: "papers", Timeout: 10 * time.Second, BatchSize: 256, AverageLength: 180, Shards: 1, Replicas: 1,
-		WriteSettle: 5 * time.Second}
+		WriteSettle: 5 * time.Second, AliasRefresh: 2 * time.Second}
 }
 
 // endpoint is a parsed Options.URL.
@@ -74,8 +78,8 @@ func (o Options) Validate() error {
 	if o.Collection == "" {
 		errs = append(errs, errors.New("qdrant collection name is empty"))
 	}
-	if o.WriteSettle < 0 {
-		errs = append(errs, errors.New("qdrant write settle must not be negative"))
+	if o.WriteSettle < 0 || o.AliasRefresh < 0 {
+		errs = append(errs, errors.New("qdrant write settle and alias refresh must not be negative"))
 	}
 	if o.Timeout <= 0 || o.BatchSize <= 0 || o.Shards == 0 || o.Replicas == 0 {
 		errs = append(errs, errors.New("qdrant timeout, batch size, shards and replicas must be positive"))

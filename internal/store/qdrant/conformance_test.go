@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	qc "github.com/qdrant/go-client/qdrant"
@@ -39,9 +40,13 @@ func TestConformance(t *testing.T) {
 		t.Cleanup(func() {
 			_ = s.Close()
 			admin, err := qc.NewClient(&qc.Config{Host: hostOf(t, url), Port: portOf(t, url), APIKey: o.APIKey, SkipCompatibilityCheck: true})
-			if err == nil {
-				_ = admin.DeleteCollection(ctx, o.Collection)
-				_ = admin.DeleteCollection(ctx, o.Collection+"_feeds")
+			if err == nil { // the collection, its feeds and those of other models (VectorSets)
+				names, _ := admin.ListCollections(ctx)
+				for _, name := range names {
+					if strings.HasPrefix(name, o.Collection) {
+						_ = admin.DeleteCollection(ctx, name)
+					}
+				}
 				_ = admin.Close()
 			}
 		})

@@ -98,7 +98,7 @@ func TestBootstrapCreatesTheCollectionOnce(t *testing.T) {
 	if got, err := again.BindEmbedding(ctx, store.EmbeddingSpec{Model: spec.Model}); err != nil || got != spec {
 		t.Fatalf("second bind = %+v, %v", got, err)
 	}
-	if got := methods(d.Calls("")); !slices.Equal(got, []string{"Collections/CollectionExists", "Collections/Get"}) {
+	if got := methods(d.Calls("")); !slices.Equal(got, []string{"Collections/ListAliases", "Collections/CollectionExists", "Collections/Get"}) {
 		t.Fatalf("second start sent %v", got)
 	}
 	// Another model or size is refused.

@@ -170,9 +170,10 @@ func (s *Store) ensureLogIndex(ctx context.Context) error {
 		return nil
 	}
 	wait := true
-	if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{CollectionName: s.opts.Collection,
+	coll, _ := s.names()
+	if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{CollectionName: coll,
 		FieldName: writtenSeq, FieldType: qc.FieldType_FieldTypeInteger.Enum(), Wait: &wait}); err != nil {
-		return mapErr(s.opts.Collection, err)
+		return mapErr(coll, err)
 	}
 	s.logIndex = true
 	return nil
@@ -189,16 +190,22 @@ func (s *Store) Changes(ctx context.Context, after store.Cursor, limit int) ([]s
 	if err := s.ensureLogIndex(ctx); err != nil {
 		return nil, err
 	}
-	from, to := float64(after.Seq), float64(s.horizon())
+	coll, _ := s.names()
+	return s.changesIn(ctx, coll, after, s.horizon(), limit)
+}
+
+// changesIn reads the write log of one collection, up to the write sequence to.
+func (s *Store) changesIn(ctx context.Context, coll string, after store.Cursor, to uint64, limit int) ([]store.Change, error) {
+	from, upto := float64(after.Seq), float64(to)
 	// Ties at after.Seq are read again and the ones not after the cursor dropped; a few more
 	// than limit are read so a tie at the end of a page is not cut.
 	n := uint32(limit + 16)
-	pts, err := s.client.Scroll(ctx, &qc.ScrollPoints{CollectionName: s.opts.Collection, Limit: &n,
-		Filter:      &qc.Filter{Must: []*qc.Condition{qc.NewRange(writtenSeq, &qc.Range{Gte: &from, Lte: &to})}},
+	pts, err := s.client.Scroll(ctx, &qc.ScrollPoints{CollectionName: coll, Limit: &n,
+		Filter:      &qc.Filter{Must: []*qc.Condition{qc.NewRange(writtenSeq, &qc.Range{Gte: &from, Lte: &upto})}},
 		OrderBy:     &qc.OrderBy{Key: writtenSeq, Direction: qc.Direction_Asc.Enum()},
 		WithPayload: qc.NewWithPayloadInclude("paper_id", writtenSeq)})
 	if err != nil {
-		return nil, mapErr(s.opts.Collection, err)
+		return nil, mapErr(coll, err)
 	}
 	var out []store.Change
 	for _, p := range pts {

@@ -57,6 +57,13 @@ type Store struct {
 	ready     bool
 	embedding store.EmbeddingSpec
 	avgLen    float64
+	// coll is the collection papers are read from and written to: the one the alias
+	// <Collection>_current names, else Collection itself. other is the collection the alias
+	// <Collection>_other names (a move to another model: the set being filled, or the one
+	// switched away from), with its model; "" when none. Looked up again every AliasRefresh.
+	coll, other string
+	otherSpec   store.EmbeddingSpec
+	resolvedAt  time.Time
 
 	lastSeq  atomic.Uint64 // the latest write sequence this process gave out (unix µs)
 	feedsMu  sync.Mutex
@@ -129,42 +136,89 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 func (s *Store) state(ctx context.Context, spec store.EmbeddingSpec, create bool) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ready {
+	if s.ready && time.Since(s.resolvedAt) < s.opts.AliasRefresh {
 		return true, nil
 	}
-	exists, err := s.client.CollectionExists(ctx, s.opts.Collection)
+	coll, other, err := s.aliases(ctx)
 	if err != nil {
-		return false, mapErr(s.opts.Collection, err)
+		return false, err
 	}
-	if !exists {
-		if !create {
-			return false, nil
+	if s.ready && coll == s.coll && other == s.other {
+		s.resolvedAt = time.Now()
+		return true, nil
+	}
+	if !s.ready || coll != s.coll {
+		exists, err := s.client.CollectionExists(ctx, coll)
+		if err != nil {
+			return false, mapErr(coll, err)
 		}
-		if err := s.create(ctx, spec); err != nil {
-			return false, err
+		if !exists {
+			if !create {
+				return false, nil
+			}
+			if err := s.create(ctx, coll, spec, s.opts.AverageLength); err != nil {
+				return false, err
+			}
 		}
+		info, err := s.client.GetCollectionInfo(ctx, coll)
+		if err != nil {
+			return false, mapErr(coll, err)
+		}
+		s.embedding, s.avgLen = specOf(info, s.opts.AverageLength)
 	}
-	info, err := s.client.GetCollectionInfo(ctx, s.opts.Collection)
-	if err != nil {
-		return false, mapErr(s.opts.Collection, err)
+	s.otherSpec = store.EmbeddingSpec{}
+	if other != "" {
+		info, err := s.client.GetCollectionInfo(ctx, other)
+		if err != nil {
+			return false, mapErr(other, err)
+		}
+		s.otherSpec, _ = specOf(info, s.opts.AverageLength)
 	}
-	s.embedding, s.avgLen = specOf(info, s.opts.AverageLength)
-	s.ready = true
+	s.coll, s.other, s.resolvedAt, s.ready = coll, other, time.Now(), true
 	return true, nil
 }
 
-// create makes the collection: a sparse lexical vector with Qdrant's IDF modifier (idf is
+// Alias names: which collection is current, and which is the other one.
+func (s *Store) currentAlias() string { return s.opts.Collection + "_current" }
+func (s *Store) otherAlias() string   { return s.opts.Collection + "_other" }
+
+// aliases looks up the current and the other collection.
+func (s *Store) aliases(ctx context.Context) (coll, other string, err error) {
+	all, err := s.client.ListAliases(ctx)
+	if err != nil {
+		return "", "", mapErr(s.opts.Collection, err)
+	}
+	coll = s.opts.Collection
+	for _, a := range all {
+		switch a.GetAliasName() {
+		case s.currentAlias():
+			coll = a.GetCollectionName()
+		case s.otherAlias():
+			other = a.GetCollectionName()
+		}
+	}
+	return coll, other, nil
+}
+
+// names returns the current collection and the other one ("" when none).
+func (s *Store) names() (coll, other string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.coll, s.other
+}
+
+// create makes a collection: a sparse lexical vector with Qdrant's IDF modifier (idf is
 // applied at query time from live corpus statistics), a cosine dense vector when the size is
 // known, payload indexes for every filtered field, and metadata recording the model.
-func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
+func (s *Store) create(ctx context.Context, name string, spec store.EmbeddingSpec, avgLen float64) error {
 	req := &qc.CreateCollection{
-		CollectionName:    s.opts.Collection,
+		CollectionName:    name,
 		ShardNumber:       ptr(s.opts.Shards),
 		ReplicationFactor: ptr(s.opts.Replicas),
 		SparseVectorsConfig: qc.NewSparseVectorsConfig(map[string]*qc.SparseVectorParams{
 			LexicalVector: {Modifier: qc.Modifier_Idf.Enum()},
 		}),
-		Metadata: qc.NewValueMap(map[string]any{metaAvgLen: s.opts.AverageLength, metaSchema: 1}),
+		Metadata: qc.NewValueMap(map[string]any{metaAvgLen: avgLen, metaSchema: 1}),
 	}
 	if spec.Dimensions > 0 {
 		req.VectorsConfig = qc.NewVectorsConfigMap(map[string]*qc.VectorParams{
@@ -178,7 +232,7 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 		if alreadyExists(err) {
 			return nil // another replica won the race
 		}
-		return mapErr(s.opts.Collection, err)
+		return mapErr(name, err)
 	}
 	wait := true
 	for _, f := range []struct {
@@ -190,9 +244,9 @@ func (s *Store) create(ctx context.Context, spec store.EmbeddingSpec) error {
 		{writtenSeq, qc.FieldType_FieldTypeInteger},
 	} {
 		if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{
-			CollectionName: s.opts.Collection, FieldName: f.name, FieldType: f.typ.Enum(), Wait: &wait,
+			CollectionName: name, FieldName: f.name, FieldType: f.typ.Enum(), Wait: &wait,
 		}); err != nil {
-			return mapErr(s.opts.Collection, err)
+			return mapErr(name, err)
 		}
 	}
 	return nil
@@ -257,10 +311,10 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
 		return store.Stats{Backend: Backend}, err
 	}
-	exact := true
-	n, err := s.client.Count(ctx, &qc.CountPoints{CollectionName: s.opts.Collection, Exact: &exact})
+	coll, _ := s.names()
+	n, err := s.count(ctx, coll)
 	if err != nil {
-		return store.Stats{}, mapErr(s.opts.Collection, err)
+		return store.Stats{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,11 +330,17 @@ func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 	if _, err := s.state(ctx, store.EmbeddingSpec{}, true); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	coll, active := s.coll, s.embedding
+	s.mu.Unlock()
 	ids := make([]string, len(papers))
 	for i := range papers {
 		ids[i] = papers[i].ID
+		if set := papers[i].DenseSet; set != "" && set != active.Key() {
+			return nil, &store.EmbeddingSwitchedError{Active: active}
+		}
 	}
-	existing, err := s.fetch(ctx, ids, qc.NewWithPayloadInclude("paper_id", "content_hash"), false)
+	existing, err := s.fetch(ctx, coll, ids, qc.NewWithPayloadInclude("paper_id", "content_hash"), false)
 	if err != nil {
 		return nil, fmt.Errorf("upsert %d papers: %w", len(papers), err)
 	}
@@ -314,8 +374,8 @@ func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 	wait := true
 	for start := 0; start < len(points); start += s.opts.BatchSize {
 		batch := points[start:min(start+s.opts.BatchSize, len(points))]
-		if _, err := s.client.Upsert(ctx, &qc.UpsertPoints{CollectionName: s.opts.Collection, Wait: &wait, Points: batch}); err != nil {
-			return nil, fmt.Errorf("upsert %d papers: %w", len(papers), mapErr(s.opts.Collection, err))
+		if _, err := s.client.Upsert(ctx, &qc.UpsertPoints{CollectionName: coll, Wait: &wait, Points: batch}); err != nil {
+			return nil, fmt.Errorf("upsert %d papers: %w", len(papers), mapErr(coll, err))
 		}
 	}
 	return outcomes, nil
@@ -350,14 +410,18 @@ func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error)
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
 		return nil, err
 	}
-	points, err := s.fetch(ctx, ids, qc.NewWithPayload(true), true)
+	s.mu.Lock()
+	coll, set, avgLen := s.coll, s.embedding.Key(), s.avgLen
+	s.mu.Unlock()
+	points, err := s.fetch(ctx, coll, ids, qc.NewWithPayload(true), true)
 	if err != nil {
 		return nil, err
 	}
 	byID := map[string]store.Paper{}
 	for _, pt := range points {
 		p := fromPayload(pt.GetPayload())
-		p.Lexical, p.Dense = vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+		p.Lexical, p.Dense = vectorsOf(pt.GetVectors(), pt.GetPayload(), avgLen)
+		p.DenseSet = set
 		byID[p.ID] = p
 	}
 	out := make([]store.Paper, 0, len(byID))
@@ -369,7 +433,7 @@ func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error)
 	return out, nil
 }
 
-func (s *Store) fetch(ctx context.Context, ids []string, payload *qc.WithPayloadSelector, vectors bool) ([]*qc.RetrievedPoint, error) {
+func (s *Store) fetch(ctx context.Context, coll string, ids []string, payload *qc.WithPayloadSelector, vectors bool) ([]*qc.RetrievedPoint, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -377,9 +441,16 @@ func (s *Store) fetch(ctx context.Context, ids []string, payload *qc.WithPayload
 	for i, id := range ids {
 		pids[i] = qc.NewID(PointID(id))
 	}
-	points, err := s.client.Get(ctx, &qc.GetPoints{CollectionName: s.opts.Collection, Ids: pids,
+	points, err := s.client.Get(ctx, &qc.GetPoints{CollectionName: coll, Ids: pids,
 		WithPayload: payload, WithVectors: qc.NewWithVectors(vectors)})
-	return points, mapErr(s.opts.Collection, err)
+	return points, mapErr(coll, err)
+}
+
+// count is the exact number of points in a collection.
+func (s *Store) count(ctx context.Context, coll string) (uint64, error) {
+	exact := true
+	n, err := s.client.Count(ctx, &qc.CountPoints{CollectionName: coll, Exact: &exact})
+	return n, mapErr(coll, err)
 }
 
 // Delete implements store.Store.
@@ -391,7 +462,8 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 	} else if !exists {
 		return slices.Compact(slices.Clone(ids)), nil
 	}
-	existing, err := s.fetch(ctx, ids, qc.NewWithPayloadInclude("paper_id"), false)
+	coll, other := s.names()
+	existing, err := s.fetch(ctx, coll, ids, qc.NewWithPayloadInclude("paper_id"), false)
 	if err != nil {
 		return nil, err
 	}
@@ -407,14 +479,22 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 			notFound = append(notFound, id)
 		}
 	}
-	if len(pids) > 0 {
-		wait := true
-		if _, err := s.client.Delete(ctx, &qc.DeletePoints{CollectionName: s.opts.Collection, Wait: &wait,
-			Points: qc.NewPointsSelector(pids...)}); err != nil {
-			return nil, fmt.Errorf("delete %d papers: %w", len(pids), mapErr(s.opts.Collection, err))
+	// From the other collection too: a paper deleted must not come back with a switch.
+	for _, c := range []string{other, coll} {
+		if len(pids) == 0 || c == "" {
+			continue
+		}
+		if err := s.deletePoints(ctx, c, pids); err != nil {
+			return nil, fmt.Errorf("delete %d papers: %w", len(pids), err)
 		}
 	}
 	return notFound, nil
+}
+
+func (s *Store) deletePoints(ctx context.Context, coll string, pids []*qc.PointId) error {
+	wait := true
+	_, err := s.client.Delete(ctx, &qc.DeletePoints{CollectionName: coll, Wait: &wait, Points: qc.NewPointsSelector(pids...)})
+	return mapErr(coll, err)
 }
 
 // minLexicalScore drops points that share no positively weighted term with the query, as the
@@ -436,6 +516,10 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists || q.Limit <= 0 {
 		return nil, err
 	}
+	coll, avgLen, err := s.searchCollection(ctx, q.DenseSet)
+	if err != nil {
+		return nil, err
+	}
 	hybrid := q.Lexical.Len() > 0 && len(q.Dense) > 0
 	fusion := q.Fusion.OrDefault()
 	depth := q.Limit
@@ -447,26 +531,26 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	var reqs []*qc.QueryPoints
 	if q.Lexical.Len() > 0 {
 		using, threshold := LexicalVector, float32(minLexicalScore)
-		reqs = append(reqs, &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
+		reqs = append(reqs, &qc.QueryPoints{CollectionName: coll, Filter: filter, Limit: &limit,
 			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, ScoreThreshold: &threshold,
 			Query: qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values)})
 	}
 	if len(q.Dense) > 0 {
 		using := DenseVector
-		reqs = append(reqs, &qc.QueryPoints{CollectionName: s.opts.Collection, Filter: filter, Limit: &limit,
+		reqs = append(reqs, &qc.QueryPoints{CollectionName: coll, Filter: filter, Limit: &limit,
 			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, Query: qc.NewQueryDense(q.Dense)})
 	}
 	var results [][]*qc.ScoredPoint
 	if len(reqs) == 1 {
 		points, err := s.client.Query(ctx, reqs[0])
 		if err != nil {
-			return nil, mapErr(s.opts.Collection, err)
+			return nil, mapErr(coll, err)
 		}
 		results = append(results, points)
 	} else {
-		batch, err := s.client.QueryBatch(ctx, &qc.QueryBatchPoints{CollectionName: s.opts.Collection, QueryPoints: reqs})
+		batch, err := s.client.QueryBatch(ctx, &qc.QueryBatchPoints{CollectionName: coll, QueryPoints: reqs})
 		if err != nil {
-			return nil, mapErr(s.opts.Collection, err)
+			return nil, mapErr(coll, err)
 		}
 		for _, r := range batch {
 			results = append(results, r.GetResult())
@@ -491,7 +575,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	if q.Brief { // lexical_length: vectorsOf reads it
 		payload = qc.NewWithPayloadInclude("paper_id", "title", "date", "year", "lexical_length")
 	}
-	found, err := s.fetch(ctx, ids, payload, q.WithVectors || q.Comparable)
+	found, err := s.fetch(ctx, coll, ids, payload, q.WithVectors || q.Comparable)
 	if err != nil {
 		return nil, err
 	}
@@ -503,11 +587,11 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	for _, pt := range found {
 		p := point{paper: fromPayload(pt.GetPayload())}
 		if q.WithVectors || q.Comparable {
-			lex, dense := vectorsOf(pt.GetVectors(), pt.GetPayload(), s.avgLen)
+			lex, dense := vectorsOf(pt.GetVectors(), pt.GetPayload(), avgLen)
 			if q.WithVectors {
 				p.paper.Lexical = lex
 			}
-			p.paper.Dense = dense
+			p.paper.Dense, p.paper.DenseSet = dense, q.DenseSet
 			if q.Comparable { // computed here: Qdrant keeps none
 				sk := lex.Sketch()
 				p.sketch = &sk
@@ -522,6 +606,31 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 		}
 	}
 	return hits, nil
+}
+
+// searchCollection is the collection a query of the vector set named set runs in (empty: the
+// current one), with its BM25 average length; *store.EmbeddingSwitchedError when neither the
+// current nor the other collection holds that set, even after looking again.
+func (s *Store) searchCollection(ctx context.Context, set string) (string, float64, error) {
+	for try := 0; ; try++ {
+		s.mu.Lock()
+		coll, active, other, otherSpec, avgLen := s.coll, s.embedding, s.other, s.otherSpec, s.avgLen
+		s.mu.Unlock()
+		switch {
+		case set == "" || set == active.Key():
+			return coll, avgLen, nil
+		case other != "" && set == otherSpec.Key():
+			return other, avgLen, nil // both made with the same average (BeginVectorSet)
+		case try > 0:
+			return "", 0, &store.EmbeddingSwitchedError{Active: active}
+		}
+		s.mu.Lock()
+		s.resolvedAt = time.Time{} // look again now
+		s.mu.Unlock()
+		if _, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil {
+			return "", 0, err
+		}
+	}
 }
 
 // byScoreThenID is a list of points as ids and scores, ordered by score and then paper id, cut to
@@ -546,9 +655,10 @@ func (s *Store) WaitOptimized(ctx context.Context) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		info, err := s.client.GetCollectionInfo(ctx, s.opts.Collection)
+		coll, _ := s.names()
+		info, err := s.client.GetCollectionInfo(ctx, coll)
 		if err != nil {
-			return mapErr(s.opts.Collection, err)
+			return mapErr(coll, err)
 		}
 		if info.GetStatus() == qc.CollectionStatus_Green {
 			return nil

@@ -58,6 +58,7 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"ConcurrentWritersAndReaders", testConcurrent},
 		{"Feeds", testFeeds},
 		{"WriteLog", testWriteLog},
+		{"VectorSets", testVectorSets},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })

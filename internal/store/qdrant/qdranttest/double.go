@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"slices"
@@ -50,6 +51,7 @@ type Double struct {
 	calls       []Call
 	faults      map[string][]Fault
 	collections map[string]*collection
+	aliases     map[string]string // alias -> collection
 }
 
 type collection struct {
@@ -60,7 +62,7 @@ type collection struct {
 
 // Start serves a new double on 127.0.0.1 until Stop.
 func Start() (*Double, error) {
-	d := &Double{faults: map[string][]Fault{}, collections: map[string]*collection{}}
+	d := &Double{faults: map[string][]Fault{}, collections: map[string]*collection{}, aliases: map[string]string{}}
 	if err := d.serve("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
@@ -192,6 +194,71 @@ func (s *collections) Create(ctx context.Context, req *qc.CreateCollection) (*qc
 		return nil, status.Errorf(codes.AlreadyExists, "Collection `%s` already exists!", req.GetCollectionName())
 	}
 	s.d.collections[req.GetCollectionName()] = &collection{create: proto.Clone(req).(*qc.CreateCollection), points: map[string]*qc.PointStruct{}}
+	return &qc.CollectionOperationResponse{Result: true}, nil
+}
+
+func (s *collections) Delete(ctx context.Context, req *qc.DeleteCollection) (*qc.CollectionOperationResponse, error) {
+	if err := s.d.enter(ctx, "Collections/Delete", req); err != nil {
+		return nil, err
+	}
+	defer s.d.mu.Unlock()
+	if _, ok := s.d.collections[req.GetCollectionName()]; !ok {
+		return &qc.CollectionOperationResponse{Result: false}, nil
+	}
+	delete(s.d.collections, req.GetCollectionName())
+	for a, c := range s.d.aliases { // as Qdrant does, the collection's aliases go with it
+		if c == req.GetCollectionName() {
+			delete(s.d.aliases, a)
+		}
+	}
+	return &qc.CollectionOperationResponse{Result: true}, nil
+}
+
+func (s *collections) ListAliases(ctx context.Context, req *qc.ListAliasesRequest) (*qc.ListAliasesResponse, error) {
+	if err := s.d.enter(ctx, "Collections/ListAliases", req); err != nil {
+		return nil, err
+	}
+	defer s.d.mu.Unlock()
+	resp := &qc.ListAliasesResponse{}
+	for a, c := range s.d.aliases {
+		resp.Aliases = append(resp.Aliases, &qc.AliasDescription{AliasName: a, CollectionName: c})
+	}
+	slices.SortFunc(resp.Aliases, func(x, y *qc.AliasDescription) int { return strings.Compare(x.GetAliasName(), y.GetAliasName()) })
+	return resp, nil
+}
+
+// UpdateAliases applies the actions all or none, as Qdrant does.
+func (s *collections) UpdateAliases(ctx context.Context, req *qc.ChangeAliases) (*qc.CollectionOperationResponse, error) {
+	if err := s.d.enter(ctx, "Collections/UpdateAliases", req); err != nil {
+		return nil, err
+	}
+	defer s.d.mu.Unlock()
+	next := maps.Clone(s.d.aliases)
+	for _, op := range req.GetActions() {
+		switch {
+		case op.GetCreateAlias() != nil:
+			a := op.GetCreateAlias()
+			if _, ok := s.d.collections[a.GetCollectionName()]; !ok {
+				return nil, status.Errorf(codes.NotFound, "Not found: Collection `%s` doesn't exist!", a.GetCollectionName())
+			}
+			if _, ok := s.d.collections[a.GetAliasName()]; ok {
+				return nil, status.Errorf(codes.AlreadyExists, "Collection `%s` already exists!", a.GetAliasName())
+			}
+			if _, ok := next[a.GetAliasName()]; ok {
+				return nil, status.Errorf(codes.AlreadyExists, "Alias `%s` already exists!", a.GetAliasName())
+			}
+			next[a.GetAliasName()] = a.GetCollectionName()
+		case op.GetDeleteAlias() != nil:
+			name := op.GetDeleteAlias().GetAliasName()
+			if _, ok := next[name]; !ok {
+				return nil, status.Errorf(codes.NotFound, "Not found: Alias `%s` doesn't exist!", name)
+			}
+			delete(next, name)
+		default:
+			return nil, status.Errorf(codes.Unimplemented, "the double does not apply %v", op)
+		}
+	}
+	s.d.aliases = next
 	return &qc.CollectionOperationResponse{Result: true}, nil
 }
 

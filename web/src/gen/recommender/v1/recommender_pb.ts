@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file recommender/v1/recommender.proto.
  */
 export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
-  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki3QMKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5EjIKD3Bvc2l0aXZlX3BhcGVycxgOIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchIyCg9uZWdhdGl2ZV9wYXBlcnMYDyADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXIiXwoJU2VlZFBhcGVyEg0KBXRpdGxlGAEgASgJEhAKCGFic3RyYWN0GAIgASgJEg8KB2F1dGhvcnMYAyADKAkSDAoEeWVhchgEIAEoBRISCgpjYXRlZ29yaWVzGAUgAygJIokBCgRTZWVkEhIKCHBhcGVyX2lkGAEgASgJSAASFgoMaW5saW5lX2luZGV4GAIgASgFSAASEAoIbmVnYXRpdmUYAyABKAgSKgoGc3RhdHVzGAQgASgOMhoucmVjb21tZW5kZXIudjEuU2VlZFN0YXR1cxINCgV0aXRsZRgFIAEoCUIICgZzb3VyY2UiKgoKU2hhcmVkVGVybRIMCgR0ZXJtGAEgASgJEg4KBndlaWdodBgCIAEoAiK6AQoLRXhwbGFuYXRpb24SFQoNbGV4aWNhbF9zY29yZRgBIAEoAhITCgtkZW5zZV9zY29yZRgCIAEoAhITCgtmdXNlZF9zY29yZRgDIAEoAhIXCg9jbG9zZXN0X3NlZWRfaWQYBCABKAkSHwoXY2xvc2VzdF9zZWVkX3NpbWlsYXJpdHkYBSABKAISMAoMc2hhcmVkX3Rlcm1zGAYgAygLMhoucmVjb21tZW5kZXIudjEuU2hhcmVkVGVybSKnAQoOUmVjb21tZW5kYXRpb24SJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchINCgVzY29yZRgCIAEoAhIbChNkdXBsaWNhdGVfcGFwZXJfaWRzGAMgAygJEjAKC2V4cGxhbmF0aW9uGAQgASgLMhsucmVjb21tZW5kZXIudjEuRXhwbGFuYXRpb24SEQoJcmVsZXZhbmNlGAUgASgCIsACChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCRIuCghzdHJhdGVneRgFIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIXCg9lbWJlZGRpbmdfbW9kZWwYBiABKAkSFQoNaW5kZXhfdmVyc2lvbhgHIAEoBBIQCghmYWxsYmFjaxgIIAEoCRIjCgVzZWVkcxgJIAMoCzIULnJlY29tbWVuZGVyLnYxLlNlZWQiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCLTAQoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkihQIKBEZlZWQSDwoHZmVlZF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBXF1ZXJ5GAMgASgJEhoKEnBvc2l0aXZlX3BhcGVyX2lkcxgEIAMoCRIyCg9wb3NpdGl2ZV9wYXBlcnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXISJgoGZmlsdGVyGAYgASgLMhYucmVjb21tZW5kZXIudjEuRmlsdGVyEhUKDW1pbl9yZWxldmFuY2UYByABKAISKwoEbW9kZRgIIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSEwoLY3JlYXRlX3RpbWUYCSABKAkiNwoRQ3JlYXRlRmVlZFJlcXVlc3QSIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiOAoSQ3JlYXRlRmVlZFJlc3BvbnNlEiIKBGZlZWQYASABKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIiEKDkdldEZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkiNQoPR2V0RmVlZFJlc3BvbnNlEiIKBGZlZWQYASABKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIhIKEExpc3RGZWVkc1JlcXVlc3QiOAoRTGlzdEZlZWRzUmVzcG9uc2USIwoFZmVlZHMYASADKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIiQKEURlbGV0ZUZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkiFAoSRGVsZXRlRmVlZFJlc3BvbnNlIkMKEVN0cmVhbUZlZWRSZXF1ZXN0Eg8KB2ZlZWRfaWQYASABKAkSDgoGY3Vyc29yGAIgASgJEg0KBXNpbmNlGAMgASgJInEKElN0cmVhbUZlZWRSZXNwb25zZRIkCgVwYXBlchgBIAEoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyEhEKCXJlbGV2YW5jZRgCIAEoAhIOCgZjdXJzb3IYAyABKAkSEgoKd3JpdGVfdGltZRgEIAEoCSqAAQoNUmV0cmlldmFsTW9kZRIeChpSRVRSSUVWQUxfTU9ERV9VTlNQRUNJRklFRBAAEhoKFlJFVFJJRVZBTF9NT0RFX0xFWElDQUwQARIYChRSRVRSSUVWQUxfTU9ERV9ERU5TRRACEhkKFVJFVFJJRVZBTF9NT0RFX0hZQlJJRBADKmUKDFNlZWRTdHJhdGVneRIdChlTRUVEX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASGgoWU0VFRF9TVFJBVEVHWV9QRVJfU0VFRBABEhoKFlNFRURfU1RSQVRFR1lfQ0VOVFJPSUQQAiqOAQoKU2VlZFN0YXR1cxIbChdTRUVEX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVNFRURfU1RBVFVTX0ZPVU5EEAESFgoSU0VFRF9TVEFUVVNfSU5MSU5FEAISGQoVU0VFRF9TVEFUVVNfTk9UX0ZPVU5EEAMSGQoVU0VFRF9TVEFUVVNfRFVQTElDQVRFEAQywgcKElJlY29tbWVuZGVyU2VydmljZRJQCglSZWNvbW1lbmQSIC5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVzcG9uc2USTQoIR2V0UGFwZXISHy5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlcXVlc3QaIC5yZWNvbW1lbmRlci52MS5HZXRQYXBlclJlc3BvbnNlElkKDFVwc2VydFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXNwb25zZRJZCgxEZWxldGVQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVzcG9uc2USWwoMSW5nZXN0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1Jlc3BvbnNlKAESWQoMR2V0SW5kZXhJbmZvEiMucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1Jlc3BvbnNlElMKCkNyZWF0ZUZlZWQSIS5yZWNvbW1lbmRlci52MS5DcmVhdGVGZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLkNyZWF0ZUZlZWRSZXNwb25zZRJKCgdHZXRGZWVkEh4ucmVjb21tZW5kZXIudjEuR2V0RmVlZFJlcXVlc3QaHy5yZWNvbW1lbmRlci52MS5HZXRGZWVkUmVzcG9uc2USUAoJTGlzdEZlZWRzEiAucmVjb21tZW5kZXIudjEuTGlzdEZlZWRzUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLkxpc3RGZWVkc1Jlc3BvbnNlElMKCkRlbGV0ZUZlZWQSIS5yZWNvbW1lbmRlci52MS5EZWxldGVGZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLkRlbGV0ZUZlZWRSZXNwb25zZRJVCgpTdHJlYW1GZWVkEiEucmVjb21tZW5kZXIudjEuU3RyZWFtRmVlZFJlcXVlc3QaIi5yZWNvbW1lbmRlci52MS5TdHJlYW1GZWVkUmVzcG9uc2UwAUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
+  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEihQEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJImwKBkZpbHRlchIQCghtaW5feWVhchgBIAEoBRIQCghtYXhfeWVhchgCIAEoBRISCgpjYXRlZ29yaWVzGAMgAygJEg8KB2F1dGhvcnMYBCADKAkSGQoRZXhjbHVkZV9wYXBlcl9pZHMYBSADKAki3QMKEFJlY29tbWVuZFJlcXVlc3QSDQoFcXVlcnkYASABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAIgAygJEhoKEm5lZ2F0aXZlX3BhcGVyX2lkcxgDIAMoCRImCgZmaWx0ZXIYBCABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISEQoJcGFnZV9zaXplGAUgASgFEhIKCnBhZ2VfdG9rZW4YBiABKAkSKwoEbW9kZRgHIAEoDjIdLnJlY29tbWVuZGVyLnYxLlJldHJpZXZhbE1vZGUSGwoTY2FuZGlkYXRlX3BhcGVyX2lkcxgIIAMoCRIRCglkaXZlcnNpdHkYCSABKAISHgoWcmVjZW5jeV9oYWxmX2xpZmVfZGF5cxgKIAEoAhIPCgdleHBsYWluGAsgASgIEg0KBWV4YWN0GAwgASgIEi4KCHN0cmF0ZWd5GA0gASgOMhwucmVjb21tZW5kZXIudjEuU2VlZFN0cmF0ZWd5EjIKD3Bvc2l0aXZlX3BhcGVycxgOIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchIyCg9uZWdhdGl2ZV9wYXBlcnMYDyADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXIiXwoJU2VlZFBhcGVyEg0KBXRpdGxlGAEgASgJEhAKCGFic3RyYWN0GAIgASgJEg8KB2F1dGhvcnMYAyADKAkSDAoEeWVhchgEIAEoBRISCgpjYXRlZ29yaWVzGAUgAygJIokBCgRTZWVkEhIKCHBhcGVyX2lkGAEgASgJSAASFgoMaW5saW5lX2luZGV4GAIgASgFSAASEAoIbmVnYXRpdmUYAyABKAgSKgoGc3RhdHVzGAQgASgOMhoucmVjb21tZW5kZXIudjEuU2VlZFN0YXR1cxINCgV0aXRsZRgFIAEoCUIICgZzb3VyY2UiKgoKU2hhcmVkVGVybRIMCgR0ZXJtGAEgASgJEg4KBndlaWdodBgCIAEoAiK6AQoLRXhwbGFuYXRpb24SFQoNbGV4aWNhbF9zY29yZRgBIAEoAhITCgtkZW5zZV9zY29yZRgCIAEoAhITCgtmdXNlZF9zY29yZRgDIAEoAhIXCg9jbG9zZXN0X3NlZWRfaWQYBCABKAkSHwoXY2xvc2VzdF9zZWVkX3NpbWlsYXJpdHkYBSABKAISMAoMc2hhcmVkX3Rlcm1zGAYgAygLMhoucmVjb21tZW5kZXIudjEuU2hhcmVkVGVybSKnAQoOUmVjb21tZW5kYXRpb24SJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchINCgVzY29yZRgCIAEoAhIbChNkdXBsaWNhdGVfcGFwZXJfaWRzGAMgAygJEjAKC2V4cGxhbmF0aW9uGAQgASgLMhsucmVjb21tZW5kZXIudjEuRXhwbGFuYXRpb24SEQoJcmVsZXZhbmNlGAUgASgCIsACChFSZWNvbW1lbmRSZXNwb25zZRIvCgdyZXN1bHRzGAEgAygLMh4ucmVjb21tZW5kZXIudjEuUmVjb21tZW5kYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEisKBG1vZGUYAyABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEh0KFXVua25vd25fY2FuZGlkYXRlX2lkcxgEIAMoCRIuCghzdHJhdGVneRgFIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIXCg9lbWJlZGRpbmdfbW9kZWwYBiABKAkSFQoNaW5kZXhfdmVyc2lvbhgHIAEoBBIQCghmYWxsYmFjaxgIIAEoCRIjCgVzZWVkcxgJIAMoCzIULnJlY29tbWVuZGVyLnYxLlNlZWQiIwoPR2V0UGFwZXJSZXF1ZXN0EhAKCHBhcGVyX2lkGAEgASgJIjgKEEdldFBhcGVyUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlciI8ChNVcHNlcnRQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIkwKFFVwc2VydFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgFEg8KB3VwZGF0ZWQYAiABKAUSEQoJdW5jaGFuZ2VkGAMgASgFIigKE0RlbGV0ZVBhcGVyc1JlcXVlc3QSEQoJcGFwZXJfaWRzGAEgAygJIkQKFERlbGV0ZVBhcGVyc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAUSGwoTbm90X2ZvdW5kX3BhcGVyX2lkcxgCIAMoCSI8ChNJbmdlc3RQYXBlcnNSZXF1ZXN0EiUKBnBhcGVycxgBIAMoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIj8KCVJlamVjdGlvbhIQCghwYXBlcl9pZBgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxIOCgZyZWFzb24YAyABKAkijQEKFEluZ2VzdFBhcGVyc1Jlc3BvbnNlEhAKCGluc2VydGVkGAEgASgDEg8KB3VwZGF0ZWQYAiABKAMSEQoJdW5jaGFuZ2VkGAMgASgDEhAKCHJlamVjdGVkGAQgASgDEi0KCnJlamVjdGlvbnMYBSADKAsyGS5yZWNvbW1lbmRlci52MS5SZWplY3Rpb24iFQoTR2V0SW5kZXhJbmZvUmVxdWVzdCKIAgoUR2V0SW5kZXhJbmZvUmVzcG9uc2USEwoLcGFwZXJfY291bnQYASABKAMSFQoNc3RvcmVfYmFja2VuZBgCIAEoCRIXCg9lbWJlZGRpbmdfbW9kZWwYAyABKAkSHAoUZW1iZWRkaW5nX2RpbWVuc2lvbnMYBCABKAUSFQoNaW5kZXhfdmVyc2lvbhgFIAEoBBIeChZlbWJlZGRpbmdfcXVlcnlfcHJlZml4GAYgASgJEiEKGWVtYmVkZGluZ19kb2N1bWVudF9wcmVmaXgYByABKAkSMwoQb3RoZXJfdmVjdG9yX3NldBgIIAEoCzIZLnJlY29tbWVuZGVyLnYxLlZlY3RvclNldCKLAQoJVmVjdG9yU2V0Eg0KBW1vZGVsGAEgASgJEhIKCmRpbWVuc2lvbnMYAiABKAUSFAoMcXVlcnlfcHJlZml4GAMgASgJEhcKD2RvY3VtZW50X3ByZWZpeBgEIAEoCRIbChNwYXBlcnNfd2l0aF92ZWN0b3JzGAUgASgDEg8KB2ZpbGxpbmcYBiABKAgiGAoWUmV0aXJlVmVjdG9yU2V0UmVxdWVzdCJFChdSZXRpcmVWZWN0b3JTZXRSZXNwb25zZRIqCgdyZXRpcmVkGAEgASgLMhkucmVjb21tZW5kZXIudjEuVmVjdG9yU2V0IoUCCgRGZWVkEg8KB2ZlZWRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRINCgVxdWVyeRgDIAEoCRIaChJwb3NpdGl2ZV9wYXBlcl9pZHMYBCADKAkSMgoPcG9zaXRpdmVfcGFwZXJzGAUgAygLMhkucmVjb21tZW5kZXIudjEuU2VlZFBhcGVyEiYKBmZpbHRlchgGIAEoCzIWLnJlY29tbWVuZGVyLnYxLkZpbHRlchIVCg1taW5fcmVsZXZhbmNlGAcgASgCEisKBG1vZGUYCCABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEhMKC2NyZWF0ZV90aW1lGAkgASgJIjcKEUNyZWF0ZUZlZWRSZXF1ZXN0EiIKBGZlZWQYASABKAsyFC5yZWNvbW1lbmRlci52MS5GZWVkIjgKEkNyZWF0ZUZlZWRSZXNwb25zZRIiCgRmZWVkGAEgASgLMhQucmVjb21tZW5kZXIudjEuRmVlZCIhCg5HZXRGZWVkUmVxdWVzdBIPCgdmZWVkX2lkGAEgASgJIjUKD0dldEZlZWRSZXNwb25zZRIiCgRmZWVkGAEgASgLMhQucmVjb21tZW5kZXIudjEuRmVlZCISChBMaXN0RmVlZHNSZXF1ZXN0IjgKEUxpc3RGZWVkc1Jlc3BvbnNlEiMKBWZlZWRzGAEgAygLMhQucmVjb21tZW5kZXIudjEuRmVlZCIkChFEZWxldGVGZWVkUmVxdWVzdBIPCgdmZWVkX2lkGAEgASgJIhQKEkRlbGV0ZUZlZWRSZXNwb25zZSJDChFTdHJlYW1GZWVkUmVxdWVzdBIPCgdmZWVkX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoCRINCgVzaW5jZRgDIAEoCSJxChJTdHJlYW1GZWVkUmVzcG9uc2USJAoFcGFwZXIYASABKAsyFS5yZWNvbW1lbmRlci52MS5QYXBlchIRCglyZWxldmFuY2UYAiABKAISDgoGY3Vyc29yGAMgASgJEhIKCndyaXRlX3RpbWUYBCABKAkqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIqjgEKClNlZWRTdGF0dXMSGwoXU0VFRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFTRUVEX1NUQVRVU19GT1VORBABEhYKElNFRURfU1RBVFVTX0lOTElORRACEhkKFVNFRURfU1RBVFVTX05PVF9GT1VORBADEhkKFVNFRURfU1RBVFVTX0RVUExJQ0FURRAEMqYIChJSZWNvbW1lbmRlclNlcnZpY2USUAoJUmVjb21tZW5kEiAucmVjb21tZW5kZXIudjEuUmVjb21tZW5kUmVxdWVzdBohLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlc3BvbnNlEk0KCEdldFBhcGVyEh8ucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXF1ZXN0GiAucmVjb21tZW5kZXIudjEuR2V0UGFwZXJSZXNwb25zZRJZCgxVcHNlcnRQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5VcHNlcnRQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVzcG9uc2USWQoMRGVsZXRlUGFwZXJzEiMucmVjb21tZW5kZXIudjEuRGVsZXRlUGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1Jlc3BvbnNlElsKDEluZ2VzdFBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkluZ2VzdFBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXNwb25zZSgBElkKDEdldEluZGV4SW5mbxIjLnJlY29tbWVuZGVyLnYxLkdldEluZGV4SW5mb1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXNwb25zZRJTCgpDcmVhdGVGZWVkEiEucmVjb21tZW5kZXIudjEuQ3JlYXRlRmVlZFJlcXVlc3QaIi5yZWNvbW1lbmRlci52MS5DcmVhdGVGZWVkUmVzcG9uc2USSgoHR2V0RmVlZBIeLnJlY29tbWVuZGVyLnYxLkdldEZlZWRSZXF1ZXN0Gh8ucmVjb21tZW5kZXIudjEuR2V0RmVlZFJlc3BvbnNlElAKCUxpc3RGZWVkcxIgLnJlY29tbWVuZGVyLnYxLkxpc3RGZWVkc1JlcXVlc3QaIS5yZWNvbW1lbmRlci52MS5MaXN0RmVlZHNSZXNwb25zZRJTCgpEZWxldGVGZWVkEiEucmVjb21tZW5kZXIudjEuRGVsZXRlRmVlZFJlcXVlc3QaIi5yZWNvbW1lbmRlci52MS5EZWxldGVGZWVkUmVzcG9uc2USVQoKU3RyZWFtRmVlZBIhLnJlY29tbWVuZGVyLnYxLlN0cmVhbUZlZWRSZXF1ZXN0GiIucmVjb21tZW5kZXIudjEuU3RyZWFtRmVlZFJlc3BvbnNlMAESYgoPUmV0aXJlVmVjdG9yU2V0EiYucmVjb21tZW5kZXIudjEuUmV0aXJlVmVjdG9yU2V0UmVxdWVzdBonLnJlY29tbWVuZGVyLnYxLlJldGlyZVZlY3RvclNldFJlc3BvbnNlQkJaQGdpdGh1Yi5jb20vcGFwZXJyZWMvcmVjb21tZW5kZXIvZ2VuL3JlY29tbWVuZGVyL3YxO3JlY29tbWVuZGVydjFiBnByb3RvMw");
 
 /**
  * Paper is one scholarly paper.
@@ -932,6 +932,15 @@ export type GetIndexInfoResponse = Message<"recommender.v1.GetIndexInfoResponse"
    * @generated from field: string embedding_document_prefix = 7;
    */
   embeddingDocumentPrefix: string;
+
+  /**
+   * The second set of vectors the store keeps beside the active one: being filled by a
+   * re-embedding with another model (queries use the active set until the switch), or the set
+   * switched away from, kept for a rollback until RetireVectorSet. Absent when there is none.
+   *
+   * @generated from field: recommender.v1.VectorSet other_vector_set = 8;
+   */
+  otherVectorSet?: VectorSet | undefined;
 };
 
 /**
@@ -940,6 +949,91 @@ export type GetIndexInfoResponse = Message<"recommender.v1.GetIndexInfoResponse"
  */
 export const GetIndexInfoResponseSchema: GenMessage<GetIndexInfoResponse> = /*@__PURE__*/
   messageDesc(file_recommender_v1_recommender, 19);
+
+/**
+ * VectorSet is one set of paper embeddings in the store.
+ *
+ * @generated from message recommender.v1.VectorSet
+ */
+export type VectorSet = Message<"recommender.v1.VectorSet"> & {
+  /**
+   * Embedding model, its vector size and instruction prefixes.
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * @generated from field: int32 dimensions = 2;
+   */
+  dimensions: number;
+
+  /**
+   * @generated from field: string query_prefix = 3;
+   */
+  queryPrefix: string;
+
+  /**
+   * @generated from field: string document_prefix = 4;
+   */
+  documentPrefix: string;
+
+  /**
+   * Papers with a vector in this set for their current text, of GetIndexInfoResponse.paper_count.
+   *
+   * @generated from field: int64 papers_with_vectors = 5;
+   */
+  papersWithVectors: bigint;
+
+  /**
+   * True while this server is re-embedding the papers into this set (it switches to it once
+   * every paper has a vector); false for a set switched away from, or one no server fills.
+   *
+   * @generated from field: bool filling = 6;
+   */
+  filling: boolean;
+};
+
+/**
+ * Describes the message recommender.v1.VectorSet.
+ * Use `create(VectorSetSchema)` to create a new message.
+ */
+export const VectorSetSchema: GenMessage<VectorSet> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 20);
+
+/**
+ * RetireVectorSetRequest is empty: a store keeps at most one set beside the active one.
+ *
+ * @generated from message recommender.v1.RetireVectorSetRequest
+ */
+export type RetireVectorSetRequest = Message<"recommender.v1.RetireVectorSetRequest"> & {
+};
+
+/**
+ * Describes the message recommender.v1.RetireVectorSetRequest.
+ * Use `create(RetireVectorSetRequestSchema)` to create a new message.
+ */
+export const RetireVectorSetRequestSchema: GenMessage<RetireVectorSetRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 21);
+
+/**
+ * RetireVectorSetResponse names the set deleted.
+ *
+ * @generated from message recommender.v1.RetireVectorSetResponse
+ */
+export type RetireVectorSetResponse = Message<"recommender.v1.RetireVectorSetResponse"> & {
+  /**
+   * @generated from field: recommender.v1.VectorSet retired = 1;
+   */
+  retired?: VectorSet | undefined;
+};
+
+/**
+ * Describes the message recommender.v1.RetireVectorSetResponse.
+ * Use `create(RetireVectorSetResponseSchema)` to create a new message.
+ */
+export const RetireVectorSetResponseSchema: GenMessage<RetireVectorSetResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 22);
 
 /**
  * Feed is a saved "new papers like these" subscription.
@@ -1014,7 +1108,7 @@ export type Feed = Message<"recommender.v1.Feed"> & {
  * Use `create(FeedSchema)` to create a new message.
  */
 export const FeedSchema: GenMessage<Feed> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 20);
+  messageDesc(file_recommender_v1_recommender, 23);
 
 /**
  * CreateFeedRequest holds the feed to save; its feed_id and create_time are ignored.
@@ -1033,7 +1127,7 @@ export type CreateFeedRequest = Message<"recommender.v1.CreateFeedRequest"> & {
  * Use `create(CreateFeedRequestSchema)` to create a new message.
  */
 export const CreateFeedRequestSchema: GenMessage<CreateFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 21);
+  messageDesc(file_recommender_v1_recommender, 24);
 
 /**
  * CreateFeedResponse holds the saved feed, with its id and creation time.
@@ -1052,7 +1146,7 @@ export type CreateFeedResponse = Message<"recommender.v1.CreateFeedResponse"> & 
  * Use `create(CreateFeedResponseSchema)` to create a new message.
  */
 export const CreateFeedResponseSchema: GenMessage<CreateFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 22);
+  messageDesc(file_recommender_v1_recommender, 25);
 
 /**
  * GetFeedRequest names a feed.
@@ -1071,7 +1165,7 @@ export type GetFeedRequest = Message<"recommender.v1.GetFeedRequest"> & {
  * Use `create(GetFeedRequestSchema)` to create a new message.
  */
 export const GetFeedRequestSchema: GenMessage<GetFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 23);
+  messageDesc(file_recommender_v1_recommender, 26);
 
 /**
  * GetFeedResponse holds the feed.
@@ -1090,7 +1184,7 @@ export type GetFeedResponse = Message<"recommender.v1.GetFeedResponse"> & {
  * Use `create(GetFeedResponseSchema)` to create a new message.
  */
 export const GetFeedResponseSchema: GenMessage<GetFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 24);
+  messageDesc(file_recommender_v1_recommender, 27);
 
 /**
  * ListFeedsRequest asks for every saved feed.
@@ -1105,7 +1199,7 @@ export type ListFeedsRequest = Message<"recommender.v1.ListFeedsRequest"> & {
  * Use `create(ListFeedsRequestSchema)` to create a new message.
  */
 export const ListFeedsRequestSchema: GenMessage<ListFeedsRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 25);
+  messageDesc(file_recommender_v1_recommender, 28);
 
 /**
  * ListFeedsResponse holds the saved feeds, oldest first.
@@ -1124,7 +1218,7 @@ export type ListFeedsResponse = Message<"recommender.v1.ListFeedsResponse"> & {
  * Use `create(ListFeedsResponseSchema)` to create a new message.
  */
 export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 26);
+  messageDesc(file_recommender_v1_recommender, 29);
 
 /**
  * DeleteFeedRequest names the feed to remove.
@@ -1143,7 +1237,7 @@ export type DeleteFeedRequest = Message<"recommender.v1.DeleteFeedRequest"> & {
  * Use `create(DeleteFeedRequestSchema)` to create a new message.
  */
 export const DeleteFeedRequestSchema: GenMessage<DeleteFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 27);
+  messageDesc(file_recommender_v1_recommender, 30);
 
 /**
  * DeleteFeedResponse is empty.
@@ -1158,7 +1252,7 @@ export type DeleteFeedResponse = Message<"recommender.v1.DeleteFeedResponse"> & 
  * Use `create(DeleteFeedResponseSchema)` to create a new message.
  */
 export const DeleteFeedResponseSchema: GenMessage<DeleteFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 28);
+  messageDesc(file_recommender_v1_recommender, 31);
 
 /**
  * StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
@@ -1193,7 +1287,7 @@ export type StreamFeedRequest = Message<"recommender.v1.StreamFeedRequest"> & {
  * Use `create(StreamFeedRequestSchema)` to create a new message.
  */
 export const StreamFeedRequestSchema: GenMessage<StreamFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 29);
+  messageDesc(file_recommender_v1_recommender, 32);
 
 /**
  * StreamFeedResponse is one event: a matching paper, or a heartbeat (no paper) sent when the
@@ -1235,7 +1329,7 @@ export type StreamFeedResponse = Message<"recommender.v1.StreamFeedResponse"> & 
  * Use `create(StreamFeedResponseSchema)` to create a new message.
  */
 export const StreamFeedResponseSchema: GenMessage<StreamFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 30);
+  messageDesc(file_recommender_v1_recommender, 33);
 
 /**
  * RetrievalMode says which signal ranks the candidates.
@@ -1493,6 +1587,18 @@ export const RecommenderService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamFeedRequestSchema;
     output: typeof StreamFeedResponseSchema;
+  },
+  /**
+   * RetireVectorSet deletes the second set of vectors a store keeps after moving to another
+   * embedding model (GetIndexInfoResponse.other_vector_set): until then the move can be rolled
+   * back. FAILED_PRECONDITION while a re-embedding is filling that set, and when there is none.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.RetireVectorSet
+   */
+  retireVectorSet: {
+    methodKind: "unary";
+    input: typeof RetireVectorSetRequestSchema;
+    output: typeof RetireVectorSetResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_recommender_v1_recommender, 0);
