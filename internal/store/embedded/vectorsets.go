@@ -190,31 +190,37 @@ func (s *Store) lockWriter(ctx context.Context) (unlock func(), err error) {
 	return s.writeMu.Unlock, nil
 }
 
-// MissingVectors implements store.VectorSets.
+// MissingVectors implements store.VectorSets, by ascending id: the records' order on disk, so
+// a page costs the papers it passes over, not the whole store.
 func (s *Store) MissingVectors(ctx context.Context, after string, limit int) ([]store.Paper, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
+	s.mu.RLock() // held across the read: the index says which papers lack a vector
+	defer s.mu.RUnlock()
 	other := 1 - s.active
+	if s.closed {
+		return nil, store.ErrClosed
+	}
 	if s.specs[other].Model == "" {
-		s.mu.RUnlock()
 		return nil, store.ErrNoOtherSet
 	}
-	// Which papers lack one is read from memory (every live paper is there, in doc order);
-	// their text from the records.
-	var ids []string
-	for i := range s.idx.docs {
-		if d := &s.idx.docs[i]; d.alive && d.dense[other] == nil && d.id > after {
-			ids = append(ids, d.id)
+	var out []store.Paper
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var ids []string
+		c := tx.Bucket(bucketPapers).Cursor()
+		k, _ := c.Seek([]byte(after))
+		for ; k != nil && len(ids) < limit; k, _ = c.Next() {
+			n, ok := s.idx.byID[string(k)]
+			if string(k) != after && ok && s.idx.docs[n].dense[other] == nil {
+				ids = append(ids, string(k))
+			}
 		}
-	}
-	s.mu.RUnlock()
-	slices.Sort(ids)
-	if len(ids) > limit {
-		ids = ids[:limit]
-	}
-	return s.Lookup(ctx, ids)
+		var err error
+		out, err = s.readTx(tx, ids)
+		return err
+	})
+	return out, err
 }
 
 // PutVectors implements store.VectorSets.
