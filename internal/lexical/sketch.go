@@ -104,3 +104,18 @@ func zeroBytes(x uint64) int {
 	nonzero := ((x & lo7) + lo7 | x) & 0x8080808080808080
 	return 8 - bits.OnesCount64(nonzero)
 }
+
+// SketchSize is the length of a Sketch's binary form.
+const SketchSize = sketchBuckets + 2
+
+// AppendBinary appends the sketch's SketchSize bytes to b (a store's snapshot keeps them).
+func (s *Sketch) AppendBinary(b []byte) []byte {
+	b = append(b, s.buckets[:]...)
+	return append(b, byte(s.terms), byte(s.terms>>8))
+}
+
+// SetBinary sets the sketch from SketchSize bytes made by AppendBinary.
+func (s *Sketch) SetBinary(b []byte) {
+	copy(s.buckets[:], b[:sketchBuckets])
+	s.terms = uint16(b[sketchBuckets]) | uint16(b[sketchBuckets+1])<<8
+}

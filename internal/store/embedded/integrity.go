@@ -43,7 +43,7 @@ func checkMissing(dir string, allowEmpty bool) error {
 	if fi, err := os.Stat(filepath.Join(dir, FileName)); err == nil && fi.Size() > 0 {
 		return nil
 	}
-	for _, name := range []string{annFile, vectorsFile} {
+	for _, name := range []string{annFile, vectorsFile, snapFile} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return &MissingError{Dir: dir, Found: name}
 		}

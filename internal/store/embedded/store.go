@@ -163,12 +163,25 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	cfg.Graph.Int8 = cfg.Quantization == "int8"
 	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg), log: log}
-	if err := guard(path, func() error { return s.load(ctx) }); err != nil {
+	if err := guard(path, s.load); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
 			err = &DamagedError{Path: path, Problem: err.Error()}
 		}
 		return nil, err
+	}
+	snapErr := s.loadSnapshot()
+	if snapErr != nil {
+		if !errors.Is(snapErr, errNoSnapshot) {
+			log.Info("index snapshot not used; reading the papers", "reason", snapErr)
+		}
+		if err := guard(path, func() error { return s.loadRecords(ctx) }); err != nil {
+			_ = db.Close()
+			if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
+				err = &DamagedError{Path: path, Problem: err.Error()}
+			}
+			return nil, err
+		}
 	}
 	if err := s.finishRetire(ctx); err != nil {
 		_ = db.Close()
@@ -178,7 +191,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if slot != 0 && s.specs[slot].Model == "" {
 			continue // slot 0 always has a graph, possibly empty, as before there were two
 		}
-		err := s.mapVectors(slot)
+		var err error
+		if snapErr != nil { // else the snapshot mapped the files it goes with
+			err = s.mapVectors(slot)
+		}
 		if err == nil {
 			_, err = s.loadANN(slot)
 		}
@@ -191,10 +207,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) load(ctx context.Context) error {
+// load reads the store's state but the papers (loadSnapshot or loadRecords), creating the
+// buckets of a new store.
+func (s *Store) load() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		papers, err := tx.CreateBucketIfNotExists(bucketPapers)
-		if err != nil {
+		if _, err := tx.CreateBucketIfNotExists(bucketPapers); err != nil {
 			return err
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -228,6 +245,14 @@ func (s *Store) load(ctx context.Context) error {
 		if v := meta.Get(keyActiveSlot); len(v) == 1 && v[0] == 1 {
 			s.active = 1
 		}
+		return nil
+	})
+}
+
+// loadRecords builds the index from the records: what opening costs without a snapshot.
+func (s *Store) loadRecords(ctx context.Context) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		papers := tx.Bucket(bucketPapers)
 		// A retired slot 0 may still hold vectors in records not yet rewritten (finishRetire).
 		keep0 := s.specs[0].Model != "" || s.active == 0
 		c := papers.Cursor()
@@ -724,14 +749,18 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	// The graphs are saved on a clean close only; after a crash they are rebuilt at the next start.
-	var annErr error
+	// The graphs and the index snapshot are saved on a clean close only; after a crash the
+	// next start rebuilds them from the records.
+	var saveErr error
 	for slot := range s.idx.sets {
 		if err := s.saveANN(slot); err != nil {
-			annErr = errors.Join(annErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
+			saveErr = errors.Join(saveErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
 		}
 	}
-	return errors.Join(annErr, s.db.Close(), s.unmap())
+	if err := s.saveSnapshot(); err != nil {
+		saveErr = errors.Join(saveErr, fmt.Errorf("save the index snapshot (the next start reads the papers): %w", err))
+	}
+	return errors.Join(saveErr, s.db.Close(), s.unmap())
 }
 
 // unmap releases the mapped vectors files.

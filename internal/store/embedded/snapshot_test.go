@@ -1,0 +1,198 @@
+package embedded_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/embedded"
+)
+
+// TestSnapshotOpensAsTheRecordsDo: a store reopened from the snapshot of its clean close answers
+// exactly as one reopened from its records (lexical, dense in both vector sets, filters,
+// explanations' idf, sketches), after deletes and updates; the snapshot is read once; a damaged
+// or stale one is set aside, saying why, and the records read.
+func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	opts := embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	s, err := embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := store.EmbeddingSpec{Model: "a", Dimensions: 8}
+	b := store.EmbeddingSpec{Model: "b", Dimensions: 4}
+	if _, err := s.BindEmbedding(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	vec := func(d int) []float32 {
+		v := make([]float32, d)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	words := strings.Fields("graph neural network speech recognition robot policy privacy federated learning transformer attention vision language model retrieval ranking")
+	var papers []store.Paper
+	for i := range 400 {
+		var text []string
+		for range 12 {
+			text = append(text, words[rng.IntN(len(words))])
+		}
+		title, abstract := fmt.Sprintf("Paper %d on %s", i, text[0]), strings.Join(text, " ")
+		papers = append(papers, store.Paper{ID: fmt.Sprintf("p%03d", i), Title: title, Abstract: abstract, Year: int32(2000 + i%25),
+			Categories: []string{[]string{"cs.LG", "cs.CL", "cs.RO"}[i%3]}, Authors: []string{fmt.Sprintf("Author %d", i%17)},
+			Lexical: lexical.Document(title, abstract), Dense: vec(8)})
+	}
+	if _, err := s.Upsert(ctx, papers); err != nil {
+		t.Fatal(err)
+	}
+	var gone []string
+	for i := 0; i < 400; i += 7 {
+		gone = append(gone, papers[i].ID)
+	}
+	if _, err := s.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	papers[3].Abstract += " rewritten with attention"
+	papers[3].Lexical = lexical.Document(papers[3].Title, papers[3].Abstract)
+	if _, err := s.Upsert(ctx, papers[3:4]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginVectorSet(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	todo, err := s.MissingVectors(ctx, "", 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []store.SetVector
+	for _, p := range todo {
+		in = append(in, store.SetVector{ID: p.ID, TextKey: store.TextKey(p.Title, p.Abstract), Dense: vec(4)})
+	}
+	if _, err := s.PutVectors(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+
+	queries := []store.Query{
+		{Lexical: lexical.Query("federated learning privacy"), Limit: 10},
+		{Lexical: lexical.SeedQuery(papers[5].Lexical), Limit: 20, Filter: store.Filter{MinYear: 2010, Categories: []string{"cs.CL"}}},
+		{Dense: vec(8), Limit: 10, WithVectors: true},
+		{Dense: vec(4), DenseSet: b.Key(), Limit: 10, Comparable: true},
+		{Lexical: lexical.Query("robot vision"), Dense: vec(8), Limit: 10, Filter: store.Filter{Authors: []string{"author 3"}}},
+	}
+	answers := func(s *embedded.Store) []any {
+		var out []any
+		for _, q := range queries {
+			hits, err := s.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, hits)
+		}
+		idf, _ := s.IDF(ctx, papers[5].Lexical.Indices)
+		st, _ := s.VectorSetStatus(ctx)
+		stats, _ := s.Stats(ctx)
+		return append(out, idf, st, stats)
+	}
+	reopen := func(s *embedded.Store) *embedded.Store {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := embedded.Open(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	snap := filepath.Join(dir, "index.snap")
+	before := answers(s)
+	s = reopen(s)
+	if _, err := os.Stat(snap); !os.IsNotExist(err) {
+		t.Fatalf("the snapshot is still there after the open that read it: %v", err)
+	}
+	fromSnapshot := answers(s)
+	s.Close() // a new snapshot; set aside: the next open reads the records
+	if err := os.Remove(snap); err != nil {
+		t.Fatal(err)
+	}
+	s, err = embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromRecords := answers(s)
+	if !reflect.DeepEqual(fromSnapshot, fromRecords) || !reflect.DeepEqual(before, fromRecords) {
+		t.Fatalf("answers differ:\nbefore   %v\nsnapshot %v\nrecords  %v", before, fromSnapshot, fromRecords)
+	}
+	// Written after, the store goes on as usual: the new paper is found after another reopen.
+	fresh := store.Paper{ID: "fresh", Title: "Fresh federated privacy", Lexical: lexical.Document("Fresh federated privacy", ""), Dense: vec(8)}
+	if _, err := s.Upsert(ctx, []store.Paper{fresh}); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(s)
+	if hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); err != nil || len(hits) != 1 || hits[0].Paper.ID != "fresh" {
+		t.Fatalf("a paper written before the last close: %v (%v)", hits, err)
+	}
+	withFresh := answers(s)
+
+	// A damaged snapshot is set aside, saying so, and the records read.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := os.WriteFile(snap, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	s, err = embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "index snapshot not used; reading the papers") || !strings.Contains(logs.String(), "checksum") {
+		t.Fatalf("a damaged snapshot was not reported:\n%s", logs.String())
+	}
+	if got := answers(s); !reflect.DeepEqual(got, withFresh) {
+		t.Fatalf("after a damaged snapshot: %v", got)
+	}
+	// A snapshot of an earlier state (copied back) is stale.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(snap)
+	s, _ = embedded.Open(ctx, opts)
+	if _, err := s.Delete(ctx, []string{"fresh"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if err := os.WriteFile(snap, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	s, err = embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(logs.String(), "the papers are at") {
+		t.Fatalf("a stale snapshot was not reported:\n%s", logs.String())
+	}
+	if hits, _ := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); len(hits) != 0 {
+		t.Fatalf("the stale snapshot's deleted paper came back: %v", hits)
+	}
+}
