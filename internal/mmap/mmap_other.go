@@ -15,3 +15,9 @@ func Floats(path string) ([]float32, func() error, error) {
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), func() error { return nil }, nil
 }
+
+// Bytes reads the file into memory where mapping is not available.
+func Bytes(path string) ([]byte, func() error, error) {
+	b, err := os.ReadFile(path)
+	return b, func() error { return nil }, err
+}

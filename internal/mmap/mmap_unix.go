@@ -11,6 +11,16 @@ import (
 // Floats maps the file of float32s at path read-only. The returned function unmaps it; the
 // slice must not be used after.
 func Floats(path string) ([]float32, func() error, error) {
+	b, unmap, err := Bytes(path)
+	if err != nil || len(b) < 4 {
+		return nil, unmap, err
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), unmap, nil
+}
+
+// Bytes maps the file at path read-only (page aligned). The returned function unmaps it; the
+// slice must not be used after.
+func Bytes(path string) ([]byte, func() error, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -20,12 +30,12 @@ func Floats(path string) ([]float32, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if st.Size() < 4 {
+	if st.Size() == 0 {
 		return nil, func() error { return nil }, nil
 	}
 	b, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
 		return nil, nil, err
 	}
-	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4), func() error { return syscall.Munmap(b) }, nil
+	return b, func() error { return syscall.Munmap(b) }, nil
 }

@@ -171,7 +171,8 @@ func (x *index) maybeCompact() {
 	terms := make([]term, 0, len(x.terms))
 	for t, i := range x.termOf {
 		e := x.terms[i]
-		kept := e.ps[:0]
+		// A new array: postings read from a snapshot are in read-only mapped memory.
+		kept := make([]posting, 0, len(e.ps))
 		for _, p := range e.ps {
 			if x.docs[p.doc].alive {
 				kept = append(kept, posting{doc: remap[p.doc], tf: p.tf})

@@ -23,7 +23,7 @@ import (
 // two opens leaves none (that open reads the records).
 const snapFile = "index.snap"
 
-const snapMagic = "RECSTORE-SNAP1\n"
+const snapMagic = "RECSTORE-SNAP2\n"
 
 // postingSize is the bytes of one posting in memory and in the snapshot (doc, tf).
 const postingSize = int(unsafe.Sizeof(posting{}))
@@ -75,11 +75,12 @@ func (s *Store) saveSnapshot() error {
 		}
 	}
 	return writeAtomic(filepath.Join(s.dir, snapFile), true, func(w io.Writer) error {
-		return s.writeSnapshot(w, live, dims, sizes)
+		cw := &countingWriter{w: w}
+		return s.writeSnapshot(cw, &cw.n, live, dims, sizes)
 	})
 }
 
-func (s *Store) writeSnapshot(w io.Writer, live []uint32, dims [2]int, sizes [2]int64) error {
+func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [2]int, sizes [2]int64) error {
 	x := s.idx
 	renum := make([]uint32, len(x.docs)) // old doc number -> new; only live docs are read
 	for i, n := range live {
@@ -131,59 +132,92 @@ func (s *Store) writeSnapshot(w io.Writer, live []uint32, dims [2]int, sizes [2]
 			b = b[:0]
 		}
 	}
-	// Postings, renumbered, without dead docs' (their order is kept: renumbering is monotone).
+	// The term table (id, df, postings), then, 8-byte aligned, every term's postings in one
+	// block that the next open maps instead of reading: renumbered, without dead docs' (their
+	// order is kept: renumbering is monotone).
+	keep := func(p posting) bool { return x.dead == 0 || x.docs[p.doc].alive }
 	b = binary.AppendUvarint(b, uint64(len(x.terms)))
-	var buf []posting
+	ids := make([]uint32, len(x.terms))
 	for t, ti := range x.termOf {
+		ids[ti] = t
+	}
+	for ti := range x.terms {
 		e := &x.terms[ti]
-		ps := e.ps
+		n := len(e.ps)
+		if x.dead > 0 {
+			n = 0
+			for _, p := range e.ps {
+				if keep(p) {
+					n++
+				}
+			}
+		}
+		b = binary.LittleEndian.AppendUint32(b, ids[ti])
+		b = binary.LittleEndian.AppendUint32(b, uint32(e.df))
+		b = binary.LittleEndian.AppendUint32(b, uint32(n))
+		if len(b) > 1<<20 {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if pad := (8 - *written%8) % 8; pad > 0 {
+		if _, err := w.Write(make([]byte, pad)); err != nil {
+			return err
+		}
+	}
+	var buf []posting
+	for ti := range x.terms {
+		ps := x.terms[ti].ps
 		if x.dead > 0 {
 			buf = buf[:0]
-			for _, p := range e.ps {
-				if x.docs[p.doc].alive {
+			for _, p := range ps {
+				if keep(p) {
 					buf = append(buf, posting{doc: renum[p.doc], tf: p.tf})
 				}
 			}
 			ps = buf
 		}
-		b = binary.LittleEndian.AppendUint32(b, t)
-		b = binary.LittleEndian.AppendUint32(b, uint32(e.df))
-		b = binary.AppendUvarint(b, uint64(len(ps)))
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-		b = b[:0]
 		if len(ps) > 0 {
 			if _, err := w.Write(unsafe.Slice((*byte)(unsafe.Pointer(&ps[0])), postingSize*len(ps))); err != nil {
 				return err
 			}
 		}
 	}
-	_, err := w.Write(b)
-	return err
+	return nil
 }
 
 // errNoSnapshot: there is no snapshot to read (the records are).
 var errNoSnapshot = errors.New("no snapshot")
 
-// loadSnapshot reads the snapshot into the (empty) index and maps the vectors files, then
-// deletes the snapshot. errNoSnapshot, or another error saying why it could not be used, means
-// the caller reads the records instead; the index is then left empty.
+// loadSnapshot maps the snapshot and builds the index from it, the postings staying in the
+// mapping (in the page cache, read as queries touch them), maps the vectors files, and deletes the
+// snapshot (the mapping outlives the name). errNoSnapshot, or another error saying why it could
+// not be used, means the caller reads the records instead; the index is then left empty.
 func (s *Store) loadSnapshot() error {
 	path := filepath.Join(s.dir, snapFile)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return errNoSnapshot
 	}
 	defer os.Remove(path)
-	if err := verifyChecksum(path); err != nil {
-		return err
-	}
-	f, err := os.Open(path)
+	b, unmap, err := mmap.Bytes(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	err = s.readSnapshot(bufio.NewReaderSize(f, 1<<20))
+	s.unmaps = append(s.unmaps, unmap)
+	if len(b) < 4 {
+		err = errors.New("shorter than its checksum")
+	} else {
+		// The checksum is computed while the index is built (two cores), and the index kept
+		// only if it holds.
+		sum := make(chan error, 1)
+		go func() { sum <- checkSum(b) }()
+		err = errors.Join(s.readSnapshot(b[:len(b)-4]), <-sum)
+	}
 	if err != nil {
 		_ = s.unmap()
 		s.idx = newIndex(s.idx.annCfg)
@@ -191,41 +225,69 @@ func (s *Store) loadSnapshot() error {
 	return err
 }
 
-func (s *Store) readSnapshot(r *bufio.Reader) (err error) {
-	defer func() { // a short or damaged file reads as garbage; the checksum makes this unlikely
+// checkSum checks content followed by its CRC-32C, as verifyChecksum does for a file.
+func checkSum(b []byte) error {
+	if len(b) < 4 {
+		return errors.New("shorter than its checksum")
+	}
+	got, want := crc32.Checksum(b[:len(b)-4], crcTable), binary.BigEndian.Uint32(b[len(b)-4:])
+	if got != want {
+		return fmt.Errorf("checksum %08x, the file says %08x", got, want)
+	}
+	return nil
+}
+
+// snapReader reads a mapped snapshot; a read past its end panics, which readSnapshot recovers.
+type snapReader struct {
+	b   []byte
+	pos int
+}
+
+func (r *snapReader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b[r.pos:])
+	if n <= 0 {
+		panic("bad varint")
+	}
+	r.pos += n
+	return v
+}
+
+func (r *snapReader) varint() int64 {
+	v, n := binary.Varint(r.b[r.pos:])
+	if n <= 0 {
+		panic("bad varint")
+	}
+	r.pos += n
+	return v
+}
+
+func (r *snapReader) next(n int) []byte {
+	v := r.b[r.pos : r.pos+n]
+	r.pos += n
+	return v
+}
+
+func (s *Store) readSnapshot(b []byte) (err error) {
+	defer func() { // a damaged file reads as garbage; the checksum makes this unlikely
 		if p := recover(); p != nil {
 			err = fmt.Errorf("unreadable snapshot: %v", p)
 		}
 	}()
 	x := s.idx
-	head := make([]byte, len(snapMagic)+8)
-	if _, err := io.ReadFull(r, head); err != nil || string(head[:len(snapMagic)]) != snapMagic {
+	r := &snapReader{b: b}
+	if string(r.next(len(snapMagic))) != snapMagic {
 		return errors.New("not a snapshot")
 	}
-	if v := binary.BigEndian.Uint64(head[len(snapMagic):]); v != s.version {
+	if v := binary.BigEndian.Uint64(r.next(8)); v != s.version {
 		return fmt.Errorf("snapshot of version %d, the papers are at %d", v, s.version)
 	}
-	uv := func() uint64 {
-		v, err := binary.ReadUvarint(r)
-		if err != nil {
-			panic(err)
-		}
-		return v
-	}
-	full := func(n uint64) []byte {
-		b := make([]byte, n)
-		if _, err := io.ReadFull(r, b); err != nil {
-			panic(err)
-		}
-		return b
-	}
-	ndocs := int(uv())
+	ndocs := int(r.uvarint())
 	var dims [2]int
 	var sizes [2]int64
 	for slot := range dims {
-		dims[slot], sizes[slot] = int(uv()), int64(uv())
+		dims[slot], sizes[slot] = int(r.uvarint()), int64(r.uvarint())
 	}
-	x.sumLen = math.Float64frombits(binary.BigEndian.Uint64(full(8)))
+	x.sumLen = math.Float64frombits(binary.BigEndian.Uint64(r.next(8)))
 	var flat [2][]float32
 	for slot := range dims {
 		if dims[slot] == 0 {
@@ -243,20 +305,23 @@ func (s *Store) readSnapshot(r *bufio.Reader) (err error) {
 		flat[slot] = v
 	}
 
-	str := string(full(uv())) // one allocation; the docs' strings are slices of it
-	pos := 0
-	next := func() uint64 {
-		v, n := binary.Uvarint([]byte(str[pos:min(len(str), pos+binary.MaxVarintLen64)]))
-		if n <= 0 {
-			panic("bad varint")
+	// The strings block (one copy; the docs' strings are slices of it), the fixed-size fields,
+	// then the terms, which are read beside the docs.
+	sr := &snapReader{b: []byte(string(r.next(int(r.uvarint()))))}
+	const fixedSize = 5 + lexical.SketchSize
+	fixed := r.next(ndocs * fixedSize)
+	terms := make(chan error, 1)
+	go func() { terms <- x.readTerms(r) }()
+	defer func() { // also after a panic: not to return while it still writes the index
+		if e := <-terms; err == nil {
+			err = e
 		}
-		pos += n
-		return v
-	}
+	}()
+	str := unsafe.String(unsafe.SliceData(sr.b), len(sr.b))
 	text := func() string {
-		n := int(next())
-		v := str[pos : pos+n]
-		pos += n
+		n := int(sr.uvarint())
+		v := str[sr.pos : sr.pos+n]
+		sr.pos += n
 		return v
 	}
 	x.docs = make([]doc, ndocs)
@@ -265,14 +330,9 @@ func (s *Store) readSnapshot(r *bufio.Reader) (err error) {
 	for i := range x.docs {
 		d := &x.docs[i]
 		d.id = text()
-		y, n := binary.Varint([]byte(str[pos:min(len(str), pos+binary.MaxVarintLen64)]))
-		if n <= 0 {
-			panic("bad year")
-		}
-		pos += n
-		d.year = int32(y)
+		d.year = int32(sr.varint())
 		for _, list := range []*[]string{&d.categories, &d.authors} {
-			*list = make([]string, next())
+			*list = make([]string, sr.uvarint())
 			for j := range *list {
 				(*list)[j] = text()
 			}
@@ -280,39 +340,63 @@ func (s *Store) readSnapshot(r *bufio.Reader) (err error) {
 		d.alive, d.ann = true, [2]int32{-1, -1}
 		x.byID[d.id] = uint32(i)
 	}
-	fixed := full(uint64(ndocs * (5 + lexical.SketchSize)))
 	var off [2]int
 	for i := range x.docs {
-		d, b := &x.docs[i], fixed[i*(5+lexical.SketchSize):]
-		d.length = math.Float32frombits(binary.LittleEndian.Uint32(b))
+		d, f := &x.docs[i], fixed[i*fixedSize:]
+		d.length = math.Float32frombits(binary.LittleEndian.Uint32(f))
 		x.lengths[i] = d.length
 		for slot := range dims {
-			if b[4]&(1<<slot) != 0 {
+			if f[4]&(1<<slot) != 0 {
 				n := dims[slot]
 				d.dense[slot] = flat[slot][off[slot] : off[slot]+n : off[slot]+n]
 				off[slot] += n
 			}
 		}
-		d.sketch.SetBinary(b[5:])
-	}
-	nterms := int(uv())
-	x.terms = make([]term, nterms)
-	x.termOf = make(map[uint32]int32, nterms)
-	for i := range x.terms {
-		h := full(8)
-		t := binary.LittleEndian.Uint32(h)
-		x.terms[i].df = int32(binary.LittleEndian.Uint32(h[4:]))
-		ps := make([]posting, uv())
-		if len(ps) > 0 {
-			if _, err := io.ReadFull(r, unsafe.Slice((*byte)(unsafe.Pointer(&ps[0])), postingSize*len(ps))); err != nil {
-				panic(err)
-			}
-		}
-		x.terms[i].ps = ps
-		x.termOf[t] = int32(i)
+		d.sketch.SetBinary(f[5:])
 	}
 	x.live = ndocs
 	return nil
+}
+
+// readTerms builds the term table, its postings left in the mapping, from what follows the
+// docs; it runs beside the docs' parsing.
+func (x *index) readTerms(r *snapReader) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("unreadable snapshot: %v", p)
+		}
+	}()
+	nterms := int(r.uvarint())
+	table := r.next(12 * nterms)
+	r.pos += (8 - r.pos%8) % 8
+	all := unsafe.Slice((*posting)(unsafe.Pointer(unsafe.SliceData(r.b[r.pos:]))), (len(r.b)-r.pos)/postingSize)
+	x.terms = make([]term, nterms)
+	x.termOf = make(map[uint32]int32, nterms)
+	at := 0
+	for i := range x.terms {
+		e := table[12*i:]
+		n := int(binary.LittleEndian.Uint32(e[8:]))
+		// Capacity ends with the term's postings: a paper written later appends to a copy.
+		x.terms[i] = term{df: int32(binary.LittleEndian.Uint32(e[4:])), ps: all[at : at+n : at+n]}
+		x.termOf[binary.LittleEndian.Uint32(e)] = int32(i)
+		at += n
+	}
+	if at != len(all) {
+		return fmt.Errorf("the term table counts %d postings, the file holds %d", at, len(all))
+	}
+	return nil
+}
+
+// countingWriter counts what it writes, for alignment.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // writeAtomic writes a file through a temporary one, made durable and renamed over it: a crash

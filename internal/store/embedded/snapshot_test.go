@@ -196,3 +196,39 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		t.Fatalf("the stale snapshot's deleted paper came back: %v", hits)
 	}
 }
+
+// TestWritesAfterASnapshotOpen: postings read from a snapshot live in read-only mapped memory;
+// writes that add to them, and deletes that compact them, work on copies.
+func TestWritesAfterASnapshotOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	var papers []store.Paper
+	for i := range 3000 {
+		title := fmt.Sprintf("Shared words paper %d", i)
+		papers = append(papers, store.Paper{ID: fmt.Sprintf("w%04d", i), Title: title, Lexical: lexical.Document(title, "")})
+	}
+	if _, err := s.Upsert(ctx, papers); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open(t, dir) // from the snapshot
+	defer func() { _ = s.Close() }()
+	// It shares one term with the others: the other terms' postings stay in the mapping until
+	// the compaction below.
+	extra := store.Paper{ID: "x", Title: "Shared", Lexical: lexical.Document("Shared", "")}
+	if _, err := s.Upsert(ctx, []store.Paper{extra}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range papers[:2500] {
+		ids = append(ids, p.ID)
+	}
+	if _, err := s.Delete(ctx, ids); err != nil { // enough to compact
+		t.Fatal(err)
+	}
+	hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("shared"), Limit: 1000})
+	if err != nil || len(hits) != 501 {
+		t.Fatalf("%d hits after the writes (%v), want the 500 left and x", len(hits), err)
+	}
+}
