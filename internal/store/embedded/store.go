@@ -67,8 +67,9 @@ func (o Options) Validate() error {
 // Upsert returns the whole batch survives kill -9 or power loss and a torn batch is impossible,
 // with no recovery code of ours to get wrong; readers never block the writer. A write-ahead log of
 // our own would add snapshotting and replay for no gain at batched-upsert rates. Retrieval state
-// (inverted index, vectors, filter fields) is rebuilt in memory from the file at Open, so the
-// disk format stays one record per paper.
+// (inverted index, vectors, filter fields) is in memory: a clean Close writes it as a snapshot
+// the next Open maps (snapshot.go); without one, Open rebuilds it from the records, so the
+// papers file stays one record per paper.
 type Store struct {
 	dir     string
 	log     *slog.Logger
