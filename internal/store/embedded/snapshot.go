@@ -252,13 +252,13 @@ func (r *snapReader) uvarint() uint64 {
 	return v
 }
 
+// varint decodes binary.AppendVarint's zig-zag form.
 func (r *snapReader) varint() int64 {
-	v, n := binary.Varint(r.b[r.pos:])
-	if n <= 0 {
-		panic("bad varint")
+	u := r.uvarint()
+	if u&1 != 0 {
+		return ^int64(u >> 1)
 	}
-	r.pos += n
-	return v
+	return int64(u >> 1)
 }
 
 func (r *snapReader) next(n int) []byte {
