@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -57,42 +56,19 @@ func (s *Store) saveANN(slot int) error {
 	if vs.ann == nil || vs.ann.Nodes() == 0 || vs.ann.Deleted() > 0 {
 		return nil
 	}
-	path := filepath.Join(s.dir, slotFile(annFile, slot))
-	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	sum := crc32.New(crcTable)
-	w := bufio.NewWriterSize(io.MultiWriter(f, sum), 1<<20)
-	w.WriteString(annMagic)
-	var buf []byte
-	buf = binary.BigEndian.AppendUint64(buf, s.version)
-	buf = binary.AppendUvarint(buf, uint64(len(vs.annDocs)))
-	for _, n := range vs.annDocs {
-		buf = binary.AppendUvarint(buf, uint64(len(x.docs[n].id)))
-		buf = append(buf, x.docs[n].id...)
-	}
-	w.Write(buf)
-	if err := vs.ann.Save(w); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := w.Flush(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if _, err := f.Write(binary.BigEndian.AppendUint32(nil, sum.Sum32())); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return writeAtomic(filepath.Join(s.dir, slotFile(annFile, slot)), true, func(w io.Writer) error {
+		buf := []byte(annMagic)
+		buf = binary.BigEndian.AppendUint64(buf, s.version)
+		buf = binary.AppendUvarint(buf, uint64(len(vs.annDocs)))
+		for _, n := range vs.annDocs {
+			buf = binary.AppendUvarint(buf, uint64(len(x.docs[n].id)))
+			buf = append(buf, x.docs[n].id...)
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		return vs.ann.Save(w)
+	})
 }
 
 // loadANN reads the saved graph when its checksum holds and it matches the store's version;

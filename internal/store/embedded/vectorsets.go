@@ -96,17 +96,12 @@ func (s *Store) checkSet(key string) error {
 	return nil
 }
 
-// activeVector gives p (decoded from its record) the vector of the set active in tx's snapshot,
-// so a read racing a switch is of one set or the other, never a mix.
+// activeVector gives p (decoded from its record in tx) the vector of the active set. The caller
+// holds s.mu for reading, or the writer lock: a switch commits under both, so the set in memory
+// is the one tx sees.
 func (s *Store) activeVector(tx *bolt.Tx, p *store.Paper) error {
-	meta := tx.Bucket(bucketMeta)
-	slot := 0
-	if v := meta.Get(keyActiveSlot); len(v) == 1 && v[0] == 1 {
-		slot = 1
-	}
-	spec, _ := readSpec(meta, slot)
-	p.DenseSet = spec.Key()
-	if slot == 0 {
+	p.DenseSet = s.specs[s.active].Key()
+	if s.active == 0 {
 		return nil
 	}
 	p.Dense, p.DenseHash = nil, ""

@@ -170,7 +170,7 @@ func (s *Store) ensureLogIndex(ctx context.Context) error {
 		return nil
 	}
 	wait := true
-	coll, _ := s.names()
+	coll, _, _, _, _ := s.sets()
 	if _, err := s.client.CreateFieldIndex(ctx, &qc.CreateFieldIndexCollection{CollectionName: coll,
 		FieldName: writtenSeq, FieldType: qc.FieldType_FieldTypeInteger.Enum(), Wait: &wait}); err != nil {
 		return mapErr(coll, err)
@@ -190,7 +190,7 @@ func (s *Store) Changes(ctx context.Context, after store.Cursor, limit int) ([]s
 	if err := s.ensureLogIndex(ctx); err != nil {
 		return nil, err
 	}
-	coll, _ := s.names()
+	coll, _, _, _, _ := s.sets()
 	return s.changesIn(ctx, coll, after, s.horizon(), limit)
 }
 

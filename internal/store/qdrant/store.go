@@ -200,13 +200,6 @@ func (s *Store) aliases(ctx context.Context) (coll, other string, err error) {
 	return coll, other, nil
 }
 
-// names returns the current collection and the other one ("" when none).
-func (s *Store) names() (coll, other string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.coll, s.other
-}
-
 // create makes a collection: a sparse lexical vector with Qdrant's IDF modifier (idf is
 // applied at query time from live corpus statistics), a cosine dense vector when the size is
 // known, payload indexes for every filtered field, and metadata recording the model.
@@ -311,7 +304,7 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
 		return store.Stats{Backend: Backend}, err
 	}
-	coll, _ := s.names()
+	coll, _, _, _, _ := s.sets()
 	n, err := s.count(ctx, coll)
 	if err != nil {
 		return store.Stats{}, err
@@ -330,9 +323,7 @@ func (s *Store) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 	if _, err := s.state(ctx, store.EmbeddingSpec{}, true); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	coll, active := s.coll, s.embedding
-	s.mu.Unlock()
+	coll, active, _, _, _ := s.sets()
 	ids := make([]string, len(papers))
 	for i := range papers {
 		ids[i] = papers[i].ID
@@ -410,9 +401,8 @@ func (s *Store) Lookup(ctx context.Context, ids []string) ([]store.Paper, error)
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists {
 		return nil, err
 	}
-	s.mu.Lock()
-	coll, set, avgLen := s.coll, s.embedding.Key(), s.avgLen
-	s.mu.Unlock()
+	coll, active, avgLen, _, _ := s.sets()
+	set := active.Key()
 	points, err := s.fetch(ctx, coll, ids, qc.NewWithPayload(true), true)
 	if err != nil {
 		return nil, err
@@ -462,7 +452,7 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 	} else if !exists {
 		return slices.Compact(slices.Clone(ids)), nil
 	}
-	coll, other := s.names()
+	coll, _, _, other, _ := s.sets()
 	existing, err := s.fetch(ctx, coll, ids, qc.NewWithPayloadInclude("paper_id"), false)
 	if err != nil {
 		return nil, err
@@ -613,9 +603,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 // current nor the other collection holds that set, even after looking again.
 func (s *Store) searchCollection(ctx context.Context, set string) (string, float64, error) {
 	for try := 0; ; try++ {
-		s.mu.Lock()
-		coll, active, other, otherSpec, avgLen := s.coll, s.embedding, s.other, s.otherSpec, s.avgLen
-		s.mu.Unlock()
+		coll, active, avgLen, other, otherSpec := s.sets()
 		switch {
 		case set == "" || set == active.Key():
 			return coll, avgLen, nil
@@ -655,7 +643,7 @@ func (s *Store) WaitOptimized(ctx context.Context) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		coll, _ := s.names()
+		coll, _, _, _, _ := s.sets()
 		info, err := s.client.GetCollectionInfo(ctx, coll)
 		if err != nil {
 			return mapErr(coll, err)
