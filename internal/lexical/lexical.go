@@ -1,13 +1,11 @@
 package lexical
 
 import (
-	"hash/fnv"
 	"math"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/kljensen/snowball/english"
 )
@@ -40,9 +38,25 @@ func (v Vector) Sum() float32 {
 // the same id with no shared state. Two terms can collide; with a vocabulary of a million terms a
 // few dozen pairs do, which merges two rare words and is harmless for ranking.
 func TermID(term string) uint32 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(term))
-	return h.Sum32()
+	return fnvAdd(fnvOffset, term)
+}
+
+// FNV-1a, as hash/fnv computes it, without its allocation: ingest hashes every word.
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+func fnvAdd(h uint32, s string) uint32 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * fnvPrime
+	}
+	return h
+}
+
+// pairID is TermID(first + " " + second), without building the string.
+func pairID(first, second string) uint32 {
+	return fnvAdd((fnvAdd(fnvOffset, first)^' ')*fnvPrime, second)
 }
 
 // Token is one analyzed word: the term used for matching and the word as written (lower-cased).
@@ -74,12 +88,36 @@ func Terms(text string) []string {
 }
 
 // Document is the vector of a paper: frequencies of terms and adjacent pairs of terms (pairs at
-// BigramWeight) over title (counted TitleWeight times) and abstract.
+// BigramWeight) over title (counted TitleWeight times) and abstract. Frequencies are summed by
+// term id directly (as fromCounts would merge them), so a backfill builds no pair strings.
 func Document(title, abstract string) Vector {
-	tf := map[string]float32{}
-	addTerms(tf, title, TitleWeight)
-	addTerms(tf, abstract, 1)
-	return fromCounts(tf)
+	tf := make(map[uint32]float32, 256)
+	for _, field := range []struct {
+		text string
+		w    float32
+	}{{title, TitleWeight}, {abstract, 1}} {
+		prev := ""
+		forEachWord(field.text, func(word []byte) {
+			if _, stop := stopWords[string(word)]; stop {
+				return
+			}
+			t := stemWord(word)
+			tf[TermID(t)] += field.w
+			if prev != "" {
+				tf[pairID(prev, t)] += field.w * BigramWeight
+			}
+			prev = t
+		})
+	}
+	v := Vector{Indices: make([]uint32, 0, len(tf)), Values: make([]float32, 0, len(tf))}
+	for id := range tf {
+		v.Indices = append(v.Indices, id)
+	}
+	slices.Sort(v.Indices)
+	for _, id := range v.Indices {
+		v.Values = append(v.Values, tf[id])
+	}
+	return v
 }
 
 // Query is the vector of free text used as a query, terms and pairs as in Document: each weighs
@@ -112,22 +150,45 @@ func fromCounts(tf map[string]float32) Vector {
 // forEachToken calls fn with each lower-cased run of letters and digits that contains a letter
 // and is at least two characters long. Pure numbers ("2021", "4") carry no topic.
 func forEachToken(text string, fn func(string)) {
-	var b strings.Builder
+	forEachWord(text, func(w []byte) { fn(string(w)) })
+}
+
+// forEachWord is forEachToken with the word in a buffer reused for the next one: map look-ups
+// by string(word) do not allocate. ASCII, nearly all of an English abstract, takes a fast path.
+func forEachWord(text string, fn func([]byte)) {
+	var arr [64]byte
+	buf := arr[:0]
 	hasLetter := false
 	flush := func() {
-		if hasLetter && b.Len() >= 2 {
-			fn(b.String())
+		if hasLetter && len(buf) >= 2 {
+			fn(buf)
 		}
-		b.Reset()
+		buf = buf[:0]
 		hasLetter = false
 	}
-	for _, r := range text {
+	for i := 0; i < len(text); {
+		if c := text[i]; c < utf8.RuneSelf {
+			switch {
+			case 'a' <= c && c <= 'z' || '0' <= c && c <= '9':
+				buf = append(buf, c)
+				hasLetter = hasLetter || c >= 'a'
+			case 'A' <= c && c <= 'Z':
+				buf = append(buf, c+'a'-'A')
+				hasLetter = true
+			default:
+				flush()
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(text[i:])
+		i += size
 		switch {
 		case unicode.IsLetter(r):
 			hasLetter = true
-			b.WriteRune(unicode.ToLower(r))
+			buf = utf8.AppendRune(buf, unicode.ToLower(r))
 		case unicode.IsDigit(r):
-			b.WriteRune(r)
+			buf = utf8.AppendRune(buf, r)
 		default:
 			flush()
 		}
@@ -138,22 +199,29 @@ func forEachToken(text string, fn func(string)) {
 // stemCache memoises the stemmer, which dominates analysis time: vocabularies are Zipfian, so a
 // bounded cache answers nearly every lookup during a backfill.
 var (
-	stemCache     sync.Map
-	stemCacheSize atomic.Int64
+	stemMu    sync.RWMutex
+	stemCache = map[string]string{}
 )
 
 const stemCacheMax = 500_000
 
-func stem(tok string) string {
-	if s, ok := stemCache.Load(tok); ok {
-		return s.(string)
+func stem(tok string) string { return stemWord([]byte(tok)) }
+
+// stemWord stems a word held in a reused buffer.
+func stemWord(w []byte) string {
+	stemMu.RLock()
+	s, ok := stemCache[string(w)]
+	stemMu.RUnlock()
+	if ok {
+		return s
 	}
-	s := english.Stem(tok, false)
-	if stemCacheSize.Load() < stemCacheMax {
-		if _, loaded := stemCache.LoadOrStore(tok, s); !loaded {
-			stemCacheSize.Add(1)
-		}
+	tok := string(w)
+	s = english.Stem(tok, false)
+	stemMu.Lock()
+	if len(stemCache) < stemCacheMax {
+		stemCache[tok] = s
 	}
+	stemMu.Unlock()
 	return s
 }
 

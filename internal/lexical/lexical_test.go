@@ -1,10 +1,12 @@
 package lexical_test
 
 import (
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/testutil"
 )
 
 func TestTerms(t *testing.T) {
@@ -76,5 +78,55 @@ func TestCombine(t *testing.T) {
 	}
 	if !slices.IsSorted(v.Indices) {
 		t.Error("indices not sorted")
+	}
+}
+
+// TestDocumentMatchesItsDefinition checks Document, which hashes as it reads, against its
+// definition spelled out with Terms and strings: term and pair frequencies by string, merged by
+// TermID.
+func TestDocumentMatchesItsDefinition(t *testing.T) {
+	byDefinition := func(title, abstract string) map[uint32]float32 {
+		tf := map[string]float32{}
+		for _, f := range []struct {
+			text string
+			w    float32
+		}{{title, lexical.TitleWeight}, {abstract, 1}} {
+			terms := lexical.Terms(f.text)
+			for i, term := range terms {
+				tf[term] += f.w
+				if i > 0 {
+					tf[terms[i-1]+" "+term] += f.w * lexical.BigramWeight
+				}
+			}
+		}
+		out := map[uint32]float32{}
+		for term, n := range tf {
+			out[lexical.TermID(term)] += n
+		}
+		return out
+	}
+	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	texts := [][2]string{{"Übersetzung résumé", "GPT-4 beats BERT in 2023! naïve Ångström x y 42 3.14 \xff\xfe"},
+		{"", ""}, {"The", "of the and"}, {"C++ and C#: Ω-networks", "ÀÉÎ 𝔊raph sub-word\u00a0tokens"}}
+	for _, p := range papers {
+		texts = append(texts, [2]string{p.GetTitle(), p.GetAbstract()})
+	}
+	for _, tx := range texts {
+		v, want := lexical.Document(tx[0], tx[1]), byDefinition(tx[0], tx[1])
+		got := map[uint32]float32{}
+		for i, id := range v.Indices {
+			got[id] = v.Values[i]
+		}
+		if !slices.IsSorted(v.Indices) || len(got) != len(v.Indices) {
+			t.Fatalf("%q: indices not sorted and unique", tx[0])
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%q: %d terms, want %d", tx[0], len(got), len(want))
+		}
+		for id, n := range want {
+			if got[id] != n {
+				t.Fatalf("%q: term %d has %v, want %v", tx[0], id, got[id], n)
+			}
+		}
 	}
 }
