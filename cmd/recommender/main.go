@@ -30,6 +30,7 @@ var commands = []command{
 	{"check", "verify an embedded store's data directory offline (papers, records, vector index)", runCheck},
 	{"eval", "measure quality: NDCG on CSFCube, topic precision on the arXiv sample", runEval},
 	{"bench-ann", "benchmark the vector index against hnswlib on the same vectors", runBenchANN},
+	{"bench-lexical", "benchmark lexical search alone, pruned and not, against tantivy on the same papers", runBenchLexical},
 	{"bench-grpc", "load-test Recommend over gRPC with synthetic papers", runBenchGRPC},
 	{"synth", "write synthetic papers that read like a sample's, for runs at millions of papers", runSynth},
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"math"
+	"math/bits"
 	"runtime"
 	"slices"
 	"sort"
@@ -42,11 +43,13 @@ type vecSet struct {
 	annDocs []uint32   // doc number of each ANN node
 }
 
-// term is one term's postings (in doc order, dead docs' included until compaction) and its
-// live document frequency.
+// term is one term's postings (in doc order, dead docs' included until compaction), its live
+// document frequency, and the highest BM25 weight of its postings at the index's boundAvg
+// document length (dead docs' included: a bound only needs to be high enough).
 type term struct {
-	df int32
-	ps []posting
+	df   int32
+	maxW float32
+	ps   []posting
 }
 
 type posting struct {
@@ -58,16 +61,20 @@ type posting struct {
 // are lazy (the doc is marked dead and its postings skipped) and compacted in bulk once dead docs
 // are a large share, so a write costs O(terms of the paper), not O(posting-list length).
 type index struct {
-	sets    [2]vecSet
-	annCfg  ANNOptions
-	docs    []doc
-	lengths []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
-	byID    map[string]uint32
-	termOf  map[uint32]int32 // term id → index in terms (no pointers: the GC skips the map)
-	terms   []term
-	live    int
-	dead    int
-	sumLen  float64
+	sets       [2]vecSet
+	annCfg     ANNOptions
+	exhaustive bool // score every posting: Options.ScoreEveryPosting
+	docs       []doc
+	lengths    []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
+	byID       map[string]uint32
+	termOf     map[uint32]int32 // term id → index in terms (no pointers: the GC skips the map)
+	terms      []term
+	live       int
+	dead       int
+	sumLen     float64
+	// boundAvg is the average document length the terms' maxW were computed at; they are
+	// computed again when the average drifts too far from it (rebound).
+	boundAvg float32
 
 	scratch sync.Pool // *scratch, sized to len(docs)
 }
@@ -86,8 +93,8 @@ type slot struct {
 	score float32
 }
 
-func newIndex(cfg ANNOptions) *index {
-	return &index{byID: map[string]uint32{}, termOf: map[uint32]int32{}, annCfg: cfg}
+func newIndex(cfg ANNOptions, exhaustive bool) *index {
+	return &index{byID: map[string]uint32{}, termOf: map[uint32]int32{}, annCfg: cfg, exhaustive: exhaustive}
 }
 
 // put adds a paper with its vector in each set (nil: none); the caller removes any older
@@ -106,13 +113,42 @@ func (x *index) put(p *store.Paper, dense [2][]float32) {
 		x.setVector(n, slot, v)
 	}
 	x.byID[p.ID] = n
+	if x.boundAvg <= 0 {
+		x.boundAvg = max(d.length, 1)
+	}
+	bm25 := lexical.NewBM25(x.boundAvg)
 	for i, t := range p.Lexical.Indices {
 		e := x.term(t)
-		e.ps = append(e.ps, posting{doc: n, tf: p.Lexical.Values[i]})
+		tf := p.Lexical.Values[i]
+		e.ps = append(e.ps, posting{doc: n, tf: tf})
 		e.df++
+		e.maxW = max(e.maxW, bm25.Weight(tf, d.length))
 	}
 	x.live++
 	x.sumLen += float64(d.length)
+	if avg := x.sumLen / float64(x.live); avg > 1.25*float64(x.boundAvg) || avg < 0.8*float64(x.boundAvg) {
+		x.rebound()
+	}
+}
+
+// rebound computes every term's maxW afresh at the current average length. Bounds computed at
+// another average stay valid (searchLexical scales them), only looser; the average of a growing
+// collection settles, so after its first few thousand papers this runs seldom.
+func (x *index) rebound() {
+	if x.live == 0 || x.sumLen <= 0 {
+		return
+	}
+	x.boundAvg = float32(x.sumLen / float64(x.live))
+	bm25 := lexical.NewBM25(x.boundAvg)
+	for ti := range x.terms {
+		e := &x.terms[ti]
+		e.maxW = 0
+		for _, p := range e.ps {
+			if l := x.lengths[p.doc]; l >= 0 {
+				e.maxW = max(e.maxW, bm25.Weight(p.tf, l))
+			}
+		}
+	}
 }
 
 // term returns term t's entry, adding an empty one if it is new.
@@ -188,6 +224,7 @@ func (x *index) maybeCompact() {
 	x.terms = terms
 	x.docs, x.lengths = docs, lengths
 	x.dead = 0
+	x.rebound() // the dead docs' weights leave the bounds
 	for slot := range x.sets {
 		vs := &x.sets[slot]
 		for i, n := range vs.annDocs {
@@ -257,12 +294,20 @@ func (x *index) toScored(hits []scored) []rank.Scored {
 type queryTerm struct {
 	weight float32 // query weight x idf
 	ps     []posting
+	// ub bounds the term's contribution to a paper's score from above: 0 for a negative weight.
+	ub float64
 }
 
-// searchLexical scores term at a time with BM25 into a reusable accumulator, then selects the
-// top k. Only papers with a positive score are returned: a paper that shares nothing with the
-// query is not "similar", however few results that leaves.
+// searchLexical returns the k papers with the highest BM25 scores for qv that match the
+// filter, pruned (pruneRange): the same papers and scores as scoring every posting.
 func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher, k int) ([]rank.Scored, error) {
+	return x.lexicalTopK(ctx, qv, m, k, !x.exhaustive)
+}
+
+// lexicalTopK scores qv with BM25, pruned or exhaustively (every posting into an accumulator),
+// and selects the top k. Only papers with a positive score are returned: a paper that shares
+// nothing with the query is not "similar", however few results that leaves.
+func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, k int, prune bool) ([]rank.Scored, error) {
 	if x.live == 0 || k <= 0 {
 		return nil, nil
 	}
@@ -276,37 +321,52 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 		}
 		e := &x.terms[ti]
 		idf := float32(lexical.IDF(n, float64(e.df)))
-		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: e.ps})
+		terms = append(terms, queryTerm{weight: qv.Values[i] * idf, ps: e.ps, ub: float64(e.maxW)})
 	}
-	if len(terms) > maxQueryTerms {
-		slices.SortStableFunc(terms, func(a, b queryTerm) int {
-			return cmpFloat(abs32(b.weight), abs32(a.weight))
-		})
-		terms = terms[:maxQueryTerms]
+	slices.SortStableFunc(terms, func(a, b queryTerm) int {
+		return cmpFloat(abs32(b.weight), abs32(a.weight))
+	})
+	terms = terms[:min(len(terms), maxQueryTerms)]
+	// Both ways of scoring add a paper's contributions in this order (positive weights, highest
+	// first, then negative ones), so they compute the same float32 scores, whatever the bounds.
+	// The bounds follow it closely: a term's maxW varies far less than its weight.
+	negative := func(t queryTerm) int {
+		if t.weight < 0 {
+			return 1
+		}
+		return 0
 	}
+	slices.SortStableFunc(terms, func(a, b queryTerm) int { return negative(a) - negative(b) })
+	rest := x.bounds(terms, avgLen)
 
-	s := x.getScratch()
-	defer x.scratch.Put(s)
 	// Long posting lists are scored in two halves of the doc range side by side (postings are
-	// in doc order; each half owns its accumulators and picks its own top k), halving the
-	// latency of a seed query when a core is idle.
+	// in doc order; each half picks its own top k), halving the latency of a seed query when a
+	// core is idle.
 	total := 0
 	for _, qt := range terms {
 		total += len(qt.ps)
 	}
 	bm25 := lexical.NewBM25(avgLen)
+	s := x.getScratch()
+	defer x.scratch.Put(s)
+	score := func(lo, hi uint32, hits []uint32) rangeResult {
+		if prune {
+			return x.pruneRange(ctx, terms, rest, bm25, s, lo, hi, hits, m, k)
+		}
+		return x.scoreRange(ctx, terms, bm25, s, lo, hi, hits, m, k)
+	}
 	var halves [2]rangeResult
 	if total >= parallelPostings && runtime.GOMAXPROCS(0) > 1 {
 		mid := uint32(len(x.docs) / 2)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			halves[1] = x.scoreRange(ctx, terms, bm25, s, mid, math.MaxUint32, s.hits2[:0], m, k)
+			halves[1] = score(mid, math.MaxUint32, s.hits2[:0])
 		}()
-		halves[0] = x.scoreRange(ctx, terms, bm25, s, 0, mid, s.hits[:0], m, k)
+		halves[0] = score(0, mid, s.hits[:0])
 		<-done
 	} else {
-		halves[0] = x.scoreRange(ctx, terms, bm25, s, 0, math.MaxUint32, s.hits[:0], m, k)
+		halves[0] = score(0, math.MaxUint32, s.hits[:0])
 	}
 	s.hits, s.hits2 = halves[0].hits, halves[1].hits
 	if err := cmp.Or(halves[0].err, halves[1].err); err != nil {
@@ -321,6 +381,30 @@ func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher
 	return x.toScored(top.Sorted()), nil
 }
 
+// bounds sets each term's ub (its maxW at the current average length, times its weight) and
+// returns rest: rest[i] bounds what terms[i:] add to a score, with a slack for float32 rounding
+// (the sum of |contributions| times 1e-4, far above the rounding of adding 96 terms).
+func (x *index) bounds(terms []queryTerm, avgLen float32) []float64 {
+	// A weight computed at average length a bounds the weight at a' <= a, and a'/a times it
+	// bounds the weight at a' > a (the length term of the denominator shrinks by a/a').
+	scale := max(1, float64(avgLen)/float64(x.boundAvg))
+	var slack float64
+	for i := range terms {
+		t := &terms[i]
+		t.ub *= float64(abs32(t.weight)) * scale
+		slack += t.ub
+		if t.weight < 0 {
+			t.ub = 0
+		}
+	}
+	rest := make([]float64, len(terms)+1)
+	rest[len(terms)] = slack * 1e-4
+	for i := len(terms) - 1; i >= 0; i-- {
+		rest[i] = rest[i+1] + terms[i].ub
+	}
+	return rest
+}
+
 // parallelPostings is the posting count from which a lexical query is scored on two cores.
 const parallelPostings = 20_000
 
@@ -330,8 +414,138 @@ type rangeResult struct {
 	err  error
 }
 
-// scoreRange scores the docs in [lo, hi): the best k that match the filter, and the docs it
-// scored (appended to hits, a reusable buffer).
+// pruneWindow is the doc range pruneRange scores at a time: its accumulators stay in L1.
+const pruneWindow = 4096
+
+// pruneRange finds the best k papers in [lo, hi) that match the filter with MaxScore pruning
+// (Turtle and Flood), a window of doc numbers at a time as Lucene does: once the top k is full,
+// the terms whose bounds together cannot lift a paper into it are "non-essential". Only the
+// postings of the other terms are read in order; a paper found there is looked up in the
+// non-essential lists (a galloping search from where the last look-up stopped) while its
+// score plus the bound of what is left can still enter.
+//
+// A query of a few words soon has most of its terms non-essential. A seed paper's 96 terms do
+// not: the top k of a long query do not score far above many other papers, and over a million
+// synthetic papers three quarters of the terms stayed essential, the look-ups then costing more
+// than the postings they skip. So once a 32nd of the range is done, a query with more than
+// two thirds of its terms still essential scores the rest of the range every posting
+// (scoreRange, into the accumulators of s and hits).
+func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
+	n := len(terms)
+	cur := make([]int, n) // each term's next posting
+	if lo > 0 {
+		for i := range terms {
+			ps := terms[i].ps
+			cur[i] = sort.Search(len(ps), func(j int) bool { return ps[j].doc >= lo })
+		}
+	}
+	top := rank.NewTopK(k, x.better)
+	// canEnter: whether a paper scoring at most bound could enter the top k (scores must be
+	// positive; a tie can enter by id).
+	canEnter := func(bound float64) bool {
+		return bound > 0 && (!top.Full() || bound >= float64(top.Worst().score))
+	}
+	e := n // terms[:e] are essential: a paper in none of them cannot enter
+	shrink := func() {
+		for e > 0 && !canEnter(rest[e-1]) {
+			e--
+		}
+	}
+	shrink()
+	acc := make([]float32, pruneWindow)
+	var seen [pruneWindow / 64]uint64
+	lengths := x.lengths
+	decideAt := uint64(lo) + (uint64(min(hi, uint32(len(x.docs))))-uint64(lo))/32
+	for round := 0; e > 0; round++ {
+		if round%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return rangeResult{err: err}
+			}
+		}
+		// The window starts at the first posting left in an essential list.
+		start := uint64(hi)
+		for i := range e {
+			if c := cur[i]; c < len(terms[i].ps) {
+				start = min(start, uint64(terms[i].ps[c].doc))
+			}
+		}
+		if start >= uint64(hi) {
+			break
+		}
+		w, end := uint32(start), min(start+pruneWindow, uint64(hi))
+		for i := range e {
+			ps, c, wt := terms[i].ps, cur[i], terms[i].weight
+			for ; c < len(ps) && uint64(ps[c].doc) < end; c++ {
+				p := ps[c]
+				l := lengths[p.doc]
+				if l < 0 { // dead
+					continue
+				}
+				j := p.doc - w
+				if bit := uint64(1) << (j & 63); seen[j>>6]&bit == 0 {
+					seen[j>>6] |= bit
+					acc[j] = 0
+				}
+				acc[j] += wt * bm25.Weight(p.tf, l)
+			}
+			cur[i] = c
+		}
+		for wi := range seen {
+			for word := seen[wi]; word != 0; word &= word - 1 {
+				j := uint32(wi*64 + bits.TrailingZeros64(word))
+				d, score := w+j, acc[j]
+				i := e
+				for ; i < n && canEnter(float64(score)+rest[i]); i++ {
+					ps := terms[i].ps
+					c := seek(ps, cur[i], d)
+					cur[i] = c
+					if c < len(ps) && ps[c].doc == d {
+						score += terms[i].weight * bm25.Weight(ps[c].tf, lengths[d])
+					}
+				}
+				if i < n || score <= 0 {
+					continue
+				}
+				if sc := (scored{doc: d, score: score}); (!top.Full() || x.better(sc, top.Worst())) && m.match(d) {
+					top.Push(sc)
+				}
+			}
+			seen[wi] = 0
+		}
+		shrink()
+		if decideAt > 0 && end >= decideAt {
+			decideAt = 0
+			if e*3 > n*2 {
+				r := x.scoreRange(ctx, terms, bm25, s, uint32(end), hi, hits, m, k)
+				for _, sc := range r.top {
+					top.Push(sc)
+				}
+				r.top = top.Sorted()
+				return r
+			}
+		}
+	}
+	return rangeResult{top: top.Sorted(), hits: hits}
+}
+
+// seek returns the first position at or after c whose doc is at least d, galloping: the
+// look-ups of one query move forward through a list by short steps.
+func seek(ps []posting, c int, d uint32) int {
+	if c >= len(ps) || ps[c].doc >= d {
+		return c
+	}
+	lo, step := c, 1 // ps[lo].doc < d
+	hi := c + 1
+	for hi < len(ps) && ps[hi].doc < d {
+		lo, step = hi, step*2
+		hi = c + step
+	}
+	hi = min(hi, len(ps))
+	return lo + 1 + sort.Search(hi-lo-1, func(i int) bool { return ps[lo+1+i].doc >= d })
+}
+
+// scoreRange scores every posting of the docs in [lo, hi): the best k that match the filter,
+// and the docs it scored (appended to hits, a reusable buffer).
 func (x *index) scoreRange(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
 	hits, err := x.accumulate(ctx, terms, bm25, s, lo, hi, hits)
 	if err != nil {

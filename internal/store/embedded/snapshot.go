@@ -23,7 +23,7 @@ import (
 // two opens leaves none (that open reads the records).
 const snapFile = "index.snap"
 
-const snapMagic = "RECSTORE-SNAP2\n"
+const snapMagic = "RECSTORE-SNAP3\n"
 
 // postingSize is the bytes of one posting in memory and in the snapshot (doc, tf).
 const postingSize = int(unsafe.Sizeof(posting{}))
@@ -95,6 +95,7 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 		b = binary.AppendUvarint(b, uint64(sizes[slot]))
 	}
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(x.sumLen))
+	b = binary.BigEndian.AppendUint32(b, math.Float32bits(x.boundAvg))
 	// Strings, as one block read into one string.
 	var str []byte
 	for _, n := range live {
@@ -132,7 +133,7 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 			b = b[:0]
 		}
 	}
-	// The term table (id, df, postings), then, 8-byte aligned, every term's postings in one
+	// The term table (id, df, maxW, postings), then, 8-byte aligned, every term's postings in one
 	// block that the next open maps instead of reading: renumbered, without dead docs' (their
 	// order is kept: renumbering is monotone).
 	keep := func(p posting) bool { return x.dead == 0 || x.docs[p.doc].alive }
@@ -154,6 +155,7 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 		}
 		b = binary.LittleEndian.AppendUint32(b, ids[ti])
 		b = binary.LittleEndian.AppendUint32(b, uint32(e.df))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(e.maxW))
 		b = binary.LittleEndian.AppendUint32(b, uint32(n))
 		if len(b) > 1<<20 {
 			if _, err := w.Write(b); err != nil {
@@ -220,7 +222,7 @@ func (s *Store) loadSnapshot() error {
 	}
 	if err != nil {
 		_ = s.unmap()
-		s.idx = newIndex(s.idx.annCfg)
+		s.idx = newIndex(s.idx.annCfg, s.idx.exhaustive)
 	}
 	return err
 }
@@ -288,6 +290,7 @@ func (s *Store) readSnapshot(b []byte) (err error) {
 		dims[slot], sizes[slot] = int(r.uvarint()), int64(r.uvarint())
 	}
 	x.sumLen = math.Float64frombits(binary.BigEndian.Uint64(r.next(8)))
+	x.boundAvg = math.Float32frombits(binary.BigEndian.Uint32(r.next(4)))
 	var flat [2][]float32
 	for slot := range dims {
 		if dims[slot] == 0 {
@@ -367,17 +370,19 @@ func (x *index) readTerms(r *snapReader) (err error) {
 		}
 	}()
 	nterms := int(r.uvarint())
-	table := r.next(12 * nterms)
+	const entry = 16
+	table := r.next(entry * nterms)
 	r.pos += (8 - r.pos%8) % 8
 	all := unsafe.Slice((*posting)(unsafe.Pointer(unsafe.SliceData(r.b[r.pos:]))), (len(r.b)-r.pos)/postingSize)
 	x.terms = make([]term, nterms)
 	x.termOf = make(map[uint32]int32, nterms)
 	at := 0
 	for i := range x.terms {
-		e := table[12*i:]
-		n := int(binary.LittleEndian.Uint32(e[8:]))
+		e := table[entry*i:]
+		n := int(binary.LittleEndian.Uint32(e[12:]))
 		// Capacity ends with the term's postings: a paper written later appends to a copy.
-		x.terms[i] = term{df: int32(binary.LittleEndian.Uint32(e[4:])), ps: all[at : at+n : at+n]}
+		x.terms[i] = term{df: int32(binary.LittleEndian.Uint32(e[4:])), maxW: math.Float32frombits(binary.LittleEndian.Uint32(e[8:])),
+			ps: all[at : at+n : at+n]}
 		x.termOf[binary.LittleEndian.Uint32(e)] = int32(i)
 		at += n
 	}
