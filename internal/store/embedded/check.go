@@ -53,10 +53,10 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 		return r, nil
 	}
 	err := guard(path, func() error {
-		// Read-only, loading the free list as a server's open does: bbolt then walks every page
-		// reachable from the root, in this goroutine, where a damaged page's assertion is
-		// caught. (bbolt's tx.Check runs in a goroutine of its own, where nothing could catch
-		// it, so it is not used.)
+		// Read-only, loading the free list (from its page, or for a file written without one by
+		// walking every page reachable from the root), then reading every record, in this
+		// goroutine, where a damaged page's assertion is caught. (bbolt's tx.Check runs in a
+		// goroutine of its own, where nothing could catch it, so it is not used.)
 		db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: time.Second, PreLoadFreelist: true})
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return fmt.Errorf("data directory %s is in use by a running server: stop it first", dir)

@@ -52,7 +52,7 @@ func (s *Store) Changes(ctx context.Context, after store.Cursor, limit int) ([]s
 	s.mu.RLock()
 	applied := s.applied
 	s.mu.RUnlock()
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketChanges).Cursor()
 		// Sequence numbers are unique here: the id plays no part.
 		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after.Seq+1)); k != nil && len(out) < limit; k, v = c.Next() {
@@ -81,7 +81,7 @@ func decodeChange(k, v []byte) (store.Change, error) {
 // CursorAt implements store.ChangeLog: a binary search over the log, whose times only grow.
 func (s *Store) CursorAt(ctx context.Context, t time.Time) (store.Cursor, error) {
 	var cursor store.Cursor
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketChanges)
 		lo, hi := uint64(1), b.Sequence()+1 // the first write at or after t is in [lo, hi]
 		for lo < hi {
@@ -128,7 +128,7 @@ func (s *Store) PutFeed(ctx context.Context, id string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketFeeds).Put([]byte(id), data) })
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketFeeds).Put([]byte(id), data) })
 }
 
 // GetFeed implements store.Feeds.
@@ -137,7 +137,7 @@ func (s *Store) GetFeed(ctx context.Context, id string) ([]byte, error) {
 		return nil, err
 	}
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketFeeds).Get([]byte(id))
 		if v == nil {
 			return store.ErrFeedNotFound
@@ -154,7 +154,7 @@ func (s *Store) ListFeeds(ctx context.Context) ([]store.FeedRecord, error) {
 		return nil, err
 	}
 	var out []store.FeedRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketFeeds).ForEach(func(k, v []byte) error {
 			out = append(out, store.FeedRecord{ID: string(k), Data: append([]byte(nil), v...)})
 			return nil
@@ -168,7 +168,7 @@ func (s *Store) DeleteFeed(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFeeds)
 		if b.Get([]byte(id)) == nil {
 			return store.ErrFeedNotFound

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // DamagedError says a store file is damaged, which file and what to do about it.
@@ -174,4 +176,16 @@ func verifyChecksum(path string) error {
 		return fmt.Errorf("checksum %08x, the file says %08x", got, want)
 	}
 	return nil
+}
+
+// view and update run a bbolt transaction under guard. The open does not read every page (the
+// free list is on disk, and the index comes from the snapshot when there is one), so a damaged
+// page can first be met by a read or a write, which then fails with a DamagedError instead of
+// stopping the process.
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	return guard(s.db.Path(), func() error { return s.db.View(fn) })
+}
+
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	return guard(s.db.Path(), func() error { return s.db.Update(fn) })
 }

@@ -50,6 +50,9 @@ type Options struct {
 	AllowEmpty bool
 	// Log receives what opening repaired (a damaged vector index rebuilt); nil: discarded.
 	Log *slog.Logger
+	// ScoreEveryPosting turns off the pruning of lexical search (same answers, slower): for
+	// benchmarks that measure what it saves.
+	ScoreEveryPosting bool
 }
 
 // Validate reports every problem with the options at once.
@@ -121,8 +124,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	var db *bolt.DB
 	err := guard(path, func() (err error) {
 		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true, // as etcd does: the freelist is rebuilt at open instead of written per commit
+			Timeout: time.Second,
+			// The free list is written with each commit: rebuilding it at open instead (as etcd
+			// runs) walks every page of the file, which at millions of papers took minutes and
+			// left the whole file resident.
+			NoFreelistSync: false,
 			FreelistType:   bolt.FreelistMapType,
 		})
 		return err
@@ -163,7 +169,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("ANN quantization must be int8 or none, got %q", cfg.Quantization)
 	}
 	cfg.Graph.Int8 = cfg.Quantization == "int8"
-	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg), log: log}
+	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg, opts.ScoreEveryPosting), log: log}
 	if err := guard(path, s.load); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
@@ -211,7 +217,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // load reads the store's state but the papers (loadSnapshot or loadRecords), creating the
 // buckets of a new store.
 func (s *Store) load() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketPapers); err != nil {
 			return err
 		}
@@ -252,7 +258,7 @@ func (s *Store) load() error {
 
 // loadRecords builds the index from the records: what opening costs without a snapshot.
 func (s *Store) loadRecords(ctx context.Context) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		papers := tx.Bucket(bucketPapers)
 		// A retired slot 0 may still hold vectors in records not yet rewritten (finishRetire).
 		keep0 := s.specs[0].Model != "" || s.active == 0
@@ -471,7 +477,7 @@ func (s *Store) commit(group []*pendingWrite) {
 func (s *Store) commitTx(group []*pendingWrite) error {
 	var changes []change
 	var version uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		for _, w := range group {
 			c, err := w.fn(tx)
 			if err != nil {
@@ -555,7 +561,7 @@ func (s *Store) read(ctx context.Context, ids []string) (found []store.Paper, mi
 		return nil, nil, store.ErrClosed
 	}
 	s.mu.RLock() // a switch of vector sets commits under the write lock: see SwitchVectorSet
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		found, err = s.readTx(tx, ids)
 		return err
 	})
@@ -606,7 +612,7 @@ func (s *Store) BindEmbedding(ctx context.Context, spec store.EmbeddingSpec) (st
 	defer unlock()
 	var bound store.EmbeddingSpec
 	active := s.activeSlot()
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if stored, ok := readSpec(meta, active); ok {
 			if stored.Conflicts(spec) {
@@ -673,7 +679,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	if q.Comparable {
 		sketches = make([]lexical.Sketch, len(ranked))
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPapers)
 		for _, r := range ranked {
 			v := b.Get([]byte(r.ID))

@@ -169,7 +169,7 @@ func (s *Store) admin(ctx context.Context, fn func(tx *bolt.Tx, other int) error
 		return err
 	}
 	defer unlock()
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(tx, 1-s.activeSlot()) })
+	return s.update(func(tx *bolt.Tx) error { return fn(tx, 1-s.activeSlot()) })
 }
 
 // lockWriter takes the writer lock of an open store, for a call not done yet.
@@ -201,7 +201,7 @@ func (s *Store) MissingVectors(ctx context.Context, after string, limit int) ([]
 		return nil, store.ErrNoOtherSet
 	}
 	var out []store.Paper
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		var ids []string
 		c := tx.Bucket(bucketPapers).Cursor()
 		k, _ := c.Seek([]byte(after))
@@ -401,7 +401,7 @@ func (s *Store) finishRetire(ctx context.Context) error {
 			return err
 		}
 		s.writeMu.Lock()
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketPapers)
 			var keys, values [][]byte
 			c := b.Cursor()
