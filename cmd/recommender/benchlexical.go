@@ -103,6 +103,7 @@ func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Write
 				r.engine = name
 				rows = append(rows, r)
 			}
+			fmt.Fprintf(stdout, "%s: RSS after the queries %.0f MiB\n", name, procStatusMiB("VmRSS:"))
 			return nil
 		}()
 		if cerr := st.Close(); err == nil {

@@ -112,9 +112,21 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 					return err
 				}
 			}
-			// Every reachable page has been read whole: now bbolt's own consistency check
+			// Every page of every bucket, read whole here, then bbolt's own consistency check
 			// (pages used twice, pages neither used nor free), which runs in a goroutine of its
 			// own where a damaged page could not be caught, so only after the walk.
+			err = tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				var sum byte
+				return b.ForEach(func(k, v []byte) error {
+					for _, c := range v {
+						sum ^= c
+					}
+					return ctx.Err()
+				})
+			})
+			if err != nil {
+				return err
+			}
 			for err := range tx.Check() {
 				problem("%s: %v", path, err)
 			}

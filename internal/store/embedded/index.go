@@ -67,7 +67,7 @@ type index struct {
 	docs       []doc
 	lengths    []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
 	byID       map[string]uint32
-	termOf     map[uint32]int32 // term id → index in terms (no pointers: the GC skips the map)
+	termOf     *termTable // term id → index in terms
 	terms      []term
 	live       int
 	dead       int
@@ -94,7 +94,7 @@ type slot struct {
 }
 
 func newIndex(cfg ANNOptions, exhaustive bool) *index {
-	return &index{byID: map[string]uint32{}, termOf: map[uint32]int32{}, annCfg: cfg, exhaustive: exhaustive}
+	return &index{byID: map[string]uint32{}, termOf: newTermTable(0), annCfg: cfg, exhaustive: exhaustive}
 }
 
 // put adds a paper with its vector in each set (nil: none); the caller removes any older
@@ -153,10 +153,10 @@ func (x *index) rebound() {
 
 // term returns term t's entry, adding an empty one if it is new.
 func (x *index) term(t uint32) *term {
-	i, ok := x.termOf[t]
+	i, ok := x.termOf.get(t)
 	if !ok {
 		i = int32(len(x.terms))
-		x.termOf[t] = i
+		x.termOf.set(t, i)
 		x.terms = append(x.terms, term{})
 	}
 	return &x.terms[i]
@@ -181,7 +181,7 @@ func (x *index) remove(id string, terms lexical.Vector) {
 	x.dead++
 	x.sumLen -= float64(d.length)
 	for _, t := range terms.Indices {
-		if i, ok := x.termOf[t]; ok {
+		if i, ok := x.termOf.get(t); ok {
 			x.terms[i].df--
 		}
 	}
@@ -205,7 +205,8 @@ func (x *index) maybeCompact() {
 		}
 	}
 	terms := make([]term, 0, len(x.terms))
-	for t, i := range x.termOf {
+	termOf := newTermTable(x.termOf.len())
+	x.termOf.each(func(t uint32, i int32) {
 		e := x.terms[i]
 		// A new array: postings read from a snapshot are in read-only mapped memory.
 		kept := make([]posting, 0, len(e.ps))
@@ -214,14 +215,12 @@ func (x *index) maybeCompact() {
 				kept = append(kept, posting{doc: remap[p.doc], tf: p.tf})
 			}
 		}
-		if len(kept) == 0 {
-			delete(x.termOf, t)
-		} else {
-			x.termOf[t] = int32(len(terms))
+		if len(kept) > 0 {
+			termOf.set(t, int32(len(terms)))
 			terms = append(terms, term{df: e.df, ps: slices.Clip(kept)})
 		}
-	}
-	x.terms = terms
+	})
+	x.terms, x.termOf = terms, termOf
 	x.docs, x.lengths = docs, lengths
 	x.dead = 0
 	x.rebound() // the dead docs' weights leave the bounds
@@ -315,7 +314,7 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 	avgLen := float32(x.sumLen / n)
 	terms := make([]queryTerm, 0, qv.Len())
 	for i, t := range qv.Indices {
-		ti, ok := x.termOf[t]
+		ti, ok := x.termOf.get(t)
 		if !ok || x.terms[ti].df <= 0 || qv.Values[i] == 0 {
 			continue
 		}

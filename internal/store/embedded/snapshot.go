@@ -139,9 +139,7 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 	keep := func(p posting) bool { return x.dead == 0 || x.docs[p.doc].alive }
 	b = binary.AppendUvarint(b, uint64(len(x.terms)))
 	ids := make([]uint32, len(x.terms))
-	for t, ti := range x.termOf {
-		ids[ti] = t
-	}
+	x.termOf.each(func(t uint32, ti int32) { ids[ti] = t })
 	for ti := range x.terms {
 		e := &x.terms[ti]
 		n := len(e.ps)
@@ -375,7 +373,7 @@ func (x *index) readTerms(r *snapReader) (err error) {
 	r.pos += (8 - r.pos%8) % 8
 	all := unsafe.Slice((*posting)(unsafe.Pointer(unsafe.SliceData(r.b[r.pos:]))), (len(r.b)-r.pos)/postingSize)
 	x.terms = make([]term, nterms)
-	x.termOf = make(map[uint32]int32, nterms)
+	x.termOf = newTermTable(nterms)
 	at := 0
 	for i := range x.terms {
 		e := table[entry*i:]
@@ -383,7 +381,7 @@ func (x *index) readTerms(r *snapReader) (err error) {
 		// Capacity ends with the term's postings: a paper written later appends to a copy.
 		x.terms[i] = term{df: int32(binary.LittleEndian.Uint32(e[4:])), maxW: math.Float32frombits(binary.LittleEndian.Uint32(e[8:])),
 			ps: all[at : at+n : at+n]}
-		x.termOf[binary.LittleEndian.Uint32(e)] = int32(i)
+		x.termOf.set(binary.LittleEndian.Uint32(e), int32(i))
 		at += n
 	}
 	if at != len(all) {

@@ -645,7 +645,7 @@ func (s *Store) IDF(ctx context.Context, terms []uint32) ([]float64, error) {
 	defer s.mu.RUnlock()
 	out := make([]float64, len(terms))
 	for i, t := range terms {
-		if ti, ok := s.idx.termOf[t]; ok && s.idx.terms[ti].df > 0 {
+		if ti, ok := s.idx.termOf.get(t); ok && s.idx.terms[ti].df > 0 {
 			out[i] = lexical.IDF(float64(s.idx.live), float64(s.idx.terms[ti].df))
 		}
 	}
