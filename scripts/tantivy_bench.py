@@ -57,7 +57,7 @@ def main():
         start = time.perf_counter()
         text = " ".join(words.findall(q["text"]))  # the query parser's syntax characters dropped
         query = index.parse_query(text, ["title", "abstract"], field_boosts={"title": 2.0})
-        hits = searcher.search(query, k).hits
+        hits = searcher.search(query, k, count=False).hits  # counting every match would stop its pruning
         ids = [searcher.doc(addr)["id"][0] for _, addr in hits]
         print(json.dumps({"seconds": time.perf_counter() - start, "ids": ids}))
 
