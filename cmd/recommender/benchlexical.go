@@ -333,7 +333,7 @@ func printLexical(w io.Writer, rows []lexRow, k int) {
 					shared++
 				}
 			}
-			total += min(k, max(len(peer.ids[i]), len(ours.ids[i])))
+			total += len(peer.ids[i])
 		}
 		fmt.Fprintf(w, "title: tantivy indexed the papers in %.1fs (kept in its folder; 0 when reused); of its top %d, %.1f%% are in ours; our queries/s %.2fx tantivy's\n",
 			peer.build, k, 100*float64(shared)/float64(max(total, 1)), ours.qps()/peer.qps())
