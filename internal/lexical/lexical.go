@@ -109,15 +109,7 @@ func Document(title, abstract string) Vector {
 			prev = t
 		})
 	}
-	v := Vector{Indices: make([]uint32, 0, len(tf)), Values: make([]float32, 0, len(tf))}
-	for id := range tf {
-		v.Indices = append(v.Indices, id)
-	}
-	slices.Sort(v.Indices)
-	for _, id := range v.Indices {
-		v.Values = append(v.Values, tf[id])
-	}
-	return v
+	return fromIDs(tf)
 }
 
 // Query is the vector of free text used as a query, terms and pairs as in Document: each weighs
@@ -136,13 +128,18 @@ func fromCounts(tf map[string]float32) Vector {
 	for t, n := range tf {
 		byID[TermID(t)] += n
 	}
-	v := Vector{Indices: make([]uint32, 0, len(byID)), Values: make([]float32, 0, len(byID))}
-	for id := range byID {
+	return fromIDs(byID)
+}
+
+// fromIDs is the vector of frequencies by term id, in id order.
+func fromIDs(tf map[uint32]float32) Vector {
+	v := Vector{Indices: make([]uint32, 0, len(tf)), Values: make([]float32, 0, len(tf))}
+	for id := range tf {
 		v.Indices = append(v.Indices, id)
 	}
 	slices.Sort(v.Indices)
 	for _, id := range v.Indices {
-		v.Values = append(v.Values, byID[id])
+		v.Values = append(v.Values, tf[id])
 	}
 	return v
 }
