@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,6 +104,7 @@ func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Write
 				r.engine = name
 				rows = append(rows, r)
 			}
+			debug.FreeOSMemory() // the heap of the run before, returned: RSS is this store's
 			fmt.Fprintf(stdout, "%s: RSS after the queries %.0f MiB\n", name, procStatusMiB("VmRSS:"))
 			return nil
 		}()

@@ -21,3 +21,6 @@ func Bytes(path string) ([]byte, func() error, error) {
 	b, err := os.ReadFile(path)
 	return b, func() error { return nil }, err
 }
+
+// Release does nothing where mapping is not available.
+func Release(b []byte) error { return nil }

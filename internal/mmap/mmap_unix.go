@@ -39,3 +39,12 @@ func Bytes(path string) ([]byte, func() error, error) {
 	}
 	return b, func() error { return syscall.Munmap(b) }, nil
 }
+
+// Release tells the kernel the process does not need the pages of a mapping resident: they
+// leave its RSS and come back from the page cache (or the file) when read again.
+func Release(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	return syscall.Madvise(b, syscall.MADV_DONTNEED)
+}
