@@ -1,6 +1,8 @@
 package mmap_test
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -29,5 +31,34 @@ func TestWriteThenMap(t *testing.T) {
 	}
 	if got, unmap, err := mmap.Floats(path); err != nil || len(got) != 0 || unmap() != nil {
 		t.Fatalf("empty file: %v, %v", got, err)
+	}
+}
+
+// A released mapping reads the same after: its pages come back from the file.
+func TestReleaseKeepsTheContent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b")
+	want := make([]byte, 3*65536+17)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(path, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, unmap, err := mmap.Bytes(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmap()
+	if !bytes.Equal(b, want) {
+		t.Fatal("mapped bytes differ")
+	}
+	if err := mmap.Release(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := mmap.Release(b[65536:]); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatal("bytes differ after Release")
 	}
 }
