@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -157,24 +156,16 @@ func fillLexical(ctx context.Context, st store.Store, path string) error {
 	})
 }
 
-// eachPaper reads a JSON-lines file of papers in batches of 1,000.
+// eachPaper reads a JSON-lines file of papers (plain or gzip) in batches of 1,000.
 func eachPaper(path string, fn func([]*recommenderv1.Paper) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	var r io.Reader = bufio.NewReaderSize(f, 1<<20)
-	if strings.HasSuffix(path, ".gz") {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return err
-		}
-		r = zr
-	}
-	ar, err := arxiv.NewReader(r)
+	ar, err := arxiv.NewReader(f) // plain or gzip, as it finds
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	var batch []*recommenderv1.Paper
 	for {

@@ -82,8 +82,17 @@ type index struct {
 type scratch struct {
 	acc   []slot
 	epoch uint32
-	hits  []uint32 // docs scored, in the lower half of the doc range when split
-	hits2 []uint32 // docs scored in the upper half
+	hits  []uint32  // docs scored, in the lower half of the doc range when split
+	hits2 []uint32  // docs scored in the upper half
+	win   [2]window // pruneRange's, for each half
+}
+
+// window is pruneRange's working memory: each term's next posting, and the accumulators and
+// seen bits of one window of docs.
+type window struct {
+	cur  []int
+	acc  [pruneWindow]float32
+	seen [pruneWindow / 64]uint64
 }
 
 // slot is a doc's score accumulator, valid for the query whose epoch it carries (one cache
@@ -348,9 +357,9 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 	bm25 := lexical.NewBM25(avgLen)
 	s := x.getScratch()
 	defer x.scratch.Put(s)
-	score := func(lo, hi uint32, hits []uint32) rangeResult {
+	score := func(half int, lo, hi uint32, hits []uint32) rangeResult {
 		if prune {
-			return x.pruneRange(ctx, terms, rest, bm25, s, lo, hi, hits, m, k)
+			return x.pruneRange(ctx, terms, rest, bm25, s, &s.win[half], lo, hi, hits, m, k)
 		}
 		return x.scoreRange(ctx, terms, bm25, s, lo, hi, hits, m, k)
 	}
@@ -360,12 +369,12 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			halves[1] = score(mid, math.MaxUint32, s.hits2[:0])
+			halves[1] = score(1, mid, math.MaxUint32, s.hits2[:0])
 		}()
-		halves[0] = score(0, mid, s.hits[:0])
+		halves[0] = score(0, 0, mid, s.hits[:0])
 		<-done
 	} else {
-		halves[0] = score(0, math.MaxUint32, s.hits[:0])
+		halves[0] = score(0, 0, math.MaxUint32, s.hits[:0])
 	}
 	s.hits, s.hits2 = halves[0].hits, halves[1].hits
 	if err := cmp.Or(halves[0].err, halves[1].err); err != nil {
@@ -429,14 +438,13 @@ const pruneWindow = 4096
 // than the postings they skip. So once a 32nd of the range is done, a query with more than
 // two thirds of its terms still essential scores the rest of the range every posting
 // (scoreRange, into the accumulators of s and hits).
-func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
+func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, s *scratch, win *window, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
 	n := len(terms)
-	cur := make([]int, n) // each term's next posting
-	if lo > 0 {
-		for i := range terms {
-			ps := terms[i].ps
-			cur[i] = sort.Search(len(ps), func(j int) bool { return ps[j].doc >= lo })
-		}
+	win.cur = slices.Grow(win.cur[:0], n)[:n]
+	cur := win.cur // each term's next posting
+	for i := range terms {
+		ps := terms[i].ps
+		cur[i] = sort.Search(len(ps), func(j int) bool { return ps[j].doc >= lo })
 	}
 	top := rank.NewTopK(k, x.better)
 	// canEnter: whether a paper scoring at most bound could enter the top k (scores must be
@@ -451,8 +459,7 @@ func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float6
 		}
 	}
 	shrink()
-	acc := make([]float32, pruneWindow)
-	var seen [pruneWindow / 64]uint64
+	acc, seen := &win.acc, &win.seen // seen is all clear between windows
 	lengths := x.lengths
 	decideAt := uint64(lo) + (uint64(min(hi, uint32(len(x.docs))))-uint64(lo))/32
 	for round := 0; e > 0; round++ {

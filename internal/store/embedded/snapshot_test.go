@@ -106,16 +106,21 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		stats, _ := s.Stats(ctx)
 		return append(out, idf, st, stats)
 	}
-	reopen := func(s *embedded.Store) *embedded.Store {
+	open := func() *embedded.Store { // with the log of this open only
 		t.Helper()
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		logs.Reset()
 		s, err := embedded.Open(ctx, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
+	}
+	reopen := func(s *embedded.Store) *embedded.Store {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return open()
 	}
 	snap := filepath.Join(dir, "index.snap")
 	before := answers(s)
@@ -128,10 +133,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	if err := os.Remove(snap); err != nil {
 		t.Fatal(err)
 	}
-	s, err = embedded.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open()
 	fromRecords := answers(s)
 	if !reflect.DeepEqual(fromSnapshot, fromRecords) || !reflect.DeepEqual(before, fromRecords) {
 		t.Fatalf("answers differ:\nbefore   %v\nsnapshot %v\nrecords  %v", before, fromSnapshot, fromRecords)
@@ -159,11 +161,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	if err := os.WriteFile(snap, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs.Reset()
-	s, err = embedded.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open()
 	if !strings.Contains(logs.String(), "index snapshot not used; reading the papers") || !strings.Contains(logs.String(), "checksum") {
 		t.Fatalf("a damaged snapshot was not reported:\n%s", logs.String())
 	}
@@ -175,7 +173,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	old, _ := os.ReadFile(snap)
-	s, _ = embedded.Open(ctx, opts)
+	s = open()
 	if _, err := s.Delete(ctx, []string{"fresh"}); err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +181,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	if err := os.WriteFile(snap, old, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs.Reset()
-	s, err = embedded.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = open()
 	defer s.Close()
 	if !strings.Contains(logs.String(), "the papers are at") {
 		t.Fatalf("a stale snapshot was not reported:\n%s", logs.String())
