@@ -31,6 +31,10 @@ type Options struct {
 	// the best k of those. The float vectors are still read, but only ef per search, so they can
 	// live on disk (memory-mapped). Insertions link with the float vectors.
 	Int8 bool
+	// Read, when set, gives rescoring each candidate's float vector: passed the vector the node
+	// was added with and a buffer of the index's dimensions, it returns those floats, from
+	// wherever they are best read (the store copies vectors kept in a mapped file with pread).
+	Read func(v, dst []float32) []float32
 }
 
 // DefaultOptions are hnswlib's usual settings.
@@ -361,7 +365,14 @@ func (x *Index) Search(q []float32, k, ef int, accept func(uint32) bool) []Resul
 		ep = x.searchLayer(qq, ep, 1, l, nil, false)
 	}
 	found := x.searchLayer(qq, ep, ef, 0, accept, true)
-	if qq.code != nil { // rescore the candidates exactly
+	switch {
+	case qq.code != nil && x.opts.Read != nil: // rescore the candidates exactly
+		buf := make([]float32, x.dims)
+		for i := range found {
+			found[i].Score = vek32.Dot(q, x.opts.Read(x.vecs[found[i].ID], buf))
+		}
+		sortResults(found)
+	case qq.code != nil:
 		// The float vectors are often memory-mapped and cold: ask for all of them first.
 		for _, r := range found {
 			prefetchFloats(x.vecs[r.ID], cacheLines(4*x.dims))

@@ -24,3 +24,29 @@ func Bytes(path string) ([]byte, func() error, error) {
 
 // Release does nothing where mapping is not available.
 func Release(b []byte) error { return nil }
+
+// FloatFile holds a file of float32s read into memory where mapping is not available.
+type FloatFile struct {
+	Flat []float32
+}
+
+// OpenFloats reads the file of float32s at path.
+func OpenFloats(path string) (*FloatFile, error) {
+	flat, _, err := Floats(path)
+	if err != nil {
+		return nil, err
+	}
+	return &FloatFile{Flat: flat}, nil
+}
+
+// Read returns v: the floats are in memory already.
+func (ff *FloatFile) Read(v, dst []float32) []float32 { return v }
+
+// Holds reports false: nothing is mapped.
+func (ff *FloatFile) Holds(v []float32) bool { return false }
+
+// Close drops the floats.
+func (ff *FloatFile) Close() error {
+	ff.Flat = nil
+	return nil
+}

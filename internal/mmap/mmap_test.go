@@ -62,3 +62,30 @@ func TestReleaseKeepsTheContent(t *testing.T) {
 		t.Fatal("bytes differ after Release")
 	}
 }
+
+// A FloatFile copies a mapped vector out (into the buffer given, not the mapping) and returns
+// any other slice as it is.
+func TestFloatFileReadsMappedVectorsOut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.f32")
+	if err := mmap.WriteFloats(path, [][]float32{{1, 2, 3}, {4, 5, 6}}); err != nil {
+		t.Fatal(err)
+	}
+	ff, err := mmap.OpenFloats(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	second := ff.Flat[3:6]
+	buf := make([]float32, 3)
+	got := ff.Read(second, buf)
+	if !slices.Equal(got, []float32{4, 5, 6}) {
+		t.Fatalf("read %v, want [4 5 6]", got)
+	}
+	if ff.Holds(second) && &got[0] != &buf[0] {
+		t.Fatal("a mapped vector was returned in place, not copied into the buffer")
+	}
+	heap := []float32{7, 8}
+	if ff.Holds(heap) || &ff.Read(heap, buf)[0] != &heap[0] {
+		t.Fatal("a vector outside the file was not returned as it is")
+	}
+}

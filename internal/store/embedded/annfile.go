@@ -138,12 +138,20 @@ func (s *Store) readANN(r *bufio.Reader, slot int) error {
 		return err
 	}
 	for i := range x.docs {
-		x.docs[i].ann[slot] = -1
+		x.docs[i].ann[slot], x.docs[i].listed[slot] = -1, false
 	}
 	for i, d := range docs {
 		x.docs[d].ann[slot] = int32(i)
 	}
-	x.sets[slot] = vecSet{ann: g, annDocs: docs}
+	// Vectors the linker had not reached when the graph was saved wait for it again.
+	var queued []uint32
+	for i := range x.docs {
+		if d := &x.docs[i]; d.alive && d.dense[slot] != nil && d.ann[slot] == -1 {
+			d.ann[slot], d.listed[slot] = annQueued, true
+			queued = append(queued, uint32(i))
+		}
+	}
+	x.sets[slot] = vecSet{ann: g, annDocs: docs, queued: queued}
 	return nil
 }
 

@@ -34,13 +34,20 @@ type doc struct {
 	dense  [2][]float32
 	sketch lexical.Sketch // of the term vector, for diversity without decoding the record
 	alive  bool
-	ann    [2]int32 // node in each set's ANN graph; -1 when none
+	ann    [2]int32 // node in each set's ANN graph; -1 when none, annQueued while the linker has it
+	listed [2]bool  // an entry for the doc is in the set's queued list (so it gets one)
 }
 
 // vecSet is one set of vectors' approximate index.
 type vecSet struct {
-	ann     *ann.Index // nil while loading, and for a slot without a set
-	annDocs []uint32   // doc number of each ANN node
+	ann *ann.Index // nil while loading, and for a slot without a set
+	// annDocs is the doc number of each node published: the linker adds nodes to the graph
+	// before it publishes them, so a search skips nodes past its end (their docs are queued).
+	annDocs []uint32
+	// queued lists the docs whose vector waits for the linker (doc.ann == annQueued);
+	// searches score them exactly. Entries whose doc left that state are stale until the
+	// linker's next publish drops them.
+	queued []uint32
 }
 
 // term is one term's postings (in doc order, dead docs' included until compaction), its live
@@ -63,7 +70,8 @@ type posting struct {
 type index struct {
 	sets       [2]vecSet
 	annCfg     ANNOptions
-	exhaustive bool // score every posting: Options.ScoreEveryPosting
+	wake       chan struct{} // nudges the store's linker (capacity 1; nil: no linker yet)
+	exhaustive bool          // score every posting: Options.ScoreEveryPosting
 	docs       []doc
 	lengths    []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
 	byID       map[string]uint32
@@ -230,6 +238,7 @@ func (x *index) maybeCompact() {
 		}
 	})
 	x.terms, x.termOf = terms, termOf
+	old := x.docs
 	x.docs, x.lengths = docs, lengths
 	x.dead = 0
 	x.rebound() // the dead docs' weights leave the bounds
@@ -237,6 +246,19 @@ func (x *index) maybeCompact() {
 		vs := &x.sets[slot]
 		for i, n := range vs.annDocs {
 			vs.annDocs[i] = remap[n] // nodes of deleted docs are tombstones; their entry is never read
+		}
+		vs.queued = slices.DeleteFunc(vs.queued, func(n uint32) bool {
+			if !old[n].alive {
+				return true
+			}
+			if old[n].ann[slot] != annQueued {
+				x.docs[remap[n]].listed[slot] = false
+				return true
+			}
+			return false
+		})
+		for i, n := range vs.queued {
+			vs.queued[i] = remap[n]
 		}
 		if vs.ann != nil && vs.ann.Deleted() > vs.ann.Len()/2 {
 			x.buildANN(slot) // too many tombstones slow every search
@@ -617,22 +639,26 @@ func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int
 	if d := vs.ann.Dims(); d != 0 && d != len(q) {
 		return x.scanDense(ctx, q, m, k, slot) // the graph holds another model's vectors
 	}
+	docs := vs.annDocs // the published nodes: see vecSet
 	var res []ann.Result
 	if !m.restricts() && m.only == nil {
 		// Only a few named papers (the seeds) are excluded: search without a filter callback,
 		// a cache miss per candidate in a hot loop, for k more and drop them after.
 		res = vs.ann.Search(q, k+len(m.excluded), max(x.annCfg.EfSearch, k+len(m.excluded)), nil)
 	} else {
-		res = vs.ann.Search(q, k, max(x.annCfg.EfSearch, k), func(id uint32) bool { return m.match(vs.annDocs[id]) })
+		res = vs.ann.Search(q, k, max(x.annCfg.EfSearch, k), func(id uint32) bool { return int(id) < len(docs) && m.match(docs[id]) })
 		if len(res) < k && m.restricts() {
 			return x.scanDense(ctx, q, m, k, slot)
 		}
 	}
 	top := rank.NewTopK(k, x.better)
 	for _, r := range res {
-		if n := vs.annDocs[r.ID]; !m.excluded[n] {
-			top.Push(scored{doc: n, score: r.Score})
+		if int(r.ID) < len(docs) && !m.excluded[docs[r.ID]] {
+			top.Push(scored{doc: docs[r.ID], score: r.Score})
 		}
+	}
+	if err := x.scanQueued(ctx, q, m, slot, top); err != nil {
+		return nil, err
 	}
 	return x.toScored(top.Sorted()), nil
 }
@@ -663,15 +689,23 @@ func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, s
 	return x.toScored(top.Sorted()), nil
 }
 
-// setVector gives doc n vector v (normalised here; nil: none) in slot's set, linking it into
-// the set's graph when there is one.
+// setVector gives doc n vector v (normalised here; nil: none) in slot's set, queueing it for
+// the linker when the set has a graph: linking costs more than the rest of a write, so writes
+// do not wait for it (searches score queued vectors exactly meanwhile).
 func (x *index) setVector(n uint32, slot int, v []float32) {
-	x.dropVector(n, slot)
 	d := &x.docs[n]
+	x.dropVector(n, slot)
 	d.dense[slot] = normalized(v)
 	if vs := &x.sets[slot]; vs.ann != nil && d.dense[slot] != nil {
-		d.ann[slot] = int32(vs.ann.Add(d.dense[slot]))
-		vs.annDocs = append(vs.annDocs, n)
+		d.ann[slot] = annQueued
+		if !d.listed[slot] {
+			vs.queued = append(vs.queued, n)
+			d.listed[slot] = true
+		}
+		select {
+		case x.wake <- struct{}{}:
+		default: // already nudged, or no linker
+		}
 	}
 }
 
@@ -680,19 +714,19 @@ func (x *index) dropVector(n uint32, slot int) {
 	d := &x.docs[n]
 	if d.ann[slot] >= 0 {
 		x.sets[slot].ann.Delete(uint32(d.ann[slot]))
-		d.ann[slot] = -1
 	}
+	d.ann[slot] = -1
 	d.dense[slot] = nil
 }
 
 // buildANN builds slot's graph afresh from the live papers' vectors, on every core.
 func (x *index) buildANN(slot int) {
 	vs := &x.sets[slot]
-	vs.ann, vs.annDocs = ann.New(x.annCfg.Graph), nil
+	vs.ann, vs.annDocs, vs.queued = ann.New(x.annCfg.Graph), nil, nil
 	var vecs [][]float32
 	for i := range x.docs {
 		d := &x.docs[i]
-		d.ann[slot] = -1
+		d.ann[slot], d.listed[slot] = -1, false
 		if d.alive && d.dense[slot] != nil {
 			d.ann[slot] = int32(len(vs.annDocs))
 			vs.annDocs = append(vs.annDocs, uint32(i))
@@ -705,7 +739,7 @@ func (x *index) buildANN(slot int) {
 // dropSet forgets slot's vectors and graph.
 func (x *index) dropSet(slot int) {
 	for i := range x.docs {
-		x.docs[i].dense[slot], x.docs[i].ann[slot] = nil, -1
+		x.docs[i].dense[slot], x.docs[i].ann[slot], x.docs[i].listed[slot] = nil, -1, false
 	}
 	x.sets[slot] = vecSet{}
 }

@@ -313,12 +313,11 @@ func (s *Store) readSnapshot(b []byte) (err error) {
 		if fi, err := os.Stat(path); err != nil || fi.Size() != sizes[slot] {
 			return fmt.Errorf("%s does not go with the snapshot", path)
 		}
-		v, unmap, err := mmap.Floats(path)
+		ff, err := s.mapFloats(path)
 		if err != nil {
 			return err
 		}
-		s.unmaps = append(s.unmaps, unmap)
-		flat[slot] = v
+		flat[slot] = ff.Flat
 	}
 
 	// The strings block (one copy; the docs' strings are slices of it), the fixed-size fields,

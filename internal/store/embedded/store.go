@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -87,18 +88,27 @@ type Store struct {
 	version uint64
 	// specs holds each vector slot's model (zero: no set there); active is the slot queries
 	// and writes use. Slot 0's vectors are kept in the records, slot 1's in bucketVectors1.
-	specs     [2]store.EmbeddingSpec
-	active    int
-	closed    bool
-	unmaps    []func() error // release the vectors files mapped at Open
-	written   chan struct{}  // closed by the next commit that writes a paper (ChangeLog.Written)
-	lastWrite int64          // unix ns of the latest write log entry; under writeMu
+	specs  [2]store.EmbeddingSpec
+	active int
+	closed bool
+	unmaps []func() error // release the vectors files mapped at Open
+	// floatFiles are those files, read by readVector; set while opening, then only read.
+	floatFiles []*mmap.FloatFile
+	written    chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
+	lastWrite  int64         // unix ns of the latest write log entry; under writeMu
 	// applied is the last write log entry the in-memory index reflects: readers of the log
 	// see no further, so a paper they read of is already searchable.
 	applied uint64
 	logged  uint64 // the last entry written by the commit in progress; under writeMu
 	// unretired counts records still holding vectors of a retired slot 0; under writeMu.
 	unretired int64
+	// The linker (linker.go): stopped by Close; linked is closed and replaced at each batch
+	// it publishes.
+	linkStop, linkDone chan struct{}
+	linked             chan struct{}
+	linkHold           sync.Mutex // held by the linker over a batch; linkHeld: tests pause it
+	linkHeld           bool
+	lastCommit         atomic.Int64 // unix ns of the latest commit that changed something
 }
 
 var (
@@ -169,7 +179,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("ANN quantization must be int8 or none, got %q", cfg.Quantization)
 	}
 	cfg.Graph.Int8 = cfg.Quantization == "int8"
-	s := &Store{dir: opts.Dir, db: db, idx: newIndex(cfg, opts.ScoreEveryPosting), log: log}
+	s := &Store{dir: opts.Dir, db: db, log: log}
+	cfg.Graph.Read = s.readVector
+	s.idx = newIndex(cfg, opts.ScoreEveryPosting)
 	if err := guard(path, s.load); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
@@ -211,6 +223,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("load the vectors of slot %d: %w", slot, err)
 		}
 	}
+	s.startLinker()
 	return s, nil
 }
 
@@ -499,6 +512,7 @@ func (s *Store) commitTx(group []*pendingWrite) error {
 	if err != nil || len(changes) == 0 {
 		return err
 	}
+	s.lastCommit.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x, other := s.idx, 1-s.active
@@ -700,7 +714,8 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			d := &s.idx.docs[s.idx.byID[r.ID]]
 			if q.WithVectors {
 				// The record holds slot 0's vector; the search's set is what counts.
-				p.Dense, p.DenseSet = slices.Clone(d.dense[slot]), s.specs[slot].Key()
+				v := s.readVector(d.dense[slot], make([]float32, len(d.dense[slot])))
+				p.Dense, p.DenseSet = slices.Clone(v), s.specs[slot].Key()
 			}
 			h := store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense}
 			if q.Comparable {
@@ -750,12 +765,14 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if s.isClosed() {
 		return nil
 	}
+	s.stopLinker() // no writer can queue more: the graphs are saved as linked so far
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closed = true
+	close(s.linked) // wakes WaitLinked, to see the store closed
 	// The graphs and the index snapshot are saved on a clean close only; after a crash the
 	// next start rebuilds them from the records.
 	var saveErr error
@@ -770,13 +787,37 @@ func (s *Store) Close() error {
 	return errors.Join(saveErr, s.db.Close(), s.unmap())
 }
 
+// mapFloats maps a vectors file for the store's lifetime. Mapped vectors are read in place
+// where many are (an exact scan); a graph search's rescoring and hits copy theirs out with
+// pread instead (readVector), so random reads leave them in the page cache, not in the
+// process.
+func (s *Store) mapFloats(path string) (*mmap.FloatFile, error) {
+	ff, err := mmap.OpenFloats(path)
+	if err != nil {
+		return nil, err
+	}
+	s.unmaps = append(s.unmaps, ff.Close)
+	s.floatFiles = append(s.floatFiles, ff)
+	return ff, nil
+}
+
+// readVector returns v's floats, read into dst with pread when v lies in a mapped file.
+func (s *Store) readVector(v, dst []float32) []float32 {
+	for _, ff := range s.floatFiles {
+		if ff.Holds(v) {
+			return ff.Read(v, dst)
+		}
+	}
+	return v
+}
+
 // unmap releases the mapped vectors files.
 func (s *Store) unmap() error {
 	var err error
 	for _, u := range s.unmaps {
 		err = errors.Join(err, u())
 	}
-	s.unmaps = nil
+	s.unmaps, s.floatFiles = nil, nil
 	return err
 }
 
@@ -798,11 +839,11 @@ func (s *Store) mapVectors(slot int) error {
 	if err := mmap.WriteFloats(path, vecs); err != nil {
 		return err
 	}
-	flat, unmap, err := mmap.Floats(path)
+	ff, err := s.mapFloats(path)
 	if err != nil {
 		return err
 	}
-	s.unmaps = append(s.unmaps, unmap)
+	flat := ff.Flat
 	off := 0
 	for i := range x.docs {
 		if d := &x.docs[i]; d.alive && d.dense[slot] != nil {

@@ -1,0 +1,194 @@
+package embedded_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/store/embedded"
+	"github.com/paperrec/recommender/internal/store/storetest"
+)
+
+// linkerVector is paper i's vector in version v: 16 pseudo-random dimensions, so each paper's
+// nearest vector is its own.
+func linkerVector(i, v int) []float32 {
+	r := rand.New(rand.NewPCG(uint64(i), uint64(v)))
+	vec := make([]float32, 16)
+	for j := range vec {
+		vec[j] = float32(r.NormFloat64())
+	}
+	return vec
+}
+
+func linkerPapers(from, to, version int) []store.Paper {
+	var ps []store.Paper
+	for i := from; i < to; i++ {
+		p := storetest.Paper(fmt.Sprintf("p%04d", i), "Vector paper", "Words.")
+		p.Dense = linkerVector(i, version)
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// nearest is the top hit of a graph search (the store is opened with ExactBelow 1) for v.
+func nearest(t *testing.T, s *embedded.Store, v []float32) store.Hit {
+	t.Helper()
+	hits, err := s.Search(context.Background(), store.Query{Dense: v, Limit: 3})
+	if err != nil || len(hits) == 0 {
+		t.Fatalf("search: %v, %d hits", err, len(hits))
+	}
+	return hits[0]
+}
+
+// TestVectorsAreFoundWhileTheLinkerLags: vectors are linked into the graph behind the writes.
+// With the linker held, papers written, replaced and deleted are found (or not) at once, scored
+// exactly; released, it links them all and the answers stay; a graph saved partly linked is
+// completed after a reopen.
+func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}}
+	s, err := embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	upsert := func(ps []store.Paper) {
+		t.Helper()
+		if _, err := s.Upsert(ctx, ps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upsert(linkerPapers(0, 400, 0))
+	if err := s.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Unlinked(); n != 0 {
+		t.Fatalf("%d vectors unlinked after WaitLinked", n)
+	}
+
+	// A partly linked graph is saved at close and completed after the reopen.
+	s.HoldLinker() // until the close
+	upsert(linkerPapers(400, 500, 0))
+	if n := s.Unlinked(); n != 100 {
+		t.Fatalf("held linker: %d vectors queued, want 100", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = embedded.Open(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+
+	release := s.HoldLinker()
+	upsert(linkerPapers(500, 800, 0))
+	if _, err := s.Delete(ctx, []string{"p0010", "p0600"}); err != nil { // one linked, one queued
+		t.Fatal(err)
+	}
+	upsert(append(linkerPapers(20, 21, 1), linkerPapers(610, 611, 1)...)) // new vectors for both kinds
+	if n := s.Unlinked(); n != 300 {                                      // 300 written, p0600 gone, p0020 queued again
+		t.Fatalf("held linker: %d vectors queued, want 300", n)
+	}
+	check := func(when string) {
+		t.Helper()
+		for i := 0; i < 800; i += 3 {
+			version := 0
+			if i == 20 || i == 610 {
+				version = 1
+			}
+			want := fmt.Sprintf("p%04d", i)
+			got := nearest(t, s, linkerVector(i, version))
+			switch {
+			case i == 10 || i == 600:
+				if got.Paper.ID == want {
+					t.Fatalf("%s: deleted %s found", when, want)
+				}
+			case got.Paper.ID != want || got.Score < 0.9999:
+				t.Fatalf("%s: %s's vector found %s (%.5f)", when, want, got.Paper.ID, got.Score)
+			}
+		}
+		for _, i := range []int{20, 610} { // an old vector finds its paper no more
+			if got := nearest(t, s, linkerVector(i, 0)); got.Score > 0.9999 {
+				t.Fatalf("%s: p%04d's replaced vector still found (%s, %.5f)", when, i, got.Paper.ID, got.Score)
+			}
+		}
+	}
+	check("queued")
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := s.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("linked")
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLinkerUnderConcurrentWrites: writers replacing and deleting papers race the linker and
+// searches (run it with -race); afterwards every vector is linked exactly once, to the paper
+// that holds it.
+func TestLinkerUnderConcurrentWrites(t *testing.T) {
+	ctx := context.Background()
+	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir(), ANN: embedded.ANNOptions{ExactBelow: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for round := range 60 {
+				i := r.IntN(200)
+				var err error
+				if r.IntN(5) == 0 {
+					_, err = s.Delete(ctx, []string{fmt.Sprintf("p%04d", i)})
+				} else {
+					_, err = s.Upsert(ctx, linkerPapers(i, i+r.IntN(20)+1, round*4+w))
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				if _, err := s.Search(ctx, store.Query{Dense: linkerVector(i, 0), Limit: 5}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if err := s.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+}
