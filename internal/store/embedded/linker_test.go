@@ -50,11 +50,7 @@ func nearest(t *testing.T, s *embedded.Store, v []float32) store.Hit {
 func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	opts := embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}}
-	s, err := embedded.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openGraphStore(t, dir)
 	defer func() { _ = s.Close() }()
 	upsert := func(ps []store.Paper) {
 		t.Helper()
@@ -79,9 +75,7 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = embedded.Open(ctx, opts); err != nil {
-		t.Fatal(err)
-	}
+	s = openGraphStore(t, dir)
 	if err := s.WaitLinked(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +135,7 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 // that holds it.
 func TestLinkerUnderConcurrentWrites(t *testing.T) {
 	ctx := context.Background()
-	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir(), ANN: embedded.ANNOptions{ExactBelow: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openGraphStore(t, t.TempDir())
 	defer func() { _ = s.Close() }()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)

@@ -25,6 +25,17 @@ func open(t *testing.T, dir string) *embedded.Store {
 	return s
 }
 
+// openGraphStore opens dir with every dense search going through the graph (normally stores
+// under 10,000 papers scan exactly).
+func openGraphStore(t *testing.T, dir string) *embedded.Store {
+	t.Helper()
+	s, err := embedded.Open(context.Background(), embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s := open(t, t.TempDir())
@@ -60,11 +71,7 @@ func TestConformanceWithANN(t *testing.T) {
 func TestANNIsSavedAndReloaded(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	opts := embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1}}
-	s, err := embedded.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openGraphStore(t, dir)
 	var ps []store.Paper
 	for i := range 300 {
 		p := storetest.Paper(fmt.Sprintf("p%03d", i), "Vector paper", "Words.")
@@ -83,10 +90,7 @@ func TestANNIsSavedAndReloaded(t *testing.T) {
 		t.Fatalf("graph not saved: %v", err)
 	}
 	for round := range 2 {
-		s, err = embedded.Open(ctx, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s = openGraphStore(t, dir)
 		after, err := s.Search(ctx, q)
 		if err != nil || !slices.EqualFunc(before, after, func(a, b store.Hit) bool { return a.Paper.ID == b.Paper.ID && a.Score == b.Score }) {
 			t.Fatalf("round %d: search after reopen differs:\nbefore %v\nafter  %v", round, before, after)
