@@ -68,18 +68,19 @@ type posting struct {
 // are lazy (the doc is marked dead and its postings skipped) and compacted in bulk once dead docs
 // are a large share, so a write costs O(terms of the paper), not O(posting-list length).
 type index struct {
-	sets       [2]vecSet
-	annCfg     ANNOptions
-	wake       chan struct{} // nudges the store's linker (capacity 1; nil: no linker yet)
-	exhaustive bool          // score every posting: Options.ScoreEveryPosting
-	docs       []doc
-	lengths    []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
-	byID       map[string]uint32
-	termOf     *termTable // term id → index in terms
-	terms      []term
-	live       int
-	dead       int
-	sumLen     float64
+	sets        [2]vecSet
+	annCfg      ANNOptions
+	wake        chan struct{} // nudges the store's linker (capacity 1; nil: no linker yet)
+	compactions int           // maybeCompact's count: doc numbers change with each
+	exhaustive  bool          // score every posting: Options.ScoreEveryPosting
+	docs        []doc
+	lengths     []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
+	byID        map[string]uint32
+	termOf      *termTable // term id → index in terms
+	terms       []term
+	live        int
+	dead        int
+	sumLen      float64
 	// boundAvg is the average document length the terms' maxW were computed at; they are
 	// computed again when the average drifts too far from it (rebound).
 	boundAvg float32
@@ -241,6 +242,7 @@ func (x *index) maybeCompact() {
 	old := x.docs
 	x.docs, x.lengths = docs, lengths
 	x.dead = 0
+	x.compactions++
 	x.rebound() // the dead docs' weights leave the bounds
 	for slot := range x.sets {
 		vs := &x.sets[slot]

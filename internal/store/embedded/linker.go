@@ -3,7 +3,6 @@ package embedded
 import (
 	"context"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/paperrec/recommender/internal/ann"
@@ -27,6 +26,9 @@ type linkJob struct {
 	graph *ann.Index
 	ids   []string
 	vecs  [][]float32
+	// upto is the length of the queue's head the job was taken from, valid while the index's
+	// compactions count is still gen: publish tidies that head only.
+	upto, gen int
 }
 
 // takeLinkJob collects up to max queued vectors of one set; nil when none waits.
@@ -37,15 +39,15 @@ func (x *index) takeLinkJob(max int) *linkJob {
 			continue
 		}
 		var j *linkJob
-		for _, n := range vs.queued {
+		for i, n := range vs.queued {
 			d := &x.docs[n]
 			if d.ann[slot] != annQueued {
 				continue
 			}
 			if j == nil {
-				j = &linkJob{slot: slot, graph: vs.ann}
+				j = &linkJob{slot: slot, graph: vs.ann, gen: x.compactions}
 			}
-			j.ids, j.vecs = append(j.ids, d.id), append(j.vecs, d.dense[slot])
+			j.ids, j.vecs, j.upto = append(j.ids, d.id), append(j.vecs, d.dense[slot]), i+1
 			if len(j.vecs) == max {
 				break
 			}
@@ -78,18 +80,22 @@ func (x *index) publish(j *linkJob, first uint32) {
 		vs.ann.Delete(node)
 		vs.annDocs = append(vs.annDocs, 0) // a tombstone's entry is never read
 	}
-	x.dropUnqueued(j.slot)
-}
-
-// dropUnqueued drops the entries of slot's queued list whose doc no longer waits.
-func (x *index) dropUnqueued(slot int) {
-	x.sets[slot].queued = slices.DeleteFunc(x.sets[slot].queued, func(n uint32) bool {
-		if d := &x.docs[n]; d.ann[slot] != annQueued {
-			d.listed[slot] = false
-			return true
+	// Drop the head's entries that no longer wait, keeping the rest in place: O(batch), where
+	// the whole queue can hold the best part of a bulk load.
+	head := vs.queued
+	if x.compactions == j.gen {
+		head = vs.queued[:j.upto]
+	}
+	kept := len(head)
+	for i := len(head) - 1; i >= 0; i-- {
+		if d := &x.docs[head[i]]; d.ann[j.slot] == annQueued {
+			kept--
+			head[kept] = head[i]
+		} else {
+			d.listed[j.slot] = false
 		}
-		return false
-	})
+	}
+	vs.queued = vs.queued[kept:]
 }
 
 // unlinked counts the vectors waiting for the linker, in every set.
