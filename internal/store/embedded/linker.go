@@ -136,12 +136,17 @@ func (s *Store) startLinker() {
 	go func() {
 		defer close(s.linkDone)
 		for {
+			start, linked := time.Now(), 0
 			for s.linkOnce() {
+				linked++
 				select {
 				case <-s.linkStop:
 					return
 				default:
 				}
+			}
+			if linked*linkBatch >= 10_000 { // a bulk load's backlog, not a trickle of writes
+				s.log.Info("vector index caught up with the writes", "batches", linked, "seconds", time.Since(start).Seconds())
 			}
 			select {
 			case <-s.linkStop:
