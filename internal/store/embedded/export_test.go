@@ -91,3 +91,18 @@ func (s *Store) CheckLinks() error {
 	}
 	return nil
 }
+
+// LinkWithWriteBetween links one batch as the linker does, running write after the batch is
+// taken and before it is published: the race the linker's publish must settle.
+func (s *Store) LinkWithWriteBetween(write func()) {
+	s.linkHold.Lock()
+	defer s.linkHold.Unlock()
+	s.mu.RLock()
+	j := s.idx.takeLinkJob(linkBatch)
+	s.mu.RUnlock()
+	write()
+	first := j.graph.AddBatch(j.vecs, 1)
+	s.mu.Lock()
+	s.idx.publish(j, first)
+	s.mu.Unlock()
+}

@@ -183,3 +183,37 @@ func TestLinkerUnderConcurrentWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAWriteDuringLinkingWins: a paper replaced or deleted after the linker took its vector and
+// before it published it keeps its new state: the old vector's node is not published for it.
+func TestAWriteDuringLinkingWins(t *testing.T) {
+	ctx := context.Background()
+	s := openGraphStore(t, t.TempDir())
+	defer func() { _ = s.Close() }()
+	s.HoldLinker()
+	if _, err := s.Upsert(ctx, linkerPapers(0, 100, 0)); err != nil {
+		t.Fatal(err)
+	}
+	s.LinkWithWriteBetween(func() {
+		if _, err := s.Upsert(ctx, linkerPapers(5, 6, 1)); err != nil {
+			t.Error(err)
+		}
+		if _, err := s.Delete(ctx, []string{"p0007"}); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Unlinked(); n != 1 {
+		t.Fatalf("%d vectors queued after the batch, want 1 (p0005's new one)", n)
+	}
+	if got := nearest(t, s, linkerVector(5, 1)); got.Paper.ID != "p0005" {
+		t.Fatalf("p0005's new vector found %s", got.Paper.ID)
+	}
+	for _, i := range []int{5, 7} {
+		if got := nearest(t, s, linkerVector(i, 0)); got.Score > 0.9999 {
+			t.Fatalf("p%04d's old vector still found (%s, %.5f)", i, got.Paper.ID, got.Score)
+		}
+	}
+}
