@@ -26,9 +26,9 @@ vector index, or with --store qdrant the Qdrant collection bench_grpc; hybrid re
 --papers synthetic papers, whose embeddings come from a local fake OpenAI-compatible API (hashed
 bag-of-words vectors, so no model is needed). It prints the ingest rate (papers/s through
 IngestPapers, embedding included), waits for the vector index to catch up (Qdrant's, or the
-embedded graph, linked behind the writes), then for 1, 8 and 32 concurrent clients it sends seed requests (stored vectors, no embedding call) and text
-requests (one embedding call each, a paper's title as the query) for --seconds each, and prints
-p50, p99 and throughput.
+embedded graph, linked behind the writes), then for 1, 8 and 32 concurrent clients it sends
+seed requests (stored vectors, no embedding call) and text requests (one embedding call each, a
+paper's title as the query) for --seconds each, and prints p50, p99 and throughput.
 
 With --arxiv FILE it serves those papers instead, and with an embedding API configured (the
 EMBEDDING_* variables or flags of serve, e.g. the local model of tests/embedserver) embeds them
