@@ -481,9 +481,31 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	st, err := s.store.Stats(ctx)
-	if err != nil {
-		return nil, err
+	// The active set and the other one are read from the store, twice over if a switch of
+	// sets came between the reads, so the answer never shows one set on both sides (the
+	// service's pipeline follows a switch a moment later).
+	var st store.Stats
+	var sets store.VectorSetStatus
+	vs, hasSets := store.As[store.VectorSets](s.store)
+	for try := 1; ; try++ {
+		var err error
+		if st, err = s.store.Stats(ctx); err != nil {
+			return nil, err
+		}
+		if !hasSets {
+			break
+		}
+		if sets, err = vs.VectorSetStatus(ctx); err != nil {
+			return nil, err
+		}
+		again, err := s.store.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if again.Embedding.Key() == st.Embedding.Key() || try == switchAttempts {
+			st = again
+			break
+		}
 	}
 	info := &recommenderv1.GetIndexInfoResponse{
 		PaperCount:     st.PaperCount,
@@ -491,19 +513,17 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 		EmbeddingModel: LexicalModel,
 		IndexVersion:   st.IndexVersion,
 	}
-	if e := s.eng(); e.Embedder != nil {
+	e := s.eng()
+	if other, ok := s.engines[st.Embedding.Key()]; ok {
+		e = other
+	}
+	if e.Embedder != nil {
 		info.EmbeddingModel, info.EmbeddingDimensions = e.Spec.Model, int32(e.Spec.Dimensions)
 		info.EmbeddingQueryPrefix, info.EmbeddingDocumentPrefix = e.Spec.QueryPrefix, e.Spec.DocumentPrefix
 	}
-	if vs, ok := store.As[store.VectorSets](s.store); ok {
-		st, err := vs.VectorSetStatus(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if o := st.Other; o.Model != "" {
-			info.OtherVectorSet = &recommenderv1.VectorSet{Model: o.Model, Dimensions: int32(o.Dimensions), QueryPrefix: o.QueryPrefix,
-				DocumentPrefix: o.DocumentPrefix, PapersWithVectors: st.OtherVectors, Filling: s.reembedOn.Load() && o.Key() == s.nextSpec.Key()}
-		}
+	if o := sets.Other; o.Model != "" {
+		info.OtherVectorSet = &recommenderv1.VectorSet{Model: o.Model, Dimensions: int32(o.Dimensions), QueryPrefix: o.QueryPrefix,
+			DocumentPrefix: o.DocumentPrefix, PapersWithVectors: sets.OtherVectors, Filling: s.reembedOn.Load() && o.Key() == s.nextSpec.Key()}
 	}
 	return info, nil
 }
