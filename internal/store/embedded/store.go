@@ -714,8 +714,9 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			d := &s.idx.docs[s.idx.byID[r.ID]]
 			if q.WithVectors {
 				// The record holds slot 0's vector; the search's set is what counts.
-				v := s.readVector(d.dense[slot], make([]float32, len(d.dense[slot])))
-				p.Dense, p.DenseSet = slices.Clone(v), s.specs[slot].Key()
+				dense := make([]float32, len(d.dense[slot]))
+				copy(dense, s.readVector(d.dense[slot], dense))
+				p.Dense, p.DenseSet = dense, s.specs[slot].Key()
 			}
 			h := store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense}
 			if q.Comparable {
