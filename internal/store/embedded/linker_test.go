@@ -33,6 +33,17 @@ func linkerPapers(from, to, version int) []store.Paper {
 	return ps
 }
 
+// linkAll waits for the linker, then checks the graphs against the papers.
+func linkAll(t *testing.T, s *embedded.Store) {
+	t.Helper()
+	if err := s.WaitLinked(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckLinks(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // nearest is the top hit of a graph search (the store is opened with ExactBelow 1) for v.
 func nearest(t *testing.T, s *embedded.Store, v []float32) store.Hit {
 	t.Helper()
@@ -59,9 +70,7 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 		}
 	}
 	upsert(linkerPapers(0, 400, 0))
-	if err := s.WaitLinked(ctx); err != nil {
-		t.Fatal(err)
-	}
+	linkAll(t, s)
 	if n := s.Unlinked(); n != 0 {
 		t.Fatalf("%d vectors unlinked after WaitLinked", n)
 	}
@@ -76,12 +85,7 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openGraphStore(t, dir)
-	if err := s.WaitLinked(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CheckLinks(); err != nil {
-		t.Fatal(err)
-	}
+	linkAll(t, s)
 
 	release := s.HoldLinker()
 	upsert(linkerPapers(500, 800, 0))
@@ -121,13 +125,8 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	if err := s.WaitLinked(ctx); err != nil {
-		t.Fatal(err)
-	}
+	linkAll(t, s)
 	check("linked")
-	if err := s.CheckLinks(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestLinkerUnderConcurrentWrites: writers replacing and deleting papers race the linker and
@@ -176,12 +175,7 @@ func TestLinkerUnderConcurrentWrites(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if err := s.WaitLinked(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CheckLinks(); err != nil {
-		t.Fatal(err)
-	}
+	linkAll(t, s)
 }
 
 // TestAWriteDuringLinkingWins: a paper replaced or deleted after the linker took its vector and
