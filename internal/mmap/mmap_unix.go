@@ -27,6 +27,11 @@ func Bytes(path string) ([]byte, func() error, error) {
 		return nil, nil, err
 	}
 	defer f.Close() // the mapping outlives the descriptor
+	return mapFile(f)
+}
+
+// mapFile maps the whole of f read-only.
+func mapFile(f *os.File) ([]byte, func() error, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
@@ -53,25 +58,27 @@ func Release(b []byte) error {
 // FloatFile is a file of float32s mapped read-only whose descriptor stays open, so floats can
 // also be copied out with pread (Read).
 type FloatFile struct {
-	Flat []float32 // the mapping
-	f    *os.File
+	Flat  []float32 // the mapping
+	f     *os.File
+	unmap func() error
 }
 
 // OpenFloats maps the file of float32s at path; Close unmaps it.
 func OpenFloats(path string) (*FloatFile, error) {
-	flat, unmap, err := Floats(path)
-	if err != nil {
-		return nil, err
-	}
 	f, err := os.Open(path)
 	if err != nil {
-		_ = unmap()
 		return nil, err
 	}
-	if len(flat) == 0 {
-		flat = nil
+	b, unmap, err := mapFile(f)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
 	}
-	return &FloatFile{Flat: flat, f: f}, nil
+	ff := &FloatFile{f: f, unmap: unmap}
+	if len(b) >= 4 {
+		ff.Flat = unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+	}
+	return ff, nil
 }
 
 // Read returns v's floats: v itself unless it lies in the mapping, else a copy read into dst
@@ -79,12 +86,12 @@ func OpenFloats(path string) (*FloatFile, error) {
 // folio, up to megabytes, into the process (its RSS); for a few vectors at random, as a search
 // rescoring its candidates reads them, pread copies the bytes and maps nothing.
 func (ff *FloatFile) Read(v, dst []float32) []float32 {
-	if !ff.Holds(v) {
+	off, ok := ff.offset(v)
+	if !ok {
 		return v
 	}
-	base, p := uintptr(unsafe.Pointer(&ff.Flat[0])), uintptr(unsafe.Pointer(&v[0]))
 	dst = dst[:len(v)]
-	if _, err := ff.f.ReadAt(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), int64(p-base)); err != nil {
+	if _, err := ff.f.ReadAt(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*len(dst)), off); err != nil {
 		return v // the mapping holds the same bytes
 	}
 	return dst
@@ -92,19 +99,21 @@ func (ff *FloatFile) Read(v, dst []float32) []float32 {
 
 // Holds reports whether v lies in the mapping.
 func (ff *FloatFile) Holds(v []float32) bool {
+	_, ok := ff.offset(v)
+	return ok
+}
+
+// offset is v's byte offset in the file, when v lies in the mapping.
+func (ff *FloatFile) offset(v []float32) (int64, bool) {
 	if len(v) == 0 || len(ff.Flat) == 0 {
-		return false
+		return 0, false
 	}
 	base, p := uintptr(unsafe.Pointer(&ff.Flat[0])), uintptr(unsafe.Pointer(&v[0]))
-	return p >= base && p < base+uintptr(len(ff.Flat))*4
+	return int64(p - base), p >= base && p < base+uintptr(len(ff.Flat))*4
 }
 
 // Close unmaps the file and closes its descriptor.
 func (ff *FloatFile) Close() error {
-	var err error
-	if len(ff.Flat) > 0 {
-		err = syscall.Munmap(unsafe.Slice((*byte)(unsafe.Pointer(&ff.Flat[0])), 4*len(ff.Flat)))
-	}
 	ff.Flat = nil
-	return errors.Join(err, ff.f.Close())
+	return errors.Join(ff.unmap(), ff.f.Close())
 }
