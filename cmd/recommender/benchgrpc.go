@@ -39,6 +39,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	n := fs.Int("papers", 100_000, "synthetic papers to serve")
 	dims := fs.Int("dims", 384, "embedding dimensions")
 	seconds := fs.Float64("seconds", 10, "duration of each load level")
+	warmup := fs.Float64("warmup", 0, "seconds of each request kind sent untimed first, at the first level's clients: a store just opened reads its postings and records from disk at first")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
 	kinds := fs.String("requests", "seed,text", "request kinds to run: seed, text")
 	var sf storeFlags
@@ -52,6 +53,9 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if !(*seconds > 0 && *seconds <= 86_400) {
 		return usageError{fmt.Sprintf("--seconds must be more than 0 and at most 86400, got %v", *seconds)}
+	}
+	if !(*warmup >= 0 && *warmup <= 86_400) {
+		return usageError{fmt.Sprintf("--warmup must be 0 to 86400, got %v", *warmup)}
 	}
 	embCfg, realAPI, err := ef.config()
 	if err != nil {
@@ -129,10 +133,15 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			if kind != "seed" && kind != "text" {
 				return usageError{"--requests takes seed, text or both"}
 			}
-			for _, c := range strings.Split(*levels, ",") {
+			for i, c := range strings.Split(*levels, ",") {
 				var clients int
 				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
 					return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
+				}
+				if i == 0 && *warmup > 0 {
+					if _, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*warmup*float64(time.Second))); err != nil {
+						return err
+					}
 				}
 				lat, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*seconds*float64(time.Second)))
 				if err != nil {

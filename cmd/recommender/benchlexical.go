@@ -28,9 +28,10 @@ Benchmarks lexical search alone (BM25 over the embedded store's postings, no emb
 on the papers of --papers, held in the embedded store at --data-dir (filled from the file
 first when empty; kept for the next run). --queries papers spread evenly over the store are
 the queries: as seeds (the stored paper's terms, the paper itself excluded) and as text (its
-title). Each runs on one thread, k results, twice in the same run: scoring every posting, then
-with the pruning the service uses; it prints p50, p99 and queries/s for each and checks that
-both gave the same papers and scores. With --python, the same title queries go to tantivy (the
+title). Each runs on one thread, k results, twice in the same run: scoring every posting (as
+the service does), then pruned by MaxScore, each time once untimed before the timed pass (a store just
+opened reads postings and records from disk); it prints p50, p99 and queries/s for each and
+checks that both gave the same papers and scores. With --python, the same title queries go to tantivy (the
 Rust search library, through its Python package: pip install tantivy==0.27.0) over the same
 papers (title and abstract, English stemming, title boosted 2x, as ours weighs it), indexed
 into --peer-dir: its latency, queries/s, and how many of its top k are ours.`
@@ -62,7 +63,7 @@ func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Write
 	var rows []lexRow
 	for _, exhaustive := range []bool{true, false} {
 		progress(fmt.Sprintf("opening the store (score every posting: %v)", exhaustive))
-		st, err := embedded.Open(ctx, embedded.Options{Dir: *dir, ScoreEveryPosting: exhaustive})
+		st, err := embedded.Open(ctx, embedded.Options{Dir: *dir, PruneLexical: !exhaustive})
 		if err != nil {
 			return err
 		}
@@ -96,6 +97,11 @@ func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Write
 			}
 			for _, kind := range []string{"seed", "title"} {
 				progress(name + ": " + kind)
+				// Once untimed: the store just opened reads postings and records from disk at
+				// first, and the first engine would pay for both.
+				if _, err := runLexical(ctx, st, queries, kind, *k); err != nil {
+					return err
+				}
 				r, err := runLexical(ctx, st, queries, kind, *k)
 				if err != nil {
 					return err

@@ -106,3 +106,6 @@ func (s *Store) LinkWithWriteBetween(write func()) {
 	s.idx.publish(j, first)
 	s.mu.Unlock()
 }
+
+// MaxQueryTerms is how many of a query's heaviest terms a lexical search scores.
+const MaxQueryTerms = maxQueryTerms

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"math"
-	"math/bits"
 	"runtime"
 	"slices"
 	"sort"
@@ -72,7 +71,7 @@ type index struct {
 	annCfg      ANNOptions
 	wake        chan struct{} // nudges the store's linker (capacity 1; nil: no linker yet)
 	compactions int           // maybeCompact's count: doc numbers change with each
-	exhaustive  bool          // score every posting: Options.ScoreEveryPosting
+	prune       bool          // Options.PruneLexical
 	docs        []doc
 	lengths     []float32 // docs[n].length, or -1 once dead: the scoring loop's one random read per posting
 	byID        map[string]uint32
@@ -85,34 +84,19 @@ type index struct {
 	// computed again when the average drifts too far from it (rebound).
 	boundAvg float32
 
-	scratch sync.Pool // *scratch, sized to len(docs)
+	scratch sync.Pool // *[2]window: a lexical search's, one for each half of the doc range
 }
 
-type scratch struct {
-	acc   []slot
-	epoch uint32
-	hits  []uint32  // docs scored, in the lower half of the doc range when split
-	hits2 []uint32  // docs scored in the upper half
-	win   [2]window // pruneRange's, for each half
-}
-
-// window is pruneRange's working memory: each term's next posting, and the accumulators and
-// seen bits of one window of docs.
+// window is a lexical search's working memory: each term's next posting, and the accumulators
+// and seen bits of one window of docs.
 type window struct {
 	cur  []int
-	acc  [pruneWindow]float32
-	seen [pruneWindow / 64]uint64
+	acc  [scoreWindow]float32
+	seen [scoreWindow / 64]uint64
 }
 
-// slot is a doc's score accumulator, valid for the query whose epoch it carries (one cache
-// line read per posting, not two).
-type slot struct {
-	epoch uint32
-	score float32
-}
-
-func newIndex(cfg ANNOptions, exhaustive bool) *index {
-	return &index{byID: map[string]uint32{}, termOf: newTermTable(0), annCfg: cfg, exhaustive: exhaustive}
+func newIndex(cfg ANNOptions, prune bool) *index {
+	return &index{byID: map[string]uint32{}, termOf: newTermTable(0), annCfg: cfg, prune: prune}
 }
 
 // put adds a paper with its vector in each set (nil: none); the caller removes any older
@@ -331,13 +315,13 @@ type queryTerm struct {
 }
 
 // searchLexical returns the k papers with the highest BM25 scores for qv that match the
-// filter, pruned (pruneRange): the same papers and scores as scoring every posting.
+// filter (pruned with Options.PruneLexical: the same papers and scores).
 func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher, k int) ([]rank.Scored, error) {
-	return x.lexicalTopK(ctx, qv, m, k, !x.exhaustive)
+	return x.lexicalTopK(ctx, qv, m, k, x.prune)
 }
 
-// lexicalTopK scores qv with BM25, pruned or exhaustively (every posting into an accumulator),
-// and selects the top k. Only papers with a positive score are returned: a paper that shares
+// lexicalTopK scores qv with BM25, pruned by MaxScore or every posting (scoreRange), and
+// selects the top k. Only papers with a positive score are returned: a paper that shares
 // nothing with the query is not "similar", however few results that leaves.
 func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, k int, prune bool) ([]rank.Scored, error) {
 	if x.live == 0 || k <= 0 {
@@ -379,13 +363,13 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 		total += len(qt.ps)
 	}
 	bm25 := lexical.NewBM25(avgLen)
-	s := x.getScratch()
-	defer x.scratch.Put(s)
-	score := func(half int, lo, hi uint32, hits []uint32) rangeResult {
-		if prune {
-			return x.pruneRange(ctx, terms, rest, bm25, s, &s.win[half], lo, hi, hits, m, k)
-		}
-		return x.scoreRange(ctx, terms, bm25, s, lo, hi, hits, m, k)
+	wins, _ := x.scratch.Get().(*[2]window)
+	if wins == nil {
+		wins = new([2]window)
+	}
+	defer x.scratch.Put(wins)
+	score := func(half int, lo, hi uint32) rangeResult {
+		return x.scoreRange(ctx, terms, rest, bm25, &wins[half], lo, hi, m, k, prune)
 	}
 	var halves [2]rangeResult
 	if total >= parallelPostings && runtime.GOMAXPROCS(0) > 1 {
@@ -393,14 +377,13 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			halves[1] = score(1, mid, math.MaxUint32, s.hits2[:0])
+			halves[1] = score(1, mid, math.MaxUint32)
 		}()
-		halves[0] = score(0, 0, mid, s.hits[:0])
+		halves[0] = score(0, 0, mid)
 		<-done
 	} else {
-		halves[0] = score(0, 0, math.MaxUint32, s.hits[:0])
+		halves[0] = score(0, 0, math.MaxUint32)
 	}
-	s.hits, s.hits2 = halves[0].hits, halves[1].hits
 	if err := cmp.Or(halves[0].err, halves[1].err); err != nil {
 		return nil, err
 	}
@@ -441,28 +424,35 @@ func (x *index) bounds(terms []queryTerm, avgLen float32) []float64 {
 const parallelPostings = 20_000
 
 type rangeResult struct {
-	top  []scored
-	hits []uint32
-	err  error
+	top []scored
+	err error
 }
 
-// pruneWindow is the doc range pruneRange scores at a time: its accumulators stay in L1.
-const pruneWindow = 4096
+// scoreWindow is the doc range a lexical search scores at a time: its accumulators stay in L1.
+const scoreWindow = 4096
 
-// pruneRange finds the best k papers in [lo, hi) that match the filter with MaxScore pruning
-// (Turtle and Flood), a window of doc numbers at a time as Lucene does: once the top k is full,
-// the terms whose bounds together cannot lift a paper into it are "non-essential". Only the
-// postings of the other terms are read in order; a paper found there is looked up in the
-// non-essential lists (a galloping search from where the last look-up stopped) while its
-// score plus the bound of what is left can still enter.
+// scoreRange finds the best k papers in [lo, hi) that match the filter. It goes a window of
+// docs at a time, adding each term's postings in the window in turn into the window's
+// accumulators, which stay in L1 (one accumulator array over every doc missed the cache at
+// nearly every posting and took 2.8x as long over a million papers; a bit per doc marking the
+// ones seen took twice as long as finding them by their non-zero accumulators).
+//
+// With prune, it skips postings by MaxScore (Turtle and Flood), as Lucene does: once the top k
+// is full, the terms whose bounds together cannot lift a paper into it are "non-essential".
+// Only the postings of the other terms are added; a paper found there is looked up in the
+// non-essential lists (a galloping search from where the last look-up stopped) while its score
+// plus the bound of what is left can still enter, and windows start at the next essential
+// posting.
 //
 // A query of a few words soon has most of its terms non-essential. A seed paper's 96 terms do
 // not: the top k of a long query do not score far above many other papers, and over a million
 // synthetic papers three quarters of the terms stayed essential, the look-ups then costing more
 // than the postings they skip. So once a 32nd of the range is done, a query with more than
-// two thirds of its terms still essential scores the rest of the range every posting
-// (scoreRange, into the accumulators of s and hits).
-func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, s *scratch, win *window, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
+// two thirds of its terms still essential scores the rest of the range every posting.
+//
+// A dead doc's postings are added like the others and the doc is dropped with the papers the
+// filter rejects: only papers that could enter the top k are checked.
+func (x *index) scoreRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, win *window, lo, hi uint32, m *matcher, k int, prune bool) rangeResult {
 	n := len(terms)
 	win.cur = slices.Grow(win.cur[:0], n)[:n]
 	cur := win.cur // each term's next posting
@@ -470,22 +460,18 @@ func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float6
 		ps := terms[i].ps
 		cur[i] = sort.Search(len(ps), func(j int) bool { return ps[j].doc >= lo })
 	}
+	hi = min(hi, uint32(len(x.docs)))
 	top := rank.NewTopK(k, x.better)
-	// canEnter: whether a paper scoring at most bound could enter the top k (scores must be
-	// positive; a tie can enter by id).
-	canEnter := func(bound float64) bool {
-		return bound > 0 && (!top.Full() || bound >= float64(top.Worst().score))
-	}
+	// floor is the least score that can enter the top k: positive, and once it is full the
+	// worst score in it (a tie enters by id).
+	floor := float32(math.SmallestNonzeroFloat32)
 	e := n // terms[:e] are essential: a paper in none of them cannot enter
-	shrink := func() {
-		for e > 0 && !canEnter(rest[e-1]) {
-			e--
-		}
+	if prune {
+		e = essential(rest, e, floor)
 	}
-	shrink()
-	acc, seen := &win.acc, &win.seen // seen is all clear between windows
-	lengths := x.lengths
-	decideAt := uint64(lo) + (uint64(min(hi, uint32(len(x.docs))))-uint64(lo))/32
+	acc, lengths := &win.acc, x.lengths
+	clear(acc[:]) // each window's are cleared after it, but a search cancelled midway leaves them
+	decideAt, decided := lo+(hi-min(lo, hi))/32, false
 	for round := 0; e > 0; round++ {
 		if round%64 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -493,69 +479,91 @@ func (x *index) pruneRange(ctx context.Context, terms []queryTerm, rest []float6
 			}
 		}
 		// The window starts at the first posting left in an essential list.
-		start := uint64(hi)
+		w := hi
 		for i := range e {
 			if c := cur[i]; c < len(terms[i].ps) {
-				start = min(start, uint64(terms[i].ps[c].doc))
+				w = min(w, terms[i].ps[c].doc)
 			}
 		}
-		if start >= uint64(hi) {
+		if w >= hi {
 			break
 		}
-		w, end := uint32(start), min(start+pruneWindow, uint64(hi))
+		end := w + min(scoreWindow, hi-w)
 		for i := range e {
 			ps, c, wt := terms[i].ps, cur[i], terms[i].weight
-			for ; c < len(ps) && uint64(ps[c].doc) < end; c++ {
+			for ; c < len(ps) && ps[c].doc < end; c++ {
 				p := ps[c]
-				l := lengths[p.doc]
-				if l < 0 { // dead
-					continue
-				}
-				j := p.doc - w
-				if bit := uint64(1) << (j & 63); seen[j>>6]&bit == 0 {
-					seen[j>>6] |= bit
-					acc[j] = 0
-				}
-				acc[j] += wt * bm25.Weight(p.tf, l)
+				acc[(p.doc-w)%scoreWindow] += wt * bm25.Weight(p.tf, lengths[p.doc])
 			}
 			cur[i] = c
 		}
-		for wi := range seen {
-			for word := seen[wi]; word != 0; word &= word - 1 {
-				j := uint32(wi*64 + bits.TrailingZeros64(word))
-				d, score := w+j, acc[j]
-				i := e
-				for ; i < n && canEnter(float64(score)+rest[i]); i++ {
-					ps := terms[i].ps
-					c := seek(ps, cur[i], d)
-					cur[i] = c
-					if c < len(ps) && ps[c].doc == d {
-						score += terms[i].weight * bm25.Weight(ps[c].tf, lengths[d])
-					}
-				}
-				if i < n || score <= 0 {
-					continue
-				}
-				if sc := (scored{doc: d, score: score}); (!top.Full() || x.better(sc, top.Worst())) && m.match(d) {
-					top.Push(sc)
+		least := leastEssential(floor, rest[e])
+		for j, score := range acc[:end-w] {
+			if score < least {
+				continue
+			}
+			d := w + uint32(j)
+			if lengths[d] < 0 { // dead
+				continue
+			}
+			i := e
+			for ; i < n && float64(score)+rest[i] >= float64(floor); i++ {
+				ps := terms[i].ps
+				c := seek(ps, cur[i], d)
+				cur[i] = c
+				if c < len(ps) && ps[c].doc == d {
+					score += terms[i].weight * bm25.Weight(ps[c].tf, lengths[d])
 				}
 			}
-			seen[wi] = 0
-		}
-		shrink()
-		if decideAt > 0 && end >= decideAt {
-			decideAt = 0
-			if e*3 > n*2 {
-				r := x.scoreRange(ctx, terms, bm25, s, uint32(end), hi, hits, m, k)
-				for _, sc := range r.top {
-					top.Push(sc)
+			if i < n || score <= 0 {
+				continue
+			}
+			if sc := (scored{doc: d, score: score}); (!top.Full() || x.better(sc, top.Worst())) && m.match(d) {
+				top.Push(sc)
+				if top.Full() {
+					floor = top.Worst().score
+					least = leastEssential(floor, rest[e])
 				}
-				r.top = top.Sorted()
-				return r
+			}
+		}
+		clear(acc[:end-w])
+		if prune {
+			e = essential(rest, e, floor)
+		}
+		if prune && !decided && end >= decideAt {
+			decided = true
+			if e*3 > n*2 { // every posting from here: the look-ups cost more than they skip
+				for i := e; i < n; i++ {
+					cur[i] = seek(terms[i].ps, cur[i], end)
+				}
+				e, prune = n, false
 			}
 		}
 	}
-	return rangeResult{top: top.Sorted(), hits: hits}
+	return rangeResult{top: top.Sorted()}
+}
+
+// leastEssential is the least score from the essential terms with which a paper can enter a
+// top k whose least entering score is floor, when rest bounds what the other terms add: as a
+// float32 no greater than it, so that the scan of a window compares float32s, and positive (a
+// paper whose essential terms add up to 0 or less cannot enter: the rest cannot lift it to
+// floor when some terms are non-essential, and there are no others to lift it when none are).
+func leastEssential(floor float32, rest float64) float32 {
+	least := float64(floor) - rest
+	l := float32(least)
+	if float64(l) > least {
+		l = math.Nextafter32(l, float32(math.Inf(-1)))
+	}
+	return max(l, math.SmallestNonzeroFloat32)
+}
+
+// essential returns how many of the first e terms stay essential for a top k whose least
+// entering score is floor: rest[i] bounds what terms[i:] add to a score.
+func essential(rest []float64, e int, floor float32) int {
+	for e > 0 && rest[e-1] < float64(floor) {
+		e--
+	}
+	return e
 }
 
 // seek returns the first position at or after c whose doc is at least d, galloping: the
@@ -572,60 +580,6 @@ func seek(ps []posting, c int, d uint32) int {
 	}
 	hi = min(hi, len(ps))
 	return lo + 1 + sort.Search(hi-lo-1, func(i int) bool { return ps[lo+1+i].doc >= d })
-}
-
-// scoreRange scores every posting of the docs in [lo, hi): the best k that match the filter,
-// and the docs it scored (appended to hits, a reusable buffer).
-func (x *index) scoreRange(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32, m *matcher, k int) rangeResult {
-	hits, err := x.accumulate(ctx, terms, bm25, s, lo, hi, hits)
-	if err != nil {
-		return rangeResult{hits: hits, err: err}
-	}
-	// The filter is checked only for papers that would enter the top k: with a seed's frequent
-	// terms most of the collection has a score, and a filter check costs a map lookup or two.
-	top := rank.NewTopK(k, x.better)
-	for _, d := range hits {
-		sc := scored{doc: d, score: s.acc[d].score}
-		if sc.score <= 0 || top.Full() && !x.better(sc, top.Worst()) {
-			continue
-		}
-		if m.match(d) {
-			top.Push(sc)
-		}
-	}
-	return rangeResult{top: top.Sorted(), hits: hits}
-}
-
-// accumulate adds the BM25 scores of the postings of docs in [lo, hi) into s.acc and appends
-// each doc it scores first to hits.
-func (x *index) accumulate(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, s *scratch, lo, hi uint32, hits []uint32) ([]uint32, error) {
-	acc, lengths, epoch := s.acc, x.lengths, s.epoch
-	for _, qt := range terms {
-		if err := ctx.Err(); err != nil {
-			return hits, err
-		}
-		ps := qt.ps
-		if lo > 0 {
-			ps = ps[sort.Search(len(ps), func(i int) bool { return ps[i].doc >= lo }):]
-		}
-		for _, p := range ps {
-			if p.doc >= hi {
-				break
-			}
-			l := lengths[p.doc]
-			if l < 0 { // dead
-				continue
-			}
-			contrib := qt.weight * bm25.Weight(p.tf, l)
-			a := &acc[p.doc]
-			if a.epoch != epoch {
-				*a = slot{epoch: epoch}
-				hits = append(hits, p.doc)
-			}
-			a.score += contrib
-		}
-	}
-	return hits, nil
 }
 
 // searchDense finds the k papers whose vectors are most similar to qv: with the ANN graph, or
@@ -755,19 +709,6 @@ func (x *index) vectors(slot int) int64 {
 		}
 	}
 	return n
-}
-
-func (x *index) getScratch() *scratch {
-	s, _ := x.scratch.Get().(*scratch)
-	if s == nil || len(s.acc) < len(x.docs) {
-		s = &scratch{acc: make([]slot, len(x.docs))}
-	}
-	s.epoch++
-	if s.epoch == 0 { // wrapped: old marks could alias the new epoch
-		clear(s.acc)
-		s.epoch = 1
-	}
-	return s
 }
 
 // matcher evaluates a filter against docs.

@@ -220,7 +220,7 @@ func (s *Store) loadSnapshot() error {
 	}
 	if err != nil {
 		_ = s.unmap()
-		s.idx = newIndex(s.idx.annCfg, s.idx.exhaustive)
+		s.idx = newIndex(s.idx.annCfg, s.idx.prune)
 		return err
 	}
 	// Reading it (the checksum) brought every page into the process; what was copied out is not

@@ -51,9 +51,10 @@ type Options struct {
 	AllowEmpty bool
 	// Log receives what opening repaired (a damaged vector index rebuilt); nil: discarded.
 	Log *slog.Logger
-	// ScoreEveryPosting turns off the pruning of lexical search (same answers, slower): for
-	// benchmarks that measure what it saves.
-	ScoreEveryPosting bool
+	// PruneLexical skips postings in lexical search by MaxScore (same answers). Scoring every
+	// posting a window of docs at a time was faster for seeds and titles alike over a million
+	// papers (bench-lexical, BENCHMARKS.md), so that is the default; this is for measuring.
+	PruneLexical bool
 }
 
 // Validate reports every problem with the options at once.
@@ -181,7 +182,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	cfg.Graph.Int8 = cfg.Quantization == "int8"
 	s := &Store{dir: opts.Dir, db: db, log: log}
 	cfg.Graph.Read = s.readVector
-	s.idx = newIndex(cfg, opts.ScoreEveryPosting)
+	s.idx = newIndex(cfg, opts.PruneLexical)
 	if err := guard(path, s.load); err != nil {
 		_ = db.Close()
 		if errors.Is(err, errCorrupt) && !errors.As(err, &de) {
