@@ -3,8 +3,8 @@ package embedded_test
 import (
 	"cmp"
 	"context"
-	"math"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
