@@ -433,9 +433,9 @@ const scoreWindow = 4096
 
 // scoreRange finds the best k papers in [lo, hi) that match the filter. It goes a window of
 // docs at a time, adding each term's postings in the window in turn into the window's
-// accumulators, which stay in L1 (one accumulator array over every doc missed the cache at
-// nearly every posting and took 2.8x as long over a million papers; a bit per doc marking the
-// ones seen took twice as long as finding them by their non-zero accumulators).
+// accumulators, which stay in L1 (one accumulator per doc missed the cache at nearly every
+// posting, a seed query taking over three times as long at a million papers; a bit per doc
+// marking the ones seen took twice as long as finding them by their non-zero accumulators).
 //
 // With prune, it skips postings by MaxScore (Turtle and Flood), as Lucene does: once the top k
 // is full, the terms whose bounds together cannot lift a paper into it are "non-essential".
@@ -450,8 +450,8 @@ const scoreWindow = 4096
 // than the postings they skip. So once a 32nd of the range is done, a query with more than
 // two thirds of its terms still essential scores the rest of the range every posting.
 //
-// A dead doc's postings are added like the others and the doc is dropped with the papers the
-// filter rejects: only papers that could enter the top k are checked.
+// A dead doc's postings are added like the others: it is skipped where it could enter (the
+// filter rejects it too), which costs less than checking every posting.
 func (x *index) scoreRange(ctx context.Context, terms []queryTerm, rest []float64, bm25 lexical.BM25, win *window, lo, hi uint32, m *matcher, k int, prune bool) rangeResult {
 	n := len(terms)
 	win.cur = slices.Grow(win.cur[:0], n)[:n]
@@ -503,7 +503,7 @@ func (x *index) scoreRange(ctx context.Context, terms []queryTerm, rest []float6
 				continue
 			}
 			d := w + uint32(j)
-			if lengths[d] < 0 { // dead
+			if lengths[d] < 0 { // dead: not worth its look-ups
 				continue
 			}
 			i := e
