@@ -28,8 +28,9 @@ vector index, or with --store qdrant the Qdrant collection bench_grpc; hybrid re
 bag-of-words vectors, so no model is needed). It prints the ingest rate (papers/s through
 IngestPapers, embedding included), waits for the vector index to catch up (Qdrant's, or the
 embedded graph, linked behind the writes), then for 1, 8 and 32 concurrent clients it sends
-seed requests (stored vectors, no embedding call) and text requests (one embedding call each, a
-paper's title as the query) for --seconds each, and prints p50, p99 and throughput.
+seed requests (stored vectors, no embedding call), text requests (one embedding call each, a
+paper's title as the query) and the embedding API calls alone that text requests make (its
+share of their latency) for --seconds each, and prints p50, p99 and throughput.
 
 With --arxiv FILE it serves those papers instead, and with an embedding API configured (the
 EMBEDDING_* variables or flags of serve, e.g. the local model of tests/embedserver) embeds them
@@ -42,7 +43,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	seconds := fs.Float64("seconds", 10, "duration of each load level")
 	warmup := fs.Float64("warmup", 0, "seconds of each request kind sent untimed first, at the first level's clients: a store just opened reads its postings and records from disk at first")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
-	kinds := fs.String("requests", "seed,text", "request kinds to run: seed, text")
+	kinds := fs.String("requests", "seed,text,embed", "request kinds to run: seed, text, embed (the embedding API call a text request makes, alone: what of text's latency is the API's)")
 	var sf storeFlags
 	sf.registerEval(fs, "keep the embedded store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
@@ -131,20 +132,21 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
 		for _, kind := range strings.Split(*kinds, ",") {
-			if kind != "seed" && kind != "text" {
-				return usageError{"--requests takes seed, text or both"}
+			if kind != "seed" && kind != "text" && kind != "embed" {
+				return usageError{"--requests takes seed, text, embed or several, e.g. seed,text"}
 			}
+			send := sender(kind, client, emb)
 			for i, c := range strings.Split(*levels, ",") {
 				var clients int
 				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
 					return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
 				}
 				if i == 0 && *warmup > 0 {
-					if _, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*warmup*float64(time.Second)), warmupStream); err != nil {
+					if _, err := loadLevel(ctx, papers, kind, send, clients, time.Duration(*warmup*float64(time.Second)), warmupStream); err != nil {
 						return err
 					}
 				}
-				lat, err := loadLevel(ctx, client, papers, kind, clients, time.Duration(*seconds*float64(time.Second)), timedStream)
+				lat, err := loadLevel(ctx, papers, kind, send, clients, time.Duration(*seconds*float64(time.Second)), timedStream)
 				if err != nil {
 					return err
 				}
@@ -175,10 +177,30 @@ const (
 	warmupStream = 4
 )
 
+// sender returns the request of a kind for a paper: a Recommend by seed or by its title, or
+// the embedding of its title alone.
+func sender(kind string, client recommenderv1.RecommenderServiceClient, emb embed.Embedder) func(context.Context, *recommenderv1.Paper) error {
+	return func(ctx context.Context, p *recommenderv1.Paper) error {
+		var err error
+		switch kind {
+		case "seed":
+			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}})
+		case "text":
+			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: p.GetTitle()})
+		default:
+			_, err = emb.Embed(ctx, []string{p.GetTitle()})
+		}
+		if err != nil {
+			return rpcError(err)
+		}
+		return nil
+	}
+}
+
 // loadLevel runs clients goroutines sending requests back to back for d, each client asking
 // for papers in a random order of the stream.
-func loadLevel(ctx context.Context, client recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, kind string, clients int, d time.Duration, stream uint64) ([]time.Duration, error) {
-	if kind == "text" { // a title of stop words and numbers alone is not a query
+func loadLevel(ctx context.Context, papers []*recommenderv1.Paper, kind string, send func(context.Context, *recommenderv1.Paper) error, clients int, d time.Duration, stream uint64) ([]time.Duration, error) {
+	if kind != "seed" { // a title of stop words and numbers alone is not a query
 		papers = slices.DeleteFunc(slices.Clone(papers), func(p *recommenderv1.Paper) bool { return lexical.Query(p.GetTitle()).Len() == 0 })
 	}
 	var mu sync.Mutex
@@ -194,13 +216,8 @@ func loadLevel(ctx context.Context, client recommenderv1.RecommenderServiceClien
 			var mine []time.Duration
 			for time.Now().Before(deadline) {
 				p := papers[rng.IntN(len(papers))]
-				req := &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}}
-				if kind == "text" {
-					req = &recommenderv1.RecommendRequest{Query: p.GetTitle()}
-				}
 				start := time.Now()
-				_, err := client.Recommend(ctx, req)
-				if err != nil {
+				if err := send(ctx, p); err != nil {
 					mu.Lock()
 					firstErr = err
 					mu.Unlock()
@@ -214,10 +231,7 @@ func loadLevel(ctx context.Context, client recommenderv1.RecommenderServiceClien
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return nil, rpcError(firstErr)
-	}
-	return lat, nil
+	return lat, firstErr
 }
 
 // syntheticPapers writes n papers about 200 topics, each with words of its own and shared ones,

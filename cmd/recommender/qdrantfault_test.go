@@ -192,7 +192,7 @@ func TestBenchGRPCStores(t *testing.T) {
 				if code != 0 || !strings.HasPrefix(out, want) {
 					t.Fatalf("run %d: exit %d, want output starting %q:\n%s%s", i+1, code, want, out, errOut)
 				}
-				for _, row := range []string{"\nseed            1 ", "\nseed            2 ", "\ntext            1 ", "\ntext            2 "} {
+				for _, row := range []string{"\nseed            1 ", "\nseed            2 ", "\ntext            1 ", "\ntext            2 ", "\nembed           1 "} {
 					if !strings.Contains(out, row) {
 						t.Fatalf("run %d: no row %q in\n%s", i+1, strings.TrimSpace(row), out)
 					}
