@@ -88,11 +88,10 @@ type index struct {
 }
 
 // window is a lexical search's working memory: each term's next posting, and the accumulators
-// and seen bits of one window of docs.
+// of one window of docs.
 type window struct {
-	cur  []int
-	acc  [scoreWindow]float32
-	seen [scoreWindow / 64]uint64
+	cur []int
+	acc [scoreWindow]float32
 }
 
 func newIndex(cfg ANNOptions, prune bool) *index {
