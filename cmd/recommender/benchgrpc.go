@@ -136,17 +136,21 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				return usageError{"--requests takes seed, text, embed or several, e.g. seed,text"}
 			}
 			send := sender(kind, client, emb)
+			asked := papers
+			if kind != "seed" { // a title of stop words and numbers alone is not a query
+				asked = slices.DeleteFunc(slices.Clone(papers), func(p *recommenderv1.Paper) bool { return lexical.Query(p.GetTitle()).Len() == 0 })
+			}
 			for i, c := range strings.Split(*levels, ",") {
 				var clients int
 				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
 					return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
 				}
 				if i == 0 && *warmup > 0 {
-					if _, err := loadLevel(ctx, papers, kind, send, clients, time.Duration(*warmup*float64(time.Second)), warmupStream); err != nil {
+					if _, err := loadLevel(ctx, asked, send, clients, time.Duration(*warmup*float64(time.Second)), warmupStream); err != nil {
 						return err
 					}
 				}
-				lat, err := loadLevel(ctx, papers, kind, send, clients, time.Duration(*seconds*float64(time.Second)), timedStream)
+				lat, err := loadLevel(ctx, asked, send, clients, time.Duration(*seconds*float64(time.Second)), timedStream)
 				if err != nil {
 					return err
 				}
@@ -199,10 +203,7 @@ func sender(kind string, client recommenderv1.RecommenderServiceClient, emb embe
 
 // loadLevel runs clients goroutines sending requests back to back for d, each client asking
 // for papers in a random order of the stream.
-func loadLevel(ctx context.Context, papers []*recommenderv1.Paper, kind string, send func(context.Context, *recommenderv1.Paper) error, clients int, d time.Duration, stream uint64) ([]time.Duration, error) {
-	if kind != "seed" { // a title of stop words and numbers alone is not a query
-		papers = slices.DeleteFunc(slices.Clone(papers), func(p *recommenderv1.Paper) bool { return lexical.Query(p.GetTitle()).Len() == 0 })
-	}
+func loadLevel(ctx context.Context, papers []*recommenderv1.Paper, send func(context.Context, *recommenderv1.Paper) error, clients int, d time.Duration, stream uint64) ([]time.Duration, error) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var firstErr error
