@@ -20,10 +20,12 @@ import (
 // the results (96 measured best of 32-256 on the CSFCube dev split and the arXiv sample).
 const maxQueryTerms = 96
 
-// doc is the in-memory part of a paper: what scoring and filtering need. Full records stay on
-// disk and are read only for the hits returned.
+// doc is the in-memory part of a paper: what scoring, filtering and brief hits need. Full
+// records stay on disk and are read only for the hits returned whole.
 type doc struct {
 	id         string
+	title      string // with date and year, a brief hit (store.Query.Brief) without a disk read
+	date       string
 	year       int32
 	categories []string
 	authors    []string // store.NormalizeAuthor applied
@@ -106,7 +108,7 @@ func (x *index) put(p *store.Paper, dense [2][]float32) {
 	for i, a := range p.Authors {
 		authors[i] = store.NormalizeAuthor(a)
 	}
-	d := doc{id: p.ID, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
+	d := doc{id: p.ID, title: p.Title, date: p.Date, year: p.Year, categories: slices.Clone(p.Categories), authors: authors,
 		length: p.Lexical.Sum(), sketch: p.Lexical.Sketch(), alive: true, ann: [2]int32{-1, -1}}
 	x.docs = append(x.docs, d)
 	x.lengths = append(x.lengths, d.length)

@@ -56,11 +56,8 @@ func decodeRecord(buf []byte) (store.Paper, error) { return decode(buf, true, al
 // usually does not need and which are most of a record's bytes.
 func decodeMetadata(buf []byte) (store.Paper, error) { return decode(buf, false, allFields) }
 
-// decodeBrief is decodeMetadata with only the id, title, date and year (store.Query.Brief).
-func decodeBrief(buf []byte) (store.Paper, error) { return decode(buf, false, briefFields) }
-
-// decodeForIndex is decodeRecord without the title, abstract, date and topics, which the
-// in-memory index does not keep: what opening a store reads.
+// decodeForIndex is decodeRecord without the abstract and topics, which the in-memory index
+// does not keep: what opening a store reads.
 func decodeForIndex(buf []byte) (store.Paper, error) { return decode(buf, true, indexFields) }
 
 // fields says which of a record's fields decode reads; it skips the others.
@@ -68,8 +65,7 @@ type fields int
 
 const (
 	allFields   fields = iota // all
-	briefFields               // id, title, date, year
-	indexFields               // id, authors, categories, year (the in-memory index's)
+	indexFields               // all but the abstract and topics (the in-memory index's)
 )
 
 func decode(buf []byte, vectors bool, f fields) (store.Paper, error) {
@@ -86,16 +82,12 @@ func decode(buf []byte, vectors bool, f fields) (store.Paper, error) {
 		}
 	}
 	p.ID = d.string()
-	str(&p.Title, f != indexFields)
+	p.Title = d.string()
 	str(&p.Abstract, f == allFields)
-	str(&p.Date, f != indexFields)
+	p.Date = d.string()
 	for _, ss := range []*[]string{&p.Authors, &p.Categories} {
 		for range d.count(1) {
-			var s string
-			str(&s, f != briefFields)
-			if f != briefFields {
-				*ss = append(*ss, s)
-			}
+			*ss = append(*ss, d.string())
 		}
 	}
 	for range d.count(1) {

@@ -23,7 +23,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, p)
 		}
 		forIndex, err := decodeForIndex(encodeRecord(&p))
-		want := store.Paper{ID: p.ID, Authors: p.Authors, Categories: p.Categories, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, DenseHash: p.DenseHash}
+		want := store.Paper{ID: p.ID, Title: p.Title, Date: p.Date, Authors: p.Authors, Categories: p.Categories, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, DenseHash: p.DenseHash}
 		if err != nil || !reflect.DeepEqual(forIndex, want) {
 			t.Fatalf("for the index (%v):\n got %+v\nwant %+v", err, forIndex, want)
 		}

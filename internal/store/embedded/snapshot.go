@@ -16,14 +16,14 @@ import (
 	"github.com/paperrec/recommender/internal/mmap"
 )
 
-// snapFile holds the in-memory index (papers' filter fields, lengths and sketches, and the
-// postings) from a clean close to the next open, which reads it instead of decoding every record
+// snapFile holds the in-memory index (papers' filter fields, titles and dates, lengths and
+// sketches, and the postings) from a clean close to the next open, which reads it instead of decoding every record
 // and rebuilding the postings. It is written after the vectors files it goes with, and deleted
 // once read: a snapshot is only ever the state of the close just before, and a crash between
 // two opens leaves none (that open reads the records).
 const snapFile = "index.snap"
 
-const snapMagic = "RECSTORE-SNAP3\n"
+const snapMagic = "RECSTORE-SNAP4\n"
 
 // postingSize is the bytes of one posting in memory and in the snapshot (doc, tf).
 const postingSize = int(unsafe.Sizeof(posting{}))
@@ -100,7 +100,9 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 	var str []byte
 	for _, n := range live {
 		d := &x.docs[n]
-		str = appendString(str, d.id)
+		for _, v := range []string{d.id, d.title, d.date} {
+			str = appendString(str, v)
+		}
 		str = binary.AppendVarint(str, int64(d.year))
 		for _, list := range [][]string{d.categories, d.authors} {
 			str = binary.AppendUvarint(str, uint64(len(list)))
@@ -344,7 +346,7 @@ func (s *Store) readSnapshot(b []byte) (err error) {
 	x.byID = make(map[string]uint32, ndocs)
 	for i := range x.docs {
 		d := &x.docs[i]
-		d.id = text()
+		d.id, d.title, d.date = text(), text(), text()
 		d.year = int32(sr.varint())
 		for _, list := range []*[]string{&d.categories, &d.authors} {
 			*list = make([]string, sr.uvarint())

@@ -51,7 +51,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 			text = append(text, words[rng.IntN(len(words))])
 		}
 		title, abstract := fmt.Sprintf("Paper %d on %s", i, text[0]), strings.Join(text, " ")
-		papers = append(papers, store.Paper{ID: fmt.Sprintf("p%03d", i), Title: title, Abstract: abstract, Year: int32(2000 + i%25),
+		papers = append(papers, store.Paper{ID: fmt.Sprintf("p%03d", i), Title: title, Abstract: abstract, Year: int32(2000 + i%25), Date: fmt.Sprintf("%d-03-%02d", 2000+i%25, 1+i%28),
 			Categories: []string{[]string{"cs.LG", "cs.CL", "cs.RO"}[i%3]}, Authors: []string{fmt.Sprintf("Author %d", i%17)},
 			Lexical: lexical.Document(title, abstract), Dense: vec(8)})
 	}
@@ -65,6 +65,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	if _, err := s.Delete(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
+	papers[3].Title, papers[3].Date = "Retitled on attention", "2021-11-30"
 	papers[3].Abstract += " rewritten with attention"
 	papers[3].Lexical = lexical.Document(papers[3].Title, papers[3].Abstract)
 	if _, err := s.Upsert(ctx, papers[3:4]); err != nil {
@@ -91,6 +92,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		{Dense: vec(8), Limit: 10, WithVectors: true},
 		{Dense: vec(4), DenseSet: b.Key(), Limit: 10, Comparable: true},
 		{Lexical: lexical.Query("robot vision"), Dense: vec(8), Limit: 10, Filter: store.Filter{Authors: []string{"author 3"}}},
+		{Lexical: lexical.Query("attention transformer"), Dense: vec(8), Limit: 30, Brief: true, Comparable: true},
 	}
 	answers := func(s *embedded.Store) []any {
 		var out []any
@@ -100,6 +102,19 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 				t.Fatal(err)
 			}
 			out = append(out, hits)
+			if !q.Brief {
+				continue
+			}
+			// Brief hits come from memory: they must say what the records say.
+			for _, h := range hits {
+				got, err := s.Get(ctx, []string{h.Paper.ID})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p := got[0]; h.Paper.Title != p.Title || h.Paper.Date != p.Date || h.Paper.Year != p.Year {
+					t.Fatalf("brief hit %q: %q %q %d, the record says %q %q %d", p.ID, h.Paper.Title, h.Paper.Date, h.Paper.Year, p.Title, p.Date, p.Year)
+				}
+			}
 		}
 		idf, _ := s.IDF(ctx, papers[5].Lexical.Indices)
 		st, _ := s.VectorSetStatus(ctx)
