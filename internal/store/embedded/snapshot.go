@@ -18,9 +18,9 @@ import (
 
 // snapFile holds the in-memory index (papers' filter fields, titles and dates, lengths and
 // sketches, and the postings) from a clean close to the next open, which reads it instead of
-// decoding every record and rebuilding the postings. It is written after the vectors files it goes with, and deleted
-// once read: a snapshot is only ever the state of the close just before, and a crash between
-// two opens leaves none (that open reads the records).
+// decoding every record and rebuilding the postings. It is written after the vectors files it
+// goes with, and deleted once read: a snapshot is only ever the state of the close just before,
+// and a crash between two opens leaves none (that open reads the records).
 const snapFile = "index.snap"
 
 const snapMagic = "RECSTORE-SNAP4\n"

@@ -700,8 +700,10 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 	hitsFrom := func(b *bolt.Bucket) error {
 		for _, r := range ranked {
 			d := &s.idx.docs[s.idx.byID[r.ID]]
-			p := store.Paper{ID: d.id, Title: d.title, Date: d.date, Year: d.year}
-			if b != nil {
+			var p store.Paper
+			if b == nil {
+				p = store.Paper{ID: d.id, Title: d.title, Date: d.date, Year: d.year}
+			} else {
 				v := b.Get([]byte(r.ID))
 				if v == nil {
 					return fmt.Errorf("indexed paper %q missing on disk", r.ID)
