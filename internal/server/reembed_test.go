@@ -244,10 +244,15 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 
 	done := make(chan error, 1)
 	go func() { done <- lb.Service.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	// At each stage papers are written beside the loop, not in it: the next request held may be
+	// the switch's, which embeds its last papers holding the embedded store's writer lock.
+	var staged sync.WaitGroup
+	var stagedMu sync.Mutex
+	var stagedErr error
 	written := 0
 	var progress []int64
-	for stage := 1; ; stage++ {
-		held := apiB.PauseAt(stage * 128)
+	held := apiB.PauseAt(128)
+	for stage := 2; ; stage++ {
 		select {
 		case err := <-done:
 			apiB.Resume()
@@ -256,9 +261,8 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 			}
 		case <-held:
 			// The job (or, once switched, a query or write embedding with model-b) waits: look,
-			// let it go on, and write papers (embedded with model-a until the switch). The
-			// writes come after the resume: a switch embeds its last papers holding the
-			// embedded store's writer lock.
+			// then let it go on, holding the next request in the same step so that the job
+			// cannot run past the next stage unseen.
 			info, err := c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
 			if err != nil {
 				t.Fatal(err)
@@ -269,21 +273,29 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 				}
 				progress = append(progress, info.GetOtherVectorSet().GetPapersWithVectors())
 			}
-			apiB.Resume()
-			for range 5 {
-				p := &recommenderv1.Paper{Id: fmt.Sprintf("new-%03d", written), Title: fmt.Sprintf("A paper written during the move, number %d", written),
-					Abstract: "Its vector must reach the new model's set before the switch."}
-				if _, err := c.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{p}}); err != nil {
-					t.Fatalf("write during the re-embedding: %v", err)
+			held = apiB.ResumeAndPauseAt(stage * 128)
+			staged.Add(1)
+			go func(first int) {
+				defer staged.Done()
+				for i := first; i < first+5; i++ {
+					p := &recommenderv1.Paper{Id: fmt.Sprintf("new-%03d", i), Title: fmt.Sprintf("A paper written during the move, number %d", i),
+						Abstract: "Its vector must reach the new model's set before the switch."}
+					if _, err := c.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{p}}); err != nil {
+						stagedMu.Lock()
+						stagedErr = cmp.Or(stagedErr, fmt.Errorf("write %d during the re-embedding: %w", i, err))
+						stagedMu.Unlock()
+						return
+					}
 				}
-				written++
-			}
+			}(written)
+			written += 5
 			continue
 		}
 		break
 	}
+	staged.Wait()
 	wg.Wait()
-	if err := cmp.Or(loopErr, writeErr); err != nil {
+	if err := cmp.Or(loopErr, writeErr, stagedErr); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d stages (papers with a model-b vector at each: %v), %d papers written at them and %d all along; %d answers of model-a, %d of model-b",

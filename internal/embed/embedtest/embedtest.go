@@ -112,15 +112,33 @@ func (s *Server) SetLatency(d time.Duration) {
 func (s *Server) PauseAt(n int) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	held := make(chan struct{})
-	s.pause = &pause{after: n, held: held, resume: make(chan struct{})}
-	return held
+	return s.pauseLocked(n)
 }
 
 // Resume lets the requests held by PauseAt, and all later ones, through.
 func (s *Server) Resume() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.resumeLocked()
+}
+
+// ResumeAndPauseAt lets the held requests go and, in the same step, holds every later request
+// that arrives once n texts have been received: a client cannot slip past the next stop in the
+// moment between a Resume and a PauseAt.
+func (s *Server) ResumeAndPauseAt(n int) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resumeLocked()
+	return s.pauseLocked(n)
+}
+
+func (s *Server) pauseLocked(n int) <-chan struct{} {
+	held := make(chan struct{})
+	s.pause = &pause{after: n, held: held, resume: make(chan struct{})}
+	return held
+}
+
+func (s *Server) resumeLocked() {
 	if s.pause != nil {
 		close(s.pause.resume)
 		s.pause = nil
