@@ -499,10 +499,9 @@ func (x *index) scoreRange(ctx context.Context, terms []queryTerm, rest []float6
 			cur[i] = c
 		}
 		least := leastEssential(floor, rest[e])
-		for j, score := range acc[:end-w] {
-			if score < least {
-				continue
-			}
+		scan := acc[:end-w]
+		for j := nextAtLeast(scan, 0, least); j < len(scan); j = nextAtLeast(scan, j+1, least) {
+			score := scan[j]
 			d := w + uint32(j)
 			if lengths[d] < 0 { // dead: not worth its look-ups
 				continue
@@ -720,6 +719,10 @@ type matcher struct {
 	excluded   map[uint32]bool
 	categories map[string]bool
 	authors    map[string]bool
+	// plain: the filter only excludes named papers, so a paper matches when it is alive and
+	// not one of them, which lengths tells without reading the paper's doc (a cache miss per
+	// candidate in the scoring loops).
+	plain bool
 }
 
 func (x *index) matcher(f store.Filter) *matcher {
@@ -749,6 +752,7 @@ func (x *index) matcher(f store.Filter) *matcher {
 			m.authors[store.NormalizeAuthor(a)] = true
 		}
 	}
+	m.plain = f.MinYear == 0 && f.MaxYear == 0 && m.only == nil && m.categories == nil && m.authors == nil
 	return m
 }
 
@@ -760,6 +764,9 @@ func (m *matcher) restricts() bool {
 }
 
 func (m *matcher) match(n uint32) bool {
+	if m.plain {
+		return m.x.lengths[n] >= 0 && !m.excluded[n]
+	}
 	d := &m.x.docs[n]
 	if !d.alive || m.excluded[n] || (m.only != nil && !m.only[n]) {
 		return false
