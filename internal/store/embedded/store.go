@@ -706,7 +706,9 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) 
 			} else {
 				v := b.Get([]byte(r.ID))
 				if v == nil {
-					return fmt.Errorf("indexed paper %q missing on disk", r.ID)
+					// Deleted by a write committed since the index was searched: writes reach
+					// the index only after their commit, so disk can be one write ahead.
+					continue
 				}
 				decodeHit := decodeMetadata
 				if q.WithVectors {
