@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -28,13 +29,12 @@ type embeddingFlags struct {
 }
 
 // Defaults for an embedding server on this machine (a loopback URL), measured with the CPU model
-// of tests/embedserver (BENCHMARKS.md, "Embedding throughput"): it shares the machine's cores, so
-// requests in parallel only contend (backfill 2.5 papers/s at 1 in flight, 2.1 at 4), and small
+// of tests/embedserver (BENCHMARKS.md, "Throughput on 2 cores"): it runs one model worker per
+// core, so one request in flight per core keeps every worker busy (more only queue), and small
 // requests finish well inside the timeout.
-const (
-	localMaxConcurrency = 1
-	localMaxInputs      = 32
-)
+var localMaxConcurrency = runtime.NumCPU()
+
+const localMaxInputs = 32
 
 // optionalString is a string flag that tells "set to empty" from "not set": an explicit empty
 // prefix overrides the model's preset.
@@ -96,7 +96,7 @@ func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full boo
 	fs.StringVar(&e.cfg.AzureAPIVersion, f("-azure-api-version"), envOr(v("_AZURE_API_VERSION"), d.AzureAPIVersion),
 		"Azure OpenAI api-version (env "+v("_AZURE_API_VERSION")+")")
 	e.intVar(fs, &e.cfg.MaxConcurrency, f("-max-concurrency"), v("_MAX_CONCURRENCY"), d.MaxConcurrency,
-		fmt.Sprintf("embedding requests in flight at once; %d for a loopback URL (a model on this machine) (env "+v("_MAX_CONCURRENCY")+")", localMaxConcurrency))
+		fmt.Sprintf("embedding requests in flight at once; %d (one per core) for a loopback URL (a model on this machine) (env "+v("_MAX_CONCURRENCY")+")", localMaxConcurrency))
 	e.intVar(fs, &e.cfg.RequestsPerMinute, f("-requests-per-minute"), v("_REQUESTS_PER_MINUTE"), 0,
 		"pace requests to stay under the provider's rate limit; 0: unpaced (env "+v("_REQUESTS_PER_MINUTE")+")")
 	e.intVar(fs, &e.cfg.MaxInputs, f("-max-inputs"), v("_MAX_INPUTS"), d.MaxInputs,
