@@ -13,6 +13,7 @@ import (
 // RECOMMENDER_REQUIRE_BROWSER=1 (as in CI) makes that a failure. RECOMMENDER_SCREENSHOT keeps the
 // screenshot at that path.
 func TestBrowserPage(t *testing.T) {
+	t.Parallel()
 	chromium := os.Getenv("CHROMIUM")
 	if chromium == "" {
 		chromium = "/usr/bin/chromium"

@@ -27,6 +27,7 @@ import (
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // binary is the recommender binary built once for the process-level tests.
@@ -39,7 +40,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "recommender")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	// Under -race the child processes (the kill and shutdown tests' servers) get the race
+	// detector too.
+	build := []string{"build", "-o", binary}
+	if race.Enabled {
+		build = append(build, "-race")
+		// A race-enabled program sleeps a second before it exits unless told not to; the
+		// tests run the binary hundreds of times.
+		_ = os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build recommender: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -64,13 +74,13 @@ var servingAddr = regexp.MustCompile(`msg=serving grpc_addr=(\S+)`)
 
 // startServe starts the binary on a free loopback port with the data directory and waits for it
 // to log the address it serves on.
-func startServe(t *testing.T, dataDir string, extra ...string) *process {
+func startServe(t testing.TB, dataDir string, extra ...string) *process {
 	t.Helper()
 	return startServeEnv(t, nil, dataDir, extra...)
 }
 
 // startServeEnv is startServe with extra environment variables.
-func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) *process {
+func startServeEnv(t testing.TB, env []string, dataDir string, extra ...string) *process {
 	t.Helper()
 	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", dataDir}, extra...)
 	cmd := exec.Command(binary, args...)
@@ -82,7 +92,7 @@ func startServeEnv(t *testing.T, env []string, dataDir string, extra ...string) 
 
 // watchServe starts a serve command and waits for it to log the address it serves on; the
 // returned process has a plaintext client connected.
-func watchServe(t *testing.T, cmd *exec.Cmd) *process {
+func watchServe(t testing.TB, cmd *exec.Cmd) *process {
 	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -131,12 +141,24 @@ func watchServe(t *testing.T, cmd *exec.Cmd) *process {
 		t.Fatal(err)
 	}
 	p.client = recommenderv1.NewRecommenderServiceClient(p.conn)
-	t.Cleanup(func() { p.kill(t) })
+	t.Cleanup(func() {
+		p.kill(t)
+		noDataRace(t, "serve", p.logs())
+	})
 	return p
 }
 
+// noDataRace fails the test when a child built with -race reported a data race: a server is
+// usually killed, so its exit code cannot say so.
+func noDataRace(t testing.TB, what, stderr string) {
+	t.Helper()
+	if strings.Contains(stderr, "WARNING: DATA RACE") {
+		t.Errorf("%s reported a data race:\n%s", what, stderr)
+	}
+}
+
 // kill sends SIGKILL: no shutdown code of ours runs.
-func (p *process) kill(t *testing.T) {
+func (p *process) kill(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.exited:
@@ -198,6 +220,7 @@ func wantPapers(t *testing.T, c recommenderv1.RecommenderServiceClient, ids []st
 // acknowledged writes, then while writes are in flight, and restarts it on the same data
 // directory each time.
 func TestSIGKILLLosesNoAcknowledgedWrite(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	p := startServe(t, dir)
@@ -287,6 +310,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	noDataRace(t, strings.Join(append([]string{"recommender"}, args...), " "), stderr.String())
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -313,6 +337,7 @@ func backfillCounts(t *testing.T, addr, file string) string {
 }
 
 func TestBackfillSharedSampleTwice(t *testing.T) {
+	t.Parallel()
 	sample := filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz")
 	p := startServe(t, t.TempDir())
 	if got := backfillCounts(t, p.addr, sample); got != "inserted 4082, updated 0, unchanged 0, rejected 0, malformed lines 0" {
@@ -335,6 +360,7 @@ func TestBackfillSharedSampleTwice(t *testing.T) {
 }
 
 func TestBackfillReportsBadLinesAndGoesOn(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "papers.jsonl")
 	content := `{"id":"good-1","title":"Good"}
 {"id":"bad json
@@ -378,6 +404,7 @@ func TestBackfillReportsBadLinesAndGoesOn(t *testing.T) {
 // acknowledged, share of the file, rate, time left. A checkpoint keeps the counts across a
 // resume, and one made for another version of the file is set aside with a message.
 func TestBackfillForBatchJobs(t *testing.T) {
+	t.Parallel()
 	const n = 400
 	api := embedtest.New(16)
 	defer api.Close()
@@ -448,6 +475,7 @@ func TestBackfillForBatchJobs(t *testing.T) {
 }
 
 func TestRecommendCommand(t *testing.T) {
+	t.Parallel()
 	p := startServe(t, t.TempDir(), "--demo")
 	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--seed", "demo-0013", "--limit", "3")
 	if code != 0 || !strings.HasPrefix(out, "3 results (lexical)") || !strings.Contains(out, "next page: --page-token ") {
@@ -493,6 +521,7 @@ func TestRecommendCommand(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -519,6 +548,7 @@ func TestUsage(t *testing.T) {
 // TestVersion: every command answers --version on stdout, exit 0, doing nothing else (serve
 // does not start, backfill needs no --file).
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	want := regexp.MustCompile(`^recommender \S+.*, go1\.\d+`)
 	args := [][]string{{"--version"}, {"version"}}
 	for _, c := range []string{"serve", "backfill", "recommend", "info", "health", "check", "eval", "bench-ann", "bench-grpc"} {
@@ -535,6 +565,7 @@ func TestVersion(t *testing.T) {
 // TestServeRefusesABusyDataDir shows a second server on the same directory fails clearly
 // instead of corrupting it.
 func TestServeRefusesABusyDataDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	startServe(t, dir)
 	cmd := exec.Command(binary, "serve", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
@@ -547,6 +578,7 @@ func TestServeRefusesABusyDataDir(t *testing.T) {
 // TestServeWithEmbeddingAPI configures the binary through the EMBEDDING_* variables against a
 // local fake of the OpenAI embeddings API.
 func TestServeWithEmbeddingAPI(t *testing.T) {
+	t.Parallel()
 	api := embedtest.New(32)
 	defer api.Close()
 	const key = "sk-do-not-log-me"
@@ -580,6 +612,7 @@ func TestServeWithEmbeddingAPI(t *testing.T) {
 // ingest and recommend work end to end over gRPC, and the health service follows Qdrant going
 // away and coming back, without a restart.
 func TestServeOnQdrantDouble(t *testing.T) {
+	t.Parallel()
 	d, err := qdranttest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -631,6 +664,7 @@ func TestServeOnQdrantDouble(t *testing.T) {
 // answers it creates the collection bound to the model, turns SERVING and serves, without a
 // restart.
 func TestServeStartsBeforeQdrant(t *testing.T) {
+	t.Parallel()
 	d, err := qdranttest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -704,6 +738,8 @@ func backfillOne(t *testing.T, addr, title string) {
 // TestEvalCommand runs the quality benchmark end to end with the fake embedding API, so every
 // mode is measured, and checks the rankings file covers all 50 rows.
 func TestEvalCommand(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
 	shared := testutil.SharedDir(t)
 	api := embedtest.New(32)
 	defer api.Close()
@@ -732,6 +768,7 @@ func TestEvalCommand(t *testing.T) {
 // check verifies a stopped server's data directory; a directory that lost its papers.db is
 // refused by serve (unless --allow-empty-store) and reported by check.
 func TestCheckCommandAndLostPapersFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	startServe(t, dir, "--demo").stop(t)
 	out, errOut, code := runCLI(t, "check", "--data-dir", dir)
@@ -756,6 +793,7 @@ func TestCheckCommandAndLostPapersFile(t *testing.T) {
 
 // synth writes the same papers for the same seed, in the format backfill reads.
 func TestSynthCommand(t *testing.T) {
+	t.Parallel()
 	sample := filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz")
 	dir := t.TempDir()
 	var files [][]byte
@@ -783,6 +821,7 @@ func TestSynthCommand(t *testing.T) {
 // pruned, finds them equal, and reads a peer's answers (here a shell script standing in for the
 // tantivy one, answering each title with the paper it came from).
 func TestBenchLexicalCommand(t *testing.T) {
+	t.Parallel()
 	sample := filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz")
 	dir := t.TempDir()
 	peer := filepath.Join(dir, "peer.sh")
@@ -813,6 +852,7 @@ func TestBenchLexicalCommand(t *testing.T) {
 // feed: create, list, follow while a paper is written (stopped by Ctrl-C, it says where to
 // resume), delete.
 func TestFeedCommand(t *testing.T) {
+	t.Parallel()
 	p := startServe(t, t.TempDir(), "--demo")
 	out, errOut, code := runCLI(t, "feed", "create", "--server", p.addr, "--query", "federated learning privacy", "--name", "fl", "--min-relevance", "0.5")
 	id, _, _ := strings.Cut(out, " ")

@@ -24,6 +24,7 @@ import (
 // Connect protocol (JSON, and with buf curl), gRPC-Web and gRPC over h2c, with API keys, so
 // the calls pass through the same key checks as the gRPC port.
 func TestHTTPPortProtocols(t *testing.T) {
+	t.Parallel()
 	p := startServeEnv(t, []string{keysEnv}, t.TempDir(), "--demo")
 	base := "http://" + p.httpAddr + "/recommender.v1.RecommenderService/"
 	connect := func(method, key, body string) (int, []byte) {
@@ -57,6 +58,9 @@ func TestHTTPPortProtocols(t *testing.T) {
 		}
 	})
 	t.Run("buf curl", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("compiles buf, minutes from a cold build cache; runs without -short")
+		}
 		root, _ := filepath.Abs("../..")
 		cmd := exec.Command("go", "tool", "-modfile=tools/go.mod", "buf", "curl", "--schema", ".", "--protocol", "connect",
 			"-H", "Authorization: Bearer "+readKey, "-d", `{"paper_id":"demo-0001"}`, base+"GetPaper")

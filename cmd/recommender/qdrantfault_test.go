@@ -27,6 +27,7 @@ type killable struct {
 // paper it sent is stored. It runs on the contract double, and on a real Qdrant when QDRANT_BIN
 // names its binary: the test then starts Qdrant in a temporary folder and SIGKILLs it.
 func TestBackfillSurvivesQdrantRestart(t *testing.T) {
+	t.Parallel()
 	t.Run("double", func(t *testing.T) {
 		d, err := qdranttest.Start()
 		if err != nil {
@@ -172,6 +173,7 @@ func waitCount(ctx context.Context, t *testing.T, client recommenderv1.Recommend
 // TestBenchGRPCStores runs the load benchmark briefly on each store: the second run on a kept
 // store loads it instead of ingesting again, and a run with another corpus is refused.
 func TestBenchGRPCStores(t *testing.T) {
+	t.Parallel()
 	d, err := qdranttest.Start()
 	if err != nil {
 		t.Fatal(err)

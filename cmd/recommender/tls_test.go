@@ -58,6 +58,7 @@ func pki(t *testing.T) (dir string) {
 // with the CA and a client certificate, to the gRPC port and to gRPC on the HTTP port, and is
 // refused without one or without TLS.
 func TestMutualTLS(t *testing.T) {
+	t.Parallel()
 	d := pki(t)
 	f := func(name string) string { return filepath.Join(d, name) }
 	// startServe's client is plaintext, so drive this server with the CLI only.

@@ -39,6 +39,7 @@ func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceService
 // TestTracingExportsSpans: with OTEL_EXPORTER_OTLP_ENDPOINT set, RPCs over gRPC and calls over
 // HTTP are traced and the spans reach the collector, flushed at shutdown.
 func TestTracingExportsSpans(t *testing.T) {
+	t.Parallel()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

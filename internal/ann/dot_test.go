@@ -3,11 +3,14 @@ package ann
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // The assembly kernel and the portable loop agree on every length (the kernel takes multiples
 // of 32, the loop the rest) and at the extremes of the code range.
 func TestDotInt8MatchesPortable(t *testing.T) {
+	race.Skip(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for n := 0; n <= 800; n++ {
 		a, b := make([]int8, n), make([]int8, n)

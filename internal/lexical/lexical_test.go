@@ -7,6 +7,7 @@ import (
 
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 func TestTerms(t *testing.T) {
@@ -85,6 +86,7 @@ func TestCombine(t *testing.T) {
 // definition spelled out with Terms and strings: term and pair frequencies by string, merged by
 // TermID.
 func TestDocumentMatchesItsDefinition(t *testing.T) {
+	race.Skip(t)
 	byDefinition := func(title, abstract string) map[uint32]float32 {
 		tf := map[string]float32{}
 		for _, f := range []struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 func TestNormalizeTitle(t *testing.T) {
@@ -78,6 +79,7 @@ func TestSharedTermsByContribution(t *testing.T) {
 // order and shuffled, with scores far apart and close together (where similarity decides); the
 // rest follow in the order they came.
 func TestMMRMatchesReference(t *testing.T) {
+	race.Skip(t)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, dims := range []int{-1, 0, 16} { // -1: sketches, no embeddings
 		for _, spread := range []float32{1, 0.001} {

@@ -7,6 +7,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // Diversity without embeddings compares term sketches (what the store keeps in memory) instead
@@ -14,6 +15,8 @@ import (
 // MMR gets in spreading the top 10 (mean pairwise cosine of their term vectors), at the same
 // relevance.
 func TestSketchDiversityTracksExact(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
 	srv, papers := sampleServer(t)
 	var plainSim, exSim, skSim, exRel, skRel float64 // sums over seeds
 	n := 0

@@ -51,6 +51,7 @@ func ids(resp *recommenderv1.RecommendResponse) []string {
 }
 
 func TestSeedsNeverRecommendThemselves(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	for _, req := range []*recommenderv1.RecommendRequest{
 		{PositivePaperIds: []string{"demo-0001"}, PageSize: 100},
@@ -74,6 +75,7 @@ func TestSeedsNeverRecommendThemselves(t *testing.T) {
 }
 
 func TestRecommendFindsTheTopic(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0013"}, PageSize: 3})
 	if err != nil {
@@ -91,6 +93,7 @@ func TestRecommendFindsTheTopic(t *testing.T) {
 }
 
 func TestRecommendValidation(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	cases := []struct {
 		name  string
@@ -140,6 +143,7 @@ func manyIDs(n int) []string {
 // An unknown seed id is reported and left out when another seed resolves; when none does, the
 // call is NOT_FOUND naming the ids.
 func TestUnknownSeedsAreReportedOrNotFound(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0001", "no-such-paper"}})
 	if err != nil {
@@ -187,6 +191,7 @@ func seedSummary(resp *recommenderv1.RecommendResponse) []string {
 }
 
 func TestPageSizeDefaultsAndCap(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, twinPapers(150))
 	for _, tc := range []struct{ size, want int32 }{{0, 10}, {7, 7}, {100, 100}, {500, 100}} {
@@ -215,6 +220,7 @@ func twinPapers(n int) []*recommenderv1.Paper {
 }
 
 func TestPagingIsDeterministicAndComplete(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, twinPapers(95))
 	papers, err := demo.Papers()
@@ -259,6 +265,7 @@ func TestPagingIsDeterministicAndComplete(t *testing.T) {
 // Every answer names the model and index version it came from; a page token is bound to the
 // ranking: another model's server refuses it, saying why, and so does a token of the old format.
 func TestAnswersAreVersioned(t *testing.T) {
+	t.Parallel()
 	lex := demoServer(t)
 	req := &recommenderv1.RecommendRequest{Query: "graph neural networks", PageSize: 3}
 	first, err := lex.Client.Recommend(ctx, req)
@@ -311,6 +318,7 @@ func TestAnswersAreVersioned(t *testing.T) {
 }
 
 func TestPageTokenTampering(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	req := &recommenderv1.RecommendRequest{Query: "learning", PageSize: 5}
 	resp, err := srv.Client.Recommend(ctx, req)
@@ -340,6 +348,7 @@ func TestPageTokenTampering(t *testing.T) {
 }
 
 func TestFilters(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	all := func(f *recommenderv1.Filter) []*recommenderv1.Recommendation {
 		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{
@@ -378,6 +387,7 @@ func TestFilters(t *testing.T) {
 }
 
 func TestArxivVersionSuffixIsStoredUnderBareID(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	up, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
 		{Id: "2103.12906v3", Title: "A versioned paper", Abstract: "About versions."},
@@ -414,6 +424,7 @@ func TestArxivVersionSuffixIsStoredUnderBareID(t *testing.T) {
 }
 
 func TestUpsertIsIdempotentAndValidated(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	papers := []*recommenderv1.Paper{
 		{Id: "p1", Title: "First", Abstract: "One.", Date: "2020-05-01"},
@@ -473,6 +484,7 @@ func TestUpsertIsIdempotentAndValidated(t *testing.T) {
 }
 
 func TestDelete(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	resp, err := srv.Client.DeletePapers(ctx, &recommenderv1.DeletePapersRequest{PaperIds: []string{"demo-0001", "missing"}})
 	if err != nil {
@@ -495,6 +507,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestIngestRejectsBadPapersOneByOne(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	resp := testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{
 		{Id: "ok-1", Title: "Good paper"},
@@ -516,6 +529,7 @@ func TestIngestRejectsBadPapersOneByOne(t *testing.T) {
 }
 
 func TestIndexInfoHealthAndReflection(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	info, err := srv.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
 	if err != nil {

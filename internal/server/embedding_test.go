@@ -76,6 +76,7 @@ func demoServerWith(t *testing.T, emb *embed.Client) *testutil.Server {
 // TestModesOverGRPC runs every retrieval mode by seed and by text, on hashed vectors from the
 // fake API and on a real model's.
 func TestModesOverGRPC(t *testing.T) {
+	t.Parallel()
 	t.Run("fake API", func(t *testing.T) {
 		api := embedtest.New(testDims)
 		t.Cleanup(api.Close)
@@ -140,6 +141,7 @@ func testModes(t *testing.T, emb *embed.Client, dims int) {
 }
 
 func TestUnchangedReingestMakesNoEmbeddingCall(t *testing.T) {
+	t.Parallel()
 	srv, api := hybridServer(t)
 	papers, err := demo.Papers()
 	if err != nil {
@@ -169,6 +171,7 @@ func TestUnchangedReingestMakesNoEmbeddingCall(t *testing.T) {
 }
 
 func TestBadEmbeddingsStoreNothing(t *testing.T) {
+	t.Parallel()
 	srv, api := hybridServer(t)
 	for _, f := range []embedtest.Fault{{WrongDims: true}, {NaN: true}, {Status: 500}} {
 		api.Inject(f, f) // the client tries twice
@@ -187,6 +190,7 @@ func TestBadEmbeddingsStoreNothing(t *testing.T) {
 }
 
 func TestSeedWithoutVectorIsAPrecondition(t *testing.T) {
+	t.Parallel()
 	api := embedtest.New(testDims)
 	defer api.Close()
 	dir := t.TempDir()
@@ -222,6 +226,7 @@ func TestSeedWithoutVectorIsAPrecondition(t *testing.T) {
 }
 
 func TestModelMismatchIsRefused(t *testing.T) {
+	t.Parallel()
 	api := embedtest.New(testDims)
 	defer api.Close()
 	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
@@ -248,6 +253,7 @@ func TestModelMismatchIsRefused(t *testing.T) {
 // their prefixes, seeds use the stored document vectors, and the store refuses other prefixes
 // as it refuses another model.
 func TestPrefixesAreSentAndBound(t *testing.T) {
+	t.Parallel()
 	api := embedtest.New(testDims)
 	defer api.Close()
 	e5 := embed.Prefixes{Query: "query: ", Document: "passage: "}

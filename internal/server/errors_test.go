@@ -32,6 +32,7 @@ func (fullDisk) Upsert(ctx context.Context, papers []store.Paper) ([]store.Outco
 // (grpc-go says INTERNAL), and a full disk is RESOURCE_EXHAUSTED with retry advice; each
 // carries its ErrorInfo reason.
 func TestErrorsOverGRPC(t *testing.T) {
+	t.Parallel()
 	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

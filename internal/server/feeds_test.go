@@ -101,6 +101,7 @@ func upsert(t *testing.T, c recommenderv1.RecommenderServiceClient, papers ...*r
 }
 
 func TestFeedsCreateGetListDelete(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	a := createFeed(t, srv.Client, followFederated)
 	b := createFeed(t, srv.Client, &recommenderv1.Feed{PositivePaperIds: []string{"demo-0014"}, PositivePapers: []*recommenderv1.SeedPaper{{Title: "Secure aggregation"}}})
@@ -157,6 +158,7 @@ func TestFeedsCreateGetListDelete(t *testing.T) {
 // Two clients follow one feed while papers are written: each gets the matching papers, in
 // write order, and nothing else.
 func TestTwoClientsStreamWhilePapersAreWritten(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	f := createFeed(t, srv.Client, followFederated)
 	one := openStream(t, srv.Client, &recommenderv1.StreamFeedRequest{FeedId: f.GetFeedId()})
@@ -192,6 +194,7 @@ func TestTwoClientsStreamWhilePapersAreWritten(t *testing.T) {
 // A client cut off mid-stream resumes with its last cursor and sees every matching paper
 // exactly once; the backlog since a time comes first; a restart loses no feed or write.
 func TestFeedResumesWithoutGapOrRepeat(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	var feedID, since string
 	var want []string

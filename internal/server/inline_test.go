@@ -16,6 +16,7 @@ import (
 // results of an inline copy of demo-0014 are those of demo-0014 by id (its stored copy, titled
 // alike, is left out as a seed's copy), and nothing is stored.
 func TestInlineSeedRecommendsLikeTheStoredPaper(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	papers, err := demo.Papers()
 	if err != nil {
@@ -51,6 +52,7 @@ func TestInlineSeedRecommendsLikeTheStoredPaper(t *testing.T) {
 // Ids and inline seeds mix; every seed is reported in the request's order, repeats as
 // duplicates; an inline paper titled like a stored seed is that seed again.
 func TestMixedSeedsAreReported(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{
 		PositivePaperIds: []string{"demo-0001", "no-such-paper", " demo-0001 "},
@@ -102,6 +104,7 @@ func demoTitle(t *testing.T, id string) string {
 }
 
 func TestInlineSeedValidation(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	for _, tc := range []struct {
 		seed  *recommenderv1.SeedPaper
@@ -126,6 +129,7 @@ func TestInlineSeedValidation(t *testing.T) {
 
 // The text and every inline seed are embedded in one call; stored seeds are not embedded again.
 func TestInlineSeedsEmbedInOneCall(t *testing.T) {
+	t.Parallel()
 	api := embedtest.New(testDims)
 	t.Cleanup(api.Close)
 	srv := demoServerWith(t, newEmbedder(t, api, "fake-model"))

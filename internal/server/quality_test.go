@@ -7,6 +7,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // Quality bars for lexical recommendations, measured through the gRPC API. Run with -v to see
@@ -19,12 +20,12 @@ const (
 // TestTopicPrecisionAt10 recommends by each paper of the shared arXiv sample as the only seed
 // and counts a result as relevant when it shares a topic label with the seed.
 func TestTopicPrecisionAt10(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("ingests 4,082 papers; skipped with -short")
 	}
-	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
-	srv := testutil.StartServer(t)
-	testutil.Ingest(t, srv.Client, papers)
+	race.Skip(t)
+	srv, papers := sampleServer(t)
 	p, err := eval.TopicPrecision(ctx, srv.Client, papers, recommenderv1.RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED)
 	if err != nil {
 		t.Fatal(err)
@@ -38,9 +39,11 @@ func TestTopicPrecisionAt10(t *testing.T) {
 // TestCSFCubeLexical ranks every CSFCube pool by similarity to its query paper, lexically,
 // and scores the dev split.
 func TestCSFCubeLexical(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("ingests 4,205 papers; skipped with -short")
 	}
+	race.Skip(t)
 	c, err := eval.LoadCSFCube(filepath.Join(testutil.SharedDir(t), "eval", "csfcube"))
 	if err != nil {
 		t.Fatal(err)

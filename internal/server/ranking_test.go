@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,15 +13,14 @@ import (
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
-// sampleServer serves the shared arXiv sample.
+// sampleServer returns the package's server of the shared arXiv sample (see TestMain), for tests
+// that only read it.
 func sampleServer(t *testing.T) (*testutil.Server, []*recommenderv1.Paper) {
 	t.Helper()
-	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
-	srv := testutil.StartServer(t)
-	testutil.Ingest(t, srv.Client, papers)
-	return srv, papers
+	return sample.Get(t)
 }
 
 // meanPairwiseSimilarity is the mean cosine similarity of the results' term vectors.
@@ -40,6 +38,8 @@ func meanPairwiseSimilarity(results []*recommenderv1.Recommendation) float64 {
 }
 
 func TestDiversitySpreadsTheTopTen(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
 	srv, _ := sampleServer(t)
 	ask := func(d float32) []*recommenderv1.Recommendation {
 		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "federated learning privacy", PageSize: 10, Diversity: d})
@@ -78,6 +78,7 @@ func TestDiversitySpreadsTheTopTen(t *testing.T) {
 }
 
 func TestRecencyMovesANewerEquallySimilarPaperUp(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{
 		// Same terms (numbers are not terms), so the same score; the older one has the smaller id.
@@ -105,6 +106,7 @@ func TestRecencyMovesANewerEquallySimilarPaperUp(t *testing.T) {
 }
 
 func TestDuplicateTitlesCollapse(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{
 		{Id: "1706.03762", Title: "Attention Is All You Need", Abstract: "The Transformer, based solely on attention mechanisms."},
@@ -139,6 +141,8 @@ func words(text string) map[string]bool {
 }
 
 func TestExplanationsNameRealSharedTerms(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
 	srv, papers := sampleServer(t)
 	byID := map[string]*recommenderv1.Paper{}
 	for _, p := range papers {
@@ -186,6 +190,8 @@ func TestExplanationsNameRealSharedTerms(t *testing.T) {
 }
 
 func TestNegativeSeedDemotesWhatIsCloserToIt(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
 	srv, papers := sampleServer(t)
 	top := func(n int, pos string, neg []string, exclude ...string) []string {
 		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{pos}, NegativePaperIds: neg,
@@ -252,6 +258,7 @@ func TestNegativeSeedDemotesWhatIsCloserToIt(t *testing.T) {
 }
 
 func TestCandidateListsAreRanked(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{
 		PositivePaperIds:  []string{"demo-0019"},
@@ -282,6 +289,7 @@ func TestCandidateListsAreRanked(t *testing.T) {
 }
 
 func TestSeveralSeedsFindWhatTheyShare(t *testing.T) {
+	t.Parallel()
 	srv := demoServer(t)
 	// Two seeds from different areas: a robot-learning paper and a speech paper. Averaging
 	// gives each an equal say, so both areas are represented in the top 6.
@@ -308,6 +316,7 @@ func TestSeveralSeedsFindWhatTheyShare(t *testing.T) {
 // case and punctuation) is the seed itself, and is never recommended, on any page, whether it
 // would come first or be folded into another result; unless the caller names the candidates.
 func TestSeedCopiesAreNotResults(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	abstract := "Small neural networks detect spoken keywords on microcontrollers with little memory."
 	papers := []*recommenderv1.Paper{
@@ -353,6 +362,7 @@ func TestSeedCopiesAreNotResults(t *testing.T) {
 // ("polysomnography") before the one most papers have ("number"), although among the
 // candidates, all about sleep staging, it is the generic one that is rarer.
 func TestSharedTermsBySpecificity(t *testing.T) {
+	t.Parallel()
 	srv := testutil.StartServer(t)
 	papers := []*recommenderv1.Paper{
 		{Id: "seed", Title: "Sleep staging", Abstract: "Automatic scoring from polysomnography, and the number of epochs."},

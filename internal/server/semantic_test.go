@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // paraphrases are queries written for this test, each describing one paper of the shared sample
@@ -35,12 +37,18 @@ const minSemanticHits = 8
 
 // TestParaphrasesFindTheirPaper ingests the shared sample (4,082 papers) through a real
 // embedding model and asks for each paraphrase in every mode: DENSE and HYBRID must find most
-// target papers in the top 10, LEXICAL (no shared word) fewer.
+// target papers in the top 10, LEXICAL (no shared word) fewer. The papers' vectors come from
+// the shared recorded ones (../shared/data/e5-cache.sqlite, made by the pinned model) when
+// present; then a fresh random draw of 64 of them and every query are embedded again live and
+// must match (modeltest.Recorder.RequireLive), so a changed model or text still fails here.
 func TestParaphrasesFindTheirPaper(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
-		t.Skip("embeds 4,082 papers with a real model; skipped with -short")
+		t.Skip("ingests 4,082 papers through a real model; skipped with -short")
 	}
-	papers := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	race.Skip(t)
+	shared := testutil.SharedDir(t)
+	papers := testutil.ReadPapers(t, filepath.Join(shared, "data", "arxiv-cs-sample.jsonl.gz"))
 	byID := map[string]*recommenderv1.Paper{}
 	for _, p := range papers {
 		byID[p.GetId()] = p
@@ -54,11 +62,23 @@ func TestParaphrasesFindTheirPaper(t *testing.T) {
 			t.Fatalf("paraphrase of %s shares %v with the paper: not a paraphrase", pp.target, shared)
 		}
 	}
-	model := modeltest.Start(t)
-	srv := testutil.StartServerWith(t, testutil.Options{Embedder: model.Client(t)})
+	var model *modeltest.Server
+	if recorded := filepath.Join(shared, "data", "e5-cache.sqlite"); fileExists(recorded) {
+		model = modeltest.StartRecorded(t, recorded)
+	} else {
+		t.Logf("no recorded vectors at %s: embedding all %d papers live (minutes)", recorded, len(papers))
+		model = modeltest.Start(t)
+	}
+	emb := modeltest.Record(model.Client(t))
+	srv := testutil.StartServerWith(t, testutil.Options{Embedder: emb})
 	if resp := testutil.Ingest(t, srv.Client, papers); resp.GetRejected() > 0 {
 		t.Fatalf("ingest rejected %d papers: %v", resp.GetRejected(), resp.GetRejections())
 	}
+	defer func() {
+		emb.RequireLive(t, model, 64)
+		st := model.Stats(t)
+		t.Logf("model server: %d inputs from recorded vectors, %d embedded, %d embedded live to check", st.Cached, st.Embedded, st.Live)
+	}()
 
 	hits := map[recommenderv1.RetrievalMode]int{}
 	modes := []recommenderv1.RetrievalMode{recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL,
@@ -120,4 +140,9 @@ func sharedTerms(query string, p *recommenderv1.Paper) []string {
 		}
 	}
 	return shared
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/synth"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 func sample(t *testing.T) []*recommenderv1.Paper {
@@ -33,6 +34,7 @@ func generate(m *synth.Model, seed uint64, n int) []*recommenderv1.Paper {
 
 // The same seed makes the same corpus; another seed another.
 func TestSameSeedSamePapers(t *testing.T) {
+	race.Skip(t)
 	m := synth.Train(sample(t))
 	a, b, c := generate(m, 7, 50), generate(m, 7, 50), generate(m, 8, 50)
 	if !slices.EqualFunc(a, b, func(x, y *recommenderv1.Paper) bool { return proto.Equal(x, y) }) {
@@ -56,6 +58,7 @@ func ngrams(text string, n int) []string {
 // runs of the sample's abstracts), no sample title, the sample's topics and lengths, and
 // topical structure (papers of one topic more alike than papers of two).
 func TestPapersAreLikeTheSampleNotCopies(t *testing.T) {
+	race.Skip(t)
 	papers := sample(t)
 	m := synth.Train(papers)
 	gen := generate(m, 1, 2000)

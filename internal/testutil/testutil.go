@@ -3,8 +3,10 @@ package testutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -40,24 +42,93 @@ func StartServerWith(tb testing.TB, o Options) *Server {
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
-	st, err := embedded.Open(context.Background(), embedded.Options{Dir: o.Dir})
+	srv, stop, err := startServer(o)
 	if err != nil {
-		tb.Fatal(err)
-	}
-	lb, err := server.StartLoopback(context.Background(), st, o.Embedder)
-	if err != nil {
-		_ = st.Close()
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		if err := lb.Close(); err != nil {
+		if err := stop(); err != nil {
 			tb.Errorf("stop server: %v", err)
 		}
-		if err := st.Close(); err != nil {
-			tb.Errorf("close store: %v", err)
-		}
 	})
-	return &Server{Client: recommenderv1.NewRecommenderServiceClient(lb.Conn), Conn: lb.Conn, Addr: lb.Addr}
+	return srv
+}
+
+// startServer serves an embedded store in o.Dir until stop.
+func startServer(o Options) (srv *Server, stop func() error, err error) {
+	st, err := embedded.Open(context.Background(), embedded.Options{Dir: o.Dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	lb, err := server.StartLoopback(context.Background(), st, o.Embedder)
+	if err != nil {
+		return nil, nil, errors.Join(err, st.Close())
+	}
+	stop = func() error {
+		if err := lb.Close(); err != nil {
+			return errors.Join(err, st.Close())
+		}
+		return st.Close()
+	}
+	return &Server{Client: recommenderv1.NewRecommenderServiceClient(lb.Conn), Conn: lb.Conn, Addr: lb.Addr}, stop, nil
+}
+
+// SharedSample serves the shared arXiv sample, lexically, to the tests of a package that only
+// read it: the first test that asks starts the server and ingests the sample, later ones reuse
+// it, and the package's TestMain calls Close after the tests.
+type SharedSample struct {
+	once   sync.Once
+	srv    *Server
+	papers []*recommenderv1.Paper
+	dir    string
+	stop   func() error
+	err    error
+}
+
+// Get returns the server and the papers it holds (skipping the test without ../shared). A test
+// must not write to it.
+func (s *SharedSample) Get(tb testing.TB) (*Server, []*recommenderv1.Paper) {
+	tb.Helper()
+	path := filepath.Join(SharedDir(tb), "data", "arxiv-cs-sample.jsonl.gz")
+	s.once.Do(func() { s.err = s.start(path) })
+	if s.err != nil {
+		tb.Fatalf("shared sample server: %v", s.err)
+	}
+	return s.srv, s.papers
+}
+
+func (s *SharedSample) start(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if s.papers, err = arxiv.ReadAll(f); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if s.dir, err = os.MkdirTemp("", "shared-sample"); err != nil {
+		return err
+	}
+	if s.srv, s.stop, err = startServer(Options{Dir: s.dir}); err != nil {
+		return err
+	}
+	resp, err := IngestAll(s.srv.Client, s.papers)
+	if err == nil && resp.GetInserted() != int64(len(s.papers)) {
+		err = fmt.Errorf("ingested %d of %d papers: %v", resp.GetInserted(), len(s.papers), resp.GetRejections())
+	}
+	return err
+}
+
+// Close stops the server, if a test started it, and removes its data.
+func (s *SharedSample) Close() error {
+	var err error
+	if s.stop != nil {
+		err = s.stop()
+	}
+	if s.dir != "" {
+		err = errors.Join(err, os.RemoveAll(s.dir))
+	}
+	return err
 }
 
 // SharedDir returns the shared data directory: $RECOMMENDER_SHARED_DIR, or ../shared beside the
@@ -113,20 +184,25 @@ func ReadPapers(tb testing.TB, path string) []*recommenderv1.Paper {
 // Ingest streams papers through IngestPapers in batches of 500 and returns the summary.
 func Ingest(tb testing.TB, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper) *recommenderv1.IngestPapersResponse {
 	tb.Helper()
-	stream, err := c.IngestPapers(context.Background())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for i := 0; i < len(papers); i += 500 {
-		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: papers[i:min(i+500, len(papers))]}); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	resp, err := stream.CloseAndRecv()
+	resp, err := IngestAll(c, papers)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return resp
+}
+
+// IngestAll is Ingest returning its error.
+func IngestAll(c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper) (*recommenderv1.IngestPapersResponse, error) {
+	stream, err := c.IngestPapers(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(papers); i += 500 {
+		if err := stream.Send(&recommenderv1.IngestPapersRequest{Papers: papers[i:min(i+500, len(papers))]}); err != nil {
+			return nil, err
+		}
+	}
+	return stream.CloseAndRecv()
 }
 
 // Detail returns the first detail of type T (e.g. *errdetails.RetryInfo) in err's status, or

