@@ -192,7 +192,7 @@ func sender(kind string, client recommenderv1.RecommenderServiceClient, emb embe
 		case "text":
 			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: p.GetTitle()})
 		default:
-			_, err = emb.Embed(ctx, []string{p.GetTitle()})
+			_, err = emb.Embed(ctx, []string{emb.Prefixes().QueryText(p.GetTitle())}) // as the service sends it
 		}
 		if err != nil {
 			return rpcError(err)

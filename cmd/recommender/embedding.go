@@ -29,9 +29,10 @@ type embeddingFlags struct {
 }
 
 // Defaults for an embedding server on this machine (a loopback URL), measured with the CPU model
-// of tests/embedserver (BENCHMARKS.md, "Throughput on 2 cores"): it runs one model worker per
-// core, so one request in flight per core keeps every worker busy (more only queue), and small
-// requests finish well inside the timeout.
+// of tests/embedserver (BENCHMARKS.md, "Throughput on 2 cores"): it shares each request among
+// its workers, one per core, so one request in flight per core keeps them busy between
+// requests too (1 to 4 in flight measured alike), and small requests finish well inside the
+// timeout.
 var localMaxConcurrency = runtime.NumCPU()
 
 const localMaxInputs = 32
