@@ -64,12 +64,7 @@ func startServer(o Options) (srv *Server, stop func() error, err error) {
 	if err != nil {
 		return nil, nil, errors.Join(err, st.Close())
 	}
-	stop = func() error {
-		if err := lb.Close(); err != nil {
-			return errors.Join(err, st.Close())
-		}
-		return st.Close()
-	}
+	stop = func() error { return errors.Join(lb.Close(), st.Close()) }
 	return &Server{Client: recommenderv1.NewRecommenderServiceClient(lb.Conn), Conn: lb.Conn, Addr: lb.Addr}, stop, nil
 }
 
@@ -98,13 +93,9 @@ func (s *SharedSample) Get(tb testing.TB) (*Server, []*recommenderv1.Paper) {
 }
 
 func (s *SharedSample) start(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
+	var err error
+	if s.papers, err = readPapers(path); err != nil {
 		return err
-	}
-	defer f.Close()
-	if s.papers, err = arxiv.ReadAll(f); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	if s.dir, err = os.MkdirTemp("", "shared-sample"); err != nil {
 		return err
@@ -169,16 +160,24 @@ func repoRoot() (string, error) {
 // ReadPapers reads every paper of a JSON-lines file (plain or gzip), failing on malformed lines.
 func ReadPapers(tb testing.TB, path string) []*recommenderv1.Paper {
 	tb.Helper()
-	f, err := os.Open(path)
+	papers, err := readPapers(path)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	return papers
+}
+
+func readPapers(path string) ([]*recommenderv1.Paper, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	papers, err := arxiv.ReadAll(f)
 	if err != nil {
-		tb.Fatalf("%s: %v", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return papers
+	return papers, nil
 }
 
 // Ingest streams papers through IngestPapers in batches of 500 and returns the summary.
