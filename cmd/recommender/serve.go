@@ -243,7 +243,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
-			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated, RPC: rpc})
+			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated, RPC: rpc, Gate: srv})
 		if tracing.Enabled() {
 			h = tracing.HTTPHandler(h)
 		}

@@ -8,19 +8,30 @@ type Violation struct {
 	Description string
 }
 
-// ValidationError lists every invalid field of a request (INVALID_ARGUMENT with BadRequest).
-type ValidationError struct{ Violations []Violation }
-
-func (e *ValidationError) Error() string {
-	if len(e.Violations) == 1 {
-		return fmt.Sprintf("invalid %s: %s", e.Violations[0].Field, e.Violations[0].Description)
-	}
-	return fmt.Sprintf("invalid request: %d problems, first %s: %s", len(e.Violations),
-		e.Violations[0].Field, e.Violations[0].Description)
+// ValidationError lists the invalid fields of a request (INVALID_ARGUMENT with BadRequest): the
+// first MaxViolations, and how many more there were.
+type ValidationError struct {
+	Violations []Violation
+	More       int // violations past the first MaxViolations, not kept
 }
 
-// Add records a violation.
+// MaxViolations bounds the violations an error keeps: a request of a thousand bad ids must not
+// get an answer ten times its size.
+const MaxViolations = 20
+
+func (e *ValidationError) Error() string {
+	if n := len(e.Violations) + e.More; n > 1 {
+		return fmt.Sprintf("invalid request: %d problems, first %s: %s", n, e.Violations[0].Field, e.Violations[0].Description)
+	}
+	return fmt.Sprintf("invalid %s: %s", e.Violations[0].Field, e.Violations[0].Description)
+}
+
+// Add records a violation, or counts it past the first MaxViolations.
 func (e *ValidationError) Add(field, format string, args ...any) {
+	if len(e.Violations) >= MaxViolations {
+		e.More++
+		return
+	}
 	e.Violations = append(e.Violations, Violation{Field: field, Description: fmt.Sprintf(format, args...)})
 }
 

@@ -4,9 +4,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"mime"
@@ -45,6 +43,17 @@ type Config struct {
 	// <Method>, /grpc.health.v1.Health/Check) in the protocols generated clients speak:
 	// Connect, gRPC-Web and gRPC (see server.Server.HTTPHandler).
 	RPC http.Handler
+	// Gate, when set, checks each call's key, scope and rate before its body is read, and logs
+	// and counts the calls refused here (server.Server is one).
+	Gate Gate
+}
+
+// Gate admits calls before their bodies are read.
+type Gate interface {
+	// Admit checks the call (its key, scope, rate) and returns the context to serve it with.
+	Admit(ctx context.Context, method string) (context.Context, error)
+	// Refuse logs and counts a call refused here, and returns its status error.
+	Refuse(ctx context.Context, method string, err error) error
 }
 
 //go:embed web openapi.json
@@ -65,7 +74,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	methods := map[string]*method{}
 	for _, m := range desc.Methods {
 		methods[m.MethodName] = &method{svc: svc, desc: m, full: "/" + desc.ServiceName + "/" + m.MethodName,
-			interceptor: interceptor, maxBody: cfg.MaxBodyBytes}
+			interceptor: interceptor, maxBody: cfg.MaxBodyBytes, gate: cfg.Gate}
 	}
 	origins := allowList(cfg.CORSOrigins)
 	// guarded calls next only for what refuseCrossSite lets through.
@@ -89,9 +98,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	})
 	mux.Handle("GET /v1/feeds/{feed_id}/events", guarded(jsonContentType, (&feedEvents{svc: svc, interceptor: interceptor}).ServeHTTP))
 	if cfg.RPC != nil {
-		rpc := guarded(rpcContentType, func(w http.ResponseWriter, r *http.Request) {
-			cfg.RPC.ServeHTTP(w, r.WithContext(server.WithTransport(r.Context(), rpcTransport(r.Header.Get("Content-Type")))))
-		})
+		rpc := guarded(rpcContentType, (&rpcCalls{next: cfg.RPC, gate: cfg.Gate, maxBody: cfg.MaxBodyBytes}).ServeHTTP)
 		for _, service := range []string{desc.ServiceName, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
 			mux.Handle("POST /"+service+"/", rpc) // every protocol calls with POST
 		}
@@ -200,22 +207,26 @@ type method struct {
 	full        string
 	interceptor grpc.UnaryServerInterceptor
 	maxBody     int64
+	gate        Gate
 }
 
 func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, m.maxBody))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		// 413, not 429: sending it again will not help.
-		writeErrorStatus(w, http.StatusRequestEntityTooLarge, apierr.New(codes.ResourceExhausted, apierr.BodyTooLarge,
-			fmt.Sprintf("request body larger than %d bytes", m.maxBody), map[string]string{"limit_bytes": strconv.FormatInt(m.maxBody, 10)}))
-		return
-	case err != nil:
-		writeError(w, apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "cannot read the request body", nil))
+	ctx := server.WithTransport(incomingContext(r), "http-json")
+	if m.gate != nil {
+		var err error
+		if ctx, err = m.gate.Admit(ctx, m.full); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	body, err := readBody(w, r, m.maxBody, false)
+	if err != nil {
+		if m.gate != nil {
+			err = m.gate.Refuse(ctx, m.full, err)
+		}
+		writeErrorStatus(w, bodyErrorStatus(err), err)
 		return
 	}
-	ctx := server.WithTransport(incomingContext(r), "http-json")
 	// dec is how generated handlers fill in the request message: here, from protobuf JSON.
 	dec := func(v any) error {
 		if len(body) == 0 {

@@ -561,3 +561,58 @@ func TestIndexInfoHealthAndReflection(t *testing.T) {
 		t.Errorf("reflection lists %v", names)
 	}
 }
+
+// TestIDListsAreCheckedCheaply: a list over its limit is one violation and none of its ids is
+// looked at; a list within it reports at most the first 20 bad ids and a count of the rest, so
+// neither the work nor the answer grows with what an attacker sends.
+func TestIDListsAreCheckedCheaply(t *testing.T) {
+	t.Parallel()
+	srv := demoServer(t)
+	many := func(n int, id func(i int) string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = id(i)
+		}
+		return out
+	}
+	bad := func(i int) string { return fmt.Sprintf("bad id %d", i) } // white space: invalid
+	good := func(i int) string { return fmt.Sprintf("paper-%d", i) }
+	for _, tc := range []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{"80,000 positive seeds", func() error {
+			_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: many(80_000, good)})
+			return err
+		}, "positive_paper_ids"},
+		{"5,000 bad ids to delete", func() error {
+			_, err := srv.Client.DeletePapers(ctx, &recommenderv1.DeletePapersRequest{PaperIds: many(5_000, bad)})
+			return err
+		}, "paper_ids"},
+		{"5,000 excluded ids", func() error {
+			_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech",
+				Filter: &recommenderv1.Filter{ExcludePaperIds: many(5_000, good)}})
+			return err
+		}, "filter.exclude_paper_ids"},
+		{"500 filter categories", func() error {
+			_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech",
+				Filter: &recommenderv1.Filter{Categories: many(500, good)}})
+			return err
+		}, "filter.categories"},
+	} {
+		if fields := wantCode(t, tc.call(), codes.InvalidArgument); !slices.Equal(fields, []string{tc.field}) {
+			t.Errorf("%s: %d violations (first %v), want one for %s", tc.name, len(fields), fields[:min(3, len(fields))], tc.field)
+		}
+	}
+	// 1,000 bad candidates, within the limit: the first 20 listed, the rest counted.
+	_, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech", CandidatePaperIds: many(1_000, bad)})
+	fields := wantCode(t, err, codes.InvalidArgument)
+	info := testutil.Detail[*errdetails.ErrorInfo](err)
+	if len(fields) != 20 || fields[0] != "candidate_paper_ids[0]" || info.GetMetadata()["violations_not_listed"] != "980" {
+		t.Fatalf("1,000 bad candidates: %d violations listed, %q not listed", len(fields), info.GetMetadata()["violations_not_listed"])
+	}
+	if n := proto.Size(status.Convert(err).Proto()); n > 4<<10 {
+		t.Fatalf("the error of 1,000 bad ids is %d bytes", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -49,8 +50,11 @@ func toStatus(log *slog.Logger, method string, err error) error {
 			br.FieldViolations = append(br.FieldViolations,
 				&errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Description})
 		}
-		return apierr.New(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(),
-			map[string]string{"field": verr.Violations[0].Field}, br)
+		meta := map[string]string{"field": verr.Violations[0].Field}
+		if verr.More > 0 {
+			meta["violations_not_listed"] = strconv.Itoa(verr.More)
+		}
+		return apierr.New(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(), meta, br)
 	case errors.As(err, &nf):
 		ids := strings.Join(nf.IDs, ",")
 		return apierr.New(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -110,6 +111,46 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// admission marks a call's context once its key, scope and rate are checked, so each call is
+// checked (and charged to its rate) once, before its message is read.
+type admissionKey struct{}
+
+type admission struct{ method, caller string }
+
+// Admit checks a call's key, scope and rate limit before its message is read: the gRPC port does
+// it as its tap handle, the HTTP transports call it first. A refusal is logged and counted like
+// any call and returned as a status error; an admitted call's ctx carries the admission, and the
+// interceptors do not check it again.
+func (s *Server) Admit(ctx context.Context, method string) (context.Context, error) {
+	start := time.Now()
+	caller, err := s.admit(ctx, method)
+	if err != nil {
+		return ctx, s.finish(ctx, method, caller, start, nil, err)
+	}
+	return context.WithValue(ctx, admissionKey{}, admission{method: method, caller: caller}), nil
+}
+
+// Refuse logs and counts a call that a transport refused before the service saw it (a body over
+// the limit), and returns its status error.
+func (s *Server) Refuse(ctx context.Context, method string, err error) error {
+	a, _ := ctx.Value(admissionKey{}).(admission)
+	return s.finish(ctx, method, a.caller, time.Now(), nil, err)
+}
+
+// admitted returns the caller of a call Admit let through, or checks it now.
+func (s *Server) admitted(ctx context.Context, method string) (string, error) {
+	if a, ok := ctx.Value(admissionKey{}).(admission); ok && a.method == method {
+		return a.caller, nil
+	}
+	return s.admit(ctx, method)
+}
+
+// tapAdmit is the gRPC port's tap handle: it runs once a call's headers are in, before its first
+// message is read, so a call without a valid key costs no message.
+func (s *Server) tapAdmit(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return s.Admit(ctx, info.FullMethodName)
+}
+
 // methodScopes is the scope each RPC needs; methods not listed (health, reflection) are open.
 var methodScopes = map[string]auth.Scope{
 	recommenderv1.RecommenderService_Recommend_FullMethodName:       auth.Read,
@@ -187,6 +228,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.InTapHandle(s.tapAdmit),
 		grpc.ForceServerCodecV2(wireCodec{encoding.GetCodecV2(encproto.Name)}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
@@ -293,7 +335,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	start := time.Now()
 	var caller string
 	defer func() { err = s.finish(ctx, info.FullMethod, caller, start, recover(), err) }()
-	if caller, err = s.admit(ctx, info.FullMethod); err != nil {
+	if caller, err = s.admitted(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
@@ -303,7 +345,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	start := time.Now()
 	var caller string
 	defer func() { err = s.finish(ss.Context(), info.FullMethod, caller, start, recover(), err) }()
-	if caller, err = s.admit(ss.Context(), info.FullMethod); err != nil {
+	if caller, err = s.admitted(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, wireStream{ss})

@@ -362,10 +362,10 @@ func (c *counts) add(outcomes []store.Outcome) {
 // DeletePapers implements RecommenderService.
 func (s *Service) DeletePapers(ctx context.Context, req *recommenderv1.DeletePapersRequest) (*recommenderv1.DeletePapersResponse, error) {
 	v := &apierr.ValidationError{}
-	if n := len(req.GetPaperIds()); n == 0 || n > MaxBatch {
-		v.Add("paper_ids", "must hold 1 to %d ids, got %d", MaxBatch, n)
+	if len(req.GetPaperIds()) == 0 {
+		v.Add("paper_ids", "must hold 1 to %d ids, got 0", MaxBatch)
 	}
-	ids := seedIDs(v, "paper_ids", req.GetPaperIds())
+	ids := idList(v, "paper_ids", req.GetPaperIds(), MaxBatch)
 	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ const (
 	MaxSeeds         = 100
 	MaxSeedList      = 100 // authors or categories of an inline seed
 	MaxCandidates    = 1_000
+	MaxExcluded      = 1_000 // filter.exclude_paper_ids
+	MaxFilterAuthors = 100
 	MaxBatch         = 1_000
 	MaxAuthors       = 20_000 // physics collaborations list thousands
 	MaxCategories    = 100
@@ -201,8 +203,8 @@ func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recom
 			v.Add("query", "is %d characters, more than the limit of %d", n, MaxQueryChars)
 		}
 	}
-	r.Positive = seedIDs(v, "positive_paper_ids", req.GetPositivePaperIds())
-	r.Negative = seedIDs(v, "negative_paper_ids", req.GetNegativePaperIds())
+	r.Positive = idList(v, "positive_paper_ids", req.GetPositivePaperIds(), MaxSeeds)
+	r.Negative = idList(v, "negative_paper_ids", req.GetNegativePaperIds(), MaxSeeds)
 	r.InlinePositive = inlineSeeds(v, "positive_papers", req.GetPositivePapers())
 	r.InlineNegative = inlineSeeds(v, "negative_papers", req.GetNegativePapers())
 	if req.GetQuery() == "" && len(req.GetPositivePaperIds()) == 0 && len(req.GetPositivePapers()) == 0 {
@@ -229,8 +231,12 @@ func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recom
 	if r.Filter.MinYear != 0 && r.Filter.MaxYear != 0 && r.Filter.MinYear > r.Filter.MaxYear {
 		v.Add("filter.min_year", "%d is after max_year %d", r.Filter.MinYear, r.Filter.MaxYear)
 	}
-	for _, id := range f.GetExcludePaperIds() {
-		r.Filter.ExcludeIDs = append(r.Filter.ExcludeIDs, CanonicalID(id))
+	r.Filter.ExcludeIDs = idList(v, "filter.exclude_paper_ids", f.GetExcludePaperIds(), MaxExcluded)
+	if n := len(f.GetCategories()); n > MaxCategories {
+		v.Add("filter.categories", "has %d entries, more than the limit of %d", n, MaxCategories)
+	}
+	if n := len(f.GetAuthors()); n > MaxFilterAuthors {
+		v.Add("filter.authors", "has %d entries, more than the limit of %d", n, MaxFilterAuthors)
 	}
 	// Seeds never recommend themselves, and negative seeds are never wanted.
 	r.Filter.ExcludeIDs = append(r.Filter.ExcludeIDs, r.Positive...)
@@ -252,10 +258,8 @@ func parseRecommend(req *recommenderv1.RecommendRequest, ranking string) (*recom
 		v.Add("strategy", "unknown seed strategy %d", req.GetStrategy())
 	}
 
-	if n := len(req.GetCandidatePaperIds()); n > MaxCandidates {
-		v.Add("candidate_paper_ids", "%d candidates, more than the limit of %d", n, MaxCandidates)
-	} else if n > 0 {
-		r.Candidates = seedIDs(v, "candidate_paper_ids", req.GetCandidatePaperIds())
+	if len(req.GetCandidatePaperIds()) > 0 {
+		r.Candidates = idList(v, "candidate_paper_ids", req.GetCandidatePaperIds(), MaxCandidates)
 	}
 	switch d := float64(req.GetDiversity()); {
 	case math.IsNaN(d) || d < 0 || d > 1:
@@ -307,13 +311,20 @@ func inlineSeeds(v *apierr.ValidationError, field string, in []*recommenderv1.Se
 	return out
 }
 
-// seedIDs canonicalises and de-duplicates seed ids.
-func seedIDs(v *apierr.ValidationError, field string, ids []string) []string {
-	var out []string
+// idList canonicalises and de-duplicates a list of at most limit ids, in one pass; a longer
+// list is one violation, and none of it is looked at.
+func idList(v *apierr.ValidationError, field string, ids []string, limit int) []string {
+	if len(ids) > limit {
+		v.Add(field, "has %d ids, more than the limit of %d", len(ids), limit)
+		return nil
+	}
+	out := make([]string, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
 	for i, raw := range ids {
 		id := CanonicalID(raw)
 		checkID(v, fmt.Sprintf("%s[%d]", field, i), id)
-		if id != "" && !slices.Contains(out, id) {
+		if id != "" && !seen[id] {
+			seen[id] = true
 			out = append(out, id)
 		}
 	}

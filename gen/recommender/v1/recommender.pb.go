@@ -320,11 +320,12 @@ type Filter struct {
 	// Latest publication year, inclusive; 0 means no upper bound.
 	MaxYear int32 `protobuf:"varint,2,opt,name=max_year,json=maxYear,proto3" json:"max_year,omitempty"`
 	// The paper must have at least one of these categories (exact match). Empty: any category.
+	// At most 100.
 	Categories []string `protobuf:"bytes,3,rep,name=categories,proto3" json:"categories,omitempty"`
 	// The paper must have at least one of these authors (case-insensitive, whitespace-normalised
-	// full name). Empty: any author.
+	// full name). Empty: any author. At most 100.
 	Authors []string `protobuf:"bytes,4,rep,name=authors,proto3" json:"authors,omitempty"`
-	// Papers never to return, for example those the user has already seen.
+	// Papers never to return, for example those the user has already seen. At most 1,000.
 	ExcludePaperIds []string `protobuf:"bytes,5,rep,name=exclude_paper_ids,json=excludePaperIds,proto3" json:"exclude_paper_ids,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

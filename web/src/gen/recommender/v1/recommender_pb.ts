@@ -111,6 +111,7 @@ export type Filter = Message<"recommender.v1.Filter"> & {
 
   /**
    * The paper must have at least one of these categories (exact match). Empty: any category.
+   * At most 100.
    *
    * @generated from field: repeated string categories = 3;
    */
@@ -118,14 +119,14 @@ export type Filter = Message<"recommender.v1.Filter"> & {
 
   /**
    * The paper must have at least one of these authors (case-insensitive, whitespace-normalised
-   * full name). Empty: any author.
+   * full name). Empty: any author. At most 100.
    *
    * @generated from field: repeated string authors = 4;
    */
   authors: string[];
 
   /**
-   * Papers never to return, for example those the user has already seen.
+   * Papers never to return, for example those the user has already seen. At most 1,000.
    *
    * @generated from field: repeated string exclude_paper_ids = 5;
    */
