@@ -92,25 +92,74 @@ func TestHostileBodiesAreRefusedCheaply(t *testing.T) {
 		{"/v1, 300 MB body, no key", "/v1/Recommend", map[string]string{"Content-Type": "application/json"},
 			func() (io.Reader, int64) { return io.LimitReader(zeros{}, 300<<20), 300 << 20 }, 401, "Unauthenticated", "API_KEY_INVALID"},
 	}
-	before := peakRSS(t, p.cmd.Process.Pid)
-	for _, c := range calls {
-		httpStatus, header, body, took := post(t, base+c.path, c.headers, c.body)
-		code, reason := errorOf(header, body)
-		t.Logf("%-45s HTTP %d %s %s in %v", c.name, httpStatus, code, reason, took.Round(100*time.Microsecond))
-		if httpStatus != c.status || code != c.code || (c.reason != "" && reason != c.reason) {
-			t.Errorf("%s: HTTP %d, code %q, reason %q; want %d, %q, %q\n%.300s", c.name, httpStatus, code, reason, c.status, c.code, c.reason, body)
+	// Just under 4 MiB of seed ids: within the size limit, refused by the seed limit.
+	var ids []string
+	for n := 0; n < limit-64<<10; n += 13 {
+		ids = append(ids, fmt.Sprintf("p%09d", len(ids)))
+	}
+	idsJSON, _ := json.Marshal(map[string]any{"positivePaperIds": ids})
+	calls = append(calls, hostileCall{fmt.Sprintf("Connect, %.1f MiB of seed ids", float64(len(idsJSON))/(1<<20)), recommend,
+		connectJSON(readKey), bytesOf(idsJSON), 400, "invalid_argument", "INVALID_REQUEST"})
+	// growth is how much a call raised the server's peak RSS, checked against allowed.
+	growth := func(what string, allowed int64, call func()) {
+		t.Helper()
+		before := peakRSS(t, p.cmd.Process.Pid)
+		call()
+		grew := peakRSS(t, p.cmd.Process.Pid) - before
+		t.Logf("%-45s peak RSS +%.1f MiB (allowed %d MiB)", "", float64(grew)/(1<<20), allowed>>20)
+		if grew > allowed {
+			t.Errorf("%s: peak RSS grew by %.1f MiB, more than %d MiB", what, float64(grew)/(1<<20), allowed>>20)
 		}
 	}
+	for _, c := range calls {
+		growth(c.name, 2*limit, func() {
+			httpStatus, header, body, took := post(t, base+c.path, c.headers, c.body)
+			code, reason := errorOf(header, body)
+			t.Logf("%-45s HTTP %d %s %s in %v", c.name, httpStatus, code, reason, took.Round(100*time.Microsecond))
+			if httpStatus != c.status || code != c.code || (c.reason != "" && reason != c.reason) {
+				t.Errorf("%s: HTTP %d, code %q, reason %q; want %d, %q, %q\n%.300s", c.name, httpStatus, code, reason, c.status, c.code, c.reason, body)
+			}
+		})
+	}
 	// Twenty more bombs: what each costs must not add up.
-	for range 20 {
-		post(t, base+recommend, connectJSON(readKey, "Content-Encoding", "gzip"), bytesOf(bomb))
+	t.Logf("%-45s", "Connect, 20 more gzip bombs")
+	growth("20 more gzip bombs", 2*limit, func() {
+		for range 20 {
+			post(t, base+recommend, connectJSON(readKey, "Content-Encoding", "gzip"), bytesOf(bomb))
+		}
+	})
+	// The same ids over gRPC.
+	c, _ := clientWithKey(t, p.addr, readKey)
+	start := time.Now()
+	_, err := c.Recommend(context.Background(), &recommenderv1.RecommendRequest{PositivePaperIds: ids})
+	t.Logf("%-45s %v in %v", "gRPC, the same seed ids", status.Code(err), time.Since(start).Round(100*time.Microsecond))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("gRPC, %d seed ids: %v", len(ids), err)
 	}
-	after := peakRSS(t, p.cmd.Process.Pid)
-	t.Logf("server peak RSS %.1f MiB before the hostile calls, %.1f MiB after (limit %d MiB; growth allowed %d MiB)",
-		float64(before)/(1<<20), float64(after)/(1<<20), limit>>20, 2*limit>>20)
-	if after-before > 2*limit {
-		t.Errorf("peak RSS grew by %.1f MiB, more than twice the message limit", float64(after-before)/(1<<20))
+
+	// Accepted: 1,000 papers of nearly 4 KiB each in one Connect call, the most a call holds.
+	// Written the first time (the store grows by what it holds: printed, not bounded), unchanged
+	// the second (what handling the call costs: bounded).
+	var papers []map[string]string
+	for i := range 1000 {
+		papers = append(papers, map[string]string{"id": fmt.Sprintf("big-%04d", i), "title": "Large paper",
+			"abstract": strings.Repeat(fmt.Sprintf("word%d ", i%97), 3900/7)})
 	}
+	upsert, _ := json.Marshal(map[string]any{"papers": papers})
+	for i, what := range []string{"written", "unchanged"} {
+		allowed := int64(1 << 40)
+		if i == 1 {
+			allowed = 4 * limit
+		}
+		growth("UpsertPapers, "+what, allowed, func() {
+			httpStatus, _, body, took := post(t, base+"/recommender.v1.RecommenderService/UpsertPapers", connectJSON(writeKey), bytesOf(upsert))
+			t.Logf("%-45s HTTP %d in %v", fmt.Sprintf("Connect, UpsertPapers of %.1f MiB, %s", float64(len(upsert))/(1<<20), what), httpStatus, took.Round(100*time.Microsecond))
+			if httpStatus != 200 {
+				t.Errorf("upsert of 1,000 large papers: HTTP %d: %.300s", httpStatus, body)
+			}
+		})
+	}
+
 	// Each refusal is logged and counted by its transport.
 	for _, want := range []string{`code=ResourceExhausted duration=\S+ caller=key-\w+ transport=connect`, `code=Unauthenticated duration=\S+ caller="" transport=connect`} {
 		if !regexp.MustCompile(want).MatchString(p.logs()) {

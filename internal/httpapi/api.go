@@ -220,6 +220,9 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body, err := readBody(w, r, m.maxBody, false)
+	if err == nil {
+		err = server.PrescanJSON(body, m.full)
+	}
 	if err != nil {
 		if m.gate != nil {
 			err = m.gate.Refuse(ctx, m.full, err)

@@ -96,6 +96,15 @@ func (c *rpcCalls) readMessage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); strings.HasSuffix(mt, "json") {
+		msg := body
+		if !connectUnary(r) && len(body) >= envelopeSlack {
+			msg = body[envelopeSlack:]
+		}
+		if err := server.PrescanJSON(msg, r.URL.Path); err != nil {
+			return err
+		}
+	}
 	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	if decompressed {
 		r.Header.Del(encoding)

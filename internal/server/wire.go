@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -28,24 +29,38 @@ var undecoded sync.Map // proto.Message -> error
 // wireCodec is the proto codec, lenient for the recommender's messages as described above.
 type wireCodec struct{ encoding.CodecV2 }
 
+// Lists over their limits are refused the same way, before the message is decoded (prescan.go).
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	err := c.CodecV2.Unmarshal(data, v)
-	if m, ok := v.(proto.Message); ok && err != nil &&
-		strings.HasPrefix(string(proto.MessageName(m)), "recommender.v1.") {
+	m, ok := v.(proto.Message)
+	if !ok || !strings.HasPrefix(string(proto.MessageName(m)), "recommender.v1.") {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	err := prescanProto(buf.ReadOnlyData(), m.ProtoReflect().Descriptor(), "")
+	if err == nil {
+		err = proto.Unmarshal(buf.ReadOnlyData(), m)
+	}
+	if err != nil {
 		proto.Reset(m)
 		undecoded.Store(m, err)
-		return nil
-	}
-	return err
-}
-
-// decodeError takes the decode error noted for m, as INVALID_ARGUMENT.
-func decodeError(m any) error {
-	if err, ok := undecoded.LoadAndDelete(m); ok {
-		return apierr.New(codes.InvalidArgument, apierr.MalformedRequest,
-			"the request is not a valid message: "+err.(error).Error(), nil)
 	}
 	return nil
+}
+
+// decodeError takes the error noted for m: a list over its limit as such, anything else as a
+// message that does not decode; INVALID_ARGUMENT either way.
+func decodeError(m any) error {
+	err, ok := undecoded.LoadAndDelete(m)
+	if !ok {
+		return nil
+	}
+	var verr *apierr.ValidationError
+	if errors.As(err.(error), &verr) {
+		return toStatus(nil, "", verr)
+	}
+	return apierr.New(codes.InvalidArgument, apierr.MalformedRequest,
+		"the request is not a valid message: "+err.(error).Error(), nil)
 }
 
 // registerService registers the recommender service with each unary method's decoding
