@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
 // zeros reads as an endless run of zero bytes.
@@ -107,7 +108,7 @@ func TestHostileBodiesAreRefusedCheaply(t *testing.T) {
 		call()
 		grew := peakRSS(t, p.cmd.Process.Pid) - before
 		t.Logf("%-45s peak RSS +%.1f MiB (allowed %d MiB)", "", float64(grew)/(1<<20), allowed>>20)
-		if grew > allowed {
+		if grew > allowed && !race.Enabled { // the race detector's shadow memory inflates RSS several times
 			t.Errorf("%s: peak RSS grew by %.1f MiB, more than %d MiB", what, float64(grew)/(1<<20), allowed>>20)
 		}
 	}

@@ -68,13 +68,12 @@ func prescanProto(b []byte, md protoreflect.MessageDescriptor, path string) erro
 		b = b[n:]
 		fd := md.Fields().ByNumber(num)
 		if fd != nil && fd.IsList() {
-			if limit, ok := listLimits[fd.FullName()]; ok {
-				if counts == nil {
-					counts = map[protowire.Number]int{}
-				}
-				if counts[num]++; counts[num] > limit {
-					return listTooLong(fd, path+string(fd.Name()))
-				}
+			if counts == nil {
+				counts = map[protowire.Number]int{}
+			}
+			counts[num]++
+			if limit, ok := listLimits[fd.FullName()]; ok && counts[num] > limit {
+				return listTooLong(fd, path+string(fd.Name()))
 			}
 		}
 		if fd != nil && fd.Message() != nil && typ == protowire.BytesType {
@@ -82,7 +81,11 @@ func prescanProto(b []byte, md protoreflect.MessageDescriptor, path string) erro
 			if n < 0 {
 				return nil
 			}
-			if err := prescanProto(v, fd.Message(), path+string(fd.Name())+"."); err != nil {
+			inner := path + string(fd.Name()) + "."
+			if fd.IsList() {
+				inner = fmt.Sprintf("%s%s[%d].", path, fd.Name(), counts[num]-1)
+			}
+			if err := prescanProto(v, fd.Message(), inner); err != nil {
 				return err
 			}
 			b = b[n:]
@@ -186,10 +189,9 @@ func (s *jsonScan) value(fd protoreflect.FieldDescriptor, path string) error {
 	if s.ws(); fd == nil || s.i >= len(s.b) {
 		return s.skip()
 	}
-	inner := path + string(fd.Name()) + "."
 	if !fd.IsList() || s.b[s.i] != '[' {
 		if fd.Message() != nil && s.b[s.i] == '{' {
-			return s.object(fd.Message(), inner)
+			return s.object(fd.Message(), path+string(fd.Name())+".")
 		}
 		return s.skip()
 	}
@@ -205,7 +207,7 @@ func (s *jsonScan) value(fd protoreflect.FieldDescriptor, path string) error {
 		}
 		var err error
 		if fd.Message() != nil && s.i < len(s.b) && s.b[s.i] == '{' {
-			err = s.object(fd.Message(), inner)
+			err = s.object(fd.Message(), fmt.Sprintf("%s%s[%d].", path, fd.Name(), n))
 		} else {
 			err = s.skip()
 		}

@@ -32,7 +32,7 @@ func TestPrescanFindsListsOverTheirLimits(t *testing.T) {
 		{"seeds at the limit", recommend, &recommenderv1.RecommendRequest{PositivePaperIds: ids(MaxSeeds)}, ""},
 		{"one seed too many", recommend, &recommenderv1.RecommendRequest{PositivePaperIds: ids(MaxSeeds + 1)}, "positive_paper_ids"},
 		{"excluded ids in the filter", recommend, &recommenderv1.RecommendRequest{Query: "x", Filter: &recommenderv1.Filter{ExcludePaperIds: ids(MaxExcluded + 1)}}, "filter.exclude_paper_ids"},
-		{"authors of an inline seed", recommend, &recommenderv1.RecommendRequest{PositivePapers: []*recommenderv1.SeedPaper{{Title: "t"}, {Title: "u", Authors: ids(MaxSeedList + 1)}}}, "positive_papers.authors"},
+		{"authors of an inline seed", recommend, &recommenderv1.RecommendRequest{PositivePapers: []*recommenderv1.SeedPaper{{Title: "t"}, {Title: "u", Authors: ids(MaxSeedList + 1)}}}, "positive_papers[1].authors"},
 		{"candidates at the limit", recommend, &recommenderv1.RecommendRequest{Query: "x \\\" { [", CandidatePaperIds: ids(MaxCandidates)}, ""},
 		{"papers to upsert", recommenderv1.RecommenderService_UpsertPapers_FullMethodName, &recommenderv1.UpsertPapersRequest{Papers: make([]*recommenderv1.Paper, MaxBatch+1)}, "papers"},
 		{"ids to delete", recommenderv1.RecommenderService_DeletePapers_FullMethodName, &recommenderv1.DeletePapersRequest{PaperIds: ids(MaxBatch + 1)}, "paper_ids"},
