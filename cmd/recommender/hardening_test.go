@@ -121,18 +121,22 @@ func TestNoKeysMeansLoopbackOnly(t *testing.T) {
 	if logs := p.logs(); !strings.Contains(logs, "no API keys configured") || !strings.Contains(logs, `auth="none: loopback only"`) {
 		t.Fatalf("start-up does not say it runs without keys:\n%s", logs)
 	}
-	// Loopback only includes the HTTP API's host names: a page on a rebound name is refused.
-	for host, want := range map[string]int{"evil.example": http.StatusForbidden, "localhost": http.StatusOK} {
-		req, _ := http.NewRequest(http.MethodPost, "http://"+p.httpAddr+"/v1/GetIndexInfo", strings.NewReader("{}"))
-		req.Host = host
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("Host %s: HTTP %d, want %d", host, resp.StatusCode, want)
+	// Loopback only includes the HTTP API's host names: a page on a rebound name is refused,
+	// --allow-unauthenticated or not, while the server listens on loopback.
+	for _, q := range []*process{p, startServe(t, t.TempDir(), "--allow-unauthenticated")} {
+		for host, want := range map[string]int{"evil.example": http.StatusForbidden, "localhost": http.StatusOK} {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+q.httpAddr+"/v1/DeletePapers", strings.NewReader(`{"paperIds": ["x"]}`))
+			req.Host = host
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Origin", "http://"+host)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%v, Host %s: HTTP %d, want %d", q.cmd.Args[1:], host, resp.StatusCode, want)
+			}
 		}
 	}
 }
@@ -553,6 +557,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no metrics address in the log:\n%s", p.logs())
 	}
+	// Served on loopback, the metrics answer loopback names only (DNS rebinding).
+	req, _ := http.NewRequest(http.MethodGet, "http://"+m[1]+"/metrics", nil)
+	req.Host = "evil.example"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("metrics for Host evil.example: %v, %v; want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	ctx := context.Background()
 	if _, err := p.client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech"}); err != nil {
 		t.Fatal(err)
@@ -872,5 +884,17 @@ func TestReembeddingAddsAModelToALexicalStore(t *testing.T) {
 	p = startServeEnv(t, []string{"EMBEDDING_BASE_URL=" + api.BaseURL(), "EMBEDDING_MODEL=fake", "EMBEDDING_DIMENSIONS=16"}, dir)
 	if info, err := p.client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err != nil || info.GetEmbeddingModel() != "fake" || info.GetPaperCount() != 48 {
 		t.Fatalf("restarted with the model: %v (%v)", info, err)
+	}
+}
+
+// A wildcard or a malformed CORS origin is refused at start: the API takes keys and writes, so
+// each site it trusts is named.
+func TestCORSOriginsAreNamed(t *testing.T) {
+	t.Parallel()
+	for _, origins := range []string{"*", "https://*.example.com", "app.example.com", "https://app.example.com/path"} {
+		_, errOut, code := runCLI(t, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--cors-origins", origins)
+		if code != 2 || !strings.Contains(errOut, "--cors-origins: ") || !strings.Contains(errOut, "is not an origin") {
+			t.Errorf("--cors-origins %q: exit %d, %s", origins, code, errOut)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -118,6 +119,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return usageError{"--http-addr: " + err.Error()}
 		}
 	}
+	origins, err := parseOrigins(*corsOrigins)
+	if err != nil {
+		return usageError{"--cors-origins: " + err.Error()}
+	}
 	if *metricsAddr != "" {
 		cfg.Metrics = metrics.New()
 	}
@@ -225,25 +230,23 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}()
 	}
 	if *metricsAddr != "" {
-		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, metricsMux(cfg.Metrics), cfg.ShutdownTimeout, log)
+		var h http.Handler = metricsMux(cfg.Metrics)
+		if listensOnLoopback(*metricsAddr) {
+			h = httpapi.LoopbackHostsOnly(h) // no page on a rebound name reads the metrics
+		}
+		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, h, cfg.ShutdownTimeout, log)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
 	if *httpAddr != "" {
-		var origins []string
-		for _, o := range strings.Split(*corsOrigins, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				origins = append(origins, o)
-			}
-		}
 		rpc, err := srv.HTTPHandler()
 		if err != nil {
 			return err
 		}
 		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
-			LoopbackHostsOnly: cfg.Keys == nil && !cfg.AllowUnauthenticated, RPC: rpc, Gate: srv})
+			LoopbackHostsOnly: cfg.Keys == nil && listensOnLoopback(*httpAddr), RPC: rpc, Gate: srv})
 		if tracing.Enabled() {
 			h = tracing.HTTPHandler(h)
 		}
@@ -358,4 +361,33 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, nil)), nil
 	}
 	return nil, usageError{fmt.Sprintf("--log-format must be text or json, got %q", format)}
+}
+
+// listensOnLoopback reports whether addr (host:port) takes connections from this machine only.
+// A keyless server there checks each request's Host, --allow-unauthenticated or not: a page on a
+// name that resolves to 127.0.0.1 (DNS rebinding) would otherwise reach it through the browser.
+func listensOnLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// parseOrigins reads a comma-separated list of browser origins (scheme://host[:port]). A
+// wildcard is refused: the API takes keys and writes, so every site it trusts is named.
+func parseOrigins(list string) ([]string, error) {
+	var origins []string
+	for _, o := range strings.Split(list, ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || strings.Contains(o, "*") {
+			return nil, fmt.Errorf("%q is not an origin such as https://app.example.com (wildcards are not allowed: name each site)", o)
+		}
+		origins = append(origins, o)
+	}
+	return origins, nil
 }

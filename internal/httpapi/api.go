@@ -112,7 +112,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	mux.Handle("GET /", http.FileServerFS(web))
 	var h http.Handler = cors(origins, securityHeaders(mux))
 	if cfg.LoopbackHostsOnly {
-		h = loopbackHostsOnly(h)
+		h = LoopbackHostsOnly(h)
 	}
 	return h
 }
@@ -182,8 +182,9 @@ func sameOrigin(origin, host string) bool {
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
 }
 
-// loopbackHostsOnly refuses requests addressed to a name that is not a loopback one.
-func loopbackHostsOnly(next http.Handler) http.Handler {
+// LoopbackHostsOnly refuses requests addressed to a name that is not a loopback one (see
+// Config.LoopbackHostsOnly).
+func LoopbackHostsOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
