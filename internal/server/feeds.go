@@ -164,7 +164,17 @@ func (s *Service) DeleteFeed(ctx context.Context, req *recommenderv1.DeleteFeedR
 	} else if err != nil {
 		return nil, err
 	}
+	if gone, ok := s.feedsGone.LoadAndDelete(req.GetFeedId()); ok {
+		close(gone.(chan struct{})) // its open streams end
+	}
 	return &recommenderv1.DeleteFeedResponse{}, nil
+}
+
+// feedGone is closed when feed id is deleted. A stream takes it before it loads the feed, so a
+// deletion after that load is never missed.
+func (s *Service) feedGone(id string) <-chan struct{} {
+	gone, _ := s.feedsGone.LoadOrStore(id, make(chan struct{}))
+	return gone.(chan struct{})
 }
 
 // StreamFeed implements RecommenderService: the writes after the start cursor, in order, each
@@ -178,6 +188,7 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 	if !ok {
 		return errFeedsUnsupported
 	}
+	gone := s.feedGone(req.GetFeedId())
 	f, err := s.loadFeed(ctx, req.GetFeedId())
 	if err != nil {
 		return err
@@ -194,6 +205,11 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 	defer heartbeat.Stop()
 	caughtUp := false
 	for {
+		select {
+		case <-gone:
+			return &feedNotFoundError{f.GetFeedId()}
+		default:
+		}
 		written := wlog.Written() // before reading, so a write in between is not missed
 		changes, err := wlog.Changes(ctx, after, feedBatch)
 		if err != nil {
@@ -214,6 +230,8 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 		}
 		select {
 		case <-written:
+		case <-gone:
+			return &feedNotFoundError{f.GetFeedId()}
 		case <-heartbeat.C:
 			caughtUp = false
 		case <-s.stopping:
@@ -266,6 +284,13 @@ func startCursor(ctx context.Context, wlog store.ChangeLog, req *recommenderv1.S
 		c, err := decodeCursor(req.GetCursor())
 		if err != nil {
 			return store.Cursor{}, apierr.Invalid("cursor", err.Error())
+		}
+		head, err := wlog.Head(ctx)
+		if err != nil {
+			return store.Cursor{}, err
+		}
+		if c.Seq > head.Seq { // no cursor this service gave: it would wrap past the end
+			return store.Cursor{}, apierr.Invalid("cursor", "is ahead of the newest write: not a cursor of this service's events")
 		}
 		return c, nil
 	case req.GetSince() != "":

@@ -2,12 +2,16 @@ package server_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
@@ -230,4 +234,33 @@ func TestFeedResumesWithoutGapOrRepeat(t *testing.T) {
 		}
 		s.cancel()
 	})
+}
+
+// A deleted feed's open stream ends with NOT_FOUND, matching papers written after or not; a
+// cursor past the newest write (the largest sequence number, which would wrap) is refused.
+func TestDeletedFeedsStreamEndsAndForeignCursorsAreRefused(t *testing.T) {
+	t.Parallel()
+	srv := demoServer(t)
+	f := createFeed(t, srv.Client, followFederated)
+	s := openStream(t, srv.Client, &recommenderv1.StreamFeedRequest{FeedId: f.GetFeedId()})
+	s.untilHeartbeat()
+	if _, err := srv.Client.DeleteFeed(ctx, &recommenderv1.DeleteFeedRequest{FeedId: f.GetFeedId()}); err != nil {
+		t.Fatal(err)
+	}
+	upsert(t, srv.Client, newPaper(1, true))
+	if ev, err := s.stream.Recv(); status.Code(err) != codes.NotFound || apierr.Reason(err) != apierr.FeedNotFound {
+		t.Fatalf("stream of a deleted feed: %v, %v; want NOT_FOUND", ev, err)
+	}
+
+	g := createFeed(t, srv.Client, followFederated)
+	for _, seq := range []uint64{math.MaxUint64, 1 << 40} {
+		cursor := base64.RawURLEncoding.EncodeToString(append(binary.AppendUvarint([]byte{1}, seq), "x"...))
+		st, err := srv.Client.StreamFeed(ctx, &recommenderv1.StreamFeedRequest{FeedId: g.GetFeedId(), Cursor: cursor})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if fields := wantCode(t, err, codes.InvalidArgument); !slices.Equal(fields, []string{"cursor"}) {
+			t.Fatalf("cursor at sequence %d: violations %v", seq, fields)
+		}
+	}
 }

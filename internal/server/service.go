@@ -50,6 +50,7 @@ type Service struct {
 
 	stopping     chan struct{} // closed when the server shuts down: long streams end
 	stoppingOnce sync.Once
+	feedsGone    sync.Map // feed id -> chan struct{}, closed when the feed is deleted: its streams end
 }
 
 // stopStreams ends the long-lived streams (StreamFeed), whose clients resume elsewhere with

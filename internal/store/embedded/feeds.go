@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,6 +48,9 @@ func (s *Store) logChanges(tx *bolt.Tx, changes []change) error {
 func (s *Store) Changes(ctx context.Context, after store.Cursor, limit int) ([]store.Change, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if after.Seq == math.MaxUint64 {
+		return nil, nil // nothing comes after; after.Seq+1 would wrap to the first write
 	}
 	var out []store.Change
 	s.mu.RLock()
