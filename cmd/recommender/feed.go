@@ -77,7 +77,7 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			_, err = fmt.Fprintln(stdout, string(b))
 			return err
 		}
-		_, err := fmt.Fprintf(stdout, "%s  %s  min %.0f%%  %s\n", f.GetFeedId(), f.GetCreateTime(), 100*f.GetMinRelevance(), describeFeed(f))
+		_, err := fmt.Fprintf(stdout, "%s  %s  min %.0f%%  %s\n", printable(f.GetFeedId()), f.GetCreateTime(), 100*f.GetMinRelevance(), describeFeed(f))
 		return err
 	}
 	if sub == "stream" {
@@ -169,7 +169,7 @@ func streamFeed(ctx context.Context, client recommenderv1.RecommenderServiceClie
 			fmt.Fprintln(stdout, string(b))
 		case ev.GetPaper() != nil:
 			p := ev.GetPaper()
-			fmt.Fprintf(stdout, "%3.0f%%  %-14s %s  (written %s)\n", 100*ev.GetRelevance(), p.GetId(), p.GetTitle(), ev.GetWriteTime())
+			fmt.Fprintf(stdout, "%3.0f%%  %-14s %s  (written %s)\n", 100*ev.GetRelevance(), printable(p.GetId()), printable(p.GetTitle()), ev.GetWriteTime())
 		}
 	}
 }

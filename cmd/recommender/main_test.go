@@ -920,3 +920,22 @@ func TestFeedCommand(t *testing.T) {
 		t.Fatalf("stream without an id: exit %d, %s", code, errOut)
 	}
 }
+
+// A title holding terminal escapes (clear the screen, retitle the window, reorder the line) is
+// printed by recommend as visible escapes, never as the sequences themselves.
+func TestRecommendPrintsEscapesNotSequences(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir(), "--demo")
+	hostile := "Speech recognition \x1b[2J\x1b]0;PWNED\x07 with \u202eoverrides"
+	if _, err := p.client.UpsertPapers(context.Background(), &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
+		{Id: "evil-1", Title: hostile, Abstract: "Speech recognition for terminals.", Authors: []string{"Mallory \x1b[31m"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "recommend", "--server", p.addr, "--query", "speech recognition terminals", "--limit", "3")
+	if code != 0 || !strings.Contains(out, `Speech recognition \x1b[2J\x1b]0;PWNED\x07 with \u202eoverrides`) || !strings.Contains(out, `Mallory \x1b[31m`) {
+		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
+	}
+	if strings.ContainsAny(out, "\x1b\x07\u202e") {
+		t.Fatalf("raw control characters in the output: %q", out)
+	}
+}

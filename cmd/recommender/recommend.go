@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -175,9 +176,9 @@ func printRecommendations(w io.Writer, resp *recommenderv1.RecommendResponse) {
 		if p.GetYear() != 0 {
 			year = fmt.Sprintf(" (%d)", p.GetYear())
 		}
-		fmt.Fprintf(w, "%3d. %3.0f%%  %-12s %s%s\n", i+1, 100*r.GetRelevance(), p.GetId(), p.GetTitle(), year)
+		fmt.Fprintf(w, "%3d. %3.0f%%  %-12s %s%s\n", i+1, 100*r.GetRelevance(), printable(p.GetId()), printable(p.GetTitle()), year)
 		if len(p.GetAuthors()) > 0 {
-			fmt.Fprintf(w, "     %s\n", strings.Join(p.GetAuthors(), ", "))
+			fmt.Fprintf(w, "     %s\n", printable(strings.Join(p.GetAuthors(), ", ")))
 		}
 	}
 	if t := resp.GetNextPageToken(); t != "" {
@@ -261,3 +262,26 @@ func simpleCommand(ctx context.Context, name, help string, timeout time.Duration
 	ctx, cancel := withTimeout(ctx, cf.timeout)
 	return ctx, client, func() { cancel(); closeConn() }, nil
 }
+
+// printable shows text from the server as text: control characters (a title holding ESC [2J
+// would clear the terminal, OSC sequences retitle it) and invisible format characters (bidi
+// overrides reorder what follows) are written as escapes.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case !hidden(r):
+			b.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+func hidden(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }

@@ -185,6 +185,7 @@ func TestPermanentFailuresFailFast(t *testing.T) {
 	}{
 		{embedtest.Fault{Status: 429, Code: "insufficient_quota"}, embed.KindQuota},
 		{embedtest.Fault{Status: 401, Code: "invalid_api_key"}, embed.KindAuth},
+		{embedtest.Fault{Status: 401, Code: "invalid_api_key", EchoKey: true}, embed.KindAuth},
 		{embedtest.Fault{Status: 404, Code: "model_not_found"}, embed.KindRejected},
 		{embedtest.Fault{Status: 400}, embed.KindRejected},
 	} {

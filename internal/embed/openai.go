@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,6 +206,7 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 			return nil, context.Cause(ctx)
 		}
 		e := classify(err, info.status)
+		e.Err = redactKey(e.Err, c.cfg.APIKey)
 		e.Attempts = attempt
 		if e.Kind != KindUnavailable || attempt == c.cfg.MaxAttempts {
 			return nil, e
@@ -355,3 +357,34 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 	}
 	return 0
 }
+
+// bearer matches what an upstream message may quote of a credential: a bearer token, or a key
+// in OpenAI's sk- format.
+var bearer = regexp.MustCompile(`(?i)(bearer\s+)\S+|\bsk-[A-Za-z0-9_\-*]{4,}`)
+
+// redactKey hides the API key, and anything that looks like one, in an upstream error's message
+// (some providers quote the Authorization header they refused), keeping the error for errors.As.
+func redactKey(err error, key string) error {
+	msg := err.Error()
+	if key != "" {
+		msg = strings.ReplaceAll(msg, key, "[api key]")
+	}
+	msg = bearer.ReplaceAllStringFunc(msg, func(m string) string {
+		if i := strings.IndexAny(m, " \t"); i >= 0 && strings.EqualFold(m[:6], "bearer") {
+			return m[:i+1] + "[redacted]"
+		}
+		return "sk-[redacted]"
+	})
+	if msg == err.Error() {
+		return err
+	}
+	return redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e redactedError) Error() string { return e.msg }
+func (e redactedError) Unwrap() error { return e.err }

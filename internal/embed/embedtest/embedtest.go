@@ -20,6 +20,7 @@ import (
 type Fault struct {
 	Status     int    // reply with this HTTP status and an OpenAI error body
 	Code       string // the error's code, e.g. "rate_limit_exceeded", "insufficient_quota"
+	EchoKey    bool   // the error's message quotes the request's Authorization header, as some providers do
 	RetryAfter string // Retry-After header value
 	Hang       bool   // never answer: block until the client gives up
 	Reset      bool   // close the connection without a response
@@ -248,7 +249,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
-		writeError(w, f.Status, errorType(f.Status, f.Code), "injected fault", f.Code)
+		msg := "injected fault"
+		if f.EchoKey {
+			msg = "Incorrect API key provided: " + r.Header.Get("Authorization")
+		}
+		writeError(w, f.Status, errorType(f.Status, f.Code), msg, f.Code)
 		return
 	}
 
