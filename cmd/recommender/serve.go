@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -147,8 +148,18 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	// Closed last: by then every in-flight RPC has finished, so every acknowledged write is in.
+	// The shutdown timeout bounds the whole stop, the saves of a store that keeps a snapshot
+	// included: what the drain leaves of it is theirs.
+	var stopAt atomic.Int64
+	context.AfterFunc(ctx, func() { stopAt.Store(time.Now().UnixNano()) })
 	defer func() {
-		if err := raw.Close(); err != nil {
+		closeStore := raw.Close
+		if w, ok := raw.(interface{ CloseWithin(context.Context) error }); ok && stopAt.Load() != 0 {
+			cctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, stopAt.Load()).Add(cfg.ShutdownTimeout))
+			defer cancel()
+			closeStore = func() error { return w.CloseWithin(cctx) }
+		}
+		if err := closeStore(); err != nil {
 			log.Error("close store", "error", err)
 		}
 	}()

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -51,12 +52,12 @@ const annMagic = "RECSTORE-ANN2\n"
 // saveANN writes the graph with the store version it matches and the paper id of each node
 // (doc numbers change between runs). Write, fsync, rename: a crash leaves the old file or the
 // new one, and a stale one is recognised by its version.
-func (s *Store) saveANN(slot int) error {
+func (s *Store) saveANN(ctx context.Context, slot int) error {
 	x, vs := s.idx, &s.idx.sets[slot]
 	if vs.ann == nil || vs.ann.Nodes() == 0 || vs.ann.Deleted() > 0 {
 		return nil
 	}
-	return writeAtomic(filepath.Join(s.dir, slotFile(annFile, slot)), true, func(w io.Writer) error {
+	return writeAtomic(ctx, filepath.Join(s.dir, slotFile(annFile, slot)), true, func(w io.Writer) error {
 		buf := []byte(annMagic)
 		buf = binary.BigEndian.AppendUint64(buf, s.version)
 		buf = binary.AppendUvarint(buf, uint64(len(vs.annDocs)))

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,7 +31,7 @@ const postingSize = int(unsafe.Sizeof(posting{}))
 
 // saveSnapshot writes the vectors files and then the snapshot, each to a temporary file made
 // durable and renamed. Called by Close with the locks held.
-func (s *Store) saveSnapshot() error {
+func (s *Store) saveSnapshot(ctx context.Context) error {
 	x := s.idx
 	if s.unretired > 0 {
 		return nil // records still hold a retired set's vectors: the next open reads them
@@ -60,7 +61,7 @@ func (s *Store) saveSnapshot() error {
 			}
 			sizes[slot] += int64(4 * len(v))
 		}
-		err := writeAtomic(filepath.Join(s.dir, slotFile(vectorsFile, slot)), false, func(w io.Writer) error {
+		err := writeAtomic(ctx, filepath.Join(s.dir, slotFile(vectorsFile, slot)), false, func(w io.Writer) error {
 			for _, n := range live {
 				if v := x.docs[n].dense[slot]; v != nil {
 					if _, err := w.Write(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))); err != nil {
@@ -74,7 +75,7 @@ func (s *Store) saveSnapshot() error {
 			return err
 		}
 	}
-	return writeAtomic(filepath.Join(s.dir, snapFile), true, func(w io.Writer) error {
+	return writeAtomic(ctx, filepath.Join(s.dir, snapFile), true, func(w io.Writer) error {
 		cw := &countingWriter{w: w}
 		return s.writeSnapshot(cw, &cw.n, live, dims, sizes)
 	})
@@ -421,13 +422,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // writeAtomic writes a file through a temporary one, made durable and renamed over it: a crash
 // leaves the old file or the new one. With checksum, the file ends with the CRC-32C of the rest
 // (verifyChecksum).
-func writeAtomic(path string, checksum bool, write func(io.Writer) error) error {
+func writeAtomic(ctx context.Context, path string, checksum bool, write func(io.Writer) error) error {
 	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	sum := crc32.New(crcTable)
-	w := bufio.NewWriterSize(io.MultiWriter(f, sum), 1<<20)
+	w := bufio.NewWriterSize(io.MultiWriter(ctxWriter{ctx}, f, sum), 1<<20)
 	err = write(w)
 	if err == nil {
 		err = w.Flush()
@@ -446,4 +447,14 @@ func writeAtomic(path string, checksum bool, write func(io.Writer) error) error 
 		return err
 	}
 	return os.Rename(path+".tmp", path)
+}
+
+// ctxWriter fails every write once ctx is done: a save given up leaves the file it replaces.
+type ctxWriter struct{ ctx context.Context }
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -241,3 +241,44 @@ func TestWritesAfterASnapshotOpen(t *testing.T) {
 		t.Fatalf("%d hits after the writes (%v), want the 500 left and x", len(hits), err)
 	}
 }
+
+// TestCloseWithinGivesUpTheSaves: a close whose time is up saves no snapshot and says so; the
+// store reopens from its records with every paper, and a close in time saves the snapshot.
+func TestCloseWithinGivesUpTheSaves(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	opts := embedded.Options{Dir: dir, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	s, err := embedded.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var papers []store.Paper
+	for i := range 50 {
+		title := fmt.Sprintf("Paper %d on graphs", i)
+		papers = append(papers, store.Paper{ID: fmt.Sprintf("p%02d", i), Title: title, Lexical: lexical.Document(title, "")})
+	}
+	if _, err := s.Upsert(ctx, papers); err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.CloseWithin(expired); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.snap")); !os.IsNotExist(err) || !strings.Contains(logs.String(), "before the index snapshot was saved") {
+		t.Fatalf("index.snap after a close out of time: %v; log:\n%s", err, logs.String())
+	}
+	if s, err = embedded.Open(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Stats(ctx); err != nil || st.PaperCount != 50 {
+		t.Fatalf("reopened: %+v, %v", st, err)
+	}
+	if err := s.CloseWithin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.snap")); err != nil {
+		t.Fatalf("no index.snap after a close in time: %v", err)
+	}
+}

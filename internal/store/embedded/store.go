@@ -779,7 +779,12 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 
 // Close implements store.Store. Every acknowledged write is already on disk; Close releases the
 // file lock so another process can open the directory.
-func (s *Store) Close() error {
+func (s *Store) Close() error { return s.CloseWithin(context.Background()) }
+
+// CloseWithin is Close with the saves of the graphs and the index snapshot given up once ctx is
+// done (serve gives them what is left of its shutdown timeout): the files they would replace
+// stay, and the next start, seeing them older than the papers, rebuilds from the records.
+func (s *Store) CloseWithin(ctx context.Context) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.isClosed() {
@@ -794,12 +799,15 @@ func (s *Store) Close() error {
 	// next start rebuilds them from the records.
 	var saveErr error
 	for slot := range s.idx.sets {
-		if err := s.saveANN(slot); err != nil {
+		if err := s.saveANN(ctx, slot); ctx.Err() == nil && err != nil {
 			saveErr = errors.Join(saveErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
 		}
 	}
-	if err := s.saveSnapshot(); err != nil {
+	if err := s.saveSnapshot(ctx); ctx.Err() == nil && err != nil {
 		saveErr = errors.Join(saveErr, fmt.Errorf("save the index snapshot (the next start reads the papers): %w", err))
+	}
+	if ctx.Err() != nil {
+		s.log.Warn("shutdown timeout reached before the index snapshot was saved: the next start reads the papers")
 	}
 	return errors.Join(saveErr, s.db.Close(), s.unmap())
 }
