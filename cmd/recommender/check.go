@@ -28,6 +28,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if r.ANN != "" {
 		fmt.Fprintf(stdout, "ann.idx: %s\n", r.ANN)
 	}
+	if r.Snapshot != "" {
+		fmt.Fprintf(stdout, "index.snap: %s\n", r.Snapshot)
+	}
 	if r.OtherVectors > 0 {
 		fmt.Fprintf(stdout, "vectors beside the records (a store moved to another model): %d; ann-1.idx: %s\n", r.OtherVectors, r.ANN1)
 	}

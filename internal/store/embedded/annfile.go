@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/paperrec/recommender/internal/ann"
 )
@@ -78,7 +79,7 @@ func (s *Store) saveANN(ctx context.Context, slot int) error {
 func (s *Store) loadANN(slot int) (loaded bool, err error) {
 	x := s.idx
 	path := filepath.Join(s.dir, slotFile(annFile, slot))
-	if head, err := readHead(path, len(annMagic)); err == nil && head != annMagic {
+	if head, err := readHead(path, len(annMagic)); err == nil && head != annMagic && ofAnotherVersion(head, annMagic) {
 		s.log.Info("vector index file of another format; rebuilding it", "file", path)
 		x.buildANN(slot)
 		return false, nil
@@ -169,4 +170,16 @@ func readHead(path string, n int) (string, error) {
 	b := make([]byte, n)
 	k, _ := io.ReadFull(f, b)
 	return string(b[:k]), nil
+}
+
+// ofAnotherVersion reports whether head starts as a file of magic's kind, of another version
+// ("RECSTORE-ANN1\n" for "RECSTORE-ANN2\n"): one an earlier build wrote, rebuilt quietly.
+// Anything else that is not magic is damage.
+func ofAnotherVersion(head, magic string) bool {
+	if strings.HasPrefix(head, magic) {
+		return false
+	}
+	rest, ok := strings.CutPrefix(head, strings.TrimRight(magic, "0123456789\n"))
+	digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
+	return ok && digits > 0 && strings.HasPrefix(rest[digits:], "\n")
 }

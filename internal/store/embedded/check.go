@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -22,7 +23,9 @@ type Report struct {
 	// another model) and ANN1 describes their index file.
 	OtherVectors int
 	ANN1         string
-	Problems     []string // empty when the directory is sound
+	// Snapshot describes the index snapshot and the vectors files it goes with.
+	Snapshot string
+	Problems []string // empty when the directory is sound
 }
 
 // maxProblems bounds the problems a report lists; the count goes on.
@@ -71,6 +74,9 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 				if v := meta.Get(keyVersion); len(v) == 8 {
 					r.Version = binary.BigEndian.Uint64(v)
 				}
+				if err := checkMetaSum(path, meta); err != nil {
+					problem("%v", err)
+				}
 			}
 			papers := tx.Bucket(bucketPapers)
 			if papers == nil {
@@ -112,25 +118,10 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 					return err
 				}
 			}
-			// Every page of every bucket, read whole here, then bbolt's own consistency check
-			// (pages used twice, pages neither used nor free), which runs in a goroutine of its
-			// own where a damaged page could not be caught, so only after the walk.
-			err = tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
-				var sum byte
-				return b.ForEach(func(k, v []byte) error {
-					for _, c := range v {
-						sum ^= c
-					}
-					return ctx.Err()
-				})
-			})
-			if err != nil {
-				return err
-			}
-			for err := range tx.Check() {
-				problem("%s: %v", path, err)
-			}
-			return nil
+			// Every page of every bucket, read whole here, its keys in order. (Not bbolt's own
+			// tx.Check: it runs in a goroutine of its own, where a damaged page's panic ends the
+			// process before it could be reported.)
+			return tx.ForEach(func(name []byte, b *bolt.Bucket) error { return readAll(ctx, path, string(name), b) })
 		})
 	})
 	var de *DamagedError
@@ -140,6 +131,7 @@ func Check(ctx context.Context, dir string) (*Report, error) {
 		return nil, err
 	}
 	r.ANN = checkANNFile(filepath.Join(dir, annFile), r.Version, problem)
+	r.Snapshot = checkSnapshotFiles(dir, r.Version, problem)
 	if r.OtherVectors > 0 {
 		r.ANN1 = checkANNFile(filepath.Join(dir, slotFile(annFile, 1)), r.Version, problem)
 	}
@@ -156,7 +148,7 @@ func checkANNFile(path string, version uint64, problem func(string, ...any)) str
 	case err != nil:
 		problem("%s: %v", path, err)
 		return "unreadable"
-	case len(head) < len(annMagic) || head[:len(annMagic)] != annMagic:
+	case len(head) >= len(annMagic) && head[:len(annMagic)] != annMagic && ofAnotherVersion(head, annMagic):
 		return "of another format (rebuilt at the next start)"
 	}
 	if err := verifyChecksum(path); err != nil {
@@ -170,4 +162,86 @@ func checkANNFile(path string, version uint64, problem func(string, ...any)) str
 		return fmt.Sprintf("checksum good, made at version %d, the papers are at %d (rebuilt at the next start)", v, version)
 	}
 	return "checksum good, matches the papers"
+}
+
+// checkSnapshotFiles describes the index snapshot and checks it and every vectors file against
+// their checksums; damage is a problem (the next start reads the papers instead), a stale
+// snapshot is not.
+func checkSnapshotFiles(dir string, version uint64, problem func(string, ...any)) (state string) {
+	path := filepath.Join(dir, snapFile)
+	head, err := readHead(path, 256)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "absent (saved at the next clean stop)"
+	case err != nil:
+		problem("%s: %v", path, err)
+		return "unreadable"
+	}
+	if err := verifyChecksum(path); err != nil {
+		if ofAnotherVersion(head, snapMagic) {
+			return "of another format (not used: the next start reads the papers)"
+		}
+		problem("%s: %v (not used: the next start reads the papers)", path, err)
+		return "damaged"
+	}
+	var h snapHeader
+	func() {
+		defer func() {
+			if recover() != nil {
+				err = errors.New("header cut short")
+			}
+		}()
+		h, err = (&snapReader{b: []byte(head)}).header()
+	}()
+	if err != nil {
+		return fmt.Sprintf("%v (not used: the next start reads the papers)", err)
+	}
+	for slot := range h.dims {
+		if h.dims[slot] == 0 {
+			continue
+		}
+		vpath := filepath.Join(dir, slotFile(vectorsFile, slot))
+		if fi, err := os.Stat(vpath); err != nil || fi.Size() != h.sizes[slot] {
+			problem("%s does not go with %s: %d bytes expected (the next start reads the papers)", vpath, snapFile, h.sizes[slot])
+			return "damaged"
+		}
+		if err := checkFileSum(vpath, h.sums[slot]); err != nil {
+			problem("%v (the next start reads the papers)", err)
+			return "damaged"
+		}
+	}
+	if h.version != version {
+		return fmt.Sprintf("checksums good, made at version %d, the papers are at %d (not used: the next start reads the papers)", h.version, version)
+	}
+	return "checksums good (the snapshot and its vectors files), matches the papers"
+}
+
+// readAll reads every key and value of bucket b (named name) and of the buckets nested in it,
+// so that a damaged page fails here, where guard catches it, and checks that the keys come in
+// order, as a b-tree's must: a damaged key or page header breaks it.
+func readAll(ctx context.Context, path, name string, b *bolt.Bucket) error {
+	var sum byte
+	var prev []byte
+	return b.ForEach(func(k, v []byte) error {
+		if prev != nil && bytes.Compare(prev, k) >= 0 {
+			return &DamagedError{Path: path, Problem: fmt.Sprintf("the keys of bucket %q are out of order at %q", name, k)}
+		}
+		// Found walking the leaves, the key must be found searching from the root too: a
+		// damaged key of a branch page sends the search to another page.
+		if v != nil && b.Get(k) == nil {
+			return &DamagedError{Path: path, Problem: fmt.Sprintf("bucket %q holds key %q, but a search for it does not reach it", name, k)}
+		}
+		prev = append(prev[:0], k...)
+		if v == nil {
+			if nested := b.Bucket(k); nested != nil {
+				if err := readAll(ctx, path, name+"/"+string(k), nested); err != nil {
+					return err
+				}
+			}
+		}
+		for _, c := range v {
+			sum ^= c
+		}
+		return ctx.Err()
+	})
 }

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -187,5 +188,56 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
-	return guard(s.db.Path(), func() error { return s.db.Update(fn) })
+	return guard(s.db.Path(), func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return sealMeta(tx)
+		})
+	})
+}
+
+// keyMetaSum holds the CRC-32C of the rest of the meta bucket (the store's version, its models,
+// its active vector set), rewritten by every write transaction: a damaged setting would
+// otherwise read as another model, and the store would serve as if bound to it.
+var keyMetaSum = []byte("meta_crc32c")
+
+func metaSum(meta *bolt.Bucket) uint32 {
+	sum := crc32.New(crcTable)
+	_ = meta.ForEach(func(k, v []byte) error { // keys in order: the sum is deterministic
+		if !bytes.Equal(k, keyMetaSum) {
+			sum.Write(binary.AppendUvarint(nil, uint64(len(k))))
+			sum.Write(k)
+			sum.Write(binary.AppendUvarint(nil, uint64(len(v))))
+			sum.Write(v)
+		}
+		return nil
+	})
+	return sum.Sum32()
+}
+
+func sealMeta(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return nil
+	}
+	want := binary.BigEndian.AppendUint32(nil, metaSum(meta))
+	if bytes.Equal(meta.Get(keyMetaSum), want) {
+		return nil
+	}
+	return meta.Put(keyMetaSum, want)
+}
+
+// checkMetaSum refuses settings that fail their checksum; a store written before there was one
+// has none, and gets one with its next write.
+func checkMetaSum(path string, meta *bolt.Bucket) error {
+	got := meta.Get(keyMetaSum)
+	if got == nil {
+		return nil
+	}
+	if len(got) != 4 || binary.BigEndian.Uint32(got) != metaSum(meta) {
+		return &DamagedError{Path: path, Problem: "its settings (the store's version and embedding models) fail their checksum"}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 
 	"github.com/paperrec/recommender/internal/lexical"
@@ -11,8 +12,13 @@ import (
 )
 
 // recordVersion leads every encoded record so the format can evolve without a migration of
-// records already on disk.
-const recordVersion = 1
+// records already on disk. Version 2 ends with the CRC-32C of what comes before it (bbolt
+// checks none of its pages' contents); version 1 records, without it, are still read, and
+// rewritten as version 2 when their paper is next written.
+const (
+	recordVersion   = 2
+	recordVersionV1 = 1
+)
 
 var errCorrupt = errors.New("corrupt record")
 
@@ -40,7 +46,8 @@ func encodeRecord(p *store.Paper) []byte {
 	for _, x := range p.Dense {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
 	}
-	return appendString(b, p.DenseHash)
+	b = appendString(b, p.DenseHash)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -69,10 +76,24 @@ const (
 )
 
 func decode(buf []byte, vectors bool, f fields) (store.Paper, error) {
-	d := decoder{buf: buf}
-	if v := d.byte(); v != recordVersion {
-		return store.Paper{}, fmt.Errorf("%w: version %d", errCorrupt, v)
+	if len(buf) == 0 {
+		return store.Paper{}, fmt.Errorf("%w: empty", errCorrupt)
 	}
+	switch buf[0] {
+	case recordVersion:
+		if len(buf) < 5 {
+			return store.Paper{}, fmt.Errorf("%w: truncated", errCorrupt)
+		}
+		body := buf[:len(buf)-4]
+		if got, want := crc32.Checksum(body, crcTable), binary.LittleEndian.Uint32(buf[len(buf)-4:]); got != want {
+			return store.Paper{}, fmt.Errorf("%w: checksum %08x, the record says %08x", errCorrupt, got, want)
+		}
+		buf = body
+	case recordVersionV1:
+	default:
+		return store.Paper{}, fmt.Errorf("%w: version %d", errCorrupt, buf[0])
+	}
+	d := decoder{buf: buf[1:]}
 	var p store.Paper
 	str := func(s *string, read bool) {
 		if read {

@@ -1,6 +1,8 @@
 package embedded
 
 import (
+	"bytes"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -54,4 +56,22 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A record with any one byte changed fails its checksum; a record of version 1, written before
+// records had one, still reads.
+func TestRecordChecksum(t *testing.T) {
+	p := store.Paper{ID: "2103.12906", Title: "Graphs", Abstract: "Message passing.", Lexical: lexical.Document("Graphs", "Message passing."), Dense: []float32{0.5, -1}}
+	b := encodeRecord(&p)
+	for i := range b {
+		damaged := bytes.Clone(b)
+		damaged[i] ^= 0x10
+		if _, err := decodeRecord(damaged); !errors.Is(err, errCorrupt) {
+			t.Fatalf("byte %d of %d changed: %v, want a corrupt record", i, len(b), err)
+		}
+	}
+	v1 := append([]byte{recordVersionV1}, b[1:len(b)-4]...)
+	if got, err := decodeRecord(v1); err != nil || !reflect.DeepEqual(got, p) {
+		t.Fatalf("version 1 record: %+v, %v", got, err)
+	}
 }

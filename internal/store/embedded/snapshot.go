@@ -24,7 +24,7 @@ import (
 // and a crash between two opens leaves none (that open reads the records).
 const snapFile = "index.snap"
 
-const snapMagic = "RECSTORE-SNAP4\n"
+const snapMagic = "RECSTORE-SNAP5\n" // 5: the vectors files' checksums
 
 // postingSize is the bytes of one posting in memory and in the snapshot (doc, tf).
 const postingSize = int(unsafe.Sizeof(posting{}))
@@ -44,6 +44,7 @@ func (s *Store) saveSnapshot(ctx context.Context) error {
 	}
 	var dims [2]int
 	var sizes [2]int64
+	var sums [2]uint32 // CRC-32C of each vectors file, kept in the snapshot: the file is raw floats
 	for slot := range dims {
 		if slot == 1 && s.specs[1].Model == "" {
 			continue
@@ -64,7 +65,9 @@ func (s *Store) saveSnapshot(ctx context.Context) error {
 		err := writeAtomic(ctx, filepath.Join(s.dir, slotFile(vectorsFile, slot)), false, func(w io.Writer) error {
 			for _, n := range live {
 				if v := x.docs[n].dense[slot]; v != nil {
-					if _, err := w.Write(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))); err != nil {
+					b := unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v))
+					sums[slot] = crc32.Update(sums[slot], crcTable, b)
+					if _, err := w.Write(b); err != nil {
 						return err
 					}
 				}
@@ -77,11 +80,11 @@ func (s *Store) saveSnapshot(ctx context.Context) error {
 	}
 	return writeAtomic(ctx, filepath.Join(s.dir, snapFile), true, func(w io.Writer) error {
 		cw := &countingWriter{w: w}
-		return s.writeSnapshot(cw, &cw.n, live, dims, sizes)
+		return s.writeSnapshot(cw, &cw.n, live, dims, sizes, sums)
 	})
 }
 
-func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [2]int, sizes [2]int64) error {
+func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [2]int, sizes [2]int64, sums [2]uint32) error {
 	x := s.idx
 	renum := make([]uint32, len(x.docs)) // old doc number -> new; only live docs are read
 	for i, n := range live {
@@ -94,6 +97,7 @@ func (s *Store) writeSnapshot(w io.Writer, written *int64, live []uint32, dims [
 	for slot := range dims {
 		b = binary.AppendUvarint(b, uint64(dims[slot]))
 		b = binary.AppendUvarint(b, uint64(sizes[slot]))
+		b = binary.BigEndian.AppendUint32(b, sums[slot])
 	}
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(x.sumLen))
 	b = binary.BigEndian.AppendUint32(b, math.Float32bits(x.boundAvg))
@@ -201,12 +205,16 @@ var errNoSnapshot = errors.New("no snapshot")
 // mapping (in the page cache, read as queries touch them), maps the vectors files, and deletes the
 // snapshot (the mapping outlives the name). errNoSnapshot, or another error saying why it could
 // not be used, means the caller reads the records instead; the index is then left empty.
-func (s *Store) loadSnapshot() error {
+func (s *Store) loadSnapshot() (err error) {
 	path := filepath.Join(s.dir, snapFile)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return errNoSnapshot
 	}
-	defer os.Remove(path)
+	defer func() {
+		if !errors.As(err, new(*DamagedError)) { // kept, to refuse the next start too
+			_ = os.Remove(path)
+		}
+	}()
 	b, unmap, err := mmap.Bytes(path)
 	if err != nil {
 		return err
@@ -218,8 +226,17 @@ func (s *Store) loadSnapshot() error {
 		// The checksum is computed while the index is built (two cores), and the index kept
 		// only if it holds.
 		sum := make(chan error, 1)
-		go func() { sum <- checkSum(b) }()
-		err = errors.Join(s.readSnapshot(b[:len(b)-4]), <-sum)
+		go func() {
+			if err := checkSum(b); err != nil {
+				sum <- fmt.Errorf("%w: %s: %v", errDerivedDamaged, path, err)
+				return
+			}
+			sum <- nil
+		}()
+		readErr := s.readSnapshot(b[:len(b)-4])
+		if err = <-sum; err == nil { // a damaged snapshot's contents say nothing, its version included
+			err = readErr
+		}
 	}
 	if err != nil {
 		_ = s.unmap()
@@ -285,6 +302,29 @@ func (r *snapReader) next(n int) []byte {
 	return v
 }
 
+// snapHeader is what a snapshot says before its index: the store version it was made at, its
+// papers, and each vectors file's dimensions, size and checksum.
+type snapHeader struct {
+	version uint64
+	docs    int
+	dims    [2]int
+	sizes   [2]int64
+	sums    [2]uint32
+}
+
+func (r *snapReader) header() (h snapHeader, err error) {
+	if string(r.next(len(snapMagic))) != snapMagic {
+		return h, errors.New("not a snapshot of this format")
+	}
+	h.version = binary.BigEndian.Uint64(r.next(8))
+	h.docs = int(r.uvarint())
+	for slot := range h.dims {
+		h.dims[slot], h.sizes[slot] = int(r.uvarint()), int64(r.uvarint())
+		h.sums[slot] = binary.BigEndian.Uint32(r.next(4))
+	}
+	return h, nil
+}
+
 func (s *Store) readSnapshot(b []byte) (err error) {
 	defer func() { // a damaged file reads as garbage; the checksum makes this unlikely
 		if p := recover(); p != nil {
@@ -293,18 +333,19 @@ func (s *Store) readSnapshot(b []byte) (err error) {
 	}()
 	x := s.idx
 	r := &snapReader{b: b}
-	if string(r.next(len(snapMagic))) != snapMagic {
-		return errors.New("not a snapshot")
+	h, err := r.header()
+	if err != nil {
+		return err
 	}
-	if v := binary.BigEndian.Uint64(r.next(8)); v != s.version {
-		return fmt.Errorf("snapshot of version %d, the papers are at %d", v, s.version)
+	if h.version > s.version { // saved by a clean stop, after every write it knew was durable
+		return &DamagedError{Path: filepath.Join(s.dir, FileName), Problem: fmt.Sprintf("it is at version %d, older than the index "+
+			"snapshot its last clean stop saved (version %d): a damaged header page has lost its latest writes (restored "+
+			"from a backup on purpose? then delete %s and %s)", s.version, h.version, snapFile, annFile)}
 	}
-	ndocs := int(r.uvarint())
-	var dims [2]int
-	var sizes [2]int64
-	for slot := range dims {
-		dims[slot], sizes[slot] = int(r.uvarint()), int64(r.uvarint())
+	if h.version != s.version {
+		return fmt.Errorf("snapshot of version %d, the papers are at %d", h.version, s.version)
 	}
+	ndocs, dims, sizes, sums := h.docs, h.dims, h.sizes, h.sums
 	x.sumLen = math.Float64frombits(binary.BigEndian.Uint64(r.next(8)))
 	x.boundAvg = math.Float32frombits(binary.BigEndian.Uint32(r.next(4)))
 	var flat [2][]float32
@@ -315,6 +356,9 @@ func (s *Store) readSnapshot(b []byte) (err error) {
 		path := filepath.Join(s.dir, slotFile(vectorsFile, slot))
 		if fi, err := os.Stat(path); err != nil || fi.Size() != sizes[slot] {
 			return fmt.Errorf("%s does not go with the snapshot", path)
+		}
+		if err := checkFileSum(path, sums[slot]); err != nil {
+			return err
 		}
 		ff, err := s.mapFloats(path)
 		if err != nil {
@@ -458,3 +502,25 @@ func (w ctxWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// checkFileSum checks that the CRC-32C of the file at path is want, reading it through a buffer
+// (not the mapping, which would leave every page in the process).
+func checkFileSum(path string, want uint32) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum := crc32.New(crcTable)
+	if _, err := io.CopyBuffer(sum, f, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	if got := sum.Sum32(); got != want {
+		return fmt.Errorf("%w: %s: checksum %08x, the snapshot says %08x", errDerivedDamaged, path, got, want)
+	}
+	return nil
+}
+
+// errDerivedDamaged marks a damaged file the store derives from its papers (the snapshot, a
+// vectors file): it is set aside, with a warning naming it, and rebuilt from the records.
+var errDerivedDamaged = errors.New("damaged")

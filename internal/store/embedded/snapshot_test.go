@@ -177,7 +177,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = open()
-	if !strings.Contains(logs.String(), "index snapshot not used; reading the papers") || !strings.Contains(logs.String(), "checksum") {
+	if !strings.Contains(logs.String(), "level=WARN msg=\"index snapshot not used, a file of it is damaged") || !strings.Contains(logs.String(), "index.snap: checksum") {
 		t.Fatalf("a damaged snapshot was not reported:\n%s", logs.String())
 	}
 	if got := answers(s); !reflect.DeepEqual(got, withFresh) {

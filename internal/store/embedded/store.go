@@ -129,6 +129,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := checkMissing(opts.Dir, opts.AllowEmpty); err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		// A new papers file (or an empty one, allowed): a snapshot beside it is of papers it
+		// never held.
+		_ = os.Remove(filepath.Join(opts.Dir, snapFile))
+	}
 	if err := checkBoltFile(path); err != nil {
 		return nil, err
 	}
@@ -191,8 +196,15 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	snapErr := s.loadSnapshot()
+	if errors.As(snapErr, &de) {
+		_ = db.Close()
+		return nil, de
+	}
 	if snapErr != nil {
-		if !errors.Is(snapErr, errNoSnapshot) {
+		switch {
+		case errors.Is(snapErr, errDerivedDamaged):
+			log.Warn("index snapshot not used, a file of it is damaged; reading the papers (the next clean stop saves a new one)", "reason", snapErr)
+		case !errors.Is(snapErr, errNoSnapshot):
 			log.Info("index snapshot not used; reading the papers", "reason", snapErr)
 		}
 		if err := guard(path, func() error { return s.loadRecords(ctx) }); err != nil {
@@ -237,6 +249,9 @@ func (s *Store) load() error {
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
+			return err
+		}
+		if err := checkMetaSum(s.db.Path(), meta); err != nil {
 			return err
 		}
 		for _, name := range [][]byte{bucketFeeds, bucketVectors1} {
@@ -576,11 +591,15 @@ func (s *Store) read(ctx context.Context, ids []string) (found []store.Paper, mi
 		return nil, nil, store.ErrClosed
 	}
 	s.mu.RLock() // a switch of vector sets commits under the write lock: see SwitchVectorSet
+	defer s.mu.RUnlock()
+	var committed uint64
 	err = s.view(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyVersion); len(v) == 8 {
+			committed = binary.BigEndian.Uint64(v)
+		}
 		found, err = s.readTx(tx, ids)
 		return err
 	})
-	s.mu.RUnlock()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -589,9 +608,15 @@ func (s *Store) read(ctx context.Context, ids []string) (found []store.Paper, mi
 		have[p.ID] = true
 	}
 	for _, id := range ids {
-		if !have[id] {
-			missing = append(missing, id)
+		if have[id] {
+			continue
 		}
+		// The index holds what the file held at its version: with no write between them, a
+		// paper it holds whose record the file lacks was lost to damage (its key's page).
+		if _, indexed := s.idx.byID[id]; indexed && committed == s.version {
+			return nil, nil, &DamagedError{Path: filepath.Join(s.dir, FileName), Problem: fmt.Sprintf("paper %q is indexed but its record is missing", id)}
+		}
+		missing = append(missing, id)
 	}
 	return found, missing, nil
 }

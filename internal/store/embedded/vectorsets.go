@@ -293,6 +293,9 @@ func (s *Store) SwitchVectorSet(ctx context.Context, to store.EmbeddingSpec, fil
 		return fmt.Errorf("the other vector set is of %s, not %s", s.specs[other], to)
 	}
 	vectors, version, err := s.prepareSwitch(ctx, tx, other, fill)
+	if err == nil {
+		err = sealMeta(tx)
+	}
 	if err != nil {
 		return err
 	}
