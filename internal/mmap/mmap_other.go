@@ -42,6 +42,9 @@ func OpenFloats(path string) (*FloatFile, error) {
 // Read returns v: the floats are in memory already.
 func (ff *FloatFile) Read(v, dst []float32) []float32 { return v }
 
+// Intact is always true: the floats were read into memory.
+func (ff *FloatFile) Intact() bool { return true }
+
 // Holds reports false: nothing is mapped.
 func (ff *FloatFile) Holds(v []float32) bool { return false }
 

@@ -112,6 +112,13 @@ func (ff *FloatFile) offset(v []float32) (int64, bool) {
 	return int64(p - base), p >= base && p < base+uintptr(len(ff.Flat))*4
 }
 
+// Intact reports whether the file still holds every byte mapped: reading the mapping past a
+// file cut short is SIGBUS.
+func (ff *FloatFile) Intact() bool {
+	fi, err := ff.f.Stat()
+	return err == nil && fi.Size() >= int64(len(ff.Flat))*4
+}
+
 // Close unmaps the file and closes its descriptor.
 func (ff *FloatFile) Close() error {
 	ff.Flat = nil

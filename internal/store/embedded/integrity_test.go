@@ -339,3 +339,41 @@ func flipOutcome(t *testing.T, ctx context.Context, dir string, ps []store.Paper
 	}
 	return outcome
 }
+
+// A vectors file cut short under a running store (the store maps it) fails the searches that
+// read it, naming it, instead of ending the process with SIGBUS.
+func TestVectorsFileCutShortUnderTheStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ps := filled(t, dir, 300)
+	s, err := embedded.Open(ctx, embedded.Options{Dir: dir, ANN: embedded.ANNOptions{ExactBelow: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := store.Query{Dense: ps[7].Dense, DenseSet: store.EmbeddingSpec{Model: "m", Dimensions: 16}.Key(), Limit: 3}
+	if hits, err := s.Search(ctx, q); err != nil || hits[0].Paper.ID != ps[7].ID {
+		t.Fatalf("before: %v, %v", hits, err)
+	}
+	// (A batch the linker is linking while the file is cut would still fault: a cut is checked
+	// for between batches.)
+	if err := s.WaitLinked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "vectors.f32"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var de *embedded.DamagedError
+	if _, err := s.Search(ctx, q); !errors.As(err, &de) || !strings.Contains(err.Error(), "vectors.f32") {
+		t.Fatalf("after the cut: %v, want a DamagedError naming vectors.f32", err)
+	}
+	// A new vector wakes the linker, which sees the cut and links nothing rather than fault.
+	p := ps[0]
+	p.ID, p.DenseHash = "new", "new"
+	if _, err := s.Upsert(ctx, []store.Paper{p}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Search(ctx, q); !errors.As(err, &de) {
+		t.Fatalf("after a write: %v, want a DamagedError", err)
+	}
+}

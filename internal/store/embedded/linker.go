@@ -165,6 +165,15 @@ func (s *Store) linkOnce() bool {
 	if s.linkHeld {
 		return false
 	}
+	for _, ff := range s.floatFiles {
+		if !ff.Intact() { // its vectors would fault; searches of them fail, naming the file
+			s.linkBroken.Do(func() {
+				s.log.Error("a vectors file was cut short under the running store: vectors are no longer linked; restart the server (the next start reads the papers)",
+					"dir", s.dir)
+			})
+			return false
+		}
+	}
 	s.mu.RLock()
 	j := s.idx.takeLinkJob(linkBatch)
 	s.mu.RUnlock()

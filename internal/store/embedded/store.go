@@ -95,6 +95,7 @@ type Store struct {
 	unmaps []func() error // release the vectors files mapped at Open
 	// floatFiles are those files, read by readVector; set while opening, then only read.
 	floatFiles []*mmap.FloatFile
+	linkBroken sync.Once     // the linker found one cut short: said once
 	written    chan struct{} // closed by the next commit that writes a paper (ChangeLog.Written)
 	lastWrite  int64         // unix ns of the latest write log entry; under writeMu
 	// applied is the last write log entry the in-memory index reflects: readers of the log
@@ -693,10 +694,21 @@ func (s *Store) IDF(ctx context.Context, terms []uint32) ([]float64, error) {
 }
 
 // Search implements store.Store.
-func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+func (s *Store) Search(ctx context.Context, q store.Query) (hits []store.Hit, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Vectors may be read from the mapped vectors file: one cut short under the running store
+	// (by hand, by a full disk's repair) faults on a page it no longer has, which guard turns
+	// into an error naming it instead of the end of the process.
+	err = guard(filepath.Join(s.dir, vectorsFile), func() error {
+		hits, err = s.search(ctx, q)
+		return err
+	})
+	return hits, err
+}
+
+func (s *Store) search(ctx context.Context, q store.Query) ([]store.Hit, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock() // held while reading records so hits and index agree
 	if s.closed {
@@ -823,12 +835,14 @@ func (s *Store) CloseWithin(ctx context.Context) error {
 	// The graphs and the index snapshot are saved on a clean close only; after a crash the
 	// next start rebuilds them from the records.
 	var saveErr error
+	// The saves read the mapped vectors: guarded, as searches are, against a file cut short.
+	vectors := filepath.Join(s.dir, vectorsFile)
 	for slot := range s.idx.sets {
-		if err := s.saveANN(ctx, slot); ctx.Err() == nil && err != nil {
+		if err := guard(vectors, func() error { return s.saveANN(ctx, slot) }); ctx.Err() == nil && err != nil {
 			saveErr = errors.Join(saveErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
 		}
 	}
-	if err := s.saveSnapshot(ctx); ctx.Err() == nil && err != nil {
+	if err := guard(vectors, func() error { return s.saveSnapshot(ctx) }); ctx.Err() == nil && err != nil {
 		saveErr = errors.Join(saveErr, fmt.Errorf("save the index snapshot (the next start reads the papers): %w", err))
 	}
 	if ctx.Err() != nil {
