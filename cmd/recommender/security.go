@@ -12,6 +12,7 @@ import (
 
 	"github.com/paperrec/recommender/gen/client"
 	"github.com/paperrec/recommender/internal/auth"
+	"github.com/paperrec/recommender/internal/server"
 )
 
 // serverSecurity are serve's authentication, TLS and rate-limit flags.
@@ -20,6 +21,7 @@ type serverSecurity struct {
 	allowUnauthenticated bool
 	rateLimit            float64
 	rateBurst            int
+	maxCalls             int
 	tlsCert, tlsKey      string
 	tlsClientCA          string
 	errs                 []string
@@ -40,6 +42,9 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.rateLimit, "rate-limit", rl,
 		"requests per second allowed to each API key (or address, without keys); 0: unlimited (env RECOMMENDER_RATE_LIMIT)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 20, "requests a caller may send at once above its rate")
+	f.maxCalls = f.intEnv("RECOMMENDER_MAX_CALLS_PER_CALLER", server.DefaultConfig().MaxCallsPerCaller)
+	fs.IntVar(&f.maxCalls, "max-calls-per-caller", f.maxCalls,
+		"unary calls each API key (or address, without keys) may have in flight at once; 0: unbounded (env RECOMMENDER_MAX_CALLS_PER_CALLER)")
 	fs.StringVar(&f.tlsCert, "tls-cert", os.Getenv("RECOMMENDER_TLS_CERT"), "serve TLS with this PEM certificate (env RECOMMENDER_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", os.Getenv("RECOMMENDER_TLS_KEY"), "PEM private key of --tls-cert (env RECOMMENDER_TLS_KEY)")
 	fs.StringVar(&f.tlsClientCA, "tls-client-ca", os.Getenv("RECOMMENDER_TLS_CLIENT_CA"),
@@ -52,6 +57,16 @@ func (f *serverSecurity) boolEnv(name string, def bool) bool {
 	v, err := strconv.ParseBool(envOr(name, strconv.FormatBool(def)))
 	if err != nil {
 		f.errs = append(f.errs, name+" must be true or false")
+	}
+	return v
+}
+
+// intEnv reads a whole-number environment variable, def when unset; a bad value is reported
+// with the other usage errors.
+func (f *serverSecurity) intEnv(name string, def int) int {
+	v, err := strconv.Atoi(envOr(name, strconv.Itoa(def)))
+	if err != nil {
+		f.errs = append(f.errs, name+" must be a whole number")
 	}
 	return v
 }

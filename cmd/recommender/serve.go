@@ -110,6 +110,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
+	cfg.MaxCallsPerCaller = sec.maxCalls
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -56,6 +58,10 @@ type Config struct {
 	// burst. A caller is its API key, or without keys its address.
 	RateLimit float64
 	RateBurst int
+	// MaxCallsPerCaller bounds each caller's unary calls in flight at once (0: unbounded):
+	// with the rate, what keeps one key from taking every core from the others. Streams (a
+	// backfill, open feeds) are not counted.
+	MaxCallsPerCaller int
 	// TLS, when set, serves over TLS (with ClientAuth set, mutual TLS).
 	TLS *tls.Config
 	// Metrics records RPC counts and latencies; nil records nothing.
@@ -67,12 +73,13 @@ type Config struct {
 // DefaultConfig returns the defaults the CLI starts from.
 func DefaultConfig() Config {
 	return Config{
-		Addr:             "127.0.0.1:50051",
-		Reflection:       true,
-		ShutdownTimeout:  20 * time.Second,
-		MaxRecvMsgBytes:  4 << 20,
-		MaxConnectionAge: 5 * time.Minute,
-		RateBurst:        20,
+		Addr:              "127.0.0.1:50051",
+		Reflection:        true,
+		ShutdownTimeout:   20 * time.Second,
+		MaxRecvMsgBytes:   4 << 20,
+		MaxConnectionAge:  5 * time.Minute,
+		RateBurst:         20,
+		MaxCallsPerCaller: 32,
 	}
 }
 
@@ -95,6 +102,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
 			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
 	}
+	if c.MaxCallsPerCaller < 0 {
+		errs = append(errs, fmt.Errorf("calls in flight per caller must be 0 (unbounded) or more, got %d", c.MaxCallsPerCaller))
+	}
 	if !(c.RateLimit >= 0 && c.RateLimit <= auth.MaxRate) || c.RateBurst < 1 || c.RateBurst > auth.MaxRate {
 		errs = append(errs, fmt.Errorf("rate limit must be 0 (off) to %g requests a second, with a burst of 1 to %g; got %v and %d",
 			float64(auth.MaxRate), float64(auth.MaxRate), c.RateLimit, c.RateBurst))
@@ -115,19 +125,27 @@ func isLoopback(host string) bool {
 // checked (and charged to its rate) once, before its message is read.
 type admissionKey struct{}
 
-type admission struct{ method, caller string }
+type admission struct {
+	method, caller string
+	// overRate, when set, is how long until the caller's rate allows a call: the call is
+	// refused RESOURCE_EXHAUSTED, once held (see hold).
+	overRate time.Duration
+}
 
-// Admit checks a call's key, scope and rate limit before its message is read: the gRPC port does
-// it as its tap handle, the HTTP transports call it first. A refusal is logged and counted like
-// any call and returned as a status error; an admitted call's ctx carries the admission, and the
+// Admit checks a call's key, scope and rate limit before its message is read, for the HTTP
+// transports (the gRPC port does it as its tap handle). A refusal is logged and counted like any
+// call and returned as a status error; an admitted call's ctx carries the admission, and the
 // interceptors do not check it again.
 func (s *Server) Admit(ctx context.Context, method string) (context.Context, error) {
 	start := time.Now()
-	caller, err := s.admit(ctx, method)
-	if err != nil {
-		return ctx, s.finish(ctx, method, caller, start, nil, err)
+	a, err := s.admit(ctx, method)
+	if err == nil && a.overRate > 0 {
+		err = s.holdOverRate(ctx, a)
 	}
-	return context.WithValue(ctx, admissionKey{}, admission{method: method, caller: caller}), nil
+	if err != nil {
+		return ctx, s.finish(ctx, method, a.caller, start, nil, err)
+	}
+	return context.WithValue(ctx, admissionKey{}, a), nil
 }
 
 // Refuse logs and counts a call that a transport refused before the service saw it (a body over
@@ -137,18 +155,62 @@ func (s *Server) Refuse(ctx context.Context, method string, err error) error {
 	return s.finish(ctx, method, a.caller, time.Now(), nil, err)
 }
 
-// admitted returns the caller of a call Admit let through, or checks it now.
+// admitted returns the caller of a call the tap handle or Admit let through, or checks it now;
+// a call over its caller's rate is held, then refused.
 func (s *Server) admitted(ctx context.Context, method string) (string, error) {
-	if a, ok := ctx.Value(admissionKey{}).(admission); ok && a.method == method {
-		return a.caller, nil
+	a, ok := ctx.Value(admissionKey{}).(admission)
+	if !ok || a.method != method {
+		var err error
+		if a, err = s.admit(ctx, method); err != nil {
+			return a.caller, err
+		}
 	}
-	return s.admit(ctx, method)
+	if a.overRate > 0 {
+		return a.caller, s.holdOverRate(ctx, a)
+	}
+	return a.caller, nil
 }
 
 // tapAdmit is the gRPC port's tap handle: it runs once a call's headers are in, before its first
-// message is read, so a call without a valid key costs no message.
+// message is read, so a call without a valid key costs no message. It runs under the
+// connection's lock, so a call over its rate is only marked here, and held and refused by the
+// interceptor, in the call's own goroutine.
 func (s *Server) tapAdmit(ctx context.Context, info *tap.Info) (context.Context, error) {
-	return s.Admit(ctx, info.FullMethodName)
+	start := time.Now()
+	a, err := s.admit(ctx, info.FullMethodName)
+	if err != nil {
+		return ctx, s.finish(ctx, info.FullMethodName, a.caller, start, nil, err)
+	}
+	return context.WithValue(ctx, admissionKey{}, a), nil
+}
+
+// Holding refusals. A caller over its rate is refused, but not at once: the refusal waits what
+// the rate says (at most maxHold), so a client sending as fast as it can gets its answers no
+// faster than its rate, and its flood costs the server, and the other callers sharing its cores,
+// next to nothing. A caller with maxHeld calls held is refused at once: holding is not a queue
+// a client could fill.
+const (
+	maxHold = time.Second
+	maxHeld = 64
+)
+
+// holdOverRate holds a call over its caller's rate, then returns its refusal.
+func (s *Server) holdOverRate(ctx context.Context, a admission) error {
+	n, _ := s.held.LoadOrStore(a.caller, new(atomic.Int32))
+	count := n.(*atomic.Int32)
+	if count.Add(1) <= maxHeld {
+		t := time.NewTimer(min(a.overRate, maxHold))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	if count.Add(-1) == 0 {
+		s.held.Delete(a.caller)
+	}
+	return apierr.New(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(a.overRate)})
 }
 
 // methodScopes is the scope each RPC needs; methods not listed (health, reflection) are open.
@@ -167,32 +229,33 @@ var methodScopes = map[string]auth.Scope{
 	recommenderv1.RecommenderService_RetireVectorSet_FullMethodName: auth.Write,
 }
 
-// admit authenticates and rate-limits a call to a guarded method, returning the caller.
-func (s *Server) admit(ctx context.Context, method string) (string, error) {
+// admit authenticates a call to a guarded method and checks its scope and rate.
+func (s *Server) admit(ctx context.Context, method string) (admission, error) {
+	a := admission{method: method}
 	need, guarded := methodScopes[method]
 	if !guarded {
-		return "", nil
+		return a, nil
 	}
 	var p auth.Principal
 	if s.cfg.Keys != nil {
 		var err error
 		if p, err = s.cfg.Keys.Authenticate(ctx); err != nil {
-			return "", apierr.New(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
+			return a, apierr.New(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
 		}
 		if p.Scope < need {
-			return p.ID, apierr.New(codes.PermissionDenied, apierr.APIKeyScope,
+			a.caller = p.ID
+			return a, apierr.New(codes.PermissionDenied, apierr.APIKeyScope,
 				fmt.Sprintf("API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need),
 				map[string]string{"key_id": p.ID, "scope": p.Scope.String(), "required_scope": need.String()})
 		}
 	}
-	caller := auth.Caller(ctx, p)
+	a.caller = auth.Caller(ctx, p)
 	if s.limiter != nil {
-		if ok, retry := s.limiter.Allow(caller, p.Rate); !ok {
-			return caller, apierr.New(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
-				&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)})
+		if ok, retry := s.limiter.Allow(a.caller, p.Rate); !ok {
+			a.overRate = max(retry, time.Millisecond)
 		}
 	}
-	return caller, nil
+	return a, nil
 }
 
 // ServiceName is the name the health service reports for the recommender.
@@ -200,13 +263,15 @@ const ServiceName = "recommender.v1.RecommenderService"
 
 // Server is a running gRPC server.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	grpc    *grpc.Server
-	health  *health.Server
-	lis     net.Listener
-	limiter *auth.Limiter // nil: unlimited
-	svc     *Service
+	cfg      Config
+	log      *slog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+	limiter  *auth.Limiter // nil: unlimited
+	svc      *Service
+	held     sync.Map // caller -> *atomic.Int32: its calls held before their refusal (holdOverRate)
+	inFlight sync.Map // caller -> *atomic.Int32: its unary calls running (Config.MaxCallsPerCaller)
 }
 
 // Listen binds the listener and builds the gRPC server with the service registered.
@@ -337,6 +402,16 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	defer func() { err = s.finish(ctx, info.FullMethod, caller, start, recover(), err) }()
 	if caller, err = s.admitted(ctx, info.FullMethod); err != nil {
 		return nil, err
+	}
+	if caller != "" && s.cfg.MaxCallsPerCaller > 0 {
+		n, _ := s.inFlight.LoadOrStore(caller, new(atomic.Int32))
+		count := n.(*atomic.Int32)
+		defer count.Add(-1)
+		if count.Add(1) > int32(s.cfg.MaxCallsPerCaller) {
+			return nil, apierr.New(codes.ResourceExhausted, apierr.RateLimited,
+				fmt.Sprintf("%d calls of this caller in flight already, the limit; retry once one ends", s.cfg.MaxCallsPerCaller), nil,
+				&errdetails.RetryInfo{RetryDelay: durationpb.New(50 * time.Millisecond)})
+		}
 	}
 	return handler(ctx, req)
 }
