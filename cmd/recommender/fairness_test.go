@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,5 +135,47 @@ func TestCallsInFlightPerCaller(t *testing.T) {
 	}
 	if _, err := a.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"demo-0019"}}); err != nil {
 		t.Fatalf("once the calls ended: %v", err)
+	}
+}
+
+// Idle connections from one address are bounded on each port: past --max-connections-per-address
+// a new one is closed at once, and once the client lets go, it connects again.
+func TestIdleConnectionsAreBounded(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir(), "--demo", "--max-connections-per-address", "20")
+	for _, addr := range []string{p.addr, p.httpAddr} {
+		var conns []net.Conn
+		for range 30 {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		// Each read waits until the server closes the connection, or until the deadline for
+		// one it holds.
+		var closed atomic.Int32
+		var wg sync.WaitGroup
+		deadline := time.Now().Add(300 * time.Millisecond)
+		for _, c := range conns {
+			wg.Go(func() {
+				_ = c.SetReadDeadline(deadline)
+				if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+					closed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		if n := closed.Load(); n != 10 {
+			t.Errorf("%s: %d of 30 idle connections closed by the server, want the 10 past the bound of 20", addr, n)
+		}
+	}
+	// Let go of, the connections count no more.
+	c, _ := clientWithKey(t, p.addr, "")
+	if _, err := c.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{}); err != nil {
+		t.Fatalf("a client after the idle connections closed: %v", err)
 	}
 }

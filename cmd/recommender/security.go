@@ -22,6 +22,7 @@ type serverSecurity struct {
 	rateLimit            float64
 	rateBurst            int
 	maxCalls             int
+	maxConns             int
 	tlsCert, tlsKey      string
 	tlsClientCA          string
 	errs                 []string
@@ -42,6 +43,9 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.rateLimit, "rate-limit", rl,
 		"requests per second allowed to each API key (or address, without keys); 0: unlimited (env RECOMMENDER_RATE_LIMIT)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 20, "requests a caller may send at once above its rate")
+	f.maxConns = f.intEnv("RECOMMENDER_MAX_CONNECTIONS_PER_ADDRESS", server.DefaultConfig().MaxConnsPerAddress)
+	fs.IntVar(&f.maxConns, "max-connections-per-address", f.maxConns,
+		"connections one client address may hold open at once, on each port; 0: unbounded (env RECOMMENDER_MAX_CONNECTIONS_PER_ADDRESS)")
 	f.maxCalls = f.intEnv("RECOMMENDER_MAX_CALLS_PER_CALLER", server.DefaultConfig().MaxCallsPerCaller)
 	fs.IntVar(&f.maxCalls, "max-calls-per-caller", f.maxCalls,
 		"unary calls each API key (or address, without keys) may have in flight at once; 0: unbounded (env RECOMMENDER_MAX_CALLS_PER_CALLER)")

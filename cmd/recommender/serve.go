@@ -110,7 +110,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
-	cfg.MaxCallsPerCaller = sec.maxCalls
+	cfg.MaxCallsPerCaller, cfg.MaxConnsPerAddress = sec.maxCalls, sec.maxConns
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
@@ -246,7 +246,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if listensOnLoopback(*metricsAddr) {
 			h = httpapi.LoopbackHostsOnly(h) // no page on a rebound name reads the metrics
 		}
-		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, h, cfg.ShutdownTimeout, log)
+		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, h, cfg.ShutdownTimeout, cfg.MaxConnsPerAddress, log)
 		if err != nil {
 			return err
 		}
@@ -262,7 +262,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if tracing.Enabled() {
 			h = tracing.HTTPHandler(h)
 		}
-		stop, err := serveHTTP(ctx, "http", *httpAddr, cfg.TLS, h, cfg.ShutdownTimeout, log)
+		stop, err := serveHTTP(ctx, "http", *httpAddr, cfg.TLS, h, cfg.ShutdownTimeout, cfg.MaxConnsPerAddress, log)
 		if err != nil {
 			return err
 		}
@@ -308,11 +308,12 @@ func metricsMux(m *metrics.Metrics) http.Handler {
 // serveHTTP serves h on addr (over TLS when tlsCfg is set) until ctx is done or the returned stop
 // is called, then lets requests in flight finish for up to grace and cuts the rest: it drains
 // alongside the gRPC server, within the same shutdown timeout. stop waits for that.
-func serveHTTP(ctx context.Context, name, addr string, tlsCfg *tls.Config, h http.Handler, grace time.Duration, log *slog.Logger) (func(), error) {
+func serveHTTP(ctx context.Context, name, addr string, tlsCfg *tls.Config, h http.Handler, grace time.Duration, maxConns int, log *slog.Logger) (func(), error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s listener: %w", name, err)
 	}
+	lis = server.LimitPerAddress(lis, maxConns)
 	if tlsCfg != nil {
 		tlsCfg = tlsCfg.Clone()
 		tlsCfg.NextProtos = []string{"h2", "http/1.1"} // gRPC clients need HTTP/2

@@ -62,6 +62,9 @@ type Config struct {
 	// with the rate, what keeps one key from taking every core from the others. Streams (a
 	// backfill, open feeds) are not counted.
 	MaxCallsPerCaller int
+	// MaxConnsPerAddress bounds the connections open at once from one remote address (0:
+	// unbounded); see LimitPerAddress.
+	MaxConnsPerAddress int
 	// TLS, when set, serves over TLS (with ClientAuth set, mutual TLS).
 	TLS *tls.Config
 	// Metrics records RPC counts and latencies; nil records nothing.
@@ -73,13 +76,14 @@ type Config struct {
 // DefaultConfig returns the defaults the CLI starts from.
 func DefaultConfig() Config {
 	return Config{
-		Addr:              "127.0.0.1:50051",
-		Reflection:        true,
-		ShutdownTimeout:   20 * time.Second,
-		MaxRecvMsgBytes:   4 << 20,
-		MaxConnectionAge:  5 * time.Minute,
-		RateBurst:         20,
-		MaxCallsPerCaller: 32,
+		Addr:               "127.0.0.1:50051",
+		Reflection:         true,
+		ShutdownTimeout:    20 * time.Second,
+		MaxRecvMsgBytes:    4 << 20,
+		MaxConnectionAge:   5 * time.Minute,
+		RateBurst:          20,
+		MaxCallsPerCaller:  32,
+		MaxConnsPerAddress: 256,
 	}
 }
 
@@ -102,6 +106,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
 			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
 	}
+	if c.MaxConnsPerAddress < 0 {
+		errs = append(errs, fmt.Errorf("connections per address must be 0 (unbounded) or more, got %d", c.MaxConnsPerAddress))
+	}
 	if c.MaxCallsPerCaller < 0 {
 		errs = append(errs, fmt.Errorf("calls in flight per caller must be 0 (unbounded) or more, got %d", c.MaxCallsPerCaller))
 	}
@@ -120,6 +127,10 @@ func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// maxConnectionIdle closes a client connection that has had no call for this long (clients
+// reconnect when they next call): idle connections are not held forever.
+const maxConnectionIdle = 5 * time.Minute
 
 // admission marks a call's context once its key, scope and rate are checked, so each call is
 // checked (and charged to its rate) once, before its message is read.
@@ -283,6 +294,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	lis = LimitPerAddress(lis, cfg.MaxConnsPerAddress)
 	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer(), svc: svc}
 	if cfg.RateLimit > 0 || (cfg.Keys != nil && cfg.Keys.HasRates()) {
 		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
@@ -303,7 +315,9 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 		// No MaxConnectionAgeGrace: a call in flight on an aged connection runs to its end (a
 		// backfill stream can take many minutes); only new calls move to a new connection.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second,
-			MaxConnectionAge: cfg.MaxConnectionAge}),
+			MaxConnectionAge: cfg.MaxConnectionAge, MaxConnectionIdle: maxConnectionIdle}),
+		// A connection must say it speaks HTTP/2 soon: one that sends nothing is not held.
+		grpc.ConnectionTimeout(10*time.Second),
 	)...)
 	registerService(s.grpc, svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
