@@ -82,16 +82,25 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 	return p, nil
 }
 
-// embedRequest embeds the text (when set) and the inline seeds in one call, setting the seeds'
-// vectors; it returns the text's.
+// embedRequest embeds the text (when set) and the inline seeds without a vector of the
+// model's size in one call, setting the seeds' vectors; it returns the text's.
 func (e *Engine) embedRequest(ctx context.Context, text string, seeds *seedPapers) ([]float32, error) {
 	var texts []string
 	if text != "" {
 		texts = append(texts, e.prefixes().QueryText(text))
 	}
-	inline := append(seeds.positive[seeds.positiveInline:len(seeds.positive):len(seeds.positive)], seeds.negative[seeds.negativeInline:]...)
-	for _, p := range inline {
-		texts = append(texts, e.prefixes().DocumentText(p.Title, p.Abstract))
+	var todo []*store.Paper
+	for _, side := range []struct {
+		papers []store.Paper
+		from   int
+	}{{seeds.positive, seeds.positiveInline}, {seeds.negative, seeds.negativeInline}} {
+		for i := range side.papers[side.from:] {
+			p := &side.papers[side.from+i]
+			if len(p.Dense) == 0 || len(p.Dense) != e.Embedder.Dimensions() {
+				todo = append(todo, p)
+				texts = append(texts, e.prefixes().DocumentText(p.Title, p.Abstract))
+			}
+		}
 	}
 	if len(texts) == 0 {
 		return nil, nil
@@ -107,13 +116,30 @@ func (e *Engine) embedRequest(ctx context.Context, text string, seeds *seedPaper
 	if text != "" {
 		textVector, vecs = vecs[0], vecs[1:]
 	}
-	for i := range seeds.positive[seeds.positiveInline:] {
-		seeds.positive[seeds.positiveInline+i].Dense, vecs = vecs[0], vecs[1:]
-	}
-	for i := range seeds.negative[seeds.negativeInline:] {
-		seeds.negative[seeds.negativeInline+i].Dense, vecs = vecs[0], vecs[1:]
+	for i, p := range todo {
+		p.Dense = vecs[i]
 	}
 	return textVector, nil
+}
+
+// EmbedInline embeds inline seeds as a request would (their document texts), for a caller that
+// keeps their vectors; it returns them with the key of the model they belong to.
+func (e *Engine) EmbedInline(ctx context.Context, seeds []InlineSeed) ([][]float32, string, error) {
+	if e.Embedder == nil || len(seeds) == 0 {
+		return nil, "", nil
+	}
+	texts := make([]string, len(seeds))
+	for i, s := range seeds {
+		texts[i] = e.prefixes().DocumentText(s.Title, s.Abstract)
+	}
+	vecs, err := e.Embedder.Embed(ctx, texts)
+	if err != nil {
+		return nil, "", fmt.Errorf("embed inline seeds: %w", err)
+	}
+	if err := e.checkDims(vecs); err != nil {
+		return nil, "", err
+	}
+	return vecs, e.Spec.Key(), nil
 }
 
 // query is the store query of one seed in mode.

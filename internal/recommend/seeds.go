@@ -15,6 +15,9 @@ type InlineSeed struct {
 	Title, Abstract     string
 	Authors, Categories []string
 	Year                int32
+	// Dense is its embedding by the engine's model, when the caller kept one (a feed keeps its
+	// seeds'); empty: embedded with the request.
+	Dense []float32
 }
 
 // SeedStatus is what became of one seed.
@@ -104,7 +107,7 @@ func (e *Engine) loadSeeds(ctx context.Context, r Request) (seedPapers, []SeedRe
 				}
 				*side.papers = append(*side.papers, store.Paper{ID: InlineSeedID(side.negative, i), Title: in.Title,
 					Abstract: in.Abstract, Authors: in.Authors, Categories: in.Categories, Year: in.Year,
-					Lexical: lexical.Document(in.Title, in.Abstract)})
+					Lexical: lexical.Document(in.Title, in.Abstract), Dense: in.Dense})
 			}
 			out = append(out, res)
 		}

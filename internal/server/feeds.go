@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -80,7 +82,8 @@ func (s *Service) CreateFeed(ctx context.Context, req *recommenderv1.CreateFeedR
 		return nil, apierr.Invalid("feed", "must be set")
 	}
 	f := proto.Clone(req.GetFeed()).(*recommenderv1.Feed)
-	if _, err := s.feedRequest(f); err != nil {
+	r, err := s.feedRequest(f)
+	if err != nil {
 		return nil, err
 	}
 	id, err := uuid.NewV7() // time-ordered: the store lists feeds by id, so oldest first
@@ -88,7 +91,19 @@ func (s *Service) CreateFeed(ctx context.Context, req *recommenderv1.CreateFeedR
 		return nil, err
 	}
 	f.FeedId, f.CreateTime = id.String(), time.Now().UTC().Format(time.RFC3339Nano)
-	b, err := proto.Marshal(f)
+	sf := storedFeed{feed: f}
+	if r.Mode != recommend.ModeLexical {
+		// Embedded once, here: every stream and every batch of writes after uses these.
+		err := s.withEngine(ctx, func(e *recommend.Engine) error {
+			var err error
+			sf.vectors, sf.vectorsOf, err = e.EmbedInline(ctx, r.InlinePositive)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	b, err := sf.encode()
 	if err != nil {
 		return nil, err
 	}
@@ -98,35 +113,120 @@ func (s *Service) CreateFeed(ctx context.Context, req *recommenderv1.CreateFeedR
 	return &recommenderv1.CreateFeedResponse{Feed: f}, nil
 }
 
-func (s *Service) loadFeed(ctx context.Context, id string) (*recommenderv1.Feed, error) {
-	fs, err := s.feeds()
+// storedFeed is a feed as stored: the Feed, and its inline seeds' vectors with the key of the
+// model that made them (recommend.Engine.EmbedInline).
+type storedFeed struct {
+	feed      *recommenderv1.Feed
+	vectors   [][]float32
+	vectorsOf string
+}
+
+// A stored feed is its Feed message (as stored before seeds' vectors were kept), or a 0 byte
+// (which no protobuf message starts with), then the message, the model's key and the vectors.
+func (sf storedFeed) encode() ([]byte, error) {
+	msg, err := proto.Marshal(sf.feed)
 	if err != nil {
 		return nil, err
 	}
+	b := binary.AppendUvarint([]byte{0}, uint64(len(msg)))
+	b = append(b, msg...)
+	b = binary.AppendUvarint(b, uint64(len(sf.vectorsOf)))
+	b = append(b, sf.vectorsOf...)
+	b = binary.AppendUvarint(b, uint64(len(sf.vectors)))
+	for _, v := range sf.vectors {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		for _, x := range v {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+		}
+	}
+	return b, nil
+}
+
+func decodeFeed(b []byte) (storedFeed, error) {
+	sf := storedFeed{feed: &recommenderv1.Feed{}}
+	if len(b) == 0 || b[0] != 0 {
+		return sf, proto.Unmarshal(b, sf.feed)
+	}
+	bad := errors.New("a stored feed cut short")
+	next := func(n uint64) ([]byte, bool) {
+		if n > uint64(len(b)) {
+			return nil, false
+		}
+		v := b[:n]
+		b = b[n:]
+		return v, true
+	}
+	count := func() (uint64, bool) {
+		n, k := binary.Uvarint(b)
+		if k <= 0 {
+			return 0, false
+		}
+		b = b[k:]
+		return n, true
+	}
+	b = b[1:]
+	n, ok := count()
+	msg, ok2 := next(n)
+	if !ok || !ok2 {
+		return sf, bad
+	}
+	if err := proto.Unmarshal(msg, sf.feed); err != nil {
+		return sf, err
+	}
+	n, ok = count()
+	key, ok2 := next(n)
+	if !ok || !ok2 {
+		return sf, bad
+	}
+	sf.vectorsOf = string(key)
+	nv, ok := count()
+	if !ok || nv > MaxSeeds {
+		return sf, bad
+	}
+	for range nv {
+		dims, ok := count()
+		raw, ok2 := next(4 * dims)
+		if !ok || !ok2 {
+			return sf, bad
+		}
+		v := make([]float32, dims)
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		sf.vectors = append(sf.vectors, v)
+	}
+	return sf, nil
+}
+
+func (s *Service) loadFeed(ctx context.Context, id string) (storedFeed, error) {
+	fs, err := s.feeds()
+	if err != nil {
+		return storedFeed{}, err
+	}
 	if id == "" {
-		return nil, apierr.Invalid("feed_id", "is required")
+		return storedFeed{}, apierr.Invalid("feed_id", "is required")
 	}
 	b, err := fs.GetFeed(ctx, id)
 	if errors.Is(err, store.ErrFeedNotFound) {
-		return nil, &feedNotFoundError{id}
+		return storedFeed{}, &feedNotFoundError{id}
 	}
 	if err != nil {
-		return nil, err
+		return storedFeed{}, err
 	}
-	f := &recommenderv1.Feed{}
-	if err := proto.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("read feed %s: %w", id, err)
+	sf, err := decodeFeed(b)
+	if err != nil {
+		return storedFeed{}, fmt.Errorf("read feed %s: %w", id, err)
 	}
-	return f, nil
+	return sf, nil
 }
 
 // GetFeed implements RecommenderService.
 func (s *Service) GetFeed(ctx context.Context, req *recommenderv1.GetFeedRequest) (*recommenderv1.GetFeedResponse, error) {
-	f, err := s.loadFeed(ctx, req.GetFeedId())
+	sf, err := s.loadFeed(ctx, req.GetFeedId())
 	if err != nil {
 		return nil, err
 	}
-	return &recommenderv1.GetFeedResponse{Feed: f}, nil
+	return &recommenderv1.GetFeedResponse{Feed: sf.feed}, nil
 }
 
 // ListFeeds implements RecommenderService.
@@ -141,11 +241,11 @@ func (s *Service) ListFeeds(ctx context.Context, _ *recommenderv1.ListFeedsReque
 	}
 	resp := &recommenderv1.ListFeedsResponse{}
 	for _, r := range recs {
-		f := &recommenderv1.Feed{}
-		if err := proto.Unmarshal(r.Data, f); err != nil {
+		sf, err := decodeFeed(r.Data)
+		if err != nil {
 			return nil, fmt.Errorf("read feed %s: %w", r.ID, err)
 		}
-		resp.Feeds = append(resp.Feeds, f)
+		resp.Feeds = append(resp.Feeds, sf.feed)
 	}
 	return resp, nil
 }
@@ -189,14 +289,23 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 		return errFeedsUnsupported
 	}
 	gone := s.feedGone(req.GetFeedId())
-	f, err := s.loadFeed(ctx, req.GetFeedId())
+	sf, err := s.loadFeed(ctx, req.GetFeedId())
 	if err != nil {
 		return err
 	}
+	f := sf.feed
 	r, err := s.feedRequest(f)
 	if err != nil {
 		return err
 	}
+	// The inline seeds' vectors kept with the feed, while the model that made them serves.
+	if len(sf.vectors) == len(r.InlinePositive) && sf.vectorsOf == s.eng().Spec.Key() {
+		for i := range r.InlinePositive {
+			r.InlinePositive[i].Dense = sf.vectors[i]
+		}
+	}
+	m, release := s.feedMatcher(f.GetFeedId())
+	defer release()
 	after, err := startCursor(ctx, wlog, req)
 	if err != nil {
 		return err
@@ -216,7 +325,7 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 			return err
 		}
 		if len(changes) > 0 {
-			if err := s.sendMatches(ctx, stream, r, f.GetMinRelevance(), changes); err != nil {
+			if err := s.sendMatches(ctx, stream, m, r, f.GetMinRelevance(), changes); err != nil {
 				return err
 			}
 			after, caughtUp = changes[len(changes)-1].Cursor, false
@@ -245,12 +354,15 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 // sendMatches sends, in write order, the papers of a batch of writes the feed matches: those
 // among the feed's best feedDepth with at least its relevance. A paper written twice in the
 // batch is sent once, at its last write.
-func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.RecommenderService_StreamFeedServer, r *recommendRequest, minRelevance float32, changes []store.Change) error {
-	var res *recommend.Result
-	err := s.withEngine(ctx, func(e *recommend.Engine) error {
-		var err error
-		res, err = e.Recommend(ctx, r.Request)
-		return err
+func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.RecommenderService_StreamFeedServer, m *feedMatch, r *recommendRequest, minRelevance float32, changes []store.Change) error {
+	res, err := m.result(changes[len(changes)-1].Seq, func() (*recommend.Result, error) {
+		var res *recommend.Result
+		err := s.withEngine(ctx, func(e *recommend.Engine) error {
+			var err error
+			res, err = e.Recommend(ctx, r.Request)
+			return err
+		})
+		return res, err
 	})
 	if err != nil {
 		return err
@@ -323,4 +435,54 @@ func decodeCursor(s string) (store.Cursor, error) {
 		return store.Cursor{}, errNotCursor
 	}
 	return store.Cursor{Seq: seq, ID: string(b[1+n:])}, nil
+}
+
+// feedMatch is the feed's best feedDepth papers, shared by its open streams: the streams of a
+// feed read the same writes, and one Recommend per batch of them serves all, not one each.
+type feedMatch struct {
+	mu      sync.Mutex
+	res     *recommend.Result
+	through uint64 // the result holds every write up to this sequence number
+	streams int    // open streams of the feed (under Service.feedMatchesMu)
+}
+
+// result returns a result that holds the writes up to seq: the one shared when it does, else
+// one made by compute, shared from then on. Streams asking at once wait for one compute.
+func (m *feedMatch) result(seq uint64, compute func() (*recommend.Result, error)) (*recommend.Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.res != nil && m.through >= seq {
+		return m.res, nil
+	}
+	res, err := compute()
+	if err != nil {
+		return nil, err
+	}
+	// Writes reach the index before the write log hands them out, so a result computed now
+	// holds at least every write up to seq.
+	m.res, m.through = res, seq
+	return res, nil
+}
+
+// feedMatcher returns the shared match of feed id, and the release its stream calls when it
+// ends; the last release drops it.
+func (s *Service) feedMatcher(id string) (*feedMatch, func()) {
+	s.feedMatchesMu.Lock()
+	defer s.feedMatchesMu.Unlock()
+	if s.feedMatches == nil {
+		s.feedMatches = map[string]*feedMatch{}
+	}
+	m := s.feedMatches[id]
+	if m == nil {
+		m = &feedMatch{}
+		s.feedMatches[id] = m
+	}
+	m.streams++
+	return m, func() {
+		s.feedMatchesMu.Lock()
+		defer s.feedMatchesMu.Unlock()
+		if m.streams--; m.streams == 0 {
+			delete(s.feedMatches, id)
+		}
+	}
 }

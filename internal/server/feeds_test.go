@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
+	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -263,4 +265,64 @@ func TestDeletedFeedsStreamEndsAndForeignCursorsAreRefused(t *testing.T) {
 			t.Fatalf("cursor at sequence %d: violations %v", seq, fields)
 		}
 	}
+}
+
+// TestFeedCostGrowsWithWritesNotStreams: 20 streams of one feed (a query and 99 inline seeds),
+// then 1,001 papers written in 101 upserts. The seeds are embedded once, when the feed is made,
+// and each batch of writes is matched once for all the streams: beside the papers' own, the
+// feed costs at most one embedding input (its query) per upsert, whatever the streams. It
+// prints the inputs and the CPU time.
+func TestFeedCostGrowsWithWritesNotStreams(t *testing.T) {
+	api := embedtest.New(testDims)
+	t.Cleanup(api.Close)
+	emb := newEmbedder(t, api, "fake-embed")
+	srv := demoServerWith(t, emb)
+	feed := &recommenderv1.Feed{Query: "federated learning privacy", MinRelevance: 0.01}
+	for i := range 99 {
+		feed.PositivePapers = append(feed.PositivePapers, &recommenderv1.SeedPaper{
+			Title: fmt.Sprintf("Private federated training, variant %d", i), Abstract: "Clients train a shared model; differential privacy protects each update."})
+	}
+	created := emb.Stats().Inputs
+	f := createFeed(t, srv.Client, feed)
+	created = emb.Stats().Inputs - created
+	streams := make([]*feedStream, 20)
+	for i := range streams {
+		streams[i] = openStream(t, srv.Client, &recommenderv1.StreamFeedRequest{FeedId: f.GetFeedId()})
+		streams[i].untilHeartbeat()
+	}
+	before, cpu := emb.Stats().Inputs, cpuTime(t)
+	const writes = 1000
+	for b := range writes / 10 {
+		var papers []*recommenderv1.Paper
+		for i := range 10 {
+			papers = append(papers, &recommenderv1.Paper{Id: fmt.Sprintf("w-%04d", 10*b+i), Title: fmt.Sprintf("Soil nitrogen, plot %d", 10*b+i),
+				Abstract: "Measurements of nitrogen in agricultural soil."})
+		}
+		upsert(t, srv.Client, papers...)
+	}
+	last := &recommenderv1.Paper{Id: "w-last", Title: "Federated learning privacy", Abstract: "Federated learning with differential privacy."}
+	upsert(t, srv.Client, last)
+	for _, s := range streams {
+		for !slices.Contains(s.recv(1), last.GetId()) {
+		}
+	}
+	// The papers written are embedded once each, as any write is; what the feed costs beside
+	// them is its query's embedding, once per batch of writes matched.
+	inputs := emb.Stats().Inputs - before
+	feedInputs := inputs - (writes + 1)
+	t.Logf("20 streams of a feed of a query and 99 inline seeds, %d papers written in %d upserts: %d embedding inputs making the feed, %d while streaming (%d of them the feed's, beside the papers' own), %v of CPU",
+		writes+1, writes/10+1, created, inputs, feedInputs, cpuTime(t)-cpu)
+	if created != 99 || feedInputs > writes/10+1 {
+		t.Fatalf("the feed cost %d embedding inputs made and %d streaming: want its 99 seeds once, then at most one per upsert, whatever the streams", created, feedInputs)
+	}
+}
+
+// cpuTime is the CPU the process has used, user and system.
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Round(time.Millisecond)
 }

@@ -51,6 +51,9 @@ type Service struct {
 	stopping     chan struct{} // closed when the server shuts down: long streams end
 	stoppingOnce sync.Once
 	feedsGone    sync.Map // feed id -> chan struct{}, closed when the feed is deleted: its streams end
+	// feedMatches holds the match each feed's open streams share (see feedMatcher).
+	feedMatchesMu sync.Mutex
+	feedMatches   map[string]*feedMatch
 }
 
 // stopStreams ends the long-lived streams (StreamFeed), whose clients resume elsewhere with
