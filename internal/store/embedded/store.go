@@ -838,12 +838,17 @@ func (s *Store) CloseWithin(ctx context.Context) error {
 	// The saves read the mapped vectors: guarded, as searches are, against a file cut short.
 	vectors := filepath.Join(s.dir, vectorsFile)
 	for slot := range s.idx.sets {
+		if ctx.Err() != nil {
+			break
+		}
 		if err := guard(vectors, func() error { return s.saveANN(ctx, slot) }); ctx.Err() == nil && err != nil {
 			saveErr = errors.Join(saveErr, fmt.Errorf("save vector index %d (it will be rebuilt): %w", slot, err))
 		}
 	}
-	if err := guard(vectors, func() error { return s.saveSnapshot(ctx) }); ctx.Err() == nil && err != nil {
-		saveErr = errors.Join(saveErr, fmt.Errorf("save the index snapshot (the next start reads the papers): %w", err))
+	if ctx.Err() == nil {
+		if err := guard(vectors, func() error { return s.saveSnapshot(ctx) }); ctx.Err() == nil && err != nil {
+			saveErr = errors.Join(saveErr, fmt.Errorf("save the index snapshot (the next start reads the papers): %w", err))
+		}
 	}
 	if ctx.Err() != nil {
 		s.log.Warn("shutdown timeout reached before the index snapshot was saved: the next start reads the papers")
