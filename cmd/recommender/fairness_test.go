@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -76,16 +75,12 @@ func TestAFloodingKeyDoesNotStarveAnother(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	after := measure("after")
-	pct := func(l []time.Duration, q float64) time.Duration {
-		l = slices.Clone(l)
-		slices.Sort(l)
-		return l[int(float64(len(l)-1)*q)].Round(10 * time.Microsecond)
-	}
 	for _, r := range []struct {
 		name string
 		lat  []time.Duration
 	}{{"before", before}, {"during", during}, {"after", after}} {
-		t.Logf("key B %-6s the flood: %4d calls, p50 %v, p99 %v", r.name, len(r.lat), pct(r.lat, 0.5), pct(r.lat, 0.99))
+		t.Logf("key B %-6s the flood: %4d calls, p50 %v, p99 %v", r.name, len(r.lat),
+			percentile(r.lat, 0.5).Round(10*time.Microsecond), percentile(r.lat, 0.99).Round(10*time.Microsecond))
 	}
 	t.Logf("key A (rate=5 burst=5, 16 clients): %d accepted, %d refused RESOURCE_EXHAUSTED, %d other", accepted.Load(), refused.Load(), other.Load())
 	if refused.Load() == 0 || other.Load() > 0 {
