@@ -139,7 +139,7 @@ type admissionKey struct{}
 type admission struct {
 	method, caller string
 	// overRate, when set, is how long until the caller's rate allows a call: the call is
-	// refused RESOURCE_EXHAUSTED, once held (see hold).
+	// refused RESOURCE_EXHAUSTED, once held (see holdOverRate).
 	overRate time.Duration
 }
 
@@ -420,7 +420,11 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	if caller != "" && s.cfg.MaxCallsPerCaller > 0 {
 		n, _ := s.inFlight.LoadOrStore(caller, new(atomic.Int32))
 		count := n.(*atomic.Int32)
-		defer count.Add(-1)
+		defer func() {
+			if count.Add(-1) == 0 {
+				s.inFlight.Delete(caller) // callers by address come and go
+			}
+		}()
 		if count.Add(1) > int32(s.cfg.MaxCallsPerCaller) {
 			return nil, apierr.New(codes.ResourceExhausted, apierr.RateLimited,
 				fmt.Sprintf("%d calls of this caller in flight already, the limit; retry once one ends", s.cfg.MaxCallsPerCaller), nil,
