@@ -16,6 +16,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/testutil/race"
@@ -164,6 +166,29 @@ func TestHostileBodiesAreRefusedCheaply(t *testing.T) {
 			}
 		})
 	}
+	// The same over gRPC, and the same message 5 bytes over the limit, refused.
+	var req recommenderv1.UpsertPapersRequest
+	if err := protojson.Unmarshal(upsert, &req); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := clientWithKey(t, p.addr, writeKey)
+	growth("gRPC, UpsertPapers, unchanged", 4*limit, func() {
+		start := time.Now()
+		_, err := w.UpsertPapers(context.Background(), &req)
+		t.Logf("%-45s %v in %v", fmt.Sprintf("gRPC, UpsertPapers of %.1f MiB, unchanged", float64(proto.Size(&req))/(1<<20)), status.Code(err), time.Since(start).Round(100*time.Microsecond))
+		if err != nil {
+			t.Errorf("gRPC upsert of 1,000 large papers: %v", err)
+		}
+	})
+	req.Papers[0].Abstract += strings.Repeat("x", limit-proto.Size(&req)+5)
+	growth("gRPC, a message over the limit", 2*limit, func() {
+		start := time.Now()
+		_, err := w.UpsertPapers(context.Background(), &req)
+		t.Logf("%-45s %v in %v", "gRPC, UpsertPapers 5 bytes over the limit", status.Code(err), time.Since(start).Round(100*time.Microsecond))
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("gRPC upsert over the limit: %v", err)
+		}
+	})
 
 	// Each refusal is logged and counted by its transport.
 	for _, want := range []string{`code=ResourceExhausted duration=\S+ caller=key-\w+ transport=connect`, `code=Unauthenticated duration=\S+ caller="" transport=connect`} {
