@@ -72,31 +72,32 @@ func (c *rpcCalls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readMessage replaces r's body by its one message read within the limit, decompressed when it
 // came gzipped, with the encoding header that said so removed.
 func (c *rpcCalls) readMessage(w http.ResponseWriter, r *http.Request) error {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var body []byte
 	var err error
-	encoding := "Content-Encoding" // Connect unary: the body is the message
-	switch ct := r.Header.Get("Content-Type"); {
-	case strings.HasPrefix(ct, "application/connect+"):
-		encoding = "Connect-Content-Encoding"
-	case strings.HasPrefix(ct, "application/grpc"):
-		encoding = "Grpc-Encoding"
-	}
-	gz := strings.EqualFold(r.Header.Get(encoding), "gzip")
-	decompressed := gz
+	decoded := "" // the encoding header of a body decompressed here
 	switch {
-	case connectUnary(r):
-		body, err = readBody(w, r, c.maxBody, gz)
-	case strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web-text"):
-		// Base64 of the envelope: read within the limit, left to Vanguard to decode.
-		decompressed = false
+	case connectUnary(r): // the body is the message
+		gz := strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip")
+		if body, err = readBody(w, r, c.maxBody, gz); gz {
+			decoded = "Content-Encoding"
+		}
+	case strings.HasPrefix(mt, "application/grpc-web-text"): // base64 of an envelope, left to Vanguard
 		body, err = readBody(w, r, (c.maxBody+envelopeSlack)*4/3+4, false)
-	default:
-		body, decompressed, err = readEnvelope(w, r, c.maxBody, strings.ToLower(r.Header.Get(encoding)))
+	default: // one enveloped message
+		header := "Grpc-Encoding"
+		if strings.HasPrefix(mt, "application/connect+") {
+			header = "Connect-Content-Encoding"
+		}
+		var gunzipped bool
+		if body, gunzipped, err = readEnvelope(w, r, c.maxBody, strings.ToLower(r.Header.Get(header))); gunzipped {
+			decoded = header
+		}
 	}
 	if err != nil {
 		return err
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); strings.HasSuffix(mt, "json") {
+	if strings.HasSuffix(mt, "json") {
 		msg := body
 		if !connectUnary(r) && len(body) >= envelopeSlack {
 			msg = body[envelopeSlack:]
@@ -106,8 +107,8 @@ func (c *rpcCalls) readMessage(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	if decompressed {
-		r.Header.Del(encoding)
+	if decoded != "" {
+		r.Header.Del(decoded)
 	}
 	return nil
 }
