@@ -27,10 +27,12 @@ func TestHTTPPortProtocols(t *testing.T) {
 	t.Parallel()
 	p := startServeEnv(t, []string{keysEnv}, t.TempDir(), "--demo")
 	base := "http://" + p.httpAddr + "/recommender.v1.RecommenderService/"
-	connect := func(method, key, body string) (int, []byte) {
+	connectAs := func(version, method, key, body string) (int, []byte) {
 		req, _ := http.NewRequest(http.MethodPost, base+method, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Connect-Protocol-Version", "1")
+		if version != "" {
+			req.Header.Set("Connect-Protocol-Version", version)
+		}
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
 		}
@@ -42,6 +44,7 @@ func TestHTTPPortProtocols(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
+	connect := func(method, key, body string) (int, []byte) { return connectAs("1", method, key, body) }
 	t.Run("connect", func(t *testing.T) {
 		code, b := connect("GetIndexInfo", readKey, `{}`)
 		var info struct{ PaperCount string }
@@ -55,6 +58,11 @@ func TestHTTPPortProtocols(t *testing.T) {
 		}
 		if code, b := connect("UpsertPapers", readKey, `{"papers":[{"id":"x-1","title":"T"}]}`); code != http.StatusForbidden {
 			t.Fatalf("write with a read key: %d %s", code, b)
+		}
+		// As plain curl calls it: the protocol version header is optional.
+		code, b = connectAs("", "GetPaper", readKey, `{"paperId":"demo-0001"}`)
+		if code != http.StatusOK || !strings.Contains(string(b), "Message Passing on Heterogeneous Citation Graphs") {
+			t.Fatalf("Connect call without Connect-Protocol-Version: %d %s", code, b)
 		}
 	})
 	t.Run("buf curl", func(t *testing.T) {

@@ -49,6 +49,11 @@ var rpcErrors = connect.NewErrorWriter()
 
 func (c *rpcCalls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	method := r.URL.Path
+	if connectUnary(r) && r.Header.Get("Connect-Protocol-Version") == "" {
+		// The Connect protocol lets clients leave the header out (its own curl examples do), but
+		// Vanguard takes a JSON POST without it for REST and answers a bare 404.
+		r.Header.Set("Connect-Protocol-Version", "1")
+	}
 	ctx := server.WithTransport(incomingContext(r), rpcTransport(r.Header.Get("Content-Type")))
 	if c.gate != nil {
 		var err error
