@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
@@ -39,7 +40,13 @@ func render(t *testing.T, values string) (objects, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	top, err := chartutil.ToRenderValues(chrt, vals, chartutil.ReleaseOptions{Name: "rel", Namespace: "papers", IsInstall: true}, nil)
+	return renderValues(t, chrt, vals, nil)
+}
+
+// renderValues renders chrt with vals for a cluster of caps (nil: Helm's defaults).
+func renderValues(t *testing.T, chrt *chart.Chart, vals chartutil.Values, caps *chartutil.Capabilities) (objects, error) {
+	t.Helper()
+	top, err := chartutil.ToRenderValues(chrt, vals, chartutil.ReleaseOptions{Name: "rel", Namespace: "papers", IsInstall: true}, caps)
 	if err != nil {
 		return nil, err
 	}
