@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/term"
@@ -29,8 +28,10 @@ read too, and unknown fields are ignored.
 
 Malformed lines are reported with their line number and skipped; papers the server rejects are
 reported with the reason. Re-running a backfill is safe: unchanged papers are counted and not
-rewritten, and cost no embedding call. The papers go in streams of --stream-papers, each
-acknowledged by the server. While the server answers UNAVAILABLE (its store restarting, say) or
+rewritten, and cost no embedding call. The papers go in streams, each acknowledged by the server
+once it has stored them (embedded them too, with a model): the first of 100 papers, the next
+sized to about 30 s of the server's work at the rate it acknowledged the last (a lexical server
+takes thousands a second, a local model a few), at most --stream-papers. While the server answers UNAVAILABLE (its store restarting, say) or
 RESOURCE_EXHAUSTED, the stream is sent again with backoff, for up to --retry-for; the papers of it
 already stored then count as unchanged. With --checkpoint, the checkpoint file records the last
 line acknowledged: a backfill that is killed and run again with the same checkpoint resumes after it.
@@ -38,8 +39,9 @@ The checkpoint also keeps the counts, so the summary of a resumed backfill cover
 a checkpoint made for another file (or before the file changed) is set aside with a message.
 
 Progress: on a terminal a line that updates in place; otherwise (a CronJob's log) a line every
---progress-every with the papers acknowledged, the share of the file read, the rate and an
-estimate of the time left. A summary is printed at the end.
+--progress-every with the papers acknowledged, the share of the file they reach, the rate, an
+estimate of the time left, and how long the server has been working on the papers sent and not
+yet acknowledged. A summary is printed at the end.
 
 Exit codes: 0 when every line was stored or found unchanged; 3 ("completed with errors") when
 some lines were malformed or rejected, reported above the summary; 1 when the backfill stopped
@@ -59,7 +61,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	file := fs.String("file", "", "JSON-lines file to read, plain or .gz; - for standard input (required)")
 	batchSize := fs.Int("batch-size", 500, "papers per IngestPapers message (1 to 1000); messages also stay under 3 MiB")
 	checkpoint := fs.String("checkpoint", "", "file recording progress, to resume an interrupted backfill from it")
-	streamPapers := fs.Int("stream-papers", 5000, "papers per acknowledged stream: what a retry sends again, and how far a checkpoint moves at a time")
+	streamPapers := fs.Int("stream-papers", 5000, "the most papers per acknowledged stream (streams start at 100 and grow to about 30 s of the server's work): what a retry sends again, and how far a checkpoint moves at a time")
 	retryFor := fs.Duration("retry-for", 10*time.Minute, "how long to keep sending a stream again while the server answers UNAVAILABLE or RESOURCE_EXHAUSTED (its store restarting, say); 0: fail at once")
 	maxErrors := fs.Int("max-errors", -1, "malformed or rejected lines accepted with exit 0; one more stops the backfill (exit 1). Default: none accepted, but the backfill runs to the end and exits 3")
 	progressEvery := fs.Duration("progress-every", 30*time.Second, "interval of the progress lines when standard error is not a terminal; 0: none")
@@ -94,7 +96,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 		b.size = source.Size
-		in = &countingReader{r: f, n: &b.read}
+		in = f
 	}
 	reader, err := arxiv.NewReader(in)
 	if err != nil {
@@ -132,14 +134,22 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var batch []*recommenderv1.Paper
 	var batchBytes, inStream int
 	var lines []int32 // line of each paper of the current stream, by position
+	streamTarget := min(firstStreamPapers, *streamPapers)
+	var streamStart time.Time
 	send := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if inStream == len(batch) {
+			streamStart = time.Now()
 		}
 		if err := g.send(batch); err != nil {
 			return err
 		}
 		b.mu.Lock()
+		if b.sent == int(b.acknowledged()-b.before) {
+			b.waitingSince = time.Now() // the first papers the server has not answered for
+		}
 		b.sent += len(batch)
 		b.mu.Unlock()
 		batch, batchBytes = nil, 0 // the ingester keeps the batch until the stream is acknowledged
@@ -149,6 +159,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	// finish closes the current stream; once the server has acknowledged it, everything up to
 	// line is stored and the checkpoint moves there.
 	finish := func(line int) error {
+		readTo := reader.Consumed() // the file up to line
 		if err := send(); err != nil {
 			return err
 		}
@@ -157,8 +168,10 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 		if resp != nil {
-			b.add(resp, lines)
+			b.add(resp, lines, readTo)
+			streamTarget = nextStreamPapers(inStream, time.Since(streamStart), *streamPapers)
 			inStream, lines = 0, lines[:0]
+			b.progress(false)
 		}
 		if *checkpoint != "" && line > resumeAfter {
 			if err := writeCheckpoint(*checkpoint, checkpointFile{Source: source, Line: line, Totals: b.totals()}); err != nil {
@@ -206,7 +219,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		batch = append(batch, p)
 		batchBytes += size
 		lines = append(lines, int32(reader.Line()))
-		if inStream++; inStream == *streamPapers {
+		if inStream++; inStream == streamTarget {
 			if err := finish(reader.Line()); err != nil {
 				return err
 			}
@@ -230,6 +243,20 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+// Streams start small, so that a slow server (a local model: a few papers a second)
+// acknowledges, and the checkpoint moves, within seconds, then grow to about streamWork of the
+// server's time at the rate it acknowledged the last one.
+const (
+	firstStreamPapers = 100
+	streamWork        = 30 * time.Second
+)
+
+// nextStreamPapers sizes the next stream from the last: n papers acknowledged in took.
+func nextStreamPapers(n int, took time.Duration, most int) int {
+	next := int(float64(n) * streamWork.Seconds() / max(took.Seconds(), 1e-3))
+	return max(min(next, most), min(firstStreamPapers, most))
+}
+
 // backfill tracks one backfill run for progress and reporting.
 type backfill struct {
 	stderr    io.Writer
@@ -238,14 +265,15 @@ type backfill struct {
 	lastShown time.Time
 	maxErrors int   // -1: none accepted, but the run goes on
 	size      int64 // of the input file; 0 when unknown (standard input)
-	read      atomic.Int64
 
-	mu        sync.Mutex // the counts below, which the periodic reporter reads
-	sent      int
-	malformed int
-	reported  int
-	before    int64 // papers acknowledged before a resume
-	total     recommenderv1.IngestPapersResponse
+	mu           sync.Mutex // the counts below, which the periodic reporter reads
+	sent         int
+	malformed    int
+	reported     int
+	before       int64 // papers acknowledged before a resume
+	total        recommenderv1.IngestPapersResponse
+	ackedRead    int64     // bytes of the file read when the last acknowledged stream ended
+	waitingSince time.Time // when the oldest paper sent and not acknowledged was sent
 }
 
 // exitCompletedWithErrors is the exit code of a backfill that ran to the end with problem lines.
@@ -292,25 +320,32 @@ func (b *backfill) reportEvery(interval time.Duration) (stop func()) {
 // status is a progress line: papers acknowledged, share of the file read, rate and time left.
 func (b *backfill) status() string {
 	b.mu.Lock()
-	acked, sent := b.acknowledged(), b.sent
+	acked, sent, ackedRead, waitingSince := b.acknowledged(), b.sent, b.ackedRead, b.waitingSince
 	b.mu.Unlock()
 	elapsed := time.Since(b.start)
 	line := fmt.Sprintf("progress: %d papers acknowledged (%d sent this run), %s papers/s", acked, sent, rate(float64(acked-b.before)/elapsed.Seconds()))
-	if read := b.read.Load(); b.size > 0 && read > 0 {
-		frac := float64(read) / float64(b.size)
-		line += fmt.Sprintf(", %.1f%% of the file", 100*frac)
-		if frac < 1 {
+	if b.size > 0 {
+		// The share of the file stored, not read: a stream is read and sent long before a slow
+		// server has embedded it.
+		frac := float64(ackedRead) / float64(b.size)
+		line += fmt.Sprintf(", %.1f%% of the file done", 100*frac)
+		if frac > 0 && frac < 1 {
 			left := time.Duration(float64(elapsed) * (1 - frac) / frac)
 			line += fmt.Sprintf(", about %s left", left.Round(time.Second))
 		}
+	}
+	if pending := int64(sent) - (acked - b.before); pending > 0 {
+		line += fmt.Sprintf("; the server is storing %d papers, sent %s ago", pending, time.Since(waitingSince).Round(time.Second))
 	}
 	return line
 }
 
 // add counts a stream's summary and reports its rejections by line.
-func (b *backfill) add(resp *recommenderv1.IngestPapersResponse, lines []int32) {
+func (b *backfill) add(resp *recommenderv1.IngestPapersResponse, lines []int32, readTo int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.ackedRead = readTo
+	b.waitingSince = time.Now()
 	b.total.Inserted += resp.GetInserted()
 	b.total.Updated += resp.GetUpdated()
 	b.total.Unchanged += resp.GetUnchanged()
@@ -329,7 +364,10 @@ func (b *backfill) progress(final bool) {
 		return
 	}
 	b.lastShown = time.Now()
-	fmt.Fprintf(b.stderr, "\r%d papers sent, %s papers/s", b.sent, rate(float64(b.sent)/time.Since(b.start).Seconds()))
+	b.mu.Lock()
+	acked, sent := b.acknowledged()-b.before, b.sent
+	b.mu.Unlock()
+	fmt.Fprintf(b.stderr, "\r\033[K%d papers acknowledged of %d sent, %s papers/s", acked, sent, rate(float64(acked)/time.Since(b.start).Seconds()))
 	if final {
 		fmt.Fprintln(b.stderr)
 	}
@@ -437,18 +475,6 @@ func writeCheckpoint(path string, cp checkpointFile) error {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return os.Rename(tmp, path)
-}
-
-// countingReader counts the bytes read through it, for the share of the file done.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -418,14 +419,21 @@ func TestBackfillForBatchJobs(t *testing.T) {
 	api.PauseAt(n / 2)
 	cmd, _, sc := startCLI(ctx, t, "backfill", "--server", p.addr, "--file", file, "--checkpoint", checkpoint,
 		"--batch-size", "50", "--stream-papers", "100", "--progress-every", "20ms")
-	// The share of the file counts bytes read, which run ahead of the papers sent by the reader's
-	// buffer: on a file this small, all of it, so no time left is shown.
-	progress := regexp.MustCompile(`^progress: (\d+) papers acknowledged \(\d+ sent this run\), [\d.]+ papers/s, [\d.]+% of the file(, about \S+ left)?$`)
+	// While held, the line says how far the file is stored (not read: the reader's buffer holds
+	// all of a file this small), the time left, and that the server is working on papers sent.
+	progress := regexp.MustCompile(`^progress: (\d+) papers acknowledged \((\d+) sent this run\), [\d.]+ papers/s, ([\d.]+)% of the file done, about \S+ left; the server is storing (\d+) papers, sent \S+ ago$`)
 	var seen string
 	for seen == "" && sc.Scan() {
-		if m := progress.FindStringSubmatch(sc.Text()); m != nil && m[1] != "0" {
-			seen = sc.Text()
+		m := progress.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] == "0" {
+			continue
 		}
+		acked, sent, pending := atoi(t, m[1]), atoi(t, m[2]), atoi(t, m[4])
+		done, _ := strconv.ParseFloat(m[3], 64)
+		if share := 100 * float64(acked) / n; sent-acked != pending || done < share-2 || done > share+2 {
+			t.Fatalf("%s: want %d pending and about %.0f%% done", sc.Text(), sent-acked, share)
+		}
+		seen = sc.Text()
 	}
 	if seen == "" {
 		t.Fatalf("no progress line with papers acknowledged while the backfill was held")
@@ -938,4 +946,13 @@ func TestRecommendPrintsEscapesNotSequences(t *testing.T) {
 	if strings.ContainsAny(out, "\x1b\x07\u202e") {
 		t.Fatalf("raw control characters in the output: %q", out)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

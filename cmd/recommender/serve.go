@@ -172,6 +172,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if cfg.Metrics != nil {
 			embCfg.Observer = cfg.Metrics
 		}
+		embCfg.Logger = log
 		client, err := embed.New(embCfg)
 		if err != nil {
 			return err
@@ -189,6 +190,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if cfg.Metrics != nil {
 			nextCfg.Observer = cfg.Metrics
 		}
+		nextCfg.Logger = log
 		next, err := embed.New(nextCfg)
 		if err != nil {
 			return err

@@ -27,6 +27,10 @@ func (e *LineError) Unwrap() error { return e.Err }
 type Reader struct {
 	r    *bufio.Reader
 	line int
+	// What Consumed reads: the bytes of the lines read so far (decompressed, when gzipped), and
+	// for gzip the compressed bytes the decompressor took and the bytes it gave.
+	lines     int64
+	zin, zout *countingReader
 }
 
 // NewReader returns a Reader over r, decompressing it when it starts with the gzip magic bytes
@@ -34,13 +38,57 @@ type Reader struct {
 func NewReader(r io.Reader) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
+		zin := &countingReader{r: br}
+		zr, err := gzip.NewReader(zin)
 		if err != nil {
 			return nil, fmt.Errorf("open gzip stream: %w", err)
 		}
-		br = bufio.NewReaderSize(zr, 1<<20)
+		zout := &countingReader{r: zr}
+		return &Reader{r: bufio.NewReaderSize(zout, 1<<20), zin: zin, zout: zout}, nil
 	}
 	return &Reader{r: br}, nil
+}
+
+// Consumed is how far into the input (compressed, when it is gzipped) the lines read so far
+// reach, for progress: the reader's buffers run up to megabytes ahead of them. With gzip it is
+// estimated from the compression ratio of what was decompressed so far.
+func (r *Reader) Consumed() int64 {
+	if r.zin == nil {
+		return r.lines
+	}
+	if r.zout.n == 0 {
+		return 0
+	}
+	return int64(float64(r.zin.n) * float64(r.lines) / float64(r.zout.n))
+}
+
+// countingReader counts the bytes read through it; as an io.ByteReader it keeps gzip from
+// adding a buffer of its own in front of it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) ReadByte() (byte, error) {
+	br, ok := c.r.(io.ByteReader)
+	if !ok {
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return 0, err
+		}
+		return b[0], nil
+	}
+	b, err := br.ReadByte()
+	if err == nil {
+		c.n++
+	}
+	return b, err
 }
 
 // Line is the number of the line last read, counting from 1.
@@ -58,6 +106,7 @@ func (r *Reader) Next() (*recommenderv1.Paper, error) {
 			return nil, err
 		}
 		r.line++
+		r.lines += int64(len(raw))
 		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 {
 			continue

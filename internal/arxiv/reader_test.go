@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -87,5 +88,33 @@ func TestReaderLongLines(t *testing.T) {
 	papers, bad := readAll(t, []byte(long))
 	if len(bad) != 0 || len(papers) != 1 || len(papers[0].GetAbstract()) != 5*400_000-1 {
 		t.Fatalf("long line: %d papers, bad %v", len(papers), bad)
+	}
+}
+
+// Consumed follows the lines read, not the reader's megabyte buffers, in plain and gzipped
+// input alike: half the papers read is about half the file.
+func TestReaderConsumed(t *testing.T) {
+	var plain bytes.Buffer
+	const n = 20000
+	for i := range n {
+		fmt.Fprintf(&plain, `{"id":"p-%d","title":"Paper %d","abstract":"words %d %d %d"}`+"\n", i, i*7, i*13, i*31, i%97)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(plain.Bytes())
+	zw.Close()
+	for name, in := range map[string][]byte{"plain": plain.Bytes(), "gzip": gz.Bytes()} {
+		r, err := arxiv.NewReader(bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n / 2 {
+			if _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if share := float64(r.Consumed()) / float64(len(in)); share < 0.45 || share > 0.55 {
+			t.Errorf("%s: half the lines read, Consumed %d of %d bytes (%.2f)", name, r.Consumed(), len(in), share)
+		}
 	}
 }

@@ -62,6 +62,9 @@ type Config struct {
 	InitialBackoff, MaxBackoff time.Duration
 	// Observer, when set, is told of every request and retry (for metrics).
 	Observer Observer
+	// Logger, when set, gets a warning for every failed request (a timeout included) saying
+	// whether it is retried: a slow or failing provider shows in the log, not only in metrics.
+	Logger *slog.Logger
 }
 
 // Observer receives the client's events.

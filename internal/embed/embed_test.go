@@ -1,6 +1,7 @@
 package embed_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -240,12 +241,22 @@ func TestHungRequestTimesOutAndIsRetried(t *testing.T) {
 	srv := embedtest.New(dims)
 	defer srv.Close()
 	srv.Inject(embedtest.Fault{Hang: true})
-	c := fast(t, srv, func(c *embed.Config) { c.RequestTimeout = 200 * time.Millisecond })
+	var logged bytes.Buffer
+	c := fast(t, srv, func(c *embed.Config) {
+		c.RequestTimeout = 200 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+	})
 	if _, err := c.Embed(context.Background(), texts(2)); err != nil {
 		t.Fatal(err)
 	}
 	if st := c.Stats(); st.Retries != 1 {
 		t.Fatalf("retries %d, want 1", st.Retries)
+	}
+	// The timeout is logged once, with what happens next, and the key never.
+	out := logged.String()
+	if strings.Count(out, "embedding request failed") != 1 || !strings.Contains(out, "deadline exceeded") ||
+		!strings.Contains(out, "next=\"retry in") || !strings.Contains(out, "timeout=200ms") || strings.Contains(out, "sk-test-secret") {
+		t.Fatalf("log:\n%s", out)
 	}
 }
 

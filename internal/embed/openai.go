@@ -209,6 +209,7 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 		e.Err = redactKey(e.Err, c.cfg.APIKey)
 		e.Attempts = attempt
 		if e.Kind != KindUnavailable || attempt == c.cfg.MaxAttempts {
+			c.logFailure(e, len(inputs), time.Since(start), 0)
 			return nil, e
 		}
 		wait := c.backoff(attempt)
@@ -217,8 +218,10 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 		}
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			e.Err = fmt.Errorf("%w (a retry in %v would pass the deadline)", e.Err, wait.Round(time.Millisecond))
+			c.logFailure(e, len(inputs), time.Since(start), 0)
 			return nil, e
 		}
+		c.logFailure(e, len(inputs), time.Since(start), wait)
 		c.stats.retries.Add(1)
 		if c.cfg.Observer != nil {
 			c.cfg.Observer.ObserveRetry()
@@ -231,6 +234,19 @@ func (c *Client) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// logFailure warns of a failed request; retryIn 0 means the error goes back to the caller.
+func (c *Client) logFailure(e *Error, inputs int, took, retryIn time.Duration) {
+	if c.cfg.Logger == nil {
+		return
+	}
+	next := "given up"
+	if retryIn > 0 {
+		next = "retry in " + retryIn.Round(time.Millisecond).String()
+	}
+	c.cfg.Logger.Warn("embedding request failed", "model", c.cfg.Model, "inputs", inputs, "attempt", e.Attempts,
+		"took", took.Round(time.Millisecond), "timeout", c.cfg.RequestTimeout, "error", e.Error(), "next", next)
 }
 
 func (c *Client) observe(start time.Time, inputs, tokens int, err error) {
