@@ -72,9 +72,11 @@ func testQdrantKill(t *testing.T, q killable) {
 	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The embedding API holds the service once half the papers are embedded: Qdrant goes down
-	// at that point of the backfill, not before it started or after it ended.
-	held := api.PauseAt(n / 2)
+	// The embedding API holds the service once 1,100 papers are embedded: Qdrant goes down at
+	// that point of the backfill, not before it started or after it ended. The streams are of
+	// 100 papers, then of 300 (a fast server), so 100 papers of the stream held are stored.
+	const holdAt = n/2 + 100
+	held := api.PauseAt(holdAt)
 	backfill, stdout, sc := startCLI(ctx, t, "backfill", "--server", p.addr, "--file", file,
 		"--batch-size", "100", "--stream-papers", "300", "--retry-for", "2m")
 	// The backfill's stderr, read to its end; retried is closed at its first retry.
@@ -96,9 +98,9 @@ func testQdrantKill(t *testing.T, q killable) {
 	case <-ctx.Done():
 		t.Fatal("the backfill never reached half way")
 	}
-	// The first half is embedded: once Qdrant has applied all of it (the last batch of it is
-	// in a stream the server has not acknowledged yet), the kill comes.
-	waitCount(ctx, t, p.client, n/2)
+	// Once Qdrant has applied what was embedded (the last batch of it is in a stream the server
+	// has not acknowledged yet), the kill comes.
+	waitCount(ctx, t, p.client, holdAt)
 	if err := q.kill(); err != nil {
 		t.Fatal(err)
 	}
