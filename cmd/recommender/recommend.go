@@ -31,7 +31,7 @@ results exist, the next page's token is printed.`
 
 func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	var seeds, negatives, categories, authors, exclude listFlag
+	var seeds, negatives, categories, authors, exclude, candidates listFlag
 	fs := newFlags("recommend", "[--query TEXT] [--seed ID]... [--seed-file FILE]... [flags]", recommendHelp, stderr)
 	cf.register(fs, 30*time.Second)
 	query := fs.String("query", "", "free text: a topic, a question or an abstract")
@@ -52,6 +52,10 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	seedTitle := fs.String("seed-title", "", "title of an inline seed paper (with --seed-abstract or alone)")
 	seedAbstract := fs.String("seed-abstract", "", "abstract of an inline seed paper")
 	asJSON := fs.Bool("json", false, "print the response as JSON")
+	diversity := fs.Float64("diversity", 0, "0 to 1: how much to favour results unlike those above them (maximal marginal relevance); 0 ranks by relevance alone")
+	recency := fs.Float64("recency-half-life", 0, "`DAYS`: halve a result's score for every this many days of its age; 0 leaves age out")
+	explain := fs.Bool("explain", false, "say why each result was chosen: the words it shares, its closeness in meaning, and the signals' scores")
+	fs.Var(&candidates, "candidate", "rank only these papers: a candidate `ID` (repeatable, up to 1,000); every one comes back, unknown ids noted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -73,6 +77,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		Query: *query, PositivePaperIds: seeds, NegativePaperIds: negatives,
 		PositivePapers: positivePapers, NegativePapers: negativePapers,
 		PageSize: int32(*limit), PageToken: *pageToken,
+		Diversity: float32(*diversity), RecencyHalfLifeDays: float32(*recency), Explain: *explain, CandidatePaperIds: candidates,
 		Filter: &recommenderv1.Filter{MinYear: int32(*minYear), MaxYear: int32(*maxYear),
 			Categories: categories, Authors: authors, ExcludePaperIds: exclude},
 	}
@@ -103,6 +108,9 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return rpcError(err)
 	}
 	noteSeeds(stderr, resp)
+	for _, id := range resp.GetUnknownCandidateIds() {
+		fmt.Fprintf(stderr, "note: candidate %s is not stored: left out\n", printable(id))
+	}
 	if *asJSON {
 		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
 		if err != nil {
@@ -179,6 +187,9 @@ func printRecommendations(w io.Writer, resp *recommenderv1.RecommendResponse) {
 		fmt.Fprintf(w, "%3d. %3.0f%%  %-12s %s%s\n", i+1, 100*r.GetRelevance(), printable(p.GetId()), printable(p.GetTitle()), year)
 		if len(p.GetAuthors()) > 0 {
 			fmt.Fprintf(w, "     %s\n", printable(strings.Join(p.GetAuthors(), ", ")))
+		}
+		if x := r.GetExplanation(); x != nil {
+			fmt.Fprintf(w, "     why: %s (lexical %.2f, dense %.2f)\n", printable(x.GetSummary()), x.GetLexicalScore(), x.GetDenseScore())
 		}
 	}
 	if t := resp.GetNextPageToken(); t != "" {

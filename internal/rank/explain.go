@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"strings"
+	"unicode"
 
 	"github.com/paperrec/recommender/internal/lexical"
 )
@@ -34,16 +36,16 @@ func PoolRarity(pool []Candidate) IDF {
 // positive weight in the query, by their contribution to the match: query weight, times
 // 1 + ln(its count in the paper), times its idf. With the corpus's idf a specific shared word
 // ("polysomnography") comes before a generic one ("number") however often either occurs.
+// A word is shown as the text writes it whole: "end-to-end", not "end"; the parts of one such
+// word are one shared term, their weights summed.
 func SharedTerms(query lexical.Vector, text string, idf IDF, n int) []TermWeight {
 	counts := map[string]int{}
-	surface := map[string]string{}
 	for _, tok := range lexical.Analyze(text) {
-		if counts[tok.Term] == 0 {
-			surface[tok.Term] = tok.Surface
-		}
 		counts[tok.Term]++
 	}
+	surface := surfaces(text)
 	var out []TermWeight
+	at := map[string]int{} // index in out of each surface word
 	for term, c := range counts {
 		id := lexical.TermID(term)
 		i, ok := slices.BinarySearch(query.Indices, id)
@@ -51,7 +53,13 @@ func SharedTerms(query lexical.Vector, text string, idf IDF, n int) []TermWeight
 			continue
 		}
 		if w := float64(query.Values[i]) * (1 + math.Log(float64(c))) * idf(id); w > 0 {
-			out = append(out, TermWeight{Term: surface[term], Weight: float32(w)})
+			word := surface[term]
+			if j, seen := at[word]; seen {
+				out[j].Weight += float32(w)
+				continue
+			}
+			at[word] = len(out)
+			out = append(out, TermWeight{Term: word, Weight: float32(w)})
 		}
 	}
 	slices.SortFunc(out, func(a, b TermWeight) int {
@@ -61,4 +69,24 @@ func SharedTerms(query lexical.Vector, text string, idf IDF, n int) []TermWeight
 		return cmp.Compare(a.Term, b.Term)
 	})
 	return out[:min(n, len(out))]
+}
+
+// surfaces maps each term of text to the first word that holds it, lower-cased: the token
+// itself, or the whole hyphenated or slashed word it is part of ("end-to-end", "encoder-decoder").
+func surfaces(text string) map[string]string {
+	out := map[string]string{}
+	for _, word := range strings.Fields(text) {
+		word = strings.ToLower(strings.TrimFunc(word, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }))
+		toks := lexical.Analyze(word)
+		for _, tok := range toks {
+			if _, ok := out[tok.Term]; ok {
+				continue
+			}
+			out[tok.Term] = tok.Surface
+			if strings.ContainsAny(word, "-/") && !strings.EqualFold(word, tok.Surface) {
+				out[tok.Term] = word
+			}
+		}
+	}
+	return out
 }

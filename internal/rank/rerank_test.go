@@ -72,6 +72,14 @@ func TestSharedTermsByContribution(t *testing.T) {
 	if !slices.Equal(got, []string{"polysomnography", "sleep", "number"}) {
 		t.Fatalf("shared terms %v", got)
 	}
+	// A term met inside a hyphenated word is shown as that word, once.
+	got = got[:0]
+	for _, tw := range rank.SharedTerms(lexical.Query("end to end speech"), "End-to-end speech recognition, end to end.", rarity, 5) {
+		got = append(got, tw.Term)
+	}
+	if !slices.Equal(got, []string{"end-to-end", "speech"}) && !slices.Equal(got, []string{"speech", "end-to-end"}) {
+		t.Fatalf("shared terms %v, want end-to-end and speech", got)
+	}
 }
 
 // TestMMRMatchesReference: the first k picks are those of plain greedy MMR over Similarity (the

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/paperrec/recommender/internal/apierr"
@@ -70,6 +71,8 @@ const (
 	DiversityPool = 100
 	// sharedTermsShown bounds the shared terms of an explanation.
 	sharedTermsShown = 5
+	// sharedTermsSaid bounds the shared terms an explanation's summary names.
+	sharedTermsSaid = 3
 	// foldRoom is how many hits past a page a search fetches, so duplicates folded into one
 	// still leave a full page.
 	foldRoom = 10
@@ -128,6 +131,7 @@ type Explanation struct {
 	ClosestSeedID            string
 	ClosestSeedSimilarity    float32
 	SharedTerms              []rank.TermWeight
+	Summary                  string // the above in words, for a reader
 }
 
 // Engine runs the pipeline over a store. Set its fields before the first call; they are read
@@ -172,9 +176,14 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 		res.IndexVersion = v.Version()
 	}
 	filter := r.Filter
+	var candidates []store.Paper
 	if r.Candidates != nil {
-		if filter.OnlyIDs, res.UnknownCandidates, err = e.known(ctx, r.Candidates); err != nil || len(filter.OnlyIDs) == 0 {
+		if candidates, res.UnknownCandidates, err = e.known(ctx, r.Candidates); err != nil || len(candidates) == 0 {
 			return res, err
+		}
+		filter.OnlyIDs = make([]string, len(candidates))
+		for i := range candidates {
+			filter.OnlyIDs[i] = candidates[i].ID
 		}
 	}
 
@@ -204,6 +213,9 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	cands, more, err := ret.run(ctx, p, need, depth, rerank)
 	if err != nil {
 		return nil, err
+	}
+	if !more {
+		cands = ret.unmatched(cands, candidates, filter)
 	}
 	fused := make(map[string]float32, len(cands)) // relevance order's scores, for explanations
 	for _, c := range cands {
@@ -265,17 +277,15 @@ func (e *Engine) Ranking() string {
 	return e.Spec.Model + "\x00" + e.Spec.QueryPrefix + "\x00" + e.Spec.DocumentPrefix
 }
 
-// known splits candidate ids into those stored and those not.
-func (e *Engine) known(ctx context.Context, ids []string) (stored, unknown []string, err error) {
-	found, err := e.Store.Lookup(ctx, ids)
+// known splits candidate ids into the papers stored and the ids not.
+func (e *Engine) known(ctx context.Context, ids []string) (stored []store.Paper, unknown []string, err error) {
+	stored, err = e.Store.Lookup(ctx, ids)
 	if err != nil {
 		return nil, nil, err
 	}
 	have := map[string]bool{}
-	stored = []string{} // not nil: an empty list restricts to nothing
-	for _, p := range found {
+	for _, p := range stored {
 		have[p.ID] = true
-		stored = append(stored, p.ID)
 	}
 	for _, id := range ids {
 		if !have[id] {
@@ -328,5 +338,37 @@ func explain(c *rank.Candidate, p *store.Paper, sig signalScores, fused float32,
 		}
 	}
 	x.SharedTerms = rank.SharedTerms(terms, p.Title+"\n"+p.Abstract, idf, sharedTermsShown)
+	x.Summary = summarize(x, seeds)
 	return x
+}
+
+// summarize says an explanation in words: "shares imitation, robotics; close in meaning to your
+// seed". A paper is close in meaning when the dense list held it, and the seed named is the
+// closest one (by its id when there are several).
+func summarize(x *Explanation, seeds []store.Paper) string {
+	var parts []string
+	if n := min(len(x.SharedTerms), sharedTermsSaid); n > 0 {
+		words := make([]string, n)
+		for i, t := range x.SharedTerms[:n] {
+			words[i] = t.Term
+		}
+		parts = append(parts, "shares "+strings.Join(words, ", "))
+	}
+	target := "your query"
+	switch {
+	case len(seeds) == 1:
+		target = "your seed"
+	case len(seeds) > 1:
+		target = "your seed " + x.ClosestSeedID
+	}
+	switch {
+	case x.DenseScore > 0:
+		parts = append(parts, "close in meaning to "+target)
+	case len(seeds) > 0 && len(parts) == 0:
+		parts = append(parts, "most like "+target)
+	}
+	if len(parts) == 0 {
+		return "ranked by the words of your request"
+	}
+	return strings.Join(parts, "; ")
 }

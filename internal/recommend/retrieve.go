@@ -129,6 +129,43 @@ func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]in
 	return cands, best
 }
 
+// unmatched appends to cands the candidates that pass filter and that no list found (lexical
+// retrieval finds only papers sharing a word): a caller that names its candidates gets every one
+// back, these last, in the order given, with the relevance of a paper no signal found (at most
+// that of the last one found).
+func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper, filter store.Filter) []rank.Candidate {
+	if len(candidates) == 0 {
+		return cands
+	}
+	found := make(map[string]bool, len(cands))
+	for _, c := range cands {
+		found[c.ID] = true
+		for _, d := range c.Duplicates {
+			found[d] = true
+		}
+	}
+	score, relevance := float32(0), float32(1)
+	if len(cands) > 0 {
+		last := cands[len(cands)-1]
+		score, relevance = min(last.Score, 0), last.Relevance
+	}
+	calibration := Calibrations[rt.mode]
+	for i := range candidates {
+		p := &candidates[i]
+		if found[p.ID] || !filter.Matches(p) {
+			continue
+		}
+		found[p.ID] = true
+		score -= 1 // below every found one, in the order given
+		c := rank.Candidate{ID: p.ID, Title: p.Title, Date: p.Date, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, Score: score,
+			Relevance: min(relevance, calibration.Relevance(Features(rt.mode, len(cands)+1, 0, 0, 0)))}
+		cands = append(cands, c)
+		rt.papers[p.ID] = *p
+		rt.signals[p.ID] = signalScores{}
+	}
+	return cands
+}
+
 // ratio is a/b, or 0 when b is not positive.
 func ratio(a, b float32) float64 {
 	if b <= 0 {

@@ -133,7 +133,7 @@ func TestDuplicateTitlesCollapse(t *testing.T) {
 func words(text string) map[string]bool {
 	out := map[string]bool{}
 	for _, w := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127)
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r > 127 || r == '-' || r == '/')
 	}) {
 		out[w] = true
 	}
@@ -166,7 +166,7 @@ func TestExplanationsNameRealSharedTerms(t *testing.T) {
 		}
 		text := words(r.GetPaper().GetTitle() + " " + r.GetPaper().GetAbstract())
 		for i, st := range e.GetSharedTerms() {
-			if terms := lexical.Terms(st.GetTerm()); !text[st.GetTerm()] || len(terms) != 1 || !asked[terms[0]] {
+			if !text[st.GetTerm()] || !slices.ContainsFunc(lexical.Terms(st.GetTerm()), func(t string) bool { return asked[t] }) {
 				t.Errorf("%s: shared term %q is not a word of the result with a term of the query or seed", r.GetPaper().GetId(), st.GetTerm())
 			}
 			if i > 0 && st.GetWeight() > e.GetSharedTerms()[i-1].GetWeight() {
@@ -180,6 +180,10 @@ func TestExplanationsNameRealSharedTerms(t *testing.T) {
 		}
 		if e.GetClosestSeedId() != seed.GetId() || e.GetClosestSeedSimilarity() <= 0 || e.GetLexicalScore() <= 0 || e.GetFusedScore() != r.GetScore() {
 			t.Errorf("%s: explanation %v (score %v)", r.GetPaper().GetId(), e, r.GetScore())
+		}
+		// In words: the heaviest shared terms, and no dense similarity claimed (lexical).
+		if want := "shares " + e.GetSharedTerms()[0].GetTerm(); !strings.HasPrefix(e.GetSummary(), want) || strings.Contains(e.GetSummary(), "meaning") {
+			t.Errorf("%s: summary %q, want it to start %q and claim no closeness in meaning", r.GetPaper().GetId(), e.GetSummary(), want)
 		}
 	}
 	// Without explain, no explanation is sent.
@@ -280,6 +284,29 @@ func TestCandidateListsAreRanked(t *testing.T) {
 	}
 	if !slices.Equal(resp.GetUnknownCandidateIds(), []string{"nope"}) {
 		t.Fatalf("unknown candidates %v, want [nope]", resp.GetUnknownCandidateIds())
+	}
+	// The list comes back whole: a candidate sharing no word with the text (lexical mode finds
+	// none of them) comes last, with a low relevance, in relevance order; filters still apply.
+	resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition",
+		CandidatePaperIds: []string{"demo-0001", "demo-0021", "demo-0043", "demo-0019"}, PageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(resp); len(got) != 4 || !slices.Contains(got[2:], "demo-0001") || !slices.Contains(got[2:], "demo-0043") {
+		t.Fatalf("candidates with and without shared words: %v, want all 4, the two unrelated last", got)
+	}
+	for i, r := range resp.GetResults() {
+		if i > 0 && r.GetRelevance() > resp.GetResults()[i-1].GetRelevance() {
+			t.Errorf("relevance not in result order: %v", resp.GetResults())
+		}
+	}
+	if last := resp.GetResults()[3].GetRelevance(); last >= resp.GetResults()[1].GetRelevance() {
+		t.Errorf("an unmatched candidate's relevance %v is not below the matched ones'", last)
+	}
+	resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech recognition",
+		CandidatePaperIds: []string{"demo-0001", "demo-0021"}, Filter: &recommenderv1.Filter{ExcludePaperIds: []string{"demo-0001"}}})
+	if err != nil || !slices.Equal(ids(resp), []string{"demo-0021"}) {
+		t.Fatalf("a filtered-out unmatched candidate: %v, %v", ids(resp), err)
 	}
 	// Only unknown candidates: an empty answer that says so.
 	resp, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "speech", CandidatePaperIds: []string{"x", "y"}})

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"math"
 	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +120,25 @@ type Filter struct {
 	ExcludeIDs       []string
 	// OnlyIDs, when set, restricts results to these papers (a candidate list to rank).
 	OnlyIDs []string
+}
+
+// Matches reports whether p passes the filter.
+func (f *Filter) Matches(p *Paper) bool {
+	if (f.MinYear != 0 && (p.Year == 0 || p.Year < f.MinYear)) || (f.MaxYear != 0 && (p.Year == 0 || p.Year > f.MaxYear)) {
+		return false
+	}
+	if slices.Contains(f.ExcludeIDs, p.ID) || (f.OnlyIDs != nil && !slices.Contains(f.OnlyIDs, p.ID)) {
+		return false
+	}
+	if len(f.Categories) > 0 && !slices.ContainsFunc(p.Categories, func(c string) bool { return slices.Contains(f.Categories, c) }) {
+		return false
+	}
+	if len(f.Authors) > 0 && !slices.ContainsFunc(p.Authors, func(a string) bool {
+		return slices.ContainsFunc(f.Authors, func(b string) bool { return NormalizeAuthor(a) == NormalizeAuthor(b) })
+	}) {
+		return false
+	}
+	return true
 }
 
 // Query is a top-k search. At least one of Lexical and Dense is set; with both, the backend

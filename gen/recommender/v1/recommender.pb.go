@@ -152,6 +152,9 @@ const (
 	// Repeats an earlier seed (the same id, or an inline paper with the title of an earlier
 	// seed); left out.
 	SeedStatus_SEED_STATUS_DUPLICATE SeedStatus = 4
+	// A stored paper with no embedding yet (the server is still embedding the store): used by
+	// its words alone, lexically, while the other seeds and the query text use every signal.
+	SeedStatus_SEED_STATUS_NO_EMBEDDING SeedStatus = 5
 )
 
 // Enum value maps for SeedStatus.
@@ -162,13 +165,15 @@ var (
 		2: "SEED_STATUS_INLINE",
 		3: "SEED_STATUS_NOT_FOUND",
 		4: "SEED_STATUS_DUPLICATE",
+		5: "SEED_STATUS_NO_EMBEDDING",
 	}
 	SeedStatus_value = map[string]int32{
-		"SEED_STATUS_UNSPECIFIED": 0,
-		"SEED_STATUS_FOUND":       1,
-		"SEED_STATUS_INLINE":      2,
-		"SEED_STATUS_NOT_FOUND":   3,
-		"SEED_STATUS_DUPLICATE":   4,
+		"SEED_STATUS_UNSPECIFIED":  0,
+		"SEED_STATUS_FOUND":        1,
+		"SEED_STATUS_INLINE":       2,
+		"SEED_STATUS_NOT_FOUND":    3,
+		"SEED_STATUS_DUPLICATE":    4,
+		"SEED_STATUS_NO_EMBEDDING": 5,
 	}
 )
 
@@ -858,7 +863,11 @@ type Explanation struct {
 	// Cosine similarity to that seed: of embeddings when both have one, else of term vectors.
 	ClosestSeedSimilarity float32 `protobuf:"fixed32,5,opt,name=closest_seed_similarity,json=closestSeedSimilarity,proto3" json:"closest_seed_similarity,omitempty"`
 	// Up to 5 words shared with the query text or the positive seeds, heaviest first.
-	SharedTerms   []*SharedTerm `protobuf:"bytes,6,rep,name=shared_terms,json=sharedTerms,proto3" json:"shared_terms,omitempty"`
+	SharedTerms []*SharedTerm `protobuf:"bytes,6,rep,name=shared_terms,json=sharedTerms,proto3" json:"shared_terms,omitempty"`
+	// The explanation in words, for a reader: the words it shares and whether it is close in
+	// meaning to the query or a seed, e.g. "shares imitation, robotics; close in meaning to your
+	// seed 2401.00001".
+	Summary       string `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +942,13 @@ func (x *Explanation) GetSharedTerms() []*SharedTerm {
 		return x.SharedTerms
 	}
 	return nil
+}
+
+func (x *Explanation) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
 }
 
 // Recommendation is one recommended paper.
@@ -1700,8 +1716,12 @@ type GetIndexInfoResponse struct {
 	// re-embedding with another model (queries use the active set until the switch), or the set
 	// switched away from, kept for a rollback until RetireVectorSet. Absent when there is none.
 	OtherVectorSet *VectorSet `protobuf:"bytes,8,opt,name=other_vector_set,json=otherVectorSet,proto3" json:"other_vector_set,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Papers with an embedding of the active model for their current text, of paper_count: the
+	// embedding coverage. Below paper_count while the server embeds papers stored before it had
+	// the model (dense retrieval misses the others until then); 0 when lexical.
+	PapersWithVectors int64 `protobuf:"varint,9,opt,name=papers_with_vectors,json=papersWithVectors,proto3" json:"papers_with_vectors,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetIndexInfoResponse) Reset() {
@@ -1788,6 +1808,13 @@ func (x *GetIndexInfoResponse) GetOtherVectorSet() *VectorSet {
 		return x.OtherVectorSet
 	}
 	return nil
+}
+
+func (x *GetIndexInfoResponse) GetPapersWithVectors() int64 {
+	if x != nil {
+		return x.PapersWithVectors
+	}
+	return 0
 }
 
 // VectorSet is one set of paper embeddings in the store.
@@ -2622,7 +2649,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"SharedTerm\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\x02R\x06weight\"\x93\x02\n" +
+	"\x06weight\x18\x02 \x01(\x02R\x06weight\"\xad\x02\n" +
 	"\vExplanation\x12#\n" +
 	"\rlexical_score\x18\x01 \x01(\x02R\flexicalScore\x12\x1f\n" +
 	"\vdense_score\x18\x02 \x01(\x02R\n" +
@@ -2631,7 +2658,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"fusedScore\x12&\n" +
 	"\x0fclosest_seed_id\x18\x04 \x01(\tR\rclosestSeedId\x126\n" +
 	"\x17closest_seed_similarity\x18\x05 \x01(\x02R\x15closestSeedSimilarity\x12=\n" +
-	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\"\xe0\x01\n" +
+	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\x12\x18\n" +
+	"\asummary\x18\a \x01(\tR\asummary\"\xe0\x01\n" +
 	"\x0eRecommendation\x12+\n" +
 	"\x05paper\x18\x01 \x01(\v2\x15.recommender.v1.PaperR\x05paper\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
@@ -2677,7 +2705,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"rejections\x18\x05 \x03(\v2\x19.recommender.v1.RejectionR\n" +
 	"rejections\"\x15\n" +
-	"\x13GetIndexInfoRequest\"\x94\x03\n" +
+	"\x13GetIndexInfoRequest\"\xc4\x03\n" +
 	"\x14GetIndexInfoResponse\x12\x1f\n" +
 	"\vpaper_count\x18\x01 \x01(\x03R\n" +
 	"paperCount\x12#\n" +
@@ -2687,7 +2715,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\rindex_version\x18\x05 \x01(\x04R\findexVersion\x124\n" +
 	"\x16embedding_query_prefix\x18\x06 \x01(\tR\x14embeddingQueryPrefix\x12:\n" +
 	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix\x12C\n" +
-	"\x10other_vector_set\x18\b \x01(\v2\x19.recommender.v1.VectorSetR\x0eotherVectorSet\"\xd7\x01\n" +
+	"\x10other_vector_set\x18\b \x01(\v2\x19.recommender.v1.VectorSetR\x0eotherVectorSet\x12.\n" +
+	"\x13papers_with_vectors\x18\t \x01(\x03R\x11papersWithVectors\"\xd7\x01\n" +
 	"\tVectorSet\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1e\n" +
 	"\n" +
@@ -2743,14 +2772,15 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\fSeedStrategy\x12\x1d\n" +
 	"\x19SEED_STRATEGY_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SEED_STRATEGY_PER_SEED\x10\x01\x12\x1a\n" +
-	"\x16SEED_STRATEGY_CENTROID\x10\x02*\x8e\x01\n" +
+	"\x16SEED_STRATEGY_CENTROID\x10\x02*\xac\x01\n" +
 	"\n" +
 	"SeedStatus\x12\x1b\n" +
 	"\x17SEED_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11SEED_STATUS_FOUND\x10\x01\x12\x16\n" +
 	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
 	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
-	"\x15SEED_STATUS_DUPLICATE\x10\x042\xa6\b\n" +
+	"\x15SEED_STATUS_DUPLICATE\x10\x04\x12\x1c\n" +
+	"\x18SEED_STATUS_NO_EMBEDDING\x10\x052\xa6\b\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
