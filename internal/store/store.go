@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"hash"
 	"math"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
