@@ -1,6 +1,6 @@
 // End-to-end test of the page in a real browser (Debian's Chromium, driven by Playwright):
-// search, open similar papers, toggle explain, paste an abstract, page forward, the empty state, a narrow screen,
-// the keyboard, and a screenshot. Run by cmd/recommender's TestBrowserPage:
+// search, open similar papers, toggle explain, paste an abstract, page forward, a deep link
+// opened cold, links to papers, the empty state, a narrow screen, the keyboard, and a screenshot. Run by cmd/recommender's TestBrowserPage:
 //
 //   node e2e.mjs http://127.0.0.1:8080 screenshot.png
 //
@@ -41,6 +41,11 @@ try {
   page.on("response", (r) => { if (r.status() === 404) consoleErrors.push("404 for " + r.url()); });
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
+  // A paper with an arXiv id, written through the JSON API, for the link to arXiv.
+  const upsert = await fetch(base + "/v1/UpsertPapers", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ papers: [{ id: "2401.00001", title: "Speech recognition for arXiv links", abstract: "Speech recognition with acoustic models.", authors: ["Ana Ribeiro", "Wei Chen"], year: 2024 }] }) });
+  check(upsert.ok, "a paper with an arXiv id is stored (" + upsert.status + ")");
+
   await page.goto(base + "/");
   check((await page.title()) === "Paper recommender", "the page loads");
 
@@ -52,6 +57,9 @@ try {
   check(titles.length >= 3, "a search shows result cards (" + titles.length + ")");
   check(/speech/i.test(titles[0]), "the first result is about speech: " + titles[0]);
   check((await page.textContent("#status")).startsWith(titles.length + " papers"), "the status says how many papers");
+  check(new URL(page.url()).searchParams.get("q") === "speech recognition", "the URL holds the query: " + page.url());
+  const arxivLink = await page.locator('#results .card[data-id="2401.00001"] h3 a').getAttribute("href");
+  check(arxivLink === "https://arxiv.org/abs/2401.00001", "a card links to its paper on arXiv: " + arxivLink);
   const meta = await page.locator("#results .card .meta").first().textContent();
   const relevant = /\b(\d{1,3})% relevant/.exec(meta);
   check(relevant && Number(relevant[1]) > 0 && Number(relevant[1]) <= 100 && /\b20\d\d\b/.test(meta) && /,/.test(meta),
@@ -75,6 +83,8 @@ try {
   const term = await page.locator("#results .card .why .term").first().textContent();
   const text = (await page.locator("#results .card").first().textContent()).toLowerCase();
   check(text.includes(term.toLowerCase()), "a shared term appears in its card: " + term);
+  const whyText = await page.locator("#results .card .why p").first().textContent();
+  check(/^Why: shares \S/.test(whyText) && !/\d\.\d/.test(whyText), "why reads as words, not scores: " + whyText);
   await page.screenshot({ path: screenshot });
   console.log("ok  screenshot saved to " + screenshot);
 
@@ -103,10 +113,30 @@ try {
   const page2 = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(page2.length > 0 && page2.every((id) => !similarIds.includes(id)), "page 2 shows other papers");
   check(await page.isEnabled("#prev"), "page 2 can go back");
+  const deepLink = page.url();
+  check(new URL(deepLink).searchParams.get("page") === "2" && new URL(deepLink).searchParams.getAll("seed").length === 1,
+    "the URL holds the seed and the page: " + deepLink);
   await page.click("#prev");
   await settled(page);
   const back = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(JSON.stringify(back) === JSON.stringify(similarIds), "going back shows page 1 again");
+
+  // The deep link, opened cold in a fresh browser context, shows the same page 2.
+  const cold = await browser.newContext();
+  const other = await cold.newPage();
+  await other.goto(deepLink);
+  await settled(other);
+  const coldIds = await other.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
+  check(JSON.stringify(coldIds) === JSON.stringify(page2), "a deep link opened cold shows the same results: " + coldIds.join(" "));
+  check((await other.textContent("#page")) === "Page 2" && (await other.textContent("#context")).startsWith("Papers similar to “"),
+    "and the same page, under the seed's title");
+  await cold.close();
+  // The browser's back button restores the previous view.
+  await page.goBack();
+  await settled(page);
+  const backAgain = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
+  check(JSON.stringify(backAgain) === JSON.stringify(page2) && new URL(page.url()).searchParams.get("page") === "2",
+    "the back button returns to page 2");
 
   // Empty state.
   await page.fill("#query", "zzyzx qwfp");

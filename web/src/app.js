@@ -49,22 +49,80 @@ function start(request, label) {
   state.label = label;
   state.tokens = [""];
   state.page = 0;
-  load();
+  load(true);
 }
 
-async function load() {
-  if (!state.request) return;
+// The URL holds what the results depend on (query, seeds, mode, page, diversity, explain), so a
+// view can be shared, bookmarked and reloaded; a pasted paper is not put in it.
+function toURL() {
+  const u = new URLSearchParams();
+  const r = state.request || {};
+  if (r.query) u.set("q", r.query);
+  for (const id of r.positivePaperIds || []) u.append("seed", id);
+  if ($("mode").value) u.set("mode", $("mode").value);
+  if (state.page > 0) u.set("page", String(state.page + 1));
+  if (Number($("diversity").value) > 0) u.set("diversity", $("diversity").value);
+  if ($("explain").checked) u.set("explain", "1");
+  const s = u.toString();
+  return location.pathname + (s ? "?" + s : "");
+}
+
+// fromURL restores the state of a URL made by toURL and loads its results.
+function fromURL() {
+  const u = new URLSearchParams(location.search);
+  const q = u.get("q") || "", seeds = u.getAll("seed");
+  $("query").value = q;
+  $("mode").value = ["lexical", "dense", "hybrid"].includes(u.get("mode")) ? u.get("mode") : "";
+  $("diversity").value = u.get("diversity") || "0";
+  $("diversity-value").textContent = $("diversity").value;
+  $("explain").checked = u.get("explain") === "1";
+  if (!q && seeds.length === 0) return;
+  const request = {};
+  if (q) request.query = q;
+  if (seeds.length) request.positivePaperIds = seeds;
+  state.request = request;
+  state.label = q ? "Papers about “" + q + "”" : "Papers similar to " + seeds.join(", ");
+  state.tokens = [""];
+  state.page = Math.max(0, (parseInt(u.get("page"), 10) || 1) - 1);
+  load(false);
+}
+
+function requestFor(page) {
   const req = Object.assign({}, state.request, {
     pageSize: 10,
-    pageToken: state.tokens[state.page],
+    pageToken: state.tokens[page],
     diversity: Number($("diversity").value),
     explain: $("explain").checked,
   });
+  if ($("mode").value) req.mode = "RETRIEVAL_MODE_" + $("mode").value.toUpperCase();
+  return req;
+}
+
+// load shows the current page; push records it in the history (a new view), else it replaces
+// the entry (a reload, a deep link, the back button).
+async function load(push) {
+  if (!state.request) return;
+  const url = toURL();
+  if (push && url !== location.pathname + location.search) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
   $("context").textContent = state.label;
   setStatus("Loading…");
   $("results").setAttribute("aria-busy", "true");
   try {
-    render(await recommend(req));
+    // A deep link to page n has no page token: the pages before it give theirs.
+    for (let p = 0; p < state.page && state.tokens[state.page] === undefined; p++) {
+      if (state.tokens[p + 1] !== undefined) continue;
+      const resp = await recommend(requestFor(p));
+      if (!resp.nextPageToken) { state.page = p; break; }
+      state.tokens[p + 1] = resp.nextPageToken;
+    }
+    const resp = await recommend(requestFor(state.page));
+    const named = (resp.seeds || []).filter((s) => s.title && !s.negative);
+    if (!state.request.query && state.request.positivePaperIds && named.length) {
+      state.label = "Papers similar to " + named.map((s) => "“" + s.title + "”").join(", ");
+      $("context").textContent = state.label;
+    }
+    render(resp);
   } catch (e) {
     $("results").replaceChildren();
     setStatus("Error (" + e.code + "): " + e.message, true);
@@ -100,7 +158,17 @@ function card(r) {
   const p = r.paper;
   const li = el("li", "card");
   li.dataset.id = p.id;
-  li.appendChild(el("h3", "title", p.title || p.id));
+  const h = el("h3", "title");
+  const href = paperURL(p);
+  if (href) {
+    const a = el("a", null, p.title || p.id);
+    a.href = href;
+    a.rel = "noopener";
+    h.appendChild(a);
+  } else {
+    h.textContent = p.title || p.id;
+  }
+  li.appendChild(h);
   // The calibrated relevance reads as a chance; the raw score only orders one list.
   const meta = [(p.authors || []).join(", "), p.year ? String(p.year) : "", Math.round(100 * Number(r.relevance || 0)) + "% relevant"];
   li.appendChild(el("p", "meta", meta.filter(Boolean).join(" · ")));
@@ -117,13 +185,17 @@ function card(r) {
   return li;
 }
 
+// paperURL is where a paper can be read: its url, or arXiv's abstract page for an arXiv id
+// (2401.01234, 2401.01234v2, cs/0112017).
+function paperURL(p) {
+  if (p.url && /^https?:\/\//.test(p.url)) return p.url;
+  if (/^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?\/\d{7})(v\d+)?$/.test(p.id)) return "https://arxiv.org/abs/" + p.id;
+  return "";
+}
+
 function why(e) {
   const box = el("div", "why");
-  const parts = [];
-  if (e.lexicalScore) parts.push("lexical " + Number(e.lexicalScore).toFixed(2));
-  if (e.denseScore) parts.push("dense " + Number(e.denseScore).toFixed(2));
-  if (e.closestSeedId) parts.push("closest seed " + e.closestSeedId + " (" + Number(e.closestSeedSimilarity || 0).toFixed(2) + ")");
-  box.appendChild(el("p", null, "Why: " + (parts.join(", ") || "relevance")));
+  box.appendChild(el("p", null, "Why: " + (e.summary || "ranked by the words of your request")));
   const terms = el("ul", "terms");
   terms.setAttribute("aria-label", "Shared terms");
   for (const t of e.sharedTerms || []) terms.appendChild(el("li", "term", t.term));
@@ -155,10 +227,13 @@ document.addEventListener("DOMContentLoaded", () => {
     $("context").focus();
   });
   $("diversity").addEventListener("input", () => { $("diversity-value").textContent = $("diversity").value; });
-  $("diversity").addEventListener("change", () => { state.tokens = [""]; state.page = 0; load(); });
-  $("explain").addEventListener("change", load);
-  $("next").addEventListener("click", () => { state.page++; load(); });
-  $("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); load(); });
+  $("diversity").addEventListener("change", () => { state.tokens = [""]; state.page = 0; load(true); });
+  $("mode").addEventListener("change", () => { state.tokens = [""]; state.page = 0; load(true); });
+  $("explain").addEventListener("change", () => load(true));
+  $("next").addEventListener("click", () => { state.page++; load(true); });
+  $("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); load(true); });
+  window.addEventListener("popstate", fromURL);
+  fromURL();
   $("apikey").value = sessionStorage.getItem("apikey") || "";
   $("apikey").addEventListener("change", () => sessionStorage.setItem("apikey", $("apikey").value.trim()));
 });
