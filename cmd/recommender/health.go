@@ -7,6 +7,8 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 )
 
 const healthHelp = `
@@ -38,6 +40,18 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintln(stdout, resp.GetStatus())
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		return fmt.Errorf("%s is %s", cf.server, resp.GetStatus())
+	}
+	// Details, when the index can be read (with a read key, if the server has keys): a server
+	// that serves while it still embeds its papers says so.
+	if *service != "" {
+		if info, err := recommenderv1.NewRecommenderServiceClient(cl.Conn()).GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{}); err == nil {
+			if o := info.GetOtherVectorSet(); o.GetFilling() {
+				fmt.Fprintf(stdout, "embedding:  filling %s: %s; answers use %s until then\n", o.GetModel(),
+					coverage(o.GetPapersWithVectors(), info.GetPaperCount()), info.GetEmbeddingModel())
+			} else if info.GetEmbeddingDimensions() > 0 && info.GetPapersWithVectors() < info.GetPaperCount() {
+				fmt.Fprintf(stdout, "embedding:  %s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()))
+			}
+		}
 	}
 	return nil
 }

@@ -171,6 +171,8 @@ func noteSeeds(w io.Writer, resp *recommenderv1.RecommendResponse) {
 			fmt.Fprintf(w, "note: seed %s is not stored: left out\n", name)
 		case recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE:
 			fmt.Fprintf(w, "note: seed %s repeats an earlier seed: left out\n", name)
+		case recommenderv1.SeedStatus_SEED_STATUS_NO_EMBEDDING:
+			fmt.Fprintf(w, "note: seed %s has no embedding yet (the server is still embedding the store): used by its words\n", name)
 		}
 	}
 }
@@ -223,6 +225,9 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if q, d := info.GetEmbeddingQueryPrefix(), info.GetEmbeddingDocumentPrefix(); q != "" || d != "" {
 		fmt.Fprintf(stdout, "prefixes:   query %q, document %q\n", q, d)
 	}
+	if info.GetEmbeddingDimensions() > 0 {
+		fmt.Fprintf(stdout, "embedded:   %s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()))
+	}
 	if o := info.GetOtherVectorSet(); o != nil {
 		state := "kept from before a switch, for a rollback: recommender retire-vectors deletes it"
 		if o.GetFilling() {
@@ -236,6 +241,18 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			o.GetPapersWithVectors(), info.GetPaperCount(), share, state)
 	}
 	return nil
+}
+
+// coverage says how many of n papers have a vector.
+func coverage(with, n int64) string {
+	if n == 0 {
+		return "no papers yet"
+	}
+	s := fmt.Sprintf("%d of %d papers (%.1f%%)", with, n, 100*float64(with)/float64(n))
+	if with < n {
+		s += "; the others are found by their words only"
+	}
+	return s
 }
 
 const retireVectorsHelp = `Deletes the second set of vectors a running server's store keeps after it moved to another

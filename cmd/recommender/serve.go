@@ -75,6 +75,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	metricsAddr := fs.String("metrics-addr", os.Getenv("RECOMMENDER_METRICS_ADDR"),
 		"serve Prometheus metrics at http://ADDR/metrics; empty: off (env RECOMMENDER_METRICS_ADDR)")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
+	load := fs.String("load", "", "`FILE` of papers to load at start, in the background while serving: JSON lines as backfill reads them (plain or .gz); unchanged papers are skipped, so restarting with it costs nothing")
 	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
 	var ef embeddingFlags
 	ef.register(fs)
@@ -231,9 +232,20 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if reembedding {
+	if *load != "" {
+		go func() {
+			if err := svc.AwaitBinding(ctx, log); err != nil {
+				return
+			}
+			if err := loadFile(ctx, svc, *load, 10*time.Second, log); err != nil && ctx.Err() == nil {
+				log.Error("load stopped; serving what is stored", "file", *load, "error", err)
+			}
+		}()
+	}
+	if reembedding || useEmbedder {
 		// In the background of serving; a failure is logged and serving goes on with the
-		// current model (a restart resumes where it stopped).
+		// current model (a restart resumes where it stopped). Without --reembed-model there is
+		// something to do only when the store's papers were stored before it had a model.
 		go func() {
 			if err := svc.AwaitBinding(ctx, log); err != nil {
 				return

@@ -23,7 +23,6 @@ const (
 	FeedsUnsupported       = "FEEDS_UNSUPPORTED"        // FAILED_PRECONDITION: the store keeps no feeds or write order
 	MethodNotFound         = "METHOD_NOT_FOUND"         // NOT_FOUND: no such HTTP path
 	EmbeddingNotConfigured = "EMBEDDING_NOT_CONFIGURED" // FAILED_PRECONDITION: dense or hybrid asked of a server without a model
-	SeedNotEmbedded        = "SEED_NOT_EMBEDDED"        // FAILED_PRECONDITION: a seed paper has no vector yet
 	EmbeddingModelMismatch = "EMBEDDING_MODEL_MISMATCH" // FAILED_PRECONDITION: the store holds another model's vectors
 	EmbeddingRefused       = "EMBEDDING_REFUSED"        // FAILED_PRECONDITION: the embedding API refused (key, quota, model)
 	VectorSetBusy          = "VECTOR_SET_BUSY"          // FAILED_PRECONDITION: no second vector set to retire, or a re-embedding is filling it

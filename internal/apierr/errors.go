@@ -51,7 +51,7 @@ func Invalid(field, description string) *ValidationError {
 // PreconditionError is a request this deployment cannot serve as configured, or not yet
 // (FAILED_PRECONDITION with PreconditionFailure).
 type PreconditionError struct {
-	Reason  string // e.g. SeedNotEmbedded
+	Reason  string // e.g. EmbeddingNotConfigured
 	Subject string // what it is about, e.g. "paper/2101.00001" or "server"
 	Message string
 }

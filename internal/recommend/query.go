@@ -57,10 +57,7 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 				// with the new one.
 				return plan{}, &store.EmbeddingSwitchedError{}
 			}
-			if mode != ModeLexical && len(p.Dense) == 0 {
-				return plan{}, &apierr.PreconditionError{Reason: apierr.SeedNotEmbedded, Subject: "paper/" + p.ID, Message: fmt.Sprintf(
-					"seed paper %s has no embedding yet: re-ingest it with the embedding model configured, or ask for LEXICAL mode", p.ID)}
-			}
+			// A stored seed without a vector yet (SeedNoEmbedding) goes by its words alone.
 			*side.out = append(*side.out, seedQuery{lexical: lexical.SeedQuery(p.Lexical), dense: p.Dense})
 		}
 	}
@@ -148,10 +145,10 @@ func (e *Engine) query(s seedQuery, mode Mode) store.Query {
 	if q.Fusion == (rank.Fusion{}) && s.text {
 		q.Fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
 	}
-	if mode != ModeDense {
-		q.Lexical = s.lexical
+	if mode != ModeDense || len(s.dense) == 0 {
+		q.Lexical = s.lexical // a seed without a vector goes by its words in every mode
 	}
-	if mode != ModeLexical {
+	if mode != ModeLexical && len(s.dense) > 0 {
 		q.Dense, q.DenseSet = s.dense, e.Spec.Key()
 	}
 	return q
@@ -165,14 +162,20 @@ func centroid(seeds []seedQuery) seedQuery {
 		lexes[i] = s.lexical
 	}
 	out := seedQuery{lexical: lexical.Combine(lexes, nil)}
+	withVectors := 0
+	for _, s := range seeds {
+		if len(s.dense) > 0 {
+			withVectors++
+		}
+	}
 	for _, s := range seeds {
 		if len(s.dense) == 0 {
-			return out // lexical mode: no vectors
+			continue // lexical mode, or a seed not embedded yet: the others' mean
 		}
 		if out.dense == nil {
 			out.dense = make([]float32, len(s.dense))
 		}
-		w := 1 / float64(len(seeds)) / norm(s.dense)
+		w := 1 / float64(withVectors) / norm(s.dense)
 		for i, x := range s.dense {
 			out.dense[i] += float32(w * float64(x))
 		}

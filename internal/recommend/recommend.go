@@ -139,6 +139,9 @@ type Explanation struct {
 type Engine struct {
 	Store    store.Store
 	Embedder embed.Embedder      // nil: lexical only
+	// Filling names the model the store's papers are being embedded with while this engine,
+	// lexical, answers (see resolveMode); empty otherwise.
+	Filling string
 	Spec     store.EmbeddingSpec // the store's binding, when Embedder is set
 	// Fusion merges the lexical and dense lists of a seed; zero: rank.DefaultFusion for seeds,
 	// rank.TextFusion for text.
@@ -160,6 +163,9 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	seeds, statuses, err := e.loadSeeds(ctx, r)
 	if err != nil {
 		return nil, err
+	}
+	if mode != ModeLexical {
+		noteUnembedded(statuses, seeds)
 	}
 	p, err := e.plan(ctx, r, mode, strategy, seeds)
 	var ee *embed.Error
@@ -303,6 +309,9 @@ func (e *Engine) resolveMode(m Mode) (Mode, error) {
 		return ModeHybrid, nil
 	case m == ModeAuto:
 		return ModeLexical, nil
+	case m != ModeLexical && e.Embedder == nil && e.Filling != "":
+		return 0, &apierr.PreconditionError{Reason: apierr.EmbeddingNotConfigured, Subject: "server", Message: fmt.Sprintf(
+			"retrieval mode %s is not available yet: the server is embedding the store's papers with %s (info shows how far); until then it answers lexically", m, e.Filling)}
 	case m != ModeLexical && e.Embedder == nil:
 		return 0, &apierr.PreconditionError{Reason: apierr.EmbeddingNotConfigured, Subject: "server", Message: fmt.Sprintf(
 			"retrieval mode %s needs an embedding model, and this server has none configured (set EMBEDDING_BASE_URL)", m)}

@@ -29,6 +29,7 @@ const (
 	SeedInline                          // an inline paper, used
 	SeedNotFound                        // an id no paper has; left out
 	SeedDuplicate                       // an inline paper titled like an earlier seed; left out (the server reports a repeated id so too)
+	SeedNoEmbedding                     // a stored paper without a vector of the model yet: used lexically
 )
 
 // SeedResult reports one seed: ID for a seed given by id, else Inline, its index among the
@@ -116,4 +117,24 @@ func (e *Engine) loadSeeds(ctx context.Context, r Request) (seedPapers, []SeedRe
 		return s, nil, fmt.Errorf("load seed papers: %w", &store.NotFoundError{IDs: unknown})
 	}
 	return s, out, nil
+}
+
+// noteUnembedded marks the stored seeds that have no vector yet (papers stored before the
+// store had its model, while the server embeds them): they are used by their words alone.
+func noteUnembedded(statuses []SeedResult, seeds seedPapers) {
+	next := [2]int{} // the next stored paper of each side
+	for i := range statuses {
+		st := &statuses[i]
+		if st.Status != SeedFound {
+			continue
+		}
+		side, papers := 0, seeds.positive
+		if st.Negative {
+			side, papers = 1, seeds.negative
+		}
+		if p := papers[next[side]]; len(p.Dense) == 0 {
+			st.Status = SeedNoEmbedding
+		}
+		next[side]++
+	}
 }

@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/embed/modeltest"
+	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
@@ -189,7 +193,11 @@ func TestBadEmbeddingsStoreNothing(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition)
 }
 
-func TestSeedWithoutVectorIsAPrecondition(t *testing.T) {
+// A store filled lexically, then served with a model: the server does not answer hybrid over
+// papers without vectors. It stays lexical and says how far the embedding is (GetIndexInfo),
+// fills the vectors in the background (Reembed, which serve starts), then switches to the model;
+// from then on a server without the model is refused, with the flags to give.
+func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 	t.Parallel()
 	api := embedtest.New(testDims)
 	defer api.Close()
@@ -202,26 +210,89 @@ func TestSeedWithoutVectorIsAPrecondition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lexicalOnly.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{
-		{Id: "old", Title: "Ingested before embeddings were configured"}}}); err != nil {
+	var papers []*recommenderv1.Paper
+	for i := range 20 {
+		papers = append(papers, &recommenderv1.Paper{Id: fmt.Sprintf("old-%02d", i), Title: fmt.Sprintf("Stored before the model, on topic %d", i%4),
+			Abstract: fmt.Sprintf("Words about topic %d and item %d.", i%4, i)})
+	}
+	if _, err := lexicalOnly.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := server.StartLoopback(ctx, st, newEmbedder(t, api, "fake-embed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	c := recommenderv1.NewRecommenderServiceClient(lb.Conn)
+	info, err := c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetEmbeddingModel() != server.LexicalModel || info.GetPapersWithVectors() != 0 {
+		t.Fatalf("before the fill: %v (%v), want lexical, no paper embedded", info, err)
+	}
+	resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old-01"}})
+	if err != nil || resp.GetMode() != recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL || len(resp.GetResults()) == 0 {
+		t.Fatalf("a seed before the fill: %v (%v), want lexical results", resp, err)
+	}
+	_, err = c.Recommend(ctx, &recommenderv1.RecommendRequest{Query: "topic", Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
+	if wantCode(t, err, codes.FailedPrecondition); !strings.Contains(err.Error(), "not available yet") {
+		t.Fatalf("dense before the fill: %v", err)
+	}
+	if err := lb.Service.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	info, err = c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetEmbeddingModel() != "fake-embed" || info.GetPapersWithVectors() != 20 || info.GetPaperCount() != 20 {
+		t.Fatalf("after the fill: %v (%v), want fake-embed with 20 of 20 papers embedded", info, err)
+	}
+	resp, err = c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old-01"}, Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
+	if err != nil || len(resp.GetResults()) == 0 {
+		t.Fatalf("dense after the fill: %v (%v)", resp, err)
+	}
+	lb.Close()
+	_, err = server.NewService(ctx, st, nil)
+	var mr *server.ModelRequiredError
+	if !errors.As(err, &mr) || !strings.Contains(err.Error(), "--embedding-model fake-embed") {
+		t.Fatalf("a lexical server over the embedded store: %v, want it refused with the flag to add", err)
+	}
+}
+
+// A seed stored without a vector in a store bound to the model (written around the service)
+// is used by its words, with a note on the seed, never an error; the other signals still run.
+func TestSeedWithoutVectorIsUsedLexically(t *testing.T) {
+	t.Parallel()
+	api := embedtest.New(testDims)
+	defer api.Close()
+	dir := t.TempDir()
+	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.BindEmbedding(ctx, store.EmbeddingSpec{Model: "fake-embed", Dimensions: testDims}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Upsert(ctx, []store.Paper{{ID: "old", Title: "Speech recognition stored without a vector",
+		Lexical: lexical.Document("Speech recognition stored without a vector", "")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	srv := testutil.StartServerWith(t, testutil.Options{Dir: dir, Embedder: newEmbedder(t, api, "fake-embed")})
-	_, err = srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
-		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
-	wantCode(t, err, codes.FailedPrecondition)
-	// Lexical still works for it, and re-ingesting gives it a vector.
-	if _, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
-		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_LEXICAL}); err != nil {
-		t.Fatal(err)
+	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{{Id: "new", Title: "Speech recognition with a vector"}, {Id: "other", Title: "Graph databases"}})
+	info, err := srv.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetPapersWithVectors() != 2 || info.GetPaperCount() != 3 {
+		t.Fatalf("coverage %d of %d (%v), want 2 of 3", info.GetPapersWithVectors(), info.GetPaperCount(), err)
 	}
-	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{{Id: "old", Title: "Ingested before embeddings were configured"}})
-	if _, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"},
-		Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE}); err != nil {
-		t.Fatalf("dense by a re-ingested seed: %v", err)
+	for _, mode := range []recommenderv1.RetrievalMode{recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID, recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE} {
+		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old", "new"}, Mode: mode})
+		if err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		if st := resp.GetSeeds(); len(st) != 2 || st[0].GetStatus() != recommenderv1.SeedStatus_SEED_STATUS_NO_EMBEDDING || st[1].GetStatus() != recommenderv1.SeedStatus_SEED_STATUS_FOUND {
+			t.Fatalf("%v: seeds %v, want old noted as not embedded and new found", mode, st)
+		}
+		if len(resp.GetResults()) == 0 {
+			t.Fatalf("%v: no results", mode)
+		}
 	}
 }
 

@@ -88,10 +88,11 @@ func seedReport(req *recommenderv1.RecommendRequest, results []recommend.SeedRes
 }
 
 var seedStatuses = map[recommend.SeedStatus]recommenderv1.SeedStatus{
-	recommend.SeedFound:     recommenderv1.SeedStatus_SEED_STATUS_FOUND,
-	recommend.SeedInline:    recommenderv1.SeedStatus_SEED_STATUS_INLINE,
-	recommend.SeedNotFound:  recommenderv1.SeedStatus_SEED_STATUS_NOT_FOUND,
-	recommend.SeedDuplicate: recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE,
+	recommend.SeedFound:       recommenderv1.SeedStatus_SEED_STATUS_FOUND,
+	recommend.SeedInline:      recommenderv1.SeedStatus_SEED_STATUS_INLINE,
+	recommend.SeedNotFound:    recommenderv1.SeedStatus_SEED_STATUS_NOT_FOUND,
+	recommend.SeedDuplicate:   recommenderv1.SeedStatus_SEED_STATUS_DUPLICATE,
+	recommend.SeedNoEmbedding: recommenderv1.SeedStatus_SEED_STATUS_NO_EMBEDDING,
 }
 
 // The API's enums and the pipeline's.

@@ -44,6 +44,10 @@ type Service struct {
 	engine    atomic.Pointer[recommend.Engine]
 	nextSpec  store.EmbeddingSpec
 	reembedOn atomic.Bool // this server is filling the store's other set
+	// firstModel: the store held papers and no model when this server came with one, so the
+	// model is its re-embedding target (next) and the store stays lexical until every paper
+	// has a vector. Set by bind.
+	firstModel bool
 
 	deferBinding bool
 	bound        atomic.Bool // spec is set (or no embedder); written once, before handlers read spec
@@ -131,9 +135,20 @@ func (s *Service) bind(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	switch _, sets := store.As[store.VectorSets](s.store); {
+	case s.emb == nil && s.next == nil && stats.Embedding.Model != "":
+		return &ModelRequiredError{Stored: stats.Embedding}
+	case s.emb != nil && s.next == nil && stats.Embedding.Model == "" && stats.PaperCount > 0 && sets:
+		// Papers stored lexically: binding the model now would serve hybrid over papers
+		// without vectors. Embed them first, as a move from lexical to the model.
+		s.next, s.emb, s.firstModel = s.emb, nil, true
+	}
 	s.engines = map[string]*recommend.Engine{}
 	active := s.base
 	active.Embedder = s.emb
+	if s.firstModel {
+		active.Filling = s.next.Model()
+	}
 	if s.next != nil {
 		if s.nextSpec, err = s.specOf(ctx, s.next, stats.Embedding, "REEMBED_DIMENSIONS"); err != nil {
 			return err
@@ -198,13 +213,29 @@ func (s *Service) Reembed(ctx context.Context, log *slog.Logger) error {
 	if cur := s.eng().Spec; cur.Model != "" {
 		from = cur.String()
 	}
-	log.Info("re-embedding the papers with another model; queries use the current one until the switch",
-		"from", from, "to", s.nextSpec.String())
+	if s.firstModel {
+		st, _ := vs.VectorSetStatus(ctx)
+		log.Warn("the store's papers were stored without a model: embedding them in the background; "+
+			"answers stay lexical until every paper has a vector (info shows the progress)",
+			"model", s.nextSpec.String(), "papers", st.Papers, "with_vectors", st.OtherVectors)
+	} else {
+		log.Info("re-embedding the papers with another model; queries use the current one until the switch",
+			"from", from, "to", s.nextSpec.String())
+	}
 	job := reembed.Job{Sets: vs, Embedder: s.next, Spec: s.nextSpec, Log: log}
 	if err := job.Run(ctx); err != nil {
 		return fmt.Errorf("re-embed with model %q: %w", s.nextSpec.Model, err)
 	}
 	return s.refreshEngine(ctx)
+}
+
+// ModelRequiredError refuses a server without an embedding model over a store bound to one:
+// its writes would store papers without vectors, and its answers would be lexical unasked.
+type ModelRequiredError struct{ Stored store.EmbeddingSpec }
+
+func (e *ModelRequiredError) Error() string {
+	return fmt.Sprintf("this store's papers are embedded with %s: start the server with that model "+
+		"(--embedding-base-url URL --embedding-model %s, or EMBEDDING_BASE_URL and EMBEDDING_MODEL)", e.Stored, e.Stored.Model)
 }
 
 // eng is the pipeline of the store's active vector set.
@@ -524,6 +555,10 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 	if e.Embedder != nil {
 		info.EmbeddingModel, info.EmbeddingDimensions = e.Spec.Model, int32(e.Spec.Dimensions)
 		info.EmbeddingQueryPrefix, info.EmbeddingDocumentPrefix = e.Spec.QueryPrefix, e.Spec.DocumentPrefix
+		info.PapersWithVectors = st.PaperCount
+		if hasSets {
+			info.PapersWithVectors = sets.ActiveVectors
+		}
 	}
 	if o := sets.Other; o.Model != "" {
 		info.OtherVectorSet = &recommenderv1.VectorSet{Model: o.Model, Dimensions: int32(o.Dimensions), QueryPrefix: o.QueryPrefix,

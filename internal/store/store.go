@@ -428,6 +428,9 @@ type VectorSetStatus struct {
 	Other EmbeddingSpec
 	// OtherVectors is how many papers have an up-to-date vector in the other set, of Papers.
 	OtherVectors, Papers int64
+	// ActiveVectors is how many papers have a vector in the active set: Papers, unless papers
+	// were stored before the store had a model (0 when lexical).
+	ActiveVectors int64
 }
 
 // FillFunc embeds papers for the other set (title and abstract filled in).

@@ -32,6 +32,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -267,9 +268,16 @@ def main():
     ap.add_argument("--workers", type=int, default=cores, help="model processes; default: one per core (%d)" % cores)
     ap.add_argument("--threads", type=int, default=0, help="OpenMP threads per worker; default: one per core")
     ap.add_argument("--cache", default="", help="SQLite file of vectors by text, reused across runs; empty: none")
+    ap.add_argument("--seed-cache", default="", help="a cache file to copy to --cache when that does not exist yet "
+                    "(recorded vectors of the pinned model, kept read-only where they lie)")
     a = ap.parse_args()
     if a.workers < 1:
         ap.error("--workers must be at least 1")
+    if a.seed_cache:
+        if not a.cache:
+            ap.error("--seed-cache needs --cache: the file to copy it to")
+        if not os.path.exists(a.cache):
+            shutil.copyfile(a.seed_cache, a.cache)
     Handler.pool = Pool(a.workers, a.threads if a.threads > 0 else cores)
     if a.cache:
         Handler.cache = Cache(a.cache)

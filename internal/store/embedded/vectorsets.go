@@ -130,6 +130,9 @@ func (s *Store) VectorSetStatus(ctx context.Context) (store.VectorSetStatus, err
 	if st.Other.Model != "" {
 		st.OtherVectors = s.idx.vectors(other)
 	}
+	if st.Active.Model != "" {
+		st.ActiveVectors = s.idx.vectors(s.active)
+	}
 	return st, nil
 }
 

@@ -117,7 +117,7 @@ func TestVectorSetsSurviveReopen(t *testing.T) {
 	if before.Size() != 200*16*4 || after.Size() != 0 {
 		t.Fatalf("slot 0's vectors file: %d bytes before the retire, %d after", before.Size(), after.Size())
 	}
-	if st, err := s.VectorSetStatus(ctx); err != nil || st != (store.VectorSetStatus{Active: b, Papers: 200}) {
+	if st, err := s.VectorSetStatus(ctx); err != nil || st != (store.VectorSetStatus{Active: b, Papers: 200, ActiveVectors: 200}) {
 		t.Fatalf("after the retire: %+v (%v)", st, err)
 	}
 	// Moving on to a third model uses the freed slot, starting from nothing.

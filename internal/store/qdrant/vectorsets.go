@@ -54,6 +54,11 @@ func (s *Store) VectorSetStatus(ctx context.Context) (store.VectorSetStatus, err
 		return store.VectorSetStatus{}, err
 	}
 	st := store.VectorSetStatus{Active: active, Papers: int64(n)}
+	if active.Model != "" {
+		// Every point of a collection bound to a model is written with its vector: the service
+		// embeds before it writes, and refuses to write lexically into a bound store.
+		st.ActiveVectors = st.Papers
+	}
 	if other != "" {
 		m, err := s.count(ctx, other)
 		if err != nil {

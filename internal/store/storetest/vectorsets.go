@@ -52,7 +52,7 @@ func testVectorSets(t *testing.T, s store.Store) {
 			t.Fatalf("status %+v (%v), want %+v", got, err, want)
 		}
 	}
-	status(store.VectorSetStatus{Active: a, Other: b, Papers: 6})
+	status(store.VectorSetStatus{Active: a, Other: b, Papers: 6, ActiveVectors: 6})
 
 	// The job's view: papers without a vector in b, by id, in pages.
 	missing := func(after string, limit int) []string {
@@ -96,7 +96,7 @@ func testVectorSets(t *testing.T, s store.Store) {
 	if skipped, err := vs.PutVectors(ctx, []store.SetVector{stale, {ID: "gone", TextKey: "x", Dense: vecB(0)}}); err != nil || !slices.Equal(skipped, []string{"p4", "gone"}) {
 		t.Fatalf("a vector of another text and one of no paper: skipped %v (%v)", skipped, err)
 	}
-	status(store.VectorSetStatus{Active: a, Other: b, OtherVectors: 4, Papers: 6})
+	status(store.VectorSetStatus{Active: a, Other: b, OtherVectors: 4, Papers: 6, ActiveVectors: 6})
 
 	// Writes while the set fills: new text loses its b vector; other fields keep it.
 	papers[1].Title = "Paper 1, revised"
@@ -181,7 +181,7 @@ func testVectorSets(t *testing.T, s store.Store) {
 	fresh := Paper("p6", "Paper 6 on sets", "Written after the switch.")
 	fresh.Dense, fresh.DenseSet = vecB(6), b.Key()
 	upsert(t, s, fresh)
-	status(store.VectorSetStatus{Active: b, Other: a, OtherVectors: 6, Papers: 7})
+	status(store.VectorSetStatus{Active: b, Other: a, OtherVectors: 6, Papers: 7, ActiveVectors: 7})
 	if got := q("", []float32{1, 0.3}); len(got) != 3 {
 		t.Fatalf("the new set: %v", got)
 	}
@@ -198,7 +198,7 @@ func testVectorSets(t *testing.T, s store.Store) {
 	if err := vs.RetireVectorSet(ctx); err != nil {
 		t.Fatal(err)
 	}
-	status(store.VectorSetStatus{Active: b, Papers: 7})
+	status(store.VectorSetStatus{Active: b, Papers: 7, ActiveVectors: 7})
 	if _, err := s.Search(ctx, store.Query{Dense: vecA(1), DenseSet: a.Key(), Limit: 3}); !errors.As(err, &sw) {
 		t.Fatalf("a query of the retired set: %v", err)
 	}
