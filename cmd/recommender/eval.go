@@ -13,6 +13,7 @@ import (
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 )
@@ -80,6 +81,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		modes = append(modes, recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID)
 	}
+	csfcubeExamples := map[recommenderv1.RetrievalMode][]eval.Example{} // dev rows, for --calibrate
 	if *csfcube != "" {
 		c, err := eval.LoadCSFCube(*csfcube)
 		if err != nil {
@@ -94,9 +96,11 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				if err != nil {
 					return err
 				}
-				ece, _ := eval.Reliability(s.Predictions, 10)
+				ece, curve := eval.Reliability(s.Predictions, 10)
 				fmt.Fprintf(stdout, "  %-8s %8.4f %8.4f   (%d dev rows; relevance ECE %.4f over %d judged results, relevant: graded 1 or more)\n",
 					modeName(m), s.NDCGPct20, s.NDCG20, s.Rows, ece, len(s.Predictions))
+				fmt.Fprintf(stdout, "           reliability (candidate lists): %s\n", reliabilityLine(curve))
+				csfcubeExamples[m] = s.Examples
 				last = rankings
 			}
 			return nil
@@ -117,7 +121,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		err = withEvalStore(ctx, &sf, "arxiv", "eval_arxiv", emb, svcOpts, papers, func(r evalRun) error {
 			if *calibrate {
-				return fitCalibrations(ctx, stdout, r.client, papers, modes)
+				return fitCalibrations(ctx, stdout, r.client, papers, modes, csfcubeExamples)
 			}
 			fmt.Fprintf(stdout, "arXiv sample: topic precision@10 over %d seed papers\n", len(papers))
 			for _, m := range modes {
@@ -127,20 +131,18 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				fmt.Fprintf(stdout, "  %-8s %8.4f\n", modeName(m), p)
 			}
-			fmt.Fprintf(stdout, "arXiv sample: relevance calibration on the held-back 30%% of the seed papers (top %d of each; relevant: shares a topic)\n", eval.CalibrationDepth)
+			fmt.Fprintf(stdout, "arXiv sample: relevance calibration by request kind, on the held-back 30%% of the seed papers (up to %d requests a kind; "+
+				"top %d of each, every candidate of a list of %d; relevant: shares a topic with a seed)\n", eval.KindLimit, eval.CalibrationDepth, 40)
 			for _, m := range modes {
-				_, preds, err := eval.TopicExamples(ctx, r.client, papers, m, true)
-				if err != nil {
-					return err
-				}
-				ece, curve := eval.Reliability(preds, 10)
-				fmt.Fprintf(stdout, "  %-8s ECE %.4f over %d results; reliability (predicted -> observed, count):", modeName(m), ece, len(preds))
-				for _, b := range curve {
-					if b.N > 0 {
-						fmt.Fprintf(stdout, " %.2f->%.2f (%d)", b.MeanP, b.Observed, b.N)
+				for _, k := range recommend.Kinds {
+					_, preds, err := eval.KindExamples(ctx, r.client, papers, m, k, true)
+					if err != nil {
+						return err
 					}
+					ece, curve := eval.Reliability(preds, 10)
+					fmt.Fprintf(stdout, "  %-8s %-10s ECE %.4f over %5d results; reliability (predicted -> observed, count): %s\n",
+						modeName(m), k, ece, len(preds), reliabilityLine(curve))
 				}
-				fmt.Fprintln(stdout)
 			}
 			fmt.Fprintf(stdout, "arXiv sample: several seeds (%d trials of single-topic papers, random seed %d)\n", *trials, multiSeedRandom)
 			fmt.Fprintf(stdout, "  %-8s %-9s %8s %10s %10s %10s %10s\n", "mode", "strategy", "mix", "mix-bound", "same-ret", "demotion", "other-ret")
@@ -162,24 +164,45 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// fitCalibrations fits each mode's relevance calibration on the seed papers not held back and
-// prints them as the Go table recommend.Calibrations holds.
-func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, modes []recommenderv1.RetrievalMode) error {
-	fmt.Fprintln(stdout, "relevance calibrations, fitted on 70% of the sample's seed papers (recommend.Calibrations):")
-	for _, m := range modes {
-		ex, _, err := eval.TopicExamples(ctx, c, papers, m, false)
-		if err != nil {
-			return err
+// fitCalibrations fits the relevance calibration of each request kind and mode on the seed
+// papers not held back (and, for candidate lists, CSFCube's dev rows) and prints them as the Go
+// table recommend.Calibrations holds.
+func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper,
+	modes []recommenderv1.RetrievalMode, csfcube map[recommenderv1.RetrievalMode][]eval.Example) error {
+	fmt.Fprintln(stdout, "relevance calibrations, fitted on 70% of the sample's seed papers and CSFCube's dev rows (recommend.Calibrations):")
+	for _, k := range recommend.Kinds {
+		fmt.Fprintf(stdout, "\tKind%s: {\n", strings.ToUpper(k.String()[:1])+k.String()[1:])
+		for _, m := range modes {
+			ex, _, err := eval.KindExamples(ctx, c, papers, m, k, false)
+			if err != nil {
+				return err
+			}
+			if k == recommend.KindCandidates {
+				ex = append(ex, csfcube[m]...)
+			}
+			w := eval.FitLogistic(ex)
+			var terms []string
+			for _, x := range w {
+				terms = append(terms, strconv.FormatFloat(x, 'f', 4, 64))
+			}
+			name := modeName(m)
+			fmt.Fprintf(stdout, "\t\tMode%s: {%s}, // %d results\n", strings.ToUpper(name[:1])+name[1:], strings.Join(terms, ", "), len(ex))
 		}
-		w := eval.FitLogistic(ex)
-		var terms []string
-		for _, x := range w {
-			terms = append(terms, strconv.FormatFloat(x, 'f', 4, 64))
-		}
-		name := modeName(m)
-		fmt.Fprintf(stdout, "\tMode%s: {%s}, // %d results\n", strings.ToUpper(name[:1])+name[1:], strings.Join(terms, ", "), len(ex))
+		fmt.Fprintln(stdout, "\t},")
 	}
 	return nil
+}
+
+// reliabilityLine prints a reliability curve: each bin's mean predicted relevance, the share
+// observed relevant, and its count.
+func reliabilityLine(curve []eval.Bin) string {
+	var b strings.Builder
+	for _, bin := range curve {
+		if bin.N > 0 {
+			fmt.Fprintf(&b, " %.2f->%.2f (%d)", bin.MeanP, bin.Observed, bin.N)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // strategyName is a seed strategy as the eval tables name it: "per-seed", "centroid".

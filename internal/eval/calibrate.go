@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/rand/v2"
 	"slices"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
@@ -34,36 +35,100 @@ func HeldBack(id string) bool {
 	return h.Sum32()%10 >= 7
 }
 
-// TopicExamples recommends by each paper with a topic in the chosen part (held back or not)
-// alone, in mode, and returns for each of the top CalibrationDepth results its features and the
-// relevance the service gave it, labelled relevant when it shares a topic with the seed.
-func TopicExamples(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, mode recommenderv1.RetrievalMode, heldBack bool) ([]Example, []Prediction, error) {
-	topics := map[string][]string{}
+// KindLimit bounds the requests of each kind the calibration learns from or is checked on.
+const KindLimit = 600
+
+// candidatesPerList is the size of the candidate lists of the sample's candidates kind: half
+// sharing a topic with the seed (when it has that many), half drawn from all papers.
+const candidatesPerList = 40
+
+// KindExamples makes requests of one kind from the sample's papers with a topic, in the chosen
+// part (held back or not; at most KindLimit), in mode, and returns for each of the top
+// CalibrationDepth results (every result of a candidate list) its features, from its
+// explanation, and the relevance the service gave it, labelled relevant when it shares a topic
+// with a positive seed (text: with the paper whose title is the query; the paper itself is
+// excluded).
+func KindExamples(ctx context.Context, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, mode recommenderv1.RetrievalMode,
+	kind recommend.Kind, heldBack bool) ([]Example, []Prediction, error) {
+	byTopic := map[string][]*recommenderv1.Paper{}
 	for _, p := range papers {
-		topics[p.GetId()] = p.GetTopics()
+		for _, t := range p.GetTopics() {
+			byTopic[t] = append(byTopic[t], p)
+		}
+	}
+	shares := func(a, b *recommenderv1.Paper) bool {
+		return slices.ContainsFunc(a.GetTopics(), func(t string) bool { return slices.Contains(b.GetTopics(), t) })
 	}
 	m := pipelineMode(mode)
 	var ex []Example
 	var preds []Prediction
+	made := 0
 	for _, p := range papers {
 		if len(p.GetTopics()) == 0 || HeldBack(p.GetId()) != heldBack {
 			continue
 		}
-		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()},
-			PageSize: CalibrationDepth, Mode: mode, Explain: true})
-		if err != nil {
-			return nil, nil, fmt.Errorf("recommend by %s: %w", p.GetId(), err)
+		if made++; made > KindLimit {
+			break
 		}
-		res := resp.GetResults()
-		for i, r := range res {
-			relevant := slices.ContainsFunc(topics[r.GetPaper().GetId()], func(t string) bool { return slices.Contains(p.GetTopics(), t) })
-			x := r.GetExplanation()
-			f := recommend.Features(m, i+1, float64(r.GetScore())/float64(res[0].GetScore()), float64(x.GetDenseScore()), float64(x.GetLexicalScore()))
-			ex = append(ex, Example{Features: f, Relevant: relevant})
+		positives := []*recommenderv1.Paper{p}
+		req := &recommenderv1.RecommendRequest{PageSize: CalibrationDepth, Mode: mode, Explain: true}
+		switch kind {
+		case recommend.KindText:
+			req.Query, req.Filter = p.GetTitle(), &recommenderv1.Filter{ExcludePaperIds: []string{p.GetId()}}
+		case recommend.KindSeed:
+			req.PositivePaperIds = []string{p.GetId()}
+		case recommend.KindSeeds:
+			// The next paper of the seed's first topic (in file order) is the second seed.
+			same := byTopic[p.GetTopics()[0]]
+			i := slices.Index(same, p)
+			q := same[(i+1)%len(same)]
+			if q == p {
+				continue
+			}
+			positives = append(positives, q)
+			req.PositivePaperIds = []string{p.GetId(), q.GetId()}
+		case recommend.KindCandidates:
+			req.PositivePaperIds, req.CandidatePaperIds = []string{p.GetId()}, candidateList(p, papers, byTopic[p.GetTopics()[0]])
+			req.PageSize = candidatesPerList
+		}
+		resp, err := c.Recommend(ctx, req)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s request by %s: %w", kind, p.GetId(), err)
+		}
+		for _, r := range resp.GetResults() {
+			relevant := slices.ContainsFunc(positives, func(s *recommenderv1.Paper) bool { return shares(r.GetPaper(), s) })
+			ex = append(ex, Example{Features: ResultFeatures(m, r), Relevant: relevant})
 			preds = append(preds, Prediction{P: float64(r.GetRelevance()), Relevant: relevant})
 		}
 	}
 	return ex, preds, nil
+}
+
+// ResultFeatures are a result's calibration features (recommend.Features), as its explanation
+// reports them.
+func ResultFeatures(m recommend.Mode, r *recommenderv1.Recommendation) []float64 {
+	x := r.GetExplanation()
+	return recommend.Features(m, float64(x.GetLexicalSimilarity()), float64(x.GetDenseScore()))
+}
+
+// candidateList is a seed's candidate list for the candidates kind: up to half from its topic,
+// the rest drawn from all papers, by a hash of the seed's id so that runs agree.
+func candidateList(seed *recommenderv1.Paper, papers, sameTopic []*recommenderv1.Paper) []string {
+	h := fnv.New64a()
+	h.Write([]byte(seed.GetId()))
+	r := rand.New(rand.NewPCG(h.Sum64(), 1))
+	var ids []string
+	for _, i := range r.Perm(len(sameTopic)) {
+		if q := sameTopic[i]; q != seed && len(ids) < candidatesPerList/2 {
+			ids = append(ids, q.GetId())
+		}
+	}
+	for len(ids) < candidatesPerList {
+		if q := papers[r.IntN(len(papers))]; q != seed && !slices.Contains(ids, q.GetId()) {
+			ids = append(ids, q.GetId())
+		}
+	}
+	return ids
 }
 
 func pipelineMode(m recommenderv1.RetrievalMode) recommend.Mode {

@@ -149,12 +149,12 @@ func NDCG(ranked []string, rel map[string]int, k int) float64 {
 // RankPool ranks a pool's candidates by similarity to its query paper through Recommend,
 // paging through all of them. Candidates the service does not return (no shared term in
 // lexical mode, or the query paper itself) follow in pool order, so every candidate is ranked.
-// It also returns the relevance the service gave each candidate it returned.
-func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, map[string]float64, error) {
+// It also returns each candidate the service returned, with its relevance and explanation.
+func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, map[string]*recommenderv1.Recommendation, error) {
 	req := &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.QueryID}, CandidatePaperIds: p.Candidates,
-		PageSize: 100, Mode: mode}
+		PageSize: 100, Mode: mode, Explain: true}
 	var ranked []string
-	relevance := map[string]float64{}
+	relevance := map[string]*recommenderv1.Recommendation{}
 	for {
 		resp, err := c.Recommend(ctx, req)
 		if err != nil {
@@ -163,7 +163,7 @@ func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p P
 		for _, r := range resp.GetResults() {
 			ranked = append(ranked, r.GetPaper().GetId())
 			ranked = append(ranked, r.GetDuplicatePaperIds()...)
-			relevance[r.GetPaper().GetId()] = float64(r.GetRelevance())
+			relevance[r.GetPaper().GetId()] = r
 		}
 		if resp.GetNextPageToken() == "" {
 			break
@@ -183,8 +183,9 @@ type Scores struct {
 	NDCGPct20, NDCG20 float64
 	Rows              int
 	// Predictions are the relevance of each returned candidate of the dev rows, labelled
-	// relevant when judged 1 or more.
+	// relevant when judged 1 or more, and Examples their calibration features so labelled.
 	Predictions []Prediction
+	Examples    []Example
 }
 
 // Evaluate ranks every pool in mode and scores the dev rows.
@@ -203,7 +204,8 @@ func (c *CSFCube) Evaluate(ctx context.Context, client recommenderv1.Recommender
 		rel := c.Qrels[rowKey(p.QueryID, p.Facet)]
 		for id, r := range relevance {
 			if grade, judged := rel[id]; judged {
-				s.Predictions = append(s.Predictions, Prediction{P: r, Relevant: grade >= 1})
+				s.Predictions = append(s.Predictions, Prediction{P: float64(r.GetRelevance()), Relevant: grade >= 1})
+				s.Examples = append(s.Examples, Example{Features: ResultFeatures(pipelineMode(mode), r), Relevant: grade >= 1})
 			}
 		}
 		s.NDCGPct20 += NDCG(ranked, rel, max(1, len(p.Candidates)*20/100))

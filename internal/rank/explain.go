@@ -72,21 +72,26 @@ func SharedTerms(query lexical.Vector, text string, idf IDF, n int) []TermWeight
 }
 
 // surfaces maps each term of text to the first word that holds it, lower-cased: the token
-// itself, or the whole hyphenated or slashed word it is part of ("end-to-end", "encoder-decoder").
+// itself, or, when the term occurs only inside hyphenated or slashed words, the first such word
+// whole ("end-to-end", "encoder-decoder").
 func surfaces(text string) map[string]string {
-	out := map[string]string{}
+	plain, compound := map[string]string{}, map[string]string{}
 	for _, word := range strings.Fields(text) {
 		word = strings.ToLower(strings.TrimFunc(word, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }))
-		toks := lexical.Analyze(word)
-		for _, tok := range toks {
-			if _, ok := out[tok.Term]; ok {
-				continue
+		for _, tok := range lexical.Analyze(word) {
+			into, shown := plain, tok.Surface
+			if strings.ContainsAny(word, "-/") && word != tok.Surface {
+				into, shown = compound, word
 			}
-			out[tok.Term] = tok.Surface
-			if strings.ContainsAny(word, "-/") && !strings.EqualFold(word, tok.Surface) {
-				out[tok.Term] = word
+			if _, ok := into[tok.Term]; !ok {
+				into[tok.Term] = shown
 			}
 		}
 	}
-	return out
+	for term, word := range compound {
+		if _, ok := plain[term]; !ok {
+			plain[term] = word
+		}
+	}
+	return plain
 }

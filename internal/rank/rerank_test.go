@@ -74,11 +74,19 @@ func TestSharedTermsByContribution(t *testing.T) {
 	}
 	// A term met inside a hyphenated word is shown as that word, once.
 	got = got[:0]
-	for _, tw := range rank.SharedTerms(lexical.Query("end to end speech"), "End-to-end speech recognition, end to end.", rarity, 5) {
+	for _, tw := range rank.SharedTerms(lexical.Query("end to end speech"), "End-to-end speech recognition in real time.", rarity, 5) {
 		got = append(got, tw.Term)
 	}
 	if !slices.Equal(got, []string{"end-to-end", "speech"}) && !slices.Equal(got, []string{"speech", "end-to-end"}) {
 		t.Fatalf("shared terms %v, want end-to-end and speech", got)
+	}
+	// A word the text also writes alone is shown alone.
+	got = got[:0]
+	for _, tw := range rank.SharedTerms(lexical.Query("privacy"), "Privacy-promoting synthetic data for privacy.", rarity, 5) {
+		got = append(got, tw.Term)
+	}
+	if !slices.Equal(got, []string{"privacy"}) {
+		t.Fatalf("shared terms %v, want privacy", got)
 	}
 }
 

@@ -1,6 +1,12 @@
 package recommend
 
-import "math"
+import (
+	"context"
+	"math"
+
+	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
+)
 
 // Calibration maps a result's features (see Features) to the probability that a reader judges
 // it relevant: a logistic model, relevance = 1 / (1 + exp(-(w · features))).
@@ -15,31 +21,107 @@ func (c Calibration) Relevance(features []float64) float32 {
 	return float32(1 / (1 + math.Exp(-z)))
 }
 
-// Features describe a paper's place in the list of the seed or text that found it, as the
-// calibration reads them: a constant, ln(rank) (from 1), and the mode's similarity: lexical, the
-// paper's score over the list's best (BM25 scores of two queries do not compare, their ratio
-// does); dense, the cosine similarity; hybrid, the cosine similarity (0 when the dense list did
-// not hold it) and whether the lexical list held it.
-func Features(mode Mode, rank int, scoreRatio, dense, lexical float64) []float64 {
-	f := []float64{1, math.Log(float64(rank))}
-	switch mode {
-	case ModeLexical:
-		return append(f, scoreRatio)
-	case ModeDense:
-		return append(f, dense)
-	}
-	held := 0.0
-	if lexical > 0 {
-		held = 1
-	}
-	return append(f, dense, held)
+// Kind is the shape of a request, which the calibration tells apart: the same similarity means
+// more from a whole seed paper than from a few words of text.
+type Kind int
+
+// Request kinds.
+const (
+	KindText       Kind = iota // query text alone
+	KindSeed                   // one positive seed paper, no text
+	KindSeeds                  // several positive seeds, or text and seeds
+	KindCandidates             // a candidate list to rank (by whatever seeds and text)
+)
+
+func (k Kind) String() string {
+	return [...]string{"text", "seed", "seeds", "candidates"}[k]
 }
 
-// Calibrations are per mode, fitted by `recommender eval --calibrate` on the arXiv sample's
-// topic labels (70% of the seed papers, by id; the other 30% and CSFCube's dev judgements check
-// them: BENCHMARKS.md, "Calibrated relevance"). Refit them when ranking changes.
-var Calibrations = map[Mode]Calibration{
-	ModeLexical: {0.4479, -0.1423, 0.6652},
-	ModeDense:   {0.0046, -0.2929, 1.4497},
-	ModeHybrid:  {-0.2316, -0.2559, 1.2658, 0.4578},
+// Kinds lists every request kind.
+var Kinds = []Kind{KindText, KindSeed, KindSeeds, KindCandidates}
+
+// kindOf is a request's kind: by its candidates, else by its positive text and seeds.
+func kindOf(r Request, positiveSeeds int) Kind {
+	switch {
+	case r.Candidates != nil:
+		return KindCandidates
+	case r.Text != "" && positiveSeeds == 0:
+		return KindText
+	case r.Text == "" && positiveSeeds == 1:
+		return KindSeed
+	}
+	return KindSeeds
+}
+
+// Features describe a paper's match with the seed or text that found it, in absolute terms, so
+// that its relevance does not depend on what else the store holds or the list ranks above it:
+// a constant; lexical, the paper's BM25 score as a share of the most the query can score
+// (LexicalMax); dense, the cosine similarity; hybrid, both (0 for a signal whose list did not
+// hold the paper).
+func Features(mode Mode, lexicalShare, dense float64) []float64 {
+	switch mode {
+	case ModeLexical:
+		return []float64{1, lexicalShare}
+	case ModeDense:
+		return []float64{1, dense}
+	}
+	return []float64{1, lexicalShare, dense}
+}
+
+// LexicalMax is the most a lexical query can score with BM25: every positive term at
+// saturation, sum of weight x idf x (k1 + 1). idf gives each term's idf, in q's order.
+func LexicalMax(q lexical.Vector, idf []float64) float64 {
+	var m float64
+	for i, w := range q.Values {
+		if w > 0 && i < len(idf) {
+			m += float64(w) * idf[i] * (lexical.BM25K1 + 1)
+		}
+	}
+	return m
+}
+
+// lexicalMax is LexicalMax of q by the store's idf; 0 when the store does not say (Qdrant
+// applies its own idf and does not expose it).
+func (e *Engine) lexicalMax(ctx context.Context, q lexical.Vector) (float64, error) {
+	ts, ok := store.As[store.TermStatser](e.Store)
+	if !ok || q.Len() == 0 {
+		return 0, nil
+	}
+	idf, err := ts.IDF(ctx, q.Indices)
+	if err != nil {
+		return 0, err
+	}
+	return LexicalMax(q, idf), nil
+}
+
+// unknownMaxShare stands in for a list's best lexical share when the store does not give idf:
+// each paper's share is then its score over the list's best, times this (about what the best
+// of a seed's list reaches on the embedded store).
+const unknownMaxShare = 0.25
+
+// Calibrations are per request kind and mode, fitted by `recommender eval --calibrate` on the
+// arXiv sample's topic labels (70% of the seed papers, by id) and, for candidate lists, CSFCube's
+// dev judgements; the other 30% check them (BENCHMARKS.md, "Calibrated relevance"). Refit them
+// when ranking changes.
+var Calibrations = map[Kind]map[Mode]Calibration{
+	KindText: {
+		ModeLexical: {-2, 8},
+		ModeDense:   {-20, 25},
+		ModeHybrid:  {-20, 4, 22},
+	},
+	KindSeed: {
+		ModeLexical: {-2, 8},
+		ModeDense:   {-20, 25},
+		ModeHybrid:  {-20, 4, 22},
+	},
+	KindSeeds: {
+		ModeLexical: {-2, 8},
+		ModeDense:   {-20, 25},
+		ModeHybrid:  {-20, 4, 22},
+	},
+	KindCandidates: {
+		ModeLexical: {-2, 8},
+		ModeDense:   {-20, 25},
+		ModeHybrid:  {-20, 4, 22},
+	},
 }

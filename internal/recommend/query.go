@@ -17,6 +17,8 @@ import (
 // are demoted where they rank better than in every positive list.
 type plan struct {
 	positive, negative []store.Query // filter and limit are set when searching
+	// lexicalMax is LexicalMax of each positive query (0: unknown), for relevance.
+	lexicalMax []float64
 	// explainTerms are the text's and the positive seeds' terms, which explanations match.
 	explainTerms lexical.Vector
 }
@@ -71,7 +73,12 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 		pos = []seedQuery{centroid(pos)}
 	}
 	for _, s := range pos {
-		p.positive = append(p.positive, e.query(s, mode))
+		q := e.query(s, mode)
+		m, err := e.lexicalMax(ctx, s.lexical)
+		if err != nil {
+			return plan{}, err
+		}
+		p.positive, p.lexicalMax = append(p.positive, q), append(p.lexicalMax, m)
 	}
 	for _, s := range neg {
 		p.negative = append(p.negative, e.query(s, mode))

@@ -127,6 +127,7 @@ type Item struct {
 // Explanation says why a paper was recommended.
 type Explanation struct {
 	LexicalScore, DenseScore float32 // in the list that ranked it best
+	LexicalShare             float32 // LexicalScore over the most that list's query can score
 	FusedScore               float32 // relevance before recency and diversity
 	ClosestSeedID            string
 	ClosestSeedSimilarity    float32
@@ -214,7 +215,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	// which a store keeps in memory (a hundred term vectors read and merged would cost several
 	// times the request); explanations read the vectors. A pool re-ranked to a page is read
 	// brief, and the page's papers whole afterwards.
-	ret := retrieval{mode: mode, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Explain,
+	ret := retrieval{mode: mode, kind: kindOf(r, len(seeds.positive)), lexicalMax: p.lexicalMax, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Explain,
 		comparable: r.Diversity > 0, brief: rerank, dropTitles: seedTitles}
 	cands, more, err := ret.run(ctx, p, need, depth, rerank)
 	if err != nil {
@@ -339,7 +340,7 @@ func (e *Engine) termRarity(ctx context.Context, query lexical.Vector, pool []ra
 
 // explain builds a result's explanation.
 func explain(c *rank.Candidate, p *store.Paper, sig signalScores, fused float32, seeds []store.Paper, terms lexical.Vector, idf rank.IDF) *Explanation {
-	x := &Explanation{LexicalScore: sig.lexical, DenseScore: sig.dense, FusedScore: fused}
+	x := &Explanation{LexicalScore: sig.lexical, DenseScore: sig.dense, LexicalShare: sig.lexicalShare, FusedScore: fused}
 	for i := range seeds {
 		seed := rank.Candidate{ID: seeds[i].ID, Lexical: seeds[i].Lexical, Dense: seeds[i].Dense}
 		if sim := float32(rank.Similarity(c, &seed)); x.ClosestSeedID == "" || sim > x.ClosestSeedSimilarity {

@@ -8,13 +8,16 @@ import (
 	"github.com/paperrec/recommender/internal/store"
 )
 
-// signalScores are one paper's scores by each signal.
-type signalScores struct{ lexical, dense float32 }
+// signalScores are one paper's scores by each signal, and its lexical score as a share of the
+// most its list's query can score.
+type signalScores struct{ lexical, dense, lexicalShare float32 }
 
 // retrieval searches a plan's lists and merges them into candidates, keeping what the later
 // steps need of each paper.
 type retrieval struct {
 	mode           Mode
+	kind           Kind
+	lexicalMax     []float64 // of each positive list (plan.lexicalMax)
 	store          store.Store
 	filter         store.Filter
 	exact, vectors bool
@@ -100,22 +103,24 @@ func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]in
 	best := bestRanks(lists)
 	rt.papers, rt.signals = make(map[string]store.Paper, len(best)), make(map[string]signalScores, len(best))
 	cands := make([]rank.Candidate, 0, len(best))
-	calibration := Calibrations[rt.mode]
-	for _, hits := range lists {
+	calibration := Calibrations[rt.kind][rt.mode]
+	for l, hits := range lists {
+		top := bestLexical(hits)
 		for i, h := range hits {
 			id := h.Paper.ID
 			if _, done := rt.papers[id]; done || best[id] != i+1 {
 				continue // taken from a list that ranks it as well, or not its best list
 			}
+			share := rt.lexicalShare(l, h.LexicalScore, top)
 			c := rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
 				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Sketch: h.Sketch, Score: h.Score,
-				Relevance: calibration.Relevance(Features(rt.mode, i+1, ratio(h.Score, hits[0].Score), float64(h.DenseScore), float64(h.LexicalScore)))}
+				Relevance: calibration.Relevance(Features(rt.mode, share, float64(h.DenseScore)))}
 			if len(lists) > 1 {
 				c.Score = rank.DefaultFusion.PositionScore(i+1, 1)
 			}
 			cands = append(cands, c)
 			rt.papers[id] = h.Paper
-			rt.signals[id] = signalScores{lexical: h.LexicalScore, dense: h.DenseScore}
+			rt.signals[id] = signalScores{lexical: h.LexicalScore, dense: h.DenseScore, lexicalShare: float32(share)}
 		}
 	}
 	if len(lists) > 1 {
@@ -149,7 +154,7 @@ func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper,
 		last := cands[len(cands)-1]
 		score, relevance = min(last.Score, 0), last.Relevance
 	}
-	calibration := Calibrations[rt.mode]
+	calibration := Calibrations[rt.kind][rt.mode]
 	for i := range candidates {
 		p := &candidates[i]
 		if found[p.ID] || !filter.Matches(p) {
@@ -158,7 +163,7 @@ func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper,
 		found[p.ID] = true
 		score -= 1 // below every found one, in the order given
 		c := rank.Candidate{ID: p.ID, Title: p.Title, Date: p.Date, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, Score: score,
-			Relevance: min(relevance, calibration.Relevance(Features(rt.mode, len(cands)+1, 0, 0, 0)))}
+			Relevance: min(relevance, calibration.Relevance(Features(rt.mode, 0, 0)))}
 		cands = append(cands, c)
 		rt.papers[p.ID] = *p
 		rt.signals[p.ID] = signalScores{}
@@ -166,12 +171,28 @@ func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper,
 	return cands
 }
 
-// ratio is a/b, or 0 when b is not positive.
-func ratio(a, b float32) float64 {
-	if b <= 0 {
+// lexicalShare is a lexical score of list l as a share of the most its query can score; when
+// the store gives no idf to know that, its share of the list's best times unknownMaxShare.
+func (rt *retrieval) lexicalShare(l int, score, best float32) float64 {
+	if score <= 0 {
 		return 0
 	}
-	return float64(a) / float64(b)
+	if l < len(rt.lexicalMax) && rt.lexicalMax[l] > 0 {
+		return min(float64(score)/rt.lexicalMax[l], 1)
+	}
+	if best <= 0 {
+		return 0
+	}
+	return unknownMaxShare * float64(score) / float64(best)
+}
+
+// bestLexical is the highest lexical score of a list.
+func bestLexical(hits []store.Hit) float32 {
+	var b float32
+	for _, h := range hits {
+		b = max(b, h.LexicalScore)
+	}
+	return b
 }
 
 // bestRanks is each paper's best rank (from 1) over lists.

@@ -34,7 +34,7 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 		rec := &recommenderv1.Recommendation{Paper: toProtoPaper(&it.Paper), Score: it.Score, Relevance: it.Relevance, DuplicatePaperIds: it.Duplicates}
 		if x := it.Explanation; x != nil {
 			rec.Explanation = &recommenderv1.Explanation{LexicalScore: x.LexicalScore, DenseScore: x.DenseScore, FusedScore: x.FusedScore,
-				ClosestSeedId: x.ClosestSeedID, ClosestSeedSimilarity: x.ClosestSeedSimilarity, Summary: x.Summary}
+				ClosestSeedId: x.ClosestSeedID, ClosestSeedSimilarity: x.ClosestSeedSimilarity, Summary: x.Summary, LexicalSimilarity: x.LexicalShare}
 			for _, t := range x.SharedTerms {
 				rec.Explanation.SharedTerms = append(rec.Explanation.SharedTerms, &recommenderv1.SharedTerm{Term: t.Term, Weight: t.Weight})
 			}

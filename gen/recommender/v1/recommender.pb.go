@@ -867,9 +867,14 @@ type Explanation struct {
 	// The explanation in words, for a reader: the words it shares and whether it is close in
 	// meaning to the query or a seed, e.g. "shares imitation, robotics; close in meaning to your
 	// seed 2401.00001".
-	Summary       string `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Summary string `protobuf:"bytes,7,opt,name=summary,proto3" json:"summary,omitempty"`
+	// lexical_score as a share of the most the query (or seed) could score, every one of its
+	// words in the paper as often as counts: unlike lexical_score it compares across queries.
+	// The relevance is calibrated on it and dense_score. On Qdrant, which does not expose idf,
+	// it is estimated from the list's best score.
+	LexicalSimilarity float32 `protobuf:"fixed32,8,opt,name=lexical_similarity,json=lexicalSimilarity,proto3" json:"lexical_similarity,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Explanation) Reset() {
@@ -949,6 +954,13 @@ func (x *Explanation) GetSummary() string {
 		return x.Summary
 	}
 	return ""
+}
+
+func (x *Explanation) GetLexicalSimilarity() float32 {
+	if x != nil {
+		return x.LexicalSimilarity
+	}
+	return 0
 }
 
 // Recommendation is one recommended paper.
@@ -2649,7 +2661,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"SharedTerm\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\tR\x04term\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\x02R\x06weight\"\xad\x02\n" +
+	"\x06weight\x18\x02 \x01(\x02R\x06weight\"\xdc\x02\n" +
 	"\vExplanation\x12#\n" +
 	"\rlexical_score\x18\x01 \x01(\x02R\flexicalScore\x12\x1f\n" +
 	"\vdense_score\x18\x02 \x01(\x02R\n" +
@@ -2659,7 +2671,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x0fclosest_seed_id\x18\x04 \x01(\tR\rclosestSeedId\x126\n" +
 	"\x17closest_seed_similarity\x18\x05 \x01(\x02R\x15closestSeedSimilarity\x12=\n" +
 	"\fshared_terms\x18\x06 \x03(\v2\x1a.recommender.v1.SharedTermR\vsharedTerms\x12\x18\n" +
-	"\asummary\x18\a \x01(\tR\asummary\"\xe0\x01\n" +
+	"\asummary\x18\a \x01(\tR\asummary\x12-\n" +
+	"\x12lexical_similarity\x18\b \x01(\x02R\x11lexicalSimilarity\"\xe0\x01\n" +
 	"\x0eRecommendation\x12+\n" +
 	"\x05paper\x18\x01 \x01(\v2\x15.recommender.v1.PaperR\x05paper\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
