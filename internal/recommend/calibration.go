@@ -43,7 +43,7 @@ var Kinds = []Kind{KindText, KindSeed, KindSeeds, KindCandidates}
 // kindOf is a request's kind: by its candidates, else by its positive text and seeds.
 func kindOf(r Request, positiveSeeds int) Kind {
 	switch {
-	case r.Candidates != nil:
+	case r.Candidates != nil && !r.Matching:
 		return KindCandidates
 	case r.Text != "" && positiveSeeds == 0:
 		return KindText

@@ -86,12 +86,15 @@ type Request struct {
 	InlinePositive, InlineNegative []InlineSeed
 	Filter                         store.Filter
 	Candidates                     []string // nil: the whole store; else rank only these
-	Mode                           Mode
-	Strategy                       Strategy
-	Diversity                      float64       // 0: relevance order
-	HalfLife                       time.Duration // 0: no recency boost
-	Explain, Exact                 bool
-	Offset, PageSize               int
+	// Matching calibrates the relevance of Candidates as the request without them would (a
+	// feed deciding which new papers reach its threshold), not as a list to rank.
+	Matching         bool
+	Mode             Mode
+	Strategy         Strategy
+	Diversity        float64       // 0: relevance order
+	HalfLife         time.Duration // 0: no recency boost
+	Explain, Exact   bool
+	Offset, PageSize int
 }
 
 // Result is one page of recommendations.
@@ -139,11 +142,11 @@ type Explanation struct {
 // concurrently after.
 type Engine struct {
 	Store    store.Store
-	Embedder embed.Embedder      // nil: lexical only
+	Embedder embed.Embedder // nil: lexical only
 	// Filling names the model the store's papers are being embedded with while this engine,
 	// lexical, answers (see resolveMode); empty otherwise.
 	Filling string
-	Spec     store.EmbeddingSpec // the store's binding, when Embedder is set
+	Spec    store.EmbeddingSpec // the store's binding, when Embedder is set
 	// Fusion merges the lexical and dense lists of a seed; zero: rank.DefaultFusion for seeds,
 	// rank.TextFusion for text.
 	Fusion rank.Fusion

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -23,10 +24,9 @@ import (
 // Feeds: saved "new papers like these" subscriptions, and the stream of papers written after a
 // cursor that match one.
 const (
-	// feedBatch is how many writes a stream matches at a time: one Recommend of feedDepth each.
+	// feedBatch is how many writes a stream matches at a time: one Recommend ranking them.
 	feedBatch = 50
-	// feedDepth is how deep a new paper must rank for the feed to match it: its relevance is
-	// the one Recommend gives it among the feed's best feedDepth.
+	// feedDepth is the page size of the Recommend request a feed is validated as.
 	feedDepth = MaxPageSize
 	// heartbeatEvery spaces heartbeats while nothing new arrives.
 	heartbeatEvery = 30 * time.Second
@@ -352,14 +352,23 @@ func (s *Service) StreamFeed(req *recommenderv1.StreamFeedRequest, stream recomm
 }
 
 // sendMatches sends, in write order, the papers of a batch of writes the feed matches: those
-// among the feed's best feedDepth with at least its relevance. A paper written twice in the
-// batch is sent once, at its last write.
+// whose relevance to the feed reaches its threshold, whatever older papers the store holds (the
+// batch's papers are ranked as a candidate list, their relevance calibrated as the feed's own
+// request would have it). A paper written twice in the batch is sent once, at its last write.
 func (s *Service) sendMatches(ctx context.Context, stream recommenderv1.RecommenderService_StreamFeedServer, m *feedMatch, r *recommendRequest, minRelevance float32, changes []store.Change) error {
-	res, err := m.result(changes[len(changes)-1].Seq, func() (*recommend.Result, error) {
+	key := batchKey{first: changes[0].Cursor, last: changes[len(changes)-1].Cursor}
+	res, err := m.result(key, func() (*recommend.Result, error) {
+		req := r.Request
+		req.Candidates, req.Matching, req.Offset, req.PageSize = nil, true, 0, len(changes)
+		for _, c := range changes {
+			if !slices.Contains(req.Candidates, c.ID) {
+				req.Candidates = append(req.Candidates, c.ID)
+			}
+		}
 		var res *recommend.Result
 		err := s.withEngine(ctx, func(e *recommend.Engine) error {
 			var err error
-			res, err = e.Recommend(ctx, r.Request)
+			res, err = e.Recommend(ctx, req)
 			return err
 		})
 		return res, err
@@ -437,30 +446,42 @@ func decodeCursor(s string) (store.Cursor, error) {
 	return store.Cursor{Seq: seq, ID: string(b[1+n:])}, nil
 }
 
-// feedMatch is the feed's best feedDepth papers, shared by its open streams: the streams of a
-// feed read the same writes, and one Recommend per batch of them serves all, not one each.
+// feedMatch holds the matches of a feed's recent batches of writes, shared by its open
+// streams: streams that are caught up read the same batches, and one Recommend per batch serves
+// them all, not one each.
 type feedMatch struct {
 	mu      sync.Mutex
-	res     *recommend.Result
-	through uint64 // the result holds every write up to this sequence number
-	streams int    // open streams of the feed (under Service.feedMatchesMu)
+	batches map[batchKey]*recommend.Result
+	recent  []batchKey // oldest first, at most sharedBatches
+	streams int        // open streams of the feed (under Service.feedMatchesMu)
 }
 
-// result returns a result that holds the writes up to seq: the one shared when it does, else
-// one made by compute, shared from then on. Streams asking at once wait for one compute.
-func (m *feedMatch) result(seq uint64, compute func() (*recommend.Result, error)) (*recommend.Result, error) {
+// batchKey names a batch of writes by its first and last.
+type batchKey struct{ first, last store.Cursor }
+
+// sharedBatches bounds the batches a feed keeps the match of.
+const sharedBatches = 16
+
+// result returns the match of the batch key: the one shared when a stream computed it already,
+// else one made by compute, shared from then on. Streams asking at once wait for one compute.
+func (m *feedMatch) result(key batchKey, compute func() (*recommend.Result, error)) (*recommend.Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.res != nil && m.through >= seq {
-		return m.res, nil
+	if res, ok := m.batches[key]; ok {
+		return res, nil
 	}
 	res, err := compute()
 	if err != nil {
 		return nil, err
 	}
-	// Writes reach the index before the write log hands them out, so a result computed now
-	// holds at least every write up to seq.
-	m.res, m.through = res, seq
+	if m.batches == nil {
+		m.batches = map[batchKey]*recommend.Result{}
+	}
+	if len(m.recent) == sharedBatches {
+		delete(m.batches, m.recent[0])
+		m.recent = m.recent[1:]
+	}
+	m.batches[key], m.recent = res, append(m.recent, key)
 	return res, nil
 }
 
