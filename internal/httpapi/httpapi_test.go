@@ -302,7 +302,11 @@ func TestPageAndOpenAPI(t *testing.T) {
 			t.Errorf("openapi.json lacks /v1/%s", m.MethodName)
 		}
 	}
-	if doc.OpenAPI != "3.0.3" || len(doc.Paths) != len(recommenderv1.RecommenderService_ServiceDesc.Methods) {
+	// Every unary method, and the feed stream as Server-Sent Events.
+	if _, ok := doc.Paths["/v1/feeds/{feed_id}/events"]; !ok {
+		t.Errorf("openapi.json lacks the feed events route")
+	}
+	if doc.OpenAPI != "3.0.3" || len(doc.Paths) != len(recommenderv1.RecommenderService_ServiceDesc.Methods)+1 {
 		t.Fatalf("openapi %s with %d paths", doc.OpenAPI, len(doc.Paths))
 	}
 }

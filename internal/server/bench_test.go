@@ -3,14 +3,18 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/synth"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -121,4 +125,131 @@ func BenchmarkBackfillRateLimited(b *testing.B) {
 	b.ReportMetric(achieved, "requests/min")
 	b.ReportMetric(achieved/rpm, "fraction-of-rpm")
 	b.ReportMetric(float64(len(papers)*b.N)/elapsed.Seconds(), "papers/s")
+}
+
+// BenchmarkFeedThreshold: 100,000 synthetic papers stored (drawn from a model of the sample), a
+// feed on one topic (an inline seed: a sample paper of the commonest topic; min_relevance 0.5),
+// then 50 new papers of that topic and 50 of others written. It prints how many new papers reach
+// the threshold (their relevance in the feed's own request, paged down to the threshold), how
+// many the stream delivered, and how many the former rule, the feed's best 100 of the whole
+// store, would have; and fails when the stream missed one that reaches the threshold or sent one
+// that does not. Lexical store: relevance follows the BM25 order, so the paging is exact.
+func BenchmarkFeedThreshold(b *testing.B) {
+	const stored, minRelevance = 100_000, 0.5
+	papers := samplePapers(b)
+	model := synth.Train(papers)
+	count := map[string]int{}
+	for _, p := range papers {
+		for _, t := range p.GetTopics() {
+			count[t]++
+		}
+	}
+	topic := ""
+	for t, n := range count {
+		if topic == "" || n > count[topic] || (n == count[topic] && t < topic) {
+			topic = t
+		}
+	}
+	seedIdx := slices.IndexFunc(papers, func(p *recommenderv1.Paper) bool { return slices.Contains(p.GetTopics(), topic) })
+	seed := papers[seedIdx]
+	srv := testutil.StartServer(b)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var batch []*recommenderv1.Paper
+	for i := range stored {
+		batch = append(batch, model.Paper(rng, fmt.Sprintf("s-%06d", i)))
+		if len(batch) == 1000 {
+			testutil.Ingest(b, srv.Client, batch)
+			batch = nil
+		}
+	}
+	for b.Loop() {
+		feed := createFeed(b, srv.Client, &recommenderv1.Feed{Name: "one topic", MinRelevance: minRelevance,
+			PositivePapers: []*recommenderv1.SeedPaper{{Title: seed.GetTitle(), Abstract: seed.GetAbstract()}}})
+		stream := openStream(b, srv.Client, &recommenderv1.StreamFeedRequest{FeedId: feed.GetFeedId()})
+		stream.untilHeartbeat()
+		var written []*recommenderv1.Paper
+		on := map[string]bool{}
+		for len(written) < 100 {
+			p := model.Paper(rng, "")
+			onTopic := slices.Contains(p.GetTopics(), topic)
+			if n := len(on); (onTopic && n >= 50) || (!onTopic && len(written)-n >= 50) {
+				continue
+			}
+			p.Id = fmt.Sprintf("new-%s-%03d", map[bool]string{true: "on", false: "off"}[onTopic], len(written))
+			if onTopic {
+				on[p.Id] = true
+			}
+			written = append(written, p)
+		}
+		// The last write is the seed's own text: it reaches any threshold, and ends the wait.
+		sentinel := &recommenderv1.Paper{Id: "new-sentinel", Title: seed.GetTitle(), Abstract: seed.GetAbstract()}
+		upsert(b, srv.Client, written[:50]...)
+		upsert(b, srv.Client, append(written[50:], sentinel)...)
+		var delivered []string
+		for !slices.Contains(delivered, sentinel.Id) {
+			delivered = append(delivered, stream.recv(1)...)
+		}
+		// What reaches the threshold: the feed's request over the whole store, paged until the
+		// relevance falls below it.
+		reach, former := map[string]bool{}, 0
+		req := &recommenderv1.RecommendRequest{PositivePapers: feed.GetPositivePapers(), PageSize: 100}
+		for rank := 0; ; {
+			resp, err := srv.Client.Recommend(ctx, req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			below := false
+			for _, r := range resp.GetResults() {
+				rank++
+				if r.GetRelevance() < minRelevance {
+					below = true
+					break
+				}
+				if id := r.GetPaper().GetId(); strings.HasPrefix(id, "new-") && id != sentinel.Id {
+					reach[id] = true
+					if rank <= 100 {
+						former++
+					}
+				}
+			}
+			if below || resp.GetNextPageToken() == "" {
+				break
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+		got := map[string]bool{}
+		for _, id := range delivered {
+			if id != sentinel.Id {
+				got[id] = true
+			}
+		}
+		reachOn, gotOn := 0, 0
+		for id := range reach {
+			if on[id] {
+				reachOn++
+			}
+		}
+		for id := range got {
+			if on[id] {
+				gotOn++
+			}
+		}
+		b.Logf("%d papers stored, 100 written (50 on %s, 50 off): %d reach min_relevance %.1f (%d on topic, %d off); "+
+			"the stream delivered %d (%d on topic, %d off); the former rule (the feed's best 100 of the store) would have delivered %d",
+			stored, topic, len(reach), minRelevance, reachOn, len(reach)-reachOn, len(got), gotOn, len(got)-gotOn, former)
+		if !maps.Equal(got, reach) {
+			b.Fatalf("delivered %v, want exactly those reaching the threshold %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(reach)))
+		}
+		stream.cancel()
+		if _, err := srv.Client.DeleteFeed(ctx, &recommenderv1.DeleteFeedRequest{FeedId: feed.GetFeedId()}); err != nil {
+			b.Fatal(err)
+		}
+		del := []string{sentinel.Id}
+		for _, p := range written {
+			del = append(del, p.GetId())
+		}
+		if _, err := srv.Client.DeletePapers(ctx, &recommenderv1.DeletePapersRequest{PaperIds: del}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -34,7 +34,7 @@ func newPaper(i int, on bool) *recommenderv1.Paper {
 		Abstract: "Measurements of nitrogen and moisture in agricultural soil."}
 }
 
-func createFeed(t *testing.T, c recommenderv1.RecommenderServiceClient, f *recommenderv1.Feed) *recommenderv1.Feed {
+func createFeed(t testing.TB, c recommenderv1.RecommenderServiceClient, f *recommenderv1.Feed) *recommenderv1.Feed {
 	t.Helper()
 	resp, err := c.CreateFeed(ctx, &recommenderv1.CreateFeedRequest{Feed: f})
 	if err != nil {
@@ -45,13 +45,13 @@ func createFeed(t *testing.T, c recommenderv1.RecommenderServiceClient, f *recom
 
 // feedStream reads a StreamFeed: events until the next heartbeat.
 type feedStream struct {
-	t      *testing.T
+	t      testing.TB
 	stream recommenderv1.RecommenderService_StreamFeedClient
 	cancel context.CancelFunc
 	cursor string // of the last event or heartbeat read
 }
 
-func openStream(t *testing.T, c recommenderv1.RecommenderServiceClient, req *recommenderv1.StreamFeedRequest) *feedStream {
+func openStream(t testing.TB, c recommenderv1.RecommenderServiceClient, req *recommenderv1.StreamFeedRequest) *feedStream {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	t.Cleanup(cancel)
@@ -99,7 +99,7 @@ func (s *feedStream) recv(n int) []string {
 	return ids
 }
 
-func upsert(t *testing.T, c recommenderv1.RecommenderServiceClient, papers ...*recommenderv1.Paper) {
+func upsert(t testing.TB, c recommenderv1.RecommenderServiceClient, papers ...*recommenderv1.Paper) {
 	t.Helper()
 	if _, err := c.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
 		t.Fatal(err)

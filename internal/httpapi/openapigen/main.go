@@ -69,6 +69,29 @@ func run(path string) error {
 			},
 		}}
 	}
+	// StreamFeed, the one server stream on /v1, as Server-Sent Events (internal/httpapi/sse.go).
+	stream := svc.Methods().ByName("StreamFeed")
+	addSchema(schemas, stream.Output())
+	param := func(name, in, description string) obj {
+		return obj{"name": name, "in": in, "required": in == "path", "description": description, "schema": obj{"type": "string"}}
+	}
+	paths["/v1/feeds/{feed_id}/events"] = obj{"get": obj{
+		"operationId": "StreamFeedEvents",
+		"summary": comment(stream) + "\n\nAs Server-Sent Events: papers as \"paper\" events, heartbeats as \"heartbeat\", " +
+			"a failure after the stream started as an \"error\" event; each event's data is a StreamFeedResponse in " +
+			"protobuf JSON and its id the cursor, so an EventSource resumes by itself (Last-Event-ID).",
+		"parameters": []obj{
+			param("feed_id", "path", "the feed"),
+			param("cursor", "query", "resume after this event's cursor"),
+			param("since", "query", "start with the writes since this RFC 3339 time"),
+			param("Last-Event-ID", "header", "as cursor; sent by an EventSource when it reconnects"),
+		},
+		"responses": obj{
+			"200": obj{"description": "The event stream; each event's data is a " + ref(stream.Output())["$ref"].(string),
+				"content": obj{"text/event-stream": obj{"schema": obj{"type": "string"}}}},
+			"default": obj{"description": "An error before the stream started.", "content": jsonContent(obj{"$ref": "#/components/schemas/Error"})},
+		},
+	}}
 	schemas["Error"] = obj{"type": "object", "properties": obj{
 		"code":     obj{"type": "string", "description": "gRPC status code name, e.g. InvalidArgument"},
 		"grpcCode": obj{"type": "integer", "format": "int32", "description": "gRPC status code number"},
@@ -78,7 +101,7 @@ func run(path string) error {
 	doc := obj{
 		"openapi": "3.0.3",
 		"info": obj{"title": "recommender HTTP/JSON API", "version": "v1",
-			"description": comment(svc) + "\n\nEvery unary RPC of " + string(svc.FullName()) + " is POST /v1/<Method> with the request message as protobuf JSON. IngestPapers streams and is served over gRPC only."},
+			"description": comment(svc) + "\n\nEvery unary RPC of " + string(svc.FullName()) + " is POST /v1/<Method> with the request message as protobuf JSON. IngestPapers streams and is served over gRPC only; StreamFeed is GET /v1/feeds/{feed_id}/events, as Server-Sent Events."},
 		"paths":      paths,
 		"components": obj{"schemas": schemas, "securitySchemes": obj{"apiKey": obj{"type": "http", "scheme": "bearer"}}},
 		"security":   []obj{{"apiKey": []string{}}},
