@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -51,6 +52,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	trials := fs.Int("multi-seed-trials", 200, "arXiv sample: trials of each multi-seed case")
 	calibrate := fs.Bool("calibrate", false, "arXiv sample: fit the relevance calibration of each mode on 70% of the seed papers and print it "+
 		"(recommend.Calibrations), instead of the other measures")
+	examplesOut := fs.String("calibration-examples", "", "with --calibrate: also write the examples it fits on to this file, as JSON lines {kind, mode, features, relevant}")
+	relevanceOnly := fs.Bool("relevance-only", false, "arXiv sample: print only the calibration of the relevance (by request kind, and for text of random words)")
 	var sf storeFlags
 	sf.registerEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
 		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
@@ -121,7 +124,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		err = withEvalStore(ctx, &sf, "arxiv", "eval_arxiv", emb, svcOpts, papers, func(r evalRun) error {
 			if *calibrate {
-				return fitCalibrations(ctx, stdout, r.client, papers, modes, csfcubeExamples)
+				return fitCalibrations(ctx, stdout, r.client, papers, modes, csfcubeExamples, *examplesOut)
+			}
+			if *relevanceOnly {
+				return printRelevance(ctx, stdout, r.client, papers, modes)
 			}
 			fmt.Fprintf(stdout, "arXiv sample: topic precision@10 over %d seed papers\n", len(papers))
 			for _, m := range modes {
@@ -131,18 +137,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				fmt.Fprintf(stdout, "  %-8s %8.4f\n", modeName(m), p)
 			}
-			fmt.Fprintf(stdout, "arXiv sample: relevance calibration by request kind, on the held-back 30%% of the seed papers (up to %d requests a kind; "+
-				"top %d of each, every candidate of a list of %d; relevant: shares a topic with a seed)\n", eval.KindLimit, eval.CalibrationDepth, 40)
-			for _, m := range modes {
-				for _, k := range recommend.Kinds {
-					_, preds, err := eval.KindExamples(ctx, r.client, papers, m, k, true)
-					if err != nil {
-						return err
-					}
-					ece, curve := eval.Reliability(preds, 10)
-					fmt.Fprintf(stdout, "  %-8s %-10s ECE %.4f over %5d results; reliability (predicted -> observed, count): %s\n",
-						modeName(m), k, ece, len(preds), reliabilityLine(curve))
-				}
+			if err := printRelevance(ctx, stdout, r.client, papers, modes); err != nil {
+				return err
 			}
 			fmt.Fprintf(stdout, "arXiv sample: several seeds (%d trials of single-topic papers, random seed %d)\n", *trials, multiSeedRandom)
 			fmt.Fprintf(stdout, "  %-8s %-9s %8s %10s %10s %10s %10s\n", "mode", "strategy", "mix", "mix-bound", "same-ret", "demotion", "other-ret")
@@ -168,7 +164,16 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // papers not held back (and, for candidate lists, CSFCube's dev rows) and prints them as the Go
 // table recommend.Calibrations holds.
 func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper,
-	modes []recommenderv1.RetrievalMode, csfcube map[recommenderv1.RetrievalMode][]eval.Example) error {
+	modes []recommenderv1.RetrievalMode, csfcube map[recommenderv1.RetrievalMode][]eval.Example, examplesOut string) error {
+	var dump *json.Encoder
+	if examplesOut != "" {
+		f, err := os.Create(examplesOut)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		dump = json.NewEncoder(f)
+	}
 	fmt.Fprintln(stdout, "relevance calibrations, fitted on 70% of the sample's seed papers and CSFCube's dev rows (recommend.Calibrations):")
 	for _, k := range recommend.Kinds {
 		fmt.Fprintf(stdout, "\tKind%s: {\n", strings.ToUpper(k.String()[:1])+k.String()[1:])
@@ -180,6 +185,24 @@ func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.Reco
 			if k == recommend.KindCandidates {
 				ex = append(ex, csfcube[m]...)
 			}
+			for _, e := range ex {
+				if dump != nil {
+					if err := dump.Encode(map[string]any{"kind": k.String(), "mode": modeName(m), "features": e.Features, "relevant": e.Relevant, "drawn": e.Drawn}); err != nil {
+						return err
+					}
+				}
+			}
+			if k == recommend.KindText && dump != nil {
+				rw, err := eval.RandomWordsExamples(ctx, c, eval.RandomWords(papers, 300)[100:], m, 5)
+				if err != nil {
+					return err
+				}
+				for _, e := range rw {
+					if err := dump.Encode(map[string]any{"kind": "random", "mode": modeName(m), "features": e.Features, "relevant": false, "drawn": false}); err != nil {
+						return err
+					}
+				}
+			}
 			w := eval.FitLogistic(ex)
 			var terms []string
 			for _, x := range w {
@@ -189,6 +212,34 @@ func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.Reco
 			fmt.Fprintf(stdout, "\t\tMode%s: {%s}, // %d results\n", strings.ToUpper(name[:1])+name[1:], strings.Join(terms, ", "), len(ex))
 		}
 		fmt.Fprintln(stdout, "\t},")
+	}
+	return nil
+}
+
+// printRelevance prints the calibration of the relevance by request kind and mode on the
+// held-back seed papers, and the relevance given to text of random words.
+func printRelevance(ctx context.Context, stdout io.Writer, c recommenderv1.RecommenderServiceClient, papers []*recommenderv1.Paper, modes []recommenderv1.RetrievalMode) error {
+	fmt.Fprintf(stdout, "arXiv sample: relevance calibration by request kind, on the held-back 30%% of the seed papers (up to %d requests a kind; "+
+		"top %d of each, every candidate of a list of %d; relevant: shares a topic with a seed)\n", eval.KindLimit, eval.CalibrationDepth, 40)
+	for _, m := range modes {
+		for _, k := range recommend.Kinds {
+			_, preds, err := eval.KindExamples(ctx, c, papers, m, k, true)
+			if err != nil {
+				return err
+			}
+			ece, curve := eval.Reliability(preds, 10)
+			fmt.Fprintf(stdout, "  %-8s %-10s ECE %.4f over %5d results; reliability (predicted -> observed, count): %s\n",
+				modeName(m), k, ece, len(preds), reliabilityLine(curve))
+		}
+	}
+	queries := eval.RandomWords(papers, 100)
+	fmt.Fprintf(stdout, "arXiv sample: relevance of the first result for %d texts of five random words (e.g. %q)\n", len(queries), queries[0])
+	for _, m := range modes {
+		mean, highest, err := eval.RandomWordsRelevance(ctx, c, queries, m)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "  %-8s mean %.3f, highest %.3f\n", modeName(m), mean, highest)
 	}
 	return nil
 }

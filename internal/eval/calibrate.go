@@ -1,12 +1,14 @@
 package eval
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/recommend"
@@ -19,6 +21,9 @@ const CalibrationDepth = 20
 type Example struct {
 	Features []float64
 	Relevant bool
+	// Drawn marks a paper drawn at random and ranked as a candidate, not a result the request
+	// itself returned.
+	Drawn bool
 }
 
 // Prediction is the relevance the service returned for a result, with its label.
@@ -62,14 +67,7 @@ func KindExamples(ctx context.Context, c recommenderv1.RecommenderServiceClient,
 	m := pipelineMode(mode)
 	var ex []Example
 	var preds []Prediction
-	made := 0
-	for _, p := range papers {
-		if len(p.GetTopics()) == 0 || HeldBack(p.GetId()) != heldBack {
-			continue
-		}
-		if made++; made > KindLimit {
-			break
-		}
+	for _, p := range spread(papers, heldBack, KindLimit) {
 		positives := []*recommenderv1.Paper{p}
 		req := &recommenderv1.RecommendRequest{PageSize: CalibrationDepth, Mode: mode, Explain: true}
 		switch kind {
@@ -100,8 +98,60 @@ func KindExamples(ctx context.Context, c recommenderv1.RecommenderServiceClient,
 			ex = append(ex, Example{Features: ResultFeatures(m, r), Relevant: relevant})
 			preds = append(preds, Prediction{P: float64(r.GetRelevance()), Relevant: relevant})
 		}
+		if kind == recommend.KindCandidates {
+			continue // its lists hold papers drawn at random already
+		}
+		// The same request over papers drawn at random: what a match the results do not show
+		// looks like (a weak one), so that the calibration learns what low similarity means too,
+		// not only the top of lists. Features are absolute, so ranking them as candidates does
+		// not change them.
+		req.CandidatePaperIds, req.PageSize = randomPapers(p, papers, candidatesPerList/2), candidatesPerList/2
+		if resp, err = c.Recommend(ctx, req); err != nil {
+			return nil, nil, fmt.Errorf("%s request by %s over random papers: %w", kind, p.GetId(), err)
+		}
+		for _, r := range resp.GetResults() {
+			relevant := slices.ContainsFunc(positives, func(s *recommenderv1.Paper) bool { return shares(r.GetPaper(), s) })
+			ex = append(ex, Example{Features: ResultFeatures(m, r), Relevant: relevant, Drawn: true})
+		}
 	}
 	return ex, preds, nil
+}
+
+// randomPapers draws n papers other than seed, by a hash of its id so that runs agree.
+func randomPapers(seed *recommenderv1.Paper, papers []*recommenderv1.Paper, n int) []string {
+	h := fnv.New64a()
+	h.Write([]byte(seed.GetId()))
+	r := rand.New(rand.NewPCG(h.Sum64(), 2))
+	var ids []string
+	for len(ids) < n {
+		if q := papers[r.IntN(len(papers))]; q != seed && !slices.Contains(ids, q.GetId()) {
+			ids = append(ids, q.GetId())
+		}
+	}
+	return ids
+}
+
+// spread picks up to n papers with a topic of the chosen part, in the order of a hash of their
+// ids: the file is grouped by topic, so its first papers would be a few topics only.
+func spread(papers []*recommenderv1.Paper, heldBack bool, n int) []*recommenderv1.Paper {
+	type keyed struct {
+		key uint64
+		p   *recommenderv1.Paper
+	}
+	var all []keyed
+	for _, p := range papers {
+		if len(p.GetTopics()) > 0 && HeldBack(p.GetId()) == heldBack {
+			h := fnv.New64a()
+			h.Write([]byte(p.GetId()))
+			all = append(all, keyed{h.Sum64(), p})
+		}
+	}
+	slices.SortFunc(all, func(a, b keyed) int { return cmp.Compare(a.key, b.key) })
+	out := make([]*recommenderv1.Paper, 0, n)
+	for _, k := range all[:min(n, len(all))] {
+		out = append(out, k.p)
+	}
+	return out
 }
 
 // ResultFeatures are a result's calibration features (recommend.Features), as its explanation
@@ -142,14 +192,47 @@ func pipelineMode(m recommenderv1.RetrievalMode) recommend.Mode {
 }
 
 // FitLogistic fits a logistic regression by Newton's method, with a small ridge so that a
-// separable feature cannot make a weight diverge.
+// separable feature cannot make a weight diverge. The features after the first (the constant)
+// are standardised for the fit, so the ridge weighs them alike whatever their scale (a cosine
+// varies by hundredths), and the weights are returned for the features as given.
 func FitLogistic(ex []Example) recommend.Calibration {
 	if len(ex) == 0 {
 		return nil
 	}
 	n := len(ex[0].Features)
+	mean, scale := make([]float64, n), make([]float64, n)
+	for j := 1; j < n; j++ {
+		for _, e := range ex {
+			mean[j] += e.Features[j]
+		}
+		mean[j] /= float64(len(ex))
+		for _, e := range ex {
+			scale[j] += (e.Features[j] - mean[j]) * (e.Features[j] - mean[j])
+		}
+		scale[j] = math.Sqrt(scale[j]/float64(len(ex))) + 1e-12
+	}
+	std := make([]Example, len(ex))
+	for i, e := range ex {
+		f := slices.Clone(e.Features)
+		for j := 1; j < n; j++ {
+			f[j] = (f[j] - mean[j]) / scale[j]
+		}
+		std[i] = Example{Features: f, Relevant: e.Relevant}
+	}
+	w := fitStandardised(std, n)
+	out := make(recommend.Calibration, n)
+	out[0] = w[0]
+	for j := 1; j < n; j++ {
+		out[j] = w[j] / scale[j]
+		out[0] -= w[j] * mean[j] / scale[j]
+	}
+	return out
+}
+
+// fitStandardised is FitLogistic's Newton iteration on standardised features.
+func fitStandardised(ex []Example, n int) []float64 {
 	w := make([]float64, n)
-	const ridge = 1e-3
+	const ridge = 1e-4
 	for range 50 {
 		grad := make([]float64, n)
 		hess := make([][]float64, n)
@@ -259,4 +342,59 @@ func Reliability(preds []Prediction, bins int) (float64, []Bin) {
 		ece /= float64(len(preds))
 	}
 	return ece, curve
+}
+
+// RandomWords makes n queries of five words, each drawn from the abstract of a paper drawn at
+// random (words of four letters or more), by a fixed seed: text a reader would find nothing
+// relevant for.
+func RandomWords(papers []*recommenderv1.Paper, n int) []string {
+	r := rand.New(rand.NewPCG(7, 7))
+	var out []string
+	for len(out) < n {
+		var words []string
+		for len(words) < 5 {
+			ws := strings.Fields(papers[r.IntN(len(papers))].GetAbstract())
+			if len(ws) == 0 {
+				continue
+			}
+			w := strings.ToLower(strings.Trim(ws[r.IntN(len(ws))], ".,;:()[]\"'"))
+			if len(w) >= 4 && strings.IndexFunc(w, func(c rune) bool { return c < 'a' || c > 'z' }) < 0 {
+				words = append(words, w)
+			}
+		}
+		out = append(out, strings.Join(words, " "))
+	}
+	return out
+}
+
+// RandomWordsRelevance asks each query of RandomWords in mode and returns the mean and the
+// highest relevance of the first result (0 when nothing matched).
+func RandomWordsRelevance(ctx context.Context, c recommenderv1.RecommenderServiceClient, queries []string, mode recommenderv1.RetrievalMode) (mean, highest float64, err error) {
+	for _, q := range queries {
+		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{Query: q, PageSize: 1, Mode: mode})
+		if err != nil {
+			return 0, 0, fmt.Errorf("query %q: %w", q, err)
+		}
+		if rs := resp.GetResults(); len(rs) > 0 {
+			mean += float64(rs[0].GetRelevance())
+			highest = max(highest, float64(rs[0].GetRelevance()))
+		}
+	}
+	return mean / float64(len(queries)), highest, nil
+}
+
+// RandomWordsExamples asks each query in mode and returns the features of its first n results,
+// none relevant: nothing is relevant to words drawn at random.
+func RandomWordsExamples(ctx context.Context, c recommenderv1.RecommenderServiceClient, queries []string, mode recommenderv1.RetrievalMode, n int) ([]Example, error) {
+	var ex []Example
+	for _, q := range queries {
+		resp, err := c.Recommend(ctx, &recommenderv1.RecommendRequest{Query: q, PageSize: int32(n), Mode: mode, Explain: true})
+		if err != nil {
+			return nil, fmt.Errorf("query %q: %w", q, err)
+		}
+		for _, r := range resp.GetResults() {
+			ex = append(ex, Example{Features: ResultFeatures(pipelineMode(mode), r)})
+		}
+	}
+	return ex, nil
 }

@@ -55,18 +55,24 @@ func kindOf(r Request, positiveSeeds int) Kind {
 
 // Features describe a paper's match with the seed or text that found it, in absolute terms, so
 // that its relevance does not depend on what else the store holds or the list ranks above it:
-// a constant; lexical, the paper's BM25 score as a share of the most the query can score
-// (LexicalMax); dense, the cosine similarity; hybrid, both (0 for a signal whose list did not
-// hold the paper).
+// a constant; lexical, the log of the paper's BM25 score as a share of the most the query can
+// score (LexicalMax; the share of a seed's words a related paper holds is small, and what
+// matters is its order of magnitude); dense, the cosine similarity; hybrid, both (a share of 0
+// for a paper the lexical list did not hold).
 func Features(mode Mode, lexicalShare, dense float64) []float64 {
+	lex := math.Log(lexicalShare + lexicalFloor)
 	switch mode {
 	case ModeLexical:
-		return []float64{1, lexicalShare}
+		return []float64{1, lex}
 	case ModeDense:
 		return []float64{1, dense}
 	}
-	return []float64{1, lexicalShare, dense}
+	return []float64{1, lex, dense}
 }
+
+// lexicalFloor keeps the log of a lexical share of 0 finite; chosen with the calibration data
+// (smaller shares are all about equally irrelevant).
+const lexicalFloor = 0.002
 
 // LexicalMax is the most a lexical query can score with BM25: every positive term at
 // saturation, sum of weight x idf x (k1 + 1). idf gives each term's idf, in q's order.
@@ -105,23 +111,23 @@ const unknownMaxShare = 0.25
 // when ranking changes.
 var Calibrations = map[Kind]map[Mode]Calibration{
 	KindText: {
-		ModeLexical: {-2, 8},
-		ModeDense:   {-20, 25},
-		ModeHybrid:  {-20, 4, 22},
+		ModeLexical: {3.1517, 1.9173},            // 24000 results
+		ModeDense:   {-57.9688, 66.8973},         // 24000 results
+		ModeHybrid:  {-10.3528, 1.4521, 15.1358}, // 24000 results
 	},
 	KindSeed: {
-		ModeLexical: {-2, 8},
-		ModeDense:   {-20, 25},
-		ModeHybrid:  {-20, 4, 22},
+		ModeLexical: {7.9315, 2.6858},            // 24000 results
+		ModeDense:   {-60.7242, 67.6470},         // 24000 results
+		ModeHybrid:  {-17.6626, 1.9168, 26.3662}, // 24000 results
 	},
 	KindSeeds: {
-		ModeLexical: {-2, 8},
-		ModeDense:   {-20, 25},
-		ModeHybrid:  {-20, 4, 22},
+		ModeLexical: {8.6046, 2.9792},            // 23994 results
+		ModeDense:   {-65.2427, 72.4709},         // 23994 results
+		ModeHybrid:  {-27.7988, 1.8431, 37.1867}, // 23994 results
 	},
 	KindCandidates: {
-		ModeLexical: {-2, 8},
-		ModeDense:   {-20, 25},
-		ModeHybrid:  {-20, 4, 22},
+		ModeLexical: {9.6647, 2.5632},            // 26538 results
+		ModeDense:   {-67.7457, 78.2931},         // 26538 results
+		ModeHybrid:  {-30.3121, 1.7070, 42.5410}, // 26523 results
 	},
 }

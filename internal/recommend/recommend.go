@@ -227,6 +227,13 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	if !more {
 		cands = ret.unmatched(cands, candidates, filter)
 	}
+	// The relevance shown follows the ranking: a result's is at most the one's above it. The
+	// ranking fuses signals by rank (RRF, interleaved seeds) and the calibration by value, so a
+	// paper below another can score a little higher alone; recency and diversity, which reorder
+	// on purpose, come after and leave relevance as it is.
+	for i := 1; i < len(cands); i++ {
+		cands[i].Relevance = min(cands[i].Relevance, cands[i-1].Relevance)
+	}
 	fused := make(map[string]float32, len(cands)) // relevance order's scores, for explanations
 	for _, c := range cands {
 		fused[c.ID] = c.Score

@@ -25,11 +25,11 @@ type SeedStatus int
 
 // Seed statuses.
 const (
-	SeedFound     SeedStatus = iota + 1 // a stored paper, used
-	SeedInline                          // an inline paper, used
-	SeedNotFound                        // an id no paper has; left out
-	SeedDuplicate                       // an inline paper titled like an earlier seed; left out (the server reports a repeated id so too)
-	SeedNoEmbedding                     // a stored paper without a vector of the model yet: used lexically
+	SeedFound       SeedStatus = iota + 1 // a stored paper, used
+	SeedInline                            // an inline paper, used
+	SeedNotFound                          // an id no paper has; left out
+	SeedDuplicate                         // an inline paper titled like an earlier seed; left out (the server reports a repeated id so too)
+	SeedNoEmbedding                       // a stored paper without a vector of the model yet: used lexically
 )
 
 // SeedResult reports one seed: ID for a seed given by id, else Inline, its index among the
