@@ -113,21 +113,21 @@ var Calibrations = map[Kind]map[Mode]Calibration{
 	KindText: {
 		ModeLexical: {3.1517, 1.9173},            // 24000 results
 		ModeDense:   {-57.9688, 66.8973},         // 24000 results
-		ModeHybrid:  {-10.3528, 1.4521, 15.1358}, // 24000 results
+		ModeHybrid:  {-26.5767, 1.1150, 33.2426}, // 24000 results
 	},
 	KindSeed: {
 		ModeLexical: {7.9315, 2.6858},            // 24000 results
 		ModeDense:   {-60.7242, 67.6470},         // 24000 results
-		ModeHybrid:  {-17.6626, 1.9168, 26.3662}, // 24000 results
+		ModeHybrid:  {-23.9801, 1.7577, 32.8798}, // 24000 results
 	},
 	KindSeeds: {
 		ModeLexical: {8.6046, 2.9792},            // 23994 results
 		ModeDense:   {-65.2427, 72.4709},         // 23994 results
-		ModeHybrid:  {-27.7988, 1.8431, 37.1867}, // 23994 results
+		ModeHybrid:  {-27.8153, 1.8431, 37.2049}, // 23994 results
 	},
 	KindCandidates: {
 		ModeLexical: {9.6647, 2.5632},            // 26538 results
 		ModeDense:   {-67.7457, 78.2931},         // 26538 results
-		ModeHybrid:  {-30.3121, 1.7070, 42.5410}, // 26523 results
+		ModeHybrid:  {-32.7847, 1.6713, 45.2393}, // 26523 results
 	},
 }

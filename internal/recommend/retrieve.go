@@ -41,6 +41,9 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 		if err != nil {
 			return nil, false, err
 		}
+		if err := rt.completeScores(ctx, p.positive, lists); err != nil {
+			return nil, false, err
+		}
 		cands, ranks := rt.merge(lists)
 		if len(p.negative) > 0 {
 			negLists, _, err := rt.search(ctx, p.negative, NegativeReach, false, false)
@@ -55,6 +58,56 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 		}
 		limit = min(limit*2, depth)
 	}
+}
+
+// completeScores gives each hit of a hybrid list the score of the signal whose own list did
+// not reach it (a fused list is the union of two lists of some depth): its relevance is
+// calibrated on both, and must not depend on how deep the lists were read, that is on the page
+// size. One search by each signal over the papers missing its score.
+func (rt *retrieval) completeScores(ctx context.Context, qs []store.Query, lists [][]store.Hit) error {
+	if rt.mode != ModeHybrid {
+		return nil
+	}
+	for i, hits := range lists {
+		var noLexical, noDense []string
+		for _, h := range hits {
+			if h.LexicalScore == 0 {
+				noLexical = append(noLexical, h.Paper.ID)
+			}
+			if h.DenseScore == 0 {
+				noDense = append(noDense, h.Paper.ID)
+			}
+		}
+		for _, signal := range []struct {
+			ids []string
+			q   store.Query
+			set func(h *store.Hit, score float32)
+		}{
+			{noLexical, store.Query{Lexical: qs[i].Lexical}, func(h *store.Hit, v float32) { h.LexicalScore = v }},
+			{noDense, store.Query{Dense: qs[i].Dense, DenseSet: qs[i].DenseSet}, func(h *store.Hit, v float32) { h.DenseScore = v }},
+		} {
+			if len(signal.ids) == 0 || (signal.q.Lexical.Len() == 0 && len(signal.q.Dense) == 0) {
+				continue
+			}
+			q := signal.q
+			q.Filter, q.Limit, q.Exact, q.Brief = rt.filter, len(signal.ids), true, true
+			q.Filter.OnlyIDs = signal.ids
+			found, err := rt.store.Search(ctx, q)
+			if err != nil {
+				return err
+			}
+			scores := make(map[string]float32, len(found))
+			for _, f := range found {
+				scores[f.Paper.ID] = f.Score
+			}
+			for j := range hits {
+				if v, ok := scores[hits[j].Paper.ID]; ok {
+					signal.set(&hits[j], v)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // search runs each query to limit; exhausted says no list had more.
