@@ -7,13 +7,13 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/synth"
 	"github.com/paperrec/recommender/internal/testutil"
 )
@@ -130,12 +130,14 @@ func BenchmarkBackfillRateLimited(b *testing.B) {
 // BenchmarkFeedThreshold: 100,000 synthetic papers stored (drawn from a model of the sample), a
 // feed on one topic (an inline seed: a sample paper of the commonest topic; min_relevance 0.5),
 // then 50 new papers of that topic and 50 of others written. It prints how many new papers reach
-// the threshold (their relevance in the feed's own request, paged down to the threshold), how
-// many the stream delivered, and how many the former rule, the feed's best 100 of the whole
-// store, would have; and fails when the stream missed one that reaches the threshold or sent one
-// that does not. Lexical store: relevance follows the BM25 order, so the paging is exact.
+// the threshold, how many the stream delivered, and how many the former rule, the feed's best 100
+// of the whole store, would have; and fails when the stream missed one that reaches the threshold
+// or sent one that does not. A new paper's relevance to the feed is the calibration of the
+// feed's kind of request (one seed, lexical) applied to its lexical similarity to the seed, read
+// from a request that ranks the new papers as candidates with explanations: more papers than a
+// request may page through (1,000) reach 0.5 here, so paging the feed's own request cannot say.
 func BenchmarkFeedThreshold(b *testing.B) {
-	const stored, minRelevance = 100_000, 0.5
+	const stored = 100_000
 	papers := samplePapers(b)
 	model := synth.Train(papers)
 	count := map[string]int{}
@@ -162,9 +164,11 @@ func BenchmarkFeedThreshold(b *testing.B) {
 			batch = nil
 		}
 	}
+	seedPapers := []*recommenderv1.SeedPaper{{Title: seed.GetTitle(), Abstract: seed.GetAbstract()}}
+	const minRelevance = 0.5
+	calibration := recommend.Calibrations[recommend.KindSeed][recommend.ModeLexical]
 	for b.Loop() {
-		feed := createFeed(b, srv.Client, &recommenderv1.Feed{Name: "one topic", MinRelevance: minRelevance,
-			PositivePapers: []*recommenderv1.SeedPaper{{Title: seed.GetTitle(), Abstract: seed.GetAbstract()}}})
+		feed := createFeed(b, srv.Client, &recommenderv1.Feed{Name: "one topic", MinRelevance: minRelevance, PositivePapers: seedPapers})
 		stream := openStream(b, srv.Client, &recommenderv1.StreamFeedRequest{FeedId: feed.GetFeedId()})
 		stream.untilHeartbeat()
 		var written []*recommenderv1.Paper
@@ -189,33 +193,33 @@ func BenchmarkFeedThreshold(b *testing.B) {
 		for !slices.Contains(delivered, sentinel.Id) {
 			delivered = append(delivered, stream.recv(1)...)
 		}
-		// What reaches the threshold: the feed's request over the whole store, paged until the
-		// relevance falls below it.
-		reach, former := map[string]bool{}, 0
-		req := &recommenderv1.RecommendRequest{PositivePapers: feed.GetPositivePapers(), PageSize: 100}
-		for rank := 0; ; {
-			resp, err := srv.Client.Recommend(ctx, req)
-			if err != nil {
-				b.Fatal(err)
+		// What reaches the threshold, and what the former rule would have sent: those among the
+		// feed's best 100 of the whole store.
+		ids := []string{}
+		for _, p := range written {
+			ids = append(ids, p.GetId())
+		}
+		resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePapers: seedPapers, CandidatePaperIds: ids,
+			PageSize: 100, Explain: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		reach := map[string]bool{}
+		for _, r := range resp.GetResults() {
+			share := float64(r.GetExplanation().GetLexicalSimilarity())
+			if calibration.Relevance(recommend.Features(recommend.ModeLexical, share, 0)) >= minRelevance {
+				reach[r.GetPaper().GetId()] = true
 			}
-			below := false
-			for _, r := range resp.GetResults() {
-				rank++
-				if r.GetRelevance() < minRelevance {
-					below = true
-					break
-				}
-				if id := r.GetPaper().GetId(); strings.HasPrefix(id, "new-") && id != sentinel.Id {
-					reach[id] = true
-					if rank <= 100 {
-						former++
-					}
-				}
+		}
+		top, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePapers: seedPapers, PageSize: 100})
+		if err != nil {
+			b.Fatal(err)
+		}
+		former := 0
+		for _, r := range top.GetResults() {
+			if reach[r.GetPaper().GetId()] {
+				former++
 			}
-			if below || resp.GetNextPageToken() == "" {
-				break
-			}
-			req.PageToken = resp.GetNextPageToken()
 		}
 		got := map[string]bool{}
 		for _, id := range delivered {
