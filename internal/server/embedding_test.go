@@ -193,19 +193,28 @@ func TestBadEmbeddingsStoreNothing(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition)
 }
 
+// apiAndStore returns a fake embedding API and an embedded store in a fresh directory, both
+// closed when the test ends (the store may be closed before).
+func apiAndStore(t *testing.T) (*embedtest.Server, *embedded.Store, string) {
+	t.Helper()
+	api := embedtest.New(testDims)
+	t.Cleanup(api.Close)
+	dir := t.TempDir()
+	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return api, st, dir
+}
+
 // A store filled lexically, then served with a model: the server does not answer hybrid over
 // papers without vectors. It stays lexical and says how far the embedding is (GetIndexInfo),
 // fills the vectors in the background (Reembed, which serve starts), then switches to the model;
 // from then on a server without the model is refused, with the flags to give.
 func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 	t.Parallel()
-	api := embedtest.New(testDims)
-	defer api.Close()
-	dir := t.TempDir()
-	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, st, _ := apiAndStore(t)
 	lexicalOnly, err := server.NewService(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -259,13 +268,7 @@ func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 // is used by its words, with a note on the seed, never an error; the other signals still run.
 func TestSeedWithoutVectorIsUsedLexically(t *testing.T) {
 	t.Parallel()
-	api := embedtest.New(testDims)
-	defer api.Close()
-	dir := t.TempDir()
-	st, err := embedded.Open(ctx, embedded.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	api, st, dir := apiAndStore(t)
 	if _, err := st.BindEmbedding(ctx, store.EmbeddingSpec{Model: "fake-embed", Dimensions: testDims}); err != nil {
 		t.Fatal(err)
 	}
