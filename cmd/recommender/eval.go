@@ -182,8 +182,14 @@ func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.Reco
 			if err != nil {
 				return err
 			}
-			if k == recommend.KindCandidates {
-				ex = append(ex, csfcube[m]...)
+			if k == recommend.KindCandidates && len(csfcube[m]) > 0 {
+				// Each collection weighs alike: CSFCube's pools (candidates another system
+				// retrieved, graded by experts) are a tenth as many as the sample's lists.
+				w := float64(len(ex)) / float64(len(csfcube[m]))
+				for _, e := range csfcube[m] {
+					e.Weight = w
+					ex = append(ex, e)
+				}
 			}
 			for _, e := range ex {
 				if dump != nil {
@@ -192,16 +198,21 @@ func fitCalibrations(ctx context.Context, stdout io.Writer, c recommenderv1.Reco
 					}
 				}
 			}
-			if k == recommend.KindText && dump != nil {
+			if k == recommend.KindText {
+				// Words drawn at random, none relevant to anything (the first 100 draws are
+				// printRelevance's check, these the next 200).
 				rw, err := eval.RandomWordsExamples(ctx, c, eval.RandomWords(papers, 300)[100:], m, 5)
 				if err != nil {
 					return err
 				}
 				for _, e := range rw {
-					if err := dump.Encode(map[string]any{"kind": "random", "mode": modeName(m), "features": e.Features, "relevant": false, "drawn": false}); err != nil {
-						return err
+					if dump != nil {
+						if err := dump.Encode(map[string]any{"kind": "random", "mode": modeName(m), "features": e.Features, "relevant": false, "drawn": false}); err != nil {
+							return err
+						}
 					}
 				}
+				ex = append(ex, rw...)
 			}
 			w := eval.FitLogistic(ex)
 			var terms []string

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/recommend"
 )
 
 // Pool is one CSFCube query row: a query paper, a facet, and the candidates to rank.
@@ -149,12 +150,13 @@ func NDCG(ranked []string, rel map[string]int, k int) float64 {
 // RankPool ranks a pool's candidates by similarity to its query paper through Recommend,
 // paging through all of them. Candidates the service does not return (no shared term in
 // lexical mode, or the query paper itself) follow in pool order, so every candidate is ranked.
-// It also returns each candidate the service returned, with its relevance and explanation.
-func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, map[string]*recommenderv1.Recommendation, error) {
+// It also returns the results the service returned, in order, with their relevance and
+// explanations.
+func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p Pool, mode recommenderv1.RetrievalMode) ([]string, []*recommenderv1.Recommendation, error) {
 	req := &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.QueryID}, CandidatePaperIds: p.Candidates,
 		PageSize: 100, Mode: mode, Explain: true}
 	var ranked []string
-	relevance := map[string]*recommenderv1.Recommendation{}
+	var results []*recommenderv1.Recommendation
 	for {
 		resp, err := c.Recommend(ctx, req)
 		if err != nil {
@@ -163,7 +165,7 @@ func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p P
 		for _, r := range resp.GetResults() {
 			ranked = append(ranked, r.GetPaper().GetId())
 			ranked = append(ranked, r.GetDuplicatePaperIds()...)
-			relevance[r.GetPaper().GetId()] = r
+			results = append(results, r)
 		}
 		if resp.GetNextPageToken() == "" {
 			break
@@ -175,7 +177,7 @@ func RankPool(ctx context.Context, c recommenderv1.RecommenderServiceClient, p P
 			ranked = append(ranked, id)
 		}
 	}
-	return ranked, relevance, nil
+	return ranked, results, nil
 }
 
 // Scores are mean NDCGs over the dev rows.
@@ -193,7 +195,7 @@ func (c *CSFCube) Evaluate(ctx context.Context, client recommenderv1.Recommender
 	var s Scores
 	var rankings []Ranking
 	for _, p := range c.Pools {
-		ranked, relevance, err := RankPool(ctx, client, p, mode)
+		ranked, results, err := RankPool(ctx, client, p, mode)
 		if err != nil {
 			return s, nil, err
 		}
@@ -202,10 +204,11 @@ func (c *CSFCube) Evaluate(ctx context.Context, client recommenderv1.Recommender
 			continue
 		}
 		rel := c.Qrels[rowKey(p.QueryID, p.Facet)]
-		for id, r := range relevance {
-			if grade, judged := rel[id]; judged {
+		features := ListFeatures(recommend.KindCandidates, pipelineMode(mode), 0, results)
+		for i, r := range results {
+			if grade, judged := rel[r.GetPaper().GetId()]; judged {
 				s.Predictions = append(s.Predictions, Prediction{P: float64(r.GetRelevance()), Relevant: grade >= 1})
-				s.Examples = append(s.Examples, Example{Features: ResultFeatures(pipelineMode(mode), r), Relevant: grade >= 1})
+				s.Examples = append(s.Examples, Example{Features: features[i], Relevant: grade >= 1})
 			}
 		}
 		s.NDCGPct20 += NDCG(ranked, rel, max(1, len(p.Candidates)*20/100))

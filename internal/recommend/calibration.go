@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -53,21 +54,118 @@ func kindOf(r Request, positiveSeeds int) Kind {
 	return KindSeeds
 }
 
-// Features describe a paper's match with the seed or text that found it, in absolute terms, so
-// that its relevance does not depend on what else the store holds or the list ranks above it:
-// a constant; lexical, the log of the paper's BM25 score as a share of the most the query can
-// score (LexicalMax; the share of a seed's words a related paper holds is small, and what
-// matters is its order of magnitude); dense, the cosine similarity; hybrid, both (a share of 0
-// for a paper the lexical list did not hold).
-func Features(mode Mode, lexicalShare, dense float64) []float64 {
-	lex := math.Log(lexicalShare + lexicalFloor)
+// Signals are one paper's match with the seed or text that found it, in absolute terms: its
+// BM25 score as a share of the most the query can score (LexicalMax), and its cosine
+// similarity (0 for a signal that did not run or did not find it).
+type Signals struct{ LexicalShare, Dense float64 }
+
+// Context is what a result's relevance is calibrated on besides its own signals: a text
+// query's coherence (see Coherence), and a candidate list's spread of signals (see
+// ListContext).
+type Context struct {
+	Coherence float64
+	// The mean and standard deviation over a candidate list of each signal's feature.
+	LexMean, LexSD, DenseMean, DenseSD float64
+}
+
+// Features describe a paper's match so that its relevance does not depend on what else the
+// store holds or the list ranks above it: a constant; lexical, the log of the share (what
+// matters is its order of magnitude: the share of a seed's words a related paper holds is
+// small); dense, the cosine; hybrid, both. Text alone adds the query's coherence: a few words
+// match many papers a little, whether or not they name a topic, and only how alike the papers
+// they find are tells the two apart. A candidate list adds each signal's standard score in the
+// list and its mean: the same similarity means less among candidates all alike (a list another
+// system retrieved for the seed) than among papers drawn from everywhere.
+func Features(kind Kind, mode Mode, s Signals, c Context) []float64 {
+	lex := lexFeature(s.LexicalShare)
+	var f []float64
 	switch mode {
 	case ModeLexical:
-		return []float64{1, lex}
+		f = []float64{1, lex}
 	case ModeDense:
-		return []float64{1, dense}
+		f = []float64{1, s.Dense}
+	default:
+		f = []float64{1, lex, s.Dense}
 	}
-	return []float64{1, lex, dense}
+	switch kind {
+	case KindText:
+		ceiling := coherenceCeiling
+		if mode != ModeLexical {
+			ceiling = denseCoherenceCeiling
+		}
+		f = append(f, min(c.Coherence, ceiling))
+	case KindCandidates:
+		z := func(x, mean, sd float64) float64 { return (x - mean) / (sd + 1e-6) }
+		if mode != ModeDense {
+			f = append(f, z(lex, c.LexMean, c.LexSD), c.LexMean)
+		}
+		if mode != ModeLexical {
+			f = append(f, z(s.Dense, c.DenseMean, c.DenseSD), c.DenseMean)
+		}
+	}
+	return f
+}
+
+func lexFeature(share float64) float64 { return math.Log(share + lexicalFloor) }
+
+// ListContext is the spread of a candidate list's signals, for Features.
+func ListContext(list []Signals) Context {
+	var c Context
+	if len(list) == 0 {
+		return c
+	}
+	n := float64(len(list))
+	for _, s := range list {
+		c.LexMean += lexFeature(s.LexicalShare) / n
+		c.DenseMean += s.Dense / n
+	}
+	for _, s := range list {
+		c.LexSD += (lexFeature(s.LexicalShare) - c.LexMean) * (lexFeature(s.LexicalShare) - c.LexMean) / n
+		c.DenseSD += (s.Dense - c.DenseMean) * (s.Dense - c.DenseMean) / n
+	}
+	c.LexSD, c.DenseSD = math.Sqrt(c.LexSD), math.Sqrt(c.DenseSD)
+	return c
+}
+
+// The coherence Features uses is at most about the highest the calibration data holds (the
+// arXiv sample's texts reach 0.33 by word sketches, 0.93 by embeddings): a store of near copies
+// (a test's, a demo's) has first results more alike than any the calibration saw, and the
+// linear model must not extrapolate that into relevance for a paper sharing nothing with the
+// text.
+const (
+	coherenceCeiling      = 0.35
+	denseCoherenceCeiling = 0.94
+)
+
+// CoherenceDepth is how many of a text query's first results its coherence compares.
+const CoherenceDepth = 10
+
+// Coherence is the mean pairwise similarity of the first CoherenceDepth candidates: of their
+// embeddings when byDense, else of their word sketches (the first ones lacking what is
+// compared are left out). The results of words that name a topic resemble one another; those
+// of unrelated words are each about one of the words.
+func Coherence(cands []rank.Candidate, byDense bool) float64 {
+	var sum float64
+	var pairs int
+	cands = cands[:min(len(cands), CoherenceDepth)]
+	for i := range cands {
+		for j := i + 1; j < len(cands); j++ {
+			a, b := &cands[i], &cands[j]
+			switch {
+			case byDense && len(a.Dense) > 0 && len(a.Dense) == len(b.Dense):
+				sum += rank.Cosine(a.Dense, b.Dense)
+			case !byDense && a.Sketch != nil && b.Sketch != nil:
+				sum += a.Sketch.Similarity(b.Sketch)
+			default:
+				continue
+			}
+			pairs++
+		}
+	}
+	if pairs == 0 {
+		return 0
+	}
+	return sum / float64(pairs)
 }
 
 // lexicalFloor keeps the log of a lexical share of 0 finite; chosen with the calibration data
@@ -111,9 +209,9 @@ const unknownMaxShare = 0.25
 // when ranking changes.
 var Calibrations = map[Kind]map[Mode]Calibration{
 	KindText: {
-		ModeLexical: {3.1517, 1.9173},            // 24000 results
-		ModeDense:   {-57.9688, 66.8973},         // 24000 results
-		ModeHybrid:  {-26.5767, 1.1150, 33.2426}, // 24000 results
+		ModeLexical: {-0.1522, 1.2627, 10.3129},           // 24974 results
+		ModeDense:   {-71.4027, 59.1775, 22.4365},         // 25000 results
+		ModeHybrid:  {-48.8236, 0.7061, 33.2539, 23.9194}, // 25000 results
 	},
 	KindSeed: {
 		ModeLexical: {7.9315, 2.6858},            // 24000 results
@@ -126,8 +224,8 @@ var Calibrations = map[Kind]map[Mode]Calibration{
 		ModeHybrid:  {-27.8153, 1.8431, 37.2049}, // 23994 results
 	},
 	KindCandidates: {
-		ModeLexical: {9.6647, 2.5632},            // 26538 results
-		ModeDense:   {-67.7457, 78.2931},         // 26538 results
-		ModeHybrid:  {-32.7847, 1.6713, 45.2393}, // 26523 results
+		ModeLexical: {-0.7485, 5.3926, -2.0984, -5.3785},                             // 26538 results
+		ModeDense:   {-6.0640, 105.5232, -0.8512, -99.2009},                          // 26538 results
+		ModeHybrid:  {-19.8163, 4.6102, 33.2345, -2.2162, -5.0188, 0.0924, -12.9995}, // 26538 results
 	},
 }

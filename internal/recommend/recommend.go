@@ -116,6 +116,9 @@ type Result struct {
 	Seeds []SeedResult
 	// NextOffset is where the next page starts; 0 when there is none.
 	NextOffset int
+	// Coherence is how alike a text query's first results are (see Coherence); 0 for other
+	// requests.
+	Coherence float64
 }
 
 // Item is one recommended paper.
@@ -220,12 +223,27 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	// brief, and the page's papers whole afterwards.
 	ret := retrieval{mode: mode, kind: kindOf(r, len(seeds.positive)), lexicalMax: p.lexicalMax, store: e.Store, filter: filter, exact: r.Exact, vectors: r.Explain,
 		comparable: r.Diversity > 0, brief: rerank, dropTitles: seedTitles}
-	cands, more, err := ret.run(ctx, p, need, depth, rerank)
+	retrieve := need
+	switch ret.kind {
+	case KindText:
+		retrieve = max(need, min(CoherenceDepth, depth)) // the coherence compares the first ones, whatever the page
+	case KindCandidates:
+		retrieve = max(need, min(len(candidates), depth)) // the relevance is calibrated in the whole list's context
+	}
+	cands, more, err := ret.run(ctx, p, retrieve, depth, rerank)
 	if err != nil {
 		return nil, err
 	}
+	if ret.kind == KindText && len(p.positive) == 1 {
+		if res.Coherence, err = ret.calibrateText(ctx, p.positive[0], cands, r.Matching, r.Filter); err != nil {
+			return nil, err
+		}
+	}
 	if !more {
 		cands = ret.unmatched(cands, candidates, filter)
+	}
+	if ret.kind == KindCandidates {
+		ret.calibrateList(cands)
 	}
 	// The relevance shown follows the ranking: a result's is at most the one's above it. The
 	// ranking fuses signals by rank (RRF, interleaved seeds) and the calibration by value, so a

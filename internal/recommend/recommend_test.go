@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -315,6 +316,94 @@ func TestRelevanceIsAProbabilityFallingDownTheList(t *testing.T) {
 			// The first paper of its topic is judged more likely relevant than the last result.
 			if first, last := res.Items[0], res.Items[len(res.Items)-1]; !strings.HasPrefix(first.Paper.ID, "kws") || first.Relevance <= last.Relevance {
 				t.Fatalf("first %s at %v, last %s at %v", first.Paper.ID, first.Relevance, last.Paper.ID, last.Relevance)
+			}
+		})
+	}
+}
+
+func TestTextCoherenceTellsATopicFromUnrelatedWords(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			e, _ := newEngine(t, m.vectors)
+			ask := func(text string, pageSize int) *recommend.Result {
+				t.Helper()
+				res, err := e.Recommend(ctx, recommend.Request{Text: text, Mode: m.mode, PageSize: pageSize})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			topic, mixed := ask("keyword spotting wake word", 10), ask("hypnogram microphone", 10)
+			if topic.Coherence <= mixed.Coherence {
+				t.Fatalf("coherence of one topic's words %.3f, not above unrelated words' %.3f", topic.Coherence, mixed.Coherence)
+			}
+			// Computed on the first results whatever the page: a page of one says the same.
+			one := ask("hypnogram microphone", 1)
+			if one.Coherence != mixed.Coherence || one.Items[0].Relevance != mixed.Items[0].Relevance {
+				t.Fatalf("page of 1: coherence %v, relevance %v; page of 10: %v, %v",
+					one.Coherence, one.Items[0].Relevance, mixed.Coherence, mixed.Items[0].Relevance)
+			}
+			// Seeds are whole papers: no coherence.
+			if seed, err := e.Recommend(ctx, recommend.Request{Positive: []string{"kws03"}, Mode: m.mode, PageSize: 5}); err != nil || seed.Coherence != 0 {
+				t.Fatalf("seed request: coherence %v, %v", seed.Coherence, err)
+			}
+		})
+	}
+}
+
+func TestCoherence(t *testing.T) {
+	a, b := []float32{1, 0}, []float32{0, 1}
+	same := []rank.Candidate{{ID: "1", Dense: a}, {ID: "2", Dense: a}, {ID: "3", Dense: a}}
+	apart := []rank.Candidate{{ID: "1", Dense: a}, {ID: "2", Dense: b}}
+	if c := recommend.Coherence(same, true); math.Abs(c-1) > 1e-9 {
+		t.Fatalf("identical papers: %v", c)
+	}
+	if c := recommend.Coherence(apart, true); c != 0 {
+		t.Fatalf("orthogonal papers: %v", c)
+	}
+	// Papers without what is compared are left out; none comparable gives 0.
+	if c := recommend.Coherence(append(same, rank.Candidate{ID: "4"}), true); math.Abs(c-1) > 1e-9 {
+		t.Fatalf("with a paper lacking a vector: %v", c)
+	}
+	if c := recommend.Coherence(same, false); c != 0 {
+		t.Fatalf("lexical coherence without sketches: %v", c)
+	}
+}
+
+func TestCandidateRelevanceIsInTheWholeListsContext(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			e, _ := newEngine(t, m.vectors)
+			relevance := func(candidates []string, pageSize int) map[string]float32 {
+				t.Helper()
+				res, err := e.Recommend(ctx, recommend.Request{Positive: []string{"kws03"}, Candidates: candidates, Mode: m.mode, PageSize: pageSize})
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[string]float32{}
+				for _, it := range res.Items {
+					out[it.Paper.ID] = it.Relevance
+				}
+				return out
+			}
+			alike := []string{"kws05", "kws01", "kws02", "kws04", "kws06", "kws07", "kws08", "kws09"}
+			mixed := []string{"kws05", "sleep01", "sleep02", "sleep03", "sleep04", "sleep05", "sleep06", "sleep07"}
+			// The same paper stands out less among candidates all like the seed.
+			if a, b := relevance(alike, 8)["kws05"], relevance(mixed, 8)["kws05"]; a >= b {
+				t.Fatalf("kws05 among papers of its topic %.3f, among others %.3f", a, b)
+			}
+			// The page is a window on the whole list: its relevance is the list's.
+			var all []string
+			for _, p := range corpus() {
+				if p.ID != "kws03" {
+					all = append(all, p.ID)
+				}
+			}
+			whole, page := relevance(all, len(all)), relevance(all, 2)
+			for id, r := range page {
+				if whole[id] != r {
+					t.Fatalf("%s: %v in a page of 2, %v in the whole list", id, r, whole[id])
+				}
 			}
 		})
 	}

@@ -25,8 +25,9 @@ type retrieval struct {
 	brief          bool     // hits are read brief (store.Query.Brief); fill reads the page whole
 	dropTitles     []string // papers titled so are left out (a seed's copies)
 
-	papers  map[string]store.Paper
-	signals map[string]signalScores
+	papers    map[string]store.Paper
+	signals   map[string]signalScores
+	coherence float64 // a text query's (calibrateText)
 }
 
 // run returns candidates by relevance with duplicates folded: at least need of them when the
@@ -167,7 +168,7 @@ func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]in
 			share := rt.lexicalShare(l, h.LexicalScore, top)
 			c := rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
 				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Sketch: h.Sketch, Score: h.Score,
-				Relevance: calibration.Relevance(Features(rt.mode, share, float64(h.DenseScore)))}
+				Relevance: calibration.Relevance(Features(rt.kind, rt.mode, Signals{share, float64(h.DenseScore)}, Context{}))}
 			if len(lists) > 1 {
 				c.Score = rank.DefaultFusion.PositionScore(i+1, 1)
 			}
@@ -216,12 +217,86 @@ func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper,
 		found[p.ID] = true
 		score -= 1 // below every found one, in the order given
 		c := rank.Candidate{ID: p.ID, Title: p.Title, Date: p.Date, Year: p.Year, Lexical: p.Lexical, Dense: p.Dense, Score: score,
-			Relevance: min(relevance, calibration.Relevance(Features(rt.mode, 0, 0)))}
+			Relevance: min(relevance, calibration.Relevance(Features(rt.kind, rt.mode, Signals{}, Context{Coherence: rt.coherence})))}
 		cands = append(cands, c)
 		rt.papers[p.ID] = *p
 		rt.signals[p.ID] = signalScores{}
 	}
 	return cands
+}
+
+// calibrateText gives the candidates of a text query (its one list, q) their relevance with the
+// query's coherence, which it returns: that of cands' first CoherenceDepth, or, for a feed
+// matching a batch of new papers (matching), that of the first the text finds in the store
+// under filter. What comparing them needs (embeddings, or word sketches in lexical mode) is
+// read for the ones the search did not bring it for.
+func (rt *retrieval) calibrateText(ctx context.Context, q store.Query, cands []rank.Candidate, matching bool, filter store.Filter) (float64, error) {
+	byDense := rt.mode != ModeLexical
+	var first []rank.Candidate
+	if matching {
+		q.Filter, q.Limit, q.Exact, q.Brief, q.Comparable = filter, CoherenceDepth, rt.exact, true, true
+		hits, err := rt.store.Search(ctx, q)
+		if err != nil {
+			return 0, err
+		}
+		for _, h := range hits {
+			first = append(first, rank.Candidate{ID: h.Paper.ID, Dense: h.Paper.Dense, Sketch: h.Sketch})
+		}
+	} else {
+		first = slices.Clone(cands[:min(len(cands), CoherenceDepth)]) // the reads below are for this only
+		var missing []string
+		for _, c := range first {
+			if (byDense && len(c.Dense) == 0) || (!byDense && c.Sketch == nil) {
+				missing = append(missing, c.ID)
+			}
+		}
+		if len(missing) > 0 {
+			read := store.Query{Lexical: q.Lexical}
+			if byDense {
+				read = store.Query{Dense: q.Dense, DenseSet: q.DenseSet}
+			}
+			read.Filter.OnlyIDs, read.Limit, read.Exact, read.Brief, read.Comparable = missing, len(missing), true, true, true
+			hits, err := rt.store.Search(ctx, read)
+			if err != nil {
+				return 0, err
+			}
+			byID := make(map[string]store.Hit, len(hits))
+			for _, h := range hits {
+				byID[h.Paper.ID] = h
+			}
+			for i := range first {
+				if h, ok := byID[first[i].ID]; ok {
+					first[i].Dense, first[i].Sketch = h.Paper.Dense, h.Sketch
+				}
+			}
+		}
+	}
+	rt.coherence = Coherence(first, byDense)
+	rt.recalibrate(cands, Context{Coherence: rt.coherence})
+	return rt.coherence, nil
+}
+
+// calibrateList gives the candidates of a candidate list, every one of them, their relevance in
+// the list's context (ListContext).
+func (rt *retrieval) calibrateList(cands []rank.Candidate) {
+	list := make([]Signals, len(cands))
+	for i, c := range cands {
+		list[i] = rt.signals[c.ID].calibrated()
+	}
+	rt.recalibrate(cands, ListContext(list))
+}
+
+// recalibrate sets the relevance of cands with c.
+func (rt *retrieval) recalibrate(cands []rank.Candidate, c Context) {
+	calibration := Calibrations[rt.kind][rt.mode]
+	for i := range cands {
+		cands[i].Relevance = calibration.Relevance(Features(rt.kind, rt.mode, rt.signals[cands[i].ID].calibrated(), c))
+	}
+}
+
+// calibrated are the signals as Features takes them (and explanations report them).
+func (s signalScores) calibrated() Signals {
+	return Signals{LexicalShare: float64(s.lexicalShare), Dense: float64(s.dense)}
 }
 
 // lexicalShare is a lexical score of list l as a share of the most its query can score; when

@@ -207,7 +207,7 @@ func BenchmarkFeedThreshold(b *testing.B) {
 		reach := map[string]bool{}
 		for _, r := range resp.GetResults() {
 			share := float64(r.GetExplanation().GetLexicalSimilarity())
-			if calibration.Relevance(recommend.Features(recommend.ModeLexical, share, 0)) >= minRelevance {
+			if calibration.Relevance(recommend.Features(recommend.KindSeed, recommend.ModeLexical, recommend.Signals{LexicalShare: share}, recommend.Context{})) >= minRelevance {
 				reach[r.GetPaper().GetId()] = true
 			}
 		}

@@ -28,7 +28,8 @@ func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendReq
 	}
 	resp := &recommenderv1.RecommendResponse{Mode: toProtoMode(res.Mode), Strategy: toProtoStrategy(res.Strategy),
 		UnknownCandidateIds: res.UnknownCandidates, EmbeddingModel: res.Model, IndexVersion: res.IndexVersion, Fallback: res.Fallback,
-		Seeds: seedReport(req, res.Seeds)}
+		Coherence: float32(res.Coherence),
+		Seeds:     seedReport(req, res.Seeds)}
 	for i := range res.Items {
 		it := &res.Items[i]
 		rec := &recommenderv1.Recommendation{Paper: toProtoPaper(&it.Paper), Score: it.Score, Relevance: it.Relevance, DuplicatePaperIds: it.Duplicates}

@@ -976,10 +976,13 @@ type Recommendation struct {
 	// Why it was recommended; set when the request asked to explain.
 	Explanation *Explanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	// The estimated probability, in [0, 1], that a reader would judge this paper relevant to the
-	// request: calibrated per retrieval mode on labelled data (papers sharing a topic with a seed
-	// paper), from the paper's rank and similarity in the list of the seed (or text) that found
-	// it. Unlike score it compares across requests and modes. Recency and diversity leave it as
-	// it is.
+	// request: calibrated per request kind and retrieval mode on labelled data (papers sharing a
+	// topic with a seed paper; expert judgements for candidate lists) from its similarity to the
+	// seed or text that found it (explanation's lexical_similarity and dense_score), never its
+	// rank; for text alone also from the coherence of the text's first results, for a candidate
+	// list from the spread of similarities in the whole list. It does not depend on the page size.
+	// Unlike score it compares across requests and modes; it never rises down a list, and recency
+	// and diversity leave it as it is.
 	Relevance     float32 `protobuf:"fixed32,5,opt,name=relevance,proto3" json:"relevance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1074,7 +1077,13 @@ type RecommendResponse struct {
 	// configured: the embedding API was unavailable and the service fell back. Empty otherwise.
 	Fallback string `protobuf:"bytes,8,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	// Every seed of the request with what became of it (see Seed).
-	Seeds         []*Seed `protobuf:"bytes,9,rep,name=seeds,proto3" json:"seeds,omitempty"`
+	Seeds []*Seed `protobuf:"bytes,9,rep,name=seeds,proto3" json:"seeds,omitempty"`
+	// For query text alone: how alike the first 10 results are to one another, their mean
+	// pairwise cosine similarity (of embeddings in DENSE and HYBRID modes, estimated from their
+	// words in LEXICAL mode). Results of a text whose words name one topic resemble each other;
+	// those of unrelated words do not, and the relevance of every result is calibrated on it.
+	// 0 for other requests.
+	Coherence     float32 `protobuf:"fixed32,10,opt,name=coherence,proto3" json:"coherence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1170,6 +1179,13 @@ func (x *RecommendResponse) GetSeeds() []*Seed {
 		return x.Seeds
 	}
 	return nil
+}
+
+func (x *RecommendResponse) GetCoherence() float32 {
+	if x != nil {
+		return x.Coherence
+	}
+	return 0
 }
 
 // GetPaperRequest names one paper.
@@ -2678,7 +2694,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x05score\x18\x02 \x01(\x02R\x05score\x12.\n" +
 	"\x13duplicate_paper_ids\x18\x03 \x03(\tR\x11duplicatePaperIds\x12=\n" +
 	"\vexplanation\x18\x04 \x01(\v2\x1b.recommender.v1.ExplanationR\vexplanation\x12\x1c\n" +
-	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\xac\x03\n" +
+	"\trelevance\x18\x05 \x01(\x02R\trelevance\"\xca\x03\n" +
 	"\x11RecommendResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
@@ -2688,7 +2704,9 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x0fembedding_model\x18\x06 \x01(\tR\x0eembeddingModel\x12#\n" +
 	"\rindex_version\x18\a \x01(\x04R\findexVersion\x12\x1a\n" +
 	"\bfallback\x18\b \x01(\tR\bfallback\x12*\n" +
-	"\x05seeds\x18\t \x03(\v2\x14.recommender.v1.SeedR\x05seeds\",\n" +
+	"\x05seeds\x18\t \x03(\v2\x14.recommender.v1.SeedR\x05seeds\x12\x1c\n" +
+	"\tcoherence\x18\n" +
+	" \x01(\x02R\tcoherence\",\n" +
 	"\x0fGetPaperRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\"?\n" +
 	"\x10GetPaperResponse\x12+\n" +
