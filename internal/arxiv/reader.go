@@ -129,6 +129,7 @@ type record struct {
 	AuthorsParsed [][]string                 `json:"authors_parsed"`
 	Categories    flexList                   `json:"categories"`
 	Topics        []string                   `json:"topics"`
+	URL           string                     `json:"url"`
 	Year          int32                      `json:"year"`
 	UpdateDate    string                     `json:"update_date"`
 	Versions      []struct{ Created string } `json:"versions"`
@@ -145,6 +146,7 @@ func parse(raw []byte) (*recommenderv1.Paper, error) {
 		Abstract:   squash(rec.Abstract),
 		Categories: rec.Categories.split(strings.Fields),
 		Topics:     rec.Topics,
+		Url:        strings.TrimSpace(rec.URL),
 		Year:       rec.Year,
 		Date:       firstDate(&rec),
 	}

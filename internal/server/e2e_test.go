@@ -469,6 +469,21 @@ func TestUpsertIsIdempotentAndValidated(t *testing.T) {
 	_, err = srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "p3"})
 	wantCode(t, err, codes.NotFound)
 
+	// A paper's url is a link on the page: absolute http(s) only, and kept as sent.
+	for _, u := range []string{"javascript:alert(1)", "data:text/html,x", "/papers/p6", "ftp://example.org/p6", "https://", "https://example.org/a b"} {
+		_, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "p6", Title: "Linked", Url: u}}})
+		if fields := wantCode(t, err, codes.InvalidArgument); !slices.Contains(fields, "papers[0].url") {
+			t.Errorf("url %q: violations %v, want papers[0].url", u, fields)
+		}
+	}
+	const link = "https://example.org/papers/p6?v=2"
+	if _, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: "p6", Title: "Linked", Url: link}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := srv.Client.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: "p6"}); err != nil || got.GetPaper().GetUrl() != link {
+		t.Fatalf("p6: %v, %v; want url %s", got, err, link)
+	}
+
 	// Ids that print like another id, or not at all, are refused; letters of any script are not.
 	for _, id := range []string{"p1\u200b", "p\u202e1", "p\u20661", "\ufeffp1", "p\u00ad1", "p1\ufe0f", "p\u31641", "p\ue0001", "p\x7f1"} {
 		_, err := srv.Client.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: []*recommenderv1.Paper{{Id: id, Title: "Hidden"}}})

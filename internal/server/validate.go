@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -117,6 +118,7 @@ func toStorePaper(v *apierr.ValidationError, field string, in *recommenderv1.Pap
 		Abstract:   strings.TrimSpace(in.GetAbstract()),
 		Year:       in.GetYear(),
 		Date:       strings.TrimSpace(in.GetDate()),
+		URL:        strings.TrimSpace(in.GetUrl()),
 		Authors:    cleanList(v, field+".authors", in.GetAuthors(), MaxAuthors),
 		Categories: cleanList(v, field+".categories", in.GetCategories(), MaxCategories),
 		Topics:     cleanList(v, field+".topics", in.GetTopics(), MaxCategories),
@@ -142,6 +144,7 @@ func toStorePaper(v *apierr.ValidationError, field string, in *recommenderv1.Pap
 	if p.Year != 0 && (p.Year < 1000 || p.Year > 9999) {
 		v.Add(field+".year", "must be 0 (unknown) or a four-digit year, got %d", p.Year)
 	}
+	checkURL(v, field+".url", p.URL)
 	p.Lexical = lexical.Document(p.Title, p.Abstract)
 	return p
 }
@@ -178,6 +181,26 @@ func toProtoPaper(p *store.Paper) *recommenderv1.Paper {
 		Year:       p.Year,
 		Date:       p.Date,
 		Topics:     p.Topics,
+		Url:        p.URL,
+	}
+}
+
+// MaxURLBytes bounds a paper's url.
+const MaxURLBytes = 2048
+
+// checkURL accepts an empty url or an absolute http(s) one with a host: the page makes it a
+// link, so a javascript: or data: URL must never get through.
+func checkURL(v *apierr.ValidationError, field, s string) {
+	if s == "" {
+		return
+	}
+	if len(s) > MaxURLBytes {
+		v.Add(field, "is %d bytes, more than the limit of %d", len(s), MaxURLBytes)
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(s, " \t\n") {
+		v.Add(field, "must be an absolute http or https URL, got %q", s)
 	}
 }
 

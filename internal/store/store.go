@@ -28,6 +28,7 @@ type Paper struct {
 	Topics     []string
 	Year       int32
 	Date       string // "YYYY-MM-DD" or empty
+	URL        string // where a reader finds it, or empty
 
 	// Lexical holds the paper's term frequencies (lexical.Document of title and abstract).
 	Lexical lexical.Vector
@@ -314,6 +315,9 @@ func ContentHash(p *Paper) string {
 			binary.LittleEndian.PutUint32(buf[:], math.Float32bits(x))
 			h.Write(buf[:])
 		}
+	}
+	if p.URL != "" { // hashed only when set, so papers stored before it hash as they did
+		writeField(h, p.URL)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

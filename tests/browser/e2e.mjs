@@ -43,8 +43,9 @@ try {
 
   // A paper with an arXiv id, written through the JSON API, for the link to arXiv.
   const upsert = await fetch(base + "/v1/UpsertPapers", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ papers: [{ id: "2401.00001", title: "Speech recognition for arXiv links", abstract: "Speech recognition with acoustic models.", authors: ["Ana Ribeiro", "Wei Chen"], year: 2024 }] }) });
-  check(upsert.ok, "a paper with an arXiv id is stored (" + upsert.status + ")");
+    body: JSON.stringify({ papers: [{ id: "2401.00001", title: "Speech recognition for arXiv links", abstract: "Speech recognition with acoustic models.", authors: ["Ana Ribeiro", "Wei Chen"], year: 2024 },
+      { id: "linked-1", title: "Acoustic modelling with a url of its own", abstract: "A note on speech recognition, published on another site, with a long discussion of acoustic modelling choices and their costs.", authors: ["Mei Tanaka", "Jonas Berg"], year: 2023, url: "https://example.org/papers/linked-1" }] }) });
+  check(upsert.ok, "a paper with an arXiv id and one with a url are stored (" + upsert.status + ")");
 
   await page.goto(base + "/");
   check((await page.title()) === "Paper recommender", "the page loads");
@@ -60,6 +61,8 @@ try {
   check(new URL(page.url()).searchParams.get("q") === "speech recognition", "the URL holds the query: " + page.url());
   const arxivLink = await page.locator('#results .card[data-id="2401.00001"] h3 a').getAttribute("href");
   check(arxivLink === "https://arxiv.org/abs/2401.00001", "a card links to its paper on arXiv: " + arxivLink);
+  const ownLink = await page.locator('#results .card[data-id="linked-1"] h3 a').getAttribute("href");
+  check(ownLink === "https://example.org/papers/linked-1", "a card links to the url its paper carries: " + ownLink);
   const meta = await page.locator("#results .card .meta").first().textContent();
   const relevant = /\b(\d{1,3})% relevant/.exec(meta);
   check(relevant && Number(relevant[1]) > 0 && Number(relevant[1]) <= 100 && /\b20\d\d\b/.test(meta) && /,/.test(meta),

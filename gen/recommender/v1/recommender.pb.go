@@ -225,7 +225,10 @@ type Paper struct {
 	// Date of first publication or last update as "YYYY-MM-DD"; empty when unknown.
 	Date string `protobuf:"bytes,7,opt,name=date,proto3" json:"date,omitempty"`
 	// Curated topic labels, when the source has them. Informational: not used for ranking.
-	Topics        []string `protobuf:"bytes,8,rep,name=topics,proto3" json:"topics,omitempty"`
+	Topics []string `protobuf:"bytes,8,rep,name=topics,proto3" json:"topics,omitempty"`
+	// Where a reader finds the paper: an absolute http or https URL, at most 2,048 bytes; empty
+	// when unknown (the page links arXiv ids to their abstract page by itself).
+	Url           string `protobuf:"bytes,9,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +317,13 @@ func (x *Paper) GetTopics() []string {
 		return x.Topics
 	}
 	return nil
+}
+
+func (x *Paper) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
 }
 
 // Filter restricts which papers may be recommended. All set conditions must hold.
@@ -2621,7 +2631,7 @@ var File_recommender_v1_recommender_proto protoreflect.FileDescriptor
 
 const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
-	" recommender/v1/recommender.proto\x12\x0erecommender.v1\"\xc3\x01\n" +
+	" recommender/v1/recommender.proto\x12\x0erecommender.v1\"\xd5\x01\n" +
 	"\x05Paper\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1a\n" +
@@ -2632,7 +2642,8 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"categories\x12\x12\n" +
 	"\x04year\x18\x06 \x01(\x05R\x04year\x12\x12\n" +
 	"\x04date\x18\a \x01(\tR\x04date\x12\x16\n" +
-	"\x06topics\x18\b \x03(\tR\x06topics\"\xa4\x01\n" +
+	"\x06topics\x18\b \x03(\tR\x06topics\x12\x10\n" +
+	"\x03url\x18\t \x01(\tR\x03url\"\xa4\x01\n" +
 	"\x06Filter\x12\x19\n" +
 	"\bmin_year\x18\x01 \x01(\x05R\aminYear\x12\x19\n" +
 	"\bmax_year\x18\x02 \x01(\x05R\amaxYear\x12\x1e\n" +

@@ -47,6 +47,9 @@ func encodeRecord(p *store.Paper) []byte {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
 	}
 	b = appendString(b, p.DenseHash)
+	if p.URL != "" { // last and only when set: records written before it read as they are
+		b = appendString(b, p.URL)
+	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
 }
 
@@ -139,6 +142,9 @@ func decode(buf []byte, vectors bool, f fields) (store.Paper, error) {
 		}
 	}
 	p.DenseHash = d.string()
+	if len(d.buf) > 0 {
+		p.URL = d.string()
+	}
 	if d.err != nil {
 		return store.Paper{}, d.err
 	}

@@ -19,7 +19,7 @@ func toPoint(p *store.Paper, contentHash string, avgLen float64) *qc.PointStruct
 	payload := qc.NewValueMap(map[string]any{
 		"paper_id": p.ID, "title": p.Title, "abstract": p.Abstract, "date": p.Date, "year": int64(p.Year),
 		"authors": anyList(p.Authors), "authors_norm": anyList(authorsNorm), "categories": anyList(p.Categories),
-		"topics": anyList(p.Topics), "dense_hash": p.DenseHash, "content_hash": contentHash, "lexical_length": length,
+		"topics": anyList(p.Topics), "url": p.URL, "dense_hash": p.DenseHash, "content_hash": contentHash, "lexical_length": length,
 	})
 	weights := make([]float32, p.Lexical.Len())
 	for i, tf := range p.Lexical.Values {
@@ -54,7 +54,7 @@ func fromPayload(pl map[string]*qc.Value) store.Paper {
 		ID: pl["paper_id"].GetStringValue(), Title: pl["title"].GetStringValue(), Abstract: pl["abstract"].GetStringValue(),
 		Date: pl["date"].GetStringValue(), Year: int32(pl["year"].GetIntegerValue()),
 		Authors: stringList(pl["authors"]), Categories: stringList(pl["categories"]), Topics: stringList(pl["topics"]),
-		DenseHash: pl["dense_hash"].GetStringValue(),
+		DenseHash: pl["dense_hash"].GetStringValue(), URL: pl["url"].GetStringValue(),
 	}
 }
 

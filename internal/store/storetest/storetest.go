@@ -140,7 +140,7 @@ func testUpsertGet(t *testing.T, s store.Store) {
 	bind(t, s, 3)
 	p := Paper("a", "Graph neural networks", "Message passing on graphs.")
 	p.Authors, p.Categories, p.Topics = []string{"Ada Lovelace", "Alan Turing"}, []string{"cs.LG"}, []string{"GNN"}
-	p.Year, p.Date = 2021, "2021-03-04"
+	p.Year, p.Date, p.URL = 2021, "2021-03-04", "https://example.org/papers/a"
 	p.Dense, p.DenseHash = []float32{0.5, -1, 2}, "0123abcd"
 	if got := upsert(t, s, p, Paper("b", "Other", "Text.")); !slices.Equal(got, []store.Outcome{store.Inserted, store.Inserted}) {
 		t.Fatalf("outcomes %v, want inserted twice", got)
@@ -155,7 +155,7 @@ func testUpsertGet(t *testing.T, s store.Store) {
 	a := got[1]
 	if a.Title != p.Title || a.Abstract != p.Abstract || !slices.Equal(a.Authors, p.Authors) ||
 		!slices.Equal(a.Categories, p.Categories) || !slices.Equal(a.Topics, p.Topics) || a.Year != p.Year ||
-		a.Date != p.Date || !sameDirection(a.Dense, p.Dense) || a.DenseHash != p.DenseHash ||
+		a.Date != p.Date || a.URL != p.URL || !sameDirection(a.Dense, p.Dense) || a.DenseHash != p.DenseHash ||
 		!slices.Equal(a.Lexical.Indices, p.Lexical.Indices) || !slices.Equal(a.Lexical.Values, p.Lexical.Values) {
 		t.Fatalf("round trip changed the paper:\n got %+v\nwant %+v", a, p)
 	}
