@@ -49,7 +49,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				fmt.Fprintf(stdout, "embedding:  filling %s: %s; answers use %s until then\n", o.GetModel(),
 					coverage(o.GetPapersWithVectors(), info.GetPaperCount()), info.GetEmbeddingModel())
 			} else if info.GetEmbeddingDimensions() > 0 && info.GetPapersWithVectors() < info.GetPaperCount() {
-				fmt.Fprintf(stdout, "embedding:  %s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()))
+				fmt.Fprintf(stdout, "embedding:  %s%s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()), holes(info))
 			}
 		}
 	}

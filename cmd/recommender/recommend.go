@@ -226,7 +226,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "prefixes:   query %q, document %q\n", q, d)
 	}
 	if info.GetEmbeddingDimensions() > 0 {
-		fmt.Fprintf(stdout, "embedded:   %s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()))
+		fmt.Fprintf(stdout, "embedded:   %s%s\n", coverage(info.GetPapersWithVectors(), info.GetPaperCount()), holes(info))
 	}
 	if o := info.GetOtherVectorSet(); o != nil {
 		state := "kept from before a switch, for a rollback: recommender retire-vectors deletes it"
@@ -244,6 +244,14 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // coverage says how many of n papers have a vector.
+// holes says how a bound store's papers without a vector get one, when some have none.
+func holes(info *recommenderv1.GetIndexInfoResponse) string {
+	if info.GetOtherVectorSet().GetFilling() || info.GetPapersWithVectors() >= info.GetPaperCount() {
+		return ""
+	}
+	return ", until written again (backfill or serve --load of their file embeds them)"
+}
+
 func coverage(with, n int64) string {
 	if n == 0 {
 		return "no papers yet"

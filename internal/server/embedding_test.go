@@ -297,6 +297,16 @@ func TestSeedWithoutVectorIsUsedLexically(t *testing.T) {
 			t.Fatalf("%v: no results", mode)
 		}
 	}
+	// Written again, as backfill or serve --load would, the paper gets its vector.
+	testutil.Ingest(t, srv.Client, []*recommenderv1.Paper{{Id: "old", Title: "Speech recognition stored without a vector"}})
+	info, err = srv.Client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
+	if err != nil || info.GetPapersWithVectors() != 3 {
+		t.Fatalf("after writing it again: coverage %d of %d (%v), want 3 of 3", info.GetPapersWithVectors(), info.GetPaperCount(), err)
+	}
+	resp, err := srv.Client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{"old"}, Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
+	if err != nil || resp.GetSeeds()[0].GetStatus() != recommenderv1.SeedStatus_SEED_STATUS_FOUND {
+		t.Fatalf("the seed written again: %v (%v), want found with its vector", resp.GetSeeds(), err)
+	}
 }
 
 func TestModelMismatchIsRefused(t *testing.T) {

@@ -278,7 +278,19 @@ func (s *Service) refreshEngine(ctx context.Context) error {
 // unavailable. It returns nil once bound, or the first other error (another model, say), or
 // ctx's error.
 func (s *Service) AwaitBinding(ctx context.Context, log *slog.Logger) error {
-	return RetryWhileUnavailable(ctx, log, "bind the store to the embedding model", s.bind)
+	if err := RetryWhileUnavailable(ctx, log, "bind the store to the embedding model", s.bind); err != nil {
+		return err
+	}
+	// Papers of a bound store without a vector (written around the service, or by an older
+	// binary) are found by their words only; a write of the same paper embeds it.
+	if vs, ok := store.As[store.VectorSets](s.store); ok && !s.firstModel {
+		if st, err := vs.VectorSetStatus(ctx); err == nil && st.Active.Model != "" && st.ActiveVectors < st.Papers {
+			log.Warn("papers without a vector: they are found by their words only until written again "+
+				"(backfill or serve --load of their file embeds them; unchanged papers cost nothing)",
+				"model", st.Active.String(), "papers", st.Papers, "with_vectors", st.ActiveVectors)
+		}
+	}
+	return nil
 }
 
 // Backoff bounds for RetryWhileUnavailable.
