@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the protobuf/gRPC Go code in gen/ and the page's TypeScript client in web/src/gen
+# Regenerates the protobuf/gRPC Go code in gen/ and the TypeScript client in
+# clients/typescript/src/gen (which the page bundles too)
 # with the pinned local plugins (tools/go.mod, web/package.json), the OpenAPI description in
 # internal/httpapi/openapi.json, and the page's bundle internal/httpapi/web/app.js.
 set -euo pipefail

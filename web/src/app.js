@@ -1,11 +1,11 @@
 // The page's source: it calls the service through the TypeScript client buf generates from the
-// .proto (web/src/gen, protoc-gen-es) over the Connect protocol, and is bundled with it by
+// .proto (clients/typescript/src/gen, protoc-gen-es: the client package's own) over the Connect protocol, and is bundled with it by
 // esbuild into internal/httpapi/web/app.js (npm run build in web/). The rendering works on the
 // messages' protobuf JSON form, the same as the /v1/ JSON API's.
 import { createClient, ConnectError, Code } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { fromJson, toJson } from "@bufbuild/protobuf";
-import { RecommenderService, RecommendRequestSchema, RecommendResponseSchema } from "./gen/recommender/v1/recommender_pb.js";
+import { RecommenderService, RecommendRequestSchema, RecommendResponseSchema } from "../../clients/typescript/src/gen/recommender/v1/recommender_pb.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { request: null, tokens: [""], page: 0, label: "" };
