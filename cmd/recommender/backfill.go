@@ -180,36 +180,15 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return b.tooManyErrors()
 	}
-	for {
-		p, err := reader.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		var lerr *arxiv.LineError
-		if errors.As(err, &lerr) {
-			if lerr.Line > resumeAfter {
-				b.malformed++
-				b.report("line %d: %v", lerr.Line, lerr.Err)
-				if err := b.tooManyErrors(); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", *file, err)
-		}
+	err = reader.Each(*file, func(p *recommenderv1.Paper) error {
 		if reader.Line() <= resumeAfter {
-			continue
+			return nil
 		}
 		size := proto.Size(p)
 		if size > maxMessageBytes {
 			b.malformed++
 			b.report("line %d: paper of %d bytes is larger than a message may be", reader.Line(), size)
-			if err := b.tooManyErrors(); err != nil {
-				return err
-			}
-			continue
+			return b.tooManyErrors()
 		}
 		if len(batch) == *batchSize || batchBytes+size > maxMessageBytes {
 			if err := send(); err != nil {
@@ -220,10 +199,19 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		batchBytes += size
 		lines = append(lines, int32(reader.Line()))
 		if inStream++; inStream == streamTarget {
-			if err := finish(reader.Line()); err != nil {
-				return err
-			}
+			return finish(reader.Line())
 		}
+		return nil
+	}, func(lerr *arxiv.LineError) error {
+		if lerr.Line <= resumeAfter {
+			return nil
+		}
+		b.malformed++
+		b.report("line %d: %v", lerr.Line, lerr.Err)
+		return b.tooManyErrors()
+	})
+	if err != nil {
+		return err
 	}
 	if err := finish(reader.Line()); err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -59,32 +58,28 @@ func loadFile(ctx context.Context, svc *server.Service, path string, interval ti
 		return nil
 	}
 	var batch []*recommenderv1.Paper
-	for {
-		p, err := reader.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	err = reader.Each(path, func(p *recommenderv1.Paper) error {
+		if batch = append(batch, p); len(batch) < loadBatch {
+			return nil
 		}
-		var lerr *arxiv.LineError
-		if errors.As(err, &lerr) {
-			malformed++
-			log.Warn("load: malformed line skipped", "file", path, "line", lerr.Line, "error", lerr.Err)
-			continue
+		if err := write(batch); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", path, err)
+		batch = batch[:0]
+		if time.Since(last) >= interval {
+			last = time.Now()
+			done := total.GetInserted() + total.GetUpdated() + total.GetUnchanged()
+			log.Info("load: in progress", "file", path, "papers_stored", done,
+				"papers_per_second", fmt.Sprintf("%.1f", float64(done)/time.Since(start).Seconds()))
 		}
-		if batch = append(batch, p); len(batch) == loadBatch {
-			if err := write(batch); err != nil {
-				return err
-			}
-			batch = batch[:0]
-			if time.Since(last) >= interval {
-				last = time.Now()
-				done := total.GetInserted() + total.GetUpdated() + total.GetUnchanged()
-				log.Info("load: in progress", "file", path, "papers_stored", done,
-					"papers_per_second", fmt.Sprintf("%.1f", float64(done)/time.Since(start).Seconds()))
-			}
-		}
+		return nil
+	}, func(lerr *arxiv.LineError) error {
+		malformed++
+		log.Warn("load: malformed line skipped", "file", path, "line", lerr.Line, "error", lerr.Err)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(batch) > 0 {
 		if err := write(batch); err != nil {

@@ -94,6 +94,29 @@ func (c *countingReader) ReadByte() (byte, error) {
 // Line is the number of the line last read, counting from 1.
 func (r *Reader) Line() int { return r.line }
 
+// Each calls paper for each paper read and malformed for each malformed line (Line says
+// where), in file order, until the end of the input or the first error one of them returns.
+// Errors of the underlying reader end it too, naming what was read (name).
+func (r *Reader) Each(name string, paper func(*recommenderv1.Paper) error, malformed func(*LineError) error) error {
+	for {
+		p, err := r.Next()
+		var lerr *LineError
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.As(err, &lerr):
+			err = malformed(lerr)
+		case err != nil:
+			return fmt.Errorf("read %s: %w", name, err)
+		default:
+			err = paper(p)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // Next returns the next paper, io.EOF at the end, or a *LineError for a malformed line (call
 // Next again to go on). Other errors come from the underlying reader and end reading.
 func (r *Reader) Next() (*recommenderv1.Paper, error) {
