@@ -1,14 +1,8 @@
-// Package apierr builds the service's error statuses: every one carries a google.rpc.ErrorInfo
-// whose reason a client can branch on (the README lists them with the codes worth retrying),
-// beside the details its code calls for.
+// Package apierr holds the service's domain errors (invalid requests, preconditions) and the
+// reasons a client can branch on (the README lists them with the codes worth retrying), with no
+// transport in it: internal/server maps them to gRPC statuses, each carrying a
+// google.rpc.ErrorInfo with its reason.
 package apierr
-
-import (
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
-)
 
 // Domain is the ErrorInfo domain of every error the service sends.
 const Domain = "recommender.paperrec.dev"
@@ -42,24 +36,3 @@ const (
 	Canceled               = "CANCELED"                 // CANCELED
 	Internal               = "INTERNAL"                 // INTERNAL: logged on the server
 )
-
-// New returns a status error with an ErrorInfo (reason, Domain, metadata) first and then the
-// details given.
-func New(code codes.Code, reason, msg string, meta map[string]string, details ...protoadapt.MessageV1) error {
-	all := append([]protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain, Metadata: meta}}, details...)
-	st, err := status.New(code, msg).WithDetails(all...)
-	if err != nil {
-		return status.Error(code, msg)
-	}
-	return st.Err()
-}
-
-// Reason returns the ErrorInfo reason of an error from the service, or "".
-func Reason(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.GetReason()
-		}
-	}
-	return ""
-}

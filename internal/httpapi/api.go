@@ -90,7 +90,7 @@ func Handler(svc recommenderv1.RecommenderServiceServer, interceptor grpc.UnaryS
 	mux.HandleFunc("POST /v1/{method}", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := methods[r.PathValue("method")]
 		if !ok {
-			writeError(w, apierr.New(codes.NotFound, apierr.MethodNotFound,
+			writeError(w, server.NewStatus(codes.NotFound, apierr.MethodNotFound,
 				fmt.Sprintf("no unary method %q: POST /v1/<Method>, see /openapi.json", r.PathValue("method")), nil))
 			return
 		}
@@ -150,17 +150,17 @@ func refuseCrossSite(r *http.Request, allowed map[string]bool, accept contentTyp
 	if ct := r.Header.Get("Content-Type"); ct != "" || r.ContentLength != 0 {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !accept.ok(mt) {
-			return http.StatusUnsupportedMediaType, apierr.New(codes.InvalidArgument, apierr.UnsupportedContentType,
+			return http.StatusUnsupportedMediaType, server.NewStatus(codes.InvalidArgument, apierr.UnsupportedContentType,
 				fmt.Sprintf("Content-Type %q is not accepted: %s", ct, accept.want), nil)
 		}
 	}
 	origin := r.Header.Get("Origin")
 	switch {
 	case origin != "" && !sameOrigin(origin, r.Host) && !allowed[origin]:
-		return http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.CrossOriginRefused,
+		return http.StatusForbidden, server.NewStatus(codes.PermissionDenied, apierr.CrossOriginRefused,
 			fmt.Sprintf("calls from origin %q are refused: allow it with --cors-origins", origin), map[string]string{"origin": origin})
 	case origin == "" && (r.Header.Get("Sec-Fetch-Site") == "cross-site" || r.Header.Get("Sec-Fetch-Site") == "same-site"):
-		return http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.CrossOriginRefused, "calls from another site are refused", nil)
+		return http.StatusForbidden, server.NewStatus(codes.PermissionDenied, apierr.CrossOriginRefused, "calls from another site are refused", nil)
 	}
 	return 0, nil
 }
@@ -193,7 +193,7 @@ func LoopbackHostsOnly(next http.Handler) http.Handler {
 		host = strings.Trim(host, "[]")
 		ip := net.ParseIP(host)
 		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
-			writeErrorStatus(w, http.StatusForbidden, apierr.New(codes.PermissionDenied, apierr.HostRefused, fmt.Sprintf(
+			writeErrorStatus(w, http.StatusForbidden, server.NewStatus(codes.PermissionDenied, apierr.HostRefused, fmt.Sprintf(
 				"host %q is not served: without API keys this server answers only at a loopback address such as 127.0.0.1 or localhost", r.Host), nil))
 			return
 		}
@@ -237,7 +237,7 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return nil // an empty body is the empty message
 		}
 		if err := (protojson.UnmarshalOptions{}).Unmarshal(body, v.(proto.Message)); err != nil {
-			return apierr.New(codes.InvalidArgument, apierr.MalformedRequest, fmt.Sprintf("request body is not a valid %s in JSON: %v",
+			return server.NewStatus(codes.InvalidArgument, apierr.MalformedRequest, fmt.Sprintf("request body is not a valid %s in JSON: %v",
 				strings.TrimPrefix(m.full, "/"), err), nil)
 		}
 		return nil
@@ -249,7 +249,7 @@ func (m *method) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := protojson.Marshal(resp.(proto.Message))
 	if err != nil {
-		writeError(w, apierr.New(codes.Internal, apierr.Internal, "internal error", nil))
+		writeError(w, server.NewStatus(codes.Internal, apierr.Internal, "internal error", nil))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

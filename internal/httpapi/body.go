@@ -54,7 +54,7 @@ func (c *chunks) readFrom(r io.Reader, limit int64) error {
 		case errors.As(err, &tooBig):
 			return server.BodyTooLarge(limit)
 		case err != nil:
-			return apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "cannot read the request body", nil)
+			return server.NewStatus(codes.InvalidArgument, apierr.MalformedRequest, "cannot read the request body", nil)
 		}
 	}
 }
@@ -106,7 +106,7 @@ func gunzipped(src func() io.Reader, limit int64, room int) ([]byte, error) {
 		zr = new(gzip.Reader)
 	}
 	defer gzipPool.Put(zr)
-	notGzip := apierr.New(codes.InvalidArgument, apierr.MalformedRequest, "the body is not valid gzip, as its encoding says", nil)
+	notGzip := server.NewStatus(codes.InvalidArgument, apierr.MalformedRequest, "the body is not valid gzip, as its encoding says", nil)
 	if err := zr.Reset(src()); err != nil {
 		return nil, notGzip
 	}

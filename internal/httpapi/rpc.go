@@ -128,7 +128,7 @@ func connectUnary(r *http.Request) bool {
 // bodyErrorStatus is the HTTP status of a readBody error: 413 for a body too large (sending it
 // again will not help, unlike after a 429), else the code's.
 func bodyErrorStatus(err error) int {
-	if apierr.Reason(err) == apierr.BodyTooLarge {
+	if server.Reason(err) == apierr.BodyTooLarge {
 		return http.StatusRequestEntityTooLarge
 	}
 	return HTTPStatus(status.Code(err))
@@ -137,7 +137,7 @@ func bodyErrorStatus(err error) int {
 // writeRPCError answers a call refused before Vanguard in the call's own protocol, with the
 // error's details; a Connect unary call refused for its size gets HTTP 413.
 func writeRPCError(w http.ResponseWriter, r *http.Request, err error) {
-	if connectUnary(r) && apierr.Reason(err) == apierr.BodyTooLarge {
+	if connectUnary(r) && server.Reason(err) == apierr.BodyTooLarge {
 		w = statusOverride{ResponseWriter: w, status: http.StatusRequestEntityTooLarge}
 	}
 	_ = rpcErrors.Write(w, r, server.ConnectError(err))

@@ -54,13 +54,13 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		if verr.More > 0 {
 			meta["violations_not_listed"] = strconv.Itoa(verr.More)
 		}
-		return apierr.New(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(), meta, br)
+		return NewStatus(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(), meta, br)
 	case errors.As(err, &nf):
 		ids := strings.Join(nf.IDs, ",")
-		return apierr.New(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},
+		return NewStatus(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},
 			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Paper", ResourceName: ids, Description: "no paper with this id is stored"})
 	case errors.As(err, &fe):
-		return apierr.New(codes.NotFound, apierr.FeedNotFound, fe.Error(), map[string]string{"feed_id": fe.id},
+		return NewStatus(codes.NotFound, apierr.FeedNotFound, fe.Error(), map[string]string{"feed_id": fe.id},
 			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Feed", ResourceName: fe.id, Description: "no feed with this id is saved"})
 	case errors.As(err, &pe):
 		return precondition(pe.Reason, pe.Subject, pe.Message)
@@ -69,21 +69,21 @@ func toStatus(log *slog.Logger, method string, err error) error {
 	case errors.Is(err, store.ErrNoOtherSet):
 		return precondition(apierr.VectorSetBusy, "store", "the store keeps no second set of vectors")
 	case errors.As(err, &sw):
-		return apierr.New(codes.Unavailable, apierr.EmbeddingSwitched, "the store switched embedding models during the call; retry", nil)
+		return NewStatus(codes.Unavailable, apierr.EmbeddingSwitched, "the store switched embedding models during the call; retry", nil)
 	case errors.Is(err, syscall.ENOSPC):
 		log.Error("disk full", "method", method, "error", err)
-		return apierr.New(codes.ResourceExhausted, apierr.StorageFull, "the server's disk is full; retry once an operator has freed space",
+		return NewStatus(codes.ResourceExhausted, apierr.StorageFull, "the server's disk is full; retry once an operator has freed space",
 			nil, &errdetails.RetryInfo{RetryDelay: durationpb.New(storageFullRetry)})
 	case errors.As(err, &ue):
 		log.Warn("store unavailable", "method", method, "error", err)
-		return apierr.New(codes.Unavailable, apierr.StoreUnavailable, "store unavailable; retry later", nil)
+		return NewStatus(codes.Unavailable, apierr.StoreUnavailable, "store unavailable; retry later", nil)
 	case errors.As(err, &re):
 		log.Warn("store overloaded", "method", method, "error", err)
 		var details []protoadapt.MessageV1
 		if re.RetryAfter > 0 {
 			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(re.RetryAfter)})
 		}
-		return apierr.New(codes.ResourceExhausted, apierr.StoreOverloaded, "store overloaded; retry later", nil, details...)
+		return NewStatus(codes.ResourceExhausted, apierr.StoreOverloaded, "store overloaded; retry later", nil, details...)
 	case errors.As(err, &ee):
 		// The upstream message may quote inputs or account details: operators get it in the
 		// log, clients get the kind.
@@ -91,20 +91,20 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		meta := map[string]string{"kind": ee.Kind.String()}
 		switch ee.Kind {
 		case embed.KindUnavailable, embed.KindBadResponse:
-			return apierr.New(codes.Unavailable, apierr.EmbeddingUnavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later", meta)
+			return NewStatus(codes.Unavailable, apierr.EmbeddingUnavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later", meta)
 		default:
 			return precondition(apierr.EmbeddingRefused, "embedding-api",
 				"embedding service refused the request ("+ee.Kind.String()+"); an operator must fix its configuration")
 		}
 	case errors.Is(err, context.DeadlineExceeded):
-		return apierr.New(codes.DeadlineExceeded, apierr.DeadlineExceeded, "deadline exceeded", nil)
+		return NewStatus(codes.DeadlineExceeded, apierr.DeadlineExceeded, "deadline exceeded", nil)
 	case errors.Is(err, context.Canceled):
-		return apierr.New(codes.Canceled, apierr.Canceled, "request canceled", nil)
+		return NewStatus(codes.Canceled, apierr.Canceled, "request canceled", nil)
 	case errors.Is(err, store.ErrClosed):
-		return apierr.New(codes.Unavailable, apierr.ShuttingDown, "server is shutting down", nil)
+		return NewStatus(codes.Unavailable, apierr.ShuttingDown, "server is shutting down", nil)
 	}
 	log.Error("internal error", "method", method, "error", err)
-	return apierr.New(codes.Internal, apierr.Internal, "internal error", nil)
+	return NewStatus(codes.Internal, apierr.Internal, "internal error", nil)
 }
 
 // storageFullRetry is the retry advice of a full disk: freeing space takes an operator.
@@ -112,6 +112,6 @@ const storageFullRetry = time.Minute
 
 // precondition is a FAILED_PRECONDITION with its PreconditionFailure.
 func precondition(reason, subject, msg string) error {
-	return apierr.New(codes.FailedPrecondition, reason, msg, nil, &errdetails.PreconditionFailure{
+	return NewStatus(codes.FailedPrecondition, reason, msg, nil, &errdetails.PreconditionFailure{
 		Violations: []*errdetails.PreconditionFailure_Violation{{Type: reason, Subject: subject, Description: msg}}})
 }

@@ -78,8 +78,8 @@ func TestErrorsOverGRPC(t *testing.T) {
 
 func wantReason(t *testing.T, err error, code codes.Code, reason, what string) {
 	t.Helper()
-	if status.Code(err) != code || apierr.Reason(err) != reason {
-		t.Fatalf("%s: %v (reason %q), want %v with reason %s", what, err, apierr.Reason(err), code, reason)
+	if status.Code(err) != code || server.Reason(err) != reason {
+		t.Fatalf("%s: %v (reason %q), want %v with reason %s", what, err, server.Reason(err), code, reason)
 	}
 	if info := testutil.Detail[*errdetails.ErrorInfo](err); info.GetDomain() != apierr.Domain {
 		t.Fatalf("%s: ErrorInfo domain %q", what, info.GetDomain())

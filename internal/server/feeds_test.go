@@ -17,6 +17,7 @@ import (
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
+	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -136,8 +137,8 @@ func TestFeedsCreateGetListDelete(t *testing.T) {
 		}(),
 	} {
 		wantCode(t, err, codes.NotFound)
-		if apierr.Reason(err) != apierr.FeedNotFound {
-			t.Fatalf("reason %q", apierr.Reason(err))
+		if server.Reason(err) != apierr.FeedNotFound {
+			t.Fatalf("reason %q", server.Reason(err))
 		}
 	}
 	for _, tc := range []struct {
@@ -250,7 +251,7 @@ func TestDeletedFeedsStreamEndsAndForeignCursorsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	upsert(t, srv.Client, newPaper(1, true))
-	if ev, err := s.stream.Recv(); status.Code(err) != codes.NotFound || apierr.Reason(err) != apierr.FeedNotFound {
+	if ev, err := s.stream.Recv(); status.Code(err) != codes.NotFound || server.Reason(err) != apierr.FeedNotFound {
 		t.Fatalf("stream of a deleted feed: %v, %v; want NOT_FOUND", ev, err)
 	}
 

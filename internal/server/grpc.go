@@ -220,7 +220,7 @@ func (s *Server) holdOverRate(ctx context.Context, a admission) error {
 	if count.Add(-1) == 0 {
 		s.held.Delete(a.caller)
 	}
-	return apierr.New(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
+	return NewStatus(codes.ResourceExhausted, apierr.RateLimited, "rate limit exceeded; retry later", nil,
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(a.overRate)})
 }
 
@@ -251,11 +251,11 @@ func (s *Server) admit(ctx context.Context, method string) (admission, error) {
 	if s.cfg.Keys != nil {
 		var err error
 		if p, err = s.cfg.Keys.Authenticate(ctx); err != nil {
-			return a, apierr.New(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
+			return a, NewStatus(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
 		}
 		if p.Scope < need {
 			a.caller = p.ID
-			return a, apierr.New(codes.PermissionDenied, apierr.APIKeyScope,
+			return a, NewStatus(codes.PermissionDenied, apierr.APIKeyScope,
 				fmt.Sprintf("API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need),
 				map[string]string{"key_id": p.ID, "scope": p.Scope.String(), "required_scope": need.String()})
 		}
@@ -426,7 +426,7 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			}
 		}()
 		if count.Add(1) > int32(s.cfg.MaxCallsPerCaller) {
-			return nil, apierr.New(codes.ResourceExhausted, apierr.RateLimited,
+			return nil, NewStatus(codes.ResourceExhausted, apierr.RateLimited,
 				fmt.Sprintf("%d calls of this caller in flight already, the limit; retry once one ends", s.cfg.MaxCallsPerCaller), nil,
 				&errdetails.RetryInfo{RetryDelay: durationpb.New(50 * time.Millisecond)})
 		}
@@ -450,7 +450,7 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 func (s *Server) finish(ctx context.Context, method, caller string, start time.Time, panicked any, err error) error {
 	if panicked != nil {
 		s.log.ErrorContext(ctx, "panic in handler", "method", method, "panic", fmt.Sprint(panicked), "stack", string(debug.Stack()))
-		err = apierr.New(codes.Internal, apierr.Internal, "internal error", nil)
+		err = NewStatus(codes.Internal, apierr.Internal, "internal error", nil)
 	}
 	err = toStatus(s.log, method, err)
 	code := status.Code(err)

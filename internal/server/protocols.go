@@ -38,7 +38,7 @@ func (s *Server) HTTPHandler() (http.Handler, error) {
 
 // BodyTooLarge is the error of a request body or message over limit bytes, compressed or not.
 func BodyTooLarge(limit int64) error {
-	return apierr.New(codes.ResourceExhausted, apierr.BodyTooLarge,
+	return NewStatus(codes.ResourceExhausted, apierr.BodyTooLarge,
 		fmt.Sprintf("request larger than %d bytes (decompressed, if it was compressed)", limit),
 		map[string]string{"limit_bytes": strconv.FormatInt(limit, 10)})
 }

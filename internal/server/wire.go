@@ -59,7 +59,7 @@ func decodeError(m any) error {
 	if errors.As(err.(error), &verr) {
 		return toStatus(nil, "", verr)
 	}
-	return apierr.New(codes.InvalidArgument, apierr.MalformedRequest,
+	return NewStatus(codes.InvalidArgument, apierr.MalformedRequest,
 		"the request is not a valid message: "+err.(error).Error(), nil)
 }
 
