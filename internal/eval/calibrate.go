@@ -173,15 +173,7 @@ func ListFeatures(kind recommend.Kind, m recommend.Mode, coherence float64, resu
 		x := r.GetExplanation()
 		list[i] = recommend.Signals{LexicalShare: float64(x.GetLexicalSimilarity()), Dense: float64(x.GetDenseScore())}
 	}
-	c := recommend.Context{Coherence: coherence}
-	if kind == recommend.KindCandidates {
-		c = recommend.ListContext(list)
-	}
-	out := make([][]float64, len(results))
-	for i := range list {
-		out[i] = recommend.Features(kind, m, list[i], c)
-	}
-	return out
+	return recommend.ListFeatures(kind, m, coherence, list)
 }
 
 // candidateList is a seed's candidate list for the candidates kind: up to half from its topic,

@@ -108,6 +108,21 @@ func Features(kind Kind, mode Mode, s Signals, c Context) []float64 {
 
 func lexFeature(share float64) float64 { return math.Log(share + lexicalFloor) }
 
+// ListFeatures are the features of all the results of one request of kind in mode, with their
+// context: a text's coherence, or for a candidate list its spread (ListContext over all of it).
+// The pipeline calibrates with them and eval fits on them.
+func ListFeatures(kind Kind, mode Mode, coherence float64, list []Signals) [][]float64 {
+	c := Context{Coherence: coherence}
+	if kind == KindCandidates {
+		c = ListContext(list)
+	}
+	out := make([][]float64, len(list))
+	for i, s := range list {
+		out[i] = Features(kind, mode, s, c)
+	}
+	return out
+}
+
 // ListContext is the spread of a candidate list's signals, for Features.
 func ListContext(list []Signals) Context {
 	var c Context

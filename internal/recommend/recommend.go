@@ -243,7 +243,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 		cands = ret.unmatched(cands, candidates, filter)
 	}
 	if ret.kind == KindCandidates {
-		ret.calibrateList(cands)
+		ret.calibrateAll(cands) // in the whole list's context
 	}
 	// The relevance shown follows the ranking: a result's is at most the one's above it. The
 	// ranking fuses signals by rank (RRF, interleaved seeds) and the calibration by value, so a

@@ -272,25 +272,20 @@ func (rt *retrieval) calibrateText(ctx context.Context, q store.Query, cands []r
 		}
 	}
 	rt.coherence = Coherence(first, byDense)
-	rt.recalibrate(cands, Context{Coherence: rt.coherence})
+	rt.calibrateAll(cands)
 	return rt.coherence, nil
 }
 
-// calibrateList gives the candidates of a candidate list, every one of them, their relevance in
-// the list's context (ListContext).
-func (rt *retrieval) calibrateList(cands []rank.Candidate) {
+// calibrateAll sets the relevance of cands, all of a text's or candidate list's results, with
+// the request's context (ListFeatures).
+func (rt *retrieval) calibrateAll(cands []rank.Candidate) {
 	list := make([]Signals, len(cands))
 	for i, c := range cands {
 		list[i] = rt.signals[c.ID].calibrated()
 	}
-	rt.recalibrate(cands, ListContext(list))
-}
-
-// recalibrate sets the relevance of cands with c.
-func (rt *retrieval) recalibrate(cands []rank.Candidate, c Context) {
 	calibration := Calibrations[rt.kind][rt.mode]
-	for i := range cands {
-		cands[i].Relevance = calibration.Relevance(Features(rt.kind, rt.mode, rt.signals[cands[i].ID].calibrated(), c))
+	for i, f := range ListFeatures(rt.kind, rt.mode, rt.coherence, list) {
+		cands[i].Relevance = calibration.Relevance(f)
 	}
 }
 
