@@ -2,7 +2,7 @@
 // Collections and Qdrant gRPC server interfaces served on loopback. It records every request so
 // tests can assert exactly what the adapter sends, injects Qdrant's error codes, can be stopped
 // and restarted, and implements just enough of Qdrant's semantics (cosine and sparse-with-idf
-// nearest queries, RRF fusion of prefetches, keyword/range/has_id filters) for end-to-end tests
+// nearest queries, keyword/range/has_id filters; the adapter fuses lists itself) for end-to-end tests
 // of ingest and recommend. It is not Qdrant: the conformance suite against a real Qdrant
 // (QDRANT_URL) is what proves the adapter right.
 package qdranttest
@@ -511,20 +511,12 @@ func (s *points) query(req *qc.QueryPoints) ([]*qc.ScoredPoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ranked []scored
 	if len(req.GetPrefetch()) > 0 {
-		var lists [][]scored
-		for _, pf := range req.GetPrefetch() {
-			l, err := c.nearest(pf.GetQuery(), pf.GetUsing(), pf.GetFilter(), pf.GetLimit(), pf.ScoreThreshold)
-			if err != nil {
-				return nil, err
-			}
-			lists = append(lists, l)
-		}
-		if ranked, err = fuse(req.GetQuery(), lists); err != nil {
-			return nil, err
-		}
-	} else if ranked, err = c.nearest(req.GetQuery(), req.GetUsing(), req.GetFilter(), 0, req.ScoreThreshold); err != nil {
+		// The adapter fuses its lists itself; a prefetch here is a change to pin first.
+		return nil, status.Error(codes.Unimplemented, "the double answers no prefetch (the adapter sends none)")
+	}
+	ranked, err := c.nearest(req.GetQuery(), req.GetUsing(), req.GetFilter(), 0, req.ScoreThreshold)
+	if err != nil {
 		return nil, err
 	}
 	var kept []scored
@@ -553,7 +545,7 @@ func (s *points) query(req *qc.QueryPoints) ([]*qc.ScoredPoint, error) {
 func (c *collection) nearest(q *qc.Query, using string, filter *qc.Filter, limit uint64, threshold *float32) ([]scored, error) {
 	in := q.GetNearest()
 	if in == nil {
-		return nil, status.Error(codes.Unimplemented, "the double answers only nearest queries outside fusion")
+		return nil, status.Error(codes.Unimplemented, "the double answers only nearest queries")
 	}
 	if !c.hasVector(using) {
 		return nil, status.Errorf(codes.InvalidArgument, "Wrong input: Not existing vector name error: %s", using)
@@ -613,52 +605,6 @@ func (c *collection) idf(using string) func(uint32) float64 {
 		}
 	}
 	return func(t uint32) float64 { return math.Log(1 + (n-df[t]+0.5)/(df[t]+0.5)) }
-}
-
-func fuse(q *qc.Query, lists [][]scored) ([]scored, error) {
-	f := rank.Fusion{K: 2} // Qdrant's default RRF constant
-	weights := make([]float32, len(lists))
-	for i := range weights {
-		weights[i] = 1
-	}
-	switch {
-	case q.GetRrf() != nil:
-		if q.GetRrf().K != nil {
-			f.K = int(q.GetRrf().GetK())
-		}
-		if w := q.GetRrf().GetWeights(); len(w) > 0 {
-			if len(w) != len(lists) {
-				return nil, status.Errorf(codes.InvalidArgument,
-					"Number of weights in RRF should match number of pre-fetches: got %d, expected %d", len(w), len(lists))
-			}
-			weights = w
-		}
-	case isRRFFusion(q):
-	default:
-		return nil, status.Error(codes.Unimplemented, "the double fuses prefetches only with RRF")
-	}
-	byID := map[string]*scored{}
-	for i, l := range lists {
-		for pos, r := range l {
-			key := idKey(r.p.GetId())
-			if byID[key] == nil {
-				byID[key] = &scored{p: r.p}
-			}
-			// Qdrant's position score (lib/segment/src/common/reciprocal_rank_fusion.rs).
-			byID[key].score += f.PositionScore(pos+1, weights[i])
-		}
-	}
-	out := make([]scored, 0, len(byID))
-	for _, s := range byID {
-		out = append(out, *s)
-	}
-	sortScored(out)
-	return out, nil
-}
-
-func isRRFFusion(q *qc.Query) bool {
-	f, ok := q.GetVariant().(*qc.Query_Fusion)
-	return ok && f.Fusion == qc.Fusion_RRF
 }
 
 func sortScored(s []scored) {
