@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"runtime"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/server"
 )
 
 // embeddingFlags are serve's embedding settings. Each reads an environment variable for its
@@ -190,10 +190,5 @@ func isLoopbackURL(raw string) bool {
 	if err != nil {
 		return false
 	}
-	if h := u.Hostname(); h == "localhost" {
-		return true
-	} else if ip := net.ParseIP(h); ip != nil {
-		return ip.IsLoopback()
-	}
-	return false
+	return server.IsLoopbackHost(u.Hostname())
 }

@@ -395,11 +395,7 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 // name that resolves to 127.0.0.1 (DNS rebinding) would otherwise reach it through the browser.
 func listensOnLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
+	return err == nil && server.IsLoopbackHost(host)
 }
 
 // parseOrigins reads a comma-separated list of browser origins (scheme://host[:port]). A

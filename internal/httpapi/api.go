@@ -190,9 +190,7 @@ func LoopbackHostsOnly(next http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		host = strings.Trim(host, "[]")
-		ip := net.ParseIP(host)
-		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+		if !server.IsLoopbackHost(host) {
 			writeErrorStatus(w, http.StatusForbidden, server.NewStatus(codes.PermissionDenied, apierr.HostRefused, fmt.Sprintf(
 				"host %q is not served: without API keys this server answers only at a loopback address such as 127.0.0.1 or localhost", r.Host), nil))
 			return

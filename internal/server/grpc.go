@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,7 +103,7 @@ func (c Config) Validate() error {
 	if c.MaxRecvMsgBytes < 1<<20 {
 		errs = append(errs, errors.New("max receive message size must be at least 1 MiB"))
 	}
-	if host, _, err := net.SplitHostPort(c.Addr); err == nil && c.Keys == nil && !c.AllowUnauthenticated && !isLoopback(host) {
+	if host, _, err := net.SplitHostPort(c.Addr); err == nil && c.Keys == nil && !c.AllowUnauthenticated && !IsLoopbackHost(host) {
 		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
 			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
 	}
@@ -119,9 +120,11 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// isLoopback reports whether host only accepts connections from this machine.
-func isLoopback(host string) bool {
-	if host == "localhost" {
+// IsLoopbackHost reports whether host (a name or an address, IPv6 with or without brackets)
+// names this machine only: localhost or a loopback address.
+func IsLoopbackHost(host string) bool {
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)
