@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The hnswlib side of `recommender bench-ann`: builds hnswlib (Debian's python3-hnswlib) on the
+"""The hnswlib side of `recommender-lab bench-ann`: builds hnswlib (Debian's python3-hnswlib) on the
 same vectors with the same M and ef_construction, queries with one thread, and prints one JSON
 object per line for the Go command to tabulate.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The tantivy side of `recommender bench-lexical`: indexes the same papers (title and abstract,
+"""The tantivy side of `recommender-lab bench-lexical`: indexes the same papers (title and abstract,
 English stemming) once into DIR, then runs each query on one thread (title boosted 2x, the
 words of the query ORed, as BM25 ranks them) and prints one JSON object per line for the Go
 command: the indexing time, then each query's seconds and ids.

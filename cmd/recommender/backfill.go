@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 const backfillHelp = `
@@ -56,7 +56,7 @@ const maxMessageBytes = 3 << 20
 
 func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	fs := newFlags("backfill", "--file PATH [flags]", backfillHelp, stderr)
+	fs := cli.NewFlags("backfill", "--file PATH [flags]", backfillHelp, stderr)
 	cf.register(fs, 0)
 	file := fs.String("file", "", "JSON-lines file to read, plain or .gz; - for standard input (required)")
 	batchSize := fs.Int("batch-size", 500, "papers per IngestPapers message (1 to 1000); messages also stay under 3 MiB")
@@ -65,23 +65,23 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	retryFor := fs.Duration("retry-for", 10*time.Minute, "how long to keep sending a stream again while the server answers UNAVAILABLE or RESOURCE_EXHAUSTED (its store restarting, say); 0: fail at once")
 	maxErrors := fs.Int("max-errors", -1, "malformed or rejected lines accepted with exit 0; one more stops the backfill (exit 1). Default: none accepted, but the backfill runs to the end and exits 3")
 	progressEvery := fs.Duration("progress-every", 30*time.Second, "interval of the progress lines when standard error is not a terminal; 0: none")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *maxErrors < -1 || *progressEvery < 0 {
-		return usageError{"--max-errors must be 0 or more, and --progress-every at least 0"}
+		return cli.UsageError{Msg: "--max-errors must be 0 or more, and --progress-every at least 0"}
 	}
 	if *file == "" {
-		return usageError{"--file is required"}
+		return cli.UsageError{Msg: "--file is required"}
 	}
 	if *batchSize < 1 || *batchSize > 1000 {
-		return usageError{fmt.Sprintf("--batch-size must be 1 to 1000, got %d", *batchSize)}
+		return cli.UsageError{Msg: fmt.Sprintf("--batch-size must be 1 to 1000, got %d", *batchSize)}
 	}
 	if *streamPapers < 1 || *retryFor < 0 {
-		return usageError{"--stream-papers must be positive and --retry-for at least 0"}
+		return cli.UsageError{Msg: "--stream-papers must be positive and --retry-for at least 0"}
 	}
 	if *checkpoint != "" && *file == "-" {
-		return usageError{"--checkpoint needs a --file, not standard input"}
+		return cli.UsageError{Msg: "--checkpoint needs a --file, not standard input"}
 	}
 	b := &backfill{stderr: stderr, start: time.Now(), tty: isTerminal(stderr), maxErrors: *maxErrors}
 	in := io.Reader(os.Stdin)
@@ -218,7 +218,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	b.progress(true)
 	elapsed := time.Since(b.start)
-	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%s papers/s)\n", b.sent, elapsed.Seconds(), rate(float64(b.sent)/elapsed.Seconds()))
+	fmt.Fprintf(stdout, "backfill: %d papers sent in %.1fs (%s papers/s)\n", b.sent, elapsed.Seconds(), cli.Rate(float64(b.sent)/elapsed.Seconds()))
 	before := ""
 	if b.before > 0 {
 		before = fmt.Sprintf(" (the whole file: %d papers were acknowledged before the resume)", b.before)
@@ -226,7 +226,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "inserted %d, updated %d, unchanged %d, rejected %d, malformed lines %d%s\n",
 		b.total.GetInserted(), b.total.GetUpdated(), b.total.GetUnchanged(), b.total.GetRejected(), b.malformed, before)
 	if n := b.errors(); n > 0 && n > b.maxErrors {
-		return exitError{code: exitCompletedWithErrors, msg: fmt.Sprintf("completed with errors: %d rejected papers and %d malformed lines (listed above; --max-errors accepts some)", b.total.GetRejected(), b.malformed)}
+		return cli.ExitError{Code: exitCompletedWithErrors, Msg: fmt.Sprintf("completed with errors: %d rejected papers and %d malformed lines (listed above; --max-errors accepts some)", b.total.GetRejected(), b.malformed)}
 	}
 	return nil
 }
@@ -311,7 +311,7 @@ func (b *backfill) status() string {
 	acked, sent, ackedRead, waitingSince := b.acknowledged(), b.sent, b.ackedRead, b.waitingSince
 	b.mu.Unlock()
 	elapsed := time.Since(b.start)
-	line := fmt.Sprintf("progress: %d papers acknowledged (%d sent this run), %s papers/s", acked, sent, rate(float64(acked-b.before)/elapsed.Seconds()))
+	line := fmt.Sprintf("progress: %d papers acknowledged (%d sent this run), %s papers/s", acked, sent, cli.Rate(float64(acked-b.before)/elapsed.Seconds()))
 	if b.size > 0 {
 		// The share of the file stored, not read: a stream is read and sent long before a slow
 		// server has embedded it.
@@ -355,7 +355,7 @@ func (b *backfill) progress(final bool) {
 	b.mu.Lock()
 	acked, sent := b.acknowledged()-b.before, b.sent
 	b.mu.Unlock()
-	fmt.Fprintf(b.stderr, "\r\033[K%d papers acknowledged of %d sent, %s papers/s", acked, sent, rate(float64(acked)/time.Since(b.start).Seconds()))
+	fmt.Fprintf(b.stderr, "\r\033[K%d papers acknowledged of %d sent, %s papers/s", acked, sent, cli.Rate(float64(acked)/time.Since(b.start).Seconds()))
 	if final {
 		fmt.Fprintln(b.stderr)
 	}
@@ -463,13 +463,4 @@ func writeCheckpoint(path string, cp checkpointFile) error {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
 	return os.Rename(tmp, path)
-}
-
-// rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few
-// papers a second).
-func rate(r float64) string {
-	if r < 100 {
-		return strconv.FormatFloat(r, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(r, 'f', 0, 64)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/store/embedded"
 )
 
@@ -15,9 +16,9 @@ consistency check, and the vector index file's checksum and version. Prints what
 exits 0 when the directory is sound, 1 when it found problems (each listed, with what to do).`
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", "--data-dir DIR", checkHelp, stderr)
-	dir := fs.String("data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"), "the embedded store's directory (env RECOMMENDER_DATA_DIR)")
-	if err := parseFlags(fs, args); err != nil {
+	fs := cli.NewFlags("check", "--data-dir DIR", checkHelp, stderr)
+	dir := fs.String("data-dir", cli.EnvOr("RECOMMENDER_DATA_DIR", "recommender-data"), "the embedded store's directory (env RECOMMENDER_DATA_DIR)")
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	r, err := embedded.Check(ctx, *dir)

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	"github.com/paperrec/recommender/gen/client"
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 // clientFlags are the connection flags shared by the client commands.
@@ -23,7 +20,7 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
-	fs.StringVar(&c.server, "server", envOr("RECOMMENDER_SERVER", "127.0.0.1:50051"),
+	fs.StringVar(&c.server, "server", cli.EnvOr("RECOMMENDER_SERVER", "127.0.0.1:50051"),
 		"address of the recommender gRPC server, host:port (env RECOMMENDER_SERVER)")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline for the whole call; 0 means none")
 	c.security.register(fs)
@@ -42,7 +39,7 @@ func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), er
 // dialClient connects with the flags' address and security.
 func (c *clientFlags) dialClient() (*client.Client, error) {
 	if c.server == "" {
-		return nil, usageError{errNoServer.Error()}
+		return nil, cli.UsageError{Msg: errNoServer.Error()}
 	}
 	o, err := c.security.options()
 	if err != nil {
@@ -54,22 +51,4 @@ func (c *clientFlags) dialClient() (*client.Client, error) {
 		return nil, fmt.Errorf("connect to %s: %w", c.server, err)
 	}
 	return cl, nil
-}
-
-// rpcError renders a gRPC error for a person: the code, the message and each field violation.
-func rpcError(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", st.Code(), st.Message())
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fmt.Fprintf(&b, "\n  %s: %s", v.GetField(), v.GetDescription())
-			}
-		}
-	}
-	return errors.New(b.String())
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 const feedHelp = `
@@ -30,8 +31,8 @@ standard error when it stops.`
 
 func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	var seeds, seedFiles, categories listFlag
-	fs := newFlags("feed", "create|list|get|delete|stream [FEED_ID] [flags]", feedHelp, stderr)
+	var seeds, seedFiles, categories cli.ListFlag
+	fs := cli.NewFlags("feed", "create|list|get|delete|stream [FEED_ID] [flags]", feedHelp, stderr)
 	cf.register(fs, 10*time.Second)
 	query := fs.String("query", "", "create: free text to follow")
 	fs.Var(&seeds, "seed", "create: `ID` of a paper to follow papers like (repeatable)")
@@ -43,25 +44,25 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	since := fs.String("since", "", "stream: start with the papers written since this RFC 3339 time")
 	asJSON := fs.Bool("json", false, "print responses (stream: events, one per line) as JSON")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if err := parseFlags(fs, args); err != nil {
+		if err := cli.ParseFlags(fs, args); err != nil {
 			return err
 		}
-		return usageError{"give a subcommand: create, list, get, delete or stream"}
+		return cli.UsageError{Msg: "give a subcommand: create, list, get, delete or stream"}
 	}
 	sub, rest := args[0], args[1:]
 	var id string
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		id, rest = rest[0], rest[1:]
 	}
-	if err := parseFlags(fs, rest); err != nil {
+	if err := cli.ParseFlags(fs, rest); err != nil {
 		return err
 	}
 	needsID := sub == "get" || sub == "delete" || sub == "stream"
 	switch {
 	case sub != "create" && sub != "list" && !needsID:
-		return usageError{fmt.Sprintf("unknown feed subcommand %q: create, list, get, delete or stream", sub)}
+		return cli.UsageError{Msg: fmt.Sprintf("unknown feed subcommand %q: create, list, get, delete or stream", sub)}
 	case needsID && id == "":
-		return usageError{fmt.Sprintf("feed %s needs a FEED_ID", sub)}
+		return cli.UsageError{Msg: fmt.Sprintf("feed %s needs a FEED_ID", sub)}
 	}
 	client, closeConn, err := cf.dial()
 	if err != nil {
@@ -95,13 +96,13 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			PositivePaperIds: seeds, PositivePapers: papers, MinRelevance: float32(*minRelevance),
 			Filter: &recommenderv1.Filter{Categories: categories}}})
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		return show(resp.GetFeed())
 	case "list":
 		resp, err := client.ListFeeds(ctx, &recommenderv1.ListFeedsRequest{})
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		for _, f := range resp.GetFeeds() {
 			if err := show(f); err != nil {
@@ -112,12 +113,12 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case "get":
 		resp, err := client.GetFeed(ctx, &recommenderv1.GetFeedRequest{FeedId: id})
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		return show(resp.GetFeed())
 	default: // delete
 		if _, err := client.DeleteFeed(ctx, &recommenderv1.DeleteFeedRequest{FeedId: id}); err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		_, err := fmt.Fprintf(stdout, "deleted %s\n", id)
 		return err
@@ -143,7 +144,7 @@ func describeFeed(f *recommenderv1.Feed) string {
 func streamFeed(ctx context.Context, client recommenderv1.RecommenderServiceClient, req *recommenderv1.StreamFeedRequest, asJSON bool, stdout, stderr io.Writer) error {
 	stream, err := client.StreamFeed(ctx, req)
 	if err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	}
 	last := req.GetCursor()
 	defer func() {
@@ -157,7 +158,7 @@ func streamFeed(ctx context.Context, client recommenderv1.RecommenderServiceClie
 			return nil
 		}
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		last = ev.GetCursor()
 		switch {

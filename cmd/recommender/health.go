@@ -9,6 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 const healthHelp = `
@@ -20,10 +21,10 @@ while its store is unreachable (what a readiness check wants).`
 
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	fs := newFlags("health", "[flags]", healthHelp, stderr)
+	fs := cli.NewFlags("health", "[flags]", healthHelp, stderr)
 	cf.register(fs, 5*time.Second)
 	service := fs.String("service", "recommender.v1.RecommenderService", "the health service name to ask about; empty: the process as a whole")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	cl, err := cf.dialClient()
@@ -35,7 +36,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(cl.Conn()).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
 	if err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	}
 	fmt.Fprintln(stdout, resp.GetStatus())
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 // ingester sends papers through IngestPapers streams. The batches of the open stream are kept
@@ -107,19 +108,19 @@ func (g *ingester) retry(op func(again bool) error) error {
 	delay := 100 * time.Millisecond
 	for err != nil {
 		if code := status.Code(err); code != codes.Unavailable && code != codes.ResourceExhausted {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		if giveUp.IsZero() {
 			giveUp = time.Now().Add(g.retryFor)
 		}
 		if time.Now().Add(delay).After(giveUp) {
 			if g.retryFor == 0 {
-				return rpcError(err)
+				return cli.RPCError(err)
 			}
-			return fmt.Errorf("gave up retrying after %s: %w", g.retryFor, rpcError(err))
+			return fmt.Errorf("gave up retrying after %s: %w", g.retryFor, cli.RPCError(err))
 		}
 		g.drop()
-		fmt.Fprintf(g.stderr, "%v (sending the %d papers of this stream again in %s)\n", rpcError(err), g.papers, delay)
+		fmt.Fprintf(g.stderr, "%v (sending the %d papers of this stream again in %s)\n", cli.RPCError(err), g.papers, delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:

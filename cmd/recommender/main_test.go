@@ -31,8 +31,12 @@ import (
 	"github.com/paperrec/recommender/internal/testutil/race"
 )
 
-// binary is the recommender binary built once for the process-level tests.
-var binary string
+// binary is the recommender binary built once for the process-level tests, and lab the
+// recommender-lab binary (eval, bench-*, synth).
+var binary, lab string
+
+// labCommands are recommender-lab's; runCLI runs them with lab.
+var labCommands = []string{"eval", "bench-ann", "bench-lexical", "bench-grpc", "synth"}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "recommender-bin")
@@ -40,7 +44,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "recommender")
+	binary, lab = filepath.Join(dir, "recommender"), filepath.Join(dir, "recommender-lab")
 	// Under -race the child processes (the kill and shutdown tests' servers) get the race
 	// detector too.
 	build := []string{"build", "-o", binary}
@@ -52,6 +56,11 @@ func TestMain(m *testing.M) {
 	}
 	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build recommender: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	build[2] = lab
+	if out, err := exec.Command("go", append(build, "../recommender-lab")...).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build recommender-lab: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -307,7 +316,11 @@ func startCLI(ctx context.Context, t *testing.T, args ...string) (cmd *exec.Cmd,
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	bin := binary
+	if len(args) > 0 && slices.Contains(labCommands, args[0]) {
+		bin = lab
+	}
+	cmd := exec.Command(bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -557,9 +570,9 @@ func TestUsage(t *testing.T) {
 // does not start, backfill needs no --file).
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	want := regexp.MustCompile(`^recommender \S+.*, go1\.\d+`)
+	want := regexp.MustCompile(`^recommender(-lab)? \S+.*, go1\.\d+`)
 	args := [][]string{{"--version"}, {"version"}}
-	for _, c := range []string{"serve", "backfill", "recommend", "info", "health", "check", "eval", "bench-ann", "bench-grpc"} {
+	for _, c := range append([]string{"serve", "backfill", "recommend", "info", "health", "check"}, labCommands...) {
 		args = append(args, []string{c, "--version"})
 	}
 	for _, a := range args {
@@ -752,7 +765,7 @@ func TestEvalCommand(t *testing.T) {
 	api := embedtest.New(32)
 	defer api.Close()
 	out := filepath.Join(t.TempDir(), "rankings.jsonl")
-	cmd := exec.Command(binary, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out)
+	cmd := exec.Command(lab, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out)
 	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
 	b, err := cmd.CombinedOutput()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 )
 
 const recommendHelp = `
@@ -31,8 +32,8 @@ results exist, the next page's token is printed.`
 
 func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	var seeds, negatives, categories, authors, exclude, candidates listFlag
-	fs := newFlags("recommend", "[--query TEXT] [--seed ID]... [--seed-file FILE]... [flags]", recommendHelp, stderr)
+	var seeds, negatives, categories, authors, exclude, candidates cli.ListFlag
+	fs := cli.NewFlags("recommend", "[--query TEXT] [--seed ID]... [--seed-file FILE]... [flags]", recommendHelp, stderr)
 	cf.register(fs, 30*time.Second)
 	query := fs.String("query", "", "free text: a topic, a question or an abstract")
 	fs.Var(&seeds, "seed", "`ID` of a paper the results should resemble (repeatable)")
@@ -46,7 +47,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Var(&exclude, "exclude", "never return the paper with this `ID` (repeatable)")
 	mode := fs.String("mode", "", "retrieval mode: lexical, dense or hybrid (default: the server's choice)")
 	strategy := fs.String("strategy", "", "how several seeds make one list: per-seed (each seed's own neighbours, interleaved) or centroid (papers like all of them); default: the server's choice, per-seed")
-	var seedFiles, negativeFiles listFlag
+	var seedFiles, negativeFiles cli.ListFlag
 	fs.Var(&seedFiles, "seed-file", "`FILE` of inline seed papers, JSON: an object or one per line (repeatable; - for standard input)")
 	fs.Var(&negativeFiles, "negative-file", "`FILE` of inline papers the results should not resemble, as --seed-file")
 	seedTitle := fs.String("seed-title", "", "title of an inline seed paper (with --seed-abstract or alone)")
@@ -56,7 +57,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	recency := fs.Float64("recency-half-life", 0, "`DAYS`: halve a result's score for every this many days of its age; 0 leaves age out")
 	explain := fs.Bool("explain", false, "say why each result was chosen: the words it shares, its closeness in meaning, and the signals' scores")
 	fs.Var(&candidates, "candidate", "rank only these papers: a candidate `ID` (repeatable, up to 1,000); every one comes back, unknown ids noted")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	positivePapers, err := readSeedFiles(seedFiles)
@@ -71,7 +72,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		positivePapers = append(positivePapers, &recommenderv1.SeedPaper{Title: *seedTitle, Abstract: *seedAbstract})
 	}
 	if *query == "" && len(seeds) == 0 && len(positivePapers) == 0 {
-		return usageError{"give --query, --seed, --seed-file or --seed-title/--seed-abstract"}
+		return cli.UsageError{Msg: "give --query, --seed, --seed-file or --seed-title/--seed-abstract"}
 	}
 	req := &recommenderv1.RecommendRequest{
 		Query: *query, PositivePaperIds: seeds, NegativePaperIds: negatives,
@@ -84,14 +85,14 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *mode != "" {
 		v, ok := recommenderv1.RetrievalMode_value["RETRIEVAL_MODE_"+strings.ToUpper(*mode)]
 		if !ok {
-			return usageError{fmt.Sprintf("--mode must be lexical, dense or hybrid, got %q", *mode)}
+			return cli.UsageError{Msg: fmt.Sprintf("--mode must be lexical, dense or hybrid, got %q", *mode)}
 		}
 		req.Mode = recommenderv1.RetrievalMode(v)
 	}
 	if *strategy != "" {
 		v, ok := recommenderv1.SeedStrategy_value["SEED_STRATEGY_"+strings.ToUpper(strings.ReplaceAll(*strategy, "-", "_"))]
 		if !ok || v == 0 {
-			return usageError{fmt.Sprintf("--strategy must be per-seed or centroid, got %q", *strategy)}
+			return cli.UsageError{Msg: fmt.Sprintf("--strategy must be per-seed or centroid, got %q", *strategy)}
 		}
 		req.Strategy = recommenderv1.SeedStrategy(v)
 	}
@@ -105,7 +106,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer cancel()
 	resp, err := client.Recommend(ctx, req)
 	if err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	}
 	noteSeeds(stderr, resp)
 	for _, id := range resp.GetUnknownCandidateIds() {
@@ -143,12 +144,12 @@ func readSeedFiles(names []string) ([]*recommenderv1.SeedPaper, error) {
 			if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 				break
 			} else if err != nil {
-				return nil, usageError{fmt.Sprintf("%s: paper %d: %v", name, i, err)}
+				return nil, cli.UsageError{Msg: fmt.Sprintf("%s: paper %d: %v", name, i, err)}
 			}
 			p := &recommenderv1.SeedPaper{}
 			// Unknown fields (an id, a date, a whole stored paper's) are ignored.
 			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, p); err != nil {
-				return nil, usageError{fmt.Sprintf("%s: paper %d: %v (want title, abstract, authors [list], year, categories [list])", name, i, err)}
+				return nil, cli.UsageError{Msg: fmt.Sprintf("%s: paper %d: %v (want title, abstract, authors [list], year, categories [list])", name, i, err)}
 			}
 			out = append(out, p)
 		}
@@ -218,7 +219,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer done()
 	info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
 	if err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	}
 	fmt.Fprintf(stdout, "papers:     %d\nbackend:    %s\nmodel:      %s\ndimensions: %d\nversion:    %d\n",
 		info.GetPaperCount(), info.GetStoreBackend(), info.GetEmbeddingModel(), info.GetEmbeddingDimensions(), info.GetIndexVersion())
@@ -275,7 +276,7 @@ func runRetireVectors(ctx context.Context, args []string, stdout, stderr io.Writ
 	defer done()
 	resp, err := client.RetireVectorSet(ctx, &recommenderv1.RetireVectorSetRequest{})
 	if err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	}
 	r := resp.GetRetired()
 	fmt.Fprintf(stdout, "retired the vectors of model %s (%d dimensions, %d papers)\n", r.GetModel(), r.GetDimensions(), r.GetPapersWithVectors())
@@ -286,9 +287,9 @@ func runRetireVectors(ctx context.Context, args []string, stdout, stderr io.Writ
 // dials the server; done closes the connection and ends the call's deadline.
 func simpleCommand(ctx context.Context, name, help string, timeout time.Duration, args []string, stderr io.Writer) (context.Context, recommenderv1.RecommenderServiceClient, func(), error) {
 	var cf clientFlags
-	fs := newFlags(name, "[flags]", help, stderr)
+	fs := cli.NewFlags(name, "[flags]", help, stderr)
 	cf.register(fs, timeout)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return nil, nil, nil, err
 	}
 	client, closeConn, err := cf.dial()

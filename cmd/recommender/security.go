@@ -12,6 +12,7 @@ import (
 
 	"github.com/paperrec/recommender/gen/client"
 	"github.com/paperrec/recommender/internal/auth"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/server"
 )
 
@@ -36,7 +37,7 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED", false)
 	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", f.allowUnauthenticated,
 		"serve without API keys on a non-loopback address (env RECOMMENDER_ALLOW_UNAUTHENTICATED)")
-	rl, err := strconv.ParseFloat(envOr("RECOMMENDER_RATE_LIMIT", "0"), 64)
+	rl, err := strconv.ParseFloat(cli.EnvOr("RECOMMENDER_RATE_LIMIT", "0"), 64)
 	if err != nil {
 		f.errs = append(f.errs, "RECOMMENDER_RATE_LIMIT must be a number")
 	}
@@ -58,7 +59,7 @@ func (f *serverSecurity) register(fs *flag.FlagSet) {
 // boolEnv reads a true/false environment variable, def when unset; a bad value is reported
 // with the other usage errors.
 func (f *serverSecurity) boolEnv(name string, def bool) bool {
-	v, err := strconv.ParseBool(envOr(name, strconv.FormatBool(def)))
+	v, err := strconv.ParseBool(cli.EnvOr(name, strconv.FormatBool(def)))
 	if err != nil {
 		f.errs = append(f.errs, name+" must be true or false")
 	}
@@ -68,7 +69,7 @@ func (f *serverSecurity) boolEnv(name string, def bool) bool {
 // intEnv reads a whole-number environment variable, def when unset; a bad value is reported
 // with the other usage errors.
 func (f *serverSecurity) intEnv(name string, def int) int {
-	v, err := strconv.Atoi(envOr(name, strconv.Itoa(def)))
+	v, err := strconv.Atoi(cli.EnvOr(name, strconv.Itoa(def)))
 	if err != nil {
 		f.errs = append(f.errs, name+" must be a whole number")
 	}
@@ -78,7 +79,7 @@ func (f *serverSecurity) intEnv(name string, def int) int {
 // keys loads the API keys, or returns nil when none are configured.
 func (f *serverSecurity) keys() (*auth.Keys, error) {
 	if len(f.errs) > 0 {
-		return nil, usageError{strings.Join(f.errs, "; ")}
+		return nil, cli.UsageError{Msg: strings.Join(f.errs, "; ")}
 	}
 	switch {
 	case f.keysFile != "":
@@ -93,7 +94,7 @@ func (f *serverSecurity) keys() (*auth.Keys, error) {
 		for _, entry := range strings.Split(os.Getenv("RECOMMENDER_API_KEYS"), ",") {
 			scope, key, ok := strings.Cut(strings.TrimSpace(entry), ":")
 			if !ok {
-				return nil, usageError{"RECOMMENDER_API_KEYS entries look like write:<key> or read:<key>"}
+				return nil, cli.UsageError{Msg: "RECOMMENDER_API_KEYS entries look like write:<key> or read:<key>"}
 			}
 			lines = append(lines, scope+" "+key)
 		}
@@ -106,7 +107,7 @@ func (f *serverSecurity) keys() (*auth.Keys, error) {
 func (f *serverSecurity) tlsConfig() (*tls.Config, error) {
 	if f.tlsCert == "" && f.tlsKey == "" {
 		if f.tlsClientCA != "" {
-			return nil, usageError{"--tls-client-ca needs --tls-cert and --tls-key"}
+			return nil, cli.UsageError{Msg: "--tls-client-ca needs --tls-cert and --tls-key"}
 		}
 		return nil, nil
 	}
@@ -175,21 +176,8 @@ func (c *clientSecurity) options() (client.Options, error) {
 		}
 	}
 	var err error
-	o.APIKey, err = secret("RECOMMENDER_API_KEY", c.keyFile, "API key")
+	o.APIKey, err = cli.Secret("RECOMMENDER_API_KEY", c.keyFile, "API key")
 	return o, err
-}
-
-// secret reads a key from file when one is named, else from the environment variable env:
-// keys never come from flags, which other users of the machine can read.
-func secret(env, file, what string) (string, error) {
-	if file == "" {
-		return os.Getenv(env), nil
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", what, err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 var errNoServer = errors.New("--server is empty")

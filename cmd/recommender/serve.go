@@ -17,6 +17,7 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/httpapi"
@@ -52,11 +53,11 @@ variables apply).`
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg := server.DefaultConfig()
-	fs := newFlags("serve", "[flags]", serveHelp, stderr)
-	fs.StringVar(&cfg.Addr, "grpc-addr", envOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
+	fs := cli.NewFlags("serve", "[flags]", serveHelp, stderr)
+	fs.StringVar(&cfg.Addr, "grpc-addr", cli.EnvOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
 		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
-	var sf storeFlags
-	sf.register(fs)
+	var sf cli.StoreFlags
+	sf.Register(fs)
 	var sec serverSecurity
 	sec.register(fs)
 	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION", true)
@@ -68,7 +69,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")
-	httpAddr := fs.String("http-addr", envOr("RECOMMENDER_HTTP_ADDR", "127.0.0.1:8080"),
+	httpAddr := fs.String("http-addr", cli.EnvOr("RECOMMENDER_HTTP_ADDR", "127.0.0.1:8080"),
 		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off (env RECOMMENDER_HTTP_ADDR)")
 	corsOrigins := fs.String("cors-origins", os.Getenv("RECOMMENDER_CORS_ORIGINS"),
 		"comma-separated origins allowed to call the JSON API from a browser; none by default (env RECOMMENDER_CORS_ORIGINS)")
@@ -76,29 +77,29 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		"serve Prometheus metrics at http://ADDR/metrics; empty: off (env RECOMMENDER_METRICS_ADDR)")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
 	load := fs.String("load", "", "`FILE` of papers to load at start, in the background while serving: JSON lines as backfill reads them (plain or .gz); unchanged papers are skipped, so restarting with it costs nothing")
-	logFormat := fs.String("log-format", envOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
-	var ef embeddingFlags
-	ef.register(fs)
-	var rf embeddingFlags
-	rf.registerAs(fs, "reembed", "REEMBED", false)
+	logFormat := fs.String("log-format", cli.EnvOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
+	var ef cli.EmbeddingFlags
+	ef.Register(fs)
+	var rf cli.EmbeddingFlags
+	rf.RegisterAs(fs, "reembed", "REEMBED", false)
 	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL", false),
 		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
-	embCfg, useEmbedder, err := ef.config()
+	embCfg, useEmbedder, err := ef.Config()
 	if err != nil {
 		return err
 	}
-	rf.inherit(embCfg)
-	nextCfg, reembedding, err := rf.config()
+	rf.Inherit(embCfg)
+	nextCfg, reembedding, err := rf.Config()
 	switch {
 	case err != nil:
 		return err
-	case !reembedding && rf.cfg.Model != "":
-		return usageError{"--reembed-model needs --reembed-base-url or --embedding-base-url: where to embed with it"}
+	case !reembedding && rf.Cfg.Model != "":
+		return cli.UsageError{Msg: "--reembed-model needs --reembed-base-url or --embedding-base-url: where to embed with it"}
 	case reembedding && useEmbedder && embCfg.Model == nextCfg.Model && embCfg.Prefixes == nextCfg.Prefixes && embCfg.Dimensions == nextCfg.Dimensions:
-		return usageError{"--reembed-model names the model the store is already embedded with; leave it unset"}
+		return cli.UsageError{Msg: "--reembed-model names the model the store is already embedded with; leave it unset"}
 	}
 	log, err := newLogger(*logFormat, stderr)
 	if err != nil {
@@ -113,18 +114,18 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
 	cfg.MaxCallsPerCaller, cfg.MaxConnsPerAddress = sec.maxCalls, sec.maxConns
 	if err := cfg.Validate(); err != nil {
-		return usageError{err.Error()}
+		return cli.UsageError{Msg: err.Error()}
 	}
 	if *httpAddr != "" {
 		httpCfg := cfg
 		httpCfg.Addr = *httpAddr
 		if err := httpCfg.Validate(); err != nil {
-			return usageError{"--http-addr: " + err.Error()}
+			return cli.UsageError{Msg: "--http-addr: " + err.Error()}
 		}
 	}
 	origins, err := parseOrigins(*corsOrigins)
 	if err != nil {
-		return usageError{"--cors-origins: " + err.Error()}
+		return cli.UsageError{Msg: "--cors-origins: " + err.Error()}
 	}
 	if *metricsAddr != "" {
 		cfg.Metrics = metrics.New()
@@ -142,10 +143,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 				log.Warn("flush traces", "error", err)
 			}
 		}()
-		log.Info("tracing to OTLP", "endpoint", envOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
+		log.Info("tracing to OTLP", "endpoint", cli.EnvOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
 	}
 
-	raw, err := sf.open(ctx, log)
+	raw, err := sf.Open(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -165,7 +166,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			log.Error("close store", "error", err)
 		}
 	}()
-	st := cfg.Metrics.InstrumentStore(raw, sf.backend)
+	st := cfg.Metrics.InstrumentStore(raw, sf.Backend)
 	cfg.Metrics.PaperCount(st)
 	var emb embed.Embedder
 	retrieval := server.LexicalModel
@@ -216,7 +217,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		demoPending = err != nil
 	}
 	if !svc.Ready() || demoPending {
-		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", sf.backend)
+		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", sf.Backend)
 		go func() {
 			err := svc.AwaitBinding(ctx, log)
 			if err == nil && demoPending {
@@ -288,7 +289,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if hc, ok := st.(store.HealthChecker); ok {
-		srv.WatchStore(ctx, hc, sf.healthInterval)
+		srv.WatchStore(ctx, hc, sf.HealthInterval)
 	}
 	authMode := "none: loopback only"
 	switch {
@@ -302,7 +303,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
 		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
-		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr, "version", version())
+		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr, "version", cli.Version())
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
@@ -387,7 +388,7 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, nil)), nil
 	}
-	return nil, usageError{fmt.Sprintf("--log-format must be text or json, got %q", format)}
+	return nil, cli.UsageError{Msg: fmt.Sprintf("--log-format must be text or json, got %q", format)}
 }
 
 // listensOnLoopback reports whether addr (host:port) takes connections from this machine only.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -260,6 +261,20 @@ func (f flexList) split(fn func(string) []string) []string {
 }
 
 // ReadAll reads every paper of r, failing on the first malformed line: for inputs we trust
+// ReadFile reads every paper of a JSON-lines file (plain or gzip) with ReadAll.
+func ReadFile(path string) ([]*recommenderv1.Paper, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	papers, err := ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return papers, nil
+}
+
 // (the demo corpus, test data), where a bad line is a bug rather than something to skip.
 func ReadAll(r io.Reader) ([]*recommenderv1.Paper, error) {
 	rd, err := NewReader(r)

@@ -218,7 +218,7 @@ func (e *Engine) lexicalMax(ctx context.Context, q lexical.Vector) (float64, err
 // of a seed's list reaches on the embedded store).
 const unknownMaxShare = 0.25
 
-// Calibrations are per request kind and mode, fitted by `recommender eval --calibrate` on the
+// Calibrations are per request kind and mode, fitted by `recommender-lab eval --calibrate` on the
 // arXiv sample's topic labels (70% of the seed papers, by id) and, for candidate lists, CSFCube's
 // dev judgements; the other 30% check them (BENCHMARKS.md, "Calibrated relevance"). Refit them
 // when ranking changes.

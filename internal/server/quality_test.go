@@ -11,7 +11,7 @@ import (
 )
 
 // Quality bars for lexical recommendations, measured through the gRPC API. Run with -v to see
-// the figures; `recommender eval` prints them for every mode.
+// the figures; `recommender-lab eval` prints them for every mode.
 const (
 	minTopicPrecision = 0.60
 	minCSFCubeNDCG    = 0.56

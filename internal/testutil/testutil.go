@@ -94,7 +94,7 @@ func (s *SharedSample) Get(tb testing.TB) (*Server, []*recommenderv1.Paper) {
 
 func (s *SharedSample) start(path string) error {
 	var err error
-	if s.papers, err = readPapers(path); err != nil {
+	if s.papers, err = arxiv.ReadFile(path); err != nil {
 		return err
 	}
 	if s.dir, err = os.MkdirTemp("", "shared-sample"); err != nil {
@@ -160,24 +160,11 @@ func repoRoot() (string, error) {
 // ReadPapers reads every paper of a JSON-lines file (plain or gzip), failing on malformed lines.
 func ReadPapers(tb testing.TB, path string) []*recommenderv1.Paper {
 	tb.Helper()
-	papers, err := readPapers(path)
+	papers, err := arxiv.ReadFile(path)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return papers
-}
-
-func readPapers(path string) ([]*recommenderv1.Paper, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	papers, err := arxiv.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return papers, nil
 }
 
 // Ingest streams papers through IngestPapers in batches of 500 and returns the summary.

@@ -18,6 +18,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
@@ -37,22 +38,22 @@ papers (title and abstract, English stemming, title boosted 2x, as ours weighs i
 into --peer-dir: its latency, queries/s, and how many of its top k are ours.`
 
 func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench-lexical", "--papers FILE --data-dir DIR [flags]", benchLexicalHelp, stderr)
-	papersFile := fs.String("papers", "", "JSON-lines papers (plain or .gz), e.g. from recommender synth")
+	fs := cli.NewFlags("bench-lexical", "--papers FILE --data-dir DIR [flags]", benchLexicalHelp, stderr)
+	papersFile := fs.String("papers", "", "JSON-lines papers (plain or .gz), e.g. from recommender-lab synth")
 	dir := fs.String("data-dir", "", "embedded store holding those papers (filled from --papers when empty)")
 	nq := fs.Int("queries", 1000, "queries of each kind")
 	k := fs.Int("k", 10, "results per query")
 	python := fs.String("python", "", "Python with the tantivy package; empty: no peer")
 	script := fs.String("peer-script", "scripts/tantivy_bench.py", "the tantivy side")
 	peerDir := fs.String("peer-dir", "", "where tantivy keeps its index (default: beside --data-dir, DIR.tantivy)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *papersFile == "" || *dir == "" {
-		return usageError{"give --papers and --data-dir"}
+		return cli.UsageError{Msg: "give --papers and --data-dir"}
 	}
 	if *nq < 1 || *k < 1 {
-		return usageError{"--queries and --k must be positive"}
+		return cli.UsageError{Msg: "--queries and --k must be positive"}
 	}
 	if *peerDir == "" {
 		*peerDir = filepath.Clean(*dir) + ".tantivy"
@@ -83,7 +84,7 @@ func runBenchLexical(ctx context.Context, args []string, stdout, stderr io.Write
 				}
 				secs := time.Since(start).Seconds()
 				fmt.Fprintf(stdout, "filled the store with %d papers in %.1fs (%s papers/s: read, analysed and written in batches of 1,000, one core analysing)\n",
-					stats.PaperCount, secs, rate(float64(stats.PaperCount)/secs))
+					stats.PaperCount, secs, cli.Rate(float64(stats.PaperCount)/secs))
 			}
 			if queries == nil {
 				if queries, err = pickQueries(*papersFile, int(stats.PaperCount), *nq); err != nil {

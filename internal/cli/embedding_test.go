@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"flag"
@@ -38,12 +38,12 @@ func TestEmbeddingPrefixFlags(t *testing.T) {
 			}
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
-			var ef embeddingFlags
-			ef.register(fs)
+			var ef EmbeddingFlags
+			ef.Register(fs)
 			if err := fs.Parse(append([]string{"--embedding-base-url", "http://127.0.0.1:1/v1"}, tc.args...)); err != nil {
 				t.Fatal(err)
 			}
-			cfg, ok, err := ef.config()
+			cfg, ok, err := ef.Config()
 			if err != nil || !ok {
 				t.Fatalf("config: %v, %v", ok, err)
 			}
@@ -82,12 +82,12 @@ func TestLoopbackEmbeddingDefaults(t *testing.T) {
 		unsetenv(t, "EMBEDDING_MAX_INPUTS")
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		var ef embeddingFlags
-		ef.register(fs)
+		var ef EmbeddingFlags
+		ef.Register(fs)
 		if err := fs.Parse(append([]string{"--embedding-base-url", tc.url, "--embedding-model", "m"}, tc.args...)); err != nil {
 			t.Fatal(err)
 		}
-		cfg, _, err := ef.config()
+		cfg, _, err := ef.Config()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,12 +97,12 @@ func TestLoopbackEmbeddingDefaults(t *testing.T) {
 	}
 	t.Setenv("EMBEDDING_MAX_INPUTS", "100")
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	var ef embeddingFlags
-	ef.register(fs)
+	var ef EmbeddingFlags
+	ef.Register(fs)
 	if err := fs.Parse([]string{"--embedding-base-url", "http://127.0.0.1:1/v1", "--embedding-model", "m"}); err != nil {
 		t.Fatal(err)
 	}
-	if cfg, _, _ := ef.config(); cfg.MaxInputs != 100 {
+	if cfg, _, _ := ef.Config(); cfg.MaxInputs != 100 {
 		t.Errorf("EMBEDDING_MAX_INPUTS=100 on loopback gave %d", cfg.MaxInputs)
 	}
 }

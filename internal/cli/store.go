@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -17,39 +17,39 @@ import (
 )
 
 // storeFlags choose and configure the store backend.
-type storeFlags struct {
-	backend        string
+type StoreFlags struct {
+	Backend        string
 	dataDir        string
 	allowEmpty     bool
 	ann            embedded.ANNOptions
 	qdrant         qdrant.Options
 	qdrantKeyFile  string
-	healthInterval time.Duration
+	HealthInterval time.Duration
 	errs           []string
 }
 
-func (f *storeFlags) register(fs *flag.FlagSet) {
+func (f *StoreFlags) Register(fs *flag.FlagSet) {
 	d := qdrant.Defaults()
-	fs.StringVar(&f.backend, "store", envOr("RECOMMENDER_STORE", "embedded"),
+	fs.StringVar(&f.Backend, "store", EnvOr("RECOMMENDER_STORE", "embedded"),
 		"store backend: embedded (on disk, one process) or qdrant (shared by any number of replicas) (env RECOMMENDER_STORE)")
-	fs.StringVar(&f.dataDir, "data-dir", envOr("RECOMMENDER_DATA_DIR", "recommender-data"),
+	fs.StringVar(&f.dataDir, "data-dir", EnvOr("RECOMMENDER_DATA_DIR", "recommender-data"),
 		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
 	fs.BoolVar(&f.allowEmpty, "allow-empty-store", false,
 		"embedded store: start empty in a data directory whose papers.db is missing or empty although its other files remain "+
 			"(otherwise refused: the papers were lost, say by a restore that missed the file)")
 	da := embedded.DefaultANN()
-	fs.StringVar(&f.ann.Quantization, "ann-quantization", envOr("RECOMMENDER_ANN_QUANTIZATION", da.Quantization),
+	fs.StringVar(&f.ann.Quantization, "ann-quantization", EnvOr("RECOMMENDER_ANN_QUANTIZATION", da.Quantization),
 		"embedded store: vectors the nearest-neighbour graph walks on, int8 (faster, candidates rescored exactly) or none (env RECOMMENDER_ANN_QUANTIZATION)")
 	fs.IntVar(&f.ann.EfSearch, "ann-ef-search", da.EfSearch,
 		"embedded store: candidates a graph search explores (at least the results asked); higher is more exact and slower")
-	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", envOr("QDRANT_COLLECTION", d.Collection),
+	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", EnvOr("QDRANT_COLLECTION", d.Collection),
 		"Qdrant collection holding the papers (env QDRANT_COLLECTION)")
 	f.registerQdrantConnection(fs)
-	shards, err := strconv.ParseUint(envOr("QDRANT_SHARDS", "1"), 10, 32)
+	shards, err := strconv.ParseUint(EnvOr("QDRANT_SHARDS", "1"), 10, 32)
 	if err != nil {
 		f.errs = append(f.errs, "QDRANT_SHARDS must be a whole number")
 	}
-	replicas, err := strconv.ParseUint(envOr("QDRANT_REPLICAS", "1"), 10, 32)
+	replicas, err := strconv.ParseUint(EnvOr("QDRANT_REPLICAS", "1"), 10, 32)
 	if err != nil {
 		f.errs = append(f.errs, "QDRANT_REPLICAS must be a whole number")
 	}
@@ -60,24 +60,24 @@ func (f *storeFlags) register(fs *flag.FlagSet) {
 		"how old a write must be before feeds stream it from Qdrant: more than the replicas' clock skew plus a write's duration")
 	fs.DurationVar(&f.qdrant.AliasRefresh, "qdrant-alias-refresh", d.AliasRefresh,
 		"how often a replica looks again which collection is current (it changes when the store moves to another embedding model)")
-	fs.DurationVar(&f.healthInterval, "qdrant-health-interval", 5*time.Second,
+	fs.DurationVar(&f.HealthInterval, "qdrant-health-interval", 5*time.Second,
 		"how often Qdrant is pinged; while it is unreachable the gRPC health service reports NOT_SERVING")
 	f.qdrant.BatchSize = d.BatchSize
 }
 
 // registerEval registers the store flags of eval and bench-grpc, which serve from stores of
 // their own: embedded ones under --data-dir (described by dataDirHelp), or Qdrant collections.
-func (f *storeFlags) registerEval(fs *flag.FlagSet, dataDirHelp string) {
+func (f *StoreFlags) RegisterEval(fs *flag.FlagSet, dataDirHelp string) {
 	f.qdrant = qdrant.Defaults()
-	fs.StringVar(&f.backend, "store", "embedded", "where the papers are stored: embedded, or qdrant (collections named after the command, kept between runs)")
+	fs.StringVar(&f.Backend, "store", "embedded", "where the papers are stored: embedded, or qdrant (collections named after the command, kept between runs)")
 	fs.StringVar(&f.dataDir, "data-dir", "", dataDirHelp)
 	f.registerQdrantConnection(fs)
 }
 
 // openEval opens a store of eval or bench-grpc: the embedded store in --data-dir/name (a
 // temporary folder, removed by cleanup, when --data-dir is empty), or the Qdrant collection.
-func (f *storeFlags) openEval(ctx context.Context, name, collection string) (st store.Store, cleanup func(), err error) {
-	switch f.backend {
+func (f *StoreFlags) OpenEval(ctx context.Context, name, collection string) (st store.Store, cleanup func(), err error) {
+	switch f.Backend {
 	case "embedded":
 		dir, cleanup := filepath.Join(f.dataDir, name), func() {}
 		if f.dataDir == "" {
@@ -99,17 +99,17 @@ func (f *storeFlags) openEval(ctx context.Context, name, collection string) (st 
 		}
 		return qs, func() { _ = qs.Close() }, nil
 	}
-	return nil, nil, usageError{fmt.Sprintf("--store must be embedded or qdrant, got %q", f.backend)}
+	return nil, nil, UsageError{Msg: fmt.Sprintf("--store must be embedded or qdrant, got %q", f.Backend)}
 }
 
 // registerQdrantConnection registers the flags that reach Qdrant: its address, credentials
 // and call timeout.
-func (f *storeFlags) registerQdrantConnection(fs *flag.FlagSet) {
+func (f *StoreFlags) registerQdrantConnection(fs *flag.FlagSet) {
 	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
 		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
 	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", os.Getenv("QDRANT_API_KEY_FILE"),
 		"file holding the Qdrant API key (env QDRANT_API_KEY_FILE); or set QDRANT_API_KEY")
-	allow, err := strconv.ParseBool(envOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
+	allow, err := strconv.ParseBool(EnvOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
 	if err != nil {
 		f.errs = append(f.errs, "QDRANT_ALLOW_INSECURE_API_KEY must be true or false")
 	}
@@ -134,38 +134,38 @@ func setUint32(p *uint32) func(string) error {
 }
 
 // open opens the chosen store; log hears what opening repaired.
-func (f *storeFlags) open(ctx context.Context, log *slog.Logger) (store.Store, error) {
+func (f *StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
 	if len(f.errs) > 0 {
-		return nil, usageError{strings.Join(f.errs, "; ")}
+		return nil, UsageError{Msg: strings.Join(f.errs, "; ")}
 	}
-	switch f.backend {
+	switch f.Backend {
 	case "embedded":
 		if f.ann.EfSearch < 1 {
-			return nil, usageError{"--ann-ef-search must be at least 1"}
+			return nil, UsageError{Msg: "--ann-ef-search must be at least 1"}
 		}
 		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann, AllowEmpty: f.allowEmpty, Log: log})
 	case "qdrant":
 		return f.openQdrant(f.qdrant.Collection)
 	}
-	return nil, usageError{fmt.Sprintf("--store must be embedded or qdrant, got %q", f.backend)}
+	return nil, UsageError{Msg: fmt.Sprintf("--store must be embedded or qdrant, got %q", f.Backend)}
 }
 
 // openQdrant opens a Qdrant collection with the connection flags.
-func (f *storeFlags) openQdrant(collection string) (*qdrant.Store, error) {
+func (f *StoreFlags) openQdrant(collection string) (*qdrant.Store, error) {
 	if len(f.errs) > 0 {
-		return nil, usageError{strings.Join(f.errs, "; ")}
+		return nil, UsageError{Msg: strings.Join(f.errs, "; ")}
 	}
 	if f.qdrant.URL == "" {
-		return nil, usageError{"--store qdrant needs --qdrant-url (or QDRANT_URL)"}
+		return nil, UsageError{Msg: "--store qdrant needs --qdrant-url (or QDRANT_URL)"}
 	}
 	o := f.qdrant
 	o.Collection = collection
 	var err error
-	if o.APIKey, err = secret("QDRANT_API_KEY", f.qdrantKeyFile, "Qdrant API key"); err != nil {
+	if o.APIKey, err = Secret("QDRANT_API_KEY", f.qdrantKeyFile, "Qdrant API key"); err != nil {
 		return nil, err
 	}
 	if err := o.Validate(); err != nil {
-		return nil, usageError{err.Error()}
+		return nil, UsageError{Msg: err.Error()}
 	}
 	return qdrant.Open(o)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/lexical"
@@ -37,29 +39,29 @@ EMBEDDING_* variables or flags of serve, e.g. the local model of tests/embedserv
 and every text query with it, so text latencies include the real embedding call.`
 
 func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench-grpc", "[flags]", benchGRPCHelp, stderr)
+	fs := cli.NewFlags("bench-grpc", "[flags]", benchGRPCHelp, stderr)
 	n := fs.Int("papers", 100_000, "synthetic papers to serve")
 	dims := fs.Int("dims", 384, "embedding dimensions")
 	seconds := fs.Float64("seconds", 10, "duration of each load level")
 	warmup := fs.Float64("warmup", 0, "seconds of each request kind sent untimed first, at the first level's clients: a store just opened reads its postings and records from disk at first")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
 	kinds := fs.String("requests", "seed,text,embed", "request kinds to run: seed, text, embed (the embedding API call a text request makes, alone: what of text's latency is the API's)")
-	var sf storeFlags
-	sf.registerEval(fs, "keep the embedded store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
+	var sf cli.StoreFlags
+	sf.RegisterEval(fs, "keep the embedded store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
 	arxivFile := fs.String("arxiv", "", "serve the papers of this JSON-lines file (plain or .gz) instead of synthetic ones")
-	var ef embeddingFlags
-	ef.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	var ef cli.EmbeddingFlags
+	ef.Register(fs)
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if !(*seconds > 0 && *seconds <= 86_400) {
-		return usageError{fmt.Sprintf("--seconds must be more than 0 and at most 86400, got %v", *seconds)}
+		return cli.UsageError{Msg: fmt.Sprintf("--seconds must be more than 0 and at most 86400, got %v", *seconds)}
 	}
 	if !(*warmup >= 0 && *warmup <= 86_400) {
-		return usageError{fmt.Sprintf("--warmup must be 0 to 86400, got %v", *warmup)}
+		return cli.UsageError{Msg: fmt.Sprintf("--warmup must be 0 to 86400, got %v", *warmup)}
 	}
-	embCfg, realAPI, err := ef.config()
+	embCfg, realAPI, err := ef.Config()
 	if err != nil {
 		return err
 	}
@@ -74,7 +76,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	papers := syntheticPapers(*n)
 	if *arxivFile != "" {
-		if papers, err = readAll(*arxivFile); err != nil {
+		if papers, err = arxiv.ReadFile(*arxivFile); err != nil {
 			return err
 		}
 		*n = len(papers)
@@ -85,15 +87,15 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		client := r.client
 		info, err := client.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		where := "the embedded store (vector index)"
-		if sf.backend == "qdrant" {
+		if sf.Backend == "qdrant" {
 			where = "Qdrant (collection bench_grpc)"
 		}
 		secs := time.Since(start).Seconds()
 		if r.ingested {
-			fmt.Fprintf(stdout, "%d papers ingested into %s in %.1fs (%s papers/s)", *n, where, secs, rate(float64(*n)/secs))
+			fmt.Fprintf(stdout, "%d papers ingested into %s in %.1fs (%s papers/s)", *n, where, secs, cli.Rate(float64(*n)/secs))
 		} else {
 			fmt.Fprintf(stdout, "%d papers loaded from %s in %.1fs", *n, where, secs)
 		}
@@ -133,7 +135,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
 		for _, kind := range strings.Split(*kinds, ",") {
 			if kind != "seed" && kind != "text" && kind != "embed" {
-				return usageError{"--requests takes seed, text, embed or several, e.g. seed,text"}
+				return cli.UsageError{Msg: "--requests takes seed, text, embed or several, e.g. seed,text"}
 			}
 			send := sender(kind, client, emb)
 			asked := papers
@@ -143,7 +145,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			for i, c := range strings.Split(*levels, ",") {
 				var clients int
 				if _, err := fmt.Sscan(c, &clients); err != nil || clients < 1 {
-					return usageError{"--clients takes whole numbers, e.g. 1,8,32"}
+					return cli.UsageError{Msg: "--clients takes whole numbers, e.g. 1,8,32"}
 				}
 				if i == 0 && *warmup > 0 {
 					if _, err := loadLevel(ctx, asked, send, clients, time.Duration(*warmup*float64(time.Second)), warmupStream); err != nil {
@@ -195,7 +197,7 @@ func sender(kind string, client recommenderv1.RecommenderServiceClient, emb embe
 			_, err = emb.Embed(ctx, []string{emb.Prefixes().QueryText(p.GetTitle())}) // as the service sends it
 		}
 		if err != nil {
-			return rpcError(err)
+			return cli.RPCError(err)
 		}
 		return nil
 	}

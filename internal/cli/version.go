@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"errors"
@@ -9,11 +9,11 @@ import (
 
 // errVersion is what parseFlags returns for --version: the command prints the version and
 // exits 0 without doing anything else.
-var errVersion = errors.New("version requested")
+var ErrVersion = errors.New("version requested")
 
 // version names this build: the module version (a tag when installed with go install), the
 // commit and its time when built from a checkout, and the Go release.
-func version() string {
+func Version() string {
 	v, rev, when, dirty := "(devel)", "", "", false
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
@@ -30,7 +30,7 @@ func version() string {
 			}
 		}
 	}
-	out := "recommender " + v
+	out := Program + " " + v
 	if rev != "" {
 		out += fmt.Sprintf(", commit %.12s", rev)
 		if dirty {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/paperrec/recommender/internal/ann"
 	"github.com/paperrec/recommender/internal/ann/anntest"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/mmap"
 )
 
@@ -37,7 +38,7 @@ for each ef, and the time to reload a saved index. Our graph is also searched wi
 and rescoring, the float vectors memory-mapped from base.f32 (read only to rescore).`
 
 func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench-ann", "[flags]", benchANNHelp, stderr)
+	fs := cli.NewFlags("bench-ann", "[flags]", benchANNHelp, stderr)
 	n := fs.Int("n", 100_000, "vectors in the index")
 	dims := fs.Int("dims", 384, "dimensions")
 	nq := fs.Int("queries", 1000, "queries")
@@ -53,19 +54,19 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	python := fs.String("python", "/usr/bin/python3", "Python with hnswlib and numpy; empty: skip the peer")
 	peer := fs.String("peer-script", "scripts/hnswlib_bench.py", "the hnswlib side")
 	peerOnly := fs.Bool("peer-only", false, "skip our index: write the vectors and run the peer alone (to calibrate a data set quickly)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	var efs []int
 	for _, s := range strings.Split(*efList, ",") {
 		e, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || e < *k {
-			return usageError{fmt.Sprintf("--ef values must be whole numbers of at least k, got %q", s)}
+			return cli.UsageError{Msg: fmt.Sprintf("--ef values must be whole numbers of at least k, got %q", s)}
 		}
 		efs = append(efs, e)
 	}
 	if !(*noise >= 0 && *noise <= 100) {
-		return usageError{fmt.Sprintf("--noise must be from 0 to 100, got %v", *noise)}
+		return cli.UsageError{Msg: fmt.Sprintf("--noise must be from 0 to 100, got %v", *noise)}
 	}
 	if *clusters == 0 {
 		*clusters = max(*n/100, 1)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/synth"
 )
 
@@ -24,21 +26,21 @@ The same --seed and sample make the same file. Embeddings are not written: serve
 deterministic fake embedding API (bench-grpc does).`
 
 func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("synth", "--from SAMPLE --papers N --out FILE [flags]", synthHelp, stderr)
+	fs := cli.NewFlags("synth", "--from SAMPLE --papers N --out FILE [flags]", synthHelp, stderr)
 	from := fs.String("from", "", "the sample: a JSON-lines file (plain or .gz) of papers with titles, abstracts and topics")
 	n := fs.Int("papers", 1_000_000, "papers to write")
 	seed := fs.Uint64("seed", 1, "random seed")
 	out := fs.String("out", "", "file to write (.gz: compressed); - for standard output")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *from == "" || *out == "" {
-		return usageError{"give --from and --out"}
+		return cli.UsageError{Msg: "give --from and --out"}
 	}
 	if *n < 1 {
-		return usageError{fmt.Sprintf("--papers must be positive, got %d", *n)}
+		return cli.UsageError{Msg: fmt.Sprintf("--papers must be positive, got %d", *n)}
 	}
-	papers, err := readAll(*from)
+	papers, err := arxiv.ReadFile(*from)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"errors"
@@ -18,8 +18,8 @@ import (
 // embeddingFlags are serve's embedding settings. Each reads an environment variable for its
 // default; the API key is read only from EMBEDDING_API_KEY or a file, never a flag, so it cannot
 // leak through the process list or shell history.
-type embeddingFlags struct {
-	cfg                         embed.Config
+type EmbeddingFlags struct {
+	Cfg                         embed.Config
 	keyFile                     string
 	queryPrefix, documentPrefix optionalString
 	errs                        []error
@@ -62,13 +62,13 @@ func (o *optionalString) or(def string) string {
 	return def
 }
 
-func (e *embeddingFlags) register(fs *flag.FlagSet) { e.registerAs(fs, "embedding", "EMBEDDING", true) }
+func (e *EmbeddingFlags) Register(fs *flag.FlagSet) { e.RegisterAs(fs, "embedding", "EMBEDDING", true) }
 
 // registerAs registers the flags named <name>-base-url, <name>-model... reading <ENV>_BASE_URL,
 // <ENV>_MODEL... and the key from <ENV>_API_KEY: serve has a second set for re-embedding, which
 // has only the model's flags (full false: base URL, model, size, prefixes, key file) and takes
 // the client's tuning from the first (inherit).
-func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full bool) {
+func (e *EmbeddingFlags) RegisterAs(fs *flag.FlagSet, name, env string, full bool) {
 	e.fs, e.name, e.env = fs, name, env
 	f := func(s string) string { return name + s }
 	v := func(s string) string { return env + s }
@@ -77,11 +77,11 @@ func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full boo
 	if !full {
 		unset = "the --embedding-base-url"
 	}
-	fs.StringVar(&e.cfg.BaseURL, f("-base-url"), os.Getenv(v("_BASE_URL")),
+	fs.StringVar(&e.Cfg.BaseURL, f("-base-url"), os.Getenv(v("_BASE_URL")),
 		"OpenAI-compatible API base URL, e.g. https://api.openai.com/v1; empty: "+unset+" (env "+v("_BASE_URL")+")")
-	fs.StringVar(&e.cfg.Model, f("-model"), os.Getenv(v("_MODEL")),
+	fs.StringVar(&e.Cfg.Model, f("-model"), os.Getenv(v("_MODEL")),
 		"embedding model, e.g. text-embedding-3-small (env "+v("_MODEL")+")")
-	e.intVar(fs, &e.cfg.Dimensions, f("-dimensions"), v("_DIMENSIONS"), 0,
+	e.intVar(fs, &e.Cfg.Dimensions, f("-dimensions"), v("_DIMENSIONS"), 0,
 		"vector size to ask for (text-embedding-3 models); 0: the model's own, learned with one call at start (env "+v("_DIMENSIONS")+")")
 	fs.Var(e.queryPrefix.fromEnv(v("_QUERY_PREFIX")), f("-query-prefix"),
 		"instruction `text` put before a query (e5: \"query: \"); unset: the model's known preset, else none; \"\" for none (env "+v("_QUERY_PREFIX")+")")
@@ -92,19 +92,19 @@ func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full boo
 	if !full {
 		return
 	}
-	fs.StringVar(&e.cfg.AzureDeployment, f("-azure-deployment"), os.Getenv(v("_AZURE_DEPLOYMENT")),
+	fs.StringVar(&e.Cfg.AzureDeployment, f("-azure-deployment"), os.Getenv(v("_AZURE_DEPLOYMENT")),
 		"Azure OpenAI deployment name; set to use Azure (env "+v("_AZURE_DEPLOYMENT")+")")
-	fs.StringVar(&e.cfg.AzureAPIVersion, f("-azure-api-version"), envOr(v("_AZURE_API_VERSION"), d.AzureAPIVersion),
+	fs.StringVar(&e.Cfg.AzureAPIVersion, f("-azure-api-version"), EnvOr(v("_AZURE_API_VERSION"), d.AzureAPIVersion),
 		"Azure OpenAI api-version (env "+v("_AZURE_API_VERSION")+")")
-	e.intVar(fs, &e.cfg.MaxConcurrency, f("-max-concurrency"), v("_MAX_CONCURRENCY"), d.MaxConcurrency,
+	e.intVar(fs, &e.Cfg.MaxConcurrency, f("-max-concurrency"), v("_MAX_CONCURRENCY"), d.MaxConcurrency,
 		fmt.Sprintf("embedding requests in flight at once; %d (one per core) for a loopback URL (a model on this machine) (env "+v("_MAX_CONCURRENCY")+")", localMaxConcurrency))
-	e.intVar(fs, &e.cfg.RequestsPerMinute, f("-requests-per-minute"), v("_REQUESTS_PER_MINUTE"), 0,
+	e.intVar(fs, &e.Cfg.RequestsPerMinute, f("-requests-per-minute"), v("_REQUESTS_PER_MINUTE"), 0,
 		"pace requests to stay under the provider's rate limit; 0: unpaced (env "+v("_REQUESTS_PER_MINUTE")+")")
-	e.intVar(fs, &e.cfg.MaxInputs, f("-max-inputs"), v("_MAX_INPUTS"), d.MaxInputs,
+	e.intVar(fs, &e.Cfg.MaxInputs, f("-max-inputs"), v("_MAX_INPUTS"), d.MaxInputs,
 		fmt.Sprintf("inputs per request; %d for a loopback URL (env "+v("_MAX_INPUTS")+")", localMaxInputs))
-	e.intVar(fs, &e.cfg.MaxTokens, f("-max-tokens"), v("_MAX_TOKENS"), d.MaxTokens,
+	e.intVar(fs, &e.Cfg.MaxTokens, f("-max-tokens"), v("_MAX_TOKENS"), d.MaxTokens,
 		"estimated tokens per request (env "+v("_MAX_TOKENS")+")")
-	e.intVar(fs, &e.cfg.MaxInputTokens, f("-max-input-tokens"), v("_MAX_INPUT_TOKENS"), d.MaxInputTokens,
+	e.intVar(fs, &e.Cfg.MaxInputTokens, f("-max-input-tokens"), v("_MAX_INPUT_TOKENS"), d.MaxInputTokens,
 		"the model's per-input token limit; longer texts are truncated at a word (env "+v("_MAX_INPUT_TOKENS")+")")
 	timeout := d.RequestTimeout
 	if t := os.Getenv(v("_TIMEOUT")); t != "" {
@@ -113,10 +113,10 @@ func (e *embeddingFlags) registerAs(fs *flag.FlagSet, name, env string, full boo
 			e.errs = append(e.errs, fmt.Errorf("%s: %w", v("_TIMEOUT"), err))
 		}
 	}
-	fs.DurationVar(&e.cfg.RequestTimeout, f("-timeout"), timeout, "timeout of one embedding request (env "+v("_TIMEOUT")+")")
+	fs.DurationVar(&e.Cfg.RequestTimeout, f("-timeout"), timeout, "timeout of one embedding request (env "+v("_TIMEOUT")+")")
 }
 
-func (e *embeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
+func (e *EmbeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def int, usage string) {
 	if v := os.Getenv(env); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -129,56 +129,56 @@ func (e *embeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def 
 }
 
 // config returns the embedder configuration, or ok=false when no base URL is set (lexical only).
-func (e *embeddingFlags) config() (cfg embed.Config, ok bool, err error) {
+func (e *EmbeddingFlags) Config() (cfg embed.Config, ok bool, err error) {
 	if len(e.errs) > 0 {
-		return cfg, false, usageError{errors.Join(e.errs...).Error()}
+		return cfg, false, UsageError{Msg: errors.Join(e.errs...).Error()}
 	}
-	if e.cfg.BaseURL == "" {
+	if e.Cfg.BaseURL == "" {
 		return cfg, false, nil
 	}
-	if isLoopbackURL(e.cfg.BaseURL) {
+	if isLoopbackURL(e.Cfg.BaseURL) {
 		for _, f := range []struct {
 			flag, env string
 			v         *int
 			local     int
 		}{
-			{e.name + "-max-concurrency", e.env + "_MAX_CONCURRENCY", &e.cfg.MaxConcurrency, localMaxConcurrency},
-			{e.name + "-max-inputs", e.env + "_MAX_INPUTS", &e.cfg.MaxInputs, localMaxInputs},
+			{e.name + "-max-concurrency", e.env + "_MAX_CONCURRENCY", &e.Cfg.MaxConcurrency, localMaxConcurrency},
+			{e.name + "-max-inputs", e.env + "_MAX_INPUTS", &e.Cfg.MaxInputs, localMaxInputs},
 		} {
 			if _, env := os.LookupEnv(f.env); !env && !e.isSet(f.flag) {
 				*f.v = f.local
 			}
 		}
 	}
-	cfg = e.cfg.WithDefaults()
+	cfg = e.Cfg.WithDefaults()
 	preset, _ := embed.KnownPrefixes(cfg.Model)
 	cfg.Prefixes = embed.Prefixes{Query: e.queryPrefix.or(preset.Query), Document: e.documentPrefix.or(preset.Document)}
-	if cfg.APIKey, err = secret(e.env+"_API_KEY", e.keyFile, strings.ToLower(e.env)+" API key"); err != nil {
+	if cfg.APIKey, err = Secret(e.env+"_API_KEY", e.keyFile, strings.ToLower(e.env)+" API key"); err != nil {
 		return cfg, false, err
 	}
 	if cfg.APIKey == "" {
 		cfg.APIKey = e.inheritKey
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, false, usageError{err.Error()}
+		return cfg, false, UsageError{Msg: err.Error()}
 	}
 	return cfg, true, nil
 }
 
 // inherit takes what other sets and e does not: the base URL and API key when e names none, and
 // the client's tuning (concurrency, batch sizes, pacing, timeout, Azure settings).
-func (e *embeddingFlags) inherit(other embed.Config) {
-	if e.cfg.BaseURL == "" && e.cfg.Model != "" {
-		e.cfg.BaseURL = other.BaseURL
+func (e *EmbeddingFlags) Inherit(other embed.Config) {
+	if e.Cfg.BaseURL == "" && e.Cfg.Model != "" {
+		e.Cfg.BaseURL = other.BaseURL
 		e.inheritKey = other.APIKey
 	}
-	e.cfg.MaxConcurrency, e.cfg.MaxInputs, e.cfg.MaxTokens = other.MaxConcurrency, other.MaxInputs, other.MaxTokens
-	e.cfg.MaxInputTokens, e.cfg.RequestTimeout, e.cfg.RequestsPerMinute = other.MaxInputTokens, other.RequestTimeout, other.RequestsPerMinute
-	e.cfg.AzureDeployment, e.cfg.AzureAPIVersion = other.AzureDeployment, other.AzureAPIVersion
+	e.Cfg.MaxConcurrency, e.Cfg.MaxInputs, e.Cfg.MaxTokens = other.MaxConcurrency, other.MaxInputs, other.MaxTokens
+	e.Cfg.MaxInputTokens, e.Cfg.RequestTimeout, e.Cfg.RequestsPerMinute = other.MaxInputTokens, other.RequestTimeout, other.RequestsPerMinute
+	e.Cfg.AzureDeployment, e.Cfg.AzureAPIVersion = other.AzureDeployment, other.AzureAPIVersion
 }
 
 // isSet reports whether the flag was given on the command line.
-func (e *embeddingFlags) isSet(name string) bool {
+func (e *EmbeddingFlags) isSet(name string) bool {
 	set := false
 	e.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set

@@ -11,6 +11,7 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/arxiv"
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/eval"
 	"github.com/paperrec/recommender/internal/rank"
@@ -45,7 +46,7 @@ With an embedding model, ingesting takes a while (a CPU model embeds a few paper
 flags, skip it.`
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("eval", "[flags]", evalHelp, stderr)
+	fs := cli.NewFlags("eval", "[flags]", evalHelp, stderr)
 	csfcube := fs.String("csfcube", "../shared/eval/csfcube", "folder of the CSFCube collection (corpus.jsonl, pools.jsonl, qrels-dev.tsv); empty: skip")
 	sample := fs.String("arxiv", "../shared/data/arxiv-cs-sample.jsonl.gz", "arXiv sample with topic labels; empty: skip")
 	out := fs.String("out", "csfcube-rankings.jsonl", "where to write the rankings of every CSFCube row")
@@ -54,25 +55,25 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"(recommend.Calibrations), instead of the other measures")
 	examplesOut := fs.String("calibration-examples", "", "with --calibrate: also write the examples it fits on to this file, as JSON lines {kind, mode, features, relevant}")
 	relevanceOnly := fs.Bool("relevance-only", false, "arXiv sample: print only the calibration of the relevance (by request kind, and for text of random words)")
-	var sf storeFlags
-	sf.registerEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
+	var sf cli.StoreFlags
+	sf.RegisterEval(fs, "keep the embedded evaluation stores here (csfcube/, arxiv/) and reuse them on the next run, "+
 		"which then skips the ingest and its embedding calls; empty: fresh temporary stores")
-	var ef embeddingFlags
-	ef.register(fs)
+	var ef cli.EmbeddingFlags
+	ef.Register(fs)
 	f := rank.DefaultFusion
 	fs.StringVar((*string)(&f.Method), "fusion-method", string(f.Method), "hybrid: rrf (ranks) or dbsf (scores)")
 	fs.IntVar(&f.K, "fusion-k", f.K, "hybrid: the RRF constant")
 	fs.Var(float32Flag{&f.LexicalWeight}, "fusion-lexical-weight", "hybrid: the lexical list's RRF weight")
 	fs.Var(float32Flag{&f.DenseWeight}, "fusion-dense-weight", "hybrid: the dense list's RRF weight")
 	fs.IntVar(&f.Depth, "fusion-depth", f.Depth, "hybrid: candidates each list contributes at least")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if f.K < 1 || f.Depth < 1 || f.LexicalWeight < 0 || f.DenseWeight < 0 {
-		return usageError{"--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
+		return cli.UsageError{Msg: "--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
 	}
 	svcOpts := []server.Option{server.WithFusion(f)}
-	embCfg, useEmbedder, err := ef.config()
+	embCfg, useEmbedder, err := ef.Config()
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "rankings of all %d rows (%s) written to %s\n", len(last), modeName(modes[len(modes)-1]), *out)
 	}
 	if *sample != "" {
-		papers, err := readAll(*sample)
+		papers, err := arxiv.ReadFile(*sample)
 		if err != nil {
 			return err
 		}
@@ -290,8 +291,8 @@ type evalRun struct {
 // withEvalStore serves a store of its own on loopback (see storeFlags.openEval), ingests
 // papers unless it holds as many already (a rerun skips the ingest and its embedding calls),
 // and runs fn against it.
-func withEvalStore(ctx context.Context, sf *storeFlags, dir, collection string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(evalRun) error) error {
-	st, cleanup, err := sf.openEval(ctx, dir, collection)
+func withEvalStore(ctx context.Context, sf *cli.StoreFlags, dir, collection string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(evalRun) error) error {
+	st, cleanup, err := sf.OpenEval(ctx, dir, collection)
 	if err != nil {
 		return err
 	}
@@ -312,7 +313,7 @@ func withEvalStore(ctx context.Context, sf *storeFlags, dir, collection string, 
 	case 0:
 	default:
 		fix := "use another --data-dir"
-		if sf.backend == "qdrant" {
+		if sf.Backend == "qdrant" {
 			fix = "delete the Qdrant collection " + collection
 		}
 		return fmt.Errorf("the store holds %d papers, not the %d of this run (it is kept between runs): %s",
@@ -328,25 +329,11 @@ func withEvalStore(ctx context.Context, sf *storeFlags, dir, collection string, 
 		}
 	}
 	if resp, err := stream.CloseAndRecv(); err != nil {
-		return rpcError(err)
+		return cli.RPCError(err)
 	} else if resp.GetRejected() > 0 {
 		return fmt.Errorf("%d papers rejected, first: %v", resp.GetRejected(), resp.GetRejections()[0])
 	}
 	return fn(evalRun{client: client, store: st, ingested: true})
-}
-
-// readAll reads every paper of a JSON-lines file.
-func readAll(path string) ([]*recommenderv1.Paper, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	papers, err := arxiv.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return papers, nil
 }
 
 // float32Flag is a flag.Value for a float32.
