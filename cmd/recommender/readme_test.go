@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed/modeltest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
@@ -220,3 +222,69 @@ func updateREADME(t *testing.T, ex example, printed string) {
 		t.Fatal(err)
 	}
 }
+
+// TestREADMEConfigurationTable: the README's table of serve's flags is serve --help's, flag by
+// flag (its variable, default and description), so the two cannot disagree.
+// RECOMMENDER_UPDATE_README=1 writes it.
+func TestREADMEConfigurationTable(t *testing.T) {
+	t.Parallel()
+	_, out, code := runCLI(t, "serve", "--help") // the usage goes to stderr
+	if code != 0 {
+		t.Fatalf("serve --help: exit %d", code)
+	}
+	rows := []string{"| flag | environment variable | default | |", "| --- | --- | --- | --- |"}
+	lines := strings.Split(out, "\n")
+	for i := 0; i < len(lines); i++ {
+		m := helpFlag.FindStringSubmatch(lines[i])
+		if m == nil || m[1] == "version" || i+1 >= len(lines) {
+			continue
+		}
+		desc := strings.TrimSpace(lines[i+1])
+		def := ""
+		if d := helpDefault.FindStringSubmatch(desc); d != nil {
+			def, desc = "`"+d[1]+"`", strings.TrimSuffix(desc, d[0])
+		}
+		env := helpEnv.FindStringSubmatch(desc)
+		if env == nil {
+			t.Errorf("serve --%s names no environment variable in --help", m[1])
+			continue
+		}
+		if want := cli.EnvName(m[1]); env[1] != want {
+			t.Errorf("serve --%s: --help names %s, the rule %s", m[1], env[1], want)
+		}
+		desc = strings.ReplaceAll(strings.TrimSpace(strings.Replace(desc, env[0], "", 1)), " ;", ";")
+		rows = append(rows, fmt.Sprintf("| `--%s` | `%s` | %s | %s |", m[1], env[1], def, strings.ReplaceAll(desc, "|", `\|`)))
+	}
+	table := strings.Join(rows, "\n")
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, end := strings.Index(string(b), tableStart), strings.Index(string(b), tableEnd)
+	if start < 0 || end < start {
+		t.Fatalf("README: no %q ... %q", tableStart, tableEnd)
+	}
+	now := string(b[start+len(tableStart) : end])
+	if want := "\n" + table + "\n"; now != want {
+		if os.Getenv("RECOMMENDER_UPDATE_README") == "1" {
+			readmeMu.Lock()
+			defer readmeMu.Unlock()
+			if err := os.WriteFile("../../README.md", []byte(string(b[:start+len(tableStart)])+want+string(b[end:])), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		t.Errorf("README's table of serve's flags differs from serve --help; RECOMMENDER_UPDATE_README=1 rewrites it. It should read:\n%s", table)
+	}
+}
+
+const (
+	tableStart = "<!-- serve flags: TestREADMEConfigurationTable writes this table from serve --help -->"
+	tableEnd   = "<!-- end of serve flags -->"
+)
+
+var (
+	helpFlag    = regexp.MustCompile(`^  --([a-z0-9-]+)`)
+	helpDefault = regexp.MustCompile(` \(default "([^"]*)"\)$`)
+	helpEnv     = regexp.MustCompile(`\(env ([A-Z0-9_]+)[^)]*\)`)
+)

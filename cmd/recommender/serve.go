@@ -54,6 +54,7 @@ variables apply).`
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg := server.DefaultConfig()
 	fs := cli.NewFlags("serve", "[flags]", serveHelp, stderr)
+	cli.WithEnv(fs)
 	fs.StringVar(&cfg.Addr, "grpc-addr", cli.EnvOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
 		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
 	var sf cli.StoreFlags
@@ -85,6 +86,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL", false),
 		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
 	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cli.ApplyEnv(fs); err != nil {
 		return err
 	}
 	embCfg, useEmbedder, err := ef.Config()

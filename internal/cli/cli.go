@@ -56,7 +56,7 @@ func PrintFlags(w io.Writer, fs *flag.FlagSet) {
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 			def = fmt.Sprintf(" (default %q)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  --%s%s\n      %s%s\n", f.Name, typ, usage, def)
+		fmt.Fprintf(w, "  --%s%s\n      %s%s%s\n", f.Name, typ, usage, envNote(fs, f), def)
 	})
 }
 

@@ -1,0 +1,55 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// EnvName is the environment variable of a serve flag, by one rule: the flag in upper case
+// with underscores, prefixed RECOMMENDER_ unless it names its own system (qdrant-*,
+// embedding-*, reembed-*, whose variables are QDRANT_*, EMBEDDING_*, REEMBED_*).
+func EnvName(flagName string) string {
+	n := strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	switch strings.SplitN(flagName, "-", 2)[0] {
+	case "qdrant", "embedding", "reembed":
+		return n
+	}
+	return "RECOMMENDER_" + n
+}
+
+// WithEnv marks fs as one whose every flag (but --version) has an environment variable named
+// by EnvName: --help names it, and ApplyEnv reads it.
+func WithEnv(fs *flag.FlagSet) { envSets[fs] = true }
+
+var envSets = map[*flag.FlagSet]bool{}
+
+// ApplyEnv sets each flag of fs not given on the command line from its variable, when that is
+// set and not empty. Call it after ParseFlags: a flag given wins.
+func ApplyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] || f.Name == "version" {
+			return
+		}
+		name := EnvName(f.Name)
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = UsageError{Msg: fmt.Sprintf("%s=%q: %v", name, v, e)}
+			}
+		}
+	})
+	return err
+}
+
+// envNote is what --help adds to a flag's description: its variable, unless the description
+// names it already.
+func envNote(fs *flag.FlagSet, f *flag.Flag) string {
+	if !envSets[fs] || f.Name == "version" || strings.Contains(f.Usage, "(env "+EnvName(f.Name)) {
+		return ""
+	}
+	return " (env " + EnvName(f.Name) + ")"
+}
