@@ -53,38 +53,32 @@ variables apply).`
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cfg := server.DefaultConfig()
-	fs := cli.NewFlags("serve", "[flags]", serveHelp, stderr)
-	cli.WithEnv(fs)
-	fs.StringVar(&cfg.Addr, "grpc-addr", cli.EnvOr("RECOMMENDER_GRPC_ADDR", cfg.Addr),
-		"gRPC listen address, host:port; port 0 picks a free port (env RECOMMENDER_GRPC_ADDR)")
+	fs := cli.NewEnvFlags("serve", "[flags]", serveHelp, stderr) // cli.ApplyEnv reads the variables
+	fs.StringVar(&cfg.Addr, "grpc-addr", cfg.Addr, "gRPC listen address, host:port; port 0 picks a free port")
 	var sf cli.StoreFlags
 	sf.Register(fs)
 	var sec serverSecurity
 	sec.register(fs)
-	cfg.Reflection = sec.boolEnv("RECOMMENDER_REFLECTION", true)
-	fs.BoolVar(&cfg.Reflection, "reflection", cfg.Reflection,
-		"serve gRPC reflection so tools like grpcurl need no .proto files (env RECOMMENDER_REFLECTION)")
+	fs.BoolVar(&cfg.Reflection, "reflection", true, "serve gRPC reflection so tools like grpcurl need no .proto files")
 	fs.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", cfg.MaxConnectionAge,
 		"close each client connection after this long (calls in flight finish first), so clients "+
 			"reconnect and reach replicas added since; 0: never")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
 		"on SIGTERM, how long in-flight RPCs may run before they are cut")
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")
-	httpAddr := fs.String("http-addr", cli.EnvOr("RECOMMENDER_HTTP_ADDR", "127.0.0.1:8080"),
-		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off (env RECOMMENDER_HTTP_ADDR)")
-	corsOrigins := fs.String("cors-origins", os.Getenv("RECOMMENDER_CORS_ORIGINS"),
-		"comma-separated origins allowed to call the JSON API from a browser; none by default (env RECOMMENDER_CORS_ORIGINS)")
-	metricsAddr := fs.String("metrics-addr", os.Getenv("RECOMMENDER_METRICS_ADDR"),
-		"serve Prometheus metrics at http://ADDR/metrics; empty: off (env RECOMMENDER_METRICS_ADDR)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:8080",
+		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off")
+	corsOrigins := fs.String("cors-origins", "", "comma-separated origins allowed to call the JSON API from a browser; none by default")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; empty: off")
 	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
 	load := fs.String("load", "", "`FILE` of papers to load at start, in the background while serving: JSON lines as backfill reads them (plain or .gz); unchanged papers are skipped, so restarting with it costs nothing")
-	logFormat := fs.String("log-format", cli.EnvOr("RECOMMENDER_LOG_FORMAT", "text"), "log format: text or json (env RECOMMENDER_LOG_FORMAT)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
 	var ef cli.EmbeddingFlags
 	ef.Register(fs)
 	var rf cli.EmbeddingFlags
 	rf.RegisterAs(fs, "reembed", "REEMBED", false)
-	fallback := fs.Bool("embedding-fallback-lexical", sec.boolEnv("EMBEDDING_FALLBACK_LEXICAL", false),
-		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE (env EMBEDDING_FALLBACK_LEXICAL)")
+	fallback := fs.Bool("embedding-fallback-lexical", false,
+		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE")
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// exitError ends a command with its own exit code and message.
+// ExitError ends a command with its own exit code and message.
 type ExitError struct {
 	Code int
 	Msg  string
@@ -27,26 +27,36 @@ type ExitError struct {
 
 func (e ExitError) Error() string { return e.Msg }
 
-// usageError is a mistake in the command line, reported with exit code 2.
+// UsageError is a mistake in the command line, reported with exit code 2.
 type UsageError struct{ Msg string }
 
 func (e UsageError) Error() string { return e.Msg }
 
-// newFlags returns a flag set whose --help prints the command's description and flags.
+// NewFlags returns a flag set whose --help prints the command's description and flags.
 func NewFlags(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
+	return newFlags(name, synopsis, description, stderr, false)
+}
+
+// NewEnvFlags is NewFlags for a command whose every flag (but --version) has an environment
+// variable named by EnvName: --help names it, and ApplyEnv reads it.
+func NewEnvFlags(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
+	return newFlags(name, synopsis, description, stderr, true)
+}
+
+func newFlags(name, synopsis, description string, stderr io.Writer, env bool) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s %s %s\n\n%s\n\nFlags:\n", Program, name, synopsis, strings.TrimSpace(description))
-		PrintFlags(stderr, fs)
+		printFlags(stderr, fs, env)
 	}
 	return fs
 }
 
 // printFlags lists flags as --name, the form the README and errors use (flag.PrintDefaults
-// writes a single dash).
-func PrintFlags(w io.Writer, fs *flag.FlagSet) {
+// writes a single dash), with each one's environment variable when env.
+func printFlags(w io.Writer, fs *flag.FlagSet, env bool) {
 	fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(f)
 		if typ != "" {
@@ -56,11 +66,15 @@ func PrintFlags(w io.Writer, fs *flag.FlagSet) {
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 			def = fmt.Sprintf(" (default %q)", f.DefValue)
 		}
-		fmt.Fprintf(w, "  --%s%s\n      %s%s%s\n", f.Name, typ, usage, envNote(fs, f), def)
+		note := ""
+		if env {
+			note = envNote(f)
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s%s%s\n", f.Name, typ, usage, note, def)
 	})
 }
 
-// parseFlags parses args, turning parse failures into usage errors and rejecting stray
+// ParseFlags parses args, turning parse failures into usage errors and rejecting stray
 // positional arguments.
 func ParseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -78,7 +92,7 @@ func ParseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// envOr returns the environment variable's value, or def when it is unset or empty.
+// EnvOr returns the environment variable's value, or def when it is unset or empty.
 func EnvOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -86,13 +100,13 @@ func EnvOr(name, def string) string {
 	return def
 }
 
-// listFlag is a flag that may be repeated.
+// ListFlag is a flag that may be repeated.
 type ListFlag []string
 
 func (l *ListFlag) String() string     { return strings.Join(*l, ",") }
 func (l *ListFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-// rpcError renders a gRPC error for a person: the code, the message and each field violation.
+// RPCError renders a gRPC error for a person: the code, the message and each field violation.
 func RPCError(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -110,7 +124,7 @@ func RPCError(err error) error {
 	return errors.New(b.String())
 }
 
-// rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few
+// Rate formats a rate with a decimal when it is small (a CPU embedding model ingests a few
 // papers a second).
 func Rate(r float64) string {
 	if r < 100 {

@@ -128,7 +128,7 @@ func (e *EmbeddingFlags) intVar(fs *flag.FlagSet, p *int, name, env string, def 
 	fs.IntVar(p, name, def, usage)
 }
 
-// config returns the embedder configuration, or ok=false when no base URL is set (lexical only).
+// Config returns the embedder configuration, or ok=false when no base URL is set (lexical only).
 func (e *EmbeddingFlags) Config() (cfg embed.Config, ok bool, err error) {
 	if len(e.errs) > 0 {
 		return cfg, false, UsageError{Msg: errors.Join(e.errs...).Error()}

@@ -19,12 +19,6 @@ func EnvName(flagName string) string {
 	return "RECOMMENDER_" + n
 }
 
-// WithEnv marks fs as one whose every flag (but --version) has an environment variable named
-// by EnvName: --help names it, and ApplyEnv reads it.
-func WithEnv(fs *flag.FlagSet) { envSets[fs] = true }
-
-var envSets = map[*flag.FlagSet]bool{}
-
 // ApplyEnv sets each flag of fs not given on the command line from its variable, when that is
 // set and not empty. Call it after ParseFlags: a flag given wins.
 func ApplyEnv(fs *flag.FlagSet) error {
@@ -38,7 +32,7 @@ func ApplyEnv(fs *flag.FlagSet) error {
 		name := EnvName(f.Name)
 		if v, ok := os.LookupEnv(name); ok && v != "" {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = UsageError{Msg: fmt.Sprintf("%s=%q: %v", name, v, e)}
+				err = UsageError{Msg: fmt.Sprintf("%s=%q is no value for --%s: %v", name, v, f.Name, e)}
 			}
 		}
 	})
@@ -47,8 +41,8 @@ func ApplyEnv(fs *flag.FlagSet) error {
 
 // envNote is what --help adds to a flag's description: its variable, unless the description
 // names it already.
-func envNote(fs *flag.FlagSet, f *flag.Flag) string {
-	if !envSets[fs] || f.Name == "version" || strings.Contains(f.Usage, "(env "+EnvName(f.Name)) {
+func envNote(f *flag.Flag) string {
+	if f.Name == "version" || strings.Contains(f.Usage, "(env "+EnvName(f.Name)) {
 		return ""
 	}
 	return " (env " + EnvName(f.Name) + ")"

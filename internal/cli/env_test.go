@@ -21,8 +21,7 @@ func TestEnvName(t *testing.T) {
 
 func TestApplyEnv(t *testing.T) {
 	var help bytes.Buffer
-	fs := NewFlags("serve", "[flags]", "Test.", &help)
-	WithEnv(fs)
+	fs := NewEnvFlags("serve", "[flags]", "Test.", &help)
 	timeout := fs.Duration("shutdown-timeout", 20*time.Second, "how long")
 	addr := fs.String("grpc-addr", "127.0.0.1:50051", "address (env RECOMMENDER_GRPC_ADDR)")
 	demo := fs.Bool("demo", false, "load the demo")
@@ -39,8 +38,7 @@ func TestApplyEnv(t *testing.T) {
 		t.Fatalf("timeout %v (want 3s from the environment), addr %s (want the flag's), demo %v (want false)", *timeout, *addr, *demo)
 	}
 	t.Setenv("RECOMMENDER_SHUTDOWN_TIMEOUT", "soon")
-	bad := NewFlags("serve", "[flags]", "Test.", &bytes.Buffer{})
-	WithEnv(bad)
+	bad := NewEnvFlags("serve", "[flags]", "Test.", &bytes.Buffer{})
 	bad.Duration("shutdown-timeout", 20*time.Second, "how long")
 	if err := ApplyEnv(bad); err == nil || !strings.Contains(err.Error(), `RECOMMENDER_SHUTDOWN_TIMEOUT="soon"`) {
 		t.Fatalf("a bad value: %v, want an error naming the variable", err)

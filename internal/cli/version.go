@@ -7,11 +7,11 @@ import (
 	"runtime/debug"
 )
 
-// errVersion is what parseFlags returns for --version: the command prints the version and
+// ErrVersion is what ParseFlags returns for --version: the command prints the version and
 // exits 0 without doing anything else.
 var ErrVersion = errors.New("version requested")
 
-// version names this build: the module version (a tag when installed with go install), the
+// Version names this build: the module version (a tag when installed with go install), the
 // commit and its time when built from a checkout, and the Go release.
 func Version() string {
 	v, rev, when, dirty := "(devel)", "", "", false
