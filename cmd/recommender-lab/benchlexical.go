@@ -232,14 +232,14 @@ func runLexical(ctx context.Context, st store.Store, queries []*recommenderv1.Pa
 		if kind == "title" { // analysing the text is part of a text query
 			q.Lexical = lexical.Query(p.GetTitle())
 		}
-		hits, err := st.Search(ctx, q)
+		lists, err := st.Search(ctx, q)
 		if err != nil {
 			return r, err
 		}
 		r.lat = append(r.lat, time.Since(start))
-		ids, scores := make([]string, len(hits)), make([]float32, len(hits))
-		for i, h := range hits {
-			ids[i], scores[i] = h.Paper.ID, h.Score
+		ids, scores := make([]string, len(lists.Lexical)), make([]float32, len(lists.Lexical))
+		for i, h := range lists.Lexical {
+			ids[i], scores[i] = h.ID, h.Score
 		}
 		r.ids, r.scores = append(r.ids, ids), append(r.scores, scores)
 	}

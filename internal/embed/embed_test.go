@@ -17,7 +17,7 @@ import (
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/embed/modeltest"
-	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 const dims = 16
@@ -331,7 +331,7 @@ func TestLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if related, unrelated := rank.Cosine(vecs[0], vecs[1]), rank.Cosine(vecs[0], vecs[2]); related <= unrelated {
+	if related, unrelated := store.Cosine(vecs[0], vecs[1]), store.Cosine(vecs[0], vecs[2]); related <= unrelated {
 		t.Fatalf("cosine related %.3f <= unrelated %.3f", related, unrelated)
 	}
 	t.Logf("model %s: %d dimensions", c.Model(), c.Dimensions())
@@ -355,7 +355,7 @@ func TestRealModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if related, unrelated := rank.Cosine(vecs[0], vecs[1]), rank.Cosine(vecs[0], vecs[2]); related <= unrelated+0.05 {
+	if related, unrelated := store.Cosine(vecs[0], vecs[1]), store.Cosine(vecs[0], vecs[2]); related <= unrelated+0.05 {
 		t.Fatalf("cosine to the related paper %.3f, to the unrelated one %.3f", related, unrelated)
 	}
 	if c.Dimensions() != 384 {
@@ -380,7 +380,7 @@ func TestRealModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cos := rank.Cosine(one[0], all[i]); cos < 0.999 {
+		if cos := store.Cosine(one[0], all[i]); cos < 0.999 {
 			t.Fatalf("input %d: batched vector differs from its own (cosine %.4f)", i, cos)
 		}
 	}

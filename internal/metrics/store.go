@@ -60,7 +60,12 @@ func (s *instrumented) Delete(ctx context.Context, ids []string) ([]string, erro
 	return s.Store.Delete(ctx, ids)
 }
 
-func (s *instrumented) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+func (s *instrumented) Search(ctx context.Context, q store.Query) (store.Lists, error) {
 	defer s.observe("search", time.Now())
 	return s.Store.Search(ctx, q)
+}
+
+func (s *instrumented) Read(ctx context.Context, ids []string, fields store.Fields, denseSet string) ([]store.Record, error) {
+	defer s.observe("read", time.Now())
+	return s.Store.Read(ctx, ids, fields, denseSet)
 }

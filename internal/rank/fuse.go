@@ -1,6 +1,11 @@
 package rank
 
-import "math"
+import (
+	"math"
+
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/topk"
+)
 
 // Fusion is how hybrid retrieval merges the lexical and the dense candidate lists: weighted
 // reciprocal rank fusion, computed as Qdrant computes it (so both stores rank alike). A paper
@@ -64,20 +69,6 @@ func (f Fusion) OrDefault() Fusion {
 // ListDepth is how many candidates each list gives for a fused list of limit.
 func (f Fusion) ListDepth(limit int) int { return max(limit, f.Depth) }
 
-// Scored is an id with a score.
-type Scored struct {
-	ID    string
-	Score float32
-}
-
-// Better orders Scored items: higher score first, then ascending id.
-func Better(a, b Scored) bool {
-	if a.Score != b.Score {
-		return a.Score > b.Score
-	}
-	return a.ID < b.ID
-}
-
 // PositionScore is the fused score of rank r (from 1) in a list of weight w; 0 for w <= 0.
 func (f Fusion) PositionScore(r int, w float32) float32 {
 	if w <= 0 {
@@ -89,12 +80,12 @@ func (f Fusion) PositionScore(r int, w float32) float32 {
 // Fused is an entry of a fused list: its fused score and the score it had in each list (0 when
 // it was not in that list), which explanations show.
 type Fused struct {
-	Scored
+	store.Scored
 	Lexical, Dense float32
 }
 
 // OneSignal is a list of one signal as a fused list: lexical's or dense's.
-func OneSignal(list []Scored, lexical bool) []Fused {
+func OneSignal(list []store.Scored, lexical bool) []Fused {
 	out := make([]Fused, len(list))
 	for i, s := range list {
 		out[i] = Fused{Scored: s}
@@ -108,10 +99,10 @@ func OneSignal(list []Scored, lexical bool) []Fused {
 }
 
 // Fuse merges the lexical and dense lists (each best first) and returns the best limit ids.
-func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Fused {
+func (f Fusion) Fuse(limit int, lexical, dense []store.Scored) []Fused {
 	fused := make(map[string]*Fused, len(lexical)+len(dense))
 	for side, l := range []struct {
-		list []Scored
+		list []store.Scored
 		w    float32
 	}{{lexical, f.LexicalWeight}, {dense, f.DenseWeight}} {
 		lo, span := float32(0), float32(0)
@@ -124,7 +115,7 @@ func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Fused {
 		for i, s := range l.list {
 			e := fused[s.ID]
 			if e == nil {
-				e = &Fused{Scored: Scored{ID: s.ID}}
+				e = &Fused{Scored: store.Scored{ID: s.ID}}
 				fused[s.ID] = e
 			}
 			if side == 0 {
@@ -139,7 +130,7 @@ func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Fused {
 			}
 		}
 	}
-	top := NewTopK(limit, func(a, b Fused) bool { return Better(a.Scored, b.Scored) })
+	top := topk.New(limit, func(a, b Fused) bool { return store.Better(a.Scored, b.Scored) })
 	for _, e := range fused {
 		top.Push(*e)
 	}
@@ -147,7 +138,7 @@ func (f Fusion) Fuse(limit int, lexical, dense []Scored) []Fused {
 }
 
 // distribution returns the low limit (mean - 3 sd) and the span (6 sd) of a list's scores.
-func distribution(list []Scored) (lo, span float32) {
+func distribution(list []store.Scored) (lo, span float32) {
 	if len(list) < 2 {
 		return 0, 0
 	}
@@ -170,7 +161,7 @@ func normalized(score, lo, span float32) float32 {
 }
 
 // extremes returns the lowest score of a list and the span to the highest.
-func extremes(list []Scored) (lo, span float32) {
+func extremes(list []store.Scored) (lo, span float32) {
 	if len(list) == 0 {
 		return 0, 0
 	}

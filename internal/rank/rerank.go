@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 // Candidate is a retrieved paper on its way to the result list.
@@ -126,7 +127,7 @@ func ApplyRecency(cands []Candidate, halfLife time.Duration, now time.Time) {
 		cands[i].Score *= float32(factors[i])
 	}
 	slices.SortStableFunc(cands, func(a, b Candidate) int {
-		if Better(Scored{a.ID, a.Score}, Scored{b.ID, b.Score}) {
+		if store.Better(store.Scored{ID: a.ID, Score: a.Score}, store.Scored{ID: b.ID, Score: b.Score}) {
 			return -1
 		}
 		return 1
@@ -335,26 +336,12 @@ func (t *termTable) get(term uint32) float64 {
 // else estimated from their sketches when both have one, else of their term vectors.
 func Similarity(a, b *Candidate) float64 {
 	if len(a.Dense) > 0 && len(a.Dense) == len(b.Dense) {
-		return Cosine(a.Dense, b.Dense)
+		return store.Cosine(a.Dense, b.Dense)
 	}
 	if a.Sketch != nil && b.Sketch != nil {
 		return a.Sketch.Similarity(b.Sketch)
 	}
 	return LexicalCosine(a.Lexical, b.Lexical)
-}
-
-// Cosine is the cosine similarity of two vectors of equal length (0 if either is zero).
-func Cosine(a, b []float32) float64 {
-	var dot, na, nb float64
-	for i := range a {
-		dot += float64(a[i]) * float64(b[i])
-		na += float64(a[i]) * float64(a[i])
-		nb += float64(b[i]) * float64(b[i])
-	}
-	if na == 0 || nb == 0 {
-		return 0
-	}
-	return dot / math.Sqrt(na*nb)
 }
 
 // LexicalCosine is the cosine similarity of two sparse term vectors, with term frequencies

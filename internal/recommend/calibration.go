@@ -168,7 +168,7 @@ func Coherence(cands []rank.Candidate, byDense bool) float64 {
 			a, b := &cands[i], &cands[j]
 			switch {
 			case byDense && len(a.Dense) > 0 && len(a.Dense) == len(b.Dense):
-				sum += rank.Cosine(a.Dense, b.Dense)
+				sum += store.Cosine(a.Dense, b.Dense)
 			case !byDense && a.Sketch != nil && b.Sketch != nil:
 				sum += a.Sketch.Similarity(b.Sketch)
 			default:

@@ -16,7 +16,7 @@ import (
 // one for the text, or one centroid of them all) and one list per negative seed, whose papers
 // are demoted where they rank better than in every positive list.
 type plan struct {
-	positive, negative []store.Query // filter and limit are set when searching
+	positive, negative []query // filter and limit are set when searching
 	// lexicalMax is LexicalMax of each positive query (0: unknown), for relevance.
 	lexicalMax []float64
 	// explainTerms are the text's and the positive seeds' terms, which explanations match.
@@ -146,12 +146,20 @@ func (e *Engine) EmbedInline(ctx context.Context, seeds []InlineSeed) ([][]float
 	return vecs, e.Spec.Key(), nil
 }
 
-// query is the store query of one seed in mode.
-func (e *Engine) query(s seedQuery, mode Mode) store.Query {
-	q := store.Query{Fusion: e.Fusion}
-	if q.Fusion == (rank.Fusion{}) && s.text {
-		q.Fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
+// query is one list a plan searches: the store query of a seed (or the text) and how its two
+// signals' lists fuse.
+type query struct {
+	store.Query
+	fusion rank.Fusion
+}
+
+// query is the query of one seed in mode.
+func (e *Engine) query(s seedQuery, mode Mode) query {
+	q := query{fusion: e.Fusion}
+	if q.fusion == (rank.Fusion{}) && s.text {
+		q.fusion = rank.TextFusion // text alone: the embedding leads (see rank.TextFusion)
 	}
+	q.fusion = q.fusion.OrDefault()
 	if mode != ModeDense || len(s.dense) == 0 {
 		q.Lexical = s.lexical // a seed without a vector goes by its words in every mode
 	}

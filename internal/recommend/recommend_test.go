@@ -224,13 +224,13 @@ func TestExplanationsCarryEachSignalsScore(t *testing.T) {
 	}
 	alone := func(q store.Query) map[string]float32 {
 		q.Limit, q.Filter = 50, store.Filter{ExcludeIDs: []string{"sleep02"}}
-		hits, err := e.Store.Search(ctx, q)
+		lists, err := e.Store.Search(ctx, q)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out := map[string]float32{}
-		for _, h := range hits {
-			out[h.Paper.ID] = h.Score
+		for _, h := range append(lists.Lexical, lists.Dense...) {
+			out[h.ID] = h.Score
 		}
 		return out
 	}

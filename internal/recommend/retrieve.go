@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
@@ -38,7 +39,7 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 		limit = depth
 	}
 	for {
-		lists, exhausted, err := rt.search(ctx, p.positive, limit, rt.vectors, rt.comparable)
+		lists, exhausted, err := rt.search(ctx, p.positive, limit, rt.fields())
 		if err != nil {
 			return nil, false, err
 		}
@@ -47,7 +48,7 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 		}
 		cands, ranks := rt.merge(lists)
 		if len(p.negative) > 0 {
-			negLists, _, err := rt.search(ctx, p.negative, NegativeReach, false, false)
+			negLists, _, err := rt.search(ctx, p.negative, NegativeReach, noRead)
 			if err != nil {
 				return nil, false, err
 			}
@@ -61,48 +62,76 @@ func (rt *retrieval) run(ctx context.Context, p plan, need, depth int, rerank bo
 	}
 }
 
+// hit is a paper a list found, with what the later steps read of it.
+type hit struct {
+	paper  store.Paper
+	sketch *lexical.Sketch
+	// score is its score in the list (fused in hybrid); lexical and dense its score in each
+	// signal's own list (0: not found by it).
+	score, lexical, dense float32
+}
+
+// noRead asks search for the lists' ids and scores alone: a negative seed's list is only ranks.
+const noRead = ^store.Fields(0) // not a set of fields: nothing is read
+
+// fields is what the positive lists read of their papers: brief when a page is filled in
+// after, term and dense vectors for explanations, sketches and embeddings for diversity.
+func (rt *retrieval) fields() store.Fields {
+	var f store.Fields
+	if !rt.brief {
+		f |= store.Metadata
+	}
+	if rt.vectors {
+		f |= store.LexicalVector | store.DenseVector
+	}
+	if rt.comparable {
+		f |= store.DenseVector | store.Sketch
+	}
+	return f
+}
+
 // completeScores gives each hit of a hybrid list the score of the signal whose own list did
 // not reach it (a fused list is the union of two lists of some depth): its relevance is
 // calibrated on both, and must not depend on how deep the lists were read, that is on the page
 // size. One search by each signal over the papers missing its score.
-func (rt *retrieval) completeScores(ctx context.Context, qs []store.Query, lists [][]store.Hit) error {
+func (rt *retrieval) completeScores(ctx context.Context, qs []query, lists [][]hit) error {
 	if rt.mode != ModeHybrid {
 		return nil
 	}
 	for i, hits := range lists {
 		var noLexical, noDense []string
 		for _, h := range hits {
-			if h.LexicalScore == 0 {
-				noLexical = append(noLexical, h.Paper.ID)
+			if h.lexical == 0 {
+				noLexical = append(noLexical, h.paper.ID)
 			}
-			if h.DenseScore == 0 {
-				noDense = append(noDense, h.Paper.ID)
+			if h.dense == 0 {
+				noDense = append(noDense, h.paper.ID)
 			}
 		}
 		for _, signal := range []struct {
 			ids []string
 			q   store.Query
-			set func(h *store.Hit, score float32)
+			set func(h *hit, score float32)
 		}{
-			{noLexical, store.Query{Lexical: qs[i].Lexical}, func(h *store.Hit, v float32) { h.LexicalScore = v }},
-			{noDense, store.Query{Dense: qs[i].Dense, DenseSet: qs[i].DenseSet}, func(h *store.Hit, v float32) { h.DenseScore = v }},
+			{noLexical, store.Query{Lexical: qs[i].Lexical}, func(h *hit, v float32) { h.lexical = v }},
+			{noDense, store.Query{Dense: qs[i].Dense, DenseSet: qs[i].DenseSet}, func(h *hit, v float32) { h.dense = v }},
 		} {
 			if len(signal.ids) == 0 || (signal.q.Lexical.Len() == 0 && len(signal.q.Dense) == 0) {
 				continue
 			}
 			q := signal.q
-			q.Filter, q.Limit, q.Exact, q.Brief = rt.filter, len(signal.ids), true, true
+			q.Filter, q.Limit, q.Exact = rt.filter, len(signal.ids), true
 			q.Filter.OnlyIDs = signal.ids
 			found, err := rt.store.Search(ctx, q)
 			if err != nil {
 				return err
 			}
-			scores := make(map[string]float32, len(found))
-			for _, f := range found {
-				scores[f.Paper.ID] = f.Score
+			scores := make(map[string]float32, len(signal.ids))
+			for _, f := range append(found.Lexical, found.Dense...) {
+				scores[f.ID] = f.Score
 			}
 			for j := range hits {
-				if v, ok := scores[hits[j].Paper.ID]; ok {
+				if v, ok := scores[hits[j].paper.ID]; ok {
 					signal.set(&hits[j], v)
 				}
 			}
@@ -111,16 +140,16 @@ func (rt *retrieval) completeScores(ctx context.Context, qs []store.Query, lists
 	return nil
 }
 
-// search runs each query to limit; exhausted says no list had more.
-func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, vectors, comparable bool) ([][]store.Hit, bool, error) {
-	lists := make([][]store.Hit, len(qs))
+// search runs each query to limit under the request's filter, reading fields of the papers
+// found; exhausted says no list had more.
+func (rt *retrieval) search(ctx context.Context, qs []query, limit int, fields store.Fields) ([][]hit, bool, error) {
+	lists := make([][]hit, len(qs))
 	exhausted := true
 	for i, q := range qs {
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		q.Filter, q.Limit, q.Exact, q.WithVectors, q.Comparable, q.Brief = rt.filter, limit, rt.exact, vectors, comparable, rt.brief
-		hits, err := rt.store.Search(ctx, q)
+		hits, err := rt.find(ctx, q, rt.filter, limit, fields)
 		if err != nil {
 			return nil, false, err
 		}
@@ -128,6 +157,54 @@ func (rt *retrieval) search(ctx context.Context, qs []store.Query, limit int, ve
 		exhausted = exhausted && len(hits) < limit
 	}
 	return lists, exhausted, nil
+}
+
+// find returns q's best limit papers that pass filter, with fields read: each signal's list
+// from the store, fused when there are two (from lists as deep as the fusion reads), then the
+// papers kept read in that order (one deleted meanwhile is left out).
+func (rt *retrieval) find(ctx context.Context, q query, filter store.Filter, limit int, fields store.Fields) ([]hit, error) {
+	sq := q.Query
+	sq.Filter, sq.Limit, sq.Exact = filter, limit, rt.exact
+	hybrid := sq.Lexical.Len() > 0 && len(sq.Dense) > 0
+	if hybrid {
+		sq.Limit = q.fusion.ListDepth(limit)
+	}
+	lists, err := rt.store.Search(ctx, sq)
+	if err != nil {
+		return nil, err
+	}
+	var ranked []rank.Fused
+	switch {
+	case hybrid:
+		ranked = q.fusion.Fuse(limit, lists.Lexical, lists.Dense)
+	case len(sq.Dense) > 0:
+		ranked = rank.OneSignal(lists.Dense, false)
+	default:
+		ranked = rank.OneSignal(lists.Lexical, true)
+	}
+	hits := make([]hit, len(ranked))
+	for i, r := range ranked {
+		hits[i] = hit{paper: store.Paper{ID: r.ID}, score: r.Score, lexical: r.Lexical, dense: r.Dense}
+	}
+	if fields == noRead || len(hits) == 0 {
+		return hits, nil
+	}
+	ids := make([]string, len(hits))
+	for i, h := range hits {
+		ids[i] = h.paper.ID
+	}
+	records, err := rt.store.Read(ctx, ids, fields, sq.DenseSet)
+	if err != nil {
+		return nil, err
+	}
+	kept := hits[:0]
+	for _, h := range hits {
+		if len(records) > 0 && records[0].Paper.ID == h.paper.ID {
+			h.paper, h.sketch, records = records[0].Paper, records[0].Sketch, records[1:]
+			kept = append(kept, h)
+		}
+	}
+	return kept, nil
 }
 
 // fill replaces the brief papers of a page by the whole ones; a paper deleted since the search
@@ -153,7 +230,7 @@ func (rt *retrieval) fill(ctx context.Context, page []rank.Candidate) error {
 // rank's reciprocal-rank score, and its signal scores and relevance those of that list, so the
 // first papers of every seed come first whatever their raw scores (a long seed's BM25 scores
 // run higher).
-func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]int) {
+func (rt *retrieval) merge(lists [][]hit) ([]rank.Candidate, map[string]int) {
 	best := bestRanks(lists)
 	rt.papers, rt.signals = make(map[string]store.Paper, len(best)), make(map[string]signalScores, len(best))
 	cands := make([]rank.Candidate, 0, len(best))
@@ -161,25 +238,25 @@ func (rt *retrieval) merge(lists [][]store.Hit) ([]rank.Candidate, map[string]in
 	for l, hits := range lists {
 		top := bestLexical(hits)
 		for i, h := range hits {
-			id := h.Paper.ID
+			id := h.paper.ID
 			if _, done := rt.papers[id]; done || best[id] != i+1 {
 				continue // taken from a list that ranks it as well, or not its best list
 			}
-			share := rt.lexicalShare(l, h.LexicalScore, top)
-			c := rank.Candidate{ID: id, Title: h.Paper.Title, Date: h.Paper.Date, Year: h.Paper.Year,
-				Lexical: h.Paper.Lexical, Dense: h.Paper.Dense, Sketch: h.Sketch, Score: h.Score,
-				Relevance: calibration.Relevance(Features(rt.kind, rt.mode, Signals{share, float64(h.DenseScore)}, Context{}))}
+			share := rt.lexicalShare(l, h.lexical, top)
+			c := rank.Candidate{ID: id, Title: h.paper.Title, Date: h.paper.Date, Year: h.paper.Year,
+				Lexical: h.paper.Lexical, Dense: h.paper.Dense, Sketch: h.sketch, Score: h.score,
+				Relevance: calibration.Relevance(Features(rt.kind, rt.mode, Signals{share, float64(h.dense)}, Context{}))}
 			if len(lists) > 1 {
 				c.Score = rank.DefaultFusion.PositionScore(i+1, 1)
 			}
 			cands = append(cands, c)
-			rt.papers[id] = h.Paper
-			rt.signals[id] = signalScores{lexical: h.LexicalScore, dense: h.DenseScore, lexicalShare: float32(share)}
+			rt.papers[id] = h.paper
+			rt.signals[id] = signalScores{lexical: h.lexical, dense: h.dense, lexicalShare: float32(share)}
 		}
 	}
 	if len(lists) > 1 {
 		slices.SortFunc(cands, func(a, b rank.Candidate) int {
-			if rank.Better(rank.Scored{ID: a.ID, Score: a.Score}, rank.Scored{ID: b.ID, Score: b.Score}) {
+			if store.Better(store.Scored{ID: a.ID, Score: a.Score}, store.Scored{ID: b.ID, Score: b.Score}) {
 				return -1
 			}
 			return 1
@@ -230,17 +307,16 @@ func (rt *retrieval) unmatched(cands []rank.Candidate, candidates []store.Paper,
 // matching a batch of new papers (matching), that of the first the text finds in the store
 // under filter. What comparing them needs (embeddings, or word sketches in lexical mode) is
 // read for the ones the search did not bring it for.
-func (rt *retrieval) calibrateText(ctx context.Context, q store.Query, cands []rank.Candidate, matching bool, filter store.Filter) (float64, error) {
+func (rt *retrieval) calibrateText(ctx context.Context, q query, cands []rank.Candidate, matching bool, filter store.Filter) (float64, error) {
 	byDense := rt.mode != ModeLexical
 	var first []rank.Candidate
 	if matching {
-		q.Filter, q.Limit, q.Exact, q.Brief, q.Comparable = filter, CoherenceDepth, rt.exact, true, true
-		hits, err := rt.store.Search(ctx, q)
+		hits, err := rt.find(ctx, q, filter, CoherenceDepth, store.DenseVector|store.Sketch)
 		if err != nil {
 			return 0, err
 		}
 		for _, h := range hits {
-			first = append(first, rank.Candidate{ID: h.Paper.ID, Dense: h.Paper.Dense, Sketch: h.Sketch})
+			first = append(first, rank.Candidate{ID: h.paper.ID, Dense: h.paper.Dense, Sketch: h.sketch})
 		}
 	} else {
 		first = slices.Clone(cands[:min(len(cands), CoherenceDepth)]) // the reads below are for this only
@@ -251,22 +327,17 @@ func (rt *retrieval) calibrateText(ctx context.Context, q store.Query, cands []r
 			}
 		}
 		if len(missing) > 0 {
-			read := store.Query{Lexical: q.Lexical}
-			if byDense {
-				read = store.Query{Dense: q.Dense, DenseSet: q.DenseSet}
-			}
-			read.Filter.OnlyIDs, read.Limit, read.Exact, read.Brief, read.Comparable = missing, len(missing), true, true, true
-			hits, err := rt.store.Search(ctx, read)
+			records, err := rt.store.Read(ctx, missing, store.DenseVector|store.Sketch, q.DenseSet)
 			if err != nil {
 				return 0, err
 			}
-			byID := make(map[string]store.Hit, len(hits))
-			for _, h := range hits {
-				byID[h.Paper.ID] = h
+			byID := make(map[string]store.Record, len(records))
+			for _, r := range records {
+				byID[r.Paper.ID] = r
 			}
 			for i := range first {
-				if h, ok := byID[first[i].ID]; ok {
-					first[i].Dense, first[i].Sketch = h.Paper.Dense, h.Sketch
+				if r, ok := byID[first[i].ID]; ok {
+					first[i].Dense, first[i].Sketch = r.Paper.Dense, r.Sketch
 				}
 			}
 		}
@@ -310,21 +381,21 @@ func (rt *retrieval) lexicalShare(l int, score, best float32) float64 {
 }
 
 // bestLexical is the highest lexical score of a list.
-func bestLexical(hits []store.Hit) float32 {
+func bestLexical(hits []hit) float32 {
 	var b float32
 	for _, h := range hits {
-		b = max(b, h.LexicalScore)
+		b = max(b, h.lexical)
 	}
 	return b
 }
 
 // bestRanks is each paper's best rank (from 1) over lists.
-func bestRanks(lists [][]store.Hit) map[string]int {
+func bestRanks(lists [][]hit) map[string]int {
 	best := map[string]int{}
 	for _, hits := range lists {
 		for i, h := range hits {
-			if r, ok := best[h.Paper.ID]; !ok || i+1 < r {
-				best[h.Paper.ID] = i + 1
+			if r, ok := best[h.paper.ID]; !ok || i+1 < r {
+				best[h.paper.ID] = i + 1
 			}
 		}
 	}

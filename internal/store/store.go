@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 )
 
 // Paper is a stored paper: its fields plus the representations retrieval uses.
@@ -142,45 +141,81 @@ func (f *Filter) Matches(p *Paper) bool {
 	return true
 }
 
-// Query is a top-k search. At least one of Lexical and Dense is set; with both, the backend
-// fuses the two candidate lists (hybrid).
+// Query is a top-k search by one signal or both (Lexical, Dense): each signal's best papers that
+// pass the filter, ranked alone. Combining the lists (fusion) and every later ranking step are
+// the caller's: the store finds and scores.
 type Query struct {
 	// Lexical holds query term weights; negative weights push papers with those terms down.
 	Lexical lexical.Vector
 	// Dense is the query embedding; it need not be normalised.
 	Dense []float32
 	// DenseSet is the EmbeddingSpec.Key of Dense's model: the search runs in that vector set
-	// (the active one or, while a store keeps two, the other; hits' Dense come from it too),
-	// and fails with *EmbeddingSwitchedError when the store keeps no such set. Empty: the
-	// active set.
+	// (the active one or, while a store keeps two, the other), and fails with
+	// *EmbeddingSwitchedError when the store keeps no such set. Empty: the active set.
 	DenseSet string
 	Filter   Filter
-	// Limit is how many hits to return at most.
+	// Limit is how many papers each signal's list holds at most.
 	Limit int
-	// WithVectors fills in the hits' Lexical and Dense, for re-ranking and explanations.
-	WithVectors bool
-	// Brief asks only for the hits' ID, Title, Date and Year (what re-ranking reads) and lets
-	// the backend leave the other fields empty: a deep pool re-ranked to a short page fetches
-	// the page's papers afterwards instead of every candidate's abstract.
-	Brief bool
-	// Comparable fills in what comparing the hits with one another needs (diversity), from
-	// what a backend may keep in memory: Sketch, and Paper.Dense when the paper has one.
-	Comparable bool
 	// Exact asks for an exact dense search where the backend would use an approximate index.
 	Exact bool
-	// Fusion merges the two lists in hybrid search; the zero value is rank.DefaultFusion.
-	Fusion rank.Fusion
 }
 
-// Hit is one search result.
-type Hit struct {
-	Paper Paper // Lexical and Dense only with Query.WithVectors; Dense also with Query.Comparable
-	// Sketch is Paper.Lexical.Sketch(), only with Query.Comparable.
+// Scored is a paper a signal found, with its score in that signal (BM25, cosine).
+type Scored struct {
+	ID    string
+	Score float32
+}
+
+// Lists are a search's results: each signal's papers, best first; nil for a signal the query
+// did not have.
+type Lists struct{ Lexical, Dense []Scored }
+
+// Better orders scored papers: higher score first, ties by ascending id, so equal requests
+// against an unchanged store return the same order whatever the backend.
+func Better(a, b Scored) bool {
+	if a.Score != b.Score {
+		return a.Score > b.Score
+	}
+	return a.ID < b.ID
+}
+
+// Cosine is the cosine similarity of two vectors of equal length (0 if either is zero).
+func Cosine(a, b []float32) float64 {
+	var dot, na, nb float64
+	for i := range a {
+		dot += float64(a[i]) * float64(b[i])
+		na += float64(a[i]) * float64(a[i])
+		nb += float64(b[i]) * float64(b[i])
+	}
+	if na == 0 || nb == 0 {
+		return 0
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+// Fields say what Read fills in besides ID, Title, Date and Year, which it always does (what
+// ranking reads, kept in memory where a backend can).
+type Fields uint8
+
+// What Read fills in.
+const (
+	// Metadata is every other stored field (abstract, authors, categories, topics, URL, DenseHash).
+	Metadata Fields = 1 << iota
+	// LexicalVector is Paper.Lexical.
+	LexicalVector
+	// DenseVector is Paper.Dense (and DenseSet), from the vector set Read is given.
+	DenseVector
+	// Sketch is Record.Sketch: what comparing papers by their words (diversity) needs.
+	Sketch
+	// AllFields is the whole paper.
+	AllFields = Metadata | LexicalVector | DenseVector
+)
+
+// Record is a paper as Read returns it.
+type Record struct {
+	Paper Paper
+	// Sketch is Paper.Lexical.Sketch(), with the Sketch field.
 	Sketch *lexical.Sketch
-	Score  float32
-	// LexicalScore and DenseScore are the paper's scores in each signal's list (BM25, cosine);
-	// 0 when that signal did not run or did not find it. Score is their fusion in hybrid search.
-	LexicalScore, DenseScore float32
 }
 
 // Stats describes a store.
@@ -191,9 +226,9 @@ type Stats struct {
 	Embedding    EmbeddingSpec // zero when no model is bound
 }
 
-// Store is a durable paper store with top-k retrieval. Every method is safe for concurrent use.
-// Results are ordered by score, best first, ties broken by ascending paper id, so equal requests
-// against an unchanged store return the same order.
+// Store is a durable paper store with top-k retrieval in two phases: Search finds and scores
+// papers by each signal, Read fetches what the caller's ranking needs of the ones it keeps.
+// Every method is safe for concurrent use. Lists are ordered by Better.
 type Store interface {
 	// Upsert stores papers, keyed by id, durably before it returns. The outcome of each paper
 	// is returned in input order; an unchanged paper is not rewritten. When an id repeats within
@@ -207,8 +242,14 @@ type Store interface {
 	Lookup(ctx context.Context, ids []string) ([]Paper, error)
 	// Delete removes papers and returns the ids that were not stored.
 	Delete(ctx context.Context, ids []string) (notFound []string, err error)
-	// Search returns the best Limit papers for the query that pass the filter.
-	Search(ctx context.Context, q Query) ([]Hit, error)
+	// Search returns each signal's best Limit papers for the query that pass the filter, as ids
+	// and scores.
+	Search(ctx context.Context, q Query) (Lists, error)
+	// Read returns the papers with the given ids that exist, in the order asked, with fields
+	// filled in: a paper deleted since the search that found it is left out. Dense vectors come
+	// from the vector set named denseSet (empty: the active one); *EmbeddingSwitchedError when
+	// the store keeps no such set.
+	Read(ctx context.Context, ids []string, fields Fields, denseSet string) ([]Record, error)
 	// BindEmbedding ties the store's vectors to an embedding model. The first call records spec
 	// (whose Dimensions must be known); later calls return the recorded spec, or an
 	// *EmbeddingMismatchError when spec names another model or, when set, another size.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/paperrec/recommender/internal/embed"
-	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 // MinLiveCosine is the least cosine allowed between a vector a test was given and the live
@@ -105,7 +105,7 @@ func (r *Recorder) CheckLive(ctx context.Context, s *Server, documents int, seed
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, t := range texts {
-		cos := rank.Cosine(r.vecs[t], vecs[i])
+		cos := store.Cosine(r.vecs[t], vecs[i])
 		c.MinCosine = min(c.MinCosine, cos)
 		if cos < MinLiveCosine {
 			c.Mismatches = append(c.Mismatches, Mismatch{Text: t, Cosine: cos})

@@ -5,12 +5,11 @@ import (
 	"fmt"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
 // LexicalTopK is the store's lexical search, pruned or scoring every posting.
-func (s *Store) LexicalTopK(ctx context.Context, qv lexical.Vector, f store.Filter, k int, prune bool) ([]rank.Scored, error) {
+func (s *Store) LexicalTopK(ctx context.Context, qv lexical.Vector, f store.Filter, k int, prune bool) ([]store.Scored, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.idx.lexicalTopK(ctx, qv, s.idx.matcher(f), k, prune)

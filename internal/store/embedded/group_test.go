@@ -66,8 +66,8 @@ func TestGroupCommit(t *testing.T) {
 	if ps, err := s.Get(ctx, []string{"g00", "g19"}); err != nil || len(ps) != 2 {
 		t.Fatalf("grouped papers: %v (%v)", ps, err)
 	}
-	if hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("grouped commits"), Limit: 100}); err != nil || len(hits) != 20 {
-		t.Fatalf("%d hits for the grouped papers (%v)", len(hits), err)
+	if lists, err := s.Search(ctx, store.Query{Lexical: lexical.Query("grouped commits"), Limit: 100}); err != nil || len(lists.Lexical) != 20 {
+		t.Fatalf("%d hits for the grouped papers (%v)", len(lists.Lexical), err)
 	}
 
 	// A failing write in a group fails alone; the others are committed, and nothing of the

@@ -11,8 +11,8 @@ import (
 
 	"github.com/paperrec/recommender/internal/ann"
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/topk"
 )
 
 // maxQueryTerms bounds how many query terms are scored: the highest |weight| x idf ones. A seed
@@ -258,37 +258,33 @@ type scored struct {
 	score float32
 }
 
-// search runs q against the index and returns the best q.Limit hits, by score then id, with
-// each signal's score. Dense search runs in the vectors of slot.
-func (x *index) search(ctx context.Context, q store.Query, slot int) ([]rank.Fused, error) {
+// search runs q against the index and returns each signal's best q.Limit papers, by score
+// then id. Dense search runs in the vectors of slot.
+func (x *index) search(ctx context.Context, q store.Query, slot int) (store.Lists, error) {
 	m := x.matcher(q.Filter)
+	var lists store.Lists
 	switch {
 	case q.Lexical.Len() > 0 && len(q.Dense) > 0:
-		// Hybrid: fuse deeper candidate lists than the page needs, so papers ranked moderately
-		// by both signals can surface.
 		// The two searches run side by side: a request's latency is the slower one, not the
 		// sum (both only read the index, under the caller's read lock).
-		fusion := q.Fusion.OrDefault()
-		depth := fusion.ListDepth(q.Limit)
-		var lex []rank.Scored
 		var lexErr error
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			lex, lexErr = x.searchLexical(ctx, q.Lexical, m, depth)
+			lists.Lexical, lexErr = x.searchLexical(ctx, q.Lexical, m, q.Limit)
 		}()
-		dense, err := x.searchDense(ctx, q.Dense, m, depth, q.Exact, slot)
+		var err error
+		lists.Dense, err = x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact, slot)
 		<-done
-		if err = cmp.Or(lexErr, err); err != nil {
-			return nil, err
-		}
-		return fusion.Fuse(q.Limit, lex, dense), nil
+		return lists, cmp.Or(lexErr, err)
 	case len(q.Dense) > 0:
-		hits, err := x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact, slot)
-		return rank.OneSignal(hits, false), err
+		var err error
+		lists.Dense, err = x.searchDense(ctx, q.Dense, m, q.Limit, q.Exact, slot)
+		return lists, err
 	default:
-		hits, err := x.searchLexical(ctx, q.Lexical, m, q.Limit)
-		return rank.OneSignal(hits, true), err
+		var err error
+		lists.Lexical, err = x.searchLexical(ctx, q.Lexical, m, q.Limit)
+		return lists, err
 	}
 }
 
@@ -299,10 +295,10 @@ func (x *index) better(a, b scored) bool {
 	return x.docs[a.doc].id < x.docs[b.doc].id
 }
 
-func (x *index) toScored(hits []scored) []rank.Scored {
-	out := make([]rank.Scored, len(hits))
+func (x *index) toScored(hits []scored) []store.Scored {
+	out := make([]store.Scored, len(hits))
 	for i, h := range hits {
-		out[i] = rank.Scored{ID: x.docs[h.doc].id, Score: h.score}
+		out[i] = store.Scored{ID: x.docs[h.doc].id, Score: h.score}
 	}
 	return out
 }
@@ -317,14 +313,14 @@ type queryTerm struct {
 
 // searchLexical returns the k papers with the highest BM25 scores for qv that match the
 // filter (pruned with Options.PruneLexical: the same papers and scores).
-func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher, k int) ([]rank.Scored, error) {
+func (x *index) searchLexical(ctx context.Context, qv lexical.Vector, m *matcher, k int) ([]store.Scored, error) {
 	return x.lexicalTopK(ctx, qv, m, k, x.prune)
 }
 
 // lexicalTopK scores qv with BM25, pruned by MaxScore or every posting (scoreRange), and
 // selects the top k. Only papers with a positive score are returned: a paper that shares
 // nothing with the query is not "similar", however few results that leaves.
-func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, k int, prune bool) ([]rank.Scored, error) {
+func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, k int, prune bool) ([]store.Scored, error) {
 	if x.live == 0 || k <= 0 {
 		return nil, nil
 	}
@@ -388,7 +384,7 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 	if err := cmp.Or(halves[0].err, halves[1].err); err != nil {
 		return nil, err
 	}
-	top := rank.NewTopK(k, x.better)
+	top := topk.New(k, x.better)
 	for _, h := range halves {
 		for _, sc := range h.top {
 			top.Push(sc)
@@ -462,7 +458,7 @@ func (x *index) scoreRange(ctx context.Context, terms []queryTerm, rest []float6
 		cur[i] = sort.Search(len(ps), func(j int) bool { return ps[j].doc >= lo })
 	}
 	hi = min(hi, uint32(len(x.docs)))
-	top := rank.NewTopK(k, x.better)
+	top := topk.New(k, x.better)
 	// floor is the least score that can enter the top k: positive, and once it is full the
 	// worst score in it (a tie enters by id).
 	floor := float32(math.SmallestNonzeroFloat32)
@@ -586,7 +582,7 @@ func seek(ps []posting, c int, d uint32) int {
 // exactly when the store is small, when the request asks, when the filter names the candidates,
 // or when a filtered graph search finds fewer than k papers (the filter was too selective for the
 // walk), so a filter never costs results.
-func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool, slot int) ([]rank.Scored, error) {
+func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool, slot int) ([]store.Scored, error) {
 	q := normalized(qv)
 	vs := &x.sets[slot]
 	if vs.ann == nil || exact || m.only != nil || x.live < x.annCfg.ExactBelow {
@@ -607,7 +603,7 @@ func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int
 			return x.scanDense(ctx, q, m, k, slot)
 		}
 	}
-	top := rank.NewTopK(k, x.better)
+	top := topk.New(k, x.better)
 	for _, r := range res {
 		if int(r.ID) < len(docs) && !m.excluded[docs[r.ID]] {
 			top.Push(scored{doc: docs[r.ID], score: r.Score})
@@ -620,8 +616,8 @@ func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int
 }
 
 // scanDense is the exact cosine scan over the live papers that pass the filter.
-func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, slot int) ([]rank.Scored, error) {
-	top := rank.NewTopK(k, x.better)
+func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, slot int) ([]store.Scored, error) {
+	top := topk.New(k, x.better)
 	visit := func(i uint32) {
 		d := &x.docs[i]
 		if d.alive && len(d.dense[slot]) == len(q) && m.match(i) {

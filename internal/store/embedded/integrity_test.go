@@ -96,11 +96,11 @@ func TestDamagedVectorIndexIsRebuilt(t *testing.T) {
 	}
 	found := 0
 	for i := 0; i < len(ps); i += 30 {
-		hits, err := s.Search(context.Background(), store.Query{Dense: ps[i].Dense, Limit: 1})
+		lists, err := s.Search(context.Background(), store.Query{Dense: ps[i].Dense, Limit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(hits) == 1 && hits[0].Paper.ID == ps[i].ID {
+		if len(lists.Dense) == 1 && lists.Dense[0].ID == ps[i].ID {
 			found++
 		}
 	}
@@ -332,8 +332,8 @@ func flipOutcome(t *testing.T, ctx context.Context, dir string, ps []store.Paper
 		}
 	}
 	for _, p := range ps[:20] {
-		hits, err := s.Search(ctx, store.Query{Dense: p.Dense, DenseSet: store.EmbeddingSpec{Model: "m", Dimensions: 16}.Key(), Limit: 1})
-		if err != nil || len(hits) == 0 || hits[0].Paper.ID != p.ID {
+		lists, err := s.Search(ctx, store.Query{Dense: p.Dense, DenseSet: store.EmbeddingSpec{Model: "m", Dimensions: 16}.Key(), Limit: 1})
+		if err != nil || len(lists.Dense) == 0 || lists.Dense[0].ID != p.ID {
 			return fmt.Sprintf("ANSWERED WRONG: paper %s not found by its own vector (%v)", p.ID, err)
 		}
 	}
@@ -352,8 +352,8 @@ func TestVectorsFileCutShortUnderTheStore(t *testing.T) {
 	}
 	defer s.Close()
 	q := store.Query{Dense: ps[7].Dense, DenseSet: store.EmbeddingSpec{Model: "m", Dimensions: 16}.Key(), Limit: 3}
-	if hits, err := s.Search(ctx, q); err != nil || hits[0].Paper.ID != ps[7].ID {
-		t.Fatalf("before: %v, %v", hits, err)
+	if lists, err := s.Search(ctx, q); err != nil || lists.Dense[0].ID != ps[7].ID {
+		t.Fatalf("before: %v, %v", lists, err)
 	}
 	// (A batch the linker is linking while the file is cut would still fault: a cut is checked
 	// for between batches.)
@@ -366,6 +366,9 @@ func TestVectorsFileCutShortUnderTheStore(t *testing.T) {
 	var de *embedded.DamagedError
 	if _, err := s.Search(ctx, q); !errors.As(err, &de) || !strings.Contains(err.Error(), "vectors.f32") {
 		t.Fatalf("after the cut: %v, want a DamagedError naming vectors.f32", err)
+	}
+	if _, err := s.Read(ctx, []string{ps[7].ID}, store.DenseVector, ""); !errors.As(err, &de) || !strings.Contains(err.Error(), "vectors.f32") {
+		t.Fatalf("a read of a vector after the cut: %v, want a DamagedError naming vectors.f32", err)
 	}
 	// A new vector wakes the linker, which sees the cut and links nothing rather than fault.
 	p := ps[0]

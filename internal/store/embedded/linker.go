@@ -5,10 +5,11 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/paperrec/recommender/internal/ann"
-	"github.com/paperrec/recommender/internal/rank"
-	"github.com/paperrec/recommender/internal/store"
 	"github.com/viterin/vek/vek32"
+
+	"github.com/paperrec/recommender/internal/ann"
+	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/topk"
 )
 
 // annQueued marks a doc whose vector waits for the linker (doc.ann).
@@ -112,7 +113,7 @@ func (x *index) unlinked() int {
 }
 
 // scanQueued pushes the queued vectors of slot that m accepts, scored exactly.
-func (x *index) scanQueued(ctx context.Context, q []float32, m *matcher, slot int, top *rank.TopK[scored]) error {
+func (x *index) scanQueued(ctx context.Context, q []float32, m *matcher, slot int, top *topk.List[scored]) error {
 	for i, n := range x.sets[slot].queued {
 		if i%4096 == 4095 {
 			if err := ctx.Err(); err != nil {

@@ -45,13 +45,13 @@ func linkAll(t *testing.T, s *embedded.Store) {
 }
 
 // nearest is the top hit of a graph search (the store is opened with ExactBelow 1) for v.
-func nearest(t *testing.T, s *embedded.Store, v []float32) store.Hit {
+func nearest(t *testing.T, s *embedded.Store, v []float32) store.Scored {
 	t.Helper()
-	hits, err := s.Search(context.Background(), store.Query{Dense: v, Limit: 3})
-	if err != nil || len(hits) == 0 {
-		t.Fatalf("search: %v, %d hits", err, len(hits))
+	lists, err := s.Search(context.Background(), store.Query{Dense: v, Limit: 3})
+	if err != nil || len(lists.Dense) == 0 {
+		t.Fatalf("search: %v, %d hits", err, len(lists.Dense))
 	}
-	return hits[0]
+	return lists.Dense[0]
 }
 
 // TestVectorsAreFoundWhileTheLinkerLags: vectors are linked into the graph behind the writes.
@@ -107,16 +107,16 @@ func TestVectorsAreFoundWhileTheLinkerLags(t *testing.T) {
 			got := nearest(t, s, linkerVector(i, version))
 			switch {
 			case i == 10 || i == 600:
-				if got.Paper.ID == want {
+				if got.ID == want {
 					t.Fatalf("%s: deleted %s found", when, want)
 				}
-			case got.Paper.ID != want || got.Score < 0.9999:
-				t.Fatalf("%s: %s's vector found %s (%.5f)", when, want, got.Paper.ID, got.Score)
+			case got.ID != want || got.Score < 0.9999:
+				t.Fatalf("%s: %s's vector found %s (%.5f)", when, want, got.ID, got.Score)
 			}
 		}
 		for _, i := range []int{20, 610} { // an old vector finds its paper no more
 			if got := nearest(t, s, linkerVector(i, 0)); got.Score > 0.9999 {
-				t.Fatalf("%s: p%04d's replaced vector still found (%s, %.5f)", when, i, got.Paper.ID, got.Score)
+				t.Fatalf("%s: p%04d's replaced vector still found (%s, %.5f)", when, i, got.ID, got.Score)
 			}
 		}
 	}
@@ -202,12 +202,12 @@ func TestAWriteDuringLinkingWins(t *testing.T) {
 	if n := s.Unlinked(); n != 1 {
 		t.Fatalf("%d vectors queued after the batch, want 1 (p0005's new one)", n)
 	}
-	if got := nearest(t, s, linkerVector(5, 1)); got.Paper.ID != "p0005" {
-		t.Fatalf("p0005's new vector found %s", got.Paper.ID)
+	if got := nearest(t, s, linkerVector(5, 1)); got.ID != "p0005" {
+		t.Fatalf("p0005's new vector found %s", got.ID)
 	}
 	for _, i := range []int{5, 7} {
 		if got := nearest(t, s, linkerVector(i, 0)); got.Score > 0.9999 {
-			t.Fatalf("p%04d's old vector still found (%s, %.5f)", i, got.Paper.ID, got.Score)
+			t.Fatalf("p%04d's old vector still found (%s, %.5f)", i, got.ID, got.Score)
 		}
 	}
 }

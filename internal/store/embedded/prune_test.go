@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
 	"github.com/paperrec/recommender/internal/testutil"
@@ -145,7 +144,7 @@ func TestPrunedLexicalSearchIsExact(t *testing.T) {
 	t.Logf("240 queries, %d hits equal, %d of them tied with the one before", compared, ties)
 }
 
-func head(h []rank.Scored) []rank.Scored { return h[:min(len(h), 12)] }
+func head(h []store.Scored) []store.Scored { return h[:min(len(h), 12)] }
 
 // plainBM25 is the reference lexical search over the live papers, a term's papers listed with
 // their term frequencies.
@@ -173,7 +172,7 @@ func newPlainBM25(live map[string]store.Paper) *plainBM25 {
 
 // topK returns the top k of the papers that match f by their BM25 score for qv (over the
 // query's maxQueryTerms heaviest terms by weight times idf), summed in float64.
-func (b *plainBM25) topK(qv lexical.Vector, f store.Filter, k int) []rank.Scored {
+func (b *plainBM25) topK(qv lexical.Vector, f store.Filter, k int) []store.Scored {
 	n := float64(len(b.live))
 	type term struct {
 		id     uint32
@@ -192,13 +191,13 @@ func (b *plainBM25) topK(qv lexical.Vector, f store.Filter, k int) []rank.Scored
 			scores[id] += float64(t.weight) * float64(lexical.BM25Weight(tf, b.live[id].Lexical.Sum(), b.avgLen))
 		}
 	}
-	var out []rank.Scored
+	var out []store.Scored
 	for id, score := range scores {
 		if score > 0 && plainMatch(b.live[id], f) {
-			out = append(out, rank.Scored{ID: id, Score: float32(score)})
+			out = append(out, store.Scored{ID: id, Score: float32(score)})
 		}
 	}
-	slices.SortFunc(out, func(a, b rank.Scored) int {
+	slices.SortFunc(out, func(a, b store.Scored) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), strings.Compare(a.ID, b.ID))
 	})
 	return out[:min(len(out), k)]
@@ -215,7 +214,7 @@ func plainMatch(p store.Paper, f store.Filter) bool {
 // contributions, the reference float64): the same scores rank by rank, and the same papers but
 // where a score is within the rounding of another, which may order them either way or leave
 // one of them just past the end.
-func sameRanking(got, want []rank.Scored) error {
+func sameRanking(got, want []store.Scored) error {
 	if len(got) != len(want) {
 		return fmt.Errorf("%d hits, want %d", len(got), len(want))
 	}
@@ -225,7 +224,7 @@ func sameRanking(got, want []rank.Scored) error {
 			return fmt.Errorf("rank %d: %v, want %v", i+1, got[i], want[i])
 		}
 		if got[i].ID != want[i].ID && !near(got[i].Score, want[len(want)-1].Score) &&
-			!slices.ContainsFunc(want, func(w rank.Scored) bool { return w.ID == got[i].ID && near(w.Score, got[i].Score) }) {
+			!slices.ContainsFunc(want, func(w store.Scored) bool { return w.ID == got[i].ID && near(w.Score, got[i].Score) }) {
 			return fmt.Errorf("rank %d: %v, not among the answers %v", i+1, got[i], head(want))
 		}
 	}

@@ -89,30 +89,39 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	queries := []store.Query{
 		{Lexical: lexical.Query("federated learning privacy"), Limit: 10},
 		{Lexical: lexical.SeedQuery(papers[5].Lexical), Limit: 20, Filter: store.Filter{MinYear: 2010, Categories: []string{"cs.CL"}}},
-		{Dense: vec(8), Limit: 10, WithVectors: true},
-		{Dense: vec(4), DenseSet: b.Key(), Limit: 10, Comparable: true},
+		{Dense: vec(8), Limit: 10},
+		{Dense: vec(4), DenseSet: b.Key(), Limit: 10},
 		{Lexical: lexical.Query("robot vision"), Dense: vec(8), Limit: 10, Filter: store.Filter{Authors: []string{"author 3"}}},
-		{Lexical: lexical.Query("attention transformer"), Dense: vec(8), Limit: 30, Brief: true, Comparable: true},
+		{Lexical: lexical.Query("attention transformer"), Dense: vec(8), Limit: 30},
 	}
 	answers := func(s *embedded.Store) []any {
 		var out []any
 		for _, q := range queries {
-			hits, err := s.Search(ctx, q)
+			lists, err := s.Search(ctx, q)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, hits)
-			if !q.Brief {
-				continue
+			var ids []string
+			for _, h := range append(lists.Lexical, lists.Dense...) {
+				ids = append(ids, h.ID)
 			}
-			// Brief hits come from memory: they must say what the records say.
-			for _, h := range hits {
+			for _, fields := range []store.Fields{0, store.AllFields, store.DenseVector | store.Sketch} {
+				records, err := s.Read(ctx, ids, fields, q.DenseSet)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, records)
+			}
+			out = append(out, lists)
+			// Brief reads come from memory: they must say what the records say.
+			brief, _ := s.Read(ctx, ids, 0, "")
+			for _, h := range brief {
 				got, err := s.Get(ctx, []string{h.Paper.ID})
 				if err != nil {
 					t.Fatal(err)
 				}
 				if p := got[0]; h.Paper.Title != p.Title || h.Paper.Date != p.Date || h.Paper.Year != p.Year {
-					t.Fatalf("brief hit %q: %q %q %d, the record says %q %q %d", p.ID, h.Paper.Title, h.Paper.Date, h.Paper.Year, p.Title, p.Date, p.Year)
+					t.Fatalf("brief read %q: %q %q %d, the record says %q %q %d", p.ID, h.Paper.Title, h.Paper.Date, h.Paper.Year, p.Title, p.Date, p.Year)
 				}
 			}
 		}
@@ -159,7 +168,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = reopen(s)
-	if hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); err != nil || len(hits) != 1 || hits[0].Paper.ID != "fresh" {
+	if hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); err != nil || len(hits.Lexical) != 1 || hits.Lexical[0].ID != "fresh" {
 		t.Fatalf("a paper written before the last close: %v (%v)", hits, err)
 	}
 	withFresh := answers(s)
@@ -201,7 +210,7 @@ func TestSnapshotOpensAsTheRecordsDo(t *testing.T) {
 	if !strings.Contains(logs.String(), "the papers are at") {
 		t.Fatalf("a stale snapshot was not reported:\n%s", logs.String())
 	}
-	if hits, _ := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); len(hits) != 0 {
+	if hits, _ := s.Search(ctx, store.Query{Lexical: lexical.Query("fresh"), Limit: 1}); len(hits.Lexical) != 0 {
 		t.Fatalf("the stale snapshot's deleted paper came back: %v", hits)
 	}
 }
@@ -237,8 +246,8 @@ func TestWritesAfterASnapshotOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	hits, err := s.Search(ctx, store.Query{Lexical: lexical.Query("shared"), Limit: 1000})
-	if err != nil || len(hits) != 501 {
-		t.Fatalf("%d hits after the writes (%v), want the 500 left and x", len(hits), err)
+	if err != nil || len(hits.Lexical) != 501 {
+		t.Fatalf("%d hits after the writes (%v), want the 500 left and x", len(hits.Lexical), err)
 	}
 }
 

@@ -694,104 +694,124 @@ func (s *Store) IDF(ctx context.Context, terms []uint32) ([]float64, error) {
 }
 
 // Search implements store.Store.
-func (s *Store) Search(ctx context.Context, q store.Query) (hits []store.Hit, err error) {
+func (s *Store) Search(ctx context.Context, q store.Query) (lists store.Lists, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return store.Lists{}, err
 	}
 	// Vectors may be read from the mapped vectors file: one cut short under the running store
 	// (by hand, by a full disk's repair) faults on a page it no longer has, which guard turns
 	// into an error naming it instead of the end of the process.
 	err = guard(filepath.Join(s.dir, vectorsFile), func() error {
-		hits, err = s.search(ctx, q)
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.closed {
+			return store.ErrClosed
+		}
+		slot, err := s.slotOf(q.DenseSet)
+		if err != nil {
+			return err
+		}
+		lists, err = s.idx.search(ctx, q, slot)
 		return err
 	})
-	return hits, err
+	return lists, err
 }
 
-func (s *Store) search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+// slotOf is the slot of the vector set named set (empty: the active one). Called with s.mu held.
+func (s *Store) slotOf(set string) (int, error) {
+	slot := s.active
+	if set != "" && set != s.specs[slot].Key() {
+		slot = 1 - slot
+		if set != s.specs[slot].Key() {
+			return 0, &store.EmbeddingSwitchedError{Active: s.specs[s.active]}
+		}
+	}
+	return slot, nil
+}
+
+// Read implements store.Store. What ranking reads (title, date, year, sketch, vectors) comes
+// from memory; the record on disk is read only for metadata or term vectors (a re-ranked pool
+// of 100 records read per request left 454 MB of papers.db resident after 500 requests at a
+// million papers, and a page not in the cache costs a disk read).
+func (s *Store) Read(ctx context.Context, ids []string, fields store.Fields, denseSet string) (records []store.Record, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	err = guard(filepath.Join(s.dir, vectorsFile), func() error {
+		records, err = s.readRecords(ids, fields, denseSet)
+		return err
+	})
+	return records, err
+}
+
+func (s *Store) readRecords(ids []string, fields store.Fields, denseSet string) ([]store.Record, error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock() // held while reading records so hits and index agree
+	defer s.mu.RUnlock() // held while reading records so they and the index agree
 	if s.closed {
 		return nil, store.ErrClosed
 	}
-	slot := s.active
-	if q.DenseSet != "" && q.DenseSet != s.specs[slot].Key() {
-		slot = 1 - slot
-		if q.DenseSet != s.specs[slot].Key() {
-			return nil, &store.EmbeddingSwitchedError{Active: s.specs[s.active]}
-		}
-	}
-	ranked, err := s.idx.search(ctx, q, slot)
-	if err != nil || len(ranked) == 0 {
+	slot, err := s.slotOf(denseSet)
+	if err != nil {
 		return nil, err
 	}
-	hits := make([]store.Hit, 0, len(ranked))
+	records := make([]store.Record, 0, len(ids))
 	var sketches []lexical.Sketch
-	var vectors []float32 // the hits' embeddings, copied in one block (the index's may be mapped)
-	if q.Comparable {
-		sketches = make([]lexical.Sketch, len(ranked))
+	var vectors []float32 // the papers' embeddings, copied in one block (the index's may be mapped)
+	if fields&store.Sketch != 0 {
+		sketches = make([]lexical.Sketch, 0, len(ids))
 	}
-	// hitsFrom makes the hits, reading the records from b; nil: brief hits, from memory (a
-	// re-ranked pool of 100 records read per request left 454 MB of papers.db resident after
-	// 500 requests at a million papers, and a page not in the cache costs a disk read).
-	hitsFrom := func(b *bolt.Bucket) error {
-		for _, r := range ranked {
-			d := &s.idx.docs[s.idx.byID[r.ID]]
-			var p store.Paper
-			if b == nil {
-				p = store.Paper{ID: d.id, Title: d.title, Date: d.date, Year: d.year}
-			} else {
-				v := b.Get([]byte(r.ID))
+	fromDisk := fields&(store.Metadata|store.LexicalVector) != 0
+	readAll := func(b *bolt.Bucket) error {
+		for _, id := range ids {
+			n, ok := s.idx.byID[id]
+			if !ok {
+				continue // deleted since the search that found it
+			}
+			d := &s.idx.docs[n]
+			r := store.Record{Paper: store.Paper{ID: d.id, Title: d.title, Date: d.date, Year: d.year}}
+			if b != nil {
+				v := b.Get([]byte(id))
 				if v == nil {
 					// Deleted by a write committed since the index was searched: writes reach
 					// the index only after their commit, so disk can be one write ahead.
 					continue
 				}
-				decodeHit := decodeMetadata
-				if q.WithVectors {
-					decodeHit = decodeRecord
+				decode := decodeMetadata
+				if fields&store.LexicalVector != 0 {
+					decode = decodeRecord
 				}
 				var err error
-				if p, err = decodeHit(v); err != nil {
-					return fmt.Errorf("read paper %q: %w", r.ID, err)
+				if r.Paper, err = decode(v); err != nil {
+					return fmt.Errorf("read paper %q: %w", id, err)
 				}
-			}
-			if q.WithVectors {
-				// The record holds slot 0's vector; the search's set is what counts.
-				dense := make([]float32, len(d.dense[slot]))
-				copy(dense, s.readVector(d.dense[slot], dense))
-				p.Dense, p.DenseSet = dense, s.specs[slot].Key()
-			}
-			h := store.Hit{Paper: p, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense}
-			if q.Comparable {
-				sketches[len(hits)] = d.sketch
-				h.Sketch = &sketches[len(hits)]
-				if dense := d.dense[slot]; h.Paper.Dense == nil && dense != nil {
-					if vectors == nil {
-						vectors = make([]float32, 0, len(ranked)*len(dense))
-					}
-					// With pread, as rescoring reads them: copying from the mapping made the
-					// pool's folios of vectors.f32 resident, 1.3 GB after 500 requests.
-					n := len(vectors)
-					vectors = slices.Grow(vectors, len(dense))[:n+len(dense)]
-					copy(vectors[n:], s.readVector(dense, vectors[n:]))
-					h.Paper.Dense = vectors[n:len(vectors):len(vectors)]
-					h.Paper.DenseSet = s.specs[slot].Key()
+				if fields&store.LexicalVector == 0 {
+					r.Paper.Lexical = lexical.Vector{}
 				}
+				r.Paper.Dense, r.Paper.DenseSet = nil, "" // the record holds slot 0's: the read's set counts
 			}
-			hits = append(hits, h)
+			if fields&store.Sketch != 0 {
+				sketches = append(sketches, d.sketch)
+				r.Sketch = &sketches[len(sketches)-1]
+			}
+			if dense := d.dense[slot]; fields&store.DenseVector != 0 && dense != nil {
+				if vectors == nil {
+					vectors = make([]float32, 0, len(ids)*len(dense))
+				}
+				// With pread, as rescoring reads them: copying from the mapping made the
+				// pool's folios of vectors.f32 resident, 1.3 GB after 500 requests.
+				k := len(vectors)
+				vectors = slices.Grow(vectors, len(dense))[:k+len(dense)]
+				copy(vectors[k:], s.readVector(dense, vectors[k:]))
+				r.Paper.Dense, r.Paper.DenseSet = vectors[k:len(vectors):len(vectors)], s.specs[slot].Key()
+			}
+			records = append(records, r)
 		}
 		return nil
 	}
-	if q.Brief && !q.WithVectors {
-		err = hitsFrom(nil)
-	} else {
-		err = s.view(func(tx *bolt.Tx) error { return hitsFrom(tx.Bucket(bucketPapers)) })
+	if !fromDisk {
+		return records, readAll(nil)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return hits, nil
+	return records, s.view(func(tx *bolt.Tx) error { return readAll(tx.Bucket(bucketPapers)) })
 }
 
 // Version implements store.Versioner: the write counter, Stats' IndexVersion.

@@ -97,7 +97,7 @@ func TestVectorSetsSurviveReopen(t *testing.T) {
 			v   []float32
 		}{{"", bvec[id]}, {b.Key(), bvec[id]}, {a.Key(), papers[i].Dense}} {
 			hits, err := s.Search(ctx, store.Query{Dense: tc.v, DenseSet: tc.set, Limit: 1})
-			if err != nil || len(hits) != 1 || hits[0].Paper.ID != id {
+			if err != nil || len(hits.Dense) != 1 || hits.Dense[0].ID != id {
 				t.Fatalf("set %q, %s's vector: %v (%v)", tc.set, id, hits, err)
 			}
 		}

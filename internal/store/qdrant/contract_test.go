@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/qdrant"
 	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
@@ -195,7 +194,6 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 	}
 	filter := store.Filter{MinYear: 2020, MaxYear: 2022, Categories: []string{"cs.IR"}, Authors: []string{"ADA  Lovelace"}, ExcludeIDs: []string{"x"}}
 	lex := lexical.Query("graph networks")
-	f := rank.DefaultFusion
 	cases := []struct {
 		name  string
 		q     store.Query
@@ -213,14 +211,21 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			d.Reset()
-			hits, err := s.Search(ctx, tc.q)
+			lists, err := s.Search(ctx, tc.q)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(hits) != 2 {
-				t.Fatalf("%d hits from the double, want 2", len(hits))
+			if n := len(lists.Lexical) + len(lists.Dense); n != 2 {
+				t.Fatalf("%d hits from the double, want 2", n)
+			}
+			// The search sends the query alone: no payload beyond the paper id, no vectors.
+			if len(d.Calls("Points/Query")) != 1 || len(d.Calls("Points/Get")) != 0 {
+				t.Fatalf("%d queries and %d reads sent, want one query", len(d.Calls("Points/Query")), len(d.Calls("Points/Get")))
 			}
 			req := d.Calls("Points/Query")[0].Req.(*qc.QueryPoints)
+			if inc := req.GetWithPayload().GetInclude().GetFields(); !slices.Equal(inc, []string{"paper_id"}) || req.GetWithVectors().GetEnable() {
+				t.Fatalf("query reads %v and vectors %v, want the paper id alone", req.GetWithPayload(), req.GetWithVectors())
+			}
 			// Five hits plus a window of ids and scores for ordering ties by paper id.
 			if req.GetLimit() != 5+64 || !tc.check(req) {
 				t.Fatalf("query sent: %v", req)
@@ -235,30 +240,58 @@ func TestQueriesUseTheQueryAPI(t *testing.T) {
 			}
 		})
 	}
-	// Hybrid: both lists in one batch, each as deep as the fusion looks (plus the tie window),
-	// fused here with each signal's score kept; any fusion method, as in the embedded store.
-	for _, fusion := range []rank.Fusion{f, {Method: rank.FuseDBSF, LexicalWeight: 1, DenseWeight: 2, Depth: 100}} {
+	// Both signals: both lists in one batch, each to the limit (plus the tie window), each
+	// with its own scores.
+	d.Reset()
+	lists, err := s.Search(ctx, store.Query{Lexical: lex, Dense: []float32{1, 0}, Filter: filter, Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := d.Calls("Points/QueryBatch")
+	if len(batch) != 1 || len(d.Calls("Points/Query")) != 0 || len(d.Calls("Points/Get")) != 0 {
+		t.Fatalf("%d batches, %d single queries and %d reads sent, want one batch", len(batch), len(d.Calls("Points/Query")), len(d.Calls("Points/Get")))
+	}
+	qs := batch[0].Req.(*qc.QueryBatchPoints).GetQueryPoints()
+	if len(qs) != 2 || qs[0].GetUsing() != qdrant.LexicalVector || qs[1].GetUsing() != qdrant.DenseVector ||
+		qs[0].GetLimit() != 5+64 || qs[1].GetLimit() != 5+64 ||
+		qs[0].GetFilter() == nil || qs[1].GetFilter() == nil || len(qs[0].GetPrefetch())+len(qs[1].GetPrefetch()) != 0 {
+		t.Fatalf("batch sent: %v", qs)
+	}
+	// "a" matches both words and is the dense query's own direction; "b" one word.
+	if len(lists.Lexical) != 2 || len(lists.Dense) != 2 || lists.Lexical[0].ID != "a" || lists.Lexical[1].Score <= 0 ||
+		lists.Lexical[0].Score <= lists.Lexical[1].Score || lists.Dense[0].ID != "a" || lists.Dense[0].Score < 0.999 ||
+		lists.Dense[1].Score < 0.599 || lists.Dense[1].Score > 0.601 {
+		t.Fatalf("lists: %+v", lists)
+	}
+	// Read: one Get of the ids, with the payload and vectors the fields need.
+	for _, tc := range []struct {
+		fields  store.Fields
+		include []string // nil: every field but content_hash
+		vectors bool
+	}{
+		{0, []string{"paper_id", "title", "date", "year", "lexical_length"}, false},
+		{store.Metadata, nil, false},
+		{store.DenseVector | store.Sketch, []string{"paper_id", "title", "date", "year", "lexical_length"}, true},
+		{store.AllFields, nil, true},
+	} {
 		d.Reset()
-		hits, err := s.Search(ctx, store.Query{Lexical: lex, Dense: []float32{1, 0}, Filter: filter, Limit: 5, Fusion: fusion})
+		records, err := s.Read(ctx, []string{"b", "gone", "a"}, tc.fields, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch := d.Calls("Points/QueryBatch")
-		if len(batch) != 1 || len(d.Calls("Points/Query")) != 0 {
-			t.Fatalf("%d batches and %d single queries sent, want one batch", len(batch), len(d.Calls("Points/Query")))
+		if len(records) != 2 || records[0].Paper.ID != "b" || records[1].Paper.ID != "a" {
+			t.Fatalf("fields %b: records %+v, want b then a", tc.fields, records)
 		}
-		qs := batch[0].Req.(*qc.QueryBatchPoints).GetQueryPoints()
-		if len(qs) != 2 || qs[0].GetUsing() != qdrant.LexicalVector || qs[1].GetUsing() != qdrant.DenseVector ||
-			qs[0].GetLimit() != uint64(fusion.Depth+64) || qs[1].GetLimit() != uint64(fusion.Depth+64) ||
-			qs[0].GetFilter() == nil || qs[1].GetFilter() == nil || len(qs[0].GetPrefetch())+len(qs[1].GetPrefetch()) != 0 {
-			t.Fatalf("batch sent: %v", qs)
+		gets := d.Calls("Points/Get")
+		if len(gets) != 1 {
+			t.Fatalf("fields %b: %d reads sent, want 1", tc.fields, len(gets))
 		}
-		// "a" matches both words and is the dense query's own direction; "b" one word.
-		want := fusion.Fuse(5, []rank.Scored{{ID: "a", Score: hits[0].LexicalScore}, {ID: "b", Score: hits[1].LexicalScore}},
-			[]rank.Scored{{ID: "a", Score: 1}, {ID: "b", Score: 0.6}})
-		if len(hits) != 2 || hits[0].Paper.ID != "a" || hits[0].DenseScore < 0.999 || hits[1].DenseScore < 0.599 || hits[1].DenseScore > 0.601 ||
-			hits[0].LexicalScore <= hits[1].LexicalScore || hits[1].LexicalScore <= 0 || hits[0].Score != want[0].Score || hits[1].Score != want[1].Score {
-			t.Fatalf("%s hits: %+v, want fused %+v", fusion.Method, hits, want)
+		req := gets[0].Req.(*qc.GetPoints)
+		sel := req.GetWithPayload()
+		if len(req.GetIds()) != 3 || req.GetWithVectors().GetEnable() != tc.vectors ||
+			(tc.include == nil && !slices.Equal(sel.GetExclude().GetFields(), []string{"content_hash"})) ||
+			(tc.include != nil && !slices.Equal(sel.GetInclude().GetFields(), tc.include)) {
+			t.Fatalf("fields %b: read sent %v", tc.fields, req)
 		}
 	}
 }

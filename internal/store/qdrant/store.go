@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -496,106 +495,107 @@ const minLexicalScore = 1e-6
 // by its internal order, which would make pages differ between replicas and over time.
 const tieWindow = 64
 
-// Search implements store.Store through the Query API: a sparse or a dense nearest query, or for
-// hybrid both in one batch, fused here by rank.Fusion exactly as the embedded store fuses (so
-// both rank alike and every fusion method works) and keeping each signal's score. Each list
-// ranks ids and scores only; the payloads of the hits kept are read after.
-func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Hit, error) {
+// Search implements store.Store through the Query API: a sparse or a dense nearest query, or
+// both in one batch, each list of ids and scores only.
+func (s *Store) Search(ctx context.Context, q store.Query) (store.Lists, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists || q.Limit <= 0 {
-		return nil, err
+		return store.Lists{}, err
 	}
-	coll, avgLen, err := s.searchCollection(ctx, q.DenseSet)
+	coll, _, err := s.searchCollection(ctx, q.DenseSet)
 	if err != nil {
-		return nil, err
-	}
-	hybrid := q.Lexical.Len() > 0 && len(q.Dense) > 0
-	fusion := q.Fusion.OrDefault()
-	depth := q.Limit
-	if hybrid {
-		depth = fusion.ListDepth(q.Limit)
+		return store.Lists{}, err
 	}
 	filter := toFilter(q.Filter)
-	limit := uint64(depth + tieWindow)
+	limit := uint64(q.Limit + tieWindow)
 	var reqs []*qc.QueryPoints
+	var lists []*[]store.Scored
+	var out store.Lists
 	if q.Lexical.Len() > 0 {
 		using, threshold := LexicalVector, float32(minLexicalScore)
 		reqs = append(reqs, &qc.QueryPoints{CollectionName: coll, Filter: filter, Limit: &limit,
 			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, ScoreThreshold: &threshold,
 			Query: qc.NewQuerySparse(q.Lexical.Indices, q.Lexical.Values)})
+		lists = append(lists, &out.Lexical)
 	}
 	if len(q.Dense) > 0 {
 		using := DenseVector
 		reqs = append(reqs, &qc.QueryPoints{CollectionName: coll, Filter: filter, Limit: &limit,
 			WithPayload: qc.NewWithPayloadInclude("paper_id"), Using: &using, Query: qc.NewQueryDense(q.Dense)})
+		lists = append(lists, &out.Dense)
 	}
-	var results [][]*qc.ScoredPoint
-	if len(reqs) == 1 {
+	switch len(reqs) {
+	case 0:
+		return out, nil
+	case 1:
 		points, err := s.client.Query(ctx, reqs[0])
 		if err != nil {
-			return nil, mapErr(coll, err)
+			return store.Lists{}, mapErr(coll, err)
 		}
-		results = append(results, points)
-	} else {
+		*lists[0] = byScoreThenID(points, q.Limit)
+	default:
 		batch, err := s.client.QueryBatch(ctx, &qc.QueryBatchPoints{CollectionName: coll, QueryPoints: reqs})
 		if err != nil {
-			return nil, mapErr(coll, err)
+			return store.Lists{}, mapErr(coll, err)
 		}
-		for _, r := range batch {
-			results = append(results, r.GetResult())
+		for i, r := range batch {
+			*lists[i] = byScoreThenID(r.GetResult(), q.Limit)
 		}
 	}
-	lists := make([][]rank.Scored, len(results))
-	for i, points := range results {
-		lists[i] = byScoreThenID(points, depth)
+	return out, nil
+}
+
+// Read implements store.Store: one Get of the points, with the payload fields asked for, and
+// their vectors when a representation is (a sketch is computed here: Qdrant keeps none).
+func (s *Store) Read(ctx context.Context, ids []string, fields store.Fields, denseSet string) ([]store.Record, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	if exists, err := s.state(ctx, store.EmbeddingSpec{}, false); err != nil || !exists || len(ids) == 0 {
+		return nil, err
 	}
-	var ranked []rank.Fused
-	switch {
-	case hybrid:
-		ranked = fusion.Fuse(q.Limit, lists[0], lists[1])
-	default:
-		ranked = rank.OneSignal(lists[0], q.Lexical.Len() > 0)
-	}
-	ids := make([]string, len(ranked))
-	for i, r := range ranked {
-		ids[i] = r.ID
-	}
-	payload := qc.NewWithPayloadExclude("content_hash")
-	if q.Brief { // lexical_length: vectorsOf reads it
-		payload = qc.NewWithPayloadInclude("paper_id", "title", "date", "year", "lexical_length")
-	}
-	found, err := s.fetch(ctx, coll, ids, payload, q.WithVectors || q.Comparable)
+	coll, avgLen, err := s.searchCollection(ctx, denseSet)
 	if err != nil {
 		return nil, err
 	}
-	type point struct {
-		paper  store.Paper
-		sketch *lexical.Sketch
+	vectors := fields&(store.LexicalVector|store.DenseVector|store.Sketch) != 0
+	payload := qc.NewWithPayloadExclude("content_hash")
+	if fields&store.Metadata == 0 {
+		payload = qc.NewWithPayloadInclude("paper_id", "title", "date", "year", "lexical_length") // lexical_length: vectorsOf reads it
 	}
-	byID := make(map[string]point, len(found))
+	found, err := s.fetch(ctx, coll, ids, payload, vectors)
+	if err != nil {
+		return nil, err
+	}
+	if denseSet == "" {
+		_, active, _, _, _ := s.sets()
+		denseSet = active.Key()
+	}
+	byID := make(map[string]store.Record, len(found))
 	for _, pt := range found {
-		p := point{paper: fromPayload(pt.GetPayload())}
-		if q.WithVectors || q.Comparable {
+		r := store.Record{Paper: fromPayload(pt.GetPayload())}
+		if vectors {
 			lex, dense := vectorsOf(pt.GetVectors(), pt.GetPayload(), avgLen)
-			if q.WithVectors {
-				p.paper.Lexical = lex
+			if fields&store.LexicalVector != 0 {
+				r.Paper.Lexical = lex
 			}
-			p.paper.Dense, p.paper.DenseSet = dense, q.DenseSet
-			if q.Comparable { // computed here: Qdrant keeps none
+			if fields&store.DenseVector != 0 && len(dense) > 0 {
+				r.Paper.Dense, r.Paper.DenseSet = dense, denseSet
+			}
+			if fields&store.Sketch != 0 {
 				sk := lex.Sketch()
-				p.sketch = &sk
+				r.Sketch = &sk
 			}
 		}
-		byID[p.paper.ID] = p
+		byID[r.Paper.ID] = r
 	}
-	hits := make([]store.Hit, 0, len(ranked))
-	for _, r := range ranked {
-		if p, ok := byID[r.ID]; ok { // deleted between the two calls: skip it
-			hits = append(hits, store.Hit{Paper: p.paper, Score: r.Score, LexicalScore: r.Lexical, DenseScore: r.Dense, Sketch: p.sketch})
+	records := make([]store.Record, 0, len(found))
+	for _, id := range ids {
+		if r, ok := byID[id]; ok { // deleted since the search: left out
+			records = append(records, r)
 		}
 	}
-	return hits, nil
+	return records, nil
 }
 
 // searchCollection is the collection a query of the vector set named set runs in (empty: the
@@ -623,13 +623,16 @@ func (s *Store) searchCollection(ctx context.Context, set string) (string, float
 
 // byScoreThenID is a list of points as ids and scores, ordered by score and then paper id, cut to
 // n: Qdrant orders ties by its internal ids, which would make lists differ between replicas.
-func byScoreThenID(points []*qc.ScoredPoint, n int) []rank.Scored {
-	ranked := make([]rank.Scored, len(points))
-	for i, pt := range points {
-		ranked[i] = rank.Scored{ID: pt.GetPayload()["paper_id"].GetStringValue(), Score: pt.GetScore()}
+func byScoreThenID(points []*qc.ScoredPoint, n int) []store.Scored {
+	if len(points) == 0 {
+		return nil
 	}
-	slices.SortFunc(ranked, func(a, b rank.Scored) int {
-		if rank.Better(a, b) {
+	ranked := make([]store.Scored, len(points))
+	for i, pt := range points {
+		ranked[i] = store.Scored{ID: pt.GetPayload()["paper_id"].GetStringValue(), Score: pt.GetScore()}
+	}
+	slices.SortFunc(ranked, func(a, b store.Scored) int {
+		if store.Better(a, b) {
 			return -1
 		}
 		return 1

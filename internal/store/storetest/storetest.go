@@ -18,7 +18,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -45,8 +44,8 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"UpdateReplacesTerms", testUpdate},
 		{"DeleteAndUnknownIDs", testDelete},
 		{"LexicalTopK", testLexicalTopK},
+		{"ReadFields", testReadFields},
 		{"Sketches", testSketches},
-		{"BriefHits", testBrief},
 		{"NegativeWeightsPushDown", testNegativeWeights},
 		{"TiesBrokenByID", testTies},
 		{"Filters", testFilters},
@@ -93,28 +92,68 @@ func upsert(t *testing.T, s store.Store, papers ...store.Paper) []store.Outcome 
 	return out
 }
 
-func search(t *testing.T, s store.Store, q store.Query) []store.Hit {
+// searchLists runs q and checks each list: in Better's order, at most Limit long, nil for a
+// signal q does not have.
+func searchLists(t *testing.T, s store.Store, q store.Query) store.Lists {
 	t.Helper()
-	hits, err := s.Search(ctx, q)
+	lists, err := s.Search(ctx, q)
 	if err != nil {
 		t.Fatalf("search: %v", err)
 	}
-	for i := 1; i < len(hits); i++ {
-		a, b := hits[i-1], hits[i]
-		if a.Score < b.Score || a.Score == b.Score && a.Paper.ID >= b.Paper.ID {
-			t.Fatalf("hits out of order at %d: %s %v then %s %v", i, a.Paper.ID, a.Score, b.Paper.ID, b.Score)
+	for _, l := range []struct {
+		name string
+		has  bool
+		list []store.Scored
+	}{{"lexical", q.Lexical.Len() > 0, lists.Lexical}, {"dense", len(q.Dense) > 0, lists.Dense}} {
+		if !l.has && l.list != nil {
+			t.Fatalf("a %s list for a query without that signal: %v", l.name, l.list)
+		}
+		for i := 1; i < len(l.list); i++ {
+			if a, b := l.list[i-1], l.list[i]; !store.Better(a, b) {
+				t.Fatalf("%s list out of order at %d: %s %v then %s %v", l.name, i, a.ID, a.Score, b.ID, b.Score)
+			}
+		}
+		if len(l.list) > q.Limit {
+			t.Fatalf("%s list of %d, limit %d", l.name, len(l.list), q.Limit)
 		}
 	}
-	if len(hits) > q.Limit {
-		t.Fatalf("%d hits, limit %d", len(hits), q.Limit)
-	}
-	return hits
+	return lists
 }
 
-func hitIDs(hits []store.Hit) []string {
+// search runs a query of one signal and returns its list.
+func search(t *testing.T, s store.Store, q store.Query) []store.Scored {
+	t.Helper()
+	lists := searchLists(t, s, q)
+	if q.Lexical.Len() > 0 {
+		return lists.Lexical
+	}
+	return lists.Dense
+}
+
+// read reads ids and checks that the records come in the order asked.
+func read(t *testing.T, s store.Store, ids []string, fields store.Fields) []store.Record {
+	t.Helper()
+	records, err := s.Read(ctx, ids, fields, "")
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	at := 0
+	for _, r := range records {
+		for at < len(ids) && ids[at] != r.Paper.ID {
+			at++
+		}
+		if at == len(ids) {
+			t.Fatalf("read %v returned %s out of order or unasked", ids, r.Paper.ID)
+		}
+		at++
+	}
+	return records
+}
+
+func hitIDs(hits []store.Scored) []string {
 	out := make([]string, len(hits))
 	for i, h := range hits {
-		out[i] = h.Paper.ID
+		out[i] = h.ID
 	}
 	return out
 }
@@ -133,7 +172,7 @@ func sameDirection(a, b []float32) bool {
 	if len(a) == 0 {
 		return true
 	}
-	return rank.Cosine(a, b) > 1-1e-6
+	return store.Cosine(a, b) > 1-1e-6
 }
 
 func testUpsertGet(t *testing.T, s store.Store) {
@@ -268,6 +307,9 @@ func testDelete(t *testing.T, s store.Store) {
 	if hits := search(t, s, textQuery("alpha topic", 10)); slices.Contains(hitIDs(hits), "a") {
 		t.Fatal("deleted paper still found")
 	}
+	if got := read(t, s, []string{"a", "b", "q"}, 0); len(got) != 1 || got[0].Paper.ID != "b" {
+		t.Fatalf("read of a deleted, a stored and an unknown id: %d records, want b alone", len(got))
+	}
 	if st, _ := s.Stats(ctx); st.PaperCount != 1 {
 		t.Fatalf("count %d, want 1", st.PaperCount)
 	}
@@ -293,22 +335,55 @@ func testLexicalTopK(t *testing.T, s store.Store) {
 		t.Fatalf("paper sharing no term returned: %v", ids)
 	}
 	for _, h := range hits {
-		if h.Score <= 0 || h.Paper.Title == "" || h.Paper.Lexical.Len() != 0 || h.Paper.Dense != nil {
-			t.Fatalf("hit %+v: want a positive score, fields, and no representations", h)
+		if h.Score <= 0 {
+			t.Fatalf("hit %+v: want a positive score", h)
 		}
 	}
-	if got := search(t, s, textQuery("reciprocal rank fusion", 1)); len(got) != 1 || got[0].Paper.ID != "exact" {
+	if got := search(t, s, textQuery("reciprocal rank fusion", 1)); len(got) != 1 || got[0].ID != "exact" {
 		t.Fatalf("limit 1 = %v", hitIDs(got))
-	}
-	q := textQuery("reciprocal rank fusion", 1)
-	q.WithVectors = true
-	want := Paper("exact", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion.").Lexical
-	if got := search(t, s, q); !slices.Equal(got[0].Paper.Lexical.Indices, want.Indices) || !slices.Equal(got[0].Paper.Lexical.Values, want.Values) {
-		t.Fatalf("hit with vectors: %+v, want lexical %v", got[0].Paper.Lexical, want)
 	}
 }
 
-// Hits carry their paper's term sketch when asked, of the paper's current text.
+// Read fills in what it is asked for: brief (what ranking reads), metadata, each vector.
+func testReadFields(t *testing.T, s store.Store) {
+	bind(t, s, 3)
+	p := Paper("a", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion.")
+	p.Date, p.Year, p.Authors, p.Categories, p.URL = "2009-07-19", 2009, []string{"Gordon Cormack"}, []string{"cs.IR"}, "https://example.org/rrf"
+	p.Dense, p.DenseHash = []float32{1, 2, 3}, "rrf"
+	upsert(t, s, p, Paper("b", "Other", "Text."))
+	brief := read(t, s, []string{"a"}, 0)
+	if len(brief) != 1 {
+		t.Fatalf("brief read: %d records", len(brief))
+	}
+	if h := brief[0]; h.Paper.ID != p.ID || h.Paper.Title != p.Title || h.Paper.Date != p.Date || h.Paper.Year != p.Year ||
+		h.Paper.Lexical.Len() != 0 || h.Paper.Dense != nil || h.Sketch != nil {
+		t.Fatalf("brief read %+v, want id, title, date and year of %+v and no representations", h, p)
+	}
+	meta := read(t, s, []string{"a"}, store.Metadata)[0].Paper
+	if meta.Abstract != p.Abstract || !slices.Equal(meta.Authors, p.Authors) || !slices.Equal(meta.Categories, p.Categories) ||
+		meta.URL != p.URL || meta.DenseHash != p.DenseHash || meta.Lexical.Len() != 0 || meta.Dense != nil {
+		t.Fatalf("metadata read %+v, want the fields of %+v and no representations", meta, p)
+	}
+	lex := read(t, s, []string{"a"}, store.LexicalVector)[0].Paper
+	if !slices.Equal(lex.Lexical.Indices, p.Lexical.Indices) || !slices.Equal(lex.Lexical.Values, p.Lexical.Values) || lex.Dense != nil {
+		t.Fatalf("term vector read: %v, dense %v; want %v alone", lex.Lexical, lex.Dense, p.Lexical)
+	}
+	dense := read(t, s, []string{"a", "b"}, store.DenseVector)
+	st, _ := s.Stats(ctx)
+	if len(dense) != 2 || !sameDirection(dense[0].Paper.Dense, p.Dense) || dense[0].Paper.DenseSet != st.Embedding.Key() ||
+		dense[0].Paper.Lexical.Len() != 0 || dense[1].Paper.Dense != nil {
+		t.Fatalf("dense read %+v, want a's direction in the active set and none for b", dense)
+	}
+	all := read(t, s, []string{"b", "a"}, store.AllFields)
+	if len(all) != 2 || all[1].Paper.Abstract != p.Abstract || all[1].Paper.Lexical.Len() == 0 || !sameDirection(all[1].Paper.Dense, p.Dense) {
+		t.Fatalf("whole read %+v", all)
+	}
+	if got := read(t, s, nil, store.AllFields); len(got) != 0 {
+		t.Fatalf("read of no ids: %v", got)
+	}
+}
+
+// Read gives a paper's term sketch when asked, of the paper's current text.
 func testSketches(t *testing.T, s store.Store) {
 	papers := []store.Paper{
 		Paper("a", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion."),
@@ -322,41 +397,19 @@ func testSketches(t *testing.T, s store.Store) {
 	for _, p := range papers {
 		want[p.ID] = p.Lexical.Sketch()
 	}
-	q := textQuery("rank fusion", 10)
-	for _, h := range search(t, s, q) {
-		if h.Sketch != nil {
-			t.Fatalf("%s: a sketch without Comparable", h.Paper.ID)
+	ids := hitIDs(search(t, s, textQuery("rank fusion", 10)))
+	if len(ids) != 3 {
+		t.Fatalf("hits %v", ids)
+	}
+	for _, r := range read(t, s, ids, store.Metadata) {
+		if r.Sketch != nil {
+			t.Fatalf("%s: a sketch not asked for", r.Paper.ID)
 		}
 	}
-	q.Comparable = true
-	hits := search(t, s, q)
-	if len(hits) != 3 {
-		t.Fatalf("hits %v", hitIDs(hits))
-	}
-	for _, h := range hits {
-		if h.Sketch == nil || *h.Sketch != want[h.Paper.ID] || h.Paper.Lexical.Len() != 0 {
-			t.Fatalf("%s: sketch %v, lexical %v: want the current text's sketch and no vectors", h.Paper.ID, h.Sketch != nil, h.Paper.Lexical)
+	for _, r := range read(t, s, ids, store.Sketch) {
+		if r.Sketch == nil || *r.Sketch != want[r.Paper.ID] || r.Paper.Lexical.Len() != 0 {
+			t.Fatalf("%s: sketch %v, lexical %v: want the current text's sketch and no vectors", r.Paper.ID, r.Sketch != nil, r.Paper.Lexical)
 		}
-	}
-}
-
-// Brief hits carry what re-ranking reads, and may leave the rest out.
-func testBrief(t *testing.T, s store.Store) {
-	p := Paper("a", "Reciprocal rank fusion", "Fusing ranked lists with reciprocal rank fusion.")
-	p.Date, p.Year, p.Authors, p.Categories = "2009-07-19", 2009, []string{"Gordon Cormack"}, []string{"cs.IR"}
-	upsert(t, s, p)
-	q := textQuery("rank fusion", 10)
-	q.Brief = true
-	hits := search(t, s, q)
-	if len(hits) != 1 {
-		t.Fatalf("hits %v", hitIDs(hits))
-	}
-	if h := hits[0].Paper; h.ID != p.ID || h.Title != p.Title || h.Date != p.Date || h.Year != p.Year || h.Lexical.Len() != 0 {
-		t.Fatalf("brief hit %+v, want id, title, date and year of %+v", h, p)
-	}
-	q.Comparable = true
-	if h := search(t, s, q)[0]; h.Sketch == nil || *h.Sketch != p.Lexical.Sketch() {
-		t.Fatalf("brief hit with sketch: %v", h.Sketch)
 	}
 }
 
@@ -454,7 +507,7 @@ func testDense(t *testing.T, s store.Store) {
 	}
 	var want []sc
 	for _, p := range ps {
-		want = append(want, sc{p.ID, rank.Cosine(q, p.Dense)})
+		want = append(want, sc{p.ID, store.Cosine(q, p.Dense)})
 	}
 	sort.Slice(want, func(i, j int) bool { return want[i].s > want[j].s })
 	hits := search(t, s, store.Query{Dense: q, Limit: 10})
@@ -462,20 +515,20 @@ func testDense(t *testing.T, s store.Store) {
 		t.Fatalf("%d dense hits, want 10", len(hits))
 	}
 	for i, h := range hits {
-		if h.Paper.ID != want[i].id || math.Abs(float64(h.Score)-want[i].s) > 1e-4 {
-			t.Fatalf("dense hit %d = %s %.5f, want %s %.5f (exact cosine)", i, h.Paper.ID, h.Score, want[i].id, want[i].s)
+		if h.ID != want[i].id || math.Abs(float64(h.Score)-want[i].s) > 1e-4 {
+			t.Fatalf("dense hit %d = %s %.5f, want %s %.5f (exact cosine)", i, h.ID, h.Score, want[i].id, want[i].s)
 		}
 	}
-	// Comparable hits carry their embeddings (direction only: a backend may scale them), and
-	// sketches, without the term vectors.
+	// What comparing papers needs, read together: their embeddings (direction only: a backend
+	// may scale them) and sketches, without the term vectors.
 	byID := map[string][]float32{}
 	for _, p := range ps {
 		byID[p.ID] = p.Dense
 	}
-	for _, h := range search(t, s, store.Query{Dense: q, Limit: 10, Comparable: true, Brief: true}) {
-		if h.Sketch == nil || h.Paper.Lexical.Len() != 0 || len(h.Paper.Dense) != 16 || rank.Cosine(h.Paper.Dense, byID[h.Paper.ID]) < 0.9999 {
-			t.Fatalf("comparable hit %s: sketch %v, lexical %d terms, dense %v, want the stored direction %v",
-				h.Paper.ID, h.Sketch != nil, h.Paper.Lexical.Len(), h.Paper.Dense, byID[h.Paper.ID])
+	for _, r := range read(t, s, hitIDs(hits), store.DenseVector|store.Sketch) {
+		if r.Sketch == nil || r.Paper.Lexical.Len() != 0 || len(r.Paper.Dense) != 16 || store.Cosine(r.Paper.Dense, byID[r.Paper.ID]) < 0.9999 {
+			t.Fatalf("comparable read %s: sketch %v, lexical %d terms, dense %v, want the stored direction %v",
+				r.Paper.ID, r.Sketch != nil, r.Paper.Lexical.Len(), r.Paper.Dense, byID[r.Paper.ID])
 		}
 	}
 	// Papers without a vector are never dense hits; filters apply.
@@ -487,39 +540,23 @@ func testDense(t *testing.T, s store.Store) {
 	}
 }
 
+// A query of both signals gives each signal's list as that signal alone would.
 func testHybrid(t *testing.T, s store.Store) {
 	bind(t, s, 8)
 	ps := randomVectors(50, 8, 2)
 	ps[7].Title, ps[7].Lexical = "Zebra crossing", lexical.Document("Zebra crossing", "Shared words.")
 	upsert(t, s, ps...)
-	// v007 is first lexically (only it has "zebra") and first by vector (the query is its vector).
-	hits := search(t, s, store.Query{Lexical: lexical.Query("zebra"), Dense: ps[7].Dense, Limit: 5})
-	if len(hits) == 0 || hits[0].Paper.ID != "v007" {
-		t.Fatalf("hybrid top = %v, want v007 first", hitIDs(hits))
+	both := searchLists(t, s, store.Query{Lexical: lexical.Query("shared zebra"), Dense: ps[7].Dense, Limit: 5})
+	lex := search(t, s, store.Query{Lexical: lexical.Query("shared zebra"), Limit: 5})
+	dense := search(t, s, store.Query{Dense: ps[7].Dense, Limit: 5})
+	if len(lex) != 5 || len(dense) != 5 || lex[0].ID != "v007" || dense[0].ID != "v007" {
+		t.Fatalf("lexical %v, dense %v: want 5 each, v007 first", hitIDs(lex), hitIDs(dense))
 	}
-	// Papers found only by the dense side still appear.
-	if len(hits) != 5 {
-		t.Fatalf("hybrid returned %d hits, want 5", len(hits))
+	same := func(a, b []store.Scored) bool {
+		return slices.EqualFunc(a, b, func(x, y store.Scored) bool { return x.ID == y.ID && math.Abs(float64(x.Score-y.Score)) <= 1e-5 })
 	}
-	// Each hit carries its score in each signal's own list (0 when absent from it).
-	lex := search(t, s, store.Query{Lexical: lexical.Query("zebra"), Limit: 50})
-	dense := search(t, s, store.Query{Dense: ps[7].Dense, Limit: 50})
-	scoreIn := func(list []store.Hit, id string) float32 {
-		for _, h := range list {
-			if h.Paper.ID == id {
-				return h.Score
-			}
-		}
-		return 0
-	}
-	for _, h := range hits {
-		if h.LexicalScore != scoreIn(lex, h.Paper.ID) || math.Abs(float64(h.DenseScore-scoreIn(dense, h.Paper.ID))) > 1e-5 {
-			t.Fatalf("hybrid hit %s: signal scores %v and %v, want %v and %v as searched alone", h.Paper.ID,
-				h.LexicalScore, h.DenseScore, scoreIn(lex, h.Paper.ID), scoreIn(dense, h.Paper.ID))
-		}
-	}
-	if lex[0].LexicalScore != lex[0].Score || lex[0].DenseScore != 0 || dense[0].DenseScore != dense[0].Score || dense[0].LexicalScore != 0 {
-		t.Fatalf("single-signal hits: %+v and %+v, want their score as that signal's", lex[0], dense[0])
+	if !same(both.Lexical, lex) || !same(both.Dense, dense) {
+		t.Fatalf("both signals: %v and %v; alone: %v and %v", both.Lexical, both.Dense, lex, dense)
 	}
 }
 

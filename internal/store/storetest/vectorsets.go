@@ -124,6 +124,21 @@ func testVectorSets(t *testing.T, s store.Store) {
 	if _, err := s.Search(ctx, store.Query{Dense: []float32{1, 0}, DenseSet: "no such set", Limit: 3}); !errors.As(err, &sw) || sw.Active != a {
 		t.Fatalf("a query of an unknown set: %v", err)
 	}
+	// Reads name their set too: its vectors, or none for a paper it has none for.
+	for _, set := range []store.EmbeddingSpec{a, b} {
+		records, err := s.Read(ctx, []string{"p0", "p5"}, store.DenseVector, set.Key())
+		want := vecA(0)
+		if set == b {
+			want = vecB(0)
+		}
+		if err != nil || len(records) != 2 || !sameDirection(records[0].Paper.Dense, want) || records[0].Paper.DenseSet != set.Key() ||
+			(set == b && records[1].Paper.Dense != nil) {
+			t.Fatalf("read of set %s: %+v (%v)", set.Model, records, err)
+		}
+	}
+	if _, err := s.Read(ctx, []string{"p0"}, store.DenseVector, "no such set"); !errors.As(err, &sw) || sw.Active != a {
+		t.Fatalf("a read of an unknown set: %v", err)
+	}
 
 	var inc *store.IncompleteSetError
 	if err := vs.SwitchVectorSet(ctx, b, nil); !errors.As(err, &inc) || inc.Missing != 3 {

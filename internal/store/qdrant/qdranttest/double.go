@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
 )
 
 // Call is one request the double received.
@@ -577,7 +577,7 @@ func (c *collection) nearest(q *qc.Query, using string, filter *qc.Filter, limit
 			}
 		} else {
 			if a, b := in.GetDense().GetData(), v.GetDense().GetData(); len(a) == len(b) {
-				score = float32(rank.Cosine(a, b))
+				score = float32(store.Cosine(a, b))
 			}
 		}
 		if threshold != nil && score < *threshold {

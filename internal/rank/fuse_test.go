@@ -1,42 +1,16 @@
 package rank_test
 
 import (
-	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/paperrec/recommender/internal/rank"
+	"github.com/paperrec/recommender/internal/store"
 )
 
-func TestTopKMatchesFullSort(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, k := range []int{0, 1, 5, 100, 1000} {
-		items := make([]rank.Scored, 500)
-		for i := range items {
-			// Few distinct scores, so ties must be broken by id.
-			items[i] = rank.Scored{ID: string(rune('a'+i%26)) + string(rune('a'+i/26)), Score: float32(rng.IntN(7))}
-		}
-		top := rank.NewTopK(k, rank.Better)
-		for _, it := range items {
-			top.Push(it)
-		}
-		want := slices.Clone(items)
-		slices.SortFunc(want, func(a, b rank.Scored) int {
-			if rank.Better(a, b) {
-				return -1
-			}
-			return 1
-		})
-		want = want[:min(k, len(want))]
-		if got := top.Sorted(); !slices.Equal(got, want) {
-			t.Fatalf("k=%d: top-k differs from full sort\n got %v\nwant %v", k, got, want)
-		}
-	}
-}
-
 func TestFuse(t *testing.T) {
-	a := []rank.Scored{{ID: "x"}, {ID: "y"}, {ID: "z"}}
-	b := []rank.Scored{{ID: "y"}, {ID: "w"}}
+	a := []store.Scored{{ID: "x"}, {ID: "y"}, {ID: "z"}}
+	b := []store.Scored{{ID: "y"}, {ID: "w"}}
 	f := rank.Fusion{K: 60, LexicalWeight: 1, DenseWeight: 1}
 	got := f.Fuse(3, a, b)
 	ids := []string{got[0].ID, got[1].ID, got[2].ID}
@@ -63,8 +37,8 @@ func TestFuse(t *testing.T) {
 }
 
 func TestFuseScores(t *testing.T) {
-	lex := []rank.Scored{{ID: "a", Score: 9}, {ID: "b", Score: 5}, {ID: "c", Score: 1}}
-	dense := []rank.Scored{{ID: "c", Score: 0.9}, {ID: "b", Score: 0.8}, {ID: "a", Score: 0.1}}
+	lex := []store.Scored{{ID: "a", Score: 9}, {ID: "b", Score: 5}, {ID: "c", Score: 1}}
+	dense := []store.Scored{{ID: "c", Score: 0.9}, {ID: "b", Score: 0.8}, {ID: "a", Score: 0.1}}
 	// Min-max: a = 1 + 0, b = 0.5 + 0.875, c = 0 + 1: b first, then a and c tied on 1.
 	got := rank.Fusion{Method: rank.FuseMinMax, LexicalWeight: 1, DenseWeight: 1}.Fuse(3, lex, dense)
 	if ids := []string{got[0].ID, got[1].ID, got[2].ID}; !slices.Equal(ids, []string{"b", "a", "c"}) || got[0].Score != 1.375 {

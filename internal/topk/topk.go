@@ -1,29 +1,30 @@
-package rank
+// Package topk keeps the k best of a stream of items.
+package topk
 
 import "slices"
 
-// TopK keeps the k best items seen, by a strict total order, in O(n log k). The order must be
+// List keeps the k best items seen, by a strict total order, in O(n log k). The order must be
 // total (break score ties by id) so that the same inputs always give the same list, whatever
 // order they arrive in.
-type TopK[T any] struct {
+type List[T any] struct {
 	k      int
 	better func(a, b T) bool
 	heap   []T // min-heap by better: the root is the worst kept item
 }
 
-// NewTopK returns a TopK keeping k items; better(a, b) reports whether a ranks before b.
-func NewTopK[T any](k int, better func(a, b T) bool) *TopK[T] {
-	return &TopK[T]{k: k, better: better, heap: make([]T, 0, min(k, 1024))}
+// New returns a List keeping k items; better(a, b) reports whether a ranks before b.
+func New[T any](k int, better func(a, b T) bool) *List[T] {
+	return &List[T]{k: k, better: better, heap: make([]T, 0, min(k, 1024))}
 }
 
 // Full reports whether k items are kept, so Worst is the bar a new item must beat.
-func (t *TopK[T]) Full() bool { return len(t.heap) == t.k }
+func (t *List[T]) Full() bool { return len(t.heap) == t.k }
 
 // Worst returns the worst kept item; call only when Full.
-func (t *TopK[T]) Worst() T { return t.heap[0] }
+func (t *List[T]) Worst() T { return t.heap[0] }
 
 // Push offers an item.
-func (t *TopK[T]) Push(x T) {
+func (t *List[T]) Push(x T) {
 	if t.k <= 0 {
 		return
 	}
@@ -39,7 +40,7 @@ func (t *TopK[T]) Push(x T) {
 }
 
 // Sorted returns the kept items, best first.
-func (t *TopK[T]) Sorted() []T {
+func (t *List[T]) Sorted() []T {
 	out := slices.Clone(t.heap)
 	slices.SortFunc(out, func(a, b T) int {
 		if t.better(a, b) {
@@ -53,7 +54,7 @@ func (t *TopK[T]) Sorted() []T {
 	return out
 }
 
-func (t *TopK[T]) up(i int) {
+func (t *List[T]) up(i int) {
 	for i > 0 {
 		p := (i - 1) / 2
 		if !t.better(t.heap[p], t.heap[i]) {
@@ -64,7 +65,7 @@ func (t *TopK[T]) up(i int) {
 	}
 }
 
-func (t *TopK[T]) down(i int) {
+func (t *List[T]) down(i int) {
 	n := len(t.heap)
 	for {
 		worst := i
