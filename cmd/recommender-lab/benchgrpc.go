@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -53,6 +54,9 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var ef cli.EmbeddingFlags
 	ef.Register(fs)
 	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(ef.ApplyEnv(), sf.ApplyEnv()); err != nil {
 		return err
 	}
 	if !(*seconds > 0 && *seconds <= 86_400) {

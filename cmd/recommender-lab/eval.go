@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/arxiv"
 	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed"
@@ -69,10 +71,13 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := errors.Join(ef.ApplyEnv(), sf.ApplyEnv()); err != nil {
+		return err
+	}
 	if f.K < 1 || f.Depth < 1 || f.LexicalWeight < 0 || f.DenseWeight < 0 {
 		return cli.UsageError{Msg: "--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
 	}
-	svcOpts := []server.Option{server.WithFusion(f)}
+	svcOpts := []app.Option{app.WithFusion(f)}
 	embCfg, useEmbedder, err := ef.Config()
 	if err != nil {
 		return err
@@ -291,13 +296,17 @@ type evalRun struct {
 // withEvalStore serves a store of its own on loopback (see storeFlags.openEval), ingests
 // papers unless it holds as many already (a rerun skips the ingest and its embedding calls),
 // and runs fn against it.
-func withEvalStore(ctx context.Context, sf *cli.StoreFlags, dir, collection string, emb embed.Embedder, opts []server.Option, papers []*recommenderv1.Paper, fn func(evalRun) error) error {
+func withEvalStore(ctx context.Context, sf *cli.StoreFlags, dir, collection string, emb embed.Embedder, opts []app.Option, papers []*recommenderv1.Paper, fn func(evalRun) error) error {
 	st, cleanup, err := sf.OpenEval(ctx, dir, collection)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	lb, err := server.StartLoopback(ctx, st, emb, opts...)
+	a, err := app.New(ctx, st, emb, opts...)
+	if err != nil {
+		return err
+	}
+	lb, err := server.StartLoopback(a)
 	if err != nil {
 		return err
 	}

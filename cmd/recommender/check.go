@@ -17,8 +17,11 @@ exits 0 when the directory is sound, 1 when it found problems (each listed, with
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlags("check", "--data-dir DIR", checkHelp, stderr)
-	dir := fs.String("data-dir", cli.EnvOr("RECOMMENDER_DATA_DIR", "recommender-data"), "the embedded store's directory (env RECOMMENDER_DATA_DIR)")
+	dir := fs.String("data-dir", "recommender-data", "the embedded store's directory (env RECOMMENDER_DATA_DIR)")
 	if err := cli.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cli.ApplyEnvTo(fs, "data-dir"); err != nil {
 		return err
 	}
 	r, err := embedded.Check(ctx, *dir)

@@ -17,10 +17,12 @@ type clientFlags struct {
 	server   string
 	timeout  time.Duration
 	security clientSecurity
+	fs       *flag.FlagSet
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet, defaultTimeout time.Duration) {
-	fs.StringVar(&c.server, "server", cli.EnvOr("RECOMMENDER_SERVER", "127.0.0.1:50051"),
+	c.fs = fs
+	fs.StringVar(&c.server, "server", "127.0.0.1:50051",
 		"address of the recommender gRPC server, host:port (env RECOMMENDER_SERVER)")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "deadline for the whole call; 0 means none")
 	c.security.register(fs)
@@ -38,6 +40,9 @@ func (c *clientFlags) dial() (recommenderv1.RecommenderServiceClient, func(), er
 
 // dialClient connects with the flags' address and security.
 func (c *clientFlags) dialClient() (*client.Client, error) {
+	if err := cli.ApplyEnvTo(c.fs, "server", "api-key-file"); err != nil { // RECOMMENDER_SERVER, RECOMMENDER_API_KEY_FILE
+		return nil, err
+	}
 	if c.server == "" {
 		return nil, cli.UsageError{Msg: errNoServer.Error()}
 	}

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/paperrec/recommender/gen/client"
@@ -26,61 +25,30 @@ type serverSecurity struct {
 	maxConns             int
 	tlsCert, tlsKey      string
 	tlsClientCA          string
-	errs                 []string
 }
 
 func (f *serverSecurity) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.keysFile, "api-keys-file", os.Getenv("RECOMMENDER_API_KEYS_FILE"),
+	fs.StringVar(&f.keysFile, "api-keys-file", "",
 		"file of API keys, one per line as \"read <key>\" or \"write <key>\", optionally followed by the key's own "+
 			"\"rate=<per second> burst=<n>\" (env RECOMMENDER_API_KEYS_FILE); "+
 			"or RECOMMENDER_API_KEYS=\"write:<key>,read:<key>\"")
-	f.allowUnauthenticated = f.boolEnv("RECOMMENDER_ALLOW_UNAUTHENTICATED", false)
-	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", f.allowUnauthenticated,
+	fs.BoolVar(&f.allowUnauthenticated, "allow-unauthenticated", false,
 		"serve without API keys on a non-loopback address (env RECOMMENDER_ALLOW_UNAUTHENTICATED)")
-	rl, err := strconv.ParseFloat(cli.EnvOr("RECOMMENDER_RATE_LIMIT", "0"), 64)
-	if err != nil {
-		f.errs = append(f.errs, "RECOMMENDER_RATE_LIMIT must be a number")
-	}
-	fs.Float64Var(&f.rateLimit, "rate-limit", rl,
+	fs.Float64Var(&f.rateLimit, "rate-limit", 0,
 		"requests per second allowed to each API key (or address, without keys); 0: unlimited (env RECOMMENDER_RATE_LIMIT)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 20, "requests a caller may send at once above its rate")
-	f.maxConns = f.intEnv("RECOMMENDER_MAX_CONNECTIONS_PER_ADDRESS", server.DefaultConfig().MaxConnsPerAddress)
-	fs.IntVar(&f.maxConns, "max-connections-per-address", f.maxConns,
+	fs.IntVar(&f.maxConns, "max-connections-per-address", server.DefaultConfig().MaxConnsPerAddress,
 		"connections one client address may hold open at once, on each port; 0: unbounded (env RECOMMENDER_MAX_CONNECTIONS_PER_ADDRESS)")
-	f.maxCalls = f.intEnv("RECOMMENDER_MAX_CALLS_PER_CALLER", server.DefaultConfig().MaxCallsPerCaller)
-	fs.IntVar(&f.maxCalls, "max-calls-per-caller", f.maxCalls,
+	fs.IntVar(&f.maxCalls, "max-calls-per-caller", server.DefaultConfig().MaxCallsPerCaller,
 		"unary calls each API key (or address, without keys) may have in flight at once; 0: unbounded (env RECOMMENDER_MAX_CALLS_PER_CALLER)")
-	fs.StringVar(&f.tlsCert, "tls-cert", os.Getenv("RECOMMENDER_TLS_CERT"), "serve TLS with this PEM certificate (env RECOMMENDER_TLS_CERT)")
-	fs.StringVar(&f.tlsKey, "tls-key", os.Getenv("RECOMMENDER_TLS_KEY"), "PEM private key of --tls-cert (env RECOMMENDER_TLS_KEY)")
-	fs.StringVar(&f.tlsClientCA, "tls-client-ca", os.Getenv("RECOMMENDER_TLS_CLIENT_CA"),
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate (env RECOMMENDER_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert (env RECOMMENDER_TLS_KEY)")
+	fs.StringVar(&f.tlsClientCA, "tls-client-ca", "",
 		"require client certificates signed by this PEM CA: mutual TLS (env RECOMMENDER_TLS_CLIENT_CA)")
-}
-
-// boolEnv reads a true/false environment variable, def when unset; a bad value is reported
-// with the other usage errors.
-func (f *serverSecurity) boolEnv(name string, def bool) bool {
-	v, err := strconv.ParseBool(cli.EnvOr(name, strconv.FormatBool(def)))
-	if err != nil {
-		f.errs = append(f.errs, name+" must be true or false")
-	}
-	return v
-}
-
-// intEnv reads a whole-number environment variable, def when unset; a bad value is reported
-// with the other usage errors.
-func (f *serverSecurity) intEnv(name string, def int) int {
-	v, err := strconv.Atoi(cli.EnvOr(name, strconv.Itoa(def)))
-	if err != nil {
-		f.errs = append(f.errs, name+" must be a whole number")
-	}
-	return v
 }
 
 // keys loads the API keys, or returns nil when none are configured.
 func (f *serverSecurity) keys() (*auth.Keys, error) {
-	if len(f.errs) > 0 {
-		return nil, cli.UsageError{Msg: strings.Join(f.errs, "; ")}
-	}
 	switch {
 	case f.keysFile != "":
 		file, err := os.Open(f.keysFile)
@@ -151,7 +119,7 @@ func (c *clientSecurity) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cert, "tls-cert", "", "client certificate (PEM) for mutual TLS")
 	fs.StringVar(&c.key, "tls-key", "", "private key (PEM) of --tls-cert")
 	fs.StringVar(&c.sname, "tls-server-name", "", "expected server name, when it differs from the address")
-	fs.StringVar(&c.keyFile, "api-key-file", os.Getenv("RECOMMENDER_API_KEY_FILE"),
+	fs.StringVar(&c.keyFile, "api-key-file", "",
 		"file holding the API key to send (env RECOMMENDER_API_KEY_FILE); or set RECOMMENDER_API_KEY")
 }
 

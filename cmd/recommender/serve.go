@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,12 +12,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
+	"github.com/paperrec/recommender/internal/auth"
 	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
@@ -52,256 +56,52 @@ OpenTelemetry and the spans are sent there over OTLP/gRPC (the other OTEL_EXPORT
 variables apply).`
 
 func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
-	cfg := server.DefaultConfig()
+	var f serveFlags
 	fs := cli.NewEnvFlags("serve", "[flags]", serveHelp, stderr) // cli.ApplyEnv reads the variables
-	fs.StringVar(&cfg.Addr, "grpc-addr", cfg.Addr, "gRPC listen address, host:port; port 0 picks a free port")
-	var sf cli.StoreFlags
-	sf.Register(fs)
-	var sec serverSecurity
-	sec.register(fs)
-	fs.BoolVar(&cfg.Reflection, "reflection", true, "serve gRPC reflection so tools like grpcurl need no .proto files")
-	fs.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", cfg.MaxConnectionAge,
-		"close each client connection after this long (calls in flight finish first), so clients "+
-			"reconnect and reach replicas added since; 0: never")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout,
-		"on SIGTERM, how long in-flight RPCs may run before they are cut")
-	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-message-bytes", cfg.MaxRecvMsgBytes, "largest request message accepted")
-	httpAddr := fs.String("http-addr", "127.0.0.1:8080",
-		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off")
-	corsOrigins := fs.String("cors-origins", "", "comma-separated origins allowed to call the JSON API from a browser; none by default")
-	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; empty: off")
-	loadDemo := fs.Bool("demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
-	load := fs.String("load", "", "`FILE` of papers to load at start, in the background while serving: JSON lines as backfill reads them (plain or .gz); unchanged papers are skipped, so restarting with it costs nothing")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	var ef cli.EmbeddingFlags
-	ef.Register(fs)
-	var rf cli.EmbeddingFlags
-	rf.RegisterAs(fs, "reembed", "REEMBED", false)
-	fallback := fs.Bool("embedding-fallback-lexical", false,
-		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE")
+	f.register(fs)
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := cli.ApplyEnv(fs); err != nil {
 		return err
 	}
-	embCfg, useEmbedder, err := ef.Config()
+	c, err := f.Validate(stderr)
 	if err != nil {
 		return err
 	}
-	rf.Inherit(embCfg)
-	nextCfg, reembedding, err := rf.Config()
-	switch {
-	case err != nil:
+	log := c.log
+	if flush, err := startTracing(ctx, &c.grpc, log); err != nil {
 		return err
-	case !reembedding && rf.Cfg.Model != "":
-		return cli.UsageError{Msg: "--reembed-model needs --reembed-base-url or --embedding-base-url: where to embed with it"}
-	case reembedding && useEmbedder && embCfg.Model == nextCfg.Model && embCfg.Prefixes == nextCfg.Prefixes && embCfg.Dimensions == nextCfg.Dimensions:
-		return cli.UsageError{Msg: "--reembed-model names the model the store is already embedded with; leave it unset"}
+	} else if flush != nil {
+		defer flush() // last: the spans of the final RPCs
 	}
-	log, err := newLogger(*logFormat, stderr)
+	st, closeStore, err := openStore(ctx, &f.store, c, log)
 	if err != nil {
 		return err
 	}
-	if cfg.Keys, err = sec.keys(); err != nil {
-		return err
-	}
-	if cfg.TLS, err = sec.tlsConfig(); err != nil {
-		return err
-	}
-	cfg.AllowUnauthenticated, cfg.RateLimit, cfg.RateBurst = sec.allowUnauthenticated, sec.rateLimit, sec.rateBurst
-	cfg.MaxCallsPerCaller, cfg.MaxConnsPerAddress = sec.maxCalls, sec.maxConns
-	if err := cfg.Validate(); err != nil {
-		return cli.UsageError{Msg: err.Error()}
-	}
-	if *httpAddr != "" {
-		httpCfg := cfg
-		httpCfg.Addr = *httpAddr
-		if err := httpCfg.Validate(); err != nil {
-			return cli.UsageError{Msg: "--http-addr: " + err.Error()}
-		}
-	}
-	origins, err := parseOrigins(*corsOrigins)
-	if err != nil {
-		return cli.UsageError{Msg: "--cors-origins: " + err.Error()}
-	}
-	if *metricsAddr != "" {
-		cfg.Metrics = metrics.New()
-	}
-	if tracing.Enabled() {
-		opt, shutdown, err := tracing.Setup(ctx, "recommender")
-		if err != nil {
-			return err
-		}
-		cfg.ExtraOptions = append(cfg.ExtraOptions, opt)
-		defer func() { // last: flush the spans of the final RPCs
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := shutdown(sctx); err != nil {
-				log.Warn("flush traces", "error", err)
-			}
-		}()
-		log.Info("tracing to OTLP", "endpoint", cli.EnvOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
-	}
-
-	raw, err := sf.Open(ctx, log)
+	defer closeStore() // after every in-flight RPC has finished: every acknowledged write is in
+	a, err := newApp(ctx, st, c, log)
 	if err != nil {
 		return err
 	}
-	// Closed last: by then every in-flight RPC has finished, so every acknowledged write is in.
-	// The shutdown timeout bounds the whole stop, the saves of a store that keeps a snapshot
-	// included: what the drain leaves of it is theirs.
-	var stopAt atomic.Int64
-	context.AfterFunc(ctx, func() { stopAt.Store(time.Now().UnixNano()) })
-	defer func() {
-		closeStore := raw.Close
-		if w, ok := raw.(interface{ CloseWithin(context.Context) error }); ok && stopAt.Load() != 0 {
-			cctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, stopAt.Load()).Add(cfg.ShutdownTimeout))
-			defer cancel()
-			closeStore = func() error { return w.CloseWithin(cctx) }
-		}
-		if err := closeStore(); err != nil {
-			log.Error("close store", "error", err)
-		}
-	}()
-	st := cfg.Metrics.InstrumentStore(raw, sf.Backend)
-	cfg.Metrics.PaperCount(st)
-	var emb embed.Embedder
-	retrieval := server.LexicalModel
-	if useEmbedder {
-		if cfg.Metrics != nil {
-			embCfg.Observer = cfg.Metrics
-		}
-		embCfg.Logger = log
-		client, err := embed.New(embCfg)
-		if err != nil {
-			return err
-		}
-		emb, retrieval = client, "hybrid"
-		log.Info("embedding model configured", "embedding", embCfg)
-	}
-	// A remote store may come up after the service: it starts anyway, NOT_SERVING, and binds
-	// (and loads the demo corpus) in the background once the store answers.
-	opts := []server.Option{server.WithMetrics(cfg.Metrics), server.WithDeferredBinding()}
-	if *fallback {
-		opts = append(opts, server.WithLexicalFallback())
-	}
-	if reembedding {
-		if cfg.Metrics != nil {
-			nextCfg.Observer = cfg.Metrics
-		}
-		nextCfg.Logger = log
-		next, err := embed.New(nextCfg)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, server.WithReembedding(next))
-		log.Info("re-embedding model configured", "embedding", nextCfg)
-	}
-	svc, err := server.NewService(ctx, st, emb, opts...)
-	if err != nil {
-		return err
-	}
+	svc := server.NewService(a)
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	// The demo corpus loads now when the store answers, else once it does.
-	demoPending := *loadDemo
-	if demoPending && svc.Ready() {
-		err := loadDemoCorpus(ctx, svc, log)
-		var ue *store.UnavailableError
-		if err != nil && !errors.As(err, &ue) {
-			return err
-		}
-		demoPending = err != nil
+	if err := startBackground(ctx, stop, svc, &f, c, log); err != nil {
+		return err
 	}
-	if !svc.Ready() || demoPending {
-		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", sf.Backend)
-		go func() {
-			err := svc.AwaitBinding(ctx, log)
-			if err == nil && demoPending {
-				err = server.RetryWhileUnavailable(ctx, log, "load the demo corpus",
-					func(ctx context.Context) error { return loadDemoCorpus(ctx, svc, log) })
-			}
-			if err != nil && ctx.Err() == nil {
-				stop(err) // another model's store, say: stop serving and say why
-			}
-		}()
-	}
-	srv, err := server.Listen(cfg, svc, log)
+	srv, err := server.Listen(c.grpc, svc, log)
 	if err != nil {
 		return err
 	}
-	if *load != "" {
-		go func() {
-			if err := svc.AwaitBinding(ctx, log); err != nil {
-				return
-			}
-			if err := loadFile(ctx, svc, *load, 10*time.Second, log); err != nil && ctx.Err() == nil {
-				log.Error("load stopped; serving what is stored", "file", *load, "error", err)
-			}
-		}()
-	}
-	if reembedding || useEmbedder {
-		// In the background of serving; a failure is logged and serving goes on with the
-		// current model (a restart resumes where it stopped). Without --reembed-model there is
-		// something to do only when the store's papers were stored before it had a model.
-		go func() {
-			if err := svc.AwaitBinding(ctx, log); err != nil {
-				return
-			}
-			if err := svc.Reembed(ctx, log); err != nil && ctx.Err() == nil {
-				log.Error("re-embedding stopped; still serving with the current model", "error", err)
-			}
-		}()
-	}
-	if *metricsAddr != "" {
-		var h http.Handler = metricsMux(cfg.Metrics)
-		if listensOnLoopback(*metricsAddr) {
-			h = httpapi.LoopbackHostsOnly(h) // no page on a rebound name reads the metrics
-		}
-		stop, err := serveHTTP(ctx, "metrics", *metricsAddr, nil, h, cfg.ShutdownTimeout, cfg.MaxConnsPerAddress, log)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	if *httpAddr != "" {
-		rpc, err := srv.HTTPHandler()
-		if err != nil {
-			return err
-		}
-		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: origins, MaxBodyBytes: int64(cfg.MaxRecvMsgBytes),
-			LoopbackHostsOnly: cfg.Keys == nil && listensOnLoopback(*httpAddr), RPC: rpc, Gate: srv})
-		if tracing.Enabled() {
-			h = tracing.HTTPHandler(h)
-		}
-		stop, err := serveHTTP(ctx, "http", *httpAddr, cfg.TLS, h, cfg.ShutdownTimeout, cfg.MaxConnsPerAddress, log)
-		if err != nil {
-			return err
-		}
-		defer stop() // both drain from the same signal, within the same timeout
-	}
-	stats, err := st.Stats(ctx)
-	var ue *store.UnavailableError
-	if err != nil && !errors.As(err, &ue) {
+	stopPorts, err := servePorts(ctx, srv, svc, &f, c, log)
+	defer stopPorts() // both drain from the same signal, within the same timeout
+	if err != nil {
 		return err
 	}
-	if hc, ok := st.(store.HealthChecker); ok {
-		srv.WatchStore(ctx, hc, sf.HealthInterval)
+	if err := watchAndAnnounce(ctx, st, srv, &f, c, log); err != nil {
+		return err
 	}
-	authMode := "none: loopback only"
-	switch {
-	case cfg.Keys != nil:
-		authMode = fmt.Sprintf("%d API keys", cfg.Keys.Len())
-	case cfg.AllowUnauthenticated:
-		authMode = "none, allowed on a reachable address"
-	}
-	if cfg.Keys == nil {
-		log.Warn("no API keys configured: every caller may read and write")
-	}
-	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", cfg.TLS != nil, "mtls", cfg.TLS != nil && cfg.TLS.ClientCAs != nil,
-		"auth", authMode, "rate_limit", cfg.RateLimit, "store", stats.Backend,
-		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", cfg.Reflection, "metrics_addr", *metricsAddr, "version", cli.Version())
 	if err := srv.Serve(ctx); err != nil {
 		return err
 	}
@@ -309,6 +109,317 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// serveFlags are serve's settings as given: its flags, each with its environment variable
+// (cli.EnvName, read by cli.ApplyEnv), checked together by Validate.
+type serveFlags struct {
+	grpc                                                server.Config
+	store                                               cli.StoreFlags
+	sec                                                 serverSecurity
+	emb, reemb                                          cli.EmbeddingFlags
+	httpAddr, corsOrigins, metricsAddr, load, logFormat string
+	demo, fallback                                      bool
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet) {
+	f.grpc = server.DefaultConfig()
+	fs.StringVar(&f.grpc.Addr, "grpc-addr", f.grpc.Addr, "gRPC listen address, host:port; port 0 picks a free port")
+	f.store.Register(fs)
+	f.sec.register(fs)
+	fs.BoolVar(&f.grpc.Reflection, "reflection", true, "serve gRPC reflection so tools like grpcurl need no .proto files")
+	fs.DurationVar(&f.grpc.MaxConnectionAge, "max-connection-age", f.grpc.MaxConnectionAge,
+		"close each client connection after this long (calls in flight finish first), so clients "+
+			"reconnect and reach replicas added since; 0: never")
+	fs.DurationVar(&f.grpc.ShutdownTimeout, "shutdown-timeout", f.grpc.ShutdownTimeout,
+		"on SIGTERM, how long in-flight RPCs may run before they are cut")
+	fs.IntVar(&f.grpc.MaxRecvMsgBytes, "max-message-bytes", f.grpc.MaxRecvMsgBytes, "largest request message accepted")
+	fs.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:8080",
+		"HTTP listen address for the JSON API (POST /v1/<Method>), /openapi.json and the page at /; empty: off")
+	fs.StringVar(&f.corsOrigins, "cors-origins", "", "comma-separated origins allowed to call the JSON API from a browser; none by default")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; empty: off")
+	fs.BoolVar(&f.demo, "demo", false, "load the built-in demo corpus (48 papers written for this project) at start")
+	fs.StringVar(&f.load, "load", "", "`FILE` of papers to load at start, in the background while serving: JSON lines as backfill reads them (plain or .gz); unchanged papers are skipped, so restarting with it costs nothing")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	f.emb.Register(fs)
+	f.reemb.RegisterAs(fs, "reembed", "REEMBED", false)
+	fs.BoolVar(&f.fallback, "embedding-fallback-lexical", false,
+		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE")
+}
+
+// serveConfig is serve's configuration, checked and resolved: keys read, TLS loaded, models
+// known.
+type serveConfig struct {
+	grpc      server.Config
+	keys      *auth.Keys
+	embedding *embed.Config // nil: lexical
+	reembed   *embed.Config // nil: no move to another model
+	origins   []string
+	metrics   *metrics.Metrics // nil: no metrics port
+	fallback  bool
+	log       *slog.Logger
+}
+
+// Validate checks every setting and returns the configuration they make.
+func (f *serveFlags) Validate(stderr io.Writer) (serveConfig, error) {
+	c := serveConfig{grpc: f.grpc, fallback: f.fallback}
+	if err := f.store.Validate(); err != nil {
+		return c, err
+	}
+	embCfg, useEmbedder, err := f.emb.Config()
+	if err != nil {
+		return c, err
+	}
+	f.reemb.Inherit(embCfg)
+	nextCfg, reembedding, err := f.reemb.Config()
+	switch {
+	case err != nil:
+		return c, err
+	case !reembedding && f.reemb.Cfg.Model != "":
+		return c, cli.UsageError{Msg: "--reembed-model needs --reembed-base-url or --embedding-base-url: where to embed with it"}
+	case reembedding && useEmbedder && embCfg.Model == nextCfg.Model && embCfg.Prefixes == nextCfg.Prefixes && embCfg.Dimensions == nextCfg.Dimensions:
+		return c, cli.UsageError{Msg: "--reembed-model names the model the store is already embedded with; leave it unset"}
+	}
+	if useEmbedder {
+		c.embedding = &embCfg
+	}
+	if reembedding {
+		c.reembed = &nextCfg
+	}
+	if c.log, err = newLogger(f.logFormat, stderr); err != nil {
+		return c, err
+	}
+	if c.keys, err = f.sec.keys(); err != nil {
+		return c, err
+	}
+	if c.grpc.TLS, err = f.sec.tlsConfig(); err != nil {
+		return c, err
+	}
+	gate, err := auth.NewGate(c.keys, f.sec.rateLimit, f.sec.rateBurst)
+	if err != nil {
+		return c, cli.UsageError{Msg: err.Error()}
+	}
+	c.grpc.Gate, c.grpc.AllowUnauthenticated = gate, f.sec.allowUnauthenticated
+	c.grpc.MaxCallsPerCaller, c.grpc.MaxConnsPerAddress = f.sec.maxCalls, f.sec.maxConns
+	if err := c.grpc.Validate(); err != nil {
+		return c, cli.UsageError{Msg: err.Error()}
+	}
+	if f.httpAddr != "" {
+		httpCfg := c.grpc
+		httpCfg.Addr = f.httpAddr
+		if err := httpCfg.Validate(); err != nil {
+			return c, cli.UsageError{Msg: "--http-addr: " + err.Error()}
+		}
+	}
+	if c.origins, err = parseOrigins(f.corsOrigins); err != nil {
+		return c, cli.UsageError{Msg: "--cors-origins: " + err.Error()}
+	}
+	if f.metricsAddr != "" {
+		c.metrics = metrics.New()
+		c.grpc.Metrics = c.metrics
+	}
+	return c, nil
+}
+
+// startTracing traces every RPC to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; flush sends the
+// last spans.
+func startTracing(ctx context.Context, cfg *server.Config, log *slog.Logger) (flush func(), err error) {
+	if !tracing.Enabled() {
+		return nil, nil
+	}
+	opt, shutdown, err := tracing.Setup(ctx, "recommender")
+	if err != nil {
+		return nil, err
+	}
+	cfg.ExtraOptions = append(cfg.ExtraOptions, opt)
+	log.Info("tracing to OTLP", "endpoint", cli.EnvOr("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("flush traces", "error", err)
+		}
+	}, nil
+}
+
+// openStore opens the store, instrumented. Its close, called last, is bounded with the rest of
+// the stop by the shutdown timeout: what the drain leaves of it is the store's saves'.
+func openStore(ctx context.Context, sf *cli.StoreFlags, c serveConfig, log *slog.Logger) (store.Store, func(), error) {
+	raw, err := sf.Open(ctx, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	var stopAt atomic.Int64
+	context.AfterFunc(ctx, func() { stopAt.Store(time.Now().UnixNano()) })
+	closeStore := func() {
+		closeStore := raw.Close
+		if w, ok := raw.(interface{ CloseWithin(context.Context) error }); ok && stopAt.Load() != 0 {
+			cctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, stopAt.Load()).Add(c.grpc.ShutdownTimeout))
+			defer cancel()
+			closeStore = func() error { return w.CloseWithin(cctx) }
+		}
+		if err := closeStore(); err != nil {
+			log.Error("close store", "error", err)
+		}
+	}
+	st := c.metrics.InstrumentStore(raw, sf.Backend)
+	c.metrics.PaperCount(st)
+	return st, closeStore, nil
+}
+
+// newApp makes the application over st with the configured models. A remote store may come up
+// after the service: the binding then waits for it (startBackground).
+func newApp(ctx context.Context, st store.Store, c serveConfig, log *slog.Logger) (*app.App, error) {
+	var emb embed.Embedder
+	opts := []app.Option{app.WithMetrics(c.metrics), app.WithDeferredBinding()}
+	if c.fallback {
+		opts = append(opts, app.WithLexicalFallback())
+	}
+	for _, m := range []struct {
+		cfg  *embed.Config
+		what string
+		use  func(embed.Embedder)
+	}{
+		{c.embedding, "embedding model configured", func(e embed.Embedder) { emb = e }},
+		{c.reembed, "re-embedding model configured", func(e embed.Embedder) { opts = append(opts, app.WithReembedding(e)) }},
+	} {
+		if m.cfg == nil {
+			continue
+		}
+		if c.metrics != nil {
+			m.cfg.Observer = c.metrics
+		}
+		m.cfg.Logger = log
+		client, err := embed.New(*m.cfg)
+		if err != nil {
+			return nil, err
+		}
+		m.use(client)
+		log.Info(m.what, "embedding", *m.cfg)
+	}
+	return app.New(ctx, st, emb, opts...)
+}
+
+// startBackground starts what serving does beside answering: binding a store that is not up
+// yet, the demo corpus, --load's file, re-embedding. A failure that makes serving wrong (a store
+// of another model) stops the server through stop.
+func startBackground(ctx context.Context, stop context.CancelCauseFunc, svc *server.Service, f *serveFlags, c serveConfig, log *slog.Logger) error {
+	a := svc.App()
+	demoPending := f.demo
+	if demoPending && a.Ready() { // the demo corpus loads now when the store answers, else once it does
+		err := loadDemoCorpus(ctx, svc, log)
+		var ue *store.UnavailableError
+		if err != nil && !errors.As(err, &ue) {
+			return err
+		}
+		demoPending = err != nil
+	}
+	if !a.Ready() || demoPending {
+		log.Warn("store unavailable at start: serving NOT_SERVING until it answers", "store", f.store.Backend)
+		go func() {
+			err := a.AwaitBinding(ctx, log)
+			if err == nil && demoPending {
+				err = app.RetryWhileUnavailable(ctx, log, "load the demo corpus",
+					func(ctx context.Context) error { return loadDemoCorpus(ctx, svc, log) })
+			}
+			if err != nil && ctx.Err() == nil {
+				stop(err) // another model's store, say: stop serving and say why
+			}
+		}()
+	}
+	if f.load != "" {
+		go func() {
+			if err := a.AwaitBinding(ctx, log); err != nil {
+				return
+			}
+			if err := loadFile(ctx, svc, f.load, 10*time.Second, log); err != nil && ctx.Err() == nil {
+				log.Error("load stopped; serving what is stored", "file", f.load, "error", err)
+			}
+		}()
+	}
+	if c.reembed != nil || c.embedding != nil {
+		// In the background of serving; a failure is logged and serving goes on with the
+		// current model (a restart resumes where it stopped). Without --reembed-model there is
+		// something to do only when the store's papers were stored before it had a model.
+		go func() {
+			if err := a.AwaitBinding(ctx, log); err != nil {
+				return
+			}
+			if err := a.Reembed(ctx, log); err != nil && ctx.Err() == nil {
+				log.Error("re-embedding stopped; still serving with the current model", "error", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// servePorts serves the metrics port and the HTTP port (JSON API, Connect, the page) beside the
+// gRPC one; stop drains them.
+func servePorts(ctx context.Context, srv *server.Server, svc *server.Service, f *serveFlags, c serveConfig, log *slog.Logger) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range slices.Backward(stops) {
+			s()
+		}
+	}
+	if f.metricsAddr != "" {
+		var h http.Handler = metricsMux(c.metrics)
+		if listensOnLoopback(f.metricsAddr) {
+			h = httpapi.LoopbackHostsOnly(h) // no page on a rebound name reads the metrics
+		}
+		s, err := serveHTTP(ctx, "metrics", f.metricsAddr, nil, h, c.grpc.ShutdownTimeout, c.grpc.MaxConnsPerAddress, log)
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, s)
+	}
+	if f.httpAddr != "" {
+		rpc, err := srv.HTTPHandler()
+		if err != nil {
+			return stop, err
+		}
+		h := httpapi.Handler(svc, srv.UnaryInterceptor(), httpapi.Config{CORSOrigins: c.origins, MaxBodyBytes: int64(c.grpc.MaxRecvMsgBytes),
+			LoopbackHostsOnly: c.keys == nil && listensOnLoopback(f.httpAddr), RPC: rpc, Gate: srv})
+		if tracing.Enabled() {
+			h = tracing.HTTPHandler(h)
+		}
+		s, err := serveHTTP(ctx, "http", f.httpAddr, c.grpc.TLS, h, c.grpc.ShutdownTimeout, c.grpc.MaxConnsPerAddress, log)
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, s)
+	}
+	return stop, nil
+}
+
+// watchAndAnnounce follows a remote store's health, and logs what is served how.
+func watchAndAnnounce(ctx context.Context, st store.Store, srv *server.Server, f *serveFlags, c serveConfig, log *slog.Logger) error {
+	stats, err := st.Stats(ctx)
+	var ue *store.UnavailableError
+	if err != nil && !errors.As(err, &ue) {
+		return err
+	}
+	if hc, ok := st.(store.HealthChecker); ok {
+		srv.WatchStore(ctx, hc, f.store.HealthInterval)
+	}
+	authMode := "none: loopback only"
+	switch {
+	case c.keys != nil:
+		authMode = fmt.Sprintf("%d API keys", c.keys.Len())
+	case c.grpc.AllowUnauthenticated:
+		authMode = "none, allowed on a reachable address"
+	}
+	if c.keys == nil {
+		log.Warn("no API keys configured: every caller may read and write")
+	}
+	retrieval := server.LexicalModel
+	if c.embedding != nil {
+		retrieval = "hybrid"
+	}
+	log.Info("serving", "grpc_addr", srv.Addr().String(), "tls", c.grpc.TLS != nil, "mtls", c.grpc.TLS != nil && c.grpc.TLS.ClientCAs != nil,
+		"auth", authMode, "rate_limit", f.sec.rateLimit, "store", stats.Backend,
+		"papers", stats.PaperCount, "retrieval", retrieval, "reflection", c.grpc.Reflection, "metrics_addr", f.metricsAddr, "version", cli.Version())
 	return nil
 }
 

@@ -57,3 +57,30 @@ type PreconditionError struct {
 }
 
 func (e *PreconditionError) Error() string { return e.Message }
+
+// EmbeddingError is a failure of the embedding API. Kind names it for the client (the upstream
+// message, which may quote inputs or account details, stays in Err for the log); Retryable says
+// whether trying again later may work, else an operator must fix the configuration.
+type EmbeddingError struct {
+	Kind      string
+	Retryable bool
+	Err       error
+}
+
+func (e *EmbeddingError) Error() string { return e.Err.Error() }
+func (e *EmbeddingError) Unwrap() error { return e.Err }
+
+// FeedNotFoundError names a feed id no feed has.
+type FeedNotFoundError struct{ ID string }
+
+func (e *FeedNotFoundError) Error() string { return "feed not found: " + e.ID }
+
+// AccessError refuses a caller: no valid API key, or (Denied) a key without the scope the
+// method needs, with the key's id, its scope and the one required.
+type AccessError struct {
+	Denied                 bool
+	KeyID, Scope, Required string
+	Message                string
+}
+
+func (e *AccessError) Error() string { return e.Message }

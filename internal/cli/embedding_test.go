@@ -43,6 +43,9 @@ func TestEmbeddingPrefixFlags(t *testing.T) {
 			if err := fs.Parse(append([]string{"--embedding-base-url", "http://127.0.0.1:1/v1"}, tc.args...)); err != nil {
 				t.Fatal(err)
 			}
+			if err := ef.ApplyEnv(); err != nil {
+				t.Fatal(err)
+			}
 			cfg, ok, err := ef.Config()
 			if err != nil || !ok {
 				t.Fatalf("config: %v, %v", ok, err)
@@ -100,6 +103,9 @@ func TestLoopbackEmbeddingDefaults(t *testing.T) {
 	var ef EmbeddingFlags
 	ef.Register(fs)
 	if err := fs.Parse([]string{"--embedding-base-url", "http://127.0.0.1:1/v1", "--embedding-model", "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ApplyEnv(fs); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, _, _ := ef.Config(); cfg.MaxInputs != 100 {

@@ -20,17 +20,37 @@ func EnvName(flagName string) string {
 }
 
 // ApplyEnv sets each flag of fs not given on the command line from its variable, when that is
-// set and not empty. Call it after ParseFlags: a flag given wins.
-func ApplyEnv(fs *flag.FlagSet) error {
+// set and not empty (or empty, for a flag whose empty value means something: see
+// emptyIsAValue). Call it after ParseFlags: a flag given wins. This is where every variable of a
+// flag is read: flags are registered with plain defaults.
+func ApplyEnv(fs *flag.FlagSet) error { return applyEnv(fs, nil) }
+
+// ApplyEnvTo is ApplyEnv over the named flags of fs only, for a command whose other flags have
+// no variable (a client's --server, say).
+func ApplyEnvTo(fs *flag.FlagSet, names ...string) error {
+	only := make(map[string]bool, len(names))
+	for _, n := range names {
+		only[n] = true
+	}
+	return applyEnv(fs, only)
+}
+
+// emptyIsAValue is implemented by flag values for which "set to empty" differs from "not set"
+// (an instruction prefix: "" is none, unset is the model's preset).
+type emptyIsAValue interface{ EmptyIsAValue() bool }
+
+// applyEnv is ApplyEnv over the flags named in only (nil: every flag).
+func applyEnv(fs *flag.FlagSet, only map[string]bool) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || given[f.Name] || f.Name == "version" {
+		if err != nil || given[f.Name] || f.Name == "version" || (only != nil && !only[f.Name]) {
 			return
 		}
 		name := EnvName(f.Name)
-		if v, ok := os.LookupEnv(name); ok && v != "" {
+		_, emptyCounts := f.Value.(emptyIsAValue)
+		if v, ok := os.LookupEnv(name); ok && (v != "" || emptyCounts) {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = UsageError{Msg: fmt.Sprintf("%s=%q is no value for --%s: %v", name, v, f.Name, e)}
 			}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/paperrec/recommender/internal/store"
@@ -25,37 +24,29 @@ type StoreFlags struct {
 	qdrant         qdrant.Options
 	qdrantKeyFile  string
 	HealthInterval time.Duration
-	errs           []string
+	fs             *flag.FlagSet
 }
 
 func (f *StoreFlags) Register(fs *flag.FlagSet) {
 	d := qdrant.Defaults()
-	fs.StringVar(&f.Backend, "store", EnvOr("RECOMMENDER_STORE", "embedded"),
+	fs.StringVar(&f.Backend, "store", "embedded",
 		"store backend: embedded (on disk, one process) or qdrant (shared by any number of replicas) (env RECOMMENDER_STORE)")
-	fs.StringVar(&f.dataDir, "data-dir", EnvOr("RECOMMENDER_DATA_DIR", "recommender-data"),
+	fs.StringVar(&f.dataDir, "data-dir", "recommender-data",
 		"directory of the embedded store, created if missing (env RECOMMENDER_DATA_DIR)")
 	fs.BoolVar(&f.allowEmpty, "allow-empty-store", false,
 		"embedded store: start empty in a data directory whose papers.db is missing or empty although its other files remain "+
 			"(otherwise refused: the papers were lost, say by a restore that missed the file)")
 	da := embedded.DefaultANN()
-	fs.StringVar(&f.ann.Quantization, "ann-quantization", EnvOr("RECOMMENDER_ANN_QUANTIZATION", da.Quantization),
+	fs.StringVar(&f.ann.Quantization, "ann-quantization", da.Quantization,
 		"embedded store: vectors the nearest-neighbour graph walks on, int8 (faster, candidates rescored exactly) or none (env RECOMMENDER_ANN_QUANTIZATION)")
 	fs.IntVar(&f.ann.EfSearch, "ann-ef-search", da.EfSearch,
 		"embedded store: candidates a graph search explores (at least the results asked); higher is more exact and slower")
-	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", EnvOr("QDRANT_COLLECTION", d.Collection),
+	fs.StringVar(&f.qdrant.Collection, "qdrant-collection", d.Collection,
 		"Qdrant collection holding the papers (env QDRANT_COLLECTION)")
 	f.registerQdrantConnection(fs)
-	shards, err := strconv.ParseUint(EnvOr("QDRANT_SHARDS", "1"), 10, 32)
-	if err != nil {
-		f.errs = append(f.errs, "QDRANT_SHARDS must be a whole number")
-	}
-	replicas, err := strconv.ParseUint(EnvOr("QDRANT_REPLICAS", "1"), 10, 32)
-	if err != nil {
-		f.errs = append(f.errs, "QDRANT_REPLICAS must be a whole number")
-	}
+	f.qdrant.Shards, f.qdrant.Replicas = 1, 1
 	fs.Func("qdrant-shards", "shards of a new collection (env QDRANT_SHARDS, default 1)", setUint32(&f.qdrant.Shards))
 	fs.Func("qdrant-replicas", "replication factor of a new collection (env QDRANT_REPLICAS, default 1)", setUint32(&f.qdrant.Replicas))
-	f.qdrant.Shards, f.qdrant.Replicas = uint32(shards), uint32(replicas)
 	fs.DurationVar(&f.qdrant.WriteSettle, "qdrant-write-settle", d.WriteSettle,
 		"how old a write must be before feeds stream it from Qdrant: more than the replicas' clock skew plus a write's duration")
 	fs.DurationVar(&f.qdrant.AliasRefresh, "qdrant-alias-refresh", d.AliasRefresh,
@@ -105,15 +96,12 @@ func (f *StoreFlags) OpenEval(ctx context.Context, name, collection string) (st 
 // registerQdrantConnection registers the flags that reach Qdrant: its address, credentials
 // and call timeout.
 func (f *StoreFlags) registerQdrantConnection(fs *flag.FlagSet) {
-	fs.StringVar(&f.qdrant.URL, "qdrant-url", os.Getenv("QDRANT_URL"),
+	f.fs = fs
+	fs.StringVar(&f.qdrant.URL, "qdrant-url", "",
 		"Qdrant gRPC endpoint, http://host:6334 or https://host:6334 (env QDRANT_URL)")
-	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", os.Getenv("QDRANT_API_KEY_FILE"),
+	fs.StringVar(&f.qdrantKeyFile, "qdrant-api-key-file", "",
 		"file holding the Qdrant API key (env QDRANT_API_KEY_FILE); or set QDRANT_API_KEY")
-	allow, err := strconv.ParseBool(EnvOr("QDRANT_ALLOW_INSECURE_API_KEY", "false"))
-	if err != nil {
-		f.errs = append(f.errs, "QDRANT_ALLOW_INSECURE_API_KEY must be true or false")
-	}
-	fs.BoolVar(&f.qdrant.AllowInsecureAPIKey, "qdrant-allow-insecure-api-key", allow,
+	fs.BoolVar(&f.qdrant.AllowInsecureAPIKey, "qdrant-allow-insecure-api-key", false,
 		"allow sending the Qdrant API key over a plaintext http:// connection (env QDRANT_ALLOW_INSECURE_API_KEY)")
 	fs.DurationVar(&f.qdrant.Timeout, "qdrant-timeout", qdrant.Defaults().Timeout, "timeout of one call to Qdrant")
 	fs.Float64Var(&f.qdrant.AverageLength, "qdrant-bm25-average-length", qdrant.Defaults().AverageLength,
@@ -133,28 +121,38 @@ func setUint32(p *uint32) func(string) error {
 	}
 }
 
-// open opens the chosen store; log hears what opening repaired.
-func (f *StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
-	if len(f.errs) > 0 {
-		return nil, UsageError{Msg: strings.Join(f.errs, "; ")}
+// Validate checks the settings of Register's flags.
+func (f *StoreFlags) Validate() error {
+	switch {
+	case f.Backend != "embedded" && f.Backend != "qdrant":
+		return UsageError{Msg: fmt.Sprintf("--store must be embedded or qdrant, got %q", f.Backend)}
+	case f.Backend == "embedded" && f.ann.EfSearch < 1:
+		return UsageError{Msg: "--ann-ef-search must be at least 1"}
+	case f.Backend == "qdrant" && f.qdrant.URL == "":
+		return UsageError{Msg: "--store qdrant needs --qdrant-url (or QDRANT_URL)"}
 	}
-	switch f.Backend {
-	case "embedded":
-		if f.ann.EfSearch < 1 {
-			return nil, UsageError{Msg: "--ann-ef-search must be at least 1"}
-		}
-		return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann, AllowEmpty: f.allowEmpty, Log: log})
-	case "qdrant":
+	return nil
+}
+
+// ApplyEnv sets the flags that reach Qdrant from their variables (QDRANT_URL...), for a command
+// whose other flags have none.
+func (f *StoreFlags) ApplyEnv() error {
+	return ApplyEnvTo(f.fs, "qdrant-url", "qdrant-api-key-file", "qdrant-allow-insecure-api-key", "qdrant-timeout", "qdrant-bm25-average-length")
+}
+
+// Open opens the chosen store; log hears what opening repaired.
+func (f *StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	if f.Backend == "qdrant" {
 		return f.openQdrant(f.qdrant.Collection)
 	}
-	return nil, UsageError{Msg: fmt.Sprintf("--store must be embedded or qdrant, got %q", f.Backend)}
+	return embedded.Open(ctx, embedded.Options{Dir: f.dataDir, ANN: f.ann, AllowEmpty: f.allowEmpty, Log: log})
 }
 
 // openQdrant opens a Qdrant collection with the connection flags.
 func (f *StoreFlags) openQdrant(collection string) (*qdrant.Store, error) {
-	if len(f.errs) > 0 {
-		return nil, UsageError{Msg: strings.Join(f.errs, "; ")}
-	}
 	if f.qdrant.URL == "" {
 		return nil, UsageError{Msg: "--store qdrant needs --qdrant-url (or QDRANT_URL)"}
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/auth"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/httpapi"
@@ -53,10 +54,11 @@ func serve(t *testing.T, withKeys bool, hc httpapi.Config) (recommenderv1.Recomm
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := server.NewService(ctx, st, nil)
+	a, err := app.New(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	svc := server.NewService(a)
 	papers, _ := demo.Papers()
 	if _, err := svc.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
 		t.Fatal(err)
@@ -67,8 +69,11 @@ func serve(t *testing.T, withKeys bool, hc httpapi.Config) (recommenderv1.Recomm
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	if withKeys {
-		cfg.Keys = keys
+	if !withKeys {
+		keys = nil
+	}
+	if cfg.Gate, err = auth.NewGate(keys, 0, 20); err != nil {
+		t.Fatal(err)
 	}
 	srv, err := server.Listen(cfg, svc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -62,6 +62,8 @@ const DefaultStrategy = StrategyPerSeed
 const (
 	// MaxResults bounds how deep paging goes: each page recomputes the top offset+size papers.
 	MaxResults = 1_000
+	// MaxSeeds bounds a request's seed papers, stored and inline, positive and negative.
+	MaxSeeds = 100
 	// RerankPool is how many results by relevance recency and negative seeds re-rank (and
 	// diversity with them). It is fixed, whatever page is asked for, so every page comes from the
 	// same re-ranked list; paging stops at its end.

@@ -20,6 +20,10 @@ type InlineSeed struct {
 	Dense []float32
 }
 
+// HasWords reports whether the seed has a searchable word in its title or abstract: without
+// one it cannot be matched lexically.
+func (s InlineSeed) HasWords() bool { return lexical.Document(s.Title, s.Abstract).Len() > 0 }
+
 // SeedStatus is what became of one seed.
 type SeedStatus int
 

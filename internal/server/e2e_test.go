@@ -5,13 +5,15 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"github.com/paperrec/recommender/internal/embed/embedtest"
-	"google.golang.org/protobuf/proto"
 	"hash/crc32"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/paperrec/recommender/internal/embed/embedtest"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/demo"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
@@ -215,7 +216,7 @@ func apiAndStore(t *testing.T) (*embedtest.Server, *embedded.Store, string) {
 func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 	t.Parallel()
 	api, st, _ := apiAndStore(t)
-	lexicalOnly, err := server.NewService(ctx, st, nil)
+	lexicalApp, err := app.New(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,10 +225,10 @@ func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 		papers = append(papers, &recommenderv1.Paper{Id: fmt.Sprintf("old-%02d", i), Title: fmt.Sprintf("Stored before the model, on topic %d", i%4),
 			Abstract: fmt.Sprintf("Words about topic %d and item %d.", i%4, i)})
 	}
-	if _, err := lexicalOnly.UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
+	if _, err := server.NewService(lexicalApp).UpsertPapers(ctx, &recommenderv1.UpsertPapersRequest{Papers: papers}); err != nil {
 		t.Fatal(err)
 	}
-	lb, err := server.StartLoopback(ctx, st, newEmbedder(t, api, "fake-embed"))
+	lb, err := startLoopback(ctx, st, newEmbedder(t, api, "fake-embed"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 	if wantCode(t, err, codes.FailedPrecondition); !strings.Contains(err.Error(), "not available yet") {
 		t.Fatalf("dense before the fill: %v", err)
 	}
-	if err := lb.Service.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+	if err := lb.App.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
 	info, err = c.GetIndexInfo(ctx, &recommenderv1.GetIndexInfoRequest{})
@@ -257,8 +258,8 @@ func TestLexicalStoreGetsItsFirstModel(t *testing.T) {
 		t.Fatalf("dense after the fill: %v (%v)", resp, err)
 	}
 	lb.Close()
-	_, err = server.NewService(ctx, st, nil)
-	var mr *server.ModelRequiredError
+	_, err = app.New(ctx, st, nil)
+	var mr *app.ModelRequiredError
 	if !errors.As(err, &mr) || !strings.Contains(err.Error(), "--embedding-model fake-embed") {
 		t.Fatalf("a lexical server over the embedded store: %v, want it refused with the flag to add", err)
 	}
@@ -318,17 +319,17 @@ func TestModelMismatchIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, err := server.NewService(ctx, st, newEmbedder(t, api, "model-a")); err != nil {
+	if _, err := app.New(ctx, st, newEmbedder(t, api, "model-a")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = server.NewService(ctx, st, newEmbedder(t, api, "model-b"))
+	_, err = app.New(ctx, st, newEmbedder(t, api, "model-b"))
 	var mm *store.EmbeddingMismatchError
 	if !errors.As(err, &mm) || !strings.Contains(err.Error(), `vectors of model "model-a"`) {
 		t.Fatalf("second model: %v, want a mismatch naming model-a", err)
 	}
 	// The same model again needs no probe: its size comes from the store.
 	before := len(api.Requests())
-	if _, err := server.NewService(ctx, st, newEmbedder(t, api, "model-a")); err != nil || len(api.Requests()) != before {
+	if _, err := app.New(ctx, st, newEmbedder(t, api, "model-a")); err != nil || len(api.Requests()) != before {
 		t.Fatalf("reopen with the same model: %v, %d probe calls", err, len(api.Requests())-before)
 	}
 }
@@ -347,7 +348,7 @@ func TestPrefixesAreSentAndBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	lb, err := server.StartLoopback(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5))
+	lb, err := startLoopback(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,13 +392,13 @@ func TestPrefixesAreSentAndBound(t *testing.T) {
 	}
 
 	for _, other := range []embed.Prefixes{{}, {Query: "query: ", Document: ""}, {Query: "search_query: ", Document: "passage: "}} {
-		_, err := server.NewService(ctx, st, newPrefixedEmbedder(t, api, "e5-like", other))
+		_, err := app.New(ctx, st, newPrefixedEmbedder(t, api, "e5-like", other))
 		var mm *store.EmbeddingMismatchError
 		if !errors.As(err, &mm) || !strings.Contains(err.Error(), `query prefix "query: ", document prefix "passage: "`) {
 			t.Fatalf("prefixes %+v over e5's: %v, want a mismatch naming the stored prefixes", other, err)
 		}
 	}
-	if _, err := server.NewService(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5)); err != nil {
+	if _, err := app.New(ctx, st, newPrefixedEmbedder(t, api, "e5-like", e5)); err != nil {
 		t.Fatalf("the same prefixes again: %v", err)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/paperrec/recommender/internal/apierr"
-	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -36,10 +35,11 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		verr *apierr.ValidationError
 		nf   *store.NotFoundError
 		pe   *apierr.PreconditionError
-		ee   *embed.Error
+		ee   *apierr.EmbeddingError
 		mm   *store.EmbeddingMismatchError
 		ue   *store.UnavailableError
-		fe   *feedNotFoundError
+		fe   *apierr.FeedNotFoundError
+		ae   *apierr.AccessError
 		re   *store.ResourceExhaustedError
 		sw   *store.EmbeddingSwitchedError
 	)
@@ -55,13 +55,18 @@ func toStatus(log *slog.Logger, method string, err error) error {
 			meta["violations_not_listed"] = strconv.Itoa(verr.More)
 		}
 		return NewStatus(codes.InvalidArgument, apierr.InvalidRequest, verr.Error(), meta, br)
+	case errors.As(err, &ae) && ae.Denied:
+		return NewStatus(codes.PermissionDenied, apierr.APIKeyScope, ae.Message,
+			map[string]string{"key_id": ae.KeyID, "scope": ae.Scope, "required_scope": ae.Required})
+	case errors.As(err, &ae):
+		return NewStatus(codes.Unauthenticated, apierr.APIKeyInvalid, ae.Message, nil)
 	case errors.As(err, &nf):
 		ids := strings.Join(nf.IDs, ",")
 		return NewStatus(codes.NotFound, apierr.PaperNotFound, nf.Error(), map[string]string{"paper_ids": ids},
 			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Paper", ResourceName: ids, Description: "no paper with this id is stored"})
 	case errors.As(err, &fe):
-		return NewStatus(codes.NotFound, apierr.FeedNotFound, fe.Error(), map[string]string{"feed_id": fe.id},
-			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Feed", ResourceName: fe.id, Description: "no feed with this id is saved"})
+		return NewStatus(codes.NotFound, apierr.FeedNotFound, fe.Error(), map[string]string{"feed_id": fe.ID},
+			&errdetails.ResourceInfo{ResourceType: "recommender.v1.Feed", ResourceName: fe.ID, Description: "no feed with this id is saved"})
 	case errors.As(err, &pe):
 		return precondition(pe.Reason, pe.Subject, pe.Message)
 	case errors.As(err, &mm):
@@ -88,14 +93,12 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		// The upstream message may quote inputs or account details: operators get it in the
 		// log, clients get the kind.
 		log.Warn("embedding failed", "method", method, "error", err)
-		meta := map[string]string{"kind": ee.Kind.String()}
-		switch ee.Kind {
-		case embed.KindUnavailable, embed.KindBadResponse:
-			return NewStatus(codes.Unavailable, apierr.EmbeddingUnavailable, "embedding service unavailable ("+ee.Kind.String()+"); retry later", meta)
-		default:
-			return precondition(apierr.EmbeddingRefused, "embedding-api",
-				"embedding service refused the request ("+ee.Kind.String()+"); an operator must fix its configuration")
+		if ee.Retryable {
+			return NewStatus(codes.Unavailable, apierr.EmbeddingUnavailable, "embedding service unavailable ("+ee.Kind+"); retry later",
+				map[string]string{"kind": ee.Kind})
 		}
+		return precondition(apierr.EmbeddingRefused, "embedding-api",
+			"embedding service refused the request ("+ee.Kind+"); an operator must fix its configuration")
 	case errors.Is(err, context.DeadlineExceeded):
 		return NewStatus(codes.DeadlineExceeded, apierr.DeadlineExceeded, "deadline exceeded", nil)
 	case errors.Is(err, context.Canceled):

@@ -38,7 +38,7 @@ func TestErrorsOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	lb, err := server.StartLoopback(ctx, fullDisk{st}, nil)
+	lb, err := startLoopback(ctx, fullDisk{st}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

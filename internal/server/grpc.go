@@ -27,10 +27,7 @@ import (
 	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
-	"github.com/paperrec/recommender/internal/auth"
-	"github.com/paperrec/recommender/internal/metrics"
 	"github.com/paperrec/recommender/internal/store"
 )
 
@@ -50,15 +47,12 @@ type Config struct {
 	// connection otherwise stays on the pod it first reached. 0: never.
 	MaxConnectionAge time.Duration
 
-	// Keys authenticates callers; nil serves without authentication, which Validate allows only
-	// on a loopback address unless AllowUnauthenticated is set.
-	Keys *auth.Keys
+	// Gate admits each call before its message is read (auth.Gate: API keys, scopes, rate
+	// limits); nil admits every call unnamed. Serving without authentication is allowed only on
+	// a loopback address unless AllowUnauthenticated is set.
+	Gate Gate
 	// AllowUnauthenticated permits serving without keys on a non-loopback address.
 	AllowUnauthenticated bool
-	// RateLimit is each caller's sustained requests per second (0: unlimited); RateBurst its
-	// burst. A caller is its API key, or without keys its address.
-	RateLimit float64
-	RateBurst int
 	// MaxCallsPerCaller bounds each caller's unary calls in flight at once (0: unbounded):
 	// with the rate, what keeps one key from taking every core from the others. Streams (a
 	// backfill, open feeds) are not counted.
@@ -68,10 +62,24 @@ type Config struct {
 	MaxConnsPerAddress int
 	// TLS, when set, serves over TLS (with ClientAuth set, mutual TLS).
 	TLS *tls.Config
-	// Metrics records RPC counts and latencies; nil records nothing.
-	Metrics *metrics.Metrics
+	// Metrics records RPC counts and latencies (metrics.Metrics); nil records nothing.
+	Metrics RPCObserver
 	// ExtraOptions are added to the gRPC server's (the tracing stats handler, say).
 	ExtraOptions []grpc.ServerOption
+}
+
+// Gate admits calls (auth.Gate).
+type Gate interface {
+	// Admit returns the caller's name, and for a call over its caller's rate how long until
+	// the rate allows one (the call is held that long, then refused); or the refusal.
+	Admit(ctx context.Context, method string) (caller string, overRate time.Duration, err error)
+	// Authenticates reports whether callers must show a key.
+	Authenticates() bool
+}
+
+// RPCObserver records each call's outcome and duration.
+type RPCObserver interface {
+	ObserveRPC(method, code, transport string, d time.Duration)
 }
 
 // DefaultConfig returns the defaults the CLI starts from.
@@ -82,7 +90,6 @@ func DefaultConfig() Config {
 		ShutdownTimeout:    20 * time.Second,
 		MaxRecvMsgBytes:    4 << 20,
 		MaxConnectionAge:   5 * time.Minute,
-		RateBurst:          20,
 		MaxCallsPerCaller:  32,
 		MaxConnsPerAddress: 256,
 	}
@@ -103,7 +110,7 @@ func (c Config) Validate() error {
 	if c.MaxRecvMsgBytes < 1<<20 {
 		errs = append(errs, errors.New("max receive message size must be at least 1 MiB"))
 	}
-	if host, _, err := net.SplitHostPort(c.Addr); err == nil && c.Keys == nil && !c.AllowUnauthenticated && !IsLoopbackHost(host) {
+	if host, _, err := net.SplitHostPort(c.Addr); err == nil && (c.Gate == nil || !c.Gate.Authenticates()) && !c.AllowUnauthenticated && !IsLoopbackHost(host) {
 		errs = append(errs, fmt.Errorf("refusing to serve without API keys on %s, which other machines can reach: "+
 			"configure keys, listen on 127.0.0.1, or allow it explicitly", c.Addr))
 	}
@@ -112,10 +119,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCallsPerCaller < 0 {
 		errs = append(errs, fmt.Errorf("calls in flight per caller must be 0 (unbounded) or more, got %d", c.MaxCallsPerCaller))
-	}
-	if !(c.RateLimit >= 0 && c.RateLimit <= auth.MaxRate) || c.RateBurst < 1 || c.RateBurst > auth.MaxRate {
-		errs = append(errs, fmt.Errorf("rate limit must be 0 (off) to %g requests a second, with a burst of 1 to %g; got %v and %d",
-			float64(auth.MaxRate), float64(auth.MaxRate), c.RateLimit, c.RateBurst))
 	}
 	return errors.Join(errs...)
 }
@@ -227,49 +230,15 @@ func (s *Server) holdOverRate(ctx context.Context, a admission) error {
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(a.overRate)})
 }
 
-// methodScopes is the scope each RPC needs; methods not listed (health, reflection) are open.
-var methodScopes = map[string]auth.Scope{
-	recommenderv1.RecommenderService_Recommend_FullMethodName:       auth.Read,
-	recommenderv1.RecommenderService_GetPaper_FullMethodName:        auth.Read,
-	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName:    auth.Read,
-	recommenderv1.RecommenderService_UpsertPapers_FullMethodName:    auth.Write,
-	recommenderv1.RecommenderService_DeletePapers_FullMethodName:    auth.Write,
-	recommenderv1.RecommenderService_IngestPapers_FullMethodName:    auth.Write,
-	recommenderv1.RecommenderService_CreateFeed_FullMethodName:      auth.Write,
-	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:      auth.Write,
-	recommenderv1.RecommenderService_GetFeed_FullMethodName:         auth.Read,
-	recommenderv1.RecommenderService_ListFeeds_FullMethodName:       auth.Read,
-	recommenderv1.RecommenderService_StreamFeed_FullMethodName:      auth.Read,
-	recommenderv1.RecommenderService_RetireVectorSet_FullMethodName: auth.Write,
-}
-
-// admit authenticates a call to a guarded method and checks its scope and rate.
+// admit checks a call with the gate: its caller, and whether it is over its rate.
 func (s *Server) admit(ctx context.Context, method string) (admission, error) {
 	a := admission{method: method}
-	need, guarded := methodScopes[method]
-	if !guarded {
+	if s.cfg.Gate == nil {
 		return a, nil
 	}
-	var p auth.Principal
-	if s.cfg.Keys != nil {
-		var err error
-		if p, err = s.cfg.Keys.Authenticate(ctx); err != nil {
-			return a, NewStatus(codes.Unauthenticated, apierr.APIKeyInvalid, err.Error(), nil)
-		}
-		if p.Scope < need {
-			a.caller = p.ID
-			return a, NewStatus(codes.PermissionDenied, apierr.APIKeyScope,
-				fmt.Sprintf("API key %s has %s scope; %s needs %s", p.ID, p.Scope, method, need),
-				map[string]string{"key_id": p.ID, "scope": p.Scope.String(), "required_scope": need.String()})
-		}
-	}
-	a.caller = auth.Caller(ctx, p)
-	if s.limiter != nil {
-		if ok, retry := s.limiter.Allow(a.caller, p.Rate); !ok {
-			a.overRate = max(retry, time.Millisecond)
-		}
-	}
-	return a, nil
+	var err error
+	a.caller, a.overRate, err = s.cfg.Gate.Admit(ctx, method)
+	return a, err
 }
 
 // ServiceName is the name the health service reports for the recommender.
@@ -282,7 +251,6 @@ type Server struct {
 	grpc     *grpc.Server
 	health   *health.Server
 	lis      net.Listener
-	limiter  *auth.Limiter // nil: unlimited
 	svc      *Service
 	held     sync.Map // caller -> *atomic.Int32: its calls held before their refusal (holdOverRate)
 	inFlight sync.Map // caller -> *atomic.Int32: its unary calls running (Config.MaxCallsPerCaller)
@@ -299,9 +267,6 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	}
 	lis = LimitPerAddress(lis, cfg.MaxConnsPerAddress)
 	s := &Server{cfg: cfg, log: log, lis: lis, health: health.NewServer(), svc: svc}
-	if cfg.RateLimit > 0 || (cfg.Keys != nil && cfg.Keys.HasRates()) {
-		s.limiter = auth.NewLimiter(cfg.RateLimit, cfg.RateBurst)
-	}
 	opts := append([]grpc.ServerOption(nil), cfg.ExtraOptions...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -327,7 +292,7 @@ func Listen(cfg Config, svc *Service, log *slog.Logger) (*Server, error) {
 	if cfg.Reflection {
 		reflection.Register(s.grpc)
 	}
-	s.setServing(svc.Ready())
+	s.setServing(svc.app.Ready())
 	return s, nil
 }
 
@@ -364,7 +329,7 @@ func (s *Server) WatchStore(ctx context.Context, hc store.HealthChecker, every t
 			if ctx.Err() != nil {
 				return
 			}
-			ready := s.svc.Ready()
+			ready := s.svc.app.Ready()
 			if ok := err == nil && ready; ok != serving {
 				serving = ok
 				s.setServing(ok)
@@ -397,7 +362,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.health.Shutdown()
-	s.svc.stopStreams()
+	s.svc.app.Stop()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -463,7 +428,9 @@ func (s *Server) finish(ctx context.Context, method, caller string, start time.T
 	}
 	d := time.Since(start)
 	transport := TransportOf(ctx)
-	s.cfg.Metrics.ObserveRPC(method, code.String(), transport, d)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ObserveRPC(method, code.String(), transport, d)
+	}
 	s.log.Log(ctx, level, "rpc", "method", method, "code", code.String(), "duration", d, "caller", caller, "transport", transport)
 	return err
 }

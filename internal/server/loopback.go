@@ -10,25 +10,21 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/paperrec/recommender/internal/embed"
-	"github.com/paperrec/recommender/internal/store"
+	"github.com/paperrec/recommender/internal/app"
 )
 
-// Loopback is a Service served over real gRPC on 127.0.0.1, with a client connected to it: for
-// tests, benchmarks and the eval command, which measure the service through its API.
+// Loopback is an application served over real gRPC on 127.0.0.1, with a client connected to
+// it: for tests, benchmarks and the eval command, which measure the service through its API.
 type Loopback struct {
-	Conn    *grpc.ClientConn
-	Addr    string
-	Service *Service
-	stop    func() error
+	Conn *grpc.ClientConn
+	Addr string
+	App  *app.App
+	stop func() error
 }
 
-// StartLoopback serves st on 127.0.0.1:0 until Close. The caller still owns st.
-func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*Loopback, error) {
-	svc, err := NewService(ctx, st, emb, opts...)
-	if err != nil {
-		return nil, err
-	}
+// StartLoopback serves a on 127.0.0.1:0 until Close. The caller still owns a's store.
+func StartLoopback(a *app.App) (*Loopback, error) {
+	svc := NewService(a)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	srv, err := Listen(cfg, svc, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -43,7 +39,7 @@ func StartLoopback(ctx context.Context, st store.Store, emb embed.Embedder, opts
 		cancel()
 		return nil, errors.Join(err, <-done)
 	}
-	return &Loopback{Conn: conn, Addr: srv.Addr().String(), Service: svc, stop: sync.OnceValue(func() error {
+	return &Loopback{Conn: conn, Addr: srv.Addr().String(), App: a, stop: sync.OnceValue(func() error {
 		cerr := conn.Close()
 		cancel()
 		return errors.Join(cerr, <-done)

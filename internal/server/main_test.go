@@ -1,10 +1,15 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
 
+	"github.com/paperrec/recommender/internal/app"
+	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/server"
+	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -18,4 +23,13 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	os.Exit(code)
+}
+
+// startLoopback serves the application over st on loopback.
+func startLoopback(ctx context.Context, st store.Store, emb embed.Embedder, opts ...app.Option) (*server.Loopback, error) {
+	a, err := app.New(ctx, st, emb, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return server.StartLoopback(a)
 }

@@ -69,26 +69,3 @@ func TestPrescanFindsListsOverTheirLimits(t *testing.T) {
 		}
 	}
 }
-
-// A stored feed round-trips with its seeds' vectors, and one stored as a bare Feed message
-// (before the vectors were kept) still reads.
-func TestStoredFeedFormats(t *testing.T) {
-	f := &recommenderv1.Feed{FeedId: "f1", Query: "graphs", PositivePapers: []*recommenderv1.SeedPaper{{Title: "a"}, {Title: "b"}}}
-	b, err := storedFeed{feed: f, vectors: [][]float32{{1, 2}, {3, -4}}, vectorsOf: "m\\x00q\\x00d"}.encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := decodeFeed(b)
-	if err != nil || !proto.Equal(got.feed, f) || got.vectorsOf != "m\\x00q\\x00d" || len(got.vectors) != 2 || got.vectors[1][1] != -4 {
-		t.Fatalf("round trip: %+v, %v", got, err)
-	}
-	legacy, _ := proto.Marshal(f)
-	if got, err := decodeFeed(legacy); err != nil || !proto.Equal(got.feed, f) || got.vectors != nil {
-		t.Fatalf("a bare Feed: %+v, %v", got, err)
-	}
-	for n := range b {
-		if _, err := decodeFeed(b[:n]); err == nil && n > 0 {
-			t.Fatalf("cut to %d of %d bytes: read", n, len(b))
-		}
-	}
-}

@@ -10,18 +10,13 @@ import (
 // Recommend implements RecommenderService: it validates the request, runs the pipeline
 // (internal/recommend) and converts its page, with the token of the next one.
 func (s *Service) Recommend(ctx context.Context, req *recommenderv1.RecommendRequest) (*recommenderv1.RecommendResponse, error) {
-	if err := s.ready(); err != nil {
-		return nil, err
-	}
 	var r *recommendRequest
-	var res *recommend.Result
-	err := s.withEngine(ctx, func(e *recommend.Engine) error {
+	res, err := s.app.Recommend(ctx, func(ranking string) (recommend.Request, error) {
 		var err error
-		if r, err = parseRecommend(req, e.Ranking()); err != nil {
-			return err
+		if r, err = parseRecommend(req, ranking); err != nil {
+			return recommend.Request{}, err
 		}
-		res, err = e.Recommend(ctx, r.Request)
-		return err
+		return r.Request, nil
 	})
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/server"
@@ -152,9 +153,9 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 	refAPI := embedtest.New(48) // vectors depend on the text and size only: the same as apiB's
 	defer refAPI.Close()
 
-	serve := func(st store.Store, emb embed.Embedder, opts ...server.Option) (*server.Loopback, recommenderv1.RecommenderServiceClient) {
+	serve := func(st store.Store, emb embed.Embedder, opts ...app.Option) (*server.Loopback, recommenderv1.RecommenderServiceClient) {
 		t.Helper()
-		lb, err := server.StartLoopback(ctx, st, emb, opts...)
+		lb, err := startLoopback(ctx, st, emb, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +178,7 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 	first, c := serve(st, fakeModel(t, apiA, "model-a", 32))
 	testutil.Ingest(t, c, papers)
 	_ = first.Close()
-	lb, c := serve(st, fakeModel(t, apiA, "model-a", 32), server.WithReembedding(fakeModel(t, apiB, "model-b", 48)))
+	lb, c := serve(st, fakeModel(t, apiA, "model-a", 32), app.WithReembedding(fakeModel(t, apiB, "model-b", 48)))
 	if models, got := answers(t, c, qs); !slices.Equal(got, wantA) || models[0] != "model-a" {
 		t.Fatalf("before the re-embedding: %v %v", models, got)
 	}
@@ -243,7 +244,7 @@ func testReembedding(t *testing.T, open func(t *testing.T, name string) store.St
 	}()
 
 	done := make(chan error, 1)
-	go func() { done <- lb.Service.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- lb.App.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	// At each stage papers are written beside the loop, not in it: the next request held may be
 	// the switch's, which embeds its last papers holding the embedded store's writer lock.
 	var staged sync.WaitGroup
@@ -369,7 +370,7 @@ func TestRetireRefusedWhileFilling(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	lb, err := server.StartLoopback(ctx, st, fakeModel(t, apiA, "model-a", 8), server.WithReembedding(fakeModel(t, apiB, "model-b", 12)))
+	lb, err := startLoopback(ctx, st, fakeModel(t, apiA, "model-a", 8), app.WithReembedding(fakeModel(t, apiB, "model-b", 12)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func TestRetireRefusedWhileFilling(t *testing.T) {
 	}
 	held := apiB.PauseAt(0)
 	done := make(chan error, 1)
-	go func() { done <- lb.Service.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- lb.App.Reembed(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	select {
 	case <-held:
 	case <-time.After(30 * time.Second):

@@ -13,7 +13,6 @@ import (
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/apierr"
-	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/store"
 )
@@ -24,7 +23,7 @@ const (
 	MaxTitleChars    = 1_000
 	MaxAbstractChars = 20_000
 	MaxQueryChars    = 10_000
-	MaxSeeds         = 100
+	MaxSeeds         = recommend.MaxSeeds
 	MaxSeedList      = 100 // authors or categories of an inline seed
 	MaxCandidates    = 1_000
 	MaxExcluded      = 1_000 // filter.exclude_paper_ids
@@ -106,7 +105,7 @@ var invisible = &unicode.RangeTable{
 }
 
 // toStorePaper validates a paper and converts it to its stored form, with the id canonical, text
-// trimmed, the year derived from the date when missing, and the lexical vector computed.
+// trimmed and the year derived from the date when missing (the application analyses it).
 func toStorePaper(v *apierr.ValidationError, field string, in *recommenderv1.Paper) store.Paper {
 	if in == nil {
 		v.Add(field, "must be set")
@@ -145,7 +144,6 @@ func toStorePaper(v *apierr.ValidationError, field string, in *recommenderv1.Pap
 		v.Add(field+".year", "must be 0 (unknown) or a four-digit year, got %d", p.Year)
 	}
 	checkURL(v, field+".url", p.URL)
-	p.Lexical = lexical.Document(p.Title, p.Abstract)
 	return p
 }
 
@@ -323,7 +321,7 @@ func inlineSeeds(v *apierr.ValidationError, field string, in []*recommenderv1.Se
 		if n := utf8.RuneCountInString(seed.Abstract); n > MaxQueryChars {
 			v.Add(f+".abstract", "is %d characters, more than the limit of %d", n, MaxQueryChars)
 		}
-		if lexical.Document(seed.Title, seed.Abstract).Len() == 0 {
+		if !seed.HasWords() {
 			v.Add(f, "has no searchable words in its title or abstract")
 		}
 		if seed.Year != 0 && (seed.Year < 1000 || seed.Year > 9999) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/arxiv"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/server"
@@ -60,7 +61,11 @@ func startServer(o Options) (srv *Server, stop func() error, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	lb, err := server.StartLoopback(context.Background(), st, o.Embedder)
+	a, err := app.New(context.Background(), st, o.Embedder)
+	if err != nil {
+		return nil, nil, errors.Join(err, st.Close())
+	}
+	lb, err := server.StartLoopback(a)
 	if err != nil {
 		return nil, nil, errors.Join(err, st.Close())
 	}

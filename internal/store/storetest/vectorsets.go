@@ -124,15 +124,16 @@ func testVectorSets(t *testing.T, s store.Store) {
 	if _, err := s.Search(ctx, store.Query{Dense: []float32{1, 0}, DenseSet: "no such set", Limit: 3}); !errors.As(err, &sw) || sw.Active != a {
 		t.Fatalf("a query of an unknown set: %v", err)
 	}
-	// Reads name their set too: its vectors, or none for a paper it has none for.
+	// Reads name their set too: its vectors. A paper the other set has no vector for yet
+	// comes without one, or not at all (a backend may keep the set's papers apart).
 	for _, set := range []store.EmbeddingSpec{a, b} {
 		records, err := s.Read(ctx, []string{"p0", "p5"}, store.DenseVector, set.Key())
 		want := vecA(0)
 		if set == b {
 			want = vecB(0)
 		}
-		if err != nil || len(records) != 2 || !sameDirection(records[0].Paper.Dense, want) || records[0].Paper.DenseSet != set.Key() ||
-			(set == b && records[1].Paper.Dense != nil) {
+		if err != nil || len(records) == 0 || !sameDirection(records[0].Paper.Dense, want) || records[0].Paper.DenseSet != set.Key() ||
+			(set == a && len(records) != 2) || (set == b && len(records) == 2 && records[1].Paper.Dense != nil) {
 			t.Fatalf("read of set %s: %+v (%v)", set.Model, records, err)
 		}
 	}
