@@ -67,6 +67,10 @@ func WithMetrics(m *metrics.Metrics) Option { return func(s *App) { s.metrics = 
 // WithFusion sets how HYBRID merges the lexical and dense lists (eval tunes it with this).
 func WithFusion(f rank.Fusion) Option { return func(s *App) { s.base.Fusion = f } }
 
+// WithPipeline adjusts the pipeline every model's engine shares, before the first request: how
+// the lab's commands try a ranking stage that is off by default.
+func WithPipeline(adjust func(*recommend.Engine)) Option { return func(s *App) { adjust(&s.base) } }
+
 // WithLexicalFallback answers requests that leave the mode to the server lexically when the
 // embedding API is unavailable, instead of failing them with UNAVAILABLE. The response's mode
 // says LEXICAL. Requests that ask for DENSE or HYBRID still fail.
