@@ -157,6 +157,9 @@ type Engine struct {
 	Fusion rank.Fusion
 	// Fallback answers ModeAuto requests lexically when the embedding API is unavailable.
 	Fallback bool
+	// AuthorTieBreak orders papers scored equally by the authors they share with the seeds
+	// (breakTiesByAuthors). Off by default: measured with recommender-lab eval --author-tie-break.
+	AuthorTieBreak bool
 }
 
 // Recommend runs the pipeline for one page.
@@ -246,6 +249,11 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	}
 	if ret.kind == KindCandidates {
 		ret.calibrateAll(cands) // in the whole list's context
+	}
+	if e.AuthorTieBreak {
+		if err := e.breakTiesByAuthors(ctx, cands, seeds.positive); err != nil {
+			return nil, err
+		}
 	}
 	// The relevance shown follows the ranking: a result's is at most the one's above it. The
 	// ranking fuses signals by rank (RRF, interleaved seeds) and the calibration by value, so a

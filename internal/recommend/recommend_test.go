@@ -408,3 +408,46 @@ func TestCandidateRelevanceIsInTheWholeListsContext(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthorTieBreak: papers the ranking scores equally are ordered by the authors they share
+// with the seed when the stage is on, by id when it is off; papers scored apart keep their order.
+func TestAuthorTieBreak(t *testing.T) {
+	e, _ := newEngine(t, false)
+	paper := func(id, title string, authors ...string) store.Paper {
+		p := store.Paper{ID: id, Title: title, Abstract: "Graph networks for molecules.", Authors: authors}
+		p.Lexical = lexical.Document(p.Title, p.Abstract)
+		return p
+	}
+	ps := []store.Paper{
+		paper("seed", "Message passing on molecules", "Ada Lovelace", "Alan Turing"),
+		paper("tie-a", "Graph networks alpha", "Grace Hopper"),
+		paper("tie-b", "Graph networks bravo", "Grace Hopper", "ada  LOVELACE"),
+		paper("tie-c", "Graph networks gamma", "alan turing", "Ada Lovelace"),
+	}
+	if _, err := e.Store.Upsert(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	r := recommend.Request{Positive: []string{"seed"}, Candidates: []string{"tie-a", "tie-b", "tie-c"}, PageSize: 3}
+	res, err := e.Recommend(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Items) != 3 || res.Items[0].Score != res.Items[2].Score {
+		t.Fatalf("want three papers scored equally, got %+v", res.Items)
+	}
+	if got := ids(t, e, r); !slices.Equal(got, []string{"tie-a", "tie-b", "tie-c"}) {
+		t.Fatalf("stage off: %v, want ties by id", got)
+	}
+	e.AuthorTieBreak = true
+	if got := ids(t, e, r); !slices.Equal(got, []string{"tie-c", "tie-b", "tie-a"}) {
+		t.Fatalf("stage on: %v, want the most shared authors first", got)
+	}
+	// A paper scored above the tied ones stays first, whoever wrote it.
+	r.Candidates = append(r.Candidates, "seed-like")
+	if _, err := e.Store.Upsert(ctx, []store.Paper{paper("seed-like", "Message passing on molecules graph networks", "Nobody")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, e, r); len(got) != 3 || got[0] != "seed-like" {
+		t.Fatalf("with a better paper: %v, want it first", got)
+	}
+}
