@@ -333,18 +333,12 @@ func (f *FeedStream) startCursor(ctx context.Context, start FeedStart) (store.Cu
 
 // sendMatches sends, in write order, the papers of a batch of writes the feed matches: those
 // whose relevance to the feed reaches its threshold, whatever older papers the store holds (the
-// batch's papers are ranked as a candidate list, their relevance calibrated as the feed's own
+// writes' papers are ranked as a candidate list, their relevance calibrated as the feed's own
 // request would have it). A paper written twice in the batch is sent once, at its last write.
 func (s *App) sendMatches(ctx context.Context, m *feedMatch, r recommend.Request, minRelevance float32, changes []store.Change, send func(FeedEvent) error) error {
-	key := batchKey{first: changes[0].Cursor, last: changes[len(changes)-1].Cursor}
-	res, err := m.result(key, func() (*recommend.Result, error) {
+	matched, err := m.match(changes, func(ids []string) (*recommend.Result, error) {
 		req := r
-		req.Candidates, req.Matching, req.Offset, req.PageSize = nil, true, 0, len(changes)
-		for _, c := range changes {
-			if !slices.Contains(req.Candidates, c.ID) {
-				req.Candidates = append(req.Candidates, c.ID)
-			}
-		}
+		req.Candidates, req.Matching, req.Offset, req.PageSize = ids, true, 0, len(ids)
 		var res *recommend.Result
 		err := s.withEngine(ctx, func(e *recommend.Engine) error {
 			var err error
@@ -356,17 +350,13 @@ func (s *App) sendMatches(ctx context.Context, m *feedMatch, r recommend.Request
 	if err != nil {
 		return err
 	}
-	items := make(map[string]*recommend.Item, len(res.Items))
-	for i := range res.Items {
-		items[res.Items[i].Paper.ID] = &res.Items[i]
-	}
 	last := make(map[string]store.Cursor, len(changes))
 	for _, c := range changes {
 		last[c.ID] = c.Cursor
 	}
 	for _, c := range changes {
-		it, ok := items[c.ID]
-		if !ok || last[c.ID] != c.Cursor || it.Relevance < minRelevance {
+		it := matched[c.Cursor]
+		if it == nil || last[c.ID] != c.Cursor || it.Relevance < minRelevance {
 			continue
 		}
 		if err := send(FeedEvent{Paper: &it.Paper, Relevance: it.Relevance, Cursor: c.Cursor, At: c.At}); err != nil {
@@ -376,43 +366,62 @@ func (s *App) sendMatches(ctx context.Context, m *feedMatch, r recommend.Request
 	return nil
 }
 
-// feedMatch holds the matches of a feed's recent batches of writes, shared by its open
-// streams: streams that are caught up read the same batches, and one Recommend per batch serves
-// them all, not one each.
+// feedMatch holds the match of each of a feed's recent writes, shared by its open streams: a
+// write is matched once, by the first stream that reads it, whatever batches the streams read
+// it in (a stream that fell behind reads more at a time), so a feed costs one match per batch
+// of new writes, not one per stream.
 type feedMatch struct {
 	mu      sync.Mutex
-	batches map[batchKey]*recommend.Result
-	recent  []batchKey // oldest first, at most sharedBatches
-	streams int        // open streams of the feed (under Service.feedMatchesMu)
+	matched map[store.Cursor]*recommend.Item // nil: the write's paper is no match (filtered out, or gone)
+	recent  []store.Cursor                   // oldest first, at most sharedWrites
+	streams int                              // open streams of the feed (under App.feedMatchesMu)
 }
 
-// batchKey names a batch of writes by its first and last.
-type batchKey struct{ first, last store.Cursor }
+// sharedWrites bounds the writes a feed keeps the match of.
+const sharedWrites = 16 * feedBatch
 
-// sharedBatches bounds the batches a feed keeps the match of.
-const sharedBatches = 16
-
-// result returns the match of the batch key: the one shared when a stream computed it already,
-// else one made by compute, shared from then on. Streams asking at once wait for one compute.
-func (m *feedMatch) result(key batchKey, compute func() (*recommend.Result, error)) (*recommend.Result, error) {
+// match returns the match of each write of changes: the ones known, and the others made by one
+// compute over their papers. Streams asking at once wait for one compute.
+func (m *feedMatch) match(changes []store.Change, compute func(ids []string) (*recommend.Result, error)) (map[store.Cursor]*recommend.Item, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if res, ok := m.batches[key]; ok {
-		return res, nil
+	var todo []store.Change
+	var ids []string
+	for _, c := range changes {
+		if _, known := m.matched[c.Cursor]; !known {
+			todo = append(todo, c)
+			if !slices.Contains(ids, c.ID) {
+				ids = append(ids, c.ID)
+			}
+		}
 	}
-	res, err := compute()
-	if err != nil {
-		return nil, err
+	if len(todo) > 0 {
+		res, err := compute(ids)
+		if err != nil {
+			return nil, err
+		}
+		items := make(map[string]*recommend.Item, len(res.Items))
+		for i := range res.Items {
+			items[res.Items[i].Paper.ID] = &res.Items[i]
+		}
+		if m.matched == nil {
+			m.matched = map[store.Cursor]*recommend.Item{}
+		}
+		for _, c := range todo {
+			m.matched[c.Cursor], m.recent = items[c.ID], append(m.recent, c.Cursor)
+		}
+		if n := len(m.recent) - sharedWrites; n > 0 {
+			for _, c := range m.recent[:n] {
+				delete(m.matched, c)
+			}
+			m.recent = slices.Clone(m.recent[n:])
+		}
 	}
-	if m.batches == nil {
-		m.batches = map[batchKey]*recommend.Result{}
+	out := make(map[store.Cursor]*recommend.Item, len(changes))
+	for _, c := range changes {
+		out[c.Cursor] = m.matched[c.Cursor]
 	}
-	if len(m.recent) == sharedBatches {
-		delete(m.batches, m.recent[0])
-		m.recent = m.recent[1:]
-	}
-	m.batches[key], m.recent = res, append(m.recent, key)
-	return res, nil
+	return out, nil
 }
 
 // feedMatcher returns the shared match of feed id, and the release its stream calls when it
