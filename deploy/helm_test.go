@@ -95,7 +95,7 @@ func TestHelmChart(t *testing.T) {
 	}
 	c := object[*appsv1.Deployment](t, o, "Deployment", "rel-recommender").Spec.Template.Spec.Containers[0]
 	for env, want := range map[string]string{"EMBEDDING_BASE_URL": "https://api.openai.com/v1", "EMBEDDING_MODEL": "text-embedding-3-small",
-		"EMBEDDING_DIMENSIONS": "1536", "QDRANT_ALLOW_INSECURE_API_KEY": "true", "QDRANT_SHARDS": "6", "QDRANT_REPLICAS": "2",
+		"EMBEDDING_DIMENSIONS": "1536", "QDRANT_ALLOW_INSECURE_API_KEY": "true", "QDRANT_SHARDS": "3", "QDRANT_REPLICAS": "2",
 		"RECOMMENDER_RATE_LIMIT": "200"} {
 		if got := envValue(c, env); got != want {
 			t.Errorf("%s = %q, want %q", env, got, want)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -21,7 +22,8 @@ import (
 //	QDRANT_URL=http://localhost:6334 go test ./internal/store/...
 //
 // (QDRANT_API_KEY is sent when set; over http it needs QDRANT_ALLOW_INSECURE_API_KEY=true.)
-// Each subtest uses a collection of its own and drops it afterwards.
+// Each subtest uses a collection of its own and drops it afterwards. Against a cluster, set
+// QDRANT_SHARDS and QDRANT_REPLICAS: the collections are made with them.
 func TestConformance(t *testing.T) {
 	url := os.Getenv("QDRANT_URL")
 	if url == "" {
@@ -33,6 +35,7 @@ func TestConformance(t *testing.T) {
 		o.AllowInsecureAPIKey = os.Getenv("QDRANT_ALLOW_INSECURE_API_KEY") == "true"
 		o.Collection = fmt.Sprintf("conformance_%08x", rand.Uint32())
 		o.WriteSettle = 0 // one writer, no clocks to disagree
+		o.Shards, o.Replicas = envUint32(t, "QDRANT_SHARDS", 1), envUint32(t, "QDRANT_REPLICAS", 1)
 		s, err := qdrant.Open(o)
 		if err != nil {
 			t.Fatal(err)
@@ -51,5 +54,18 @@ func TestConformance(t *testing.T) {
 			}
 		})
 		return s
-	}, storetest.Features{})
+	}, storetest.Features{Shards: int(envUint32(t, "QDRANT_SHARDS", 1))})
+}
+
+// envUint32 is the positive whole number in the variable name, or def when it is unset.
+func envUint32(t *testing.T, name string, def uint32) uint32 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n == 0 {
+		t.Fatalf("%s=%q: want a positive whole number", name, v)
+	}
+	return uint32(n)
 }
