@@ -78,6 +78,8 @@ func runBenchANN(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		defer os.RemoveAll(d)
 		*dir = d
+	} else if err := os.MkdirAll(*dir, 0o755); err != nil { // before the vectors are generated, which takes a while
+		return err
 	}
 
 	start := time.Now()

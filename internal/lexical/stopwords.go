@@ -1,5 +1,10 @@
 package lexical
 
+import (
+	"maps"
+	"slices"
+)
+
 // stopWords are English function words plus boilerplate that appears in most abstracts. The
 // boilerplate is listed because it carries no topic: idf alone would down-weight it, but dropping
 // it keeps posting lists and seed queries short.
@@ -34,3 +39,6 @@ func toSet(words string) map[string]struct{} {
 	}
 	return set
 }
+
+// StopWords returns the words analysis drops, sorted: for a peer benchmark to analyse alike.
+func StopWords() []string { return slices.Sorted(maps.Keys(stopWords)) }
