@@ -15,11 +15,13 @@ import (
 	"time"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/app"
 	"github.com/paperrec/recommender/internal/arxiv"
 	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/lexical"
+	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/store/embedded"
 	"github.com/paperrec/recommender/internal/store/qdrant"
 )
@@ -46,7 +48,8 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	seconds := fs.Float64("seconds", 10, "duration of each load level")
 	warmup := fs.Float64("warmup", 0, "seconds of each request kind sent untimed first, at the first level's clients: a store just opened reads its postings and records from disk at first")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
-	kinds := fs.String("requests", "seed,text,embed", "request kinds to run: seed, text, embed (the embedding API call a text request makes, alone: what of text's latency is the API's)")
+	kinds := fs.String("requests", "seed,text,embed", "request kinds to run: seed, seed-dense (a seed in DENSE mode: the hybrid seed's dense half alone), text, embed (the embedding API call a text request makes, alone: what of text's latency is the API's)")
+	seedTerms := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
 	var sf cli.StoreFlags
 	sf.RegisterEval(fs, "keep the embedded store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
@@ -138,12 +141,12 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
 		for _, kind := range strings.Split(*kinds, ",") {
-			if kind != "seed" && kind != "text" && kind != "embed" {
-				return cli.UsageError{Msg: "--requests takes seed, text, embed or several, e.g. seed,text"}
+			if !slices.Contains([]string{"seed", "seed-dense", "text", "embed"}, kind) {
+				return cli.UsageError{Msg: "--requests takes seed, seed-dense, text, embed or several, e.g. seed,text"}
 			}
 			send := sender(kind, client, emb)
 			asked := papers
-			if kind != "seed" { // a title of stop words and numbers alone is not a query
+			if !strings.HasPrefix(kind, "seed") { // a title of stop words and numbers alone is not a query
 				asked = slices.DeleteFunc(slices.Clone(papers), func(p *recommenderv1.Paper) bool { return lexical.Query(p.GetTitle()).Len() == 0 })
 			}
 			for i, c := range strings.Split(*levels, ",") {
@@ -167,7 +170,12 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	}
-	return withEvalStore(ctx, &sf, "", "bench_grpc", emb, nil, papers, run)
+	opts := []app.Option{app.WithPipeline(func(e *recommend.Engine) {
+		if *seedTerms >= 0 {
+			e.HybridSeedTerms = *seedTerms
+		}
+	})}
+	return withEvalStore(ctx, &sf, "", "bench_grpc", emb, opts, papers, run)
 }
 
 // liveHeapMiB is the live heap after a collection.
@@ -195,6 +203,9 @@ func sender(kind string, client recommenderv1.RecommenderServiceClient, emb embe
 		switch kind {
 		case "seed":
 			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()}})
+		case "seed-dense":
+			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{PositivePaperIds: []string{p.GetId()},
+				Mode: recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE})
 		case "text":
 			_, err = client.Recommend(ctx, &recommenderv1.RecommendRequest{Query: p.GetTitle()})
 		default:

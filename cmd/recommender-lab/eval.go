@@ -69,6 +69,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(float32Flag{&f.DenseWeight}, "fusion-dense-weight", "hybrid: the dense list's RRF weight")
 	fs.IntVar(&f.Depth, "fusion-depth", f.Depth, "hybrid: candidates each list contributes at least")
 	authorTieBreak := fs.Bool("author-tie-break", false, "order papers the ranking scores equally by the authors they share with the seeds (off in the service)")
+	seedTerms := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
@@ -78,7 +79,12 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f.K < 1 || f.Depth < 1 || f.LexicalWeight < 0 || f.DenseWeight < 0 {
 		return cli.UsageError{Msg: "--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
 	}
-	svcOpts := []app.Option{app.WithFusion(f), app.WithPipeline(func(e *recommend.Engine) { e.AuthorTieBreak = *authorTieBreak })}
+	svcOpts := []app.Option{app.WithFusion(f), app.WithPipeline(func(e *recommend.Engine) {
+		e.AuthorTieBreak = *authorTieBreak
+		if *seedTerms >= 0 {
+			e.HybridSeedTerms = *seedTerms
+		}
+	})}
 	embCfg, useEmbedder, err := ef.Config()
 	if err != nil {
 		return err

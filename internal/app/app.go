@@ -94,7 +94,7 @@ const probeTimeout = 30 * time.Second
 // refused. With WithDeferredBinding, a store that cannot be reached yet does not fail it (see
 // AwaitBinding).
 func New(ctx context.Context, st store.Store, emb embed.Embedder, opts ...Option) (*App, error) {
-	s := &App{store: st, emb: emb, base: recommend.Engine{Store: st}, stopping: make(chan struct{})}
+	s := &App{store: st, emb: emb, base: recommend.Engine{Store: st, HybridSeedTerms: recommend.DefaultHybridSeedTerms}, stopping: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}

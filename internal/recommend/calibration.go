@@ -199,18 +199,14 @@ func LexicalMax(q lexical.Vector, idf []float64) float64 {
 	return m
 }
 
-// lexicalMax is LexicalMax of q by the store's idf; 0 when the store does not say (Qdrant
-// applies its own idf and does not expose it).
-func (e *Engine) lexicalMax(ctx context.Context, q lexical.Vector) (float64, error) {
+// termIDF is the store's idf of q's terms; nil when the store does not say (Qdrant applies its
+// own idf and does not expose it), which makes LexicalMax 0: unknown.
+func (e *Engine) termIDF(ctx context.Context, q lexical.Vector) ([]float64, error) {
 	ts, ok := store.As[store.TermStatser](e.Store)
 	if !ok || q.Len() == 0 {
-		return 0, nil
+		return nil, nil
 	}
-	idf, err := ts.IDF(ctx, q.Indices)
-	if err != nil {
-		return 0, err
-	}
-	return LexicalMax(q, idf), nil
+	return ts.IDF(ctx, q.Indices)
 }
 
 // unknownMaxShare stands in for a list's best lexical share when the store does not give idf:
@@ -231,16 +227,16 @@ var Calibrations = map[Kind]map[Mode]Calibration{
 	KindSeed: {
 		ModeLexical: {7.9315, 2.6858},            // 24000 results
 		ModeDense:   {-60.7242, 67.6470},         // 24000 results
-		ModeHybrid:  {-23.9801, 1.7577, 32.8798}, // 24000 results
+		ModeHybrid:  {-26.5190, 1.3871, 34.8903}, // 24000 results
 	},
 	KindSeeds: {
 		ModeLexical: {8.6046, 2.9792},            // 23994 results
 		ModeDense:   {-65.2427, 72.4709},         // 23994 results
-		ModeHybrid:  {-27.8153, 1.8431, 37.2049}, // 23994 results
+		ModeHybrid:  {-32.2016, 1.3989, 41.0466}, // 23994 results
 	},
 	KindCandidates: {
-		ModeLexical: {-0.7485, 5.3926, -2.0984, -5.3785},                             // 26538 results
-		ModeDense:   {-6.0640, 105.5232, -0.8512, -99.2009},                          // 26538 results
-		ModeHybrid:  {-19.8163, 4.6102, 33.2345, -2.2162, -5.0188, 0.0924, -12.9995}, // 26538 results
+		ModeLexical: {-0.7485, 5.3926, -2.0984, -5.3785},                              // 26538 results
+		ModeDense:   {-6.0640, 105.5232, -0.8512, -99.2009},                           // 26538 results
+		ModeHybrid:  {-20.2639, 4.0723, 43.9701, -2.7631, -4.3681, -0.0346, -22.8608}, // 26538 results
 	},
 }

@@ -1,9 +1,11 @@
 package recommend
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
@@ -73,12 +75,17 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 		pos = []seedQuery{centroid(pos)}
 	}
 	for _, s := range pos {
-		q := e.query(s, mode)
-		m, err := e.lexicalMax(ctx, s.lexical)
+		idf, err := e.termIDF(ctx, s.lexical)
 		if err != nil {
 			return plan{}, err
 		}
-		p.positive, p.lexicalMax = append(p.positive, q), append(p.lexicalMax, m)
+		// The share of the most the seed's words could score stays of all its words, as the
+		// relevance was calibrated, when fewer of them are searched.
+		p.lexicalMax = append(p.lexicalMax, LexicalMax(s.lexical, idf))
+		if mode == ModeHybrid && !s.text && len(s.dense) > 0 && e.HybridSeedTerms > 0 {
+			s.lexical = strongestTerms(s.lexical, idf, e.HybridSeedTerms)
+		}
+		p.positive = append(p.positive, e.query(s, mode))
 	}
 	for _, s := range neg {
 		p.negative = append(p.negative, e.query(s, mode))
@@ -224,4 +231,31 @@ func (e *Engine) checkDims(vecs [][]float32) error {
 		}
 	}
 	return nil
+}
+
+// strongestTerms keeps the n terms of q of highest weight x idf (by weight when idf is nil), as
+// Lucene's MoreLikeThis picks a document's most informative terms.
+func strongestTerms(q lexical.Vector, idf []float64, n int) lexical.Vector {
+	if q.Len() <= n {
+		return q
+	}
+	strength := func(i int) float64 {
+		w := math.Abs(float64(q.Values[i]))
+		if idf != nil {
+			w *= idf[i]
+		}
+		return w
+	}
+	order := make([]int, q.Len())
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(strength(b), strength(a)) })
+	keep := order[:n]
+	slices.Sort(keep) // terms stay in index order
+	out := lexical.Vector{Indices: make([]uint32, n), Values: make([]float32, n)}
+	for j, i := range keep {
+		out.Indices[j], out.Values[j] = q.Indices[i], q.Values[i]
+	}
+	return out
 }

@@ -58,6 +58,12 @@ func (s Strategy) String() string {
 // (BENCHMARKS.md, "Several seeds").
 const DefaultStrategy = StrategyPerSeed
 
+// DefaultHybridSeedTerms is how many of a seed's terms hybrid search scores (Engine.HybridSeedTerms):
+// a seed's 40 most informative terms cost a fraction of its 96 over a million papers, and
+// moved the hybrid CSFCube NDCG%20 and the topic P@10 by less than 0.005 (BENCHMARKS.md,
+// "Seed requests at 1M, restated").
+const DefaultHybridSeedTerms = 40
+
 // Limits of the pipeline.
 const (
 	// MaxResults bounds how deep paging goes: each page recomputes the top offset+size papers.
@@ -157,6 +163,11 @@ type Engine struct {
 	Fusion rank.Fusion
 	// Fallback answers ModeAuto requests lexically when the embedding API is unavailable.
 	Fallback bool
+	// HybridSeedTerms, when positive, searches a stored or inline seed's words by its that many
+	// most informative terms (weight x idf) in hybrid mode, where the embedding carries most of
+	// the ranking; 0: every term (the store scores at most its own bound, 96 on the embedded).
+	// The service sets DefaultHybridSeedTerms.
+	HybridSeedTerms int
 	// AuthorTieBreak orders papers scored equally by the authors they share with the seeds
 	// (breakTiesByAuthors). Off by default: measured with recommender-lab eval --author-tie-break.
 	AuthorTieBreak bool

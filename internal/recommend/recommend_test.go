@@ -451,3 +451,50 @@ func TestAuthorTieBreak(t *testing.T) {
 		t.Fatalf("with a better paper: %v, want it first", got)
 	}
 }
+
+// TestHybridSeedTerms: with HybridSeedTerms set, a hybrid seed searches its words by its most
+// informative terms only (a paper sharing only its commonest word gets no lexical score); the
+// lexical mode and an unset bound search every term.
+func TestHybridSeedTerms(t *testing.T) {
+	e, _ := newEngine(t, true)
+	paper := func(id, title, abstract string) store.Paper {
+		p := store.Paper{ID: id, Title: title, Abstract: abstract}
+		p.Lexical = lexical.Document(p.Title, p.Abstract)
+		return p
+	}
+	ps := []store.Paper{
+		paper("zseed", "Zebrafish fins regenerate", "Zebrafish regenerate fins."),
+		paper("zrare", "Zebrafish hearts", "Zebrafish hearts regrow."),
+		paper("zcommon", "Fins of sharks", "Shark fins."),
+	}
+	if err := e.AttachVectors(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Store.Upsert(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	lexicalScore := func(mode recommend.Mode, id string) float32 {
+		t.Helper()
+		res, err := e.Recommend(ctx, recommend.Request{Positive: []string{"zseed"}, Candidates: []string{"zrare", "zcommon"}, Mode: mode, PageSize: 2, Explain: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range res.Items {
+			if it.Paper.ID == id {
+				return it.Explanation.LexicalScore
+			}
+		}
+		t.Fatalf("%s not in %+v", id, res.Items)
+		return 0
+	}
+	if lexicalScore(recommend.ModeHybrid, "zcommon") == 0 {
+		t.Fatal("every term: a paper sharing the seed's word fins has no lexical score")
+	}
+	e.HybridSeedTerms = 2 // zebrafish and regenerate: rarer than fins, which two of four papers have
+	if got := lexicalScore(recommend.ModeHybrid, "zcommon"); got != 0 {
+		t.Fatalf("the 2 strongest terms: the paper sharing only fins scored %v lexically", got)
+	}
+	if lexicalScore(recommend.ModeHybrid, "zrare") == 0 || lexicalScore(recommend.ModeLexical, "zcommon") == 0 {
+		t.Fatal("the paper sharing zebrafish, or the lexical mode, lost its lexical score")
+	}
+}

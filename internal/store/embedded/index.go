@@ -3,6 +3,7 @@ package embedded
 import (
 	"cmp"
 	"context"
+	"maps"
 	"math"
 	"runtime"
 	"slices"
@@ -360,6 +361,9 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 		total += len(qt.ps)
 	}
 	bm25 := lexical.NewBM25(avgLen)
+	if m.only != nil && len(m.only)*len(terms)*lookupCost < total {
+		return x.toScored(x.scoreDocs(ctx, terms, bm25, m, k)), ctx.Err()
+	}
 	wins, _ := x.scratch.Get().(*[2]window)
 	if wins == nil {
 		wins = new([2]window)
@@ -391,6 +395,43 @@ func (x *index) lexicalTopK(ctx context.Context, qv lexical.Vector, m *matcher, 
 		}
 	}
 	return x.toScored(top.Sorted()), nil
+}
+
+// lookupCost is about what finding a paper's posting in a list by a galloping search costs,
+// in postings scanned: a filter naming fewer papers than the postings over it are scored by
+// look-ups (scoreDocs).
+const lookupCost = 16
+
+// scoreDocs scores the papers a filter names one by one, each term's posting found by a
+// galloping search of its list: a hybrid list's completion (the lexical scores of the papers
+// only the dense list found) or a short candidate list reads a few postings of each term where
+// a scan reads them all, at a million papers 9 of a seed request's 11 ms. A paper's terms are
+// added in the order scoreRange adds them, so it scores the same float32 either way.
+func (x *index) scoreDocs(ctx context.Context, terms []queryTerm, bm25 lexical.BM25, m *matcher, k int) []scored {
+	docs := slices.Sorted(maps.Keys(m.only))
+	cur := make([]int, len(terms))
+	top := topk.New(k, x.better)
+	for j, d := range docs {
+		if j%256 == 0 && ctx.Err() != nil {
+			return nil
+		}
+		if x.lengths[d] < 0 {
+			continue // dead
+		}
+		var score float32
+		for i := range terms {
+			ps := terms[i].ps
+			c := seek(ps, cur[i], d)
+			cur[i] = c
+			if c < len(ps) && ps[c].doc == d {
+				score += terms[i].weight * bm25.Weight(ps[c].tf, x.lengths[d])
+			}
+		}
+		if score > 0 && m.match(d) {
+			top.Push(scored{doc: d, score: score})
+		}
+	}
+	return top.Sorted()
 }
 
 // bounds sets each term's ub (its maxW at the current average length, times its weight) and

@@ -232,3 +232,65 @@ func sameRanking(got, want []store.Scored) error {
 }
 
 func abs(x float32) float32 { return float32(math.Abs(float64(x))) }
+
+// TestNamedPapersScoreAsInAScan: a search restricted to a few named papers (scored by look-ups
+// in the postings, not a scan) gives each the float32 score a search of the whole store gives
+// it, and finds none the scan does not.
+func TestNamedPapersScoreAsInAScan(t *testing.T) {
+	ctx := context.Background()
+	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	sample := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	var papers []store.Paper
+	for copy := range 4 { // postings long enough that 10 named papers are scored by look-ups
+		for _, p := range sample {
+			papers = append(papers, store.Paper{ID: fmt.Sprintf("%s-%d", p.GetId(), copy), Title: p.GetTitle(), Abstract: p.GetAbstract(),
+				Lexical: lexical.Document(p.GetTitle(), p.GetAbstract())})
+		}
+	}
+	for i := 0; i < len(papers); i += 1000 {
+		if _, err := s.Upsert(ctx, papers[i:min(i+1000, len(papers))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 5))
+	looked := 0
+	for range 50 {
+		seed := papers[rng.IntN(len(papers))]
+		q := store.Query{Lexical: lexical.SeedQuery(seed.Lexical), Limit: len(papers)}
+		whole, err := s.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inScan := map[string]float32{}
+		for _, h := range whole.Lexical {
+			inScan[h.ID] = h.Score
+		}
+		var named []string
+		for range 10 {
+			named = append(named, papers[rng.IntN(len(papers))].ID)
+		}
+		q.Filter.OnlyIDs, q.Limit = named, len(named)
+		few, err := s.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range few.Lexical {
+			if want, ok := inScan[h.ID]; !ok || h.Score != want {
+				t.Fatalf("%s scored %v among named papers, %v (found: %v) in the whole store", h.ID, h.Score, want, ok)
+			}
+			looked++
+		}
+		for _, id := range named {
+			if _, ok := inScan[id]; ok && !slices.ContainsFunc(few.Lexical, func(h store.Scored) bool { return h.ID == id }) {
+				t.Fatalf("%s is found in the whole store but not among the named papers", id)
+			}
+		}
+	}
+	if looked < 50 {
+		t.Fatalf("only %d named papers scored: the test checks too little", looked)
+	}
+}
