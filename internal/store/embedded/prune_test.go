@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
@@ -27,12 +28,7 @@ import (
 func TestPrunedLexicalSearchIsExact(t *testing.T) {
 	race.Skip(t)
 	ctx := context.Background()
-	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	sample := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	s, sample := openEmptyWithSample(t)
 	toStore := func(id, title, abstract string, i int) store.Paper {
 		p := sample[i]
 		return store.Paper{ID: id, Title: title, Abstract: abstract, Authors: p.GetAuthors(), Categories: p.GetTopics(),
@@ -238,12 +234,7 @@ func abs(x float32) float32 { return float32(math.Abs(float64(x))) }
 // it, and finds none the scan does not.
 func TestNamedPapersScoreAsInAScan(t *testing.T) {
 	ctx := context.Background()
-	s, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	sample := testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
+	s, sample := openEmptyWithSample(t)
 	var papers []store.Paper
 	for copy := range 4 { // postings long enough that 10 named papers are scored by look-ups
 		for _, p := range sample {
@@ -293,4 +284,16 @@ func TestNamedPapersScoreAsInAScan(t *testing.T) {
 	if looked < 50 {
 		t.Fatalf("only %d named papers scored: the test checks too little", looked)
 	}
+}
+
+// openEmptyWithSample opens an empty store, closed when the test ends, and reads the shared
+// arXiv sample.
+func openEmptyWithSample(t *testing.T) (*embedded.Store, []*recommenderv1.Paper) {
+	t.Helper()
+	s, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, testutil.ReadPapers(t, filepath.Join(testutil.SharedDir(t), "data", "arxiv-cs-sample.jsonl.gz"))
 }
