@@ -21,7 +21,6 @@ import (
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/lexical"
-	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/store/embedded"
 	"github.com/paperrec/recommender/internal/store/qdrant"
 )
@@ -49,7 +48,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	warmup := fs.Float64("warmup", 0, "seconds of each request kind sent untimed first, at the first level's clients: a store just opened reads its postings and records from disk at first")
 	levels := fs.String("clients", "1,8,32", "concurrent clients per level")
 	kinds := fs.String("requests", "seed,text,embed", "request kinds to run: seed, seed-dense (a seed in DENSE mode: the hybrid seed's dense half alone), text, embed (the embedding API call a text request makes, alone: what of text's latency is the API's)")
-	seedTerms := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
+	seedTerms := seedTermsFlag(fs)
 	var sf cli.StoreFlags
 	sf.RegisterEval(fs, "keep the embedded store here between runs (default: a temporary folder); a rerun with the same --papers skips the ingest")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
@@ -170,11 +169,7 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	}
-	opts := []app.Option{app.WithPipeline(func(e *recommend.Engine) {
-		if *seedTerms >= 0 {
-			e.HybridSeedTerms = *seedTerms
-		}
-	})}
+	opts := []app.Option{app.WithPipeline(seedTerms)}
 	return withEvalStore(ctx, &sf, "", "bench_grpc", emb, opts, papers, run)
 }
 

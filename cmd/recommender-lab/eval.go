@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -69,7 +70,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(float32Flag{&f.DenseWeight}, "fusion-dense-weight", "hybrid: the dense list's RRF weight")
 	fs.IntVar(&f.Depth, "fusion-depth", f.Depth, "hybrid: candidates each list contributes at least")
 	authorTieBreak := fs.Bool("author-tie-break", false, "order papers the ranking scores equally by the authors they share with the seeds (off in the service)")
-	seedTerms := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
+	seedTerms := seedTermsFlag(fs)
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
@@ -79,11 +80,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if f.K < 1 || f.Depth < 1 || f.LexicalWeight < 0 || f.DenseWeight < 0 {
 		return cli.UsageError{Msg: "--fusion-k and --fusion-depth must be at least 1, the weights at least 0"}
 	}
-	svcOpts := []app.Option{app.WithFusion(f), app.WithPipeline(func(e *recommend.Engine) {
-		e.AuthorTieBreak = *authorTieBreak
-		if *seedTerms >= 0 {
-			e.HybridSeedTerms = *seedTerms
-		}
+	svcOpts := []app.Option{app.WithPipeline(func(e *recommend.Engine) {
+		e.Fusion, e.AuthorTieBreak = f, *authorTieBreak
+		seedTerms(e)
 	})}
 	embCfg, useEmbedder, err := ef.Config()
 	if err != nil {
@@ -368,4 +367,15 @@ func (f float32Flag) Set(s string) error {
 		*f.p = float32(v)
 	}
 	return err
+}
+
+// seedTermsFlag registers --hybrid-seed-terms; the function it returns sets the engine's
+// HybridSeedTerms when the flag was given.
+func seedTermsFlag(fs *flag.FlagSet) func(*recommend.Engine) {
+	n := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
+	return func(e *recommend.Engine) {
+		if *n >= 0 {
+			e.HybridSeedTerms = *n
+		}
+	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/metrics"
-	"github.com/paperrec/recommender/internal/rank"
 	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/reembed"
 	"github.com/paperrec/recommender/internal/store"
@@ -64,11 +63,8 @@ type Option func(*App)
 // WithMetrics records ingest outcomes.
 func WithMetrics(m *metrics.Metrics) Option { return func(s *App) { s.metrics = m } }
 
-// WithFusion sets how HYBRID merges the lexical and dense lists (eval tunes it with this).
-func WithFusion(f rank.Fusion) Option { return func(s *App) { s.base.Fusion = f } }
-
 // WithPipeline adjusts the pipeline every model's engine shares, before the first request: how
-// the lab's commands try a ranking stage that is off by default.
+// the lab's commands tune the fusion or try a ranking stage that is off by default.
 func WithPipeline(adjust func(*recommend.Engine)) Option { return func(s *App) { adjust(&s.base) } }
 
 // WithLexicalFallback answers requests that leave the mode to the server lexically when the
