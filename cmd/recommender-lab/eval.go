@@ -296,6 +296,7 @@ func modeName(m recommenderv1.RetrievalMode) string {
 type evalRun struct {
 	client   recommenderv1.RecommenderServiceClient
 	store    store.Store
+	app      *app.App
 	ingested bool
 }
 
@@ -324,7 +325,7 @@ func withEvalStore(ctx context.Context, sf *cli.StoreFlags, dir, collection stri
 	}
 	switch stats.PaperCount {
 	case int64(len(papers)):
-		return fn(evalRun{client: client, store: st})
+		return fn(evalRun{client: client, store: st, app: a})
 	case 0:
 	default:
 		fix := "use another --data-dir"
@@ -348,7 +349,7 @@ func withEvalStore(ctx context.Context, sf *cli.StoreFlags, dir, collection stri
 	} else if resp.GetRejected() > 0 {
 		return fmt.Errorf("%d papers rejected, first: %v", resp.GetRejected(), resp.GetRejections()[0])
 	}
-	return fn(evalRun{client: client, store: st, ingested: true})
+	return fn(evalRun{client: client, store: st, app: a, ingested: true})
 }
 
 // float32Flag is a flag.Value for a float32.

@@ -10,6 +10,7 @@ var commands = []cli.Command{
 	{Name: "bench-ann", Summary: "benchmark the vector index against hnswlib on the same vectors", Run: runBenchANN},
 	{Name: "bench-lexical", Summary: "benchmark lexical search alone, pruned and not, against tantivy on the same papers", Run: runBenchLexical},
 	{Name: "bench-grpc", Summary: "load-test Recommend over gRPC with synthetic papers", Run: runBenchGRPC},
+	{Name: "bench-neighbours", Summary: "measure the neighbour lists: build, lookups, freshness and agreement with a search", Run: runBenchNeighbours},
 	{Name: "synth", Summary: "write synthetic papers that read like a sample's, for runs at millions of papers", Run: runSynth},
 }
 

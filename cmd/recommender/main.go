@@ -13,6 +13,8 @@ var commands = []cli.Command{
 	{Name: "serve", Summary: "run the gRPC service on the embedded store", Run: runServe},
 	{Name: "backfill", Summary: "stream papers from a JSON-lines file (plain or .gz) into a running server", Run: runBackfill},
 	{Name: "recommend", Summary: "ask a running server for papers similar to a text or to seed papers", Run: runRecommend},
+	{Name: "similar", Summary: "ask a running server for the papers most like one stored paper (from its precomputed list)", Run: runSimilar},
+	{Name: "neighbours", Summary: "export every paper's precomputed neighbour list from a running server as JSON lines", Run: runNeighbours},
 	{Name: "info", Summary: "show a running server's index: size, backend, model, version", Run: runInfo},
 	{Name: "retire-vectors", Summary: "delete the vectors a running server's store kept from before it moved to another model", Run: runRetireVectors},
 	{Name: "feed", Summary: "save feeds of new papers like a text or seeds, and follow them as papers are written", Run: runFeed},

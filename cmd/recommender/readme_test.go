@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/cli"
 	"github.com/paperrec/recommender/internal/embed/modeltest"
 	"github.com/paperrec/recommender/internal/testutil"
@@ -104,9 +105,11 @@ func TestREADMEExamples(t *testing.T) {
 	}
 }
 
-// runExamples runs a block's commands against p and compares what they print with the README.
+// runExamples runs a block's commands against p and compares what they print with the README,
+// once the server has built its neighbour lists (info shows them).
 func runExamples(t *testing.T, block []example, p *process) {
 	t.Helper()
+	p.awaitLists(t)
 	for _, ex := range block {
 		cmd := strings.ReplaceAll(ex.command, "go run ./cmd/recommender", binary)
 		cmd = strings.NewReplacer("localhost:8080", p.httpAddr, "127.0.0.1:8080", p.httpAddr).Replace(cmd)
@@ -192,6 +195,24 @@ func TestREADMEModelDemoExamples(t *testing.T) {
 	p := startServe(t, t.TempDir(), "--demo", "--embedding-base-url", model.BaseURL, "--embedding-model", modeltest.Model)
 	for _, block := range blocks {
 		runExamples(t, block, p)
+	}
+}
+
+// awaitLists waits until the server's neighbour lists reflect every write.
+func (p *process) awaitLists(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		info, err := p.client.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := info.GetNeighbourLists(); l == nil || (l.GetBuilt() && l.GetPendingWrites() == 0) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the neighbour lists are not built after 2 minutes: %v", info.GetNeighbourLists())
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition
 	}
 }
 

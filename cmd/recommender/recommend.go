@@ -241,6 +241,16 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "other set:  model %s (%d dimensions), %d of %d papers (%.1f%%); %s\n", o.GetModel(), o.GetDimensions(),
 			o.GetPapersWithVectors(), info.GetPaperCount(), share, state)
 	}
+	if l := info.GetNeighbourLists(); l != nil {
+		state := "built"
+		switch {
+		case !l.GetBuilt():
+			state = "building"
+		case l.GetPendingWrites() > 0:
+			state = fmt.Sprintf("built; %d writes to take in", l.GetPendingWrites())
+		}
+		fmt.Fprintf(stdout, "neighbours: %d lists of %d similar papers, %s\n", l.GetLists(), l.GetLength(), state)
+	}
 	return nil
 }
 

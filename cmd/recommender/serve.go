@@ -26,6 +26,7 @@ import (
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/httpapi"
 	"github.com/paperrec/recommender/internal/metrics"
+	"github.com/paperrec/recommender/internal/neighbours"
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/tracing"
@@ -112,6 +113,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return nil
 }
 
+// Bounds of the neighbour lists' settings: a list serves at most a page of 100.
+const (
+	maxNeighbours       = 100
+	maxNeighbourWorkers = 64
+)
+
 // serveFlags are serve's settings as given: its flags, each with its environment variable
 // (cli.EnvName, read by cli.ApplyEnv), checked together by Validate.
 type serveFlags struct {
@@ -121,6 +128,7 @@ type serveFlags struct {
 	emb, reemb                                          cli.EmbeddingFlags
 	httpAddr, corsOrigins, metricsAddr, load, logFormat string
 	demo, fallback                                      bool
+	neighbours, neighbourWorkers                        int
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet) {
@@ -146,6 +154,10 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	f.reemb.RegisterAs(fs, "reembed", "REEMBED", false)
 	fs.BoolVar(&f.fallback, "embedding-fallback-lexical", false,
 		"when the embedding API is down, answer text queries that leave the mode to the server lexically instead of UNAVAILABLE")
+	fs.IntVar(&f.neighbours, "neighbours", neighbours.DefaultLength,
+		"keep each paper's `N` most similar papers precomputed in the store, for SimilarPapers and the page's similar papers (built in the background, then kept current as papers are written); 0: none, every request searched")
+	fs.IntVar(&f.neighbourWorkers, "neighbour-workers", 1,
+		"papers whose lists this process computes at a time (building them, and keeping them current); 0: serve the lists only, as replicas beside the one that keeps them over a shared Qdrant do")
 }
 
 // serveConfig is serve's configuration, checked and resolved: keys read, TLS loaded, models
@@ -159,11 +171,20 @@ type serveConfig struct {
 	metrics   *metrics.Metrics // nil: no metrics port
 	fallback  bool
 	log       *slog.Logger
+	// neighbours is the lists' length (0: none); neighbourWorkers how many this process computes
+	// at a time (0: it serves them only).
+	neighbours, neighbourWorkers int
 }
 
 // Validate checks every setting and returns the configuration they make.
 func (f *serveFlags) Validate(stderr io.Writer) (serveConfig, error) {
-	c := serveConfig{grpc: f.grpc, fallback: f.fallback}
+	c := serveConfig{grpc: f.grpc, fallback: f.fallback, neighbours: f.neighbours, neighbourWorkers: f.neighbourWorkers}
+	if f.neighbours < 0 || f.neighbours > maxNeighbours {
+		return c, cli.UsageError{Msg: fmt.Sprintf("--neighbours must be 0 (none) to %d, got %d", maxNeighbours, f.neighbours)}
+	}
+	if f.neighbourWorkers < 0 || f.neighbourWorkers > maxNeighbourWorkers {
+		return c, cli.UsageError{Msg: fmt.Sprintf("--neighbour-workers must be 0 (serve the lists only) to %d, got %d", maxNeighbourWorkers, f.neighbourWorkers)}
+	}
 	if err := f.store.Validate(); err != nil {
 		return c, err
 	}
@@ -276,6 +297,9 @@ func newApp(ctx context.Context, st store.Store, c serveConfig, log *slog.Logger
 	if c.fallback {
 		opts = append(opts, app.WithLexicalFallback())
 	}
+	if c.neighbours > 0 {
+		opts = append(opts, app.WithNeighbourLists(c.neighbours, c.neighbourWorkers))
+	}
 	for _, m := range []struct {
 		cfg  *embed.Config
 		what string
@@ -335,6 +359,16 @@ func startBackground(ctx context.Context, stop context.CancelCauseFunc, svc *ser
 			}
 			if err := loadFile(ctx, svc, f.load, 10*time.Second, log); err != nil && ctx.Err() == nil {
 				log.Error("load stopped; serving what is stored", "file", f.load, "error", err)
+			}
+		}()
+	}
+	if c.neighbours > 0 && c.neighbourWorkers > 0 {
+		go func() {
+			if err := a.AwaitBinding(ctx, log); err != nil {
+				return
+			}
+			if err := a.KeepNeighbourLists(ctx, log); err != nil && ctx.Err() == nil {
+				log.Error("neighbour lists no longer kept current; similar papers are served from them as they are, and searched where a list is missing", "error", err)
 			}
 		}()
 	}

@@ -20,6 +20,7 @@ const (
 	EmbeddingModelMismatch = "EMBEDDING_MODEL_MISMATCH" // FAILED_PRECONDITION: the store holds another model's vectors
 	EmbeddingRefused       = "EMBEDDING_REFUSED"        // FAILED_PRECONDITION: the embedding API refused (key, quota, model)
 	VectorSetBusy          = "VECTOR_SET_BUSY"          // FAILED_PRECONDITION: no second vector set to retire, or a re-embedding is filling it
+	NoNeighbourLists       = "NO_NEIGHBOUR_LISTS"       // FAILED_PRECONDITION: the server keeps no precomputed neighbour lists
 	EmbeddingSwitched      = "EMBEDDING_SWITCHED"       // UNAVAILABLE: the store kept switching models during the call; retry
 	APIKeyInvalid          = "API_KEY_INVALID"          // UNAUTHENTICATED: missing or unknown key
 	APIKeyScope            = "API_KEY_SCOPE"            // PERMISSION_DENIED: a read key writing

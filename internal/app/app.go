@@ -18,6 +18,7 @@ import (
 	"github.com/paperrec/recommender/internal/apierr"
 	"github.com/paperrec/recommender/internal/embed"
 	"github.com/paperrec/recommender/internal/metrics"
+	"github.com/paperrec/recommender/internal/neighbours"
 	"github.com/paperrec/recommender/internal/recommend"
 	"github.com/paperrec/recommender/internal/reembed"
 	"github.com/paperrec/recommender/internal/store"
@@ -51,6 +52,10 @@ type App struct {
 	// feedMatches holds the match each feed's open streams share (see feedMatcher).
 	feedMatchesMu sync.Mutex
 	feedMatches   map[string]*feedMatch
+
+	listLength, listWorkers int // WithNeighbourLists
+	keeperOnce              sync.Once
+	lists                   *neighbours.Keeper // nil: no lists kept (see keeper)
 }
 
 // Stop ends the long-lived feed streams, whose clients resume elsewhere with their cursor, so a

@@ -202,6 +202,8 @@ type Info struct {
 	Other        store.EmbeddingSpec
 	OtherVectors int64
 	Filling      bool
+	// Lists describes the neighbour lists (Length 0: none kept).
+	Lists ListsInfo
 }
 
 // Info describes the store. The active set and the other one are read from the store, twice
@@ -246,7 +248,9 @@ func (s *App) Info(ctx context.Context) (Info, error) {
 		}
 	}
 	info.Filling = sets.Other.Model != "" && s.reembedOn.Load() && sets.Other.Key() == s.nextSpec.Key()
-	return info, nil
+	var err error
+	info.Lists, err = s.listsInfo(ctx)
+	return info, err
 }
 
 // RetireVectorSet deletes the store's second set of vectors, and returns its model and how many

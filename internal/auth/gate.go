@@ -12,18 +12,20 @@ import (
 // MethodScopes is the scope each RPC of the API needs; methods not listed (health, reflection)
 // are open.
 var MethodScopes = map[string]Scope{
-	recommenderv1.RecommenderService_Recommend_FullMethodName:       Read,
-	recommenderv1.RecommenderService_GetPaper_FullMethodName:        Read,
-	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName:    Read,
-	recommenderv1.RecommenderService_UpsertPapers_FullMethodName:    Write,
-	recommenderv1.RecommenderService_DeletePapers_FullMethodName:    Write,
-	recommenderv1.RecommenderService_IngestPapers_FullMethodName:    Write,
-	recommenderv1.RecommenderService_CreateFeed_FullMethodName:      Write,
-	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:      Write,
-	recommenderv1.RecommenderService_GetFeed_FullMethodName:         Read,
-	recommenderv1.RecommenderService_ListFeeds_FullMethodName:       Read,
-	recommenderv1.RecommenderService_StreamFeed_FullMethodName:      Read,
-	recommenderv1.RecommenderService_RetireVectorSet_FullMethodName: Write,
+	recommenderv1.RecommenderService_Recommend_FullMethodName:            Read,
+	recommenderv1.RecommenderService_GetPaper_FullMethodName:             Read,
+	recommenderv1.RecommenderService_GetIndexInfo_FullMethodName:         Read,
+	recommenderv1.RecommenderService_UpsertPapers_FullMethodName:         Write,
+	recommenderv1.RecommenderService_DeletePapers_FullMethodName:         Write,
+	recommenderv1.RecommenderService_IngestPapers_FullMethodName:         Write,
+	recommenderv1.RecommenderService_CreateFeed_FullMethodName:           Write,
+	recommenderv1.RecommenderService_DeleteFeed_FullMethodName:           Write,
+	recommenderv1.RecommenderService_GetFeed_FullMethodName:              Read,
+	recommenderv1.RecommenderService_ListFeeds_FullMethodName:            Read,
+	recommenderv1.RecommenderService_StreamFeed_FullMethodName:           Read,
+	recommenderv1.RecommenderService_RetireVectorSet_FullMethodName:      Write,
+	recommenderv1.RecommenderService_SimilarPapers_FullMethodName:        Read,
+	recommenderv1.RecommenderService_ExportNeighbourLists_FullMethodName: Read,
 }
 
 // Gate admits calls: it authenticates the caller's key (when the API has keys), checks that the

@@ -200,7 +200,7 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Mode: mode, Strategy: strategy, Model: e.modelName(), Fallback: fallback, Seeds: statuses}
+	res := &Result{Mode: mode, Strategy: strategy, Model: e.ModelName(), Fallback: fallback, Seeds: statuses}
 	if v, ok := store.As[store.Versioner](e.Store); ok {
 		res.IndexVersion = v.Version()
 	}
@@ -317,7 +317,8 @@ func (e *Engine) Recommend(ctx context.Context, r Request) (*Result, error) {
 	return res, nil
 }
 
-func (e *Engine) modelName() string {
+// ModelName is the embedding model the engine ranks with, "lexical" without one.
+func (e *Engine) ModelName() string {
 	if e.Embedder == nil {
 		return "lexical"
 	}

@@ -157,6 +157,9 @@ func (s *Service) GetIndexInfo(ctx context.Context, _ *recommenderv1.GetIndexInf
 		info.OtherVectorSet = toProtoSet(o, in.OtherVectors)
 		info.OtherVectorSet.Filling = in.Filling
 	}
+	if l := in.Lists; l.Length > 0 {
+		info.NeighbourLists = &recommenderv1.NeighbourListsInfo{Length: int32(l.Length), Lists: l.Lists, Built: l.Built, PendingWrites: l.Pending}
+	}
 	return info, nil
 }
 

@@ -505,3 +505,30 @@ var ErrSetActive = errors.New("the store's active vectors are already of this mo
 
 // ErrNoOtherSet is returned by calls that need a second vector set when there is none.
 var ErrNoOtherSet = errors.New("the store keeps no second vector set")
+
+// NeighbourLists is implemented by stores that keep each paper's precomputed neighbour list, an
+// opaque record the service encodes, durable like papers, with the opaque state of their upkeep.
+// Deleting a paper deletes its list.
+type NeighbourLists interface {
+	// PutLists stores lists, each replacing its paper's earlier one. A list whose paper is not
+	// stored (deleted meanwhile) is skipped.
+	PutLists(ctx context.Context, lists []ListRecord) error
+	// Lists returns the lists of the papers asked that have one, in the order asked.
+	Lists(ctx context.Context, ids []string) ([]ListRecord, error)
+	// ScanLists returns up to limit lists, in an order of the store's, each after the paper
+	// named after (the last of the previous page; empty: from the first).
+	ScanLists(ctx context.Context, after string, limit int) ([]ListRecord, error)
+	// CountLists is how many lists are stored.
+	CountLists(ctx context.Context) (int64, error)
+	// ListsState returns the state PutListsState stored last (nil: none).
+	ListsState(ctx context.Context) ([]byte, error)
+	PutListsState(ctx context.Context, state []byte) error
+	// ResetLists deletes every list and the state.
+	ResetLists(ctx context.Context) error
+}
+
+// ListRecord is one paper's stored neighbour list.
+type ListRecord struct {
+	ID   string
+	Data []byte
+}

@@ -68,13 +68,21 @@ try {
   check(relevant && Number(relevant[1]) > 0 && Number(relevant[1]) <= 100 && /\b20\d\d\b/.test(meta) && /,/.test(meta),
     "cards show authors, year and the calibrated relevance: " + meta);
 
-  // Similar papers for the first result.
+  // Similar papers for the first result: once the server has built the lists (in the
+  // background after loading the demo corpus), from the first one's precomputed list.
+  for (let i = 0; ; i++) {
+    const info = await (await fetch(base + "/v1/GetIndexInfo", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" })).json();
+    if (info.neighbourLists && info.neighbourLists.built && !Number(info.neighbourLists.pendingWrites)) break;
+    check(i < 600, "the neighbour lists are built within a minute: " + JSON.stringify(info.neighbourLists));
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const seedId = await page.locator("#results .card").first().getAttribute("data-id");
   await page.locator("#results .card").first().getByRole("button", { name: /Papers similar to/ }).click();
   await settled(page);
   check((await page.textContent("#context")).startsWith("Papers similar to"), "the heading says whose similar papers these are");
   const similarIds = await page.locator("#results .card").evaluateAll((cards) => cards.map((c) => c.dataset.id));
   check(similarIds.length > 0 && !similarIds.includes(seedId), "similar papers are shown, without the seed " + seedId);
+  check((await page.textContent("#status")).includes("from the precomputed list"), "they come from the paper's precomputed list: " + await page.textContent("#status"));
   check((await page.evaluate(() => document.activeElement.id)) === "context", "focus moves to the new results' heading");
 
   // Explain.

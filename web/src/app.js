@@ -5,7 +5,9 @@
 import { createClient, ConnectError, Code } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { fromJson, toJson } from "@bufbuild/protobuf";
-import { RecommenderService, RecommendRequestSchema, RecommendResponseSchema } from "../../clients/typescript/src/gen/recommender/v1/recommender_pb.js";
+import {
+  RecommenderService, RecommendRequestSchema, RecommendResponseSchema, SimilarPapersRequestSchema, SimilarPapersResponseSchema,
+} from "../../clients/typescript/src/gen/recommender/v1/recommender_pb.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { request: null, tokens: [""], page: 0, label: "" };
@@ -24,10 +26,14 @@ class ApiError extends Error {
 }
 
 // recommend sends a request given in protobuf JSON and returns the response in the same form.
-async function recommend(body) {
+const recommend = (body) => call(client.recommend, RecommendRequestSchema, RecommendResponseSchema, body);
+
+// similar asks for a paper's similar papers: from its precomputed list when the server keeps one.
+const similar = (body) => call(client.similarPapers, SimilarPapersRequestSchema, SimilarPapersResponseSchema, body);
+
+async function call(method, reqSchema, respSchema, body) {
   try {
-    const resp = await client.recommend(fromJson(RecommendRequestSchema, body));
-    return toJson(RecommendResponseSchema, resp);
+    return toJson(respSchema, await method(fromJson(reqSchema, body)));
   } catch (e) {
     const err = ConnectError.from(e);
     if (err.code === Code.Unavailable && /fetch/i.test(err.rawMessage)) {
@@ -116,7 +122,22 @@ async function load(push) {
       if (!resp.nextPageToken) { state.page = p; break; }
       state.tokens[p + 1] = resp.nextPageToken;
     }
-    const resp = await recommend(requestFor(state.page));
+    const req = requestFor(state.page);
+    // The first page of one paper's similar papers, as the server ranks them, is the paper's
+    // precomputed list (or a search when it has none yet); later pages, and any other request,
+    // are searches.
+    if (state.page === 0 && isSimilarPapers(req)) {
+      const resp = await similar({ paperId: req.positivePaperIds[0], pageSize: req.pageSize });
+      if (!state.label.includes("“")) { // a link names the seed by id: show its title
+        const seed = await client.getPaper({ paperId: req.positivePaperIds[0] });
+        state.label = "Papers similar to “" + (seed.paper.title || seed.paper.id) + "”";
+        $("context").textContent = state.label;
+      }
+      render(resp, resp.source === "NEIGHBOUR_SOURCE_LIST" ? "from the precomputed list" : "searched");
+      updatePager(resp.results && resp.results.length === req.pageSize);
+      return;
+    }
+    const resp = await recommend(req);
     const named = (resp.seeds || []).filter((s) => s.title && !s.negative);
     if (!state.request.query && state.request.positivePaperIds && named.length) {
       state.label = "Papers similar to " + named.map((s) => "“" + s.title + "”").join(", ");
@@ -132,7 +153,11 @@ async function load(push) {
   }
 }
 
-function render(resp) {
+function isSimilarPapers(req) {
+  return !req.query && (req.positivePaperIds || []).length === 1 && !req.positivePapers && !req.mode && !req.diversity && !req.explain;
+}
+
+function render(resp, source) {
   const list = $("results");
   list.replaceChildren();
   const results = resp.results || [];
@@ -143,7 +168,7 @@ function render(resp) {
     setStatus(state.page === 0 ? "No papers found. Try other words." : "No more papers.");
   } else {
     const mode = (resp.mode || "").replace("RETRIEVAL_MODE_", "").toLowerCase();
-    setStatus(results.length + " papers (" + mode + ")");
+    setStatus(results.length + " papers (" + [mode, source].filter(Boolean).join(", ") + ")");
   }
 }
 

@@ -204,6 +204,58 @@ func (SeedStatus) EnumDescriptor() ([]byte, []int) {
 	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{2}
 }
 
+// NeighbourSource says how a SimilarPapers response was computed.
+type NeighbourSource int32
+
+const (
+	NeighbourSource_NEIGHBOUR_SOURCE_UNSPECIFIED NeighbourSource = 0
+	// From the paper's precomputed neighbour list.
+	NeighbourSource_NEIGHBOUR_SOURCE_LIST NeighbourSource = 1
+	// By a search, as Recommend.
+	NeighbourSource_NEIGHBOUR_SOURCE_SEARCH NeighbourSource = 2
+)
+
+// Enum value maps for NeighbourSource.
+var (
+	NeighbourSource_name = map[int32]string{
+		0: "NEIGHBOUR_SOURCE_UNSPECIFIED",
+		1: "NEIGHBOUR_SOURCE_LIST",
+		2: "NEIGHBOUR_SOURCE_SEARCH",
+	}
+	NeighbourSource_value = map[string]int32{
+		"NEIGHBOUR_SOURCE_UNSPECIFIED": 0,
+		"NEIGHBOUR_SOURCE_LIST":        1,
+		"NEIGHBOUR_SOURCE_SEARCH":      2,
+	}
+)
+
+func (x NeighbourSource) Enum() *NeighbourSource {
+	p := new(NeighbourSource)
+	*p = x
+	return p
+}
+
+func (x NeighbourSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NeighbourSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_recommender_v1_recommender_proto_enumTypes[3].Descriptor()
+}
+
+func (NeighbourSource) Type() protoreflect.EnumType {
+	return &file_recommender_v1_recommender_proto_enumTypes[3]
+}
+
+func (x NeighbourSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NeighbourSource.Descriptor instead.
+func (NeighbourSource) EnumDescriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+}
+
 // Paper is one scholarly paper.
 type Paper struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1758,8 +1810,11 @@ type GetIndexInfoResponse struct {
 	// embedding coverage. Below paper_count while the server embeds papers stored before it had
 	// the model (dense retrieval misses the others until then); 0 when lexical.
 	PapersWithVectors int64 `protobuf:"varint,9,opt,name=papers_with_vectors,json=papersWithVectors,proto3" json:"papers_with_vectors,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The precomputed neighbour lists SimilarPapers answers from; absent when the server keeps
+	// none.
+	NeighbourLists *NeighbourListsInfo `protobuf:"bytes,10,opt,name=neighbour_lists,json=neighbourLists,proto3" json:"neighbour_lists,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetIndexInfoResponse) Reset() {
@@ -1855,6 +1910,88 @@ func (x *GetIndexInfoResponse) GetPapersWithVectors() int64 {
 	return 0
 }
 
+func (x *GetIndexInfoResponse) GetNeighbourLists() *NeighbourListsInfo {
+	if x != nil {
+		return x.NeighbourLists
+	}
+	return nil
+}
+
+// NeighbourListsInfo describes the precomputed neighbour lists.
+type NeighbourListsInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Papers per list.
+	Length int32 `protobuf:"varint,1,opt,name=length,proto3" json:"length,omitempty"`
+	// Lists stored.
+	Lists int64 `protobuf:"varint,2,opt,name=lists,proto3" json:"lists,omitempty"`
+	// Every paper stored when the lists were first built has its list; from then on the server
+	// keeps them current as papers are written.
+	Built bool `protobuf:"varint,3,opt,name=built,proto3" json:"built,omitempty"`
+	// Writes the lists do not reflect yet (each written paper's own list, and its place in the
+	// lists it enters), counted up to 10,000.
+	PendingWrites int64 `protobuf:"varint,4,opt,name=pending_writes,json=pendingWrites,proto3" json:"pending_writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NeighbourListsInfo) Reset() {
+	*x = NeighbourListsInfo{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NeighbourListsInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NeighbourListsInfo) ProtoMessage() {}
+
+func (x *NeighbourListsInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NeighbourListsInfo.ProtoReflect.Descriptor instead.
+func (*NeighbourListsInfo) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *NeighbourListsInfo) GetLength() int32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *NeighbourListsInfo) GetLists() int64 {
+	if x != nil {
+		return x.Lists
+	}
+	return 0
+}
+
+func (x *NeighbourListsInfo) GetBuilt() bool {
+	if x != nil {
+		return x.Built
+	}
+	return false
+}
+
+func (x *NeighbourListsInfo) GetPendingWrites() int64 {
+	if x != nil {
+		return x.PendingWrites
+	}
+	return 0
+}
+
 // VectorSet is one set of paper embeddings in the store.
 type VectorSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1874,7 +2011,7 @@ type VectorSet struct {
 
 func (x *VectorSet) Reset() {
 	*x = VectorSet{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2023,7 @@ func (x *VectorSet) String() string {
 func (*VectorSet) ProtoMessage() {}
 
 func (x *VectorSet) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[20]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2036,7 @@ func (x *VectorSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VectorSet.ProtoReflect.Descriptor instead.
 func (*VectorSet) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{20}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VectorSet) GetModel() string {
@@ -1953,7 +2090,7 @@ type RetireVectorSetRequest struct {
 
 func (x *RetireVectorSetRequest) Reset() {
 	*x = RetireVectorSetRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2102,7 @@ func (x *RetireVectorSetRequest) String() string {
 func (*RetireVectorSetRequest) ProtoMessage() {}
 
 func (x *RetireVectorSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[21]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2115,7 @@ func (x *RetireVectorSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireVectorSetRequest.ProtoReflect.Descriptor instead.
 func (*RetireVectorSetRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{21}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{22}
 }
 
 // RetireVectorSetResponse names the set deleted.
@@ -1991,7 +2128,7 @@ type RetireVectorSetResponse struct {
 
 func (x *RetireVectorSetResponse) Reset() {
 	*x = RetireVectorSetResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2140,7 @@ func (x *RetireVectorSetResponse) String() string {
 func (*RetireVectorSetResponse) ProtoMessage() {}
 
 func (x *RetireVectorSetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[22]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2153,7 @@ func (x *RetireVectorSetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetireVectorSetResponse.ProtoReflect.Descriptor instead.
 func (*RetireVectorSetResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{22}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetireVectorSetResponse) GetRetired() *VectorSet {
@@ -2053,7 +2190,7 @@ type Feed struct {
 
 func (x *Feed) Reset() {
 	*x = Feed{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2202,7 @@ func (x *Feed) String() string {
 func (*Feed) ProtoMessage() {}
 
 func (x *Feed) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[23]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2215,7 @@ func (x *Feed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Feed.ProtoReflect.Descriptor instead.
 func (*Feed) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{23}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Feed) GetFeedId() string {
@@ -2154,7 +2291,7 @@ type CreateFeedRequest struct {
 
 func (x *CreateFeedRequest) Reset() {
 	*x = CreateFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2303,7 @@ func (x *CreateFeedRequest) String() string {
 func (*CreateFeedRequest) ProtoMessage() {}
 
 func (x *CreateFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[24]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2316,7 @@ func (x *CreateFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFeedRequest.ProtoReflect.Descriptor instead.
 func (*CreateFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{24}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateFeedRequest) GetFeed() *Feed {
@@ -2199,7 +2336,7 @@ type CreateFeedResponse struct {
 
 func (x *CreateFeedResponse) Reset() {
 	*x = CreateFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2348,7 @@ func (x *CreateFeedResponse) String() string {
 func (*CreateFeedResponse) ProtoMessage() {}
 
 func (x *CreateFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[25]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2361,7 @@ func (x *CreateFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFeedResponse.ProtoReflect.Descriptor instead.
 func (*CreateFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{25}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateFeedResponse) GetFeed() *Feed {
@@ -2244,7 +2381,7 @@ type GetFeedRequest struct {
 
 func (x *GetFeedRequest) Reset() {
 	*x = GetFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2393,7 @@ func (x *GetFeedRequest) String() string {
 func (*GetFeedRequest) ProtoMessage() {}
 
 func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[26]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2406,7 @@ func (x *GetFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeedRequest.ProtoReflect.Descriptor instead.
 func (*GetFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{26}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetFeedRequest) GetFeedId() string {
@@ -2289,7 +2426,7 @@ type GetFeedResponse struct {
 
 func (x *GetFeedResponse) Reset() {
 	*x = GetFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2438,7 @@ func (x *GetFeedResponse) String() string {
 func (*GetFeedResponse) ProtoMessage() {}
 
 func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[27]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2451,7 @@ func (x *GetFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFeedResponse.ProtoReflect.Descriptor instead.
 func (*GetFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{27}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetFeedResponse) GetFeed() *Feed {
@@ -2333,7 +2470,7 @@ type ListFeedsRequest struct {
 
 func (x *ListFeedsRequest) Reset() {
 	*x = ListFeedsRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2482,7 @@ func (x *ListFeedsRequest) String() string {
 func (*ListFeedsRequest) ProtoMessage() {}
 
 func (x *ListFeedsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[28]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2495,7 @@ func (x *ListFeedsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeedsRequest.ProtoReflect.Descriptor instead.
 func (*ListFeedsRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{28}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{29}
 }
 
 // ListFeedsResponse holds the saved feeds, oldest first.
@@ -2371,7 +2508,7 @@ type ListFeedsResponse struct {
 
 func (x *ListFeedsResponse) Reset() {
 	*x = ListFeedsResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2520,7 @@ func (x *ListFeedsResponse) String() string {
 func (*ListFeedsResponse) ProtoMessage() {}
 
 func (x *ListFeedsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[29]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2533,7 @@ func (x *ListFeedsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFeedsResponse.ProtoReflect.Descriptor instead.
 func (*ListFeedsResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{29}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListFeedsResponse) GetFeeds() []*Feed {
@@ -2416,7 +2553,7 @@ type DeleteFeedRequest struct {
 
 func (x *DeleteFeedRequest) Reset() {
 	*x = DeleteFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2428,7 +2565,7 @@ func (x *DeleteFeedRequest) String() string {
 func (*DeleteFeedRequest) ProtoMessage() {}
 
 func (x *DeleteFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[30]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2441,7 +2578,7 @@ func (x *DeleteFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFeedRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{30}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteFeedRequest) GetFeedId() string {
@@ -2460,7 +2597,7 @@ type DeleteFeedResponse struct {
 
 func (x *DeleteFeedResponse) Reset() {
 	*x = DeleteFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2609,7 @@ func (x *DeleteFeedResponse) String() string {
 func (*DeleteFeedResponse) ProtoMessage() {}
 
 func (x *DeleteFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[31]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2622,7 @@ func (x *DeleteFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFeedResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{31}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{32}
 }
 
 // StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
@@ -2504,7 +2641,7 @@ type StreamFeedRequest struct {
 
 func (x *StreamFeedRequest) Reset() {
 	*x = StreamFeedRequest{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2653,7 @@ func (x *StreamFeedRequest) String() string {
 func (*StreamFeedRequest) ProtoMessage() {}
 
 func (x *StreamFeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[32]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2666,7 @@ func (x *StreamFeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFeedRequest.ProtoReflect.Descriptor instead.
 func (*StreamFeedRequest) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{32}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StreamFeedRequest) GetFeedId() string {
@@ -2571,7 +2708,7 @@ type StreamFeedResponse struct {
 
 func (x *StreamFeedResponse) Reset() {
 	*x = StreamFeedResponse{}
-	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2720,7 @@ func (x *StreamFeedResponse) String() string {
 func (*StreamFeedResponse) ProtoMessage() {}
 
 func (x *StreamFeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_recommender_v1_recommender_proto_msgTypes[33]
+	mi := &file_recommender_v1_recommender_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2733,7 @@ func (x *StreamFeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFeedResponse.ProtoReflect.Descriptor instead.
 func (*StreamFeedResponse) Descriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{33}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StreamFeedResponse) GetPaper() *Paper {
@@ -2625,6 +2762,380 @@ func (x *StreamFeedResponse) GetWriteTime() string {
 		return x.WriteTime
 	}
 	return ""
+}
+
+// SimilarPapersRequest asks for the papers most like one stored paper.
+type SimilarPapersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The paper; a version suffix is ignored.
+	PaperId string `protobuf:"bytes,1,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
+	// Results: 0 means 10, values above 100 are reduced to 100, negative is an error. Above the
+	// lists' length (GetIndexInfo's neighbour_lists.length) the request is searched.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Which papers may be returned; any condition set makes the request a search.
+	Filter *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Retrieval mode; UNSPECIFIED lets the service choose (the lists are built in that mode).
+	// Another mode makes the request a search.
+	Mode          RetrievalMode `protobuf:"varint,4,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SimilarPapersRequest) Reset() {
+	*x = SimilarPapersRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SimilarPapersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SimilarPapersRequest) ProtoMessage() {}
+
+func (x *SimilarPapersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SimilarPapersRequest.ProtoReflect.Descriptor instead.
+func (*SimilarPapersRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SimilarPapersRequest) GetPaperId() string {
+	if x != nil {
+		return x.PaperId
+	}
+	return ""
+}
+
+func (x *SimilarPapersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *SimilarPapersRequest) GetFilter() *Filter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *SimilarPapersRequest) GetMode() RetrievalMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
+}
+
+// SimilarPapersResponse holds the papers most like the one asked, best first.
+type SimilarPapersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// As Recommend's results (no explanations); from a list, the scores and relevance the search
+	// gave when the list was last computed.
+	Results []*Recommendation `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Where the results come from.
+	Source NeighbourSource `protobuf:"varint,2,opt,name=source,proto3,enum=recommender.v1.NeighbourSource" json:"source,omitempty"`
+	// Why a request was searched rather than answered from a list, for example "filter set" or
+	// "the list is not built yet"; empty from a list.
+	SearchReason string `protobuf:"bytes,3,opt,name=search_reason,json=searchReason,proto3" json:"search_reason,omitempty"`
+	// The retrieval mode of the results.
+	Mode RetrievalMode `protobuf:"varint,4,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	// The embedding model the service ranks with, "lexical" when it has none.
+	EmbeddingModel string `protobuf:"bytes,5,opt,name=embedding_model,json=embeddingModel,proto3" json:"embedding_model,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SimilarPapersResponse) Reset() {
+	*x = SimilarPapersResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SimilarPapersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SimilarPapersResponse) ProtoMessage() {}
+
+func (x *SimilarPapersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SimilarPapersResponse.ProtoReflect.Descriptor instead.
+func (*SimilarPapersResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SimilarPapersResponse) GetResults() []*Recommendation {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *SimilarPapersResponse) GetSource() NeighbourSource {
+	if x != nil {
+		return x.Source
+	}
+	return NeighbourSource_NEIGHBOUR_SOURCE_UNSPECIFIED
+}
+
+func (x *SimilarPapersResponse) GetSearchReason() string {
+	if x != nil {
+		return x.SearchReason
+	}
+	return ""
+}
+
+func (x *SimilarPapersResponse) GetMode() RetrievalMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
+}
+
+func (x *SimilarPapersResponse) GetEmbeddingModel() string {
+	if x != nil {
+		return x.EmbeddingModel
+	}
+	return ""
+}
+
+// ExportNeighbourListsRequest asks for the stored neighbour lists.
+type ExportNeighbourListsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this paper id (the last one received); empty: from the first.
+	AfterPaperId  string `protobuf:"bytes,1,opt,name=after_paper_id,json=afterPaperId,proto3" json:"after_paper_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportNeighbourListsRequest) Reset() {
+	*x = ExportNeighbourListsRequest{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportNeighbourListsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportNeighbourListsRequest) ProtoMessage() {}
+
+func (x *ExportNeighbourListsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportNeighbourListsRequest.ProtoReflect.Descriptor instead.
+func (*ExportNeighbourListsRequest) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ExportNeighbourListsRequest) GetAfterPaperId() string {
+	if x != nil {
+		return x.AfterPaperId
+	}
+	return ""
+}
+
+// ExportNeighbourListsResponse is one batch of neighbour lists.
+type ExportNeighbourListsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lists         []*NeighbourList       `protobuf:"bytes,1,rep,name=lists,proto3" json:"lists,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportNeighbourListsResponse) Reset() {
+	*x = ExportNeighbourListsResponse{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportNeighbourListsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportNeighbourListsResponse) ProtoMessage() {}
+
+func (x *ExportNeighbourListsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportNeighbourListsResponse.ProtoReflect.Descriptor instead.
+func (*ExportNeighbourListsResponse) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ExportNeighbourListsResponse) GetLists() []*NeighbourList {
+	if x != nil {
+		return x.Lists
+	}
+	return nil
+}
+
+// NeighbourList is one paper's precomputed neighbours, best first.
+type NeighbourList struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	PaperId    string                 `protobuf:"bytes,1,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
+	Neighbours []*Neighbour           `protobuf:"bytes,2,rep,name=neighbours,proto3" json:"neighbours,omitempty"`
+	// When the list was last computed (RFC 3339, UTC).
+	ComputedAt    string `protobuf:"bytes,3,opt,name=computed_at,json=computedAt,proto3" json:"computed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NeighbourList) Reset() {
+	*x = NeighbourList{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NeighbourList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NeighbourList) ProtoMessage() {}
+
+func (x *NeighbourList) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NeighbourList.ProtoReflect.Descriptor instead.
+func (*NeighbourList) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *NeighbourList) GetPaperId() string {
+	if x != nil {
+		return x.PaperId
+	}
+	return ""
+}
+
+func (x *NeighbourList) GetNeighbours() []*Neighbour {
+	if x != nil {
+		return x.Neighbours
+	}
+	return nil
+}
+
+func (x *NeighbourList) GetComputedAt() string {
+	if x != nil {
+		return x.ComputedAt
+	}
+	return ""
+}
+
+// Neighbour is one paper of a neighbour list.
+type Neighbour struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	PaperId string                 `protobuf:"bytes,1,opt,name=paper_id,json=paperId,proto3" json:"paper_id,omitempty"`
+	// As Recommendation's score and relevance.
+	Score         float32 `protobuf:"fixed32,2,opt,name=score,proto3" json:"score,omitempty"`
+	Relevance     float32 `protobuf:"fixed32,3,opt,name=relevance,proto3" json:"relevance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Neighbour) Reset() {
+	*x = Neighbour{}
+	mi := &file_recommender_v1_recommender_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Neighbour) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Neighbour) ProtoMessage() {}
+
+func (x *Neighbour) ProtoReflect() protoreflect.Message {
+	mi := &file_recommender_v1_recommender_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Neighbour.ProtoReflect.Descriptor instead.
+func (*Neighbour) Descriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *Neighbour) GetPaperId() string {
+	if x != nil {
+		return x.PaperId
+	}
+	return ""
+}
+
+func (x *Neighbour) GetScore() float32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *Neighbour) GetRelevance() float32 {
+	if x != nil {
+		return x.Relevance
+	}
+	return 0
 }
 
 var File_recommender_v1_recommender_proto protoreflect.FileDescriptor
@@ -2747,7 +3258,7 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\n" +
 	"rejections\x18\x05 \x03(\v2\x19.recommender.v1.RejectionR\n" +
 	"rejections\"\x15\n" +
-	"\x13GetIndexInfoRequest\"\xc4\x03\n" +
+	"\x13GetIndexInfoRequest\"\x91\x04\n" +
 	"\x14GetIndexInfoResponse\x12\x1f\n" +
 	"\vpaper_count\x18\x01 \x01(\x03R\n" +
 	"paperCount\x12#\n" +
@@ -2758,7 +3269,14 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x16embedding_query_prefix\x18\x06 \x01(\tR\x14embeddingQueryPrefix\x12:\n" +
 	"\x19embedding_document_prefix\x18\a \x01(\tR\x17embeddingDocumentPrefix\x12C\n" +
 	"\x10other_vector_set\x18\b \x01(\v2\x19.recommender.v1.VectorSetR\x0eotherVectorSet\x12.\n" +
-	"\x13papers_with_vectors\x18\t \x01(\x03R\x11papersWithVectors\"\xd7\x01\n" +
+	"\x13papers_with_vectors\x18\t \x01(\x03R\x11papersWithVectors\x12K\n" +
+	"\x0fneighbour_lists\x18\n" +
+	" \x01(\v2\".recommender.v1.NeighbourListsInfoR\x0eneighbourLists\"\x7f\n" +
+	"\x12NeighbourListsInfo\x12\x16\n" +
+	"\x06length\x18\x01 \x01(\x05R\x06length\x12\x14\n" +
+	"\x05lists\x18\x02 \x01(\x03R\x05lists\x12\x14\n" +
+	"\x05built\x18\x03 \x01(\bR\x05built\x12%\n" +
+	"\x0epending_writes\x18\x04 \x01(\x03R\rpendingWrites\"\xd7\x01\n" +
 	"\tVectorSet\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1e\n" +
 	"\n" +
@@ -2805,7 +3323,33 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\trelevance\x18\x02 \x01(\x02R\trelevance\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1d\n" +
 	"\n" +
-	"write_time\x18\x04 \x01(\tR\twriteTime*\x80\x01\n" +
+	"write_time\x18\x04 \x01(\tR\twriteTime\"\xb1\x01\n" +
+	"\x14SimilarPapersRequest\x12\x19\n" +
+	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12.\n" +
+	"\x06filter\x18\x03 \x01(\v2\x16.recommender.v1.FilterR\x06filter\x121\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\"\x8b\x02\n" +
+	"\x15SimilarPapersResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x127\n" +
+	"\x06source\x18\x02 \x01(\x0e2\x1f.recommender.v1.NeighbourSourceR\x06source\x12#\n" +
+	"\rsearch_reason\x18\x03 \x01(\tR\fsearchReason\x121\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x12'\n" +
+	"\x0fembedding_model\x18\x05 \x01(\tR\x0eembeddingModel\"C\n" +
+	"\x1bExportNeighbourListsRequest\x12$\n" +
+	"\x0eafter_paper_id\x18\x01 \x01(\tR\fafterPaperId\"S\n" +
+	"\x1cExportNeighbourListsResponse\x123\n" +
+	"\x05lists\x18\x01 \x03(\v2\x1d.recommender.v1.NeighbourListR\x05lists\"\x86\x01\n" +
+	"\rNeighbourList\x12\x19\n" +
+	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x129\n" +
+	"\n" +
+	"neighbours\x18\x02 \x03(\v2\x19.recommender.v1.NeighbourR\n" +
+	"neighbours\x12\x1f\n" +
+	"\vcomputed_at\x18\x03 \x01(\tR\n" +
+	"computedAt\"Z\n" +
+	"\tNeighbour\x12\x19\n" +
+	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x02R\x05score\x12\x1c\n" +
+	"\trelevance\x18\x03 \x01(\x02R\trelevance*\x80\x01\n" +
 	"\rRetrievalMode\x12\x1e\n" +
 	"\x1aRETRIEVAL_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RETRIEVAL_MODE_LEXICAL\x10\x01\x12\x18\n" +
@@ -2822,7 +3366,11 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
 	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
 	"\x15SEED_STATUS_DUPLICATE\x10\x04\x12\x1c\n" +
-	"\x18SEED_STATUS_NO_EMBEDDING\x10\x052\xa6\b\n" +
+	"\x18SEED_STATUS_NO_EMBEDDING\x10\x05*k\n" +
+	"\x0fNeighbourSource\x12 \n" +
+	"\x1cNEIGHBOUR_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15NEIGHBOUR_SOURCE_LIST\x10\x01\x12\x1b\n" +
+	"\x17NEIGHBOUR_SOURCE_SEARCH\x10\x022\xf9\t\n" +
 	"\x12RecommenderService\x12P\n" +
 	"\tRecommend\x12 .recommender.v1.RecommendRequest\x1a!.recommender.v1.RecommendResponse\x12M\n" +
 	"\bGetPaper\x12\x1f.recommender.v1.GetPaperRequest\x1a .recommender.v1.GetPaperResponse\x12Y\n" +
@@ -2838,7 +3386,9 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"DeleteFeed\x12!.recommender.v1.DeleteFeedRequest\x1a\".recommender.v1.DeleteFeedResponse\x12U\n" +
 	"\n" +
 	"StreamFeed\x12!.recommender.v1.StreamFeedRequest\x1a\".recommender.v1.StreamFeedResponse0\x01\x12b\n" +
-	"\x0fRetireVectorSet\x12&.recommender.v1.RetireVectorSetRequest\x1a'.recommender.v1.RetireVectorSetResponseBBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
+	"\x0fRetireVectorSet\x12&.recommender.v1.RetireVectorSetRequest\x1a'.recommender.v1.RetireVectorSetResponse\x12\\\n" +
+	"\rSimilarPapers\x12$.recommender.v1.SimilarPapersRequest\x1a%.recommender.v1.SimilarPapersResponse\x12s\n" +
+	"\x14ExportNeighbourLists\x12+.recommender.v1.ExportNeighbourListsRequest\x1a,.recommender.v1.ExportNeighbourListsResponse0\x01BBZ@github.com/paperrec/recommender/gen/recommender/v1;recommenderv1b\x06proto3"
 
 var (
 	file_recommender_v1_recommender_proto_rawDescOnce sync.Once
@@ -2852,104 +3402,124 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 	return file_recommender_v1_recommender_proto_rawDescData
 }
 
-var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_recommender_v1_recommender_proto_goTypes = []any{
-	(RetrievalMode)(0),              // 0: recommender.v1.RetrievalMode
-	(SeedStrategy)(0),               // 1: recommender.v1.SeedStrategy
-	(SeedStatus)(0),                 // 2: recommender.v1.SeedStatus
-	(*Paper)(nil),                   // 3: recommender.v1.Paper
-	(*Filter)(nil),                  // 4: recommender.v1.Filter
-	(*RecommendRequest)(nil),        // 5: recommender.v1.RecommendRequest
-	(*SeedPaper)(nil),               // 6: recommender.v1.SeedPaper
-	(*Seed)(nil),                    // 7: recommender.v1.Seed
-	(*SharedTerm)(nil),              // 8: recommender.v1.SharedTerm
-	(*Explanation)(nil),             // 9: recommender.v1.Explanation
-	(*Recommendation)(nil),          // 10: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),       // 11: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),         // 12: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),        // 13: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),     // 14: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil),    // 15: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),     // 16: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil),    // 17: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),     // 18: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),               // 19: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil),    // 20: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),     // 21: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil),    // 22: recommender.v1.GetIndexInfoResponse
-	(*VectorSet)(nil),               // 23: recommender.v1.VectorSet
-	(*RetireVectorSetRequest)(nil),  // 24: recommender.v1.RetireVectorSetRequest
-	(*RetireVectorSetResponse)(nil), // 25: recommender.v1.RetireVectorSetResponse
-	(*Feed)(nil),                    // 26: recommender.v1.Feed
-	(*CreateFeedRequest)(nil),       // 27: recommender.v1.CreateFeedRequest
-	(*CreateFeedResponse)(nil),      // 28: recommender.v1.CreateFeedResponse
-	(*GetFeedRequest)(nil),          // 29: recommender.v1.GetFeedRequest
-	(*GetFeedResponse)(nil),         // 30: recommender.v1.GetFeedResponse
-	(*ListFeedsRequest)(nil),        // 31: recommender.v1.ListFeedsRequest
-	(*ListFeedsResponse)(nil),       // 32: recommender.v1.ListFeedsResponse
-	(*DeleteFeedRequest)(nil),       // 33: recommender.v1.DeleteFeedRequest
-	(*DeleteFeedResponse)(nil),      // 34: recommender.v1.DeleteFeedResponse
-	(*StreamFeedRequest)(nil),       // 35: recommender.v1.StreamFeedRequest
-	(*StreamFeedResponse)(nil),      // 36: recommender.v1.StreamFeedResponse
+	(RetrievalMode)(0),                   // 0: recommender.v1.RetrievalMode
+	(SeedStrategy)(0),                    // 1: recommender.v1.SeedStrategy
+	(SeedStatus)(0),                      // 2: recommender.v1.SeedStatus
+	(NeighbourSource)(0),                 // 3: recommender.v1.NeighbourSource
+	(*Paper)(nil),                        // 4: recommender.v1.Paper
+	(*Filter)(nil),                       // 5: recommender.v1.Filter
+	(*RecommendRequest)(nil),             // 6: recommender.v1.RecommendRequest
+	(*SeedPaper)(nil),                    // 7: recommender.v1.SeedPaper
+	(*Seed)(nil),                         // 8: recommender.v1.Seed
+	(*SharedTerm)(nil),                   // 9: recommender.v1.SharedTerm
+	(*Explanation)(nil),                  // 10: recommender.v1.Explanation
+	(*Recommendation)(nil),               // 11: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),            // 12: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),              // 13: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),             // 14: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),          // 15: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil),         // 16: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),          // 17: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil),         // 18: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),          // 19: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),                    // 20: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil),         // 21: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),          // 22: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil),         // 23: recommender.v1.GetIndexInfoResponse
+	(*NeighbourListsInfo)(nil),           // 24: recommender.v1.NeighbourListsInfo
+	(*VectorSet)(nil),                    // 25: recommender.v1.VectorSet
+	(*RetireVectorSetRequest)(nil),       // 26: recommender.v1.RetireVectorSetRequest
+	(*RetireVectorSetResponse)(nil),      // 27: recommender.v1.RetireVectorSetResponse
+	(*Feed)(nil),                         // 28: recommender.v1.Feed
+	(*CreateFeedRequest)(nil),            // 29: recommender.v1.CreateFeedRequest
+	(*CreateFeedResponse)(nil),           // 30: recommender.v1.CreateFeedResponse
+	(*GetFeedRequest)(nil),               // 31: recommender.v1.GetFeedRequest
+	(*GetFeedResponse)(nil),              // 32: recommender.v1.GetFeedResponse
+	(*ListFeedsRequest)(nil),             // 33: recommender.v1.ListFeedsRequest
+	(*ListFeedsResponse)(nil),            // 34: recommender.v1.ListFeedsResponse
+	(*DeleteFeedRequest)(nil),            // 35: recommender.v1.DeleteFeedRequest
+	(*DeleteFeedResponse)(nil),           // 36: recommender.v1.DeleteFeedResponse
+	(*StreamFeedRequest)(nil),            // 37: recommender.v1.StreamFeedRequest
+	(*StreamFeedResponse)(nil),           // 38: recommender.v1.StreamFeedResponse
+	(*SimilarPapersRequest)(nil),         // 39: recommender.v1.SimilarPapersRequest
+	(*SimilarPapersResponse)(nil),        // 40: recommender.v1.SimilarPapersResponse
+	(*ExportNeighbourListsRequest)(nil),  // 41: recommender.v1.ExportNeighbourListsRequest
+	(*ExportNeighbourListsResponse)(nil), // 42: recommender.v1.ExportNeighbourListsResponse
+	(*NeighbourList)(nil),                // 43: recommender.v1.NeighbourList
+	(*Neighbour)(nil),                    // 44: recommender.v1.Neighbour
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
-	4,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
+	5,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 1: recommender.v1.RecommendRequest.mode:type_name -> recommender.v1.RetrievalMode
 	1,  // 2: recommender.v1.RecommendRequest.strategy:type_name -> recommender.v1.SeedStrategy
-	6,  // 3: recommender.v1.RecommendRequest.positive_papers:type_name -> recommender.v1.SeedPaper
-	6,  // 4: recommender.v1.RecommendRequest.negative_papers:type_name -> recommender.v1.SeedPaper
+	7,  // 3: recommender.v1.RecommendRequest.positive_papers:type_name -> recommender.v1.SeedPaper
+	7,  // 4: recommender.v1.RecommendRequest.negative_papers:type_name -> recommender.v1.SeedPaper
 	2,  // 5: recommender.v1.Seed.status:type_name -> recommender.v1.SeedStatus
-	8,  // 6: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
-	3,  // 7: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
-	9,  // 8: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
-	10, // 9: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
+	9,  // 6: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
+	4,  // 7: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
+	10, // 8: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
+	11, // 9: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
 	0,  // 10: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
 	1,  // 11: recommender.v1.RecommendResponse.strategy:type_name -> recommender.v1.SeedStrategy
-	7,  // 12: recommender.v1.RecommendResponse.seeds:type_name -> recommender.v1.Seed
-	3,  // 13: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
-	3,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
-	3,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
-	19, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	23, // 17: recommender.v1.GetIndexInfoResponse.other_vector_set:type_name -> recommender.v1.VectorSet
-	23, // 18: recommender.v1.RetireVectorSetResponse.retired:type_name -> recommender.v1.VectorSet
-	6,  // 19: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
-	4,  // 20: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
-	0,  // 21: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
-	26, // 22: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
-	26, // 23: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
-	26, // 24: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
-	26, // 25: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
-	3,  // 26: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
-	5,  // 27: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	12, // 28: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	14, // 29: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	16, // 30: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	18, // 31: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	21, // 32: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	27, // 33: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
-	29, // 34: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
-	31, // 35: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
-	33, // 36: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
-	35, // 37: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
-	24, // 38: recommender.v1.RecommenderService.RetireVectorSet:input_type -> recommender.v1.RetireVectorSetRequest
-	11, // 39: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	13, // 40: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	15, // 41: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	17, // 42: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	20, // 43: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	22, // 44: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	28, // 45: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
-	30, // 46: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
-	32, // 47: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
-	34, // 48: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
-	36, // 49: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
-	25, // 50: recommender.v1.RecommenderService.RetireVectorSet:output_type -> recommender.v1.RetireVectorSetResponse
-	39, // [39:51] is the sub-list for method output_type
-	27, // [27:39] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	8,  // 12: recommender.v1.RecommendResponse.seeds:type_name -> recommender.v1.Seed
+	4,  // 13: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
+	4,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
+	4,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
+	20, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
+	25, // 17: recommender.v1.GetIndexInfoResponse.other_vector_set:type_name -> recommender.v1.VectorSet
+	24, // 18: recommender.v1.GetIndexInfoResponse.neighbour_lists:type_name -> recommender.v1.NeighbourListsInfo
+	25, // 19: recommender.v1.RetireVectorSetResponse.retired:type_name -> recommender.v1.VectorSet
+	7,  // 20: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
+	5,  // 21: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
+	0,  // 22: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
+	28, // 23: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
+	28, // 24: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
+	28, // 25: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
+	28, // 26: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
+	4,  // 27: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
+	5,  // 28: recommender.v1.SimilarPapersRequest.filter:type_name -> recommender.v1.Filter
+	0,  // 29: recommender.v1.SimilarPapersRequest.mode:type_name -> recommender.v1.RetrievalMode
+	11, // 30: recommender.v1.SimilarPapersResponse.results:type_name -> recommender.v1.Recommendation
+	3,  // 31: recommender.v1.SimilarPapersResponse.source:type_name -> recommender.v1.NeighbourSource
+	0,  // 32: recommender.v1.SimilarPapersResponse.mode:type_name -> recommender.v1.RetrievalMode
+	43, // 33: recommender.v1.ExportNeighbourListsResponse.lists:type_name -> recommender.v1.NeighbourList
+	44, // 34: recommender.v1.NeighbourList.neighbours:type_name -> recommender.v1.Neighbour
+	6,  // 35: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	13, // 36: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	15, // 37: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	17, // 38: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	19, // 39: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	22, // 40: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	29, // 41: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
+	31, // 42: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
+	33, // 43: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
+	35, // 44: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
+	37, // 45: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
+	26, // 46: recommender.v1.RecommenderService.RetireVectorSet:input_type -> recommender.v1.RetireVectorSetRequest
+	39, // 47: recommender.v1.RecommenderService.SimilarPapers:input_type -> recommender.v1.SimilarPapersRequest
+	41, // 48: recommender.v1.RecommenderService.ExportNeighbourLists:input_type -> recommender.v1.ExportNeighbourListsRequest
+	12, // 49: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	14, // 50: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	16, // 51: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	18, // 52: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	21, // 53: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	23, // 54: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	30, // 55: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
+	32, // 56: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
+	34, // 57: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
+	36, // 58: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
+	38, // 59: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
+	27, // 60: recommender.v1.RecommenderService.RetireVectorSet:output_type -> recommender.v1.RetireVectorSetResponse
+	40, // 61: recommender.v1.RecommenderService.SimilarPapers:output_type -> recommender.v1.SimilarPapersResponse
+	42, // 62: recommender.v1.RecommenderService.ExportNeighbourLists:output_type -> recommender.v1.ExportNeighbourListsResponse
+	49, // [49:63] is the sub-list for method output_type
+	35, // [35:49] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -2966,8 +3536,8 @@ func file_recommender_v1_recommender_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   34,
+			NumEnums:      4,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

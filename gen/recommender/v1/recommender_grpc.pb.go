@@ -22,18 +22,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RecommenderService_Recommend_FullMethodName       = "/recommender.v1.RecommenderService/Recommend"
-	RecommenderService_GetPaper_FullMethodName        = "/recommender.v1.RecommenderService/GetPaper"
-	RecommenderService_UpsertPapers_FullMethodName    = "/recommender.v1.RecommenderService/UpsertPapers"
-	RecommenderService_DeletePapers_FullMethodName    = "/recommender.v1.RecommenderService/DeletePapers"
-	RecommenderService_IngestPapers_FullMethodName    = "/recommender.v1.RecommenderService/IngestPapers"
-	RecommenderService_GetIndexInfo_FullMethodName    = "/recommender.v1.RecommenderService/GetIndexInfo"
-	RecommenderService_CreateFeed_FullMethodName      = "/recommender.v1.RecommenderService/CreateFeed"
-	RecommenderService_GetFeed_FullMethodName         = "/recommender.v1.RecommenderService/GetFeed"
-	RecommenderService_ListFeeds_FullMethodName       = "/recommender.v1.RecommenderService/ListFeeds"
-	RecommenderService_DeleteFeed_FullMethodName      = "/recommender.v1.RecommenderService/DeleteFeed"
-	RecommenderService_StreamFeed_FullMethodName      = "/recommender.v1.RecommenderService/StreamFeed"
-	RecommenderService_RetireVectorSet_FullMethodName = "/recommender.v1.RecommenderService/RetireVectorSet"
+	RecommenderService_Recommend_FullMethodName            = "/recommender.v1.RecommenderService/Recommend"
+	RecommenderService_GetPaper_FullMethodName             = "/recommender.v1.RecommenderService/GetPaper"
+	RecommenderService_UpsertPapers_FullMethodName         = "/recommender.v1.RecommenderService/UpsertPapers"
+	RecommenderService_DeletePapers_FullMethodName         = "/recommender.v1.RecommenderService/DeletePapers"
+	RecommenderService_IngestPapers_FullMethodName         = "/recommender.v1.RecommenderService/IngestPapers"
+	RecommenderService_GetIndexInfo_FullMethodName         = "/recommender.v1.RecommenderService/GetIndexInfo"
+	RecommenderService_CreateFeed_FullMethodName           = "/recommender.v1.RecommenderService/CreateFeed"
+	RecommenderService_GetFeed_FullMethodName              = "/recommender.v1.RecommenderService/GetFeed"
+	RecommenderService_ListFeeds_FullMethodName            = "/recommender.v1.RecommenderService/ListFeeds"
+	RecommenderService_DeleteFeed_FullMethodName           = "/recommender.v1.RecommenderService/DeleteFeed"
+	RecommenderService_StreamFeed_FullMethodName           = "/recommender.v1.RecommenderService/StreamFeed"
+	RecommenderService_RetireVectorSet_FullMethodName      = "/recommender.v1.RecommenderService/RetireVectorSet"
+	RecommenderService_SimilarPapers_FullMethodName        = "/recommender.v1.RecommenderService/SimilarPapers"
+	RecommenderService_ExportNeighbourLists_FullMethodName = "/recommender.v1.RecommenderService/ExportNeighbourLists"
 )
 
 // RecommenderServiceClient is the client API for RecommenderService service.
@@ -83,6 +85,16 @@ type RecommenderServiceClient interface {
 	// embedding model (GetIndexInfoResponse.other_vector_set): until then the move can be rolled
 	// back. FAILED_PRECONDITION while a re-embedding is filling that set, and when there is none.
 	RetireVectorSet(ctx context.Context, in *RetireVectorSetRequest, opts ...grpc.CallOption) (*RetireVectorSetResponse, error)
+	// SimilarPapers returns the papers most like one stored paper, as Recommend with that paper as
+	// its one seed would. A request of the default shape (no filter, the service's mode, at most as
+	// many results as the lists hold) is answered from the paper's precomputed neighbour list when
+	// the server keeps lists and has built this one; any other request, or a paper whose list is not
+	// built yet, by a search. The response says which. NOT_FOUND when the paper is unknown.
+	SimilarPapers(ctx context.Context, in *SimilarPapersRequest, opts ...grpc.CallOption) (*SimilarPapersResponse, error)
+	// ExportNeighbourLists streams every stored neighbour list, in batches, for batch consumers:
+	// in an order of the store's, resumable after the last paper id received.
+	// FAILED_PRECONDITION when the server keeps no lists.
+	ExportNeighbourLists(ctx context.Context, in *ExportNeighbourListsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportNeighbourListsResponse], error)
 }
 
 type recommenderServiceClient struct {
@@ -225,6 +237,35 @@ func (c *recommenderServiceClient) RetireVectorSet(ctx context.Context, in *Reti
 	return out, nil
 }
 
+func (c *recommenderServiceClient) SimilarPapers(ctx context.Context, in *SimilarPapersRequest, opts ...grpc.CallOption) (*SimilarPapersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SimilarPapersResponse)
+	err := c.cc.Invoke(ctx, RecommenderService_SimilarPapers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *recommenderServiceClient) ExportNeighbourLists(ctx context.Context, in *ExportNeighbourListsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportNeighbourListsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RecommenderService_ServiceDesc.Streams[2], RecommenderService_ExportNeighbourLists_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportNeighbourListsRequest, ExportNeighbourListsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RecommenderService_ExportNeighbourListsClient = grpc.ServerStreamingClient[ExportNeighbourListsResponse]
+
 // RecommenderServiceServer is the server API for RecommenderService service.
 // All implementations must embed UnimplementedRecommenderServiceServer
 // for forward compatibility.
@@ -272,6 +313,16 @@ type RecommenderServiceServer interface {
 	// embedding model (GetIndexInfoResponse.other_vector_set): until then the move can be rolled
 	// back. FAILED_PRECONDITION while a re-embedding is filling that set, and when there is none.
 	RetireVectorSet(context.Context, *RetireVectorSetRequest) (*RetireVectorSetResponse, error)
+	// SimilarPapers returns the papers most like one stored paper, as Recommend with that paper as
+	// its one seed would. A request of the default shape (no filter, the service's mode, at most as
+	// many results as the lists hold) is answered from the paper's precomputed neighbour list when
+	// the server keeps lists and has built this one; any other request, or a paper whose list is not
+	// built yet, by a search. The response says which. NOT_FOUND when the paper is unknown.
+	SimilarPapers(context.Context, *SimilarPapersRequest) (*SimilarPapersResponse, error)
+	// ExportNeighbourLists streams every stored neighbour list, in batches, for batch consumers:
+	// in an order of the store's, resumable after the last paper id received.
+	// FAILED_PRECONDITION when the server keeps no lists.
+	ExportNeighbourLists(*ExportNeighbourListsRequest, grpc.ServerStreamingServer[ExportNeighbourListsResponse]) error
 	mustEmbedUnimplementedRecommenderServiceServer()
 }
 
@@ -317,6 +368,12 @@ func (UnimplementedRecommenderServiceServer) StreamFeed(*StreamFeedRequest, grpc
 }
 func (UnimplementedRecommenderServiceServer) RetireVectorSet(context.Context, *RetireVectorSetRequest) (*RetireVectorSetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetireVectorSet not implemented")
+}
+func (UnimplementedRecommenderServiceServer) SimilarPapers(context.Context, *SimilarPapersRequest) (*SimilarPapersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SimilarPapers not implemented")
+}
+func (UnimplementedRecommenderServiceServer) ExportNeighbourLists(*ExportNeighbourListsRequest, grpc.ServerStreamingServer[ExportNeighbourListsResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportNeighbourLists not implemented")
 }
 func (UnimplementedRecommenderServiceServer) mustEmbedUnimplementedRecommenderServiceServer() {}
 func (UnimplementedRecommenderServiceServer) testEmbeddedByValue()                            {}
@@ -537,6 +594,35 @@ func _RecommenderService_RetireVectorSet_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RecommenderService_SimilarPapers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SimilarPapersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RecommenderServiceServer).SimilarPapers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RecommenderService_SimilarPapers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RecommenderServiceServer).SimilarPapers(ctx, req.(*SimilarPapersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RecommenderService_ExportNeighbourLists_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportNeighbourListsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RecommenderServiceServer).ExportNeighbourLists(m, &grpc.GenericServerStream[ExportNeighbourListsRequest, ExportNeighbourListsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RecommenderService_ExportNeighbourListsServer = grpc.ServerStreamingServer[ExportNeighbourListsResponse]
+
 // RecommenderService_ServiceDesc is the grpc.ServiceDesc for RecommenderService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +670,10 @@ var RecommenderService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RetireVectorSet",
 			Handler:    _RecommenderService_RetireVectorSet_Handler,
 		},
+		{
+			MethodName: "SimilarPapers",
+			Handler:    _RecommenderService_SimilarPapers_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -594,6 +684,11 @@ var RecommenderService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamFeed",
 			Handler:       _RecommenderService_StreamFeed_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportNeighbourLists",
+			Handler:       _RecommenderService_ExportNeighbourLists_Handler,
 			ServerStreams: true,
 		},
 	},

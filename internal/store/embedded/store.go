@@ -255,7 +255,7 @@ func (s *Store) load() error {
 		if err := checkMetaSum(s.db.Path(), meta); err != nil {
 			return err
 		}
-		for _, name := range [][]byte{bucketFeeds, bucketVectors1} {
+		for _, name := range [][]byte{bucketFeeds, bucketVectors1, bucketLists, bucketListsMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -433,7 +433,7 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read stored paper %q: %w", id, err)
 			}
-			if err := errors.Join(b.Delete([]byte(id)), tx.Bucket(bucketVectors1).Delete([]byte(id))); err != nil {
+			if err := errors.Join(b.Delete([]byte(id)), tx.Bucket(bucketVectors1).Delete([]byte(id)), deleteList(tx, id)); err != nil {
 				return nil, err
 			}
 			changes = append(changes, change{id: id, oldLex: prev.Lexical, hadOld: true, deleted: true})

@@ -43,10 +43,15 @@ func (s *Store) feedsCollection() string { return s.opts.Collection + "_feeds" }
 func (s *Store) ensureFeeds(ctx context.Context) error {
 	s.feedsMu.Lock()
 	defer s.feedsMu.Unlock()
-	if s.feedsOK {
+	return s.ensurePayloadCollection(ctx, s.feedsCollection(), &s.feedsOK)
+}
+
+// ensurePayloadCollection creates a collection of payloads alone (one shard, the papers'
+// replication) unless *ok says it exists; the caller holds the mutex guarding ok.
+func (s *Store) ensurePayloadCollection(ctx context.Context, name string, ok *bool) error {
+	if *ok {
 		return nil
 	}
-	name := s.feedsCollection()
 	exists, err := s.client.CollectionExists(ctx, name)
 	if err != nil {
 		return mapErr(name, err)
@@ -58,7 +63,7 @@ func (s *Store) ensureFeeds(ctx context.Context) error {
 			return mapErr(name, err)
 		}
 	}
-	s.feedsOK = true
+	*ok = true
 	return nil
 }
 

@@ -68,6 +68,8 @@ type Store struct {
 	feedsMu  sync.Mutex
 	feedsOK  bool // the feeds collection exists
 	logIndex bool // the write sequence's payload index exists; under feedsMu
+	listsMu  sync.Mutex
+	listsOK  bool // the neighbour lists collection exists
 }
 
 var (
@@ -468,8 +470,14 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 			notFound = append(notFound, id)
 		}
 	}
-	// From the other collection too: a paper deleted must not come back with a switch.
-	for _, c := range []string{other, coll} {
+	if len(pids) > 0 {
+		if err := s.ensureLists(ctx); err != nil {
+			return nil, err
+		}
+	}
+	// From the other collection too: a paper deleted must not come back with a switch. The
+	// lists' first: a list outliving its paper would be exported.
+	for _, c := range []string{s.listsCollection(), other, coll} {
 		if len(pids) == 0 || c == "" {
 			continue
 		}

@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener, f Features) {
 		{"Feeds", testFeeds},
 		{"WriteLog", testWriteLog},
 		{"VectorSets", testVectorSets},
+		{"NeighbourLists", testNeighbourLists},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })

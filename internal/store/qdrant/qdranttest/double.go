@@ -375,6 +375,17 @@ func (s *points) Delete(ctx context.Context, req *qc.DeletePoints) (*qc.PointsOp
 	for _, id := range req.GetPoints().GetPoints().GetIds() {
 		delete(c.points, idKey(id))
 	}
+	if f := req.GetPoints().GetFilter(); f != nil {
+		for k, p := range c.points {
+			ok, err := matches(p, f)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				delete(c.points, k)
+			}
+		}
+	}
 	return completed(), nil
 }
 
@@ -464,7 +475,17 @@ func (s *points) Count(ctx context.Context, req *qc.CountPoints) (*qc.CountRespo
 	if err != nil {
 		return nil, err
 	}
-	return &qc.CountResponse{Result: &qc.CountResult{Count: uint64(len(c.points))}}, nil
+	var n uint64
+	for _, p := range c.points {
+		ok, err := matches(p, req.GetFilter())
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return &qc.CountResponse{Result: &qc.CountResult{Count: n}}, nil
 }
 
 type scored struct {
@@ -656,6 +677,8 @@ func condition(p *qc.PointStruct, c *qc.Condition) (bool, error) {
 		return false, nil
 	case c.GetFilter() != nil:
 		return matches(p, c.GetFilter())
+	case c.GetIsEmpty() != nil:
+		return len(payloadValues(p.GetPayload()[c.GetIsEmpty().GetKey()])) == 0, nil
 	case c.GetField() != nil:
 		fc := c.GetField()
 		values := payloadValues(p.GetPayload()[fc.GetKey()])

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file recommender/v1/recommender.proto.
  */
 export const file_recommender_v1_recommender: GenFile = /*@__PURE__*/
-  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEikgEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJEgsKA3VybBgJIAEoCSJsCgZGaWx0ZXISEAoIbWluX3llYXIYASABKAUSEAoIbWF4X3llYXIYAiABKAUSEgoKY2F0ZWdvcmllcxgDIAMoCRIPCgdhdXRob3JzGAQgAygJEhkKEWV4Y2x1ZGVfcGFwZXJfaWRzGAUgAygJIt0DChBSZWNvbW1lbmRSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhoKEnBvc2l0aXZlX3BhcGVyX2lkcxgCIAMoCRIaChJuZWdhdGl2ZV9wYXBlcl9pZHMYAyADKAkSJgoGZmlsdGVyGAQgASgLMhYucmVjb21tZW5kZXIudjEuRmlsdGVyEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJEisKBG1vZGUYByABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEhsKE2NhbmRpZGF0ZV9wYXBlcl9pZHMYCCADKAkSEQoJZGl2ZXJzaXR5GAkgASgCEh4KFnJlY2VuY3lfaGFsZl9saWZlX2RheXMYCiABKAISDwoHZXhwbGFpbhgLIAEoCBINCgVleGFjdBgMIAEoCBIuCghzdHJhdGVneRgNIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIyCg9wb3NpdGl2ZV9wYXBlcnMYDiADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXISMgoPbmVnYXRpdmVfcGFwZXJzGA8gAygLMhkucmVjb21tZW5kZXIudjEuU2VlZFBhcGVyIl8KCVNlZWRQYXBlchINCgV0aXRsZRgBIAEoCRIQCghhYnN0cmFjdBgCIAEoCRIPCgdhdXRob3JzGAMgAygJEgwKBHllYXIYBCABKAUSEgoKY2F0ZWdvcmllcxgFIAMoCSKJAQoEU2VlZBISCghwYXBlcl9pZBgBIAEoCUgAEhYKDGlubGluZV9pbmRleBgCIAEoBUgAEhAKCG5lZ2F0aXZlGAMgASgIEioKBnN0YXR1cxgEIAEoDjIaLnJlY29tbWVuZGVyLnYxLlNlZWRTdGF0dXMSDQoFdGl0bGUYBSABKAlCCAoGc291cmNlIioKClNoYXJlZFRlcm0SDAoEdGVybRgBIAEoCRIOCgZ3ZWlnaHQYAiABKAIi5wEKC0V4cGxhbmF0aW9uEhUKDWxleGljYWxfc2NvcmUYASABKAISEwoLZGVuc2Vfc2NvcmUYAiABKAISEwoLZnVzZWRfc2NvcmUYAyABKAISFwoPY2xvc2VzdF9zZWVkX2lkGAQgASgJEh8KF2Nsb3Nlc3Rfc2VlZF9zaW1pbGFyaXR5GAUgASgCEjAKDHNoYXJlZF90ZXJtcxgGIAMoCzIaLnJlY29tbWVuZGVyLnYxLlNoYXJlZFRlcm0SDwoHc3VtbWFyeRgHIAEoCRIaChJsZXhpY2FsX3NpbWlsYXJpdHkYCCABKAIipwEKDlJlY29tbWVuZGF0aW9uEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISDQoFc2NvcmUYAiABKAISGwoTZHVwbGljYXRlX3BhcGVyX2lkcxgDIAMoCRIwCgtleHBsYW5hdGlvbhgEIAEoCzIbLnJlY29tbWVuZGVyLnYxLkV4cGxhbmF0aW9uEhEKCXJlbGV2YW5jZRgFIAEoAiLTAgoRUmVjb21tZW5kUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZGF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIrCgRtb2RlGAMgASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRIdChV1bmtub3duX2NhbmRpZGF0ZV9pZHMYBCADKAkSLgoIc3RyYXRlZ3kYBSABKA4yHC5yZWNvbW1lbmRlci52MS5TZWVkU3RyYXRlZ3kSFwoPZW1iZWRkaW5nX21vZGVsGAYgASgJEhUKDWluZGV4X3ZlcnNpb24YByABKAQSEAoIZmFsbGJhY2sYCCABKAkSIwoFc2VlZHMYCSADKAsyFC5yZWNvbW1lbmRlci52MS5TZWVkEhEKCWNvaGVyZW5jZRgKIAEoAiIjCg9HZXRQYXBlclJlcXVlc3QSEAoIcGFwZXJfaWQYASABKAkiOAoQR2V0UGFwZXJSZXNwb25zZRIkCgVwYXBlchgBIAEoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIjwKE1Vwc2VydFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiTAoUVXBzZXJ0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUiKAoTRGVsZXRlUGFwZXJzUmVxdWVzdBIRCglwYXBlcl9pZHMYASADKAkiRAoURGVsZXRlUGFwZXJzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoBRIbChNub3RfZm91bmRfcGFwZXJfaWRzGAIgAygJIjwKE0luZ2VzdFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiPwoJUmVqZWN0aW9uEhAKCHBhcGVyX2lkGAEgASgJEhAKCHBvc2l0aW9uGAIgASgDEg4KBnJlYXNvbhgDIAEoCSKNAQoUSW5nZXN0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAMSDwoHdXBkYXRlZBgCIAEoAxIRCgl1bmNoYW5nZWQYAyABKAMSEAoIcmVqZWN0ZWQYBCABKAMSLQoKcmVqZWN0aW9ucxgFIAMoCzIZLnJlY29tbWVuZGVyLnYxLlJlamVjdGlvbiIVChNHZXRJbmRleEluZm9SZXF1ZXN0IqUCChRHZXRJbmRleEluZm9SZXNwb25zZRITCgtwYXBlcl9jb3VudBgBIAEoAxIVCg1zdG9yZV9iYWNrZW5kGAIgASgJEhcKD2VtYmVkZGluZ19tb2RlbBgDIAEoCRIcChRlbWJlZGRpbmdfZGltZW5zaW9ucxgEIAEoBRIVCg1pbmRleF92ZXJzaW9uGAUgASgEEh4KFmVtYmVkZGluZ19xdWVyeV9wcmVmaXgYBiABKAkSIQoZZW1iZWRkaW5nX2RvY3VtZW50X3ByZWZpeBgHIAEoCRIzChBvdGhlcl92ZWN0b3Jfc2V0GAggASgLMhkucmVjb21tZW5kZXIudjEuVmVjdG9yU2V0EhsKE3BhcGVyc193aXRoX3ZlY3RvcnMYCSABKAMiiwEKCVZlY3RvclNldBINCgVtb2RlbBgBIAEoCRISCgpkaW1lbnNpb25zGAIgASgFEhQKDHF1ZXJ5X3ByZWZpeBgDIAEoCRIXCg9kb2N1bWVudF9wcmVmaXgYBCABKAkSGwoTcGFwZXJzX3dpdGhfdmVjdG9ycxgFIAEoAxIPCgdmaWxsaW5nGAYgASgIIhgKFlJldGlyZVZlY3RvclNldFJlcXVlc3QiRQoXUmV0aXJlVmVjdG9yU2V0UmVzcG9uc2USKgoHcmV0aXJlZBgBIAEoCzIZLnJlY29tbWVuZGVyLnYxLlZlY3RvclNldCKFAgoERmVlZBIPCgdmZWVkX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcXVlcnkYAyABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAQgAygJEjIKD3Bvc2l0aXZlX3BhcGVycxgFIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchImCgZmaWx0ZXIYBiABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISFQoNbWluX3JlbGV2YW5jZRgHIAEoAhIrCgRtb2RlGAggASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRITCgtjcmVhdGVfdGltZRgJIAEoCSI3ChFDcmVhdGVGZWVkUmVxdWVzdBIiCgRmZWVkGAEgASgLMhQucmVjb21tZW5kZXIudjEuRmVlZCI4ChJDcmVhdGVGZWVkUmVzcG9uc2USIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiIQoOR2V0RmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCSI1Cg9HZXRGZWVkUmVzcG9uc2USIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiEgoQTGlzdEZlZWRzUmVxdWVzdCI4ChFMaXN0RmVlZHNSZXNwb25zZRIjCgVmZWVkcxgBIAMoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiJAoRRGVsZXRlRmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCSIUChJEZWxldGVGZWVkUmVzcG9uc2UiQwoRU3RyZWFtRmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFc2luY2UYAyABKAkicQoSU3RyZWFtRmVlZFJlc3BvbnNlEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISEQoJcmVsZXZhbmNlGAIgASgCEg4KBmN1cnNvchgDIAEoCRISCgp3cml0ZV90aW1lGAQgASgJKoABCg1SZXRyaWV2YWxNb2RlEh4KGlJFVFJJRVZBTF9NT0RFX1VOU1BFQ0lGSUVEEAASGgoWUkVUUklFVkFMX01PREVfTEVYSUNBTBABEhgKFFJFVFJJRVZBTF9NT0RFX0RFTlNFEAISGQoVUkVUUklFVkFMX01PREVfSFlCUklEEAMqZQoMU2VlZFN0cmF0ZWd5Eh0KGVNFRURfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIaChZTRUVEX1NUUkFURUdZX1BFUl9TRUVEEAESGgoWU0VFRF9TVFJBVEVHWV9DRU5UUk9JRBACKqwBCgpTZWVkU3RhdHVzEhsKF1NFRURfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRU0VFRF9TVEFUVVNfRk9VTkQQARIWChJTRUVEX1NUQVRVU19JTkxJTkUQAhIZChVTRUVEX1NUQVRVU19OT1RfRk9VTkQQAxIZChVTRUVEX1NUQVRVU19EVVBMSUNBVEUQBBIcChhTRUVEX1NUQVRVU19OT19FTUJFRERJTkcQBTKmCAoSUmVjb21tZW5kZXJTZXJ2aWNlElAKCVJlY29tbWVuZBIgLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlcXVlc3QaIS5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXNwb25zZRJNCghHZXRQYXBlchIfLnJlY29tbWVuZGVyLnYxLkdldFBhcGVyUmVxdWVzdBogLnJlY29tbWVuZGVyLnYxLkdldFBhcGVyUmVzcG9uc2USWQoMVXBzZXJ0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1Jlc3BvbnNlElkKDERlbGV0ZVBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXNwb25zZRJbCgxJbmdlc3RQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVzcG9uc2UoARJZCgxHZXRJbmRleEluZm8SIy5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVzcG9uc2USUwoKQ3JlYXRlRmVlZBIhLnJlY29tbWVuZGVyLnYxLkNyZWF0ZUZlZWRSZXF1ZXN0GiIucmVjb21tZW5kZXIudjEuQ3JlYXRlRmVlZFJlc3BvbnNlEkoKB0dldEZlZWQSHi5yZWNvbW1lbmRlci52MS5HZXRGZWVkUmVxdWVzdBofLnJlY29tbWVuZGVyLnYxLkdldEZlZWRSZXNwb25zZRJQCglMaXN0RmVlZHMSIC5yZWNvbW1lbmRlci52MS5MaXN0RmVlZHNSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuTGlzdEZlZWRzUmVzcG9uc2USUwoKRGVsZXRlRmVlZBIhLnJlY29tbWVuZGVyLnYxLkRlbGV0ZUZlZWRSZXF1ZXN0GiIucmVjb21tZW5kZXIudjEuRGVsZXRlRmVlZFJlc3BvbnNlElUKClN0cmVhbUZlZWQSIS5yZWNvbW1lbmRlci52MS5TdHJlYW1GZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLlN0cmVhbUZlZWRSZXNwb25zZTABEmIKD1JldGlyZVZlY3RvclNldBImLnJlY29tbWVuZGVyLnYxLlJldGlyZVZlY3RvclNldFJlcXVlc3QaJy5yZWNvbW1lbmRlci52MS5SZXRpcmVWZWN0b3JTZXRSZXNwb25zZUJCWkBnaXRodWIuY29tL3BhcGVycmVjL3JlY29tbWVuZGVyL2dlbi9yZWNvbW1lbmRlci92MTtyZWNvbW1lbmRlcnYxYgZwcm90bzM");
+  fileDesc("CiByZWNvbW1lbmRlci92MS9yZWNvbW1lbmRlci5wcm90bxIOcmVjb21tZW5kZXIudjEikgEKBVBhcGVyEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEhAKCGFic3RyYWN0GAMgASgJEg8KB2F1dGhvcnMYBCADKAkSEgoKY2F0ZWdvcmllcxgFIAMoCRIMCgR5ZWFyGAYgASgFEgwKBGRhdGUYByABKAkSDgoGdG9waWNzGAggAygJEgsKA3VybBgJIAEoCSJsCgZGaWx0ZXISEAoIbWluX3llYXIYASABKAUSEAoIbWF4X3llYXIYAiABKAUSEgoKY2F0ZWdvcmllcxgDIAMoCRIPCgdhdXRob3JzGAQgAygJEhkKEWV4Y2x1ZGVfcGFwZXJfaWRzGAUgAygJIt0DChBSZWNvbW1lbmRSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhoKEnBvc2l0aXZlX3BhcGVyX2lkcxgCIAMoCRIaChJuZWdhdGl2ZV9wYXBlcl9pZHMYAyADKAkSJgoGZmlsdGVyGAQgASgLMhYucmVjb21tZW5kZXIudjEuRmlsdGVyEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJEisKBG1vZGUYByABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEhsKE2NhbmRpZGF0ZV9wYXBlcl9pZHMYCCADKAkSEQoJZGl2ZXJzaXR5GAkgASgCEh4KFnJlY2VuY3lfaGFsZl9saWZlX2RheXMYCiABKAISDwoHZXhwbGFpbhgLIAEoCBINCgVleGFjdBgMIAEoCBIuCghzdHJhdGVneRgNIAEoDjIcLnJlY29tbWVuZGVyLnYxLlNlZWRTdHJhdGVneRIyCg9wb3NpdGl2ZV9wYXBlcnMYDiADKAsyGS5yZWNvbW1lbmRlci52MS5TZWVkUGFwZXISMgoPbmVnYXRpdmVfcGFwZXJzGA8gAygLMhkucmVjb21tZW5kZXIudjEuU2VlZFBhcGVyIl8KCVNlZWRQYXBlchINCgV0aXRsZRgBIAEoCRIQCghhYnN0cmFjdBgCIAEoCRIPCgdhdXRob3JzGAMgAygJEgwKBHllYXIYBCABKAUSEgoKY2F0ZWdvcmllcxgFIAMoCSKJAQoEU2VlZBISCghwYXBlcl9pZBgBIAEoCUgAEhYKDGlubGluZV9pbmRleBgCIAEoBUgAEhAKCG5lZ2F0aXZlGAMgASgIEioKBnN0YXR1cxgEIAEoDjIaLnJlY29tbWVuZGVyLnYxLlNlZWRTdGF0dXMSDQoFdGl0bGUYBSABKAlCCAoGc291cmNlIioKClNoYXJlZFRlcm0SDAoEdGVybRgBIAEoCRIOCgZ3ZWlnaHQYAiABKAIi5wEKC0V4cGxhbmF0aW9uEhUKDWxleGljYWxfc2NvcmUYASABKAISEwoLZGVuc2Vfc2NvcmUYAiABKAISEwoLZnVzZWRfc2NvcmUYAyABKAISFwoPY2xvc2VzdF9zZWVkX2lkGAQgASgJEh8KF2Nsb3Nlc3Rfc2VlZF9zaW1pbGFyaXR5GAUgASgCEjAKDHNoYXJlZF90ZXJtcxgGIAMoCzIaLnJlY29tbWVuZGVyLnYxLlNoYXJlZFRlcm0SDwoHc3VtbWFyeRgHIAEoCRIaChJsZXhpY2FsX3NpbWlsYXJpdHkYCCABKAIipwEKDlJlY29tbWVuZGF0aW9uEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISDQoFc2NvcmUYAiABKAISGwoTZHVwbGljYXRlX3BhcGVyX2lkcxgDIAMoCRIwCgtleHBsYW5hdGlvbhgEIAEoCzIbLnJlY29tbWVuZGVyLnYxLkV4cGxhbmF0aW9uEhEKCXJlbGV2YW5jZRgFIAEoAiLTAgoRUmVjb21tZW5kUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZGF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIrCgRtb2RlGAMgASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRIdChV1bmtub3duX2NhbmRpZGF0ZV9pZHMYBCADKAkSLgoIc3RyYXRlZ3kYBSABKA4yHC5yZWNvbW1lbmRlci52MS5TZWVkU3RyYXRlZ3kSFwoPZW1iZWRkaW5nX21vZGVsGAYgASgJEhUKDWluZGV4X3ZlcnNpb24YByABKAQSEAoIZmFsbGJhY2sYCCABKAkSIwoFc2VlZHMYCSADKAsyFC5yZWNvbW1lbmRlci52MS5TZWVkEhEKCWNvaGVyZW5jZRgKIAEoAiIjCg9HZXRQYXBlclJlcXVlc3QSEAoIcGFwZXJfaWQYASABKAkiOAoQR2V0UGFwZXJSZXNwb25zZRIkCgVwYXBlchgBIAEoCzIVLnJlY29tbWVuZGVyLnYxLlBhcGVyIjwKE1Vwc2VydFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiTAoUVXBzZXJ0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAUSDwoHdXBkYXRlZBgCIAEoBRIRCgl1bmNoYW5nZWQYAyABKAUiKAoTRGVsZXRlUGFwZXJzUmVxdWVzdBIRCglwYXBlcl9pZHMYASADKAkiRAoURGVsZXRlUGFwZXJzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoBRIbChNub3RfZm91bmRfcGFwZXJfaWRzGAIgAygJIjwKE0luZ2VzdFBhcGVyc1JlcXVlc3QSJQoGcGFwZXJzGAEgAygLMhUucmVjb21tZW5kZXIudjEuUGFwZXIiPwoJUmVqZWN0aW9uEhAKCHBhcGVyX2lkGAEgASgJEhAKCHBvc2l0aW9uGAIgASgDEg4KBnJlYXNvbhgDIAEoCSKNAQoUSW5nZXN0UGFwZXJzUmVzcG9uc2USEAoIaW5zZXJ0ZWQYASABKAMSDwoHdXBkYXRlZBgCIAEoAxIRCgl1bmNoYW5nZWQYAyABKAMSEAoIcmVqZWN0ZWQYBCABKAMSLQoKcmVqZWN0aW9ucxgFIAMoCzIZLnJlY29tbWVuZGVyLnYxLlJlamVjdGlvbiIVChNHZXRJbmRleEluZm9SZXF1ZXN0IuICChRHZXRJbmRleEluZm9SZXNwb25zZRITCgtwYXBlcl9jb3VudBgBIAEoAxIVCg1zdG9yZV9iYWNrZW5kGAIgASgJEhcKD2VtYmVkZGluZ19tb2RlbBgDIAEoCRIcChRlbWJlZGRpbmdfZGltZW5zaW9ucxgEIAEoBRIVCg1pbmRleF92ZXJzaW9uGAUgASgEEh4KFmVtYmVkZGluZ19xdWVyeV9wcmVmaXgYBiABKAkSIQoZZW1iZWRkaW5nX2RvY3VtZW50X3ByZWZpeBgHIAEoCRIzChBvdGhlcl92ZWN0b3Jfc2V0GAggASgLMhkucmVjb21tZW5kZXIudjEuVmVjdG9yU2V0EhsKE3BhcGVyc193aXRoX3ZlY3RvcnMYCSABKAMSOwoPbmVpZ2hib3VyX2xpc3RzGAogASgLMiIucmVjb21tZW5kZXIudjEuTmVpZ2hib3VyTGlzdHNJbmZvIloKEk5laWdoYm91ckxpc3RzSW5mbxIOCgZsZW5ndGgYASABKAUSDQoFbGlzdHMYAiABKAMSDQoFYnVpbHQYAyABKAgSFgoOcGVuZGluZ193cml0ZXMYBCABKAMiiwEKCVZlY3RvclNldBINCgVtb2RlbBgBIAEoCRISCgpkaW1lbnNpb25zGAIgASgFEhQKDHF1ZXJ5X3ByZWZpeBgDIAEoCRIXCg9kb2N1bWVudF9wcmVmaXgYBCABKAkSGwoTcGFwZXJzX3dpdGhfdmVjdG9ycxgFIAEoAxIPCgdmaWxsaW5nGAYgASgIIhgKFlJldGlyZVZlY3RvclNldFJlcXVlc3QiRQoXUmV0aXJlVmVjdG9yU2V0UmVzcG9uc2USKgoHcmV0aXJlZBgBIAEoCzIZLnJlY29tbWVuZGVyLnYxLlZlY3RvclNldCKFAgoERmVlZBIPCgdmZWVkX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFcXVlcnkYAyABKAkSGgoScG9zaXRpdmVfcGFwZXJfaWRzGAQgAygJEjIKD3Bvc2l0aXZlX3BhcGVycxgFIAMoCzIZLnJlY29tbWVuZGVyLnYxLlNlZWRQYXBlchImCgZmaWx0ZXIYBiABKAsyFi5yZWNvbW1lbmRlci52MS5GaWx0ZXISFQoNbWluX3JlbGV2YW5jZRgHIAEoAhIrCgRtb2RlGAggASgOMh0ucmVjb21tZW5kZXIudjEuUmV0cmlldmFsTW9kZRITCgtjcmVhdGVfdGltZRgJIAEoCSI3ChFDcmVhdGVGZWVkUmVxdWVzdBIiCgRmZWVkGAEgASgLMhQucmVjb21tZW5kZXIudjEuRmVlZCI4ChJDcmVhdGVGZWVkUmVzcG9uc2USIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiIQoOR2V0RmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCSI1Cg9HZXRGZWVkUmVzcG9uc2USIgoEZmVlZBgBIAEoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiEgoQTGlzdEZlZWRzUmVxdWVzdCI4ChFMaXN0RmVlZHNSZXNwb25zZRIjCgVmZWVkcxgBIAMoCzIULnJlY29tbWVuZGVyLnYxLkZlZWQiJAoRRGVsZXRlRmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCSIUChJEZWxldGVGZWVkUmVzcG9uc2UiQwoRU3RyZWFtRmVlZFJlcXVlc3QSDwoHZmVlZF9pZBgBIAEoCRIOCgZjdXJzb3IYAiABKAkSDQoFc2luY2UYAyABKAkicQoSU3RyZWFtRmVlZFJlc3BvbnNlEiQKBXBhcGVyGAEgASgLMhUucmVjb21tZW5kZXIudjEuUGFwZXISEQoJcmVsZXZhbmNlGAIgASgCEg4KBmN1cnNvchgDIAEoCRISCgp3cml0ZV90aW1lGAQgASgJIpABChRTaW1pbGFyUGFwZXJzUmVxdWVzdBIQCghwYXBlcl9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSJgoGZmlsdGVyGAMgASgLMhYucmVjb21tZW5kZXIudjEuRmlsdGVyEisKBG1vZGUYBCABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlItYBChVTaW1pbGFyUGFwZXJzUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZGF0aW9uEi8KBnNvdXJjZRgCIAEoDjIfLnJlY29tbWVuZGVyLnYxLk5laWdoYm91clNvdXJjZRIVCg1zZWFyY2hfcmVhc29uGAMgASgJEisKBG1vZGUYBCABKA4yHS5yZWNvbW1lbmRlci52MS5SZXRyaWV2YWxNb2RlEhcKD2VtYmVkZGluZ19tb2RlbBgFIAEoCSI1ChtFeHBvcnROZWlnaGJvdXJMaXN0c1JlcXVlc3QSFgoOYWZ0ZXJfcGFwZXJfaWQYASABKAkiTAocRXhwb3J0TmVpZ2hib3VyTGlzdHNSZXNwb25zZRIsCgVsaXN0cxgBIAMoCzIdLnJlY29tbWVuZGVyLnYxLk5laWdoYm91ckxpc3QiZQoNTmVpZ2hib3VyTGlzdBIQCghwYXBlcl9pZBgBIAEoCRItCgpuZWlnaGJvdXJzGAIgAygLMhkucmVjb21tZW5kZXIudjEuTmVpZ2hib3VyEhMKC2NvbXB1dGVkX2F0GAMgASgJIj8KCU5laWdoYm91chIQCghwYXBlcl9pZBgBIAEoCRINCgVzY29yZRgCIAEoAhIRCglyZWxldmFuY2UYAyABKAIqgAEKDVJldHJpZXZhbE1vZGUSHgoaUkVUUklFVkFMX01PREVfVU5TUEVDSUZJRUQQABIaChZSRVRSSUVWQUxfTU9ERV9MRVhJQ0FMEAESGAoUUkVUUklFVkFMX01PREVfREVOU0UQAhIZChVSRVRSSUVWQUxfTU9ERV9IWUJSSUQQAyplCgxTZWVkU3RyYXRlZ3kSHQoZU0VFRF9TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhoKFlNFRURfU1RSQVRFR1lfUEVSX1NFRUQQARIaChZTRUVEX1NUUkFURUdZX0NFTlRST0lEEAIqrAEKClNlZWRTdGF0dXMSGwoXU0VFRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFTRUVEX1NUQVRVU19GT1VORBABEhYKElNFRURfU1RBVFVTX0lOTElORRACEhkKFVNFRURfU1RBVFVTX05PVF9GT1VORBADEhkKFVNFRURfU1RBVFVTX0RVUExJQ0FURRAEEhwKGFNFRURfU1RBVFVTX05PX0VNQkVERElORxAFKmsKD05laWdoYm91clNvdXJjZRIgChxORUlHSEJPVVJfU09VUkNFX1VOU1BFQ0lGSUVEEAASGQoVTkVJR0hCT1VSX1NPVVJDRV9MSVNUEAESGwoXTkVJR0hCT1VSX1NPVVJDRV9TRUFSQ0gQAjL5CQoSUmVjb21tZW5kZXJTZXJ2aWNlElAKCVJlY29tbWVuZBIgLnJlY29tbWVuZGVyLnYxLlJlY29tbWVuZFJlcXVlc3QaIS5yZWNvbW1lbmRlci52MS5SZWNvbW1lbmRSZXNwb25zZRJNCghHZXRQYXBlchIfLnJlY29tbWVuZGVyLnYxLkdldFBhcGVyUmVxdWVzdBogLnJlY29tbWVuZGVyLnYxLkdldFBhcGVyUmVzcG9uc2USWQoMVXBzZXJ0UGFwZXJzEiMucmVjb21tZW5kZXIudjEuVXBzZXJ0UGFwZXJzUmVxdWVzdBokLnJlY29tbWVuZGVyLnYxLlVwc2VydFBhcGVyc1Jlc3BvbnNlElkKDERlbGV0ZVBhcGVycxIjLnJlY29tbWVuZGVyLnYxLkRlbGV0ZVBhcGVyc1JlcXVlc3QaJC5yZWNvbW1lbmRlci52MS5EZWxldGVQYXBlcnNSZXNwb25zZRJbCgxJbmdlc3RQYXBlcnMSIy5yZWNvbW1lbmRlci52MS5Jbmdlc3RQYXBlcnNSZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuSW5nZXN0UGFwZXJzUmVzcG9uc2UoARJZCgxHZXRJbmRleEluZm8SIy5yZWNvbW1lbmRlci52MS5HZXRJbmRleEluZm9SZXF1ZXN0GiQucmVjb21tZW5kZXIudjEuR2V0SW5kZXhJbmZvUmVzcG9uc2USUwoKQ3JlYXRlRmVlZBIhLnJlY29tbWVuZGVyLnYxLkNyZWF0ZUZlZWRSZXF1ZXN0GiIucmVjb21tZW5kZXIudjEuQ3JlYXRlRmVlZFJlc3BvbnNlEkoKB0dldEZlZWQSHi5yZWNvbW1lbmRlci52MS5HZXRGZWVkUmVxdWVzdBofLnJlY29tbWVuZGVyLnYxLkdldEZlZWRSZXNwb25zZRJQCglMaXN0RmVlZHMSIC5yZWNvbW1lbmRlci52MS5MaXN0RmVlZHNSZXF1ZXN0GiEucmVjb21tZW5kZXIudjEuTGlzdEZlZWRzUmVzcG9uc2USUwoKRGVsZXRlRmVlZBIhLnJlY29tbWVuZGVyLnYxLkRlbGV0ZUZlZWRSZXF1ZXN0GiIucmVjb21tZW5kZXIudjEuRGVsZXRlRmVlZFJlc3BvbnNlElUKClN0cmVhbUZlZWQSIS5yZWNvbW1lbmRlci52MS5TdHJlYW1GZWVkUmVxdWVzdBoiLnJlY29tbWVuZGVyLnYxLlN0cmVhbUZlZWRSZXNwb25zZTABEmIKD1JldGlyZVZlY3RvclNldBImLnJlY29tbWVuZGVyLnYxLlJldGlyZVZlY3RvclNldFJlcXVlc3QaJy5yZWNvbW1lbmRlci52MS5SZXRpcmVWZWN0b3JTZXRSZXNwb25zZRJcCg1TaW1pbGFyUGFwZXJzEiQucmVjb21tZW5kZXIudjEuU2ltaWxhclBhcGVyc1JlcXVlc3QaJS5yZWNvbW1lbmRlci52MS5TaW1pbGFyUGFwZXJzUmVzcG9uc2UScwoURXhwb3J0TmVpZ2hib3VyTGlzdHMSKy5yZWNvbW1lbmRlci52MS5FeHBvcnROZWlnaGJvdXJMaXN0c1JlcXVlc3QaLC5yZWNvbW1lbmRlci52MS5FeHBvcnROZWlnaGJvdXJMaXN0c1Jlc3BvbnNlMAFCQlpAZ2l0aHViLmNvbS9wYXBlcnJlYy9yZWNvbW1lbmRlci9nZW4vcmVjb21tZW5kZXIvdjE7cmVjb21tZW5kZXJ2MWIGcHJvdG8z");
 
 /**
  * Paper is one scholarly paper.
@@ -992,6 +992,14 @@ export type GetIndexInfoResponse = Message<"recommender.v1.GetIndexInfoResponse"
    * @generated from field: int64 papers_with_vectors = 9;
    */
   papersWithVectors: bigint;
+
+  /**
+   * The precomputed neighbour lists SimilarPapers answers from; absent when the server keeps
+   * none.
+   *
+   * @generated from field: recommender.v1.NeighbourListsInfo neighbour_lists = 10;
+   */
+  neighbourLists?: NeighbourListsInfo | undefined;
 };
 
 /**
@@ -1000,6 +1008,50 @@ export type GetIndexInfoResponse = Message<"recommender.v1.GetIndexInfoResponse"
  */
 export const GetIndexInfoResponseSchema: GenMessage<GetIndexInfoResponse> = /*@__PURE__*/
   messageDesc(file_recommender_v1_recommender, 19);
+
+/**
+ * NeighbourListsInfo describes the precomputed neighbour lists.
+ *
+ * @generated from message recommender.v1.NeighbourListsInfo
+ */
+export type NeighbourListsInfo = Message<"recommender.v1.NeighbourListsInfo"> & {
+  /**
+   * Papers per list.
+   *
+   * @generated from field: int32 length = 1;
+   */
+  length: number;
+
+  /**
+   * Lists stored.
+   *
+   * @generated from field: int64 lists = 2;
+   */
+  lists: bigint;
+
+  /**
+   * Every paper stored when the lists were first built has its list; from then on the server
+   * keeps them current as papers are written.
+   *
+   * @generated from field: bool built = 3;
+   */
+  built: boolean;
+
+  /**
+   * Writes the lists do not reflect yet (each written paper's own list, and its place in the
+   * lists it enters), counted up to 10,000.
+   *
+   * @generated from field: int64 pending_writes = 4;
+   */
+  pendingWrites: bigint;
+};
+
+/**
+ * Describes the message recommender.v1.NeighbourListsInfo.
+ * Use `create(NeighbourListsInfoSchema)` to create a new message.
+ */
+export const NeighbourListsInfoSchema: GenMessage<NeighbourListsInfo> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 20);
 
 /**
  * VectorSet is one set of paper embeddings in the store.
@@ -1050,7 +1102,7 @@ export type VectorSet = Message<"recommender.v1.VectorSet"> & {
  * Use `create(VectorSetSchema)` to create a new message.
  */
 export const VectorSetSchema: GenMessage<VectorSet> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 20);
+  messageDesc(file_recommender_v1_recommender, 21);
 
 /**
  * RetireVectorSetRequest is empty: a store keeps at most one set beside the active one.
@@ -1065,7 +1117,7 @@ export type RetireVectorSetRequest = Message<"recommender.v1.RetireVectorSetRequ
  * Use `create(RetireVectorSetRequestSchema)` to create a new message.
  */
 export const RetireVectorSetRequestSchema: GenMessage<RetireVectorSetRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 21);
+  messageDesc(file_recommender_v1_recommender, 22);
 
 /**
  * RetireVectorSetResponse names the set deleted.
@@ -1084,7 +1136,7 @@ export type RetireVectorSetResponse = Message<"recommender.v1.RetireVectorSetRes
  * Use `create(RetireVectorSetResponseSchema)` to create a new message.
  */
 export const RetireVectorSetResponseSchema: GenMessage<RetireVectorSetResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 22);
+  messageDesc(file_recommender_v1_recommender, 23);
 
 /**
  * Feed is a saved "new papers like these" subscription.
@@ -1159,7 +1211,7 @@ export type Feed = Message<"recommender.v1.Feed"> & {
  * Use `create(FeedSchema)` to create a new message.
  */
 export const FeedSchema: GenMessage<Feed> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 23);
+  messageDesc(file_recommender_v1_recommender, 24);
 
 /**
  * CreateFeedRequest holds the feed to save; its feed_id and create_time are ignored.
@@ -1178,7 +1230,7 @@ export type CreateFeedRequest = Message<"recommender.v1.CreateFeedRequest"> & {
  * Use `create(CreateFeedRequestSchema)` to create a new message.
  */
 export const CreateFeedRequestSchema: GenMessage<CreateFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 24);
+  messageDesc(file_recommender_v1_recommender, 25);
 
 /**
  * CreateFeedResponse holds the saved feed, with its id and creation time.
@@ -1197,7 +1249,7 @@ export type CreateFeedResponse = Message<"recommender.v1.CreateFeedResponse"> & 
  * Use `create(CreateFeedResponseSchema)` to create a new message.
  */
 export const CreateFeedResponseSchema: GenMessage<CreateFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 25);
+  messageDesc(file_recommender_v1_recommender, 26);
 
 /**
  * GetFeedRequest names a feed.
@@ -1216,7 +1268,7 @@ export type GetFeedRequest = Message<"recommender.v1.GetFeedRequest"> & {
  * Use `create(GetFeedRequestSchema)` to create a new message.
  */
 export const GetFeedRequestSchema: GenMessage<GetFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 26);
+  messageDesc(file_recommender_v1_recommender, 27);
 
 /**
  * GetFeedResponse holds the feed.
@@ -1235,7 +1287,7 @@ export type GetFeedResponse = Message<"recommender.v1.GetFeedResponse"> & {
  * Use `create(GetFeedResponseSchema)` to create a new message.
  */
 export const GetFeedResponseSchema: GenMessage<GetFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 27);
+  messageDesc(file_recommender_v1_recommender, 28);
 
 /**
  * ListFeedsRequest asks for every saved feed.
@@ -1250,7 +1302,7 @@ export type ListFeedsRequest = Message<"recommender.v1.ListFeedsRequest"> & {
  * Use `create(ListFeedsRequestSchema)` to create a new message.
  */
 export const ListFeedsRequestSchema: GenMessage<ListFeedsRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 28);
+  messageDesc(file_recommender_v1_recommender, 29);
 
 /**
  * ListFeedsResponse holds the saved feeds, oldest first.
@@ -1269,7 +1321,7 @@ export type ListFeedsResponse = Message<"recommender.v1.ListFeedsResponse"> & {
  * Use `create(ListFeedsResponseSchema)` to create a new message.
  */
 export const ListFeedsResponseSchema: GenMessage<ListFeedsResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 29);
+  messageDesc(file_recommender_v1_recommender, 30);
 
 /**
  * DeleteFeedRequest names the feed to remove.
@@ -1288,7 +1340,7 @@ export type DeleteFeedRequest = Message<"recommender.v1.DeleteFeedRequest"> & {
  * Use `create(DeleteFeedRequestSchema)` to create a new message.
  */
 export const DeleteFeedRequestSchema: GenMessage<DeleteFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 30);
+  messageDesc(file_recommender_v1_recommender, 31);
 
 /**
  * DeleteFeedResponse is empty.
@@ -1303,7 +1355,7 @@ export type DeleteFeedResponse = Message<"recommender.v1.DeleteFeedResponse"> & 
  * Use `create(DeleteFeedResponseSchema)` to create a new message.
  */
 export const DeleteFeedResponseSchema: GenMessage<DeleteFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 31);
+  messageDesc(file_recommender_v1_recommender, 32);
 
 /**
  * StreamFeedRequest says which feed to stream and where to start: after a cursor from an earlier
@@ -1338,7 +1390,7 @@ export type StreamFeedRequest = Message<"recommender.v1.StreamFeedRequest"> & {
  * Use `create(StreamFeedRequestSchema)` to create a new message.
  */
 export const StreamFeedRequestSchema: GenMessage<StreamFeedRequest> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 32);
+  messageDesc(file_recommender_v1_recommender, 33);
 
 /**
  * StreamFeedResponse is one event: a matching paper, or a heartbeat (no paper) sent when the
@@ -1380,7 +1432,204 @@ export type StreamFeedResponse = Message<"recommender.v1.StreamFeedResponse"> & 
  * Use `create(StreamFeedResponseSchema)` to create a new message.
  */
 export const StreamFeedResponseSchema: GenMessage<StreamFeedResponse> = /*@__PURE__*/
-  messageDesc(file_recommender_v1_recommender, 33);
+  messageDesc(file_recommender_v1_recommender, 34);
+
+/**
+ * SimilarPapersRequest asks for the papers most like one stored paper.
+ *
+ * @generated from message recommender.v1.SimilarPapersRequest
+ */
+export type SimilarPapersRequest = Message<"recommender.v1.SimilarPapersRequest"> & {
+  /**
+   * The paper; a version suffix is ignored.
+   *
+   * @generated from field: string paper_id = 1;
+   */
+  paperId: string;
+
+  /**
+   * Results: 0 means 10, values above 100 are reduced to 100, negative is an error. Above the
+   * lists' length (GetIndexInfo's neighbour_lists.length) the request is searched.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Which papers may be returned; any condition set makes the request a search.
+   *
+   * @generated from field: recommender.v1.Filter filter = 3;
+   */
+  filter?: Filter | undefined;
+
+  /**
+   * Retrieval mode; UNSPECIFIED lets the service choose (the lists are built in that mode).
+   * Another mode makes the request a search.
+   *
+   * @generated from field: recommender.v1.RetrievalMode mode = 4;
+   */
+  mode: RetrievalMode;
+};
+
+/**
+ * Describes the message recommender.v1.SimilarPapersRequest.
+ * Use `create(SimilarPapersRequestSchema)` to create a new message.
+ */
+export const SimilarPapersRequestSchema: GenMessage<SimilarPapersRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 35);
+
+/**
+ * SimilarPapersResponse holds the papers most like the one asked, best first.
+ *
+ * @generated from message recommender.v1.SimilarPapersResponse
+ */
+export type SimilarPapersResponse = Message<"recommender.v1.SimilarPapersResponse"> & {
+  /**
+   * As Recommend's results (no explanations); from a list, the scores and relevance the search
+   * gave when the list was last computed.
+   *
+   * @generated from field: repeated recommender.v1.Recommendation results = 1;
+   */
+  results: Recommendation[];
+
+  /**
+   * Where the results come from.
+   *
+   * @generated from field: recommender.v1.NeighbourSource source = 2;
+   */
+  source: NeighbourSource;
+
+  /**
+   * Why a request was searched rather than answered from a list, for example "filter set" or
+   * "the list is not built yet"; empty from a list.
+   *
+   * @generated from field: string search_reason = 3;
+   */
+  searchReason: string;
+
+  /**
+   * The retrieval mode of the results.
+   *
+   * @generated from field: recommender.v1.RetrievalMode mode = 4;
+   */
+  mode: RetrievalMode;
+
+  /**
+   * The embedding model the service ranks with, "lexical" when it has none.
+   *
+   * @generated from field: string embedding_model = 5;
+   */
+  embeddingModel: string;
+};
+
+/**
+ * Describes the message recommender.v1.SimilarPapersResponse.
+ * Use `create(SimilarPapersResponseSchema)` to create a new message.
+ */
+export const SimilarPapersResponseSchema: GenMessage<SimilarPapersResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 36);
+
+/**
+ * ExportNeighbourListsRequest asks for the stored neighbour lists.
+ *
+ * @generated from message recommender.v1.ExportNeighbourListsRequest
+ */
+export type ExportNeighbourListsRequest = Message<"recommender.v1.ExportNeighbourListsRequest"> & {
+  /**
+   * Resume after this paper id (the last one received); empty: from the first.
+   *
+   * @generated from field: string after_paper_id = 1;
+   */
+  afterPaperId: string;
+};
+
+/**
+ * Describes the message recommender.v1.ExportNeighbourListsRequest.
+ * Use `create(ExportNeighbourListsRequestSchema)` to create a new message.
+ */
+export const ExportNeighbourListsRequestSchema: GenMessage<ExportNeighbourListsRequest> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 37);
+
+/**
+ * ExportNeighbourListsResponse is one batch of neighbour lists.
+ *
+ * @generated from message recommender.v1.ExportNeighbourListsResponse
+ */
+export type ExportNeighbourListsResponse = Message<"recommender.v1.ExportNeighbourListsResponse"> & {
+  /**
+   * @generated from field: repeated recommender.v1.NeighbourList lists = 1;
+   */
+  lists: NeighbourList[];
+};
+
+/**
+ * Describes the message recommender.v1.ExportNeighbourListsResponse.
+ * Use `create(ExportNeighbourListsResponseSchema)` to create a new message.
+ */
+export const ExportNeighbourListsResponseSchema: GenMessage<ExportNeighbourListsResponse> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 38);
+
+/**
+ * NeighbourList is one paper's precomputed neighbours, best first.
+ *
+ * @generated from message recommender.v1.NeighbourList
+ */
+export type NeighbourList = Message<"recommender.v1.NeighbourList"> & {
+  /**
+   * @generated from field: string paper_id = 1;
+   */
+  paperId: string;
+
+  /**
+   * @generated from field: repeated recommender.v1.Neighbour neighbours = 2;
+   */
+  neighbours: Neighbour[];
+
+  /**
+   * When the list was last computed (RFC 3339, UTC).
+   *
+   * @generated from field: string computed_at = 3;
+   */
+  computedAt: string;
+};
+
+/**
+ * Describes the message recommender.v1.NeighbourList.
+ * Use `create(NeighbourListSchema)` to create a new message.
+ */
+export const NeighbourListSchema: GenMessage<NeighbourList> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 39);
+
+/**
+ * Neighbour is one paper of a neighbour list.
+ *
+ * @generated from message recommender.v1.Neighbour
+ */
+export type Neighbour = Message<"recommender.v1.Neighbour"> & {
+  /**
+   * @generated from field: string paper_id = 1;
+   */
+  paperId: string;
+
+  /**
+   * As Recommendation's score and relevance.
+   *
+   * @generated from field: float score = 2;
+   */
+  score: number;
+
+  /**
+   * @generated from field: float relevance = 3;
+   */
+  relevance: number;
+};
+
+/**
+ * Describes the message recommender.v1.Neighbour.
+ * Use `create(NeighbourSchema)` to create a new message.
+ */
+export const NeighbourSchema: GenMessage<Neighbour> = /*@__PURE__*/
+  messageDesc(file_recommender_v1_recommender, 40);
 
 /**
  * RetrievalMode says which signal ranks the candidates.
@@ -1515,6 +1764,38 @@ export enum SeedStatus {
  */
 export const SeedStatusSchema: GenEnum<SeedStatus> = /*@__PURE__*/
   enumDesc(file_recommender_v1_recommender, 2);
+
+/**
+ * NeighbourSource says how a SimilarPapers response was computed.
+ *
+ * @generated from enum recommender.v1.NeighbourSource
+ */
+export enum NeighbourSource {
+  /**
+   * @generated from enum value: NEIGHBOUR_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * From the paper's precomputed neighbour list.
+   *
+   * @generated from enum value: NEIGHBOUR_SOURCE_LIST = 1;
+   */
+  LIST = 1,
+
+  /**
+   * By a search, as Recommend.
+   *
+   * @generated from enum value: NEIGHBOUR_SOURCE_SEARCH = 2;
+   */
+  SEARCH = 2,
+}
+
+/**
+ * Describes the enum recommender.v1.NeighbourSource.
+ */
+export const NeighbourSourceSchema: GenEnum<NeighbourSource> = /*@__PURE__*/
+  enumDesc(file_recommender_v1_recommender, 3);
 
 /**
  * RecommenderService answers "which papers are like this one / like this text?" and keeps the
@@ -1658,6 +1939,32 @@ export const RecommenderService: GenService<{
     methodKind: "unary";
     input: typeof RetireVectorSetRequestSchema;
     output: typeof RetireVectorSetResponseSchema;
+  },
+  /**
+   * SimilarPapers returns the papers most like one stored paper, as Recommend with that paper as
+   * its one seed would. A request of the default shape (no filter, the service's mode, at most as
+   * many results as the lists hold) is answered from the paper's precomputed neighbour list when
+   * the server keeps lists and has built this one; any other request, or a paper whose list is not
+   * built yet, by a search. The response says which. NOT_FOUND when the paper is unknown.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.SimilarPapers
+   */
+  similarPapers: {
+    methodKind: "unary";
+    input: typeof SimilarPapersRequestSchema;
+    output: typeof SimilarPapersResponseSchema;
+  },
+  /**
+   * ExportNeighbourLists streams every stored neighbour list, in batches, for batch consumers:
+   * in an order of the store's, resumable after the last paper id received.
+   * FAILED_PRECONDITION when the server keeps no lists.
+   *
+   * @generated from rpc recommender.v1.RecommenderService.ExportNeighbourLists
+   */
+  exportNeighbourLists: {
+    methodKind: "server_streaming";
+    input: typeof ExportNeighbourListsRequestSchema;
+    output: typeof ExportNeighbourListsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_recommender_v1_recommender, 0);

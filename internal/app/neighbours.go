@@ -1,0 +1,226 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+
+	"github.com/paperrec/recommender/internal/apierr"
+	"github.com/paperrec/recommender/internal/neighbours"
+	"github.com/paperrec/recommender/internal/recommend"
+	"github.com/paperrec/recommender/internal/store"
+)
+
+// WithNeighbourLists keeps each paper's top length similar papers precomputed in the store
+// (KeepNeighbourLists builds and updates them, workers at a time), and answers SimilarPapers
+// requests of the default shape from them.
+func WithNeighbourLists(length, workers int) Option {
+	return func(s *App) { s.listLength, s.listWorkers = length, workers }
+}
+
+// keeper returns the neighbour lists' keeper, or nil when the service keeps none (not asked,
+// or a store that cannot hold them).
+func (s *App) keeper() *neighbours.Keeper {
+	s.keeperOnce.Do(func() {
+		nl, ok := store.As[store.NeighbourLists](s.store)
+		cl, logged := store.As[store.ChangeLog](s.store)
+		if s.listLength <= 0 || !ok || !logged {
+			return
+		}
+		s.lists = &neighbours.Keeper{Lists: nl, Log: cl, Compute: s.computeList, Key: s.listKey,
+			Workers: s.listWorkers, Logger: slog.Default()}
+	})
+	return s.lists
+}
+
+// listKey names what the lists are computed with: the active ranking, its mode and the length.
+func (s *App) listKey() string {
+	e := s.eng()
+	mode := recommend.ModeLexical
+	if e.Embedder != nil {
+		mode = recommend.ModeHybrid
+	}
+	return e.Ranking() + "\x00" + mode.String() + "\x00" + strconv.Itoa(s.listLength)
+}
+
+// computeList is a paper's list: the default request with the paper as its one seed (which,
+// as every transport does, excludes the seed).
+func (s *App) computeList(ctx context.Context, id string) ([]neighbours.Entry, error) {
+	res, err := s.Recommend(ctx, func(string) (recommend.Request, error) {
+		return recommend.Request{Positive: []string{id}, PageSize: s.listLength, Filter: store.Filter{ExcludeIDs: []string{id}}}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Seeds) == 0 || res.Seeds[0].Status != recommend.SeedFound {
+		return nil, &store.NotFoundError{IDs: []string{id}}
+	}
+	entries := make([]neighbours.Entry, len(res.Items))
+	for i, it := range res.Items {
+		entries[i] = neighbours.Entry{ID: it.Paper.ID, Score: it.Score, Relevance: it.Relevance}
+	}
+	return entries, nil
+}
+
+// KeepNeighbourLists builds the lists and keeps them current until ctx ends; it returns nil at
+// once when the service keeps none. A store that is unavailable is waited for.
+func (s *App) KeepNeighbourLists(ctx context.Context, log *slog.Logger) error {
+	k := s.keeper()
+	if k == nil {
+		return nil
+	}
+	k.Logger = log
+	return RetryWhileUnavailable(ctx, log, "keep the neighbour lists", k.Run)
+}
+
+// SimilarRequest asks for the papers most like one stored paper.
+type SimilarRequest struct {
+	ID       string
+	PageSize int
+	Filter   store.Filter
+	Mode     recommend.Mode
+}
+
+// Similar is the answer: a search's result, or a list's (FromList).
+type Similar struct {
+	*recommend.Result
+	FromList     bool
+	SearchReason string // why a search answered
+}
+
+// SimilarPapers answers from the paper's neighbour list when the request has the default shape
+// and the list is built, else by a search.
+func (s *App) SimilarPapers(ctx context.Context, r SimilarRequest) (*Similar, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	reason, err := s.fromList(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if reason.res != nil {
+		return &Similar{Result: reason.res, FromList: true}, nil
+	}
+	res, err := s.Recommend(ctx, func(string) (recommend.Request, error) {
+		return recommend.Request{Positive: []string{r.ID}, Filter: r.Filter, Mode: r.Mode, PageSize: r.PageSize}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Seeds) > 0 && res.Seeds[0].Status == recommend.SeedNotFound {
+		return nil, &store.NotFoundError{IDs: []string{r.ID}}
+	}
+	return &Similar{Result: res, SearchReason: reason.why}, nil
+}
+
+// listAnswer is a list's answer, or why there is none.
+type listAnswer struct {
+	res *recommend.Result
+	why string
+}
+
+func (s *App) fromList(ctx context.Context, r SimilarRequest) (listAnswer, error) {
+	k := s.keeper()
+	mode := recommend.ModeLexical
+	if s.eng().Embedder != nil {
+		mode = recommend.ModeHybrid
+	}
+	switch {
+	case k == nil:
+		return listAnswer{why: "the server keeps no neighbour lists"}, nil
+	case !filterUnset(r.Filter, r.ID):
+		return listAnswer{why: "a filter is set"}, nil
+	case r.Mode != recommend.ModeAuto && r.Mode != mode:
+		return listAnswer{why: fmt.Sprintf("mode %s asked; the lists are %s", r.Mode, mode)}, nil
+	case r.PageSize > s.listLength:
+		return listAnswer{why: fmt.Sprintf("%d results asked; the lists hold %d", r.PageSize, s.listLength)}, nil
+	}
+	l, ok, err := k.Lookup(ctx, r.ID)
+	if err != nil {
+		return listAnswer{}, err
+	}
+	if !ok {
+		return listAnswer{why: "the paper's list is not built yet"}, nil
+	}
+	ids := make([]string, len(l.Entries))
+	for i, e := range l.Entries {
+		ids[i] = e.ID
+	}
+	recs, err := s.store.Read(ctx, ids, store.Metadata, "")
+	if err != nil {
+		return listAnswer{}, err
+	}
+	// Papers deleted since the list was computed are left out; when that leaves too few, the
+	// paper is searched.
+	if len(recs) < min(r.PageSize, len(l.Entries)) && len(recs) < len(l.Entries) {
+		return listAnswer{why: "papers of its list were deleted"}, nil
+	}
+	res := &recommend.Result{Mode: mode, Model: s.eng().ModelName()}
+	entry := make(map[string]neighbours.Entry, len(l.Entries))
+	for _, e := range l.Entries {
+		entry[e.ID] = e
+	}
+	for _, rec := range recs[:min(r.PageSize, len(recs))] {
+		e := entry[rec.Paper.ID]
+		res.Items = append(res.Items, recommend.Item{Paper: rec.Paper, Score: e.Score, Relevance: e.Relevance})
+	}
+	return listAnswer{res: res}, nil
+}
+
+// filterUnset reports whether f restricts a search for seed's neighbours in no way but the
+// seed's own exclusion.
+func filterUnset(f store.Filter, seed string) bool {
+	return f.MinYear == 0 && f.MaxYear == 0 && len(f.Categories) == 0 && len(f.Authors) == 0 && f.OnlyIDs == nil &&
+		!slices.ContainsFunc(f.ExcludeIDs, func(id string) bool { return id != seed })
+}
+
+// ListsInfo describes the neighbour lists (Length 0: the service keeps none).
+type ListsInfo struct {
+	Length int
+	neighbours.Status
+}
+
+func (s *App) listsInfo(ctx context.Context) (ListsInfo, error) {
+	k := s.keeper()
+	if k == nil {
+		return ListsInfo{}, nil
+	}
+	st, err := k.Status(ctx)
+	return ListsInfo{Length: s.listLength, Status: st}, err
+}
+
+// ExportedList is one paper's list as exported.
+type ExportedList = neighbours.List
+
+// ExportNeighbourLists sends every stored list computed with the current ranking, in batches,
+// after the paper named after (empty: from the first), until the last or until send fails.
+func (s *App) ExportNeighbourLists(ctx context.Context, after string, send func([]ExportedList) error) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	k := s.keeper()
+	if k == nil {
+		return &apierr.PreconditionError{Reason: apierr.NoNeighbourLists, Subject: "server",
+			Message: "this server keeps no neighbour lists (serve --neighbours 0, or a store that cannot hold them)"}
+	}
+	for {
+		lists, last, err := k.Scan(ctx, after, exportBatch)
+		if err != nil {
+			return err
+		}
+		if last == "" {
+			return nil
+		}
+		if len(lists) > 0 {
+			if err := send(lists); err != nil {
+				return err
+			}
+		}
+		after = last
+	}
+}
+
+// exportBatch is how many lists an export reads and sends at a time.
+const exportBatch = 256
