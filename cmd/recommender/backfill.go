@@ -119,13 +119,11 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 
-	client, closeConn, err := cf.dial()
+	ctx, client, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 
 	if !b.tty && *progressEvery > 0 {
 		defer b.reportEvery(*progressEvery)()

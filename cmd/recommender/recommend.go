@@ -14,6 +14,7 @@ import (
 	"unicode"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/cli"
@@ -97,13 +98,11 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		req.Strategy = recommenderv1.SeedStrategy(v)
 	}
 
-	client, closeConn, err := cf.dial()
+	ctx, client, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	resp, err := client.Recommend(ctx, req)
 	if err != nil {
 		return cli.RPCError(err)
@@ -113,12 +112,7 @@ func runRecommend(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "note: candidate %s is not stored: left out\n", printable(id))
 	}
 	if *asJSON {
-		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(stdout, string(b))
-		return err
+		return printJSON(stdout, resp)
 	}
 	printRecommendations(stdout, resp)
 	return nil
@@ -302,12 +296,27 @@ func simpleCommand(ctx context.Context, name, help string, timeout time.Duration
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return nil, nil, nil, err
 	}
-	client, closeConn, err := cf.dial()
+	return cf.connect(ctx)
+}
+
+// connect dials the server and bounds ctx by --timeout; done releases both.
+func (c *clientFlags) connect(ctx context.Context) (_ context.Context, _ recommenderv1.RecommenderServiceClient, done func(), _ error) {
+	client, closeConn, err := c.dial()
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := withTimeout(ctx, cf.timeout)
+	ctx, cancel := withTimeout(ctx, c.timeout)
 	return ctx, client, func() { cancel(); closeConn() }, nil
+}
+
+// printJSON prints a response as indented protobuf JSON.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
 }
 
 // printable shows text from the server as text: control characters (a title holding ESC [2J

@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/cli"
 )
@@ -43,24 +41,17 @@ func runSimilar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *minYear != 0 || *maxYear != 0 || len(categories) > 0 {
 		req.Filter = &recommenderv1.Filter{MinYear: int32(*minYear), MaxYear: int32(*maxYear), Categories: categories}
 	}
-	client, closeConn, err := cf.dial()
+	ctx, client, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	resp, err := client.SimilarPapers(ctx, req)
 	if err != nil {
 		return cli.RPCError(err)
 	}
 	if *asJSON {
-		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(stdout, string(b))
-		return err
+		return printJSON(stdout, resp)
 	}
 	source := "from its precomputed list"
 	if resp.GetSource() != recommenderv1.NeighbourSource_NEIGHBOUR_SOURCE_LIST {
@@ -109,13 +100,11 @@ func runNeighbours(ctx context.Context, args []string, stdout, stderr io.Writer)
 		w = f
 	}
 	bw := bufio.NewWriterSize(w, 1<<20)
-	client, closeConn, err := cf.dial()
+	ctx, client, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	ctx, cancel := withTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	stream, err := client.ExportNeighbourLists(ctx, &recommenderv1.ExportNeighbourListsRequest{AfterPaperId: *after})
 	if err != nil {
 		return cli.RPCError(err)

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	neturl "net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -29,8 +27,6 @@ import (
 	"github.com/paperrec/recommender/internal/server"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
-	"github.com/paperrec/recommender/internal/store/qdrant"
-	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
@@ -85,47 +81,7 @@ func answers(t *testing.T, c recommenderv1.RecommenderServiceClient, qs []*recom
 // mix, and once one query has been answered by model-b every later one is; after it, responses
 // name model-b, every paper (those written during it too) has a model-b vector, a page token of
 // model-a is refused, and model-a's vectors stay until retired.
-func TestReembeddingWithoutDowntime(t *testing.T) {
-	t.Run("embedded", func(t *testing.T) {
-		testReembedding(t, func(t *testing.T, _ string) store.Store {
-			st, err := embedded.Open(context.Background(), embedded.Options{Dir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			return st
-		})
-	})
-	// Qdrant: the contract double, and a real Qdrant when QDRANT_URL is set.
-	d, err := qdranttest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Stop()
-	urls := map[string]string{"qdrant-double": d.URL()}
-	if url := os.Getenv("QDRANT_URL"); url != "" {
-		urls["qdrant"] = url
-	}
-	for name, url := range urls {
-		t.Run(name, func(t *testing.T) {
-			prefix := fmt.Sprintf("reembed_%08x", rand.Uint32())
-			testReembedding(t, func(t *testing.T, name string) store.Store {
-				o := qdrant.Defaults()
-				o.URL, o.Collection = url, prefix+"_"+name
-				o.WriteSettle, o.AliasRefresh = 0, 50*time.Millisecond
-				st, err := qdrant.Open(o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					cleanupCollections(t, url, o.Collection)
-					_ = st.Close()
-				})
-				return st
-			})
-		})
-	}
-}
+func TestReembeddingWithoutDowntime(t *testing.T) { eachStore(t, testReembedding) }
 
 // cleanupCollections deletes a test's Qdrant collections (its name and those it starts with).
 func cleanupCollections(t *testing.T, url, prefix string) {

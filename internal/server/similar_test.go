@@ -3,11 +3,8 @@ package server_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -22,54 +19,10 @@ import (
 	"github.com/paperrec/recommender/internal/embed/embedtest"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/store/embedded"
-	"github.com/paperrec/recommender/internal/store/qdrant"
-	"github.com/paperrec/recommender/internal/store/qdrant/qdranttest"
 	"github.com/paperrec/recommender/internal/testutil"
 )
 
 const listLength = 5
-
-// eachStore runs test on the embedded store, on Qdrant's contract double, and on a real Qdrant
-// when QDRANT_URL is set.
-func eachStore(t *testing.T, test func(t *testing.T, open func(t *testing.T) store.Store)) {
-	t.Run("embedded", func(t *testing.T) {
-		test(t, func(t *testing.T) store.Store {
-			st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = st.Close() })
-			return st
-		})
-	})
-	d, err := qdranttest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Stop)
-	urls := map[string]string{"qdrant-double": d.URL()}
-	if url := os.Getenv("QDRANT_URL"); url != "" {
-		urls["qdrant"] = url
-	}
-	for name, url := range urls {
-		t.Run(name, func(t *testing.T) {
-			test(t, func(t *testing.T) store.Store {
-				o := qdrant.Defaults()
-				o.URL, o.Collection = url, fmt.Sprintf("lists_%08x", rand.Uint32())
-				o.WriteSettle = 0
-				st, err := qdrant.Open(o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() {
-					cleanupCollections(t, url, o.Collection)
-					_ = st.Close()
-				})
-				return st
-			})
-		})
-	}
-}
 
 // listsServer serves the demo corpus from st, hybrid (a fake model), keeping lists of
 // listLength.
@@ -168,8 +121,8 @@ func sameAsSearch(t *testing.T, c recommenderv1.RecommenderServiceClient, id str
 
 func TestSimilarPapersFromLists(t *testing.T) { eachStore(t, testSimilarPapersFromLists) }
 
-func testSimilarPapersFromLists(t *testing.T, open func(t *testing.T) store.Store) {
-	c := listsServer(t, open(t))
+func testSimilarPapersFromLists(t *testing.T, open func(t *testing.T, name string) store.Store) {
+	c := listsServer(t, open(t, "lists"))
 	papers, _ := demo.Papers()
 	if l := listsCurrent(t, c); l.GetLists() != int64(len(papers)) || l.GetLength() != listLength {
 		t.Fatalf("lists info %v; want %d lists of %d", l, len(papers), listLength)
@@ -228,8 +181,8 @@ func testSimilarPapersFromLists(t *testing.T, open func(t *testing.T) store.Stor
 
 func TestExportNeighbourLists(t *testing.T) { eachStore(t, testExportNeighbourLists) }
 
-func testExportNeighbourLists(t *testing.T, open func(t *testing.T) store.Store) {
-	c := listsServer(t, open(t))
+func testExportNeighbourLists(t *testing.T, open func(t *testing.T, name string) store.Store) {
+	c := listsServer(t, open(t, "export"))
 	papers, _ := demo.Papers()
 	listsCurrent(t, c)
 	export := func(after string) []*recommenderv1.NeighbourList {
