@@ -29,8 +29,8 @@ func (s *App) keeper() *neighbours.Keeper {
 		if s.listLength <= 0 || !ok || !logged {
 			return
 		}
-		s.lists = &neighbours.Keeper{Lists: nl, Log: cl, Compute: s.computeList, Key: s.listKey,
-			Workers: s.listWorkers, Logger: slog.Default()}
+		s.lists = &neighbours.Keeper{Lists: nl, Log: cl, Compute: s.computeList, Key: s.listKey, Papers: s.paperCount,
+			Length: s.listLength, Workers: s.listWorkers, Logger: slog.Default()}
 	})
 	return s.lists
 }
@@ -62,6 +62,11 @@ func (s *App) computeList(ctx context.Context, id string) ([]neighbours.Entry, e
 		entries[i] = neighbours.Entry{ID: it.Paper.ID, Score: it.Score, Relevance: it.Relevance}
 	}
 	return entries, nil
+}
+
+func (s *App) paperCount(ctx context.Context) (int64, error) {
+	st, err := s.store.Stats(ctx)
+	return st.PaperCount, err
 }
 
 // KeepNeighbourLists builds the lists and keeps them current until ctx ends; it returns nil at

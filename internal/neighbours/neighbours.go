@@ -52,6 +52,11 @@ type Keeper struct {
 	// Key names what the lists are computed with (the ranking: model, prefixes, mode, length):
 	// when it changes, the lists are built again and until then none is served.
 	Key func() string
+	// Papers counts the stored papers: a backlog of writes that would cost more in reverse
+	// neighbours than computing every list again is taken in by a rebuild.
+	Papers func(ctx context.Context) (int64, error)
+	// Length is how many papers a list holds.
+	Length int
 	// Workers computes lists in parallel (default 1).
 	Workers int
 	Logger  *slog.Logger
@@ -90,8 +95,9 @@ func (k *Keeper) Run(ctx context.Context) error {
 				return err
 			}
 		}
+		building := !st.Built || st.Cursor.Before(st.BuildHead) // the first build, or a rebuild
 		batch := followBatch
-		if !st.Built {
+		if building {
 			batch = buildBatch
 		}
 		wake := k.Log.Written() // before reading, so a write after the read is not missed
@@ -114,6 +120,18 @@ func (k *Keeper) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if !building && len(changes) == batch {
+			if rebuild, err := k.backlogged(ctx, st); err != nil {
+				return err
+			} else if rebuild {
+				if st.BuildHead, err = k.Log.Head(ctx); err != nil {
+					return err
+				}
+				st.Cursor = store.Cursor{}
+				k.Logger.Info("many papers written at once: computing every neighbour list again rather than each new paper's reverse neighbours; the lists are served meanwhile")
+				continue
+			}
+		}
 		if err := k.apply(ctx, &st, changes); err != nil {
 			return err
 		}
@@ -121,6 +139,18 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// backlogged reports whether the writes after st's cursor cost more taken in one by one (a list
+// and its Length reverse neighbours' each) than every list computed again.
+func (k *Keeper) backlogged(ctx context.Context, st state) (bool, error) {
+	n, err := k.Papers(ctx)
+	if err != nil || n == 0 {
+		return false, err
+	}
+	enough := int(n/int64(k.Length+1)) + 1
+	pending, err := k.Log.Changes(ctx, st.Cursor, enough)
+	return len(pending) >= enough, err
 }
 
 // restart drops the lists and starts a build with key.

@@ -27,6 +27,12 @@ const listLength = 5
 // listsServer serves the demo corpus from st, hybrid (a fake model), keeping lists of
 // listLength.
 func listsServer(t *testing.T, st store.Store) recommenderv1.RecommenderServiceClient {
+	return listsServerKept(t, st, false)
+}
+
+// listsServerKept is listsServer; keepFirst starts the lists' upkeep before the corpus is
+// written, which it then takes in as writes.
+func listsServerKept(t *testing.T, st store.Store, keepFirst bool) recommenderv1.RecommenderServiceClient {
 	t.Helper()
 	api := embedtest.New(32)
 	t.Cleanup(api.Close)
@@ -48,9 +54,9 @@ func listsServer(t *testing.T, st store.Store) recommenderv1.RecommenderServiceC
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Ingest(t, c, papers)
-	// Built over the stored corpus, the lists are what a search answers; the writes after are
-	// followed.
+	if !keepFirst {
+		testutil.Ingest(t, c, papers)
+	}
 	kctx, cancel := context.WithCancel(ctx)
 	kept := make(chan error, 1)
 	go func() { kept <- lb.App.KeepNeighbourLists(kctx, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
@@ -60,7 +66,33 @@ func listsServer(t *testing.T, st store.Store) recommenderv1.RecommenderServiceC
 			t.Errorf("keeping the lists: %v", err)
 		}
 	})
+	if keepFirst { // the corpus in three writes, each taken in before the next
+		listsCurrent(t, c)
+		for i := 0; i < len(papers); i += 16 {
+			testutil.Ingest(t, c, papers[i:min(i+16, len(papers))])
+			listsCurrent(t, c)
+		}
+	}
 	return c
+}
+
+// TestBulkWritesRebuildTheLists: many papers written at once after the lists were built (here
+// a third of the corpus, three times) are taken in by computing every list again, so every list is what a search answers,
+// scores included (reverse neighbours alone would leave older lists' scores behind).
+func TestBulkWritesRebuildTheLists(t *testing.T) {
+	st, err := embedded.Open(ctx, embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c := listsServerKept(t, st, true)
+	papers, _ := demo.Papers()
+	if l := listsCurrent(t, c); l.GetLists() != int64(len(papers)) {
+		t.Fatalf("lists info %v; want %d lists", l, len(papers))
+	}
+	for _, p := range papers {
+		sameAsSearch(t, c, p.GetId())
+	}
 }
 
 // listsCurrent waits until the lists reflect every write.
