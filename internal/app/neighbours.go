@@ -159,7 +159,7 @@ func (s *App) fromList(ctx context.Context, r SimilarRequest) (listAnswer, error
 	}
 	// Papers deleted since the list was computed are left out; when that leaves too few, the
 	// paper is searched.
-	if len(recs) < min(r.PageSize, len(l.Entries)) && len(recs) < len(l.Entries) {
+	if len(recs) < min(r.PageSize, len(l.Entries)) {
 		return listAnswer{why: "papers of its list were deleted"}, nil
 	}
 	res := &recommend.Result{Mode: mode, Model: s.eng().ModelName()}
@@ -219,12 +219,37 @@ func (s *App) ExportNeighbourLists(ctx context.Context, after string, send func(
 			return nil
 		}
 		if len(lists) > 0 {
+			if err := s.dropDeleted(ctx, lists); err != nil {
+				return err
+			}
 			if err := send(lists); err != nil {
 				return err
 			}
 		}
 		after = last
 	}
+}
+
+// dropDeleted leaves the papers deleted since a list was computed out of it.
+func (s *App) dropDeleted(ctx context.Context, lists []ExportedList) error {
+	var ids []string
+	for _, l := range lists {
+		for _, e := range l.Entries {
+			ids = append(ids, e.ID)
+		}
+	}
+	recs, err := s.store.Read(ctx, ids, 0, "")
+	if err != nil {
+		return err
+	}
+	stored := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		stored[r.Paper.ID] = true
+	}
+	for i := range lists {
+		lists[i].Entries = slices.DeleteFunc(lists[i].Entries, func(e neighbours.Entry) bool { return !stored[e.ID] })
+	}
+	return nil
 }
 
 // exportBatch is how many lists an export reads and sends at a time.

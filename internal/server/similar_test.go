@@ -250,6 +250,23 @@ func testExportNeighbourLists(t *testing.T, open func(t *testing.T, name string)
 			t.Fatal(err)
 		}
 	}
+	// A deleted paper leaves the export, its own list and its place in the others'.
+	gone := all[0].GetNeighbours()[0].GetPaperId()
+	if _, err := c.DeletePapers(ctx, &recommenderv1.DeletePapersRequest{PaperIds: []string{gone}}); err != nil {
+		t.Fatal(err)
+	}
+	after := export("")
+	if len(after) != len(all)-1 {
+		t.Fatalf("exported %d lists after a delete, want %d", len(after), len(all)-1)
+	}
+	for _, l := range after {
+		for _, n := range l.GetNeighbours() {
+			if l.GetPaperId() == gone || n.GetPaperId() == gone {
+				t.Fatalf("the deleted %s is still exported: %v", gone, l)
+			}
+		}
+	}
+	all = after
 	// Resuming after the tenth list sends the rest.
 	if rest := export(all[9].GetPaperId()); len(rest) != len(all)-10 || rest[0].GetPaperId() != all[10].GetPaperId() {
 		t.Fatalf("resumed after the 10th: %d lists from %s; want %d from %s", len(rest), rest[0].GetPaperId(), len(all)-10, all[10].GetPaperId())
