@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -44,6 +46,7 @@ func runBenchNeighbours(ctx context.Context, args []string, stdout, stderr io.Wr
 	rate := fs.Float64("write-rate", 20, "new papers written a second")
 	sample := fs.Int("sample", 400, "papers whose lists are compared with a fresh search after the writes")
 	seconds := fs.Float64("seconds", 10, "duration of each lookup measure")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the lookups to this file")
 	var sf cli.StoreFlags
 	sf.RegisterEval(fs, "keep the embedded store here between runs (default: a temporary folder)")
 	if err := cli.ParseFlags(fs, args); err != nil {
@@ -75,7 +78,19 @@ func runBenchNeighbours(ctx context.Context, args []string, stdout, stderr io.Wr
 		if err := b.build(ctx, *n, *workers); err != nil {
 			return err
 		}
-		if err := b.lookups(ctx, papers, time.Duration(*seconds*float64(time.Second))); err != nil {
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+		}
+		err := b.lookups(ctx, papers, time.Duration(*seconds*float64(time.Second)))
+		pprof.StopCPUProfile()
+		if err != nil {
 			return err
 		}
 		if len(fresh) == 0 {
@@ -150,6 +165,18 @@ func (b *neighbourBench) lookups(ctx context.Context, papers []*recommenderv1.Pa
 			if err == nil && resp.GetSource() != recommenderv1.NeighbourSource_NEIGHBOUR_SOURCE_LIST {
 				err = fmt.Errorf("%s searched: %s", p.GetId(), resp.GetSearchReason())
 			}
+			return err
+		}},
+		{"SimilarPapers, from the list, BRIEF", func(ctx context.Context, p *recommenderv1.Paper) error {
+			resp, err := b.c.SimilarPapers(ctx, &recommenderv1.SimilarPapersRequest{PaperId: p.GetId(), PageSize: int32(min(b.length, 10)),
+				View: recommenderv1.PaperView_PAPER_VIEW_BRIEF})
+			if err == nil && resp.GetSource() != recommenderv1.NeighbourSource_NEIGHBOUR_SOURCE_LIST {
+				err = fmt.Errorf("%s searched: %s", p.GetId(), resp.GetSearchReason())
+			}
+			return err
+		}},
+		{"GetPaper (a call's floor)", func(ctx context.Context, p *recommenderv1.Paper) error {
+			_, err := b.c.GetPaper(ctx, &recommenderv1.GetPaperRequest{PaperId: p.GetId()})
 			return err
 		}},
 		{"Recommend, the paper as seed", func(ctx context.Context, p *recommenderv1.Paper) error {

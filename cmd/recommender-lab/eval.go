@@ -370,17 +370,13 @@ func (f float32Flag) Set(s string) error {
 	return err
 }
 
-// seedTermsFlag registers --hybrid-seed-terms and --hybrid-seed-probe; the function it returns
-// sets the engine's HybridSeedTerms and HybridSeedProbe when the flags were given.
+// seedTermsFlag registers --hybrid-seed-terms; the function it returns sets the engine's
+// HybridSeedTerms when the flag was given.
 func seedTermsFlag(fs *flag.FlagSet) func(*recommend.Engine) {
 	n := fs.Int("hybrid-seed-terms", -1, "hybrid: search a seed's words by its N most informative terms; 0: every term; -1: the service's setting")
-	probe := fs.Int("hybrid-seed-probe", -1, "hybrid: a seed's lexical list approximate, its candidates found by its N strongest terms and scored by all; 0: exact; -1: the service's setting")
 	return func(e *recommend.Engine) {
 		if *n >= 0 {
 			e.HybridSeedTerms = *n
-		}
-		if *probe >= 0 {
-			e.HybridSeedProbe = *probe
 		}
 	}
 }

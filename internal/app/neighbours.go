@@ -86,6 +86,8 @@ type SimilarRequest struct {
 	PageSize int
 	Filter   store.Filter
 	Mode     recommend.Mode
+	// Brief asks for the papers' id, title, year and date only.
+	Brief bool
 }
 
 // Similar is the answer: a search's result, or a list's (FromList).
@@ -116,6 +118,12 @@ func (s *App) SimilarPapers(ctx context.Context, r SimilarRequest) (*Similar, er
 	}
 	if len(res.Seeds) > 0 && res.Seeds[0].Status == recommend.SeedNotFound {
 		return nil, &store.NotFoundError{IDs: []string{r.ID}}
+	}
+	if r.Brief {
+		for i := range res.Items {
+			p := &res.Items[i].Paper
+			*p = store.Paper{ID: p.ID, Title: p.Title, Year: p.Year, Date: p.Date}
+		}
 	}
 	return &Similar{Result: res, SearchReason: reason.why}, nil
 }
@@ -153,13 +161,23 @@ func (s *App) fromList(ctx context.Context, r SimilarRequest) (listAnswer, error
 	for i, e := range l.Entries {
 		ids[i] = e.ID
 	}
-	recs, err := s.store.Read(ctx, ids, store.Metadata, "")
+	// The page's papers, and the rest of the list only when some were deleted since it was
+	// computed (they are left out); when that leaves too few, the paper is searched.
+	want := min(r.PageSize, len(ids))
+	fields := store.Metadata
+	if r.Brief {
+		fields = 0 // id, title, date and year: what Read always fills in
+	}
+	recs, err := s.store.Read(ctx, ids[:want], fields, "")
+	if err == nil && len(recs) < want {
+		var more []store.Record
+		more, err = s.store.Read(ctx, ids[want:], fields, "")
+		recs = append(recs, more...)
+	}
 	if err != nil {
 		return listAnswer{}, err
 	}
-	// Papers deleted since the list was computed are left out; when that leaves too few, the
-	// paper is searched.
-	if len(recs) < min(r.PageSize, len(l.Entries)) {
+	if len(recs) < want {
 		return listAnswer{why: "papers of its list were deleted"}, nil
 	}
 	res := &recommend.Result{Mode: mode, Model: s.eng().ModelName()}

@@ -82,18 +82,10 @@ func (e *Engine) plan(ctx context.Context, r Request, mode Mode, strategy Strate
 		// The share of the most the seed's words could score stays of all its words, as the
 		// relevance was calibrated, when fewer of them are searched.
 		p.lexicalMax = append(p.lexicalMax, LexicalMax(s.lexical, idf))
-		var probe lexical.Vector
-		if mode == ModeHybrid && !s.text && len(s.dense) > 0 {
-			if e.HybridSeedTerms > 0 {
-				s.lexical = strongestTerms(s.lexical, idf, e.HybridSeedTerms)
-			}
-			if e.HybridSeedProbe > 0 {
-				probe = strongestTerms(s.lexical, idf, e.HybridSeedProbe)
-			}
+		if mode == ModeHybrid && !s.text && len(s.dense) > 0 && e.HybridSeedTerms > 0 {
+			s.lexical = strongestTerms(s.lexical, idf, e.HybridSeedTerms)
 		}
-		q := e.query(s, mode)
-		q.probe = probe
-		p.positive = append(p.positive, q)
+		p.positive = append(p.positive, e.query(s, mode))
 	}
 	for _, s := range neg {
 		p.negative = append(p.negative, e.query(s, mode))
@@ -166,8 +158,6 @@ func (e *Engine) EmbedInline(ctx context.Context, seeds []InlineSeed) ([][]float
 type query struct {
 	store.Query
 	fusion rank.Fusion
-	// probe, when set, finds the lexical list's candidates (see Engine.HybridSeedProbe).
-	probe lexical.Vector
 }
 
 // query is the query of one seed in mode.

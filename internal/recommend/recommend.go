@@ -168,10 +168,6 @@ type Engine struct {
 	// the ranking; 0: every term (the store scores at most its own bound, 96 on the embedded).
 	// The service sets DefaultHybridSeedTerms.
 	HybridSeedTerms int
-	// HybridSeedProbe, when positive, makes a hybrid seed's lexical list approximate: the
-	// papers its that many strongest terms score best (ProbeDepth times the list's length)
-	// are scored by all its terms (HybridSeedTerms), and the list is their best. 0: exact.
-	HybridSeedProbe int
 	// AuthorTieBreak orders papers scored equally by the authors they share with the seeds
 	// (breakTiesByAuthors). Off by default: measured with recommender-lab eval --author-tie-break.
 	AuthorTieBreak bool

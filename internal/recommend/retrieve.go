@@ -1,7 +1,6 @@
 package recommend
 
 import (
-	"cmp"
 	"context"
 	"slices"
 
@@ -170,7 +169,7 @@ func (rt *retrieval) find(ctx context.Context, q query, filter store.Filter, lim
 	if hybrid {
 		sq.Limit = q.fusion.ListDepth(limit)
 	}
-	lists, err := rt.searchLists(ctx, sq, q.probe)
+	lists, err := rt.store.Search(ctx, sq)
 	if err != nil {
 		return nil, err
 	}
@@ -206,47 +205,6 @@ func (rt *retrieval) find(ctx context.Context, q query, filter store.Filter, lim
 		}
 	}
 	return kept, nil
-}
-
-// ProbeDepth is how many times a list's length a lexical probe finds (Engine.HybridSeedProbe).
-const ProbeDepth = 4
-
-// searchLists searches sq's lists: in one call, or, with a probe for a hybrid query over the
-// whole store, the dense list beside an approximate lexical one (the probe's best papers scored
-// by all of sq's terms).
-func (rt *retrieval) searchLists(ctx context.Context, sq store.Query, probe lexical.Vector) (store.Lists, error) {
-	if probe.Len() == 0 || probe.Len() >= sq.Lexical.Len() || len(sq.Dense) == 0 || sq.Filter.OnlyIDs != nil {
-		return rt.store.Search(ctx, sq)
-	}
-	var lex []store.Scored
-	var lexErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		pq := sq
-		pq.Dense, pq.DenseSet, pq.Lexical, pq.Limit = nil, "", probe, sq.Limit*ProbeDepth
-		found, err := rt.store.Search(ctx, pq)
-		if err != nil || len(found.Lexical) == 0 {
-			lexErr = err
-			return
-		}
-		rq := sq
-		rq.Dense, rq.DenseSet = nil, ""
-		rq.Filter.OnlyIDs = make([]string, len(found.Lexical))
-		for i, f := range found.Lexical {
-			rq.Filter.OnlyIDs[i] = f.ID
-		}
-		rescored, err := rt.store.Search(ctx, rq)
-		lex, lexErr = rescored.Lexical, err
-	}()
-	dq := sq
-	dq.Lexical = lexical.Vector{}
-	dense, err := rt.store.Search(ctx, dq)
-	<-done
-	if err = cmp.Or(err, lexErr); err != nil {
-		return store.Lists{}, err
-	}
-	return store.Lists{Lexical: lex, Dense: dense.Dense}, nil
 }
 
 // fill replaces the brief papers of a page by the whole ones; a paper deleted since the search

@@ -14,6 +14,9 @@ import (
 func (s *Service) SimilarPapers(ctx context.Context, req *recommenderv1.SimilarPapersRequest) (*recommenderv1.SimilarPapersResponse, error) {
 	v := &apierr.ValidationError{}
 	checkID(v, "paper_id", CanonicalID(req.GetPaperId()))
+	if _, ok := recommenderv1.PaperView_name[int32(req.GetView())]; !ok {
+		v.Add("view", "unknown value %d", req.GetView())
+	}
 	if err := v.ErrOrNil(); err != nil {
 		return nil, err
 	}
@@ -23,7 +26,8 @@ func (s *Service) SimilarPapers(ctx context.Context, req *recommenderv1.SimilarP
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.app.SimilarPapers(ctx, app.SimilarRequest{ID: r.Positive[0], PageSize: r.PageSize, Filter: r.Filter, Mode: r.Mode})
+	res, err := s.app.SimilarPapers(ctx, app.SimilarRequest{ID: r.Positive[0], PageSize: r.PageSize, Filter: r.Filter, Mode: r.Mode,
+		Brief: req.GetView() == recommenderv1.PaperView_PAPER_VIEW_BRIEF})
 	if err != nil {
 		return nil, err
 	}

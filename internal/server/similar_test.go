@@ -163,6 +163,24 @@ func testSimilarPapersFromLists(t *testing.T, open func(t *testing.T, name strin
 		sameAsSearch(t, c, p.GetId())
 	}
 
+	// The brief view: the same papers, their id, title, year and date only.
+	for _, p := range papers[:5] {
+		full := sameAsSearch(t, c, p.GetId())
+		brief, err := c.SimilarPapers(ctx, &recommenderv1.SimilarPapersRequest{PaperId: p.GetId(), PageSize: listLength,
+			View: recommenderv1.PaperView_PAPER_VIEW_BRIEF})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(resultIDs(brief.GetResults()), full) || brief.GetSource() != recommenderv1.NeighbourSource_NEIGHBOUR_SOURCE_LIST {
+			t.Fatalf("brief: %v from %v, full %v", resultIDs(brief.GetResults()), brief.GetSource(), full)
+		}
+		for _, r := range brief.GetResults() {
+			if r.GetPaper().GetTitle() == "" || r.GetPaper().GetAbstract() != "" || len(r.GetPaper().GetAuthors()) > 0 {
+				t.Fatalf("a brief paper: %v", r.GetPaper())
+			}
+		}
+	}
+
 	// Any other shape is searched, and says why.
 	id := papers[0].GetId()
 	for _, req := range []*recommenderv1.SimilarPapersRequest{
@@ -185,6 +203,10 @@ func testSimilarPapersFromLists(t *testing.T, open func(t *testing.T, name strin
 		return err
 	}(), codes.InvalidArgument); !slices.Equal(fields, []string{"paper_id"}) {
 		t.Errorf("an empty id: violations %v, want paper_id", fields)
+	}
+	_, err = c.SimilarPapers(ctx, &recommenderv1.SimilarPapersRequest{PaperId: id, View: 7})
+	if fields := wantCode(t, err, codes.InvalidArgument); !slices.Equal(fields, []string{"view"}) {
+		t.Errorf("an unknown view: violations %v, want view", fields)
 	}
 
 	// A new paper written like one stored enters that paper's list (its reverse neighbour),

@@ -204,6 +204,61 @@ func (SeedStatus) EnumDescriptor() ([]byte, []int) {
 	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{2}
 }
 
+// PaperView says what of a paper a response carries.
+type PaperView int32
+
+const (
+	// Every field (FULL).
+	PaperView_PAPER_VIEW_UNSPECIFIED PaperView = 0
+	// Every field.
+	PaperView_PAPER_VIEW_FULL PaperView = 1
+	// The id, title, year and date only: what a panel of titles shows, answered without reading
+	// the papers' records (the embedded store keeps these fields in memory), at about half the
+	// cost of FULL from a list.
+	PaperView_PAPER_VIEW_BRIEF PaperView = 2
+)
+
+// Enum value maps for PaperView.
+var (
+	PaperView_name = map[int32]string{
+		0: "PAPER_VIEW_UNSPECIFIED",
+		1: "PAPER_VIEW_FULL",
+		2: "PAPER_VIEW_BRIEF",
+	}
+	PaperView_value = map[string]int32{
+		"PAPER_VIEW_UNSPECIFIED": 0,
+		"PAPER_VIEW_FULL":        1,
+		"PAPER_VIEW_BRIEF":       2,
+	}
+)
+
+func (x PaperView) Enum() *PaperView {
+	p := new(PaperView)
+	*p = x
+	return p
+}
+
+func (x PaperView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PaperView) Descriptor() protoreflect.EnumDescriptor {
+	return file_recommender_v1_recommender_proto_enumTypes[3].Descriptor()
+}
+
+func (PaperView) Type() protoreflect.EnumType {
+	return &file_recommender_v1_recommender_proto_enumTypes[3]
+}
+
+func (x PaperView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PaperView.Descriptor instead.
+func (PaperView) EnumDescriptor() ([]byte, []int) {
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+}
+
 // NeighbourSource says how a SimilarPapers response was computed.
 type NeighbourSource int32
 
@@ -240,11 +295,11 @@ func (x NeighbourSource) String() string {
 }
 
 func (NeighbourSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_recommender_v1_recommender_proto_enumTypes[3].Descriptor()
+	return file_recommender_v1_recommender_proto_enumTypes[4].Descriptor()
 }
 
 func (NeighbourSource) Type() protoreflect.EnumType {
-	return &file_recommender_v1_recommender_proto_enumTypes[3]
+	return &file_recommender_v1_recommender_proto_enumTypes[4]
 }
 
 func (x NeighbourSource) Number() protoreflect.EnumNumber {
@@ -253,7 +308,7 @@ func (x NeighbourSource) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NeighbourSource.Descriptor instead.
 func (NeighbourSource) EnumDescriptor() ([]byte, []int) {
-	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{3}
+	return file_recommender_v1_recommender_proto_rawDescGZIP(), []int{4}
 }
 
 // Paper is one scholarly paper.
@@ -2776,7 +2831,9 @@ type SimilarPapersRequest struct {
 	Filter *Filter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	// Retrieval mode; UNSPECIFIED lets the service choose (the lists are built in that mode).
 	// Another mode makes the request a search.
-	Mode          RetrievalMode `protobuf:"varint,4,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	Mode RetrievalMode `protobuf:"varint,4,opt,name=mode,proto3,enum=recommender.v1.RetrievalMode" json:"mode,omitempty"`
+	// What of each paper the results carry.
+	View          PaperView `protobuf:"varint,5,opt,name=view,proto3,enum=recommender.v1.PaperView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2837,6 +2894,13 @@ func (x *SimilarPapersRequest) GetMode() RetrievalMode {
 		return x.Mode
 	}
 	return RetrievalMode_RETRIEVAL_MODE_UNSPECIFIED
+}
+
+func (x *SimilarPapersRequest) GetView() PaperView {
+	if x != nil {
+		return x.View
+	}
+	return PaperView_PAPER_VIEW_UNSPECIFIED
 }
 
 // SimilarPapersResponse holds the papers most like the one asked, best first.
@@ -3323,12 +3387,13 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\trelevance\x18\x02 \x01(\x02R\trelevance\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1d\n" +
 	"\n" +
-	"write_time\x18\x04 \x01(\tR\twriteTime\"\xb1\x01\n" +
+	"write_time\x18\x04 \x01(\tR\twriteTime\"\xe0\x01\n" +
 	"\x14SimilarPapersRequest\x12\x19\n" +
 	"\bpaper_id\x18\x01 \x01(\tR\apaperId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12.\n" +
 	"\x06filter\x18\x03 \x01(\v2\x16.recommender.v1.FilterR\x06filter\x121\n" +
-	"\x04mode\x18\x04 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\"\x8b\x02\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1d.recommender.v1.RetrievalModeR\x04mode\x12-\n" +
+	"\x04view\x18\x05 \x01(\x0e2\x19.recommender.v1.PaperViewR\x04view\"\x8b\x02\n" +
 	"\x15SimilarPapersResponse\x128\n" +
 	"\aresults\x18\x01 \x03(\v2\x1e.recommender.v1.RecommendationR\aresults\x127\n" +
 	"\x06source\x18\x02 \x01(\x0e2\x1f.recommender.v1.NeighbourSourceR\x06source\x12#\n" +
@@ -3366,7 +3431,11 @@ const file_recommender_v1_recommender_proto_rawDesc = "" +
 	"\x12SEED_STATUS_INLINE\x10\x02\x12\x19\n" +
 	"\x15SEED_STATUS_NOT_FOUND\x10\x03\x12\x19\n" +
 	"\x15SEED_STATUS_DUPLICATE\x10\x04\x12\x1c\n" +
-	"\x18SEED_STATUS_NO_EMBEDDING\x10\x05*k\n" +
+	"\x18SEED_STATUS_NO_EMBEDDING\x10\x05*R\n" +
+	"\tPaperView\x12\x1a\n" +
+	"\x16PAPER_VIEW_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fPAPER_VIEW_FULL\x10\x01\x12\x14\n" +
+	"\x10PAPER_VIEW_BRIEF\x10\x02*k\n" +
 	"\x0fNeighbourSource\x12 \n" +
 	"\x1cNEIGHBOUR_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15NEIGHBOUR_SOURCE_LIST\x10\x01\x12\x1b\n" +
@@ -3402,124 +3471,126 @@ func file_recommender_v1_recommender_proto_rawDescGZIP() []byte {
 	return file_recommender_v1_recommender_proto_rawDescData
 }
 
-var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_recommender_v1_recommender_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_recommender_v1_recommender_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_recommender_v1_recommender_proto_goTypes = []any{
 	(RetrievalMode)(0),                   // 0: recommender.v1.RetrievalMode
 	(SeedStrategy)(0),                    // 1: recommender.v1.SeedStrategy
 	(SeedStatus)(0),                      // 2: recommender.v1.SeedStatus
-	(NeighbourSource)(0),                 // 3: recommender.v1.NeighbourSource
-	(*Paper)(nil),                        // 4: recommender.v1.Paper
-	(*Filter)(nil),                       // 5: recommender.v1.Filter
-	(*RecommendRequest)(nil),             // 6: recommender.v1.RecommendRequest
-	(*SeedPaper)(nil),                    // 7: recommender.v1.SeedPaper
-	(*Seed)(nil),                         // 8: recommender.v1.Seed
-	(*SharedTerm)(nil),                   // 9: recommender.v1.SharedTerm
-	(*Explanation)(nil),                  // 10: recommender.v1.Explanation
-	(*Recommendation)(nil),               // 11: recommender.v1.Recommendation
-	(*RecommendResponse)(nil),            // 12: recommender.v1.RecommendResponse
-	(*GetPaperRequest)(nil),              // 13: recommender.v1.GetPaperRequest
-	(*GetPaperResponse)(nil),             // 14: recommender.v1.GetPaperResponse
-	(*UpsertPapersRequest)(nil),          // 15: recommender.v1.UpsertPapersRequest
-	(*UpsertPapersResponse)(nil),         // 16: recommender.v1.UpsertPapersResponse
-	(*DeletePapersRequest)(nil),          // 17: recommender.v1.DeletePapersRequest
-	(*DeletePapersResponse)(nil),         // 18: recommender.v1.DeletePapersResponse
-	(*IngestPapersRequest)(nil),          // 19: recommender.v1.IngestPapersRequest
-	(*Rejection)(nil),                    // 20: recommender.v1.Rejection
-	(*IngestPapersResponse)(nil),         // 21: recommender.v1.IngestPapersResponse
-	(*GetIndexInfoRequest)(nil),          // 22: recommender.v1.GetIndexInfoRequest
-	(*GetIndexInfoResponse)(nil),         // 23: recommender.v1.GetIndexInfoResponse
-	(*NeighbourListsInfo)(nil),           // 24: recommender.v1.NeighbourListsInfo
-	(*VectorSet)(nil),                    // 25: recommender.v1.VectorSet
-	(*RetireVectorSetRequest)(nil),       // 26: recommender.v1.RetireVectorSetRequest
-	(*RetireVectorSetResponse)(nil),      // 27: recommender.v1.RetireVectorSetResponse
-	(*Feed)(nil),                         // 28: recommender.v1.Feed
-	(*CreateFeedRequest)(nil),            // 29: recommender.v1.CreateFeedRequest
-	(*CreateFeedResponse)(nil),           // 30: recommender.v1.CreateFeedResponse
-	(*GetFeedRequest)(nil),               // 31: recommender.v1.GetFeedRequest
-	(*GetFeedResponse)(nil),              // 32: recommender.v1.GetFeedResponse
-	(*ListFeedsRequest)(nil),             // 33: recommender.v1.ListFeedsRequest
-	(*ListFeedsResponse)(nil),            // 34: recommender.v1.ListFeedsResponse
-	(*DeleteFeedRequest)(nil),            // 35: recommender.v1.DeleteFeedRequest
-	(*DeleteFeedResponse)(nil),           // 36: recommender.v1.DeleteFeedResponse
-	(*StreamFeedRequest)(nil),            // 37: recommender.v1.StreamFeedRequest
-	(*StreamFeedResponse)(nil),           // 38: recommender.v1.StreamFeedResponse
-	(*SimilarPapersRequest)(nil),         // 39: recommender.v1.SimilarPapersRequest
-	(*SimilarPapersResponse)(nil),        // 40: recommender.v1.SimilarPapersResponse
-	(*ExportNeighbourListsRequest)(nil),  // 41: recommender.v1.ExportNeighbourListsRequest
-	(*ExportNeighbourListsResponse)(nil), // 42: recommender.v1.ExportNeighbourListsResponse
-	(*NeighbourList)(nil),                // 43: recommender.v1.NeighbourList
-	(*Neighbour)(nil),                    // 44: recommender.v1.Neighbour
+	(PaperView)(0),                       // 3: recommender.v1.PaperView
+	(NeighbourSource)(0),                 // 4: recommender.v1.NeighbourSource
+	(*Paper)(nil),                        // 5: recommender.v1.Paper
+	(*Filter)(nil),                       // 6: recommender.v1.Filter
+	(*RecommendRequest)(nil),             // 7: recommender.v1.RecommendRequest
+	(*SeedPaper)(nil),                    // 8: recommender.v1.SeedPaper
+	(*Seed)(nil),                         // 9: recommender.v1.Seed
+	(*SharedTerm)(nil),                   // 10: recommender.v1.SharedTerm
+	(*Explanation)(nil),                  // 11: recommender.v1.Explanation
+	(*Recommendation)(nil),               // 12: recommender.v1.Recommendation
+	(*RecommendResponse)(nil),            // 13: recommender.v1.RecommendResponse
+	(*GetPaperRequest)(nil),              // 14: recommender.v1.GetPaperRequest
+	(*GetPaperResponse)(nil),             // 15: recommender.v1.GetPaperResponse
+	(*UpsertPapersRequest)(nil),          // 16: recommender.v1.UpsertPapersRequest
+	(*UpsertPapersResponse)(nil),         // 17: recommender.v1.UpsertPapersResponse
+	(*DeletePapersRequest)(nil),          // 18: recommender.v1.DeletePapersRequest
+	(*DeletePapersResponse)(nil),         // 19: recommender.v1.DeletePapersResponse
+	(*IngestPapersRequest)(nil),          // 20: recommender.v1.IngestPapersRequest
+	(*Rejection)(nil),                    // 21: recommender.v1.Rejection
+	(*IngestPapersResponse)(nil),         // 22: recommender.v1.IngestPapersResponse
+	(*GetIndexInfoRequest)(nil),          // 23: recommender.v1.GetIndexInfoRequest
+	(*GetIndexInfoResponse)(nil),         // 24: recommender.v1.GetIndexInfoResponse
+	(*NeighbourListsInfo)(nil),           // 25: recommender.v1.NeighbourListsInfo
+	(*VectorSet)(nil),                    // 26: recommender.v1.VectorSet
+	(*RetireVectorSetRequest)(nil),       // 27: recommender.v1.RetireVectorSetRequest
+	(*RetireVectorSetResponse)(nil),      // 28: recommender.v1.RetireVectorSetResponse
+	(*Feed)(nil),                         // 29: recommender.v1.Feed
+	(*CreateFeedRequest)(nil),            // 30: recommender.v1.CreateFeedRequest
+	(*CreateFeedResponse)(nil),           // 31: recommender.v1.CreateFeedResponse
+	(*GetFeedRequest)(nil),               // 32: recommender.v1.GetFeedRequest
+	(*GetFeedResponse)(nil),              // 33: recommender.v1.GetFeedResponse
+	(*ListFeedsRequest)(nil),             // 34: recommender.v1.ListFeedsRequest
+	(*ListFeedsResponse)(nil),            // 35: recommender.v1.ListFeedsResponse
+	(*DeleteFeedRequest)(nil),            // 36: recommender.v1.DeleteFeedRequest
+	(*DeleteFeedResponse)(nil),           // 37: recommender.v1.DeleteFeedResponse
+	(*StreamFeedRequest)(nil),            // 38: recommender.v1.StreamFeedRequest
+	(*StreamFeedResponse)(nil),           // 39: recommender.v1.StreamFeedResponse
+	(*SimilarPapersRequest)(nil),         // 40: recommender.v1.SimilarPapersRequest
+	(*SimilarPapersResponse)(nil),        // 41: recommender.v1.SimilarPapersResponse
+	(*ExportNeighbourListsRequest)(nil),  // 42: recommender.v1.ExportNeighbourListsRequest
+	(*ExportNeighbourListsResponse)(nil), // 43: recommender.v1.ExportNeighbourListsResponse
+	(*NeighbourList)(nil),                // 44: recommender.v1.NeighbourList
+	(*Neighbour)(nil),                    // 45: recommender.v1.Neighbour
 }
 var file_recommender_v1_recommender_proto_depIdxs = []int32{
-	5,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
+	6,  // 0: recommender.v1.RecommendRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 1: recommender.v1.RecommendRequest.mode:type_name -> recommender.v1.RetrievalMode
 	1,  // 2: recommender.v1.RecommendRequest.strategy:type_name -> recommender.v1.SeedStrategy
-	7,  // 3: recommender.v1.RecommendRequest.positive_papers:type_name -> recommender.v1.SeedPaper
-	7,  // 4: recommender.v1.RecommendRequest.negative_papers:type_name -> recommender.v1.SeedPaper
+	8,  // 3: recommender.v1.RecommendRequest.positive_papers:type_name -> recommender.v1.SeedPaper
+	8,  // 4: recommender.v1.RecommendRequest.negative_papers:type_name -> recommender.v1.SeedPaper
 	2,  // 5: recommender.v1.Seed.status:type_name -> recommender.v1.SeedStatus
-	9,  // 6: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
-	4,  // 7: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
-	10, // 8: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
-	11, // 9: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
+	10, // 6: recommender.v1.Explanation.shared_terms:type_name -> recommender.v1.SharedTerm
+	5,  // 7: recommender.v1.Recommendation.paper:type_name -> recommender.v1.Paper
+	11, // 8: recommender.v1.Recommendation.explanation:type_name -> recommender.v1.Explanation
+	12, // 9: recommender.v1.RecommendResponse.results:type_name -> recommender.v1.Recommendation
 	0,  // 10: recommender.v1.RecommendResponse.mode:type_name -> recommender.v1.RetrievalMode
 	1,  // 11: recommender.v1.RecommendResponse.strategy:type_name -> recommender.v1.SeedStrategy
-	8,  // 12: recommender.v1.RecommendResponse.seeds:type_name -> recommender.v1.Seed
-	4,  // 13: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
-	4,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
-	4,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
-	20, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
-	25, // 17: recommender.v1.GetIndexInfoResponse.other_vector_set:type_name -> recommender.v1.VectorSet
-	24, // 18: recommender.v1.GetIndexInfoResponse.neighbour_lists:type_name -> recommender.v1.NeighbourListsInfo
-	25, // 19: recommender.v1.RetireVectorSetResponse.retired:type_name -> recommender.v1.VectorSet
-	7,  // 20: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
-	5,  // 21: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
+	9,  // 12: recommender.v1.RecommendResponse.seeds:type_name -> recommender.v1.Seed
+	5,  // 13: recommender.v1.GetPaperResponse.paper:type_name -> recommender.v1.Paper
+	5,  // 14: recommender.v1.UpsertPapersRequest.papers:type_name -> recommender.v1.Paper
+	5,  // 15: recommender.v1.IngestPapersRequest.papers:type_name -> recommender.v1.Paper
+	21, // 16: recommender.v1.IngestPapersResponse.rejections:type_name -> recommender.v1.Rejection
+	26, // 17: recommender.v1.GetIndexInfoResponse.other_vector_set:type_name -> recommender.v1.VectorSet
+	25, // 18: recommender.v1.GetIndexInfoResponse.neighbour_lists:type_name -> recommender.v1.NeighbourListsInfo
+	26, // 19: recommender.v1.RetireVectorSetResponse.retired:type_name -> recommender.v1.VectorSet
+	8,  // 20: recommender.v1.Feed.positive_papers:type_name -> recommender.v1.SeedPaper
+	6,  // 21: recommender.v1.Feed.filter:type_name -> recommender.v1.Filter
 	0,  // 22: recommender.v1.Feed.mode:type_name -> recommender.v1.RetrievalMode
-	28, // 23: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
-	28, // 24: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
-	28, // 25: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
-	28, // 26: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
-	4,  // 27: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
-	5,  // 28: recommender.v1.SimilarPapersRequest.filter:type_name -> recommender.v1.Filter
+	29, // 23: recommender.v1.CreateFeedRequest.feed:type_name -> recommender.v1.Feed
+	29, // 24: recommender.v1.CreateFeedResponse.feed:type_name -> recommender.v1.Feed
+	29, // 25: recommender.v1.GetFeedResponse.feed:type_name -> recommender.v1.Feed
+	29, // 26: recommender.v1.ListFeedsResponse.feeds:type_name -> recommender.v1.Feed
+	5,  // 27: recommender.v1.StreamFeedResponse.paper:type_name -> recommender.v1.Paper
+	6,  // 28: recommender.v1.SimilarPapersRequest.filter:type_name -> recommender.v1.Filter
 	0,  // 29: recommender.v1.SimilarPapersRequest.mode:type_name -> recommender.v1.RetrievalMode
-	11, // 30: recommender.v1.SimilarPapersResponse.results:type_name -> recommender.v1.Recommendation
-	3,  // 31: recommender.v1.SimilarPapersResponse.source:type_name -> recommender.v1.NeighbourSource
-	0,  // 32: recommender.v1.SimilarPapersResponse.mode:type_name -> recommender.v1.RetrievalMode
-	43, // 33: recommender.v1.ExportNeighbourListsResponse.lists:type_name -> recommender.v1.NeighbourList
-	44, // 34: recommender.v1.NeighbourList.neighbours:type_name -> recommender.v1.Neighbour
-	6,  // 35: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
-	13, // 36: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
-	15, // 37: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
-	17, // 38: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
-	19, // 39: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
-	22, // 40: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
-	29, // 41: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
-	31, // 42: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
-	33, // 43: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
-	35, // 44: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
-	37, // 45: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
-	26, // 46: recommender.v1.RecommenderService.RetireVectorSet:input_type -> recommender.v1.RetireVectorSetRequest
-	39, // 47: recommender.v1.RecommenderService.SimilarPapers:input_type -> recommender.v1.SimilarPapersRequest
-	41, // 48: recommender.v1.RecommenderService.ExportNeighbourLists:input_type -> recommender.v1.ExportNeighbourListsRequest
-	12, // 49: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
-	14, // 50: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
-	16, // 51: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
-	18, // 52: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
-	21, // 53: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
-	23, // 54: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
-	30, // 55: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
-	32, // 56: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
-	34, // 57: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
-	36, // 58: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
-	38, // 59: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
-	27, // 60: recommender.v1.RecommenderService.RetireVectorSet:output_type -> recommender.v1.RetireVectorSetResponse
-	40, // 61: recommender.v1.RecommenderService.SimilarPapers:output_type -> recommender.v1.SimilarPapersResponse
-	42, // 62: recommender.v1.RecommenderService.ExportNeighbourLists:output_type -> recommender.v1.ExportNeighbourListsResponse
-	49, // [49:63] is the sub-list for method output_type
-	35, // [35:49] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	3,  // 30: recommender.v1.SimilarPapersRequest.view:type_name -> recommender.v1.PaperView
+	12, // 31: recommender.v1.SimilarPapersResponse.results:type_name -> recommender.v1.Recommendation
+	4,  // 32: recommender.v1.SimilarPapersResponse.source:type_name -> recommender.v1.NeighbourSource
+	0,  // 33: recommender.v1.SimilarPapersResponse.mode:type_name -> recommender.v1.RetrievalMode
+	44, // 34: recommender.v1.ExportNeighbourListsResponse.lists:type_name -> recommender.v1.NeighbourList
+	45, // 35: recommender.v1.NeighbourList.neighbours:type_name -> recommender.v1.Neighbour
+	7,  // 36: recommender.v1.RecommenderService.Recommend:input_type -> recommender.v1.RecommendRequest
+	14, // 37: recommender.v1.RecommenderService.GetPaper:input_type -> recommender.v1.GetPaperRequest
+	16, // 38: recommender.v1.RecommenderService.UpsertPapers:input_type -> recommender.v1.UpsertPapersRequest
+	18, // 39: recommender.v1.RecommenderService.DeletePapers:input_type -> recommender.v1.DeletePapersRequest
+	20, // 40: recommender.v1.RecommenderService.IngestPapers:input_type -> recommender.v1.IngestPapersRequest
+	23, // 41: recommender.v1.RecommenderService.GetIndexInfo:input_type -> recommender.v1.GetIndexInfoRequest
+	30, // 42: recommender.v1.RecommenderService.CreateFeed:input_type -> recommender.v1.CreateFeedRequest
+	32, // 43: recommender.v1.RecommenderService.GetFeed:input_type -> recommender.v1.GetFeedRequest
+	34, // 44: recommender.v1.RecommenderService.ListFeeds:input_type -> recommender.v1.ListFeedsRequest
+	36, // 45: recommender.v1.RecommenderService.DeleteFeed:input_type -> recommender.v1.DeleteFeedRequest
+	38, // 46: recommender.v1.RecommenderService.StreamFeed:input_type -> recommender.v1.StreamFeedRequest
+	27, // 47: recommender.v1.RecommenderService.RetireVectorSet:input_type -> recommender.v1.RetireVectorSetRequest
+	40, // 48: recommender.v1.RecommenderService.SimilarPapers:input_type -> recommender.v1.SimilarPapersRequest
+	42, // 49: recommender.v1.RecommenderService.ExportNeighbourLists:input_type -> recommender.v1.ExportNeighbourListsRequest
+	13, // 50: recommender.v1.RecommenderService.Recommend:output_type -> recommender.v1.RecommendResponse
+	15, // 51: recommender.v1.RecommenderService.GetPaper:output_type -> recommender.v1.GetPaperResponse
+	17, // 52: recommender.v1.RecommenderService.UpsertPapers:output_type -> recommender.v1.UpsertPapersResponse
+	19, // 53: recommender.v1.RecommenderService.DeletePapers:output_type -> recommender.v1.DeletePapersResponse
+	22, // 54: recommender.v1.RecommenderService.IngestPapers:output_type -> recommender.v1.IngestPapersResponse
+	24, // 55: recommender.v1.RecommenderService.GetIndexInfo:output_type -> recommender.v1.GetIndexInfoResponse
+	31, // 56: recommender.v1.RecommenderService.CreateFeed:output_type -> recommender.v1.CreateFeedResponse
+	33, // 57: recommender.v1.RecommenderService.GetFeed:output_type -> recommender.v1.GetFeedResponse
+	35, // 58: recommender.v1.RecommenderService.ListFeeds:output_type -> recommender.v1.ListFeedsResponse
+	37, // 59: recommender.v1.RecommenderService.DeleteFeed:output_type -> recommender.v1.DeleteFeedResponse
+	39, // 60: recommender.v1.RecommenderService.StreamFeed:output_type -> recommender.v1.StreamFeedResponse
+	28, // 61: recommender.v1.RecommenderService.RetireVectorSet:output_type -> recommender.v1.RetireVectorSetResponse
+	41, // 62: recommender.v1.RecommenderService.SimilarPapers:output_type -> recommender.v1.SimilarPapersResponse
+	43, // 63: recommender.v1.RecommenderService.ExportNeighbourLists:output_type -> recommender.v1.ExportNeighbourListsResponse
+	50, // [50:64] is the sub-list for method output_type
+	36, // [36:50] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_recommender_v1_recommender_proto_init() }
@@ -3536,7 +3607,7 @@ func file_recommender_v1_recommender_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_recommender_v1_recommender_proto_rawDesc), len(file_recommender_v1_recommender_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
