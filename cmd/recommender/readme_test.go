@@ -199,10 +199,13 @@ func TestREADMEModelDemoExamples(t *testing.T) {
 }
 
 // awaitLists waits until the server's neighbour lists reflect every write.
-func (p *process) awaitLists(t *testing.T) {
+func (p *process) awaitLists(t *testing.T) { awaitLists(t, p.client) }
+
+// awaitLists waits until the neighbour lists of c's server reflect every write.
+func awaitLists(t *testing.T, c recommenderv1.RecommenderServiceClient) {
 	t.Helper()
 	for deadline := time.Now().Add(2 * time.Minute); ; {
-		info, err := p.client.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{})
+		info, err := c.GetIndexInfo(context.Background(), &recommenderv1.GetIndexInfoRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}

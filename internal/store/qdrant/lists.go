@@ -25,6 +25,22 @@ func (s *Store) ensureLists(ctx context.Context) error {
 	return s.ensurePayloadCollection(ctx, s.listsCollection(), &s.listsOK)
 }
 
+// listsKept reports whether the lists collection exists, without creating it (a store whose
+// service keeps no lists has none).
+func (s *Store) listsKept(ctx context.Context) (bool, error) {
+	s.listsMu.Lock()
+	defer s.listsMu.Unlock()
+	if s.listsOK {
+		return true, nil
+	}
+	exists, err := s.client.CollectionExists(ctx, s.listsCollection())
+	if err != nil {
+		return false, mapErr(s.listsCollection(), err)
+	}
+	s.listsOK = exists
+	return exists, nil
+}
+
 // PutLists implements store.NeighbourLists: the lists of papers still stored, in one upsert.
 func (s *Store) PutLists(ctx context.Context, lists []store.ListRecord) error {
 	ctx, cancel := s.bound(ctx)

@@ -470,14 +470,17 @@ func (s *Store) Delete(ctx context.Context, ids []string) ([]string, error) {
 			notFound = append(notFound, id)
 		}
 	}
+	lists := ""
 	if len(pids) > 0 {
-		if err := s.ensureLists(ctx); err != nil {
+		if kept, err := s.listsKept(ctx); err != nil {
 			return nil, err
+		} else if kept {
+			lists = s.listsCollection()
 		}
 	}
 	// From the other collection too: a paper deleted must not come back with a switch. The
 	// lists' first: a list outliving its paper would be exported.
-	for _, c := range []string{s.listsCollection(), other, coll} {
+	for _, c := range []string{lists, other, coll} {
 		if len(pids) == 0 || c == "" {
 			continue
 		}
