@@ -157,7 +157,7 @@ func (f *serveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.neighbours, "neighbours", neighbours.DefaultLength,
 		"keep each paper's `N` most similar papers precomputed in the store, for SimilarPapers and the page's similar papers (built in the background, then kept current as papers are written); 0: none, every request searched")
 	fs.IntVar(&f.neighbourWorkers, "neighbour-workers", 1,
-		"papers whose lists this process computes at a time (building them, and keeping them current); 0: serve the lists only, as replicas beside the one that keeps them over a shared Qdrant do")
+		"papers whose lists this process computes at a time (building them, and keeping them current; replicas over one Qdrant take turns, one at a time); 0: serve the lists only")
 }
 
 // serveConfig is serve's configuration, checked and resolved: keys read, TLS loaded, models

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 
@@ -29,8 +31,10 @@ func (s *App) keeper() *neighbours.Keeper {
 		if s.listLength <= 0 || !ok || !logged {
 			return
 		}
+		host, _ := os.Hostname()
 		s.lists = &neighbours.Keeper{Lists: nl, Log: cl, Compute: s.computeList, Key: s.listKey, Papers: s.paperCount,
-			Length: s.listLength, Workers: s.listWorkers, Logger: slog.Default()}
+			Length: s.listLength, Workers: s.listWorkers, Logger: slog.Default(),
+			ID: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32())}
 	})
 	return s.lists
 }

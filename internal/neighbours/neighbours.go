@@ -60,6 +60,11 @@ type Keeper struct {
 	// Workers computes lists in parallel (default 1).
 	Workers int
 	Logger  *slog.Logger
+	// ID names this keeper among those sharing the store (replicas over one Qdrant): one keeps
+	// the lists at a time, renewing its lease; the others take over once it has not for LeaseTTL
+	// (default DefaultLeaseTTL).
+	ID       string
+	LeaseTTL time.Duration
 
 	computed atomic.Int64 // lists computed by Run, for its progress log
 }
@@ -74,6 +79,19 @@ type state struct {
 	BuildHead store.Cursor `json:"build_head"`
 	Built     bool         `json:"built"`
 	BuiltAt   time.Time    `json:"built_at,omitzero"`
+	// Owner is the keeper keeping the lists; Renewed when it last said so.
+	Owner   string    `json:"owner,omitempty"`
+	Renewed time.Time `json:"renewed,omitzero"`
+}
+
+// DefaultLeaseTTL is how long a keeper's lease lasts unrenewed; it renews a third of that.
+const DefaultLeaseTTL = 30 * time.Second
+
+func (k *Keeper) leaseTTL() time.Duration {
+	if k.LeaseTTL > 0 {
+		return k.LeaseTTL
+	}
+	return DefaultLeaseTTL
 }
 
 // Batch sizes: the build reads the log in large batches; following it, small ones, so a write
@@ -83,61 +101,110 @@ const (
 	followBatch = 16
 )
 
-// Run builds the lists (or resumes a build) and keeps them current until ctx ends.
+// Run builds the lists (or resumes a build) and keeps them current until ctx ends, while it
+// holds the lease; while another keeper does, it waits to take over.
 func (k *Keeper) Run(ctx context.Context) error {
-	st, err := k.loadState(ctx)
-	if err != nil {
-		return err
-	}
+	defer k.release()
 	for {
+		// The stored state is the truth: another keeper may have moved it.
+		st, err := k.loadState(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Owner != "" && st.Owner != k.ID && time.Since(st.Renewed) < k.leaseTTL() {
+			if err := sleep(ctx, k.leaseTTL()/3); err != nil {
+				return err
+			}
+			continue
+		}
+		if st.Owner != k.ID && st.Owner != "" {
+			k.Logger.Info("taking over the neighbour lists' upkeep", "from", st.Owner)
+		}
+		st.Owner = k.ID
 		if key := k.Key(); st.Key != key {
 			if st, err = k.restart(ctx, key); err != nil {
 				return err
 			}
 		}
-		building := !st.Built || st.Cursor.Before(st.BuildHead) // the first build, or a rebuild
-		batch := followBatch
-		if building {
-			batch = buildBatch
+		if err := k.step(ctx, &st); err != nil {
+			return err
 		}
-		wake := k.Log.Written() // before reading, so a write after the read is not missed
-		changes, err := k.Log.Changes(ctx, st.Cursor, batch)
+	}
+}
+
+// step takes in one batch of writes, or waits for the next write (renewing the lease), and
+// stores the state.
+func (k *Keeper) step(ctx context.Context, st *state) error {
+	building := !st.Built || st.Cursor.Before(st.BuildHead) // the first build, or a rebuild
+	batch := followBatch
+	if building {
+		batch = buildBatch
+	}
+	wake := k.Log.Written() // before reading, so a write after the read is not missed
+	changes, err := k.Log.Changes(ctx, st.Cursor, batch)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(changes) == 0:
+		if !st.Built {
+			st.Built, st.BuiltAt = true, time.Now().UTC()
+			k.Logger.Info("neighbour lists built", "lists", k.computed.Load())
+		}
+		if err := k.saveState(ctx, *st); err != nil {
+			return err
+		}
+		renew := time.NewTimer(k.leaseTTL() / 3)
+		defer renew.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-renew.C:
+		}
+		return nil
+	case !building && len(changes) == batch:
+		rebuild, err := k.backlogged(ctx, *st)
 		if err != nil {
 			return err
 		}
-		if len(changes) == 0 {
-			if !st.Built {
-				st.Built, st.BuiltAt = true, time.Now().UTC()
-				if err := k.saveState(ctx, st); err != nil {
-					return err
-				}
-				k.Logger.Info("neighbour lists built", "lists", k.computed.Load())
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-wake:
-			}
-			continue
+		if !rebuild {
+			break
 		}
-		if !building && len(changes) == batch {
-			if rebuild, err := k.backlogged(ctx, st); err != nil {
-				return err
-			} else if rebuild {
-				if st.BuildHead, err = k.Log.Head(ctx); err != nil {
-					return err
-				}
-				st.Cursor = store.Cursor{}
-				k.Logger.Info("many papers written at once: computing every neighbour list again rather than each new paper's reverse neighbours; the lists are served meanwhile")
-				continue
-			}
-		}
-		if err := k.apply(ctx, &st, changes); err != nil {
+		if st.BuildHead, err = k.Log.Head(ctx); err != nil {
 			return err
 		}
+		st.Cursor = store.Cursor{}
+		k.Logger.Info("many papers written at once: computing every neighbour list again rather than each new paper's reverse neighbours; the lists are served meanwhile")
+		return k.saveState(ctx, *st)
+	}
+	if err := k.apply(ctx, st, changes); err != nil {
+		return err
+	}
+	return k.saveState(ctx, *st)
+}
+
+// release gives the lease up when this keeper holds it, so another (this one restarted, a
+// replica) takes over at once rather than after the lease's time.
+func (k *Keeper) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := k.loadState(ctx); err == nil && st.Owner == k.ID {
+		st.Owner = ""
 		if err := k.saveState(ctx, st); err != nil {
-			return err
+			k.Logger.Warn("the neighbour lists' lease could not be given up: another keeper takes over once it runs out", "error", err)
 		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -162,7 +229,7 @@ func (k *Keeper) restart(ctx context.Context, key string) (state, error) {
 	if err != nil {
 		return state{}, err
 	}
-	st := state{Key: key, BuildHead: head}
+	st := state{Key: key, BuildHead: head, Owner: k.ID}
 	k.Logger.Info("building the neighbour lists of every paper in the background; until a paper's list is built, its similar papers are searched")
 	return st, k.saveState(ctx, st)
 }
@@ -289,6 +356,7 @@ func (k *Keeper) loadState(ctx context.Context) (state, error) {
 }
 
 func (k *Keeper) saveState(ctx context.Context, st state) error {
+	st.Renewed = time.Now().UTC()
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
