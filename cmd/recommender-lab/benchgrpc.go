@@ -127,17 +127,11 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stdout, "store on the Go heap: %.0f MiB (raw float32 vectors: %.0f MiB, memory-mapped if loaded at open, on the heap if ingested by this run)\n\n",
 				liveHeapMiB()-heapBefore, vectorsMiB(*n, int(info.GetEmbeddingDimensions())))
 		}
-		if *cpuProfile != "" {
-			f, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
+		stopProfile, err := cpuProfileTo(*cpuProfile)
+		if err != nil {
+			return err
 		}
+		defer stopProfile()
 		fmt.Fprintf(stdout, "%-8s %8s %10s %10s %12s\n", "request", "clients", "p50", "p99", "requests/s")
 		for _, kind := range strings.Split(*kinds, ",") {
 			if !slices.Contains([]string{"seed", "seed-dense", "text", "embed"}, kind) {
@@ -171,6 +165,22 @@ func runBenchGRPC(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	opts := []app.Option{app.WithPipeline(seedTerms)}
 	return withEvalStore(ctx, &sf, "", "bench_grpc", emb, opts, papers, run)
+}
+
+// cpuProfileTo starts a CPU profile written to path (none when path is empty); stop ends it.
+func cpuProfileTo(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // liveHeapMiB is the live heap after a collection.

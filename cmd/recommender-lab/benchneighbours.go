@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
-	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -78,18 +76,12 @@ func runBenchNeighbours(ctx context.Context, args []string, stdout, stderr io.Wr
 		if err := b.build(ctx, *n, *workers); err != nil {
 			return err
 		}
-		if *cpuProfile != "" {
-			f, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
+		stopProfile, err := cpuProfileTo(*cpuProfile)
+		if err != nil {
+			return err
 		}
-		err := b.lookups(ctx, papers, time.Duration(*seconds*float64(time.Second)))
-		pprof.StopCPUProfile()
+		err = b.lookups(ctx, papers, time.Duration(*seconds*float64(time.Second)))
+		stopProfile()
 		if err != nil {
 			return err
 		}
