@@ -41,12 +41,16 @@ func (s *App) keeper() *neighbours.Keeper {
 
 // listKey names what the lists are computed with: the active ranking, its mode and the length.
 func (s *App) listKey() string {
-	e := s.eng()
-	mode := recommend.ModeLexical
-	if e.Embedder != nil {
-		mode = recommend.ModeHybrid
+	return s.eng().Ranking() + "\x00" + s.listMode().String() + "\x00" + strconv.Itoa(s.listLength)
+}
+
+// listMode is the mode the lists are computed in: the one a request leaving it to the service
+// gets.
+func (s *App) listMode() recommend.Mode {
+	if s.eng().Embedder != nil {
+		return recommend.ModeHybrid
 	}
-	return e.Ranking() + "\x00" + mode.String() + "\x00" + strconv.Itoa(s.listLength)
+	return recommend.ModeLexical
 }
 
 // computeList is a paper's list: the default request with the paper as its one seed (which,
@@ -140,10 +144,7 @@ type listAnswer struct {
 
 func (s *App) fromList(ctx context.Context, r SimilarRequest) (listAnswer, error) {
 	k := s.keeper()
-	mode := recommend.ModeLexical
-	if s.eng().Embedder != nil {
-		mode = recommend.ModeHybrid
-	}
+	mode := s.listMode()
 	switch {
 	case k == nil:
 		return listAnswer{why: "the server keeps no neighbour lists"}, nil

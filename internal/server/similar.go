@@ -49,6 +49,11 @@ func (s *Service) ExportNeighbourLists(req *recommenderv1.ExportNeighbourListsRe
 	after := ""
 	if req.GetAfterPaperId() != "" {
 		after = CanonicalID(req.GetAfterPaperId())
+		v := &apierr.ValidationError{}
+		checkID(v, "after_paper_id", after)
+		if err := v.ErrOrNil(); err != nil {
+			return err
+		}
 	}
 	return s.app.ExportNeighbourLists(stream.Context(), after, func(lists []app.ExportedList) error {
 		resp := &recommenderv1.ExportNeighbourListsResponse{Lists: make([]*recommenderv1.NeighbourList, len(lists))}

@@ -289,6 +289,13 @@ func testExportNeighbourLists(t *testing.T, open func(t *testing.T, name string)
 		}
 	}
 	all = after
+	stream, err := c.ExportNeighbourLists(ctx, &recommenderv1.ExportNeighbourListsRequest{AfterPaperId: "bad id"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if fields := wantCode(t, err, codes.InvalidArgument); !slices.Equal(fields, []string{"after_paper_id"}) {
+		t.Errorf("a malformed after_paper_id: violations %v", fields)
+	}
 	// Resuming after the tenth list sends the rest.
 	if rest := export(all[9].GetPaperId()); len(rest) != len(all)-10 || rest[0].GetPaperId() != all[10].GetPaperId() {
 		t.Fatalf("resumed after the 10th: %d lists from %s; want %d from %s", len(rest), rest[0].GetPaperId(), len(all)-10, all[10].GetPaperId())
