@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -218,7 +219,7 @@ func (b *neighbourBench) write(ctx context.Context, fresh []*recommenderv1.Paper
 				resp, err := b.c.SimilarPapers(ctx, &recommenderv1.SimilarPapersRequest{PaperId: p.GetId(), PageSize: 1})
 				if err != nil {
 					mu.Lock()
-					lagErr = cmp(lagErr, err)
+					lagErr = cmp.Or(lagErr, err)
 					mu.Unlock()
 					return
 				}
@@ -246,13 +247,6 @@ func (b *neighbourBench) write(ctx context.Context, fresh []*recommenderv1.Paper
 	fmt.Fprintf(b.out, "freshness of %d of them (write acknowledged -> its list and its place in others' served): p50 %s, p99 %s, max %s\n",
 		len(lags), lags[len(lags)/2].Round(time.Millisecond), lags[len(lags)*99/100].Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond))
 	return nil
-}
-
-func cmp(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // agreement compares lists with fresh searches after the writes.

@@ -7,6 +7,7 @@
 package neighbours
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -313,7 +314,7 @@ func (k *Keeper) computeAll(ctx context.Context, ids []string) ([]List, error) {
 				case errors.As(err, &nf):
 				case errors.As(err, &ue) || ctx.Err() != nil:
 					mu.Lock()
-					firstErr = cmpOr(firstErr, err)
+					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
 					return
 				default:
@@ -323,7 +324,7 @@ func (k *Keeper) computeAll(ctx context.Context, ids []string) ([]List, error) {
 		})
 	}
 	wg.Wait()
-	if err := cmpOr(ctx.Err(), firstErr); err != nil {
+	if err := cmp.Or(ctx.Err(), firstErr); err != nil {
 		return nil, err
 	}
 	kept := out[:0]
@@ -333,13 +334,6 @@ func (k *Keeper) computeAll(ctx context.Context, ids []string) ([]List, error) {
 		}
 	}
 	return kept, nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func (k *Keeper) loadState(ctx context.Context) (state, error) {
