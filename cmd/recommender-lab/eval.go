@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -71,6 +72,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&f.Depth, "fusion-depth", f.Depth, "hybrid: candidates each list contributes at least")
 	authorTieBreak := fs.Bool("author-tie-break", false, "order papers the ranking scores equally by the authors they share with the seeds (off in the service)")
 	seedTerms := seedTermsFlag(fs)
+	strategies := fs.String("strategy", "", "ranking experiments: comma-separated strategies ("+strings.Join(eval.Strategies(), ", ")+
+		"); prints CSFCube's dev NDCG and the sample's topic P@10 of each beside today's, writes each one's rankings "+
+		"beside --out (NAME inserted before the extension), and skips the other measures")
 	if err := cli.ParseFlags(fs, args); err != nil {
 		return err
 	}
@@ -95,6 +99,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		modes = append(modes, recommenderv1.RetrievalMode_RETRIEVAL_MODE_DENSE, recommenderv1.RetrievalMode_RETRIEVAL_MODE_HYBRID)
+	}
+	if *strategies != "" {
+		return runStrategies(ctx, stdout, stderr, strings.Split(*strategies, ","), *csfcube, *sample, *out, &sf, emb, svcOpts)
 	}
 	csfcubeExamples := map[recommenderv1.RetrievalMode][]eval.Example{} // dev rows, for --calibrate
 	if *csfcube != "" {
@@ -170,6 +177,112 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	return nil
+}
+
+// runStrategies measures each strategy and today's default on CSFCube's dev rows and the
+// sample's topics, and writes each one's rankings of every CSFCube row.
+func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string, csfcube, sample, out string,
+	sf *cli.StoreFlags, emb embed.Embedder, opts []app.Option) error {
+	list := []eval.Strategy{}
+	for _, n := range append([]string{"today"}, names...) {
+		s, err := eval.ParseStrategy(strings.TrimSpace(n))
+		if err != nil {
+			return cli.UsageError{Msg: err.Error()}
+		}
+		if n != "today" || len(list) == 0 {
+			list = append(list, s)
+		}
+	}
+	type figures struct {
+		pct20, at20, p10 float64
+		rows             eval.RowScores
+	}
+	got := make([]figures, len(list))
+	// progress reports a long embedding (a first run's sentences) at every tenth of the way.
+	progress := func(what string) func(done, total int) {
+		shown := 0
+		return func(done, total int) {
+			if total >= 10000 && done*10/total > shown {
+				shown = done * 10 / total
+				fmt.Fprintf(stderr, "embedding %s: %d of %d texts\n", what, done, total)
+			}
+		}
+	}
+	if csfcube != "" {
+		c, err := eval.LoadCSFCube(csfcube)
+		if err != nil {
+			return fmt.Errorf("load CSFCube: %w", err)
+		}
+		err = withEvalStore(ctx, sf, "csfcube", "eval_csfcube", emb, opts, c.Corpus, func(r evalRun) error {
+			lab := eval.NewLab(r.client, emb, c.Corpus)
+			lab.Progress = progress("CSFCube")
+			for i, s := range list {
+				rows, rankings, err := c.EvaluateStrategy(ctx, lab, s)
+				if err != nil {
+					return err
+				}
+				got[i].rows = rows
+				got[i].pct20, got[i].at20 = rows.Mean()
+				if err := eval.WriteRankings(strategyOut(out, s.Name), rankings); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if sample != "" {
+		papers, err := arxiv.ReadFile(sample)
+		if err != nil {
+			return err
+		}
+		err = withEvalStore(ctx, sf, "arxiv", "eval_arxiv", emb, opts, papers, func(r evalRun) error {
+			lab := eval.NewLab(r.client, emb, papers)
+			lab.Progress = progress("the arXiv sample")
+			for i, s := range list {
+				if got[i].p10, err = eval.StrategyTopicPrecision(ctx, lab, s); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%-28s %8s %8s %10s   %s\n", "strategy", "NDCG%20", "NDCG@20", "topic P@10", "vs today: NDCG%20 (paired standard error), P@10")
+	figure := func(x float64, measured bool) string {
+		if !measured {
+			return "-"
+		}
+		return fmt.Sprintf("%.4f", x)
+	}
+	for i, s := range list {
+		vsNDCG, vsP10 := "-", "-"
+		if csfcube != "" {
+			d, se := got[i].rows.PairedDifference(got[0].rows)
+			vsNDCG = fmt.Sprintf("%+.4f (%.4f)", d, se)
+		}
+		if sample != "" {
+			vsP10 = fmt.Sprintf("%+.4f", got[i].p10-got[0].p10)
+		}
+		fmt.Fprintf(stdout, "%-28s %8s %8s %10s   %s, %s\n", s.Name, figure(got[i].pct20, csfcube != ""), figure(got[i].at20, csfcube != ""),
+			figure(got[i].p10, sample != ""), vsNDCG, vsP10)
+	}
+	for _, s := range list {
+		fmt.Fprintf(stdout, "  %s: %s\n", s.Name, s.About)
+	}
+	fmt.Fprintf(stdout, "(CSFCube: dev rows; rankings of all rows in %s)\n", strategyOut(out, "NAME"))
+	return nil
+}
+
+// strategyOut is where a strategy's rankings go: out with the name before its extension.
+func strategyOut(out, name string) string {
+	ext := filepath.Ext(out)
+	safe := strings.NewReplacer(":", "_", "/", "_").Replace(name)
+	return strings.TrimSuffix(out, ext) + "-" + safe + ext
 }
 
 // fitCalibrations fits the relevance calibration of each request kind and mode on the seed

@@ -789,6 +789,40 @@ func TestEvalCommand(t *testing.T) {
 	}
 }
 
+// eval --strategy prints each strategy's figures beside today's and writes its rankings.
+func TestEvalStrategies(t *testing.T) {
+	t.Parallel()
+	race.Skip(t)
+	shared := testutil.SharedDir(t)
+	api := embedtest.New(32)
+	defer api.Close()
+	out := filepath.Join(t.TempDir(), "rankings.jsonl")
+	cmd := exec.Command(lab, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out,
+		"--strategy", "sent-chamfer,rrf:2:5")
+	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("eval --strategy: %v\n%s", err, b)
+	}
+	t.Logf("\n%s", b)
+	for _, name := range []string{"today", "sent-chamfer", "rrf:2:5"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` +0\.\d{4} +0\.\d{4} +- +[+-]0\.\d{4} \(0\.\d{4}\), -$`).Match(b) {
+			t.Errorf("no figures line for %s", name)
+		}
+		rows, err := os.ReadFile(strings.TrimSuffix(out, ".jsonl") + "-" + strings.ReplaceAll(name, ":", "_") + ".jsonl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(rows), "\n"); n != 50 {
+			t.Errorf("%s: %d ranking rows, want 50", name, n)
+		}
+	}
+	cmd = exec.Command(lab, "eval", "--arxiv", "", "--csfcube", "", "--strategy", "no-such")
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `unknown strategy "no-such"; known: today, `) {
+		t.Errorf("an unknown strategy: %v\n%s", err, b)
+	}
+}
+
 // check verifies a stopped server's data directory; a directory that lost its papers.db is
 // refused by serve (unless --allow-empty-store) and reported by check.
 func TestCheckCommandAndLostPapersFile(t *testing.T) {
