@@ -47,7 +47,14 @@ skips the ingest):
 
 With an embedding model, ingesting takes a while (a CPU model embeds a few papers a second):
 --data-dir keeps both stores, so later runs, e.g. tuning the hybrid fusion with the --fusion-*
-flags, skip it.`
+flags, skip it.
+
+--strategy runs ranking experiments instead: each named strategy ranks CSFCube's pools and the
+sample (every paper as the only seed) outside the service, from vectors fetched through the
+embedding API (sentences, queries: embedded on first use, then the API's cache answers) and the
+service's own lists; the table gives each one's dev NDCG with its paired standard error against
+today's default, its topic precision, and its dev NDCG%20 by facet. Parameters follow the name
+after colons: prf:10:0.5 is feedback from the 10 nearest papers at beta 0.5.`
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.NewFlags("eval", "[flags]", evalHelp, stderr)
@@ -271,11 +278,28 @@ func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string
 		fmt.Fprintf(stdout, "%-28s %8s %8s %10s   %s, %s\n", s.Name, figure(got[i].pct20, csfcube != ""), figure(got[i].at20, csfcube != ""),
 			figure(got[i].p10, sample != ""), vsNDCG, vsP10)
 	}
+	if csfcube != "" {
+		fmt.Fprintf(stdout, "CSFCube dev NDCG%%20 by facet (%d background, %d method, %d result rows):\n",
+			facetRows(got[0].rows, "background"), facetRows(got[0].rows, "method"), facetRows(got[0].rows, "result"))
+		for i, s := range list {
+			fmt.Fprintf(stdout, "  %-26s %.4f %.4f %.4f\n", s.Name, got[i].rows.FacetMean("background"), got[i].rows.FacetMean("method"), got[i].rows.FacetMean("result"))
+		}
+	}
 	for _, s := range list {
 		fmt.Fprintf(stdout, "  %s: %s\n", s.Name, s.About)
 	}
 	fmt.Fprintf(stdout, "(CSFCube: dev rows; rankings of all rows in %s)\n", strategyOut(out, "NAME"))
 	return nil
+}
+
+func facetRows(r eval.RowScores, facet string) int {
+	n := 0
+	for _, f := range r.Facets {
+		if f == facet {
+			n++
+		}
+	}
+	return n
 }
 
 // strategyOut is where a strategy's rankings go: out with the name before its extension.
