@@ -759,32 +759,46 @@ func backfillOne(t *testing.T, addr, title string) {
 	}
 }
 
+// evalCSFCube runs the lab's eval on CSFCube alone with the fake embedding API and extra args,
+// and returns its output and the rankings file it was given.
+func evalCSFCube(t *testing.T, args ...string) (output []byte, rankings string) {
+	t.Helper()
+	api := embedtest.New(32)
+	defer api.Close()
+	rankings = filepath.Join(t.TempDir(), "rankings.jsonl")
+	cmd := exec.Command(lab, append([]string{"eval", "--csfcube", filepath.Join(testutil.SharedDir(t), "eval", "csfcube"),
+		"--arxiv", "", "--out", rankings}, args...)...)
+	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("eval %v: %v\n%s", args, err, b)
+	}
+	t.Logf("\n%s", b)
+	return b, rankings
+}
+
+// rankingRows counts the rows of a rankings file.
+func rankingRows(t *testing.T, path string) int {
+	t.Helper()
+	rows, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(rows), "\n")
+}
+
 // TestEvalCommand runs the quality benchmark end to end with the fake embedding API, so every
 // mode is measured, and checks the rankings file covers all 50 rows.
 func TestEvalCommand(t *testing.T) {
 	t.Parallel()
 	race.Skip(t)
-	shared := testutil.SharedDir(t)
-	api := embedtest.New(32)
-	defer api.Close()
-	out := filepath.Join(t.TempDir(), "rankings.jsonl")
-	cmd := exec.Command(lab, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out)
-	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("eval: %v\n%s", err, b)
-	}
-	t.Logf("\n%s", b)
+	b, out := evalCSFCube(t)
 	for _, mode := range []string{"lexical", "dense", "hybrid"} {
 		if !regexp.MustCompile(`(?m)^  ` + mode + ` +0\.\d{4} +0\.\d{4} +\(24 dev rows; relevance ECE 0\.\d{4} over \d+ judged results, relevant: graded 1 or more\)$`).Match(b) {
 			t.Errorf("no NDCG line for %s", mode)
 		}
 	}
-	rows, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(string(rows), "\n"); n != 50 {
+	if n := rankingRows(t, out); n != 50 {
 		t.Fatalf("%d ranking rows, want 50", n)
 	}
 }
@@ -793,31 +807,16 @@ func TestEvalCommand(t *testing.T) {
 func TestEvalStrategies(t *testing.T) {
 	t.Parallel()
 	race.Skip(t)
-	shared := testutil.SharedDir(t)
-	api := embedtest.New(32)
-	defer api.Close()
-	out := filepath.Join(t.TempDir(), "rankings.jsonl")
-	cmd := exec.Command(lab, "eval", "--csfcube", filepath.Join(shared, "eval", "csfcube"), "--arxiv", "", "--out", out,
-		"--strategy", "sent-chamfer,rrf:2:5")
-	cmd.Env = append(os.Environ(), "EMBEDDING_BASE_URL="+api.BaseURL(), "EMBEDDING_MODEL=fake")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("eval --strategy: %v\n%s", err, b)
-	}
-	t.Logf("\n%s", b)
+	b, out := evalCSFCube(t, "--strategy", "sent-chamfer,rrf:2:5")
 	for _, name := range []string{"today", "sent-chamfer", "rrf:2:5"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` +0\.\d{4} +0\.\d{4} +- +[+-]0\.\d{4} \(0\.\d{4}\), -$`).Match(b) {
 			t.Errorf("no figures line for %s", name)
 		}
-		rows, err := os.ReadFile(strings.TrimSuffix(out, ".jsonl") + "-" + strings.ReplaceAll(name, ":", "_") + ".jsonl")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := strings.Count(string(rows), "\n"); n != 50 {
+		if n := rankingRows(t, strings.TrimSuffix(out, ".jsonl")+"-"+strings.ReplaceAll(name, ":", "_")+".jsonl"); n != 50 {
 			t.Errorf("%s: %d ranking rows, want 50", name, n)
 		}
 	}
-	cmd = exec.Command(lab, "eval", "--arxiv", "", "--csfcube", "", "--strategy", "no-such")
+	cmd := exec.Command(lab, "eval", "--arxiv", "", "--csfcube", "", "--strategy", "no-such")
 	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `unknown strategy "no-such"; known: today, `) {
 		t.Errorf("an unknown strategy: %v\n%s", err, b)
 	}

@@ -4,13 +4,13 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"sync"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
 	"github.com/paperrec/recommender/internal/embed"
+	"github.com/paperrec/recommender/internal/vec"
 )
 
 // A Lab is what strategies draw on for one collection: its papers, the service holding them
@@ -156,28 +156,12 @@ func (l *Lab) embedAll(ctx context.Context, texts []string) ([][]float32, error)
 	return out, nil
 }
 
+// normalize is vec.Normalized, keeping a zero vector (scored 0 against everything).
 func normalize(v []float32) []float32 {
-	var n float64
-	for _, x := range v {
-		n += float64(x) * float64(x)
+	if n := vec.Normalized(v); n != nil {
+		return n
 	}
-	if n == 0 {
-		return v
-	}
-	inv := float32(1 / math.Sqrt(n))
-	out := make([]float32, len(v))
-	for i, x := range v {
-		out[i] = x * inv
-	}
-	return out
-}
-
-func dot(a, b []float32) float32 {
-	var s float32
-	for i := range a {
-		s += a[i] * b[i]
-	}
-	return s
+	return make([]float32, len(v))
 }
 
 // candidateIndexes resolves candidates (nil: every paper but the seed) to indexes, leaving out
@@ -246,7 +230,7 @@ func (l *Lab) DenseScores(ctx context.Context, query []float32, idx []int) ([]fl
 	}
 	score := make([]float32, len(idx))
 	for j, i := range idx {
-		score[j] = dot(query, docs[i])
+		score[j] = vec.Dot(query, docs[i])
 	}
 	return score, nil
 }
@@ -259,7 +243,7 @@ func MaxPair(seed, cand [][]float32) float32 {
 	best := float32(-1)
 	for _, a := range seed {
 		for _, b := range cand {
-			best = max(best, dot(a, b))
+			best = max(best, vec.Dot(a, b))
 		}
 	}
 	return best
@@ -272,7 +256,7 @@ func MeanBest(seed, cand [][]float32) float32 {
 	for _, a := range seed {
 		best := float32(-1)
 		for _, b := range cand {
-			best = max(best, dot(a, b))
+			best = max(best, vec.Dot(a, b))
 		}
 		sum += best
 	}
@@ -309,7 +293,7 @@ func (l *Lab) SentenceRanking(ctx context.Context, seed string, candidates []str
 	}
 	score := make([]float32, len(idx))
 	for j, i := range idx {
-		score[j] = match(sents[s], sents[i]) + docWeight*dot(docs[s], docs[i])
+		score[j] = match(sents[s], sents[i]) + docWeight*vec.Dot(docs[s], docs[i])
 	}
 	return l.byScore(idx, score), nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
+	"github.com/paperrec/recommender/internal/vec"
 )
 
 // A Strategy ranks candidates by their similarity to a seed paper: a ranking experiment, run
@@ -91,7 +92,7 @@ func ParseStrategy(name string) (Strategy, error) {
 			idx := l.candidateIndexes(seed, candidates)
 			score := make([]float32, len(idx))
 			for j, i := range idx {
-				score[j] = dot(seeds[l.index[seed]], cands[i])
+				score[j] = vec.Dot(seeds[l.index[seed]], cands[i])
 			}
 			return l.byScore(idx, score), nil
 		}

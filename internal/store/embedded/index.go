@@ -14,6 +14,7 @@ import (
 	"github.com/paperrec/recommender/internal/lexical"
 	"github.com/paperrec/recommender/internal/store"
 	"github.com/paperrec/recommender/internal/topk"
+	"github.com/paperrec/recommender/internal/vec"
 )
 
 // maxQueryTerms bounds how many query terms are scored: the highest |weight| x idf ones. A seed
@@ -624,7 +625,7 @@ func seek(ps []posting, c int, d uint32) int {
 // or when a filtered graph search finds fewer than k papers (the filter was too selective for the
 // walk), so a filter never costs results.
 func (x *index) searchDense(ctx context.Context, qv []float32, m *matcher, k int, exact bool, slot int) ([]store.Scored, error) {
-	q := normalized(qv)
+	q := vec.Normalized(qv)
 	vs := &x.sets[slot]
 	if vs.ann == nil || exact || m.only != nil || x.live < x.annCfg.ExactBelow {
 		return x.scanDense(ctx, q, m, k, slot)
@@ -662,7 +663,7 @@ func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, s
 	visit := func(i uint32) {
 		d := &x.docs[i]
 		if d.alive && len(d.dense[slot]) == len(q) && m.match(i) {
-			top.Push(scored{doc: i, score: dot(q, d.dense[slot])})
+			top.Push(scored{doc: i, score: vec.Dot(q, d.dense[slot])})
 		}
 	}
 	if m.only != nil { // a candidate list: look at those papers only
@@ -688,7 +689,7 @@ func (x *index) scanDense(ctx context.Context, q []float32, m *matcher, k int, s
 func (x *index) setVector(n uint32, slot int, v []float32) {
 	d := &x.docs[n]
 	x.dropVector(n, slot)
-	d.dense[slot] = normalized(v)
+	d.dense[slot] = vec.Normalized(v)
 	if vs := &x.sets[slot]; vs.ann != nil && d.dense[slot] != nil {
 		d.ann[slot] = annQueued
 		if !d.listed[slot] {
@@ -830,42 +831,6 @@ func anyIn(values []string, set map[string]bool) bool {
 		}
 	}
 	return false
-}
-
-// normalized returns v scaled to unit length (nil for nil or zero vectors), so that cosine
-// similarity is a dot product.
-func normalized(v []float32) []float32 {
-	var ss float64
-	for _, x := range v {
-		ss += float64(x) * float64(x)
-	}
-	if ss == 0 {
-		return nil
-	}
-	inv := float32(1 / math.Sqrt(ss))
-	out := make([]float32, len(v))
-	for i, x := range v {
-		out[i] = x * inv
-	}
-	return out
-}
-
-// dot is written with four accumulators so the compiler keeps them in registers and the CPU can
-// pipeline the multiply-adds; an assembly kernel belongs to the approximate-index work.
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return s0 + s1 + s2 + s3
 }
 
 func abs32(x float32) float32 { return float32(math.Abs(float64(x))) }
