@@ -190,19 +190,20 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // sample's topics, and writes each one's rankings of every CSFCube row.
 func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string, csfcube, sample, out string,
 	sf *cli.StoreFlags, emb embed.Embedder, opts []app.Option) error {
-	list := []eval.Strategy{}
+	var list []eval.Strategy // today's first, once
 	for _, n := range append([]string{"today"}, names...) {
-		s, err := eval.ParseStrategy(strings.TrimSpace(n))
+		if n = strings.TrimSpace(n); n == "today" && len(list) > 0 {
+			continue
+		}
+		s, err := eval.ParseStrategy(n)
 		if err != nil {
 			return cli.UsageError{Msg: err.Error()}
 		}
-		if n != "today" || len(list) == 0 {
-			list = append(list, s)
-		}
+		list = append(list, s)
 	}
 	type figures struct {
-		pct20, at20, p10 float64
-		rows             eval.RowScores
+		rows eval.RowScores // CSFCube's dev rows
+		p10  float64
 	}
 	got := make([]figures, len(list))
 	// progress reports a long embedding (a first run's sentences) at every tenth of the way.
@@ -229,7 +230,6 @@ func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string
 					return err
 				}
 				got[i].rows = rows
-				got[i].pct20, got[i].at20 = rows.Mean()
 				if err := eval.WriteRankings(strategyOut(out, s.Name), rankings); err != nil {
 					return err
 				}
@@ -267,6 +267,7 @@ func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string
 		return fmt.Sprintf("%.4f", x)
 	}
 	for i, s := range list {
+		pct20, at20 := got[i].rows.Mean()
 		vsNDCG, vsP10 := "-", "-"
 		if csfcube != "" {
 			d, se := got[i].rows.PairedDifference(got[0].rows)
@@ -275,7 +276,7 @@ func runStrategies(ctx context.Context, stdout, stderr io.Writer, names []string
 		if sample != "" {
 			vsP10 = fmt.Sprintf("%+.4f", got[i].p10-got[0].p10)
 		}
-		fmt.Fprintf(stdout, "%-28s %8s %8s %10s   %s, %s\n", s.Name, figure(got[i].pct20, csfcube != ""), figure(got[i].at20, csfcube != ""),
+		fmt.Fprintf(stdout, "%-28s %8s %8s %10s   %s, %s\n", s.Name, figure(pct20, csfcube != ""), figure(at20, csfcube != ""),
 			figure(got[i].p10, sample != ""), vsNDCG, vsP10)
 	}
 	if csfcube != "" {

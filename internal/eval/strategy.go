@@ -18,10 +18,12 @@ import (
 // outside the service on the vectors the embedding API gives and the lists the service returns.
 type Strategy struct {
 	Name, About string
-	// Rank returns candidates best first, at least the first k of them; nil candidates means
-	// every paper of the collection but the seed.
-	Rank func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error)
+	Rank        RankFunc
 }
+
+// A RankFunc returns candidates best first, at least the first k of them; nil candidates means
+// every paper of the collection but the seed.
+type RankFunc func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error)
 
 // Strategies are the experiments `eval --strategy` knows, by name; a name may carry
 // parameters, each after a colon (see ParseStrategy).
@@ -49,12 +51,12 @@ func ParseStrategy(name string) (Strategy, error) {
 		}
 		return def
 	}
-	service := func(mode recommenderv1.RetrievalMode) func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error) {
+	service := func(mode recommenderv1.RetrievalMode) RankFunc {
 		return func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error) {
 			return l.ServiceRanking(ctx, seed, candidates, k, mode)
 		}
 	}
-	sentences := func(match SentenceMatch, w float32) func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error) {
+	sentences := func(match SentenceMatch, w float32) RankFunc {
 		return func(ctx context.Context, l *Lab, seed string, candidates []string, k int) ([]string, error) {
 			return l.SentenceRanking(ctx, seed, candidates, match, w)
 		}
