@@ -222,17 +222,13 @@ func (l *Lab) ServiceRanking(ctx context.Context, seed string, candidates []stri
 	return out, nil
 }
 
-// DenseScores scores candidates by the cosine of their vector with query.
-func (l *Lab) DenseScores(ctx context.Context, query []float32, idx []int) ([]float32, error) {
-	docs, err := l.Docs(ctx)
-	if err != nil {
-		return nil, err
-	}
+// Cosines scores the papers idx by the cosine of their vector in vecs (unit length) with query.
+func Cosines(query []float32, vecs [][]float32, idx []int) []float32 {
 	score := make([]float32, len(idx))
 	for j, i := range idx {
-		score[j] = vec.Dot(query, docs[i])
+		score[j] = vec.Dot(query, vecs[i])
 	}
-	return score, nil
+	return score
 }
 
 // SentenceMatch scores a candidate's sentences against the seed's.
@@ -288,8 +284,7 @@ func (l *Lab) SentenceRanking(ctx context.Context, seed string, candidates []str
 	s := l.index[seed]
 	idx := l.candidateIndexes(seed, candidates)
 	if candidates == nil {
-		ds, _ := l.DenseScores(ctx, docs[s], idx)
-		idx = topIndexes(idx, ds, shortlist)
+		idx = topIndexes(idx, Cosines(docs[s], docs, idx), shortlist)
 	}
 	score := make([]float32, len(idx))
 	for j, i := range idx {
@@ -357,9 +352,8 @@ func (l *Lab) PRFQuery(ctx context.Context, seed string, k int, beta float32) ([
 	}
 	s := l.index[seed]
 	all := l.candidateIndexes(seed, nil)
-	ds, _ := l.DenseScores(ctx, docs[s], all)
 	q := slices.Clone(docs[s])
-	for _, i := range topIndexes(all, ds, k) {
+	for _, i := range topIndexes(all, Cosines(docs[s], docs, all), k) {
 		for d := range q {
 			q[d] += beta / float32(k) * docs[i][d]
 		}

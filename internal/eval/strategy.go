@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	recommenderv1 "github.com/paperrec/recommender/gen/recommender/v1"
-	"github.com/paperrec/recommender/internal/vec"
 )
 
 // A Strategy ranks candidates by their similarity to a seed paper: a ranking experiment, run
@@ -92,11 +91,7 @@ func ParseStrategy(name string) (Strategy, error) {
 				return nil, err
 			}
 			idx := l.candidateIndexes(seed, candidates)
-			score := make([]float32, len(idx))
-			for j, i := range idx {
-				score[j] = vec.Dot(seeds[l.index[seed]], cands[i])
-			}
-			return l.byScore(idx, score), nil
+			return l.byScore(idx, Cosines(seeds[l.index[seed]], cands, idx)), nil
 		}
 	case "sent-max":
 		s.About, s.Rank = "the best pair of sentences (title included), one vector per sentence", sentences(MaxPair, 0)
@@ -119,9 +114,12 @@ func ParseStrategy(name string) (Strategy, error) {
 			if err != nil {
 				return nil, err
 			}
+			docs, err := l.Docs(ctx)
+			if err != nil {
+				return nil, err
+			}
 			idx := l.candidateIndexes(seed, candidates)
-			score, err := l.DenseScores(ctx, q, idx)
-			return l.byScore(idx, score), err
+			return l.byScore(idx, Cosines(q, docs, idx)), nil
 		}
 	case "rrf", "rrf-sent", "rrf-sentdoc", "rrf-prf":
 		rrfK, w := param(0, 60), param(1, 1)
